@@ -1,0 +1,49 @@
+/* fl_data: datasets in memory, and their readers.
+ *
+ * A dataset is n examples of `dim` float features with integer labels in
+ * [0, num_classes). Readers: IDX (gzip or raw, e.g. Fashion-MNIST; pixel
+ * bytes scaled to [0,1]) and CSV (one example per line: label, then dim
+ * features; optional header line is detected and skipped).
+ * Every reader bounds sizes before allocating and reports what was wrong
+ * (file, line/offset, expected vs found) through fl_err_set(). */
+#ifndef FL_DATA_H
+#define FL_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FL_DATA_MAX_EXAMPLES (1u << 26)  /* 67M examples */
+#define FL_DATA_MAX_DIM (1u << 20)       /* 1M features */
+#define FL_DATA_MAX_BYTES ((size_t)8 << 30) /* 8 GiB of features */
+#define FL_DATA_MAX_CLASSES 65536
+
+typedef struct {
+  size_t n;            /* number of examples */
+  size_t dim;          /* features per example */
+  size_t num_classes;  /* max label + 1 (or the dataset's known count) */
+  float *x;            /* (n, dim) row-major, owned */
+  int32_t *y;          /* (n), owned */
+} fl_dataset_t;
+
+/* Loads an IDX image file (idx3 ubyte, any number of dims >= 1 after the
+ * count) and an IDX label file (idx1 ubyte). Either may be gzip-compressed
+ * (detected by magic, not by name). Returns 0 and a new dataset in *out. */
+int fl_dataset_load_idx(const char *images_path, const char *labels_path, fl_dataset_t **out);
+
+/* Loads a CSV file: label,f1,...,fD per line. All lines must have the same
+ * number of fields; labels are non-negative integers; features finite. */
+int fl_dataset_load_csv(const char *path, fl_dataset_t **out);
+
+/* Loads a named dataset from `dir`: "fashion-mnist" or "mnist" (files
+ * train-images-idx3-ubyte[.gz] etc.). `train` selects train (1) or test (0).
+ * A missing file yields FL_ENOENT with a message that names the path and the
+ * Debian package that provides it (dataset-fashion-mnist). */
+int fl_dataset_load_named(const char *name, const char *dir, int train, fl_dataset_t **out);
+
+/* Loads `path` as CSV if it ends in .csv, else as an IDX image file whose
+ * labels are found by replacing "images" with "labels" in its name. */
+int fl_dataset_load_file(const char *path, fl_dataset_t **out);
+
+void fl_dataset_destroy(fl_dataset_t **d);
+
+#endif

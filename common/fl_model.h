@@ -1,0 +1,76 @@
+/* fl_model: softmax regression and ReLU MLPs on OpenBLAS.
+ *
+ * A model is a stack of L linear layers; hidden layers use ReLU; the output
+ * layer feeds softmax + cross-entropy. All parameters live in one contiguous
+ * float buffer (so FedAvg and optimizer steps are single loops/BLAS calls),
+ * laid out layer by layer as
+ *   W_l  (dims[l+1], dims[l])  row-major, PyTorch nn.Linear layout
+ *   b_l  (dims[l+1])
+ * Tensor names (wire, safetensors) are "layers.<l>.weight" / "layers.<l>.bias".
+ *
+ * Specs: "softmax" (L=1), "mlp:H1,H2,..." (ReLU hidden layers). The FedAvg
+ * paper's 2NN is "mlp:200,200" on 784 inputs: 199,210 parameters. */
+#ifndef FL_MODEL_H
+#define FL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FL_MODEL_MAX_LAYERS 8
+#define FL_MODEL_MAX_PARAMS ((size_t)1 << 28)
+#define FL_MODEL_SPEC_MAX 128
+
+typedef struct {
+  size_t num_layers;                       /* L, linear layers */
+  size_t dims[FL_MODEL_MAX_LAYERS + 1];    /* dims[0] input, dims[L] classes */
+  size_t num_params;
+  char spec[FL_MODEL_SPEC_MAX];            /* the spec it was parsed from */
+} fl_model_spec_t;
+
+/* A view of one named tensor inside the parameter buffer. */
+typedef struct {
+  char name[32];
+  size_t offset;   /* in floats, into the parameter buffer */
+  size_t count;    /* number of floats */
+  uint32_t ndim;   /* 1 or 2 */
+  uint32_t shape[2];
+} fl_tensor_info_t;
+
+/* Parses a spec for the given input width and class count. Errors name the
+ * bad part ("model 'mlp:200,x': hidden width 'x' is not a positive integer"). */
+int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_model_spec_t *out);
+
+/* Number of tensors (2 * num_layers) and the i-th tensor's info. */
+size_t fl_model_num_tensors(const fl_model_spec_t *m);
+void fl_model_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out);
+
+/* PyTorch nn.Linear default init: U(-1/sqrt(in), 1/sqrt(in)) for W and b,
+ * deterministic from seed. */
+void fl_model_init(const fl_model_spec_t *m, float *params, uint64_t seed);
+
+/* Scratch space for forward/backward at batch size <= max_batch. */
+typedef struct fl_model_ws fl_model_ws_t;
+fl_model_ws_t *fl_model_ws_new(const fl_model_spec_t *m, size_t max_batch);
+void fl_model_ws_destroy(fl_model_ws_t **ws);
+
+/* Forward + backward on one batch. x: (B, dims[0]); y: (B) labels.
+ * Writes grad (num_params) = d(mean cross-entropy)/d(params), overwriting it.
+ * Returns the mean loss. B <= max_batch. */
+float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
+                         const float *x, const int32_t *y, size_t B, float *grad);
+
+/* Forward only on B examples (any B: processed in chunks of max_batch).
+ * Adds the summed cross-entropy to *loss_sum and correct predictions to
+ * *correct. */
+void fl_model_evaluate(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
+                       const float *x, const int32_t *y, size_t B, double *loss_sum,
+                       size_t *correct);
+
+/* Naive reference (plain loops, no BLAS) of fl_model_loss_grad, for tests. */
+float fl_model_loss_grad_ref(const fl_model_spec_t *m, const float *params, const float *x,
+                             const int32_t *y, size_t B, float *grad);
+
+/* FLOPs of one forward+backward pass per example (for benchmarks). */
+double fl_model_flops_per_example(const fl_model_spec_t *m);
+
+#endif

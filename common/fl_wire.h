@@ -1,0 +1,67 @@
+/* fl_wire: the bounded, validating codec for fedlr's protobuf messages.
+ *
+ * Every byte string from outside goes through fl_wire_decode(): the length is
+ * checked against the limits before anything is allocated, protobuf-c unpacks
+ * with a size-capped allocator, and the result is checked field by field
+ * (exactly one body set, string lengths, tensor counts, shape products equal
+ * data counts, all floats finite, round >= 1, batch size and epochs in range,
+ * ...). Errors say what was wrong ("update: tensor 2 'layers.1.weight' has
+ * 39999 values, shape [200,200] needs 40000"). Checks that need run state
+ * (expected round, sampled sender, model shapes) are the caller's, helped by
+ * fl_wire_check_tensors(). */
+#ifndef FL_WIRE_H
+#define FL_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fedlr.pb-c.h"
+#include "fl_model.h"
+
+#define FL_WIRE_PROTOCOL_VERSION 1
+#define FL_WIRE_MAX_STRING 256       /* names, specs, reasons */
+#define FL_WIRE_MAX_EPOCHS 1000
+#define FL_WIRE_MAX_BATCH 65536
+
+typedef struct {
+  size_t max_message;   /* bytes of one encoded message */
+  size_t max_tensors;   /* tensors in one message */
+  size_t max_values;    /* floats across all tensors of one message */
+} fl_wire_limits_t;
+
+/* Limits that admit exactly the messages a run with model `m` can produce:
+ * max_values = num_params, max_message = 4*num_params + 64 KiB of framing. */
+void fl_wire_limits_for_model(const fl_model_spec_t *m, fl_wire_limits_t *out);
+
+/* Decodes and validates one message. On success *out is a new envelope to
+ * free with fl_wire_free(). On error returns FL_ETOOBIG, FL_EFORMAT,
+ * FL_ESHAPE, FL_ENONFINITE or FL_ERANGE with a detail message, and *out is
+ * NULL. Never crashes on any input. */
+int fl_wire_decode(const uint8_t *buf, size_t len, const fl_wire_limits_t *lim,
+                   Fedlr__Envelope **out);
+void fl_wire_free(Fedlr__Envelope **env);
+
+/* Encodes into a new malloc'd buffer (*buf, *len), caller frees. */
+int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len);
+
+/* A zero-copy tensor list over a parameter buffer, for encoding RoundStart
+ * and Update messages. A plain value; `ptrs`/`n` go into the message's
+ * weights/n_weights. Valid while `params` is. */
+typedef struct {
+  Fedlr__Tensor t[2 * FL_MODEL_MAX_LAYERS];
+  Fedlr__Tensor *ptrs[2 * FL_MODEL_MAX_LAYERS];
+  uint32_t shape[2 * FL_MODEL_MAX_LAYERS][2];
+  char names[2 * FL_MODEL_MAX_LAYERS][32];
+  size_t n;
+} fl_wire_tensors_t;
+void fl_wire_tensors_init(fl_wire_tensors_t *tv, const fl_model_spec_t *m, const float *params);
+
+/* Checks that `t[0..n)` are exactly model m's tensors (names, order,
+ * shapes); FL_ESHAPE with a detail otherwise. */
+int fl_wire_check_tensors(Fedlr__Tensor *const *t, size_t n, const fl_model_spec_t *m);
+
+/* Copies checked tensors into a parameter buffer (num_params floats). */
+void fl_wire_tensors_copy(Fedlr__Tensor *const *t, size_t n, const fl_model_spec_t *m,
+                          float *params);
+
+#endif
