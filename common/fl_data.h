@@ -16,6 +16,7 @@
 #define FL_DATA_MAX_DIM (1u << 20)       /* 1M features */
 #define FL_DATA_MAX_BYTES ((size_t)8 << 30) /* 8 GiB of features */
 #define FL_DATA_MAX_CLASSES 65536
+#define FL_DATA_MAX_CSV_BYTES ((size_t)4 << 30) /* 4 GiB of CSV text */
 
 typedef struct {
   size_t n;            /* number of examples */
@@ -35,7 +36,9 @@ int fl_dataset_load_idx(const char *images_path, const char *labels_path, fl_dat
 int fl_dataset_load_csv(const char *path, fl_dataset_t **out);
 
 /* Loads a named dataset from `dir`: "fashion-mnist" or "mnist" (files
- * train-images-idx3-ubyte[.gz] etc.). `train` selects train (1) or test (0).
+ * train-images-idx3-ubyte[.gz] etc.; dir NULL or "" means
+ * /usr/share/datasets/NAME).
+ * `train` selects train (1) or test (0). num_classes is always 10.
  * A missing file yields FL_ENOENT with a message that names the path and the
  * Debian package that provides it (dataset-fashion-mnist). */
 int fl_dataset_load_named(const char *name, const char *dir, int train, fl_dataset_t **out);

@@ -1,0 +1,244 @@
+/* bench_fedlr: fedlr's hot paths beside what the hardware can do, measured
+ * in the same run.
+ *
+ *   sgemm peak        cblas_sgemm 1024^3, 1 and 2 threads (GFLOP/s)
+ *   training          2NN (784-200-200-10) forward+backward+SGD step on real
+ *                     Fashion-MNIST batches, B=10 and B=64, one worker (one
+ *                     BLAS thread) and two workers in parallel (GFLOP/s,
+ *                     examples/s, % of the sgemm peak at the same thread count)
+ *   aggregation       fl_engine_submit() of encoded 2NN updates: decode,
+ *                     validate, fold into the FedAvg sum (update GB/s), beside
+ *                     memcpy bandwidth at the same working-set size and at a
+ *                     DRAM-sized one
+ *
+ * Output: a Markdown table on stdout (bench/RESULTS.md keeps a copy). The
+ * seconds-per-round figure of the reference configuration comes from
+ * bench/run.sh, which runs the real fedlr-sim. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "fl_blas.h"
+#include "fl_data.h"
+#include "fl_engine.h"
+#include "fl_error.h"
+#include "fl_model.h"
+#include "fl_optim.h"
+#include "fl_rng.h"
+#include "fl_wire.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double sgemm_gflops(int threads) {
+  const int n = 1024;
+  float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
+        *c = malloc(sizeof(float) * n * n);
+  for (long i = 0; i < (long)n * n; i++) {
+    a[i] = (float)(i % 7) * 0.1f;
+    b[i] = (float)(i % 5) * 0.1f;
+  }
+  fl_blas_set_threads(threads);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+  double best = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    double t = now_s();
+    for (int i = 0; i < 4; i++)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    double g = 4 * 2.0 * n * n * n / (now_s() - t) / 1e9;
+    if (g > best) best = g;
+  }
+  fl_blas_set_threads(1);
+  free(a);
+  free(b);
+  free(c);
+  return best;
+}
+
+typedef struct {
+  const fl_model_spec_t *m;
+  const fl_dataset_t *d;
+  size_t B;
+  double seconds;
+  size_t steps;
+  pthread_t th;
+} train_job_t;
+
+/* Trains for ~`seconds` over the dataset in order, one BLAS thread. */
+static void *train_job(void *arg) {
+  train_job_t *j = arg;
+  const fl_model_spec_t *m = j->m;
+  float *p = malloc(m->num_params * sizeof *p), *g = malloc(m->num_params * sizeof *g);
+  fl_model_init(m, p, 1);
+  fl_model_ws_t *ws = fl_model_ws_new(m, j->B);
+  fl_optim_config_t oc;
+  fl_optim_parse("sgd", &oc);
+  fl_optim_t *o = fl_optim_new(&oc, m->num_params);
+  size_t dim = m->dims[0], off = 0, steps = 0;
+  double t0 = now_s(), t;
+  do {
+    for (int k = 0; k < 20; k++) {
+      if (off + j->B > j->d->n) off = 0;
+      fl_model_loss_grad(m, ws, p, j->d->x + off * dim, j->d->y + off, j->B, g);
+      fl_optim_step(o, p, g, 0.01f);
+      off += j->B;
+      steps++;
+    }
+    t = now_s() - t0;
+  } while (t < j->seconds);
+  j->steps = steps;
+  j->seconds = t;
+  fl_optim_destroy(&o);
+  fl_model_ws_destroy(&ws);
+  free(p);
+  free(g);
+  return NULL;
+}
+
+/* Returns total GFLOP/s over `workers` parallel trainers; *eps examples/s. */
+static double train_gflops(const fl_model_spec_t *m, const fl_dataset_t *d, size_t B, int workers,
+                           double *eps) {
+  train_job_t j[2];
+  for (int w = 0; w < workers; w++) {
+    j[w] = (train_job_t){m, d, B, 2.0, 0, 0};
+    pthread_create(&j[w].th, NULL, train_job, &j[w]);
+  }
+  double ex = 0;
+  for (int w = 0; w < workers; w++) {
+    pthread_join(j[w].th, NULL);
+    ex += (double)j[w].steps * (double)B / j[w].seconds;
+  }
+  *eps = ex;
+  return ex * fl_model_flops_per_example(m) / 1e9;
+}
+
+static double copy_gbs(size_t bytes) {
+  char *a = malloc(bytes), *b = malloc(bytes);
+  memset(a, 1, bytes);
+  memset(b, 2, bytes);
+  size_t reps = (size_t)(2e9 / (double)bytes) + 1;
+  double best = 0;
+  for (int r = 0; r < 5; r++) {
+    double t = now_s();
+    for (size_t i = 0; i < reps; i++) {
+      memcpy(b, a, bytes);
+      __asm__ volatile("" ::"r"(b) : "memory");
+    }
+    double g = (double)bytes * (double)reps / (now_s() - t) / 1e9;
+    if (g > best) best = g;
+  }
+  free(a);
+  free(b);
+  return best;
+}
+
+/* Update bytes folded per second by fl_engine_submit(): 10 clients per round,
+ * like the reference configuration. */
+static double aggregation_gbs(const fl_model_spec_t *m) {
+  const uint32_t K = 10;
+  fl_engine_config_t c;
+  memset(&c, 0, sizeof c);
+  c.model = *m;
+  c.lr0 = 0.1;
+  fl_sched_parse("const", &c.sched);
+  fl_optim_parse("sgd", &c.optim);
+  c.local_epochs = 1;
+  c.batch_size = 10;
+  c.fraction = 1.0;
+  c.rounds = 1000000;
+  c.quorum = 1.0;
+  c.eval_every = 1000000;
+  int err;
+  fl_engine_t *e = fl_engine_new(&c, &err);
+  for (uint32_t k = 0; k < K; k++) {
+    char name[16];
+    snprintf(name, sizeof name, "b%u", k);
+    fl_engine_add_client(e, name, 600, NULL);
+  }
+  float *delta = malloc(m->num_params * sizeof *delta);
+  fl_rng_t r;
+  fl_rng_seed(&r, 3);
+  for (size_t i = 0; i < m->num_params; i++) delta[i] = (float)(fl_rng_uniform(&r) - 0.5) * 1e-3f;
+  double total_t = 0;
+  size_t total_updates = 0;
+  for (int round = 1; total_t < 2.0; round++) {
+    fl_engine_begin_round(e);
+    uint8_t *bufs[10];
+    size_t lens[10];
+    for (uint32_t k = 0; k < K; k++) {
+      fl_wire_tensors_t tv;
+      fl_wire_tensors_init(&tv, m, delta);
+      Fedlr__Update u = FEDLR__UPDATE__INIT;
+      u.round = (uint32_t)round;
+      u.client_id = k;
+      u.num_examples = 600;
+      u.is_delta = 1;
+      u.n_weights = tv.n;
+      u.weights = tv.ptrs;
+      u.train_loss = 0.5;
+      Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+      env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
+      env.update = &u;
+      fl_wire_encode(&env, &bufs[k], &lens[k]);
+    }
+    double t = now_s();
+    for (uint32_t k = 0; k < K; k++) {
+      if (fl_engine_submit(e, k, bufs[k], lens[k]) != 0) {
+        fprintf(stderr, "submit: %s\n", fl_err_msg());
+        exit(1);
+      }
+    }
+    total_t += now_s() - t;
+    total_updates += K;
+    for (uint32_t k = 0; k < K; k++) free(bufs[k]);
+    fl_round_metrics_t rm;
+    fl_engine_end_round(e, &rm);
+  }
+  free(delta);
+  fl_engine_destroy(&e);
+  return (double)total_updates * (double)m->num_params * 4.0 / total_t / 1e9;
+}
+
+int main(int argc, char **argv) {
+  fl_blas_setup(argc, argv);
+  const char *dir = argc > 1 ? argv[1] : "/usr/share/datasets/fashion-mnist";
+  fl_dataset_t *d = NULL;
+  if (fl_dataset_load_named("fashion-mnist", dir, 1, &d)) {
+    fprintf(stderr, "bench: %s\n", fl_err_msg());
+    return 1;
+  }
+  fl_model_spec_t m;
+  fl_model_parse("mlp:200,200", d->dim, 10, &m);
+  printf("OpenBLAS core: %s\n\n", fl_blas_corename());
+  double peak1 = sgemm_gflops(1), peak2 = sgemm_gflops(2);
+  printf("| measurement | value | vs hardware |\n|---|---|---|\n");
+  printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", peak1);
+  printf("| sgemm 1024^3, 2 threads | %.1f GFLOP/s | peak (2 cores) |\n", peak2);
+  size_t Bs[2] = {10, 64};
+  for (int b = 0; b < 2; b++) {
+    for (int w = 1; w <= 2; w++) {
+      double eps, g = train_gflops(&m, d, Bs[b], w, &eps);
+      printf("| 2NN train step B=%zu, %d worker%s | %.1f GFLOP/s, %.0f examples/s | %.0f%% of "
+             "%d-thread sgemm peak |\n",
+             Bs[b], w, w > 1 ? "s" : "", g, eps, 100 * g / (w == 1 ? peak1 : peak2), w);
+    }
+  }
+  double agg = aggregation_gbs(&m);
+  size_t ws = m.num_params * 4;
+  double cp_ws = copy_gbs(ws), cp_big = copy_gbs((size_t)256 << 20);
+  printf("| memcpy, %zu KiB (one update) | %.1f GB/s | copy bandwidth, cache |\n", ws >> 10, cp_ws);
+  printf("| memcpy, 256 MiB | %.1f GB/s | copy bandwidth, DRAM |\n", cp_big);
+  printf("| FedAvg aggregation (decode+validate+fold), 2NN updates | %.1f GB/s | %.0f%% of cache "
+         "copy, %.0f%% of DRAM copy |\n",
+         agg, 100 * agg / cp_ws, 100 * agg / cp_big);
+  printf("\nFLOPs per example (2NN, fwd+bwd): %.0f\n", fl_model_flops_per_example(&m));
+  fl_dataset_destroy(&d);
+  return 0;
+}

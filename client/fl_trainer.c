@@ -1,0 +1,211 @@
+#include "fl_trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fl_error.h"
+#include "fl_optim.h"
+#include "fl_rng.h"
+#include "fl_sched.h"
+#include "fl_wire.h"
+
+struct fl_trainer {
+  fl_model_spec_t model;
+  fl_wire_limits_t limits;
+  float *params;        /* (num_params) local model */
+  float *global;        /* (num_params) the round's global model */
+  float *grad;          /* (num_params) */
+  fl_optim_t *optim;    /* created on first use, kind may change per round */
+  fl_optim_config_t optim_cfg;
+  fl_model_ws_t *ws;    /* activations for batch <= max_batch */
+  size_t max_batch;
+  float *bx;            /* (max_batch, dims[0]) gathered batch */
+  int32_t *by;          /* (max_batch) */
+  uint32_t *order;      /* (cap_order) epoch permutation */
+  size_t cap_order;
+  fl_trainer_tick_fn tick;
+  void *tick_arg;
+  uint64_t tick_every;
+};
+
+fl_trainer_t *fl_trainer_new(const fl_model_spec_t *m) {
+  fl_trainer_t *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->model = *m;
+  fl_wire_limits_for_model(m, &t->limits);
+  size_t n = m->num_params;
+  t->params = malloc(n * sizeof *t->params);
+  t->global = malloc(n * sizeof *t->global);
+  t->grad = malloc(n * sizeof *t->grad);
+  if (!t->params || !t->global || !t->grad) fl_trainer_destroy(&t);
+  return t;
+}
+
+void fl_trainer_destroy(fl_trainer_t **pt) {
+  fl_trainer_t *t = pt ? *pt : NULL;
+  if (!t) return;
+  free(t->params);
+  free(t->global);
+  free(t->grad);
+  fl_optim_destroy(&t->optim);
+  fl_model_ws_destroy(&t->ws);
+  free(t->bx);
+  free(t->by);
+  free(t->order);
+  free(t);
+  *pt = NULL;
+}
+
+void fl_trainer_set_tick(fl_trainer_t *t, fl_trainer_tick_fn fn, void *arg, uint64_t every) {
+  t->tick = fn;
+  t->tick_arg = arg;
+  t->tick_every = every ? every : 1;
+}
+
+/* Sizes the batch workspace; keeps it across rounds when B is unchanged. */
+static int ensure_batch(fl_trainer_t *t, size_t B) {
+  if (t->ws && t->max_batch == B) return 0;
+  fl_model_ws_destroy(&t->ws);
+  free(t->bx);
+  free(t->by);
+  t->ws = fl_model_ws_new(&t->model, B);
+  t->bx = malloc(B * t->model.dims[0] * sizeof *t->bx);
+  t->by = malloc(B * sizeof *t->by);
+  t->max_batch = B;
+  if (!t->ws || !t->bx || !t->by) {
+    t->max_batch = 0;
+    return fl_err_set(FL_ENOMEM, "trainer: out of memory for batch size %zu", B);
+  }
+  return 0;
+}
+
+static int ensure_optim(fl_trainer_t *t, const fl_optim_config_t *c) {
+  if (!t->optim || t->optim_cfg.kind != c->kind) {
+    fl_optim_destroy(&t->optim);
+    t->optim = fl_optim_new(c, t->model.num_params);
+    if (!t->optim) return fl_err_set(FL_ENOMEM, "trainer: out of memory for the optimizer");
+  } else {
+    fl_optim_configure(t->optim, c);
+  }
+  t->optim_cfg = *c;
+  if (!c->keep_state) fl_optim_reset(t->optim);
+  return 0;
+}
+
+static void optim_from_wire(const Fedlr__Optimizer *o, fl_optim_config_t *c) {
+  memset(c, 0, sizeof *c);
+  c->kind = (fl_optim_kind_t)o->kind;
+  c->momentum = o->momentum;
+  c->beta1 = o->beta1;
+  c->beta2 = o->beta2;
+  c->eps = o->eps;
+  c->alpha = o->alpha;
+  c->weight_decay = o->weight_decay;
+  c->keep_state = o->keep_state;
+}
+
+int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
+                   const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len) {
+  Fedlr__Envelope *env = NULL;
+  int rc = fl_wire_decode(msg, len, &t->limits, &env);
+  if (rc) return rc;
+  const fl_model_spec_t *m = &t->model;
+  if (env->body_case != FEDLR__ENVELOPE__BODY_ROUND_START) {
+    rc = fl_err_set(FL_EPROTO, "expected a round start, got message kind %d", (int)env->body_case);
+    goto out;
+  }
+  const Fedlr__RoundStart *rs = env->round_start;
+  if (strcmp(rs->model, m->spec) != 0) {
+    rc = fl_err_set(FL_ESHAPE, "round %u is for model '%s', this client runs '%s'", rs->round,
+                    rs->model, m->spec);
+    goto out;
+  }
+  if ((rc = fl_wire_check_tensors(rs->weights, rs->n_weights, m))) goto out;
+  fl_optim_config_t oc;
+  optim_from_wire(rs->optimizer, &oc);
+  if ((rc = fl_optim_validate(&oc))) goto out;
+  fl_sched_t local;
+  if ((rc = fl_sched_parse(rs->local_schedule, &local))) goto out;
+  if (local.kind == FL_SCHED_PLATEAU) {
+    rc = fl_err_set(FL_EINVAL, "local schedule '%s': plateau needs an evaluation metric and "
+                    "cannot be a local schedule", rs->local_schedule);
+    goto out;
+  }
+  const fl_dataset_t *d = shard->data;
+  size_t n = shard->n;
+  if (n == 0 || d->dim != m->dims[0]) {
+    rc = fl_err_set(FL_ESHAPE, "client data: %zu examples of %zu features, model needs %zu", n,
+                    d->dim, m->dims[0]);
+    goto out;
+  }
+  size_t B = rs->batch_size < n ? rs->batch_size : n;
+  if ((rc = ensure_batch(t, B)) || (rc = ensure_optim(t, &oc))) goto out;
+  if (n > t->cap_order) {
+    uint32_t *o = realloc(t->order, n * sizeof *o);
+    if (!o) {
+      rc = fl_err_set(FL_ENOMEM, "trainer: out of memory for %zu examples", n);
+      goto out;
+    }
+    t->order = o;
+    t->cap_order = n;
+  }
+  fl_wire_tensors_copy(rs->weights, rs->n_weights, m, t->global);
+  memcpy(t->params, t->global, m->num_params * sizeof *t->params);
+
+  fl_rng_t rng;
+  fl_rng_seed(&rng, rs->seed);
+  const size_t dim = m->dims[0];
+  double loss_sum = 0;
+  uint64_t step = 0, seen = 0;
+  for (uint32_t ep = 0; ep < rs->local_epochs; ep++) {
+    for (size_t i = 0; i < n; i++) t->order[i] = shard->idx ? shard->idx[i] : (uint32_t)i;
+    fl_rng_shuffle_u32(&rng, t->order, n);
+    for (size_t b0 = 0; b0 < n; b0 += B) {
+      size_t bs = n - b0 < B ? n - b0 : B;
+      for (size_t j = 0; j < bs; j++) {
+        uint32_t r = t->order[b0 + j];
+        memcpy(t->bx + j * dim, d->x + (size_t)r * dim, dim * sizeof *t->bx);
+        t->by[j] = d->y[r];
+      }
+      uint64_t lt = rs->local_unit == FEDLR__ROUND_START__LOCAL_UNIT__STEP ? step : ep;
+      float lr = (float)fl_sched_lr(&local, rs->lr, lt, NULL);
+      float loss = fl_model_loss_grad(m, t->ws, t->params, t->bx, t->by, bs, t->grad);
+      fl_optim_step(t->optim, t->params, t->grad, lr);
+      loss_sum += (double)loss * (double)bs;
+      seen += bs;
+      step++;
+      if (t->tick && step % t->tick_every == 0 && t->tick(t->tick_arg, step)) {
+        rc = fl_err_set(FL_ESTATE, "round %u: training aborted", rs->round);
+        goto out;
+      }
+    }
+  }
+  for (size_t i = 0; i < m->num_params; i++) {
+    t->params[i] -= t->global[i];
+    if (!isfinite(t->params[i])) {
+      rc = fl_err_set(FL_ENONFINITE, "round %u: local training diverged (lr %g): parameter %zu is "
+                      "not finite; lower --lr", rs->round, (double)rs->lr, i);
+      goto out;
+    }
+  }
+
+  fl_wire_tensors_t tv;
+  fl_wire_tensors_init(&tv, m, t->params);
+  Fedlr__Update up = FEDLR__UPDATE__INIT;
+  up.round = rs->round;
+  up.client_id = client_id;
+  up.num_examples = n;
+  up.is_delta = 1;
+  up.n_weights = tv.n;
+  up.weights = tv.ptrs;
+  up.train_loss = loss_sum / (double)seen;
+  up.steps = step;
+  Fedlr__Envelope reply = FEDLR__ENVELOPE__INIT;
+  reply.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
+  reply.update = &up;
+  rc = fl_wire_encode(&reply, out, out_len);
+out:
+  fl_wire_free(&env);
+  return rc;
+}

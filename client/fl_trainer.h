@@ -1,0 +1,48 @@
+/* fl_trainer: the client side of a round. Turns an encoded RoundStart into
+ * an encoded Update by local training on the client's examples: E epochs of
+ * minibatch training (batch B, the last batch of an epoch may be smaller),
+ * a fresh shuffle per epoch from the message's seed, the rate from the
+ * message scaled by the local schedule, the optimizer from the message.
+ * The update carries the delta (local - global) weights.
+ *
+ * A trainer is a workspace (parameters, gradients, optimizer state,
+ * activations, one batch): O(model), independent of the client. fedlr-sim
+ * keeps one per worker thread and lends it to many virtual clients; a
+ * networked client keeps one for its lifetime. Same message and data in,
+ * bit-identical update out. */
+#ifndef FL_TRAINER_H
+#define FL_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fl_data.h"
+#include "fl_model.h"
+
+typedef struct fl_trainer fl_trainer_t;
+
+/* A trainer for model `m` whose examples have m->dims[0] features. */
+fl_trainer_t *fl_trainer_new(const fl_model_spec_t *m);
+void fl_trainer_destroy(fl_trainer_t **t);
+
+/* A client's local data: rows idx[0..n) of `data` (idx NULL = rows 0..n-1). */
+typedef struct {
+  const fl_dataset_t *data;
+  const uint32_t *idx;
+  size_t n;
+} fl_shard_t;
+
+/* Trains on `shard` as instructed by the RoundStart in msg/len (decoded and
+ * validated here: model spec and shapes must match the trainer's model) and
+ * writes the encoded Update for `client_id` to a new malloc'd *out. On error
+ * nothing is written to *out and the detail is in fl_err_msg(). */
+int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
+                   const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len);
+
+/* Optional hook called after every `every` local steps (e.g. to send a
+ * heartbeat while training). Returning non-zero aborts the round
+ * (fl_trainer_run returns FL_ESTATE). */
+typedef int (*fl_trainer_tick_fn)(void *arg, uint64_t step);
+void fl_trainer_set_tick(fl_trainer_t *t, fl_trainer_tick_fn fn, void *arg, uint64_t every);
+
+#endif

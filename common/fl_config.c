@@ -1,0 +1,747 @@
+/* fl_config: one table of options drives the defaults, the flags, the INI
+ * file, validation, --help and the INI writer, so a key is declared once and
+ * the five views of it cannot drift apart. */
+#include "fl_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fl_error.h"
+#include "fl_model.h"
+#include "fl_optim.h"
+#include "fl_partition.h"
+#include "fl_sched.h"
+
+typedef enum {
+  OPT_STR,    /* char[size], the value verbatim */
+  OPT_U32,
+  OPT_U64,
+  OPT_DOUBLE, /* finite */
+  OPT_BOOL,   /* int; a flag takes no value, the file says true/false */
+  OPT_CONFIG  /* --config FILE: read by fl_config_parse, no field */
+} opt_type_t;
+
+enum { G_DATA, G_TRAIN, G_FED, G_NET, G_OUT, G_GENERAL, G_COUNT };
+static const char *const group_title[G_COUNT] = {
+    "Data", "Model and training", "Federation", "Network", "Output", "General"};
+
+enum { OPT_LO_OPEN = 1 }; /* the lower bound is exclusive: (lo, hi] */
+
+/* Checks the syntax of a spec string; on error sets fl_err_msg(). */
+typedef int (*opt_check_fn)(const char *value);
+
+typedef struct {
+  const char *name;    /* flag without "--" and file key; '_' also accepted */
+  opt_type_t type;
+  size_t off, size;    /* the field in fl_config_t */
+  int progs;           /* FL_PROG_* mask */
+  int group;           /* G_*, for --help */
+  const char *metavar; /* "N" in "--rounds N" */
+  const char *def;     /* default as text, parsed like a flag value */
+  double lo, hi;       /* numbers: allowed range (hi = HUGE_VAL: none) */
+  unsigned flags;      /* OPT_LO_OPEN */
+  const char *choices; /* strings: "a|b" allowed values, or NULL */
+  opt_check_fn check;  /* strings: spec syntax, run by fl_config_validate */
+  const char *help;    /* "(default X)" is appended when X is not empty */
+} opt_t;
+
+static int check_lr(const char *s);
+static int check_sched(const char *s);
+static int check_local_sched(const char *s);
+static int check_optim(const char *s);
+static int check_partition(const char *s);
+static int check_model(const char *s);
+
+#define FIELD(f) offsetof(fl_config_t, f), sizeof(((fl_config_t *)0)->f)
+#define SIM FL_PROG_SIM
+#define COORD FL_PROG_COORD
+#define CLIENT FL_PROG_CLIENT
+#define SC (FL_PROG_SIM | FL_PROG_COORD)
+#define ALL (FL_PROG_SIM | FL_PROG_COORD | FL_PROG_CLIENT)
+/* The tail of an entry: lo, hi, flags, choices, check. */
+#define NONE 0, 0, 0, NULL, NULL
+#define RANGE(lo, hi, flags) lo, hi, flags, NULL, NULL
+#define POSITIVE RANGE(0, HUGE_VAL, OPT_LO_OPEN)
+#define CHOICES(words) 0, 0, 0, words, NULL
+#define CHECK(fn) 0, 0, 0, NULL, fn
+
+/* Help order is table order within each group. */
+static const opt_t opts[] = {
+  /* {name, type, field, programs, help group, metavar, default, lo, hi, flags, choices, check},
+   *  help */
+  {"dataset", OPT_STR, FIELD(dataset), ALL, G_DATA, "NAME|FILE", "fashion-mnist", NONE,
+   "fashion-mnist, mnist, or a .csv / IDX file"},
+  {"data-dir", OPT_STR, FIELD(data_dir), ALL, G_DATA, "DIR", "/usr/share/datasets/fashion-mnist", NONE,
+   "directory of the named datasets"},
+  {"test-data", OPT_STR, FIELD(test_data), SC, G_DATA, "FILE", "", NONE,
+   "test set file when --dataset is a file (default none)"},
+  {"partition", OPT_STR, FIELD(partition), ALL, G_DATA, "SPEC", "iid", CHECK(check_partition),
+   "split among clients: iid, shards:K or dirichlet:ALPHA"},
+  {"data", OPT_STR, FIELD(data), CLIENT, G_DATA, "FILE", "", NONE,
+   "this client's own data file (default none)"},
+  {"num-partitions", OPT_U32, FIELD(num_partitions), CLIENT, G_DATA, "N", "0", RANGE(0, 1000000, 0),
+   "split --dataset into N partitions, 0 = use --data"},
+  {"partition-index", OPT_U32, FIELD(partition_index), CLIENT, G_DATA, "I", "0", RANGE(0, 999999, 0),
+   "the partition this client trains on, 0-based"},
+
+  {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "softmax", CHECK(check_model),
+   "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
+  {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
+   "sgd, momentum, nesterov, adagrad, rmsprop, adam [,wd=W,keep]"},
+  {"lr", OPT_STR, FIELD(lr), SC, G_TRAIN, "RATE", "0.1", CHECK(check_lr),
+   "a number, auto or auto:SCALE (= SCALE/sqrt(params))"},
+  {"schedule", OPT_STR, FIELD(schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_sched),
+   "per-round schedule: [warmup:W+]KIND[:k=v,...], KIND = const, linear, exp, inv, poly, step, "
+   "piecewise, cos or plateau"},
+  {"local-schedule", OPT_STR, FIELD(local_schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_local_sched),
+   "schedule within a round, over --local-unit (no plateau)"},
+  {"local-unit", OPT_STR, FIELD(local_unit), SC, G_TRAIN, "UNIT", "epoch", CHOICES("epoch|step"),
+   "time index of --local-schedule: epoch or step"},
+  {"local-epochs", OPT_U32, FIELD(local_epochs), SC, G_TRAIN, "N", "1", RANGE(1, 1000, 0),
+   "local epochs per round"},
+  {"batch-size", OPT_U32, FIELD(batch_size), SC, G_TRAIN, "N", "10", RANGE(1, 65536, 0),
+   "local minibatch size"},
+
+  {"clients", OPT_U32, FIELD(clients), SC, G_FED, "N", "100", RANGE(1, 1000000, 0),
+   "number of clients"},
+  {"fraction", OPT_DOUBLE, FIELD(fraction), SC, G_FED, "F", "0.1", RANGE(0, 1, OPT_LO_OPEN),
+   "fraction of the clients sampled per round"},
+  {"min-clients", OPT_U32, FIELD(min_clients), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
+   "minimum clients sampled per round (coordinator: to start)"},
+  {"rounds", OPT_U32, FIELD(rounds), SC, G_FED, "N", "20", RANGE(1, 1000000, 0),
+   "number of rounds"},
+  {"seed", OPT_U64, FIELD(seed), ALL, G_FED, "N", "1", RANGE(0, HUGE_VAL, 0),
+   "random seed (sampling, partition, initialization)"},
+  {"workers", OPT_U32, FIELD(workers), SIM, G_FED, "N", "0", RANGE(0, 256, 0),
+   "worker threads, 0 = one per core"},
+  {"eval-every", OPT_U32, FIELD(eval_every), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
+   "evaluate every N rounds and after the last one"},
+  {"target-accuracy", OPT_DOUBLE, FIELD(target_accuracy), SC, G_FED, "A", "0", RANGE(0, 1, 0),
+   "stop once test accuracy reaches A, 0 = off"},
+
+  {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070", NONE,
+   "ZeroMQ endpoint to listen on"},
+  {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
+   "coordinator endpoint"},
+  {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
+   "client name (default hostname-pid)"},
+  {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,
+   "seconds to wait for the clients' updates"},
+  {"quorum", OPT_DOUBLE, FIELD(quorum), COORD, G_NET, "F", "0.8", RANGE(0, 1, OPT_LO_OPEN),
+   "fraction of the sampled clients that must report"},
+  {"resume", OPT_STR, FIELD(resume), COORD, G_NET, "FILE", "", NONE,
+   "resume from this checkpoint (default none)"},
+  {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1", RANGE(1, 1000000, 0),
+   "write a checkpoint every N rounds"},
+
+  {"metrics", OPT_STR, FIELD(metrics), SC, G_OUT, "FILE", "", NONE,
+   "write per-round metrics as JSON Lines (default none)"},
+  {"out", OPT_STR, FIELD(out), SC, G_OUT, "DIR", "", NONE,
+   "write the model, config and chart here (default none)"},
+  {"quiet", OPT_BOOL, FIELD(quiet), ALL, G_OUT, NULL, "false", NONE,
+   "no progress lines"},
+
+  {"config", OPT_CONFIG, 0, 0, ALL, G_GENERAL, "FILE", "", NONE,
+   "read options from an INI file first; flags override it"},
+};
+#define NUM_OPTS (sizeof opts / sizeof opts[0])
+
+/* ---- names ---- */
+
+static const char *prog_name(int prog) {
+  switch (prog) {
+  case FL_PROG_SIM: return "fedlr-sim";
+  case FL_PROG_COORD: return "fedlr-coordinator";
+  case FL_PROG_CLIENT: return "fedlr-client";
+  default: return "fedlr";
+  }
+}
+
+static int prog_valid(int prog) {
+  return prog == FL_PROG_SIM || prog == FL_PROG_COORD || prog == FL_PROG_CLIENT;
+}
+
+/* Finds an option by the first len chars of name; '_' matches '-' so both
+ * local_epochs (INI habit) and local-epochs work. */
+static const opt_t *opt_find(const char *name, size_t len) {
+  for (size_t i = 0; i < NUM_OPTS; i++) {
+    const char *k = opts[i].name;
+    size_t j = 0;
+    for (; j < len && k[j]; j++) {
+      char ch = name[j] == '_' ? '-' : name[j];
+      if (ch != k[j]) break;
+    }
+    if (j == len && !k[j]) return &opts[i];
+  }
+  return NULL;
+}
+
+/* ---- values ---- */
+
+static void *opt_field(const opt_t *o, fl_config_t *c) { return (char *)c + o->off; }
+static const void *opt_cfield(const opt_t *o, const fl_config_t *c) {
+  return (const char *)c + o->off;
+}
+
+static int opt_in_range(const opt_t *o, double v) {
+  if ((o->flags & OPT_LO_OPEN) ? !(v > o->lo) : !(v >= o->lo)) return 0;
+  return v <= o->hi;
+}
+
+static void opt_range_text(const opt_t *o, char *buf, size_t len) {
+  const char *lo_op = (o->flags & OPT_LO_OPEN) ? ">" : ">=";
+  if (o->type == OPT_DOUBLE) {
+    if (isinf(o->hi))
+      snprintf(buf, len, "must be %s %g", lo_op, o->lo);
+    else
+      snprintf(buf, len, "must be in %c%g, %g]", (o->flags & OPT_LO_OPEN) ? '(' : '[', o->lo, o->hi);
+  } else {
+    if (isinf(o->hi))
+      snprintf(buf, len, "must be %s %.0f", lo_op, o->lo);
+    else
+      snprintf(buf, len, "must be in %.0f..%.0f", o->lo, o->hi);
+  }
+}
+
+/* Strict unsigned parse: digits only (strtoull would accept " -1" and wrap). */
+static int parse_u64(const char *s, uint64_t *out, char *why, size_t len) {
+  if (!isdigit((unsigned char)s[0])) {
+    snprintf(why, len, s[0] == '-' ? "must not be negative" : "not a non-negative integer");
+    return FL_EINVAL;
+  }
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end) {
+    snprintf(why, len, "not a non-negative integer");
+    return FL_EINVAL;
+  }
+  if (errno == ERANGE) {
+    snprintf(why, len, "too large");
+    return FL_EINVAL;
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_double(const char *s, double *out, char *why, size_t len) {
+  char *end;
+  if (!s[0] || isspace((unsigned char)s[0])) {
+    snprintf(why, len, "not a number");
+    return FL_EINVAL;
+  }
+  errno = 0;
+  double v = strtod(s, &end);
+  if (*end) {
+    snprintf(why, len, "not a number");
+    return FL_EINVAL;
+  }
+  if (!isfinite(v) || errno == ERANGE) {
+    snprintf(why, len, "not a finite number in double range");
+    return FL_EINVAL;
+  }
+  *out = v;
+  return 0;
+}
+
+static int parse_bool(const char *s, int *out) {
+  static const char *const yes[] = {"true", "yes", "on", "1"};
+  static const char *const no[] = {"false", "no", "off", "0"};
+  for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+    if (!strcasecmp(s, yes[i]) || !strcasecmp(s, no[i])) {
+      *out = !strcasecmp(s, yes[i]);
+      return 0;
+    }
+  }
+  return FL_EINVAL;
+}
+
+/* Is s one of the '|'-separated words of choices? */
+static int in_choices(const char *s, const char *choices) {
+  size_t n = strlen(s);
+  for (const char *p = choices; *p;) {
+    size_t w = strcspn(p, "|");
+    if (w == n && !strncmp(p, s, n)) return 1;
+    p += w + (p[w] == '|');
+  }
+  return 0;
+}
+
+/* Parses `value` for option o into c. On error writes the reason (without
+ * the key or value, the caller adds those) to why, returns FL_EINVAL and
+ * leaves c unchanged. */
+static int opt_set(const opt_t *o, fl_config_t *c, const char *value, char *why, size_t why_len) {
+  void *dst = opt_field(o, c);
+  uint64_t u = 0;
+  double d = 0;
+  switch (o->type) {
+  case OPT_STR: {
+    size_t n = strlen(value);
+    if (n >= o->size) {
+      snprintf(why, why_len, "longer than %zu characters", o->size - 1);
+      return FL_EINVAL;
+    }
+    if (o->choices && !in_choices(value, o->choices)) {
+      snprintf(why, why_len, "must be one of %s", o->choices);
+      return FL_EINVAL;
+    }
+    /* Zero the tail too, so equal configs compare equal with memcmp. */
+    memset(dst, 0, o->size);
+    memcpy(dst, value, n);
+    return 0;
+  }
+  case OPT_U32:
+  case OPT_U64:
+    if (parse_u64(value, &u, why, why_len) != 0) return FL_EINVAL;
+    if (!opt_in_range(o, (double)u) || (o->type == OPT_U32 && u > UINT32_MAX)) {
+      opt_range_text(o, why, why_len);
+      return FL_EINVAL;
+    }
+    if (o->type == OPT_U32)
+      *(uint32_t *)dst = (uint32_t)u;
+    else
+      *(uint64_t *)dst = u;
+    return 0;
+  case OPT_DOUBLE:
+    if (parse_double(value, &d, why, why_len) != 0) return FL_EINVAL;
+    if (!opt_in_range(o, d)) {
+      opt_range_text(o, why, why_len);
+      return FL_EINVAL;
+    }
+    *(double *)dst = d;
+    return 0;
+  case OPT_BOOL:
+    if (parse_bool(value, (int *)dst) != 0) {
+      snprintf(why, why_len, "must be true or false");
+      return FL_EINVAL;
+    }
+    return 0;
+  case OPT_CONFIG:
+    break;
+  }
+  snprintf(why, why_len, "cannot be set here");
+  return FL_EINVAL;
+}
+
+/* The field's current value as text, the inverse of opt_set. */
+static void opt_format(const opt_t *o, const fl_config_t *c, char *buf, size_t len) {
+  const void *src = opt_cfield(o, c);
+  switch (o->type) {
+  case OPT_STR: snprintf(buf, len, "%.*s", (int)o->size, (const char *)src); break;
+  case OPT_U32: snprintf(buf, len, "%" PRIu32, *(const uint32_t *)src); break;
+  case OPT_U64: snprintf(buf, len, "%" PRIu64, *(const uint64_t *)src); break;
+  case OPT_DOUBLE: snprintf(buf, len, "%.17g", *(const double *)src); break;
+  case OPT_BOOL: snprintf(buf, len, "%s", *(const int *)src ? "true" : "false"); break;
+  case OPT_CONFIG: buf[0] = '\0'; break;
+  }
+}
+
+void fl_config_defaults(fl_config_t *c) {
+  memset(c, 0, sizeof *c);
+  for (size_t i = 0; i < NUM_OPTS; i++) {
+    char why[128];
+    if (opts[i].type == OPT_CONFIG) continue;
+    /* The defaults are constants of the table above; tests/test_config.c
+     * checks that they all parse and validate. */
+    (void)opt_set(&opts[i], c, opts[i].def, why, sizeof why);
+  }
+}
+
+/* ---- spec checks, delegated to the modules that own the specs ---- */
+
+/* "0.05", "auto" or "auto:SCALE". Sets *is_auto and *v (the rate or SCALE). */
+static int lr_parse(const char *s, int *is_auto, double *v) {
+  char why[64];
+  const char *num = s;
+  *is_auto = 0;
+  *v = 1.0;
+  if (!strcmp(s, "auto")) {
+    *is_auto = 1;
+    return 0;
+  }
+  if (!strncmp(s, "auto:", 5)) {
+    *is_auto = 1;
+    num = s + 5;
+  }
+  if (parse_double(num, v, why, sizeof why) != 0 || !(*v > 0))
+    return fl_err_set(FL_EINVAL, "'%s' is not a positive number, auto or auto:SCALE (SCALE > 0)", s);
+  return 0;
+}
+
+static int check_lr(const char *s) {
+  int is_auto;
+  double v;
+  return lr_parse(s, &is_auto, &v);
+}
+
+static int check_sched(const char *s) {
+  fl_sched_t sc;
+  return fl_sched_parse(s, &sc);
+}
+
+static int check_local_sched(const char *s) {
+  fl_sched_t sc;
+  int rc = fl_sched_parse(s, &sc);
+  if (rc != 0) return rc;
+  /* Plateau reacts to evaluation losses, which exist per round, not per
+   * local step. */
+  if (sc.kind == FL_SCHED_PLATEAU)
+    return fl_err_set(FL_EINVAL,
+                      "schedule '%s': plateau follows the evaluation loss, so it is only a --schedule", s);
+  return 0;
+}
+
+static int check_optim(const char *s) {
+  fl_optim_config_t oc;
+  return fl_optim_parse(s, &oc);
+}
+
+static int check_partition(const char *s) { return fl_partition_check_spec(s); }
+
+static int check_model(const char *s) {
+  /* Syntax only: the real input width and class count come with the data;
+   * 784 x 10 is Fashion-MNIST's and accepts every well-formed spec. */
+  fl_model_spec_t m;
+  return fl_model_parse(s, 784, 10, &m);
+}
+
+int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0) {
+  if (!c || !lr0) return fl_err_set(FL_EINVAL, "fl_config_lr0: NULL argument");
+  int is_auto;
+  double v;
+  char lr[sizeof c->lr + 1];
+  snprintf(lr, sizeof lr, "%.*s", (int)sizeof c->lr, c->lr);
+  if (lr_parse(lr, &is_auto, &v) != 0) {
+    char inner[400];
+    snprintf(inner, sizeof inner, "%s", fl_err_msg());
+    return fl_err_set(FL_EINVAL, "--lr: %s", inner);
+  }
+  if (!is_auto) {
+    *lr0 = v;
+    return 0;
+  }
+  if (num_params == 0) return fl_err_set(FL_EINVAL, "--lr %s: needs the model's parameter count", lr);
+  *lr0 = fl_sched_lr_heuristic(num_params, v);
+  return 0;
+}
+
+/* ---- validation ---- */
+
+static int opt_validate(const opt_t *o, const fl_config_t *c) {
+  char why[128], val[64];
+  const void *src = opt_cfield(o, c);
+  switch (o->type) {
+  case OPT_STR: {
+    if (!memchr(src, '\0', o->size))
+      return fl_err_set(FL_EINVAL, "--%s: longer than %zu characters", o->name, o->size - 1);
+    if (o->choices && !in_choices(src, o->choices))
+      return fl_err_set(FL_EINVAL, "--%s %s: must be one of %s", o->name, (const char *)src, o->choices);
+    if (o->check && o->check(src) != 0) {
+      /* Copy first: fl_err_set must not read the buffer it writes. */
+      char inner[400];
+      snprintf(inner, sizeof inner, "%s", fl_err_msg());
+      return fl_err_set(FL_EINVAL, "--%s: %s", o->name, inner);
+    }
+    return 0;
+  }
+  case OPT_U32:
+  case OPT_U64:
+  case OPT_DOUBLE: {
+    double v = o->type == OPT_U32   ? (double)*(const uint32_t *)src
+               : o->type == OPT_U64 ? (double)*(const uint64_t *)src
+                                    : *(const double *)src;
+    if (!isfinite(v) || !opt_in_range(o, v)) {
+      opt_range_text(o, why, sizeof why);
+      opt_format(o, c, val, sizeof val);
+      return fl_err_set(FL_EINVAL, "--%s %s: %s", o->name, val, why);
+    }
+    return 0;
+  }
+  case OPT_BOOL:
+  case OPT_CONFIG:
+    return 0;
+  }
+  return 0;
+}
+
+int fl_config_validate(const fl_config_t *c, int prog) {
+  if (!c || !prog_valid(prog)) return fl_err_set(FL_EINVAL, "fl_config_validate: bad arguments");
+  for (size_t i = 0; i < NUM_OPTS; i++) {
+    if (!(opts[i].progs & prog)) continue;
+    int rc = opt_validate(&opts[i], c);
+    if (rc != 0) return rc;
+  }
+  if ((prog & SC) && c->min_clients > c->clients)
+    return fl_err_set(FL_EINVAL, "--min-clients %" PRIu32 ": must be <= --clients (%" PRIu32 ")",
+                      c->min_clients, c->clients);
+  if (prog == FL_PROG_CLIENT && c->num_partitions > 0 && c->partition_index >= c->num_partitions)
+    return fl_err_set(FL_EINVAL,
+                      "--partition-index %" PRIu32 ": must be < --num-partitions (%" PRIu32 ")",
+                      c->partition_index, c->num_partitions);
+  return 0;
+}
+
+/* ---- the INI file ---- */
+
+typedef struct {
+  fl_config_t *c;
+  int prog;
+  const char *path;
+  FILE *f;
+  int line;      /* lines read so far: the line inih is working on */
+  int err_line;  /* line of our first error, 0 if none */
+  char msg[480]; /* its message */
+} ini_ctx_t;
+
+/* Records the first error only (inih keeps going after a failed line);
+ * returns 0, inih's "handler failed". */
+__attribute__((format(printf, 2, 3))) static int ini_fail(ini_ctx_t *x, const char *fmt, ...) {
+  if (x->err_line) return 0;
+  char body[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(body, sizeof body, fmt, ap);
+  va_end(ap);
+  x->err_line = x->line;
+  snprintf(x->msg, sizeof x->msg, "%s:%d: %s", x->path, x->line, body);
+  return 0;
+}
+
+/* inih's line reader (fgets-like), so that we know the line number in the
+ * handler and lines longer than inih's buffer are an error rather than being
+ * silently split into two lines. */
+static char *file_read_line(char *str, int num, void *stream) {
+  ini_ctx_t *x = stream;
+  if (!fgets(str, num, x->f)) return NULL;
+  x->line++;
+  size_t n = strlen(str);
+  if (n > 0 && str[n - 1] == '\n') return str;
+  int ch = fgetc(x->f);
+  if (ch == EOF || ch == '\n') return str;
+  while ((ch = fgetc(x->f)) != EOF && ch != '\n') {
+  }
+  ini_fail(x, "line longer than %d characters", num - 1);
+  str[0] = '\0';
+  return str;
+}
+
+static int file_handler(void *user, const char *section, const char *name, const char *value) {
+  ini_ctx_t *x = user;
+  if (!name) return 1; /* new-section callback, if libinih was built with one */
+  if (section[0] && strcmp(section, "fedlr") != 0)
+    return ini_fail(x, "unknown section [%s] (keys go at the top level or under [fedlr])", section);
+  const opt_t *o = opt_find(name, strlen(name));
+  if (!o) return ini_fail(x, "unknown key '%s'", name);
+  if (o->type == OPT_CONFIG) return ini_fail(x, "'%s' cannot be set inside a config file", name);
+  if (!(o->progs & x->prog)) return ini_fail(x, "'%s' is not an option of %s", name, prog_name(x->prog));
+  char why[128];
+  if (o->type == OPT_STR && strchr(value, '\n'))
+    return ini_fail(x, "%s: continuation lines are not supported", name);
+  if (opt_set(o, x->c, value, why, sizeof why) != 0)
+    return ini_fail(x, "%s: %s (got '%.64s')", name, why, value);
+  return 1;
+}
+
+int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
+  if (!c || !path || !prog_valid(prog))
+    return fl_err_set(FL_EINVAL, "fl_config_load_file: bad arguments");
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return fl_err_set(errno == ENOENT ? FL_ENOENT : FL_EIO, "cannot open config file '%s': %s", path,
+                      strerror(errno));
+  /* Load into a copy so that c is unchanged on error. */
+  fl_config_t tmp = *c;
+  ini_ctx_t x = {.c = &tmp, .prog = prog, .path = path, .f = f};
+  int rc = 0;
+  int ret = ini_parse_stream(file_read_line, &x, file_handler, &x);
+  if (ret < 0) {
+    rc = fl_err_set(FL_ENOMEM, "%s: out of memory while parsing", path);
+  } else if (ferror(f)) {
+    rc = fl_err_set(FL_EIO, "%s: read error", path);
+  } else if (ret > 0 && (!x.err_line || ret < x.err_line)) {
+    /* inih reports its first failed line; one before ours is a syntax error. */
+    rc = fl_err_set(FL_EINVAL, "%s:%d: syntax error (expected 'key = value' or '[fedlr]')", path, ret);
+  } else if (x.err_line) {
+    rc = fl_err_set(FL_EINVAL, "%s", x.msg);
+  }
+  fclose(f);
+  if (rc == 0) *c = tmp;
+  return rc;
+}
+
+void fl_config_write(const fl_config_t *c, int prog, FILE *f) {
+  char val[FL_PATH_MAX + 1];
+  /* inih strips surrounding blanks and " ;comment" tails, so values with
+   * those do not round-trip; none of the defaults or usual values have them. */
+  fprintf(f, "# %s configuration\n", prog_name(prog));
+  for (size_t i = 0; i < NUM_OPTS; i++) {
+    if (!(opts[i].progs & prog) || opts[i].type == OPT_CONFIG) continue;
+    opt_format(&opts[i], c, val, sizeof val);
+    fprintf(f, "%s = %s\n", opts[i].name, val);
+  }
+}
+
+/* ---- argv ---- */
+
+enum { FLAG_HELP = 1 };
+
+/* One flag of argv and its value (NULL for a bool). */
+typedef struct {
+  const opt_t *opt;
+  const char *value;
+  const char *text; /* the flag as typed, without "=value" */
+  int text_len;
+} flag_t;
+
+/* Reads the flag at argv[*i], advancing *i past it and its value. Returns 0,
+ * FLAG_HELP for -h/--help, or FL_EINVAL with a message. */
+static int flag_next(int prog, int argc, char **argv, int *i, flag_t *fl) {
+  const char *a = argv[(*i)++];
+  if (!strcmp(a, "-h") || !strcmp(a, "--help")) return FLAG_HELP;
+  if (a[0] != '-' || !strcmp(a, "-") || !strcmp(a, "--"))
+    return fl_err_set(FL_EINVAL, "unexpected argument '%s' (%s takes only --options; see --help)", a,
+                      prog_name(prog));
+  size_t n = strcspn(a, "=");
+  fl->text = a;
+  fl->text_len = (int)n;
+  fl->opt = a[1] == '-' ? opt_find(a + 2, n - 2) : NULL;
+  if (!fl->opt) return fl_err_set(FL_EINVAL, "unknown flag '%.*s' (see --help)", (int)n, a);
+  if (!(fl->opt->progs & prog))
+    return fl_err_set(FL_EINVAL, "%.*s is not an option of %s", (int)n, a, prog_name(prog));
+  if (fl->opt->type == OPT_BOOL) {
+    if (a[n]) return fl_err_set(FL_EINVAL, "%.*s takes no value", (int)n, a);
+    fl->value = NULL;
+    return 0;
+  }
+  if (a[n]) {
+    fl->value = a + n + 1;
+    return 0;
+  }
+  /* A following "--flag" means the value was forgotten; "--key=--x" still
+   * passes a value that starts with dashes. */
+  if (*i >= argc || !strncmp(argv[*i], "--", 2))
+    return fl_err_set(FL_EINVAL, "%s needs a value", a);
+  fl->value = argv[(*i)++];
+  return 0;
+}
+
+int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_help) {
+  if (!c || !want_help || !prog_valid(prog) || argc < 0 || (argc > 0 && !argv))
+    return fl_err_set(FL_EINVAL, "fl_config_parse: bad arguments");
+  *want_help = 0;
+  fl_config_defaults(c);
+
+  /* Pass 1: --help anywhere wins (even after a bad flag), and --config is
+   * loaded before the other flags so that they override it. */
+  const char *config_path = NULL;
+  flag_t fl;
+  for (int i = 1; i < argc;) {
+    int rc = flag_next(prog, argc, argv, &i, &fl);
+    if (rc == FLAG_HELP) {
+      *want_help = 1;
+      return 0;
+    }
+    if (rc == 0 && fl.opt->type == OPT_CONFIG) {
+      if (config_path) return fl_err_set(FL_EINVAL, "--config given twice");
+      config_path = fl.value;
+    }
+  }
+  fl_err_clear();
+  if (config_path) {
+    int rc = fl_config_load_file(c, prog, config_path);
+    if (rc != 0) return rc;
+  }
+
+  /* Pass 2: the flags, in order; a repeated flag's last value wins. */
+  for (int i = 1; i < argc;) {
+    int rc = flag_next(prog, argc, argv, &i, &fl);
+    if (rc != 0) return rc;
+    if (fl.opt->type == OPT_CONFIG) continue;
+    if (fl.opt->type == OPT_BOOL) {
+      *(int *)opt_field(fl.opt, c) = 1;
+      continue;
+    }
+    char why[128];
+    if (opt_set(fl.opt, c, fl.value, why, sizeof why) != 0)
+      return fl_err_set(FL_EINVAL, "--%s %.64s: %s", fl.opt->name, fl.value, why);
+  }
+  return fl_config_validate(c, prog);
+}
+
+/* ---- help ---- */
+
+static const char *const prog_blurb[] = {
+    [FL_PROG_SIM] = "Simulates federated training: the coordinator and every client in one process.",
+    [FL_PROG_COORD] = "Runs the federated-learning coordinator; clients connect over ZeroMQ.",
+    [FL_PROG_CLIENT] = "Runs one federated-learning client against a coordinator.",
+};
+
+enum { HELP_COLS = 100 };
+
+/* Prints text from column col (the cursor is there), wrapping at spaces
+ * before HELP_COLS with continuation lines indented to col; '\1' prints as
+ * a space that is never broken. */
+static void print_wrapped(FILE *f, const char *text, int col) {
+  int pos = col;
+  for (const char *p = text; *p;) {
+    int w = (int)strcspn(p, " ");
+    if (pos > col && pos + 1 + w > HELP_COLS) {
+      fprintf(f, "\n%*s", col, "");
+      pos = col;
+    } else if (pos > col) {
+      fputc(' ', f);
+      pos++;
+    }
+    for (int i = 0; i < w; i++) fputc(p[i] == '\1' ? ' ' : p[i], f);
+    pos += w;
+    p += w;
+    while (*p == ' ') p++;
+  }
+  fputc('\n', f);
+}
+
+static int opt_left(const opt_t *o, char *buf, size_t len) {
+  return snprintf(buf, len, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+}
+
+void fl_config_print_help(FILE *f, int prog, const char *argv0) {
+  if (!prog_valid(prog)) return;
+  char left[64];
+  int width = (int)strlen("-h, --help");
+  for (size_t i = 0; i < NUM_OPTS; i++) {
+    if (!(opts[i].progs & prog)) continue;
+    int w = opt_left(&opts[i], left, sizeof left);
+    if (w > width) width = w;
+  }
+  fprintf(f, "usage: %s [--config FILE] [--option VALUE | --option=VALUE]...\n%s\n",
+          argv0 && *argv0 ? argv0 : prog_name(prog), prog_blurb[prog]);
+  for (int g = 0; g < G_COUNT; g++) {
+    int header = 0;
+    for (size_t i = 0; i < NUM_OPTS; i++) {
+      const opt_t *o = &opts[i];
+      if (!(o->progs & prog) || o->group != g) continue;
+      if (!header) fprintf(f, "\n%s:\n", group_title[g]);
+      header = 1;
+      opt_left(o, left, sizeof left);
+      char text[256];
+      if (o->def[0] && o->type != OPT_BOOL)
+        /* \1 is a space that print_wrapped does not break at. */
+        snprintf(text, sizeof text, "%s (default\1%s)", o->help, o->def);
+      else
+        snprintf(text, sizeof text, "%s", o->help);
+      fprintf(f, "  %-*s  ", width, left);
+      print_wrapped(f, text, width + 4);
+    }
+    if (g == G_GENERAL) fprintf(f, "  %-*s  %s\n", width, "-h, --help", "show this help");
+  }
+  fprintf(f,
+          "\nA config file holds 'option = value' lines (top level or under [fedlr]);\n"
+          "'-' and '_' are the same in its keys.\n");
+}

@@ -1,0 +1,525 @@
+/* fl_metrics: per-round records in memory, mirrored line by line to a JSON
+ * Lines file (flushed, so a crashed or killed run keeps every finished
+ * round), plus the progress line and an SVG chart drawn from the records. */
+#include "fl_metrics.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fl_error.h"
+#include "fl_file.h"
+
+/* Hard caps: a run with more rounds, or a chart larger than this, is a bug. */
+#define FL_METRICS_MAX_ROUNDS ((size_t)10 * 1000 * 1000)
+#define SVG_MAX_BYTES ((size_t)64 << 20)
+
+struct fl_metrics {
+  FILE *jsonl;             /* NULL: memory only */
+  fl_round_metrics_t *rec; /* (n) records, cap allocated */
+  size_t n, cap;
+};
+
+int fl_metrics_new(const char *jsonl_path, int append, fl_metrics_t **out) {
+  if (!out) return fl_err_set(FL_EINVAL, "fl_metrics_new: NULL out");
+  *out = NULL;
+  fl_metrics_t *m = calloc(1, sizeof *m);
+  if (!m) return fl_err_set(FL_ENOMEM, "fl_metrics_new: out of memory");
+  if (jsonl_path && jsonl_path[0]) {
+    /* Append on resume: the file already holds the rounds before the
+     * checkpoint. (They are not read back into memory, so the chart of a
+     * resumed run starts at the resumed round.) */
+    m->jsonl = fopen(jsonl_path, append ? "a" : "w");
+    if (!m->jsonl) {
+      int rc = fl_err_set(FL_EIO, "cannot open metrics file '%s': %s", jsonl_path, strerror(errno));
+      free(m);
+      return rc;
+    }
+  }
+  *out = m;
+  return 0;
+}
+
+void fl_metrics_destroy(fl_metrics_t **m) {
+  if (!m || !*m) return;
+  if ((*m)->jsonl) fclose((*m)->jsonl);
+  free((*m)->rec);
+  free(*m);
+  *m = NULL;
+}
+
+size_t fl_metrics_count(const fl_metrics_t *m) { return m ? m->n : 0; }
+
+const fl_round_metrics_t *fl_metrics_get(const fl_metrics_t *m, size_t i) {
+  return m && i < m->n ? &m->rec[i] : NULL;
+}
+
+/* JSON has no NaN or Infinity; null marks "not measured". %.17g round-trips
+ * a double exactly and is valid JSON for every finite value. */
+static void json_number(FILE *f, const char *key, double v) {
+  if (isfinite(v))
+    fprintf(f, ",\"%s\":%.17g", key, v);
+  else
+    fprintf(f, ",\"%s\":null", key);
+}
+
+int fl_metrics_add(fl_metrics_t *m, const fl_round_metrics_t *r, const char *extra_json) {
+  if (!m || !r) return fl_err_set(FL_EINVAL, "fl_metrics_add: NULL argument");
+  /* A newline would split the record into two JSON Lines lines. */
+  if (extra_json && strpbrk(extra_json, "\r\n"))
+    return fl_err_set(FL_EINVAL, "fl_metrics_add: extra_json must be on one line");
+  if (m->n == m->cap) {
+    if (m->cap >= FL_METRICS_MAX_ROUNDS)
+      return fl_err_set(FL_ENOMEM, "metrics: more than %zu rounds", FL_METRICS_MAX_ROUNDS);
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    if (cap > FL_METRICS_MAX_ROUNDS) cap = FL_METRICS_MAX_ROUNDS;
+    fl_round_metrics_t *rec = realloc(m->rec, cap * sizeof *rec);
+    if (!rec) return fl_err_set(FL_ENOMEM, "metrics: out of memory for %zu rounds", cap);
+    m->rec = rec;
+    m->cap = cap;
+  }
+  m->rec[m->n++] = *r;
+  if (!m->jsonl) return 0;
+
+  FILE *f = m->jsonl;
+  fprintf(f, "{\"round\":%" PRIu32 ",\"rounds_total\":%" PRIu32, r->round, r->rounds_total);
+  json_number(f, "lr", r->lr);
+  fprintf(f, ",\"clients_sampled\":%" PRIu32 ",\"clients_reported\":%" PRIu32, r->clients_sampled,
+          r->clients_reported);
+  json_number(f, "train_loss", r->train_loss);
+  json_number(f, "test_loss", r->test_loss);
+  json_number(f, "test_accuracy", r->test_accuracy);
+  json_number(f, "seconds", r->seconds);
+  json_number(f, "elapsed", r->elapsed);
+  fprintf(f, ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64, r->bytes_sent,
+          r->bytes_received);
+  if (extra_json && extra_json[0]) fprintf(f, ",%s", extra_json);
+  fputs("}\n", f);
+  if (fflush(f) != 0 || ferror(f))
+    return fl_err_set(FL_EIO, "metrics: write failed: %s", strerror(errno));
+  return 0;
+}
+
+/* ---- progress line ---- */
+
+static const char *fmt_metric(char *buf, size_t len, double v) {
+  if (isfinite(v))
+    snprintf(buf, len, "%.4f", v);
+  else
+    snprintf(buf, len, "-");
+  return buf;
+}
+
+/* Fixed 4 decimals like the other columns, but a decayed rate below 1e-3
+ * would print as 0.0000, so small rates switch to exponent form. */
+static const char *fmt_lr(char *buf, size_t len, double lr) {
+  if (isfinite(lr) && lr != 0 && fabs(lr) < 1e-3)
+    snprintf(buf, len, "%.2e", lr);
+  else
+    fmt_metric(buf, len, lr);
+  return buf;
+}
+
+static const char *fmt_duration(char *buf, size_t len, double s) {
+  if (!isfinite(s) || s < 0)
+    snprintf(buf, len, "-");
+  else if (s < 59.5)
+    snprintf(buf, len, "%.0fs", s);
+  else if (s < 3600)
+    snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+  else if (s < 1e9)
+    snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+  else
+    snprintf(buf, len, "-");
+  return buf;
+}
+
+/* Width of the round column: at least 3 ("round  12/100"), more for long
+ * runs, so the columns line up within a run. */
+static int round_width(uint32_t total) {
+  int d = 1;
+  while (total >= 10) total /= 10, d++;
+  return d < 3 ? 3 : d;
+}
+
+void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
+  if (!f || !r) return;
+  char lr[32], train[32], acc[32], loss[32], eta[32];
+  /* ETA: the mean round time so far times the rounds still to run. */
+  double eta_s = NAN;
+  if (r->round > 0 && r->rounds_total >= r->round)
+    eta_s = r->elapsed / r->round * (double)(r->rounds_total - r->round);
+  fprintf(f,
+          "round %*" PRIu32 "/%" PRIu32 "  lr %s  clients %" PRIu32 "/%" PRIu32
+          "  train %s  test acc %s loss %s  %.2fs  ETA %s\n",
+          round_width(r->rounds_total), r->round, r->rounds_total, fmt_lr(lr, sizeof lr, r->lr),
+          r->clients_reported, r->clients_sampled, fmt_metric(train, sizeof train, r->train_loss),
+          fmt_metric(acc, sizeof acc, r->test_accuracy), fmt_metric(loss, sizeof loss, r->test_loss),
+          isfinite(r->seconds) ? r->seconds : 0.0, fmt_duration(eta, sizeof eta, eta_s));
+}
+
+/* ---- SVG chart ---- */
+
+/* A growable text buffer; the first failure sticks in err. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int err;
+} sbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+  for (;;) {
+    if (b->err) return;
+    size_t room = b->cap - b->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->err = FL_EINVAL;
+      return;
+    }
+    if ((size_t)n < room) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = b->cap ? b->cap * 2 : 65536;
+    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    if (cap > SVG_MAX_BYTES) {
+      b->err = FL_ENOMEM;
+      return;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p) {
+      b->err = FL_ENOMEM;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+}
+
+/* Text content and attribute values: escapes markup, drops control bytes
+ * that XML 1.0 forbids. */
+static void sb_xml_text(sbuf_t *b, const char *s) {
+  for (; *s; s++) {
+    switch (*s) {
+    case '&': sb_printf(b, "&amp;"); break;
+    case '<': sb_printf(b, "&lt;"); break;
+    case '>': sb_printf(b, "&gt;"); break;
+    case '"': sb_printf(b, "&quot;"); break;
+    case '\'': sb_printf(b, "&apos;"); break;
+    default:
+      if ((unsigned char)*s >= 0x20) sb_printf(b, "%c", *s);
+    }
+  }
+}
+
+enum { SVG_W = 900, SVG_H = 700 };
+enum { PLOT_L = 80, PLOT_R = 870, PANEL_H = 160, PANEL_TOP = 60, PANEL_STEP = 205 };
+#define NUM_PANELS 3
+
+typedef double (*metric_fn)(const fl_round_metrics_t *r);
+static double get_acc(const fl_round_metrics_t *r) { return r->test_accuracy; }
+static double get_test_loss(const fl_round_metrics_t *r) { return r->test_loss; }
+static double get_train_loss(const fl_round_metrics_t *r) { return r->train_loss; }
+static double get_lr(const fl_round_metrics_t *r) { return r->lr; }
+
+typedef struct {
+  const char *label;
+  const char *color;
+  metric_fn get;
+} series_t;
+
+enum { Y_UNIT, Y_AUTO, Y_RATE }; /* [0,1]-clamped, free, free or log */
+
+typedef struct {
+  const char *title;
+  int yk;
+  size_t num_series;
+  series_t series[2];
+} panel_t;
+
+static const panel_t panels[NUM_PANELS] = {
+    {"test accuracy", Y_UNIT, 1, {{"test accuracy", "#1f77b4", get_acc}}},
+    {"loss", Y_AUTO, 2,
+     {{"test loss", "#d62728", get_test_loss}, {"train loss", "#ff7f0e", get_train_loss}}},
+    {"learning rate", Y_RATE, 1, {{"learning rate", "#2ca02c", get_lr}}},
+};
+
+/* An axis: data value v maps to (t(v) - lo) / (hi - lo) of the length, with
+ * t = log10 when log is set. Ticks at lo, lo + step, ..., hi (in t units). */
+typedef struct {
+  double lo, hi, step;
+  int log;
+} axis_t;
+
+/* 1, 2 or 5 times a power of ten, near x. */
+static double nice_step(double x) {
+  double e = floor(log10(x)), f = x / pow(10, e);
+  double nf = f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10;
+  return nf * pow(10, e);
+}
+
+static void axis_linear(axis_t *a, double mn, double mx, int ticks) {
+  if (!(mn <= mx)) mn = 0, mx = 1; /* no data */
+  if (mx - mn <= 1e-12 * fmax(1, fabs(mx))) {
+    double pad = mn == 0 ? 1 : fabs(mn) * 0.1;
+    mn -= pad, mx += pad;
+  }
+  a->log = 0;
+  a->step = nice_step((mx - mn) / ticks);
+  a->lo = floor(mn / a->step) * a->step;
+  a->hi = ceil(mx / a->step) * a->step;
+}
+
+static double axis_t_of(const axis_t *a, double v) { return a->log ? log10(v) : v; }
+
+/* Position in [0, 1] along the axis, clamped. */
+static double axis_frac(const axis_t *a, double v) {
+  double t = (axis_t_of(a, v) - a->lo) / (a->hi - a->lo);
+  return t < 0 ? 0 : t > 1 ? 1 : t;
+}
+
+static int axis_num_ticks(const axis_t *a) { return (int)floor((a->hi - a->lo) / a->step + 1e-9) + 1; }
+
+static void axis_tick_label(const axis_t *a, int k, char *buf, size_t len) {
+  double t = a->lo + k * a->step;
+  if (a->log) {
+    int e = (int)lround(t);
+    if (e >= -3 && e <= 3)
+      snprintf(buf, len, "%g", pow(10, e));
+    else
+      snprintf(buf, len, "1e%d", e);
+    return;
+  }
+  if (fabs(t) < a->step * 1e-9) t = 0; /* no "-0" */
+  int dec = a->step >= 1 ? 0 : (int)ceil(-log10(a->step) - 1e-9);
+  snprintf(buf, len, "%.*f", dec, t);
+}
+
+/* Is v plottable on this panel? Log axes cannot show v <= 0. */
+static int plottable(double v, int log_axis) { return isfinite(v) && (!log_axis || v > 0); }
+
+static void panel_y_axis(const fl_metrics_t *m, const panel_t *p, axis_t *a, size_t *num_points) {
+  double mn = INFINITY, mx = -INFINITY, pos_mn = INFINITY;
+  size_t count = 0;
+  for (size_t s = 0; s < p->num_series; s++) {
+    for (size_t i = 0; i < m->n; i++) {
+      double v = p->series[s].get(&m->rec[i]);
+      if (!isfinite(v)) continue;
+      mn = fmin(mn, v), mx = fmax(mx, v);
+      if (v > 0) pos_mn = fmin(pos_mn, v);
+      count++;
+    }
+  }
+  *num_points = count;
+  /* A rate that decays over more than two decades is flat on a linear axis
+   * after the first few rounds; on a log axis its whole course shows. Zero
+   * rates (end of a linear decay) cannot be drawn there and are left out. */
+  if (p->yk == Y_RATE && count && pos_mn < INFINITY && mx / pos_mn > 100) {
+    a->log = 1;
+    a->lo = floor(log10(pos_mn));
+    a->hi = ceil(log10(mx));
+    a->step = ceil((a->hi - a->lo) / 8);
+    a->hi = a->lo + a->step * ceil((a->hi - a->lo) / a->step);
+    return;
+  }
+  axis_linear(a, count ? mn : NAN, count ? mx : NAN, 4);
+  if (p->yk == Y_UNIT) {
+    a->lo = fmax(a->lo, 0);
+    a->hi = fmin(a->hi, 1);
+    if (!(a->hi > a->lo)) a->lo = 0, a->hi = 1, a->step = 0.2;
+  }
+}
+
+/* One series' polyline being written: points are thinned to one per half
+ * pixel, so a 10-million-round run still gives a chart of bounded size; the
+ * last thinned-out point is held back and kept if it ends the line. */
+typedef struct {
+  sbuf_t *b;
+  const char *color;
+  size_t n;          /* points written to the open polyline */
+  double last_x;     /* x of the last point written */
+  int held;          /* a thinned-out point is waiting in hx, hy */
+  double hx, hy;
+  double fx, fy;     /* the first point, for a lone-point marker */
+} line_t;
+
+static void line_write(line_t *L, double x, double y) {
+  if (L->n == 0) {
+    sb_printf(L->b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", L->color);
+    L->fx = x, L->fy = y;
+  }
+  sb_printf(L->b, "%s%.1f,%.1f", L->n ? " " : "", x, y);
+  L->n++;
+  L->last_x = x;
+}
+
+static void line_add(line_t *L, double x, double y) {
+  if (L->n > 0 && x - L->last_x < 0.5) {
+    L->held = 1, L->hx = x, L->hy = y;
+    return;
+  }
+  L->held = 0;
+  line_write(L, x, y);
+}
+
+/* Ends the polyline; a lone point gets a dot, which a polyline does not show
+ * (unless every point gets one anyway). */
+static void line_close(line_t *L, int markers) {
+  if (L->held) line_write(L, L->hx, L->hy);
+  if (L->n > 0) sb_printf(L->b, "\"/>\n");
+  if (L->n == 1 && !markers)
+    sb_printf(L->b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", L->fx, L->fy, L->color);
+  L->n = 0, L->held = 0;
+}
+
+/* Emits a series. Rounds where the value was not measured (NaN: test
+ * metrics between evaluations) are skipped and the line joins the measured
+ * neighbours, since breaking there would reduce --eval-every 10 to dots; an
+ * infinite value (divergence), or a rate <= 0 on a log axis, breaks it. */
+static void svg_series(sbuf_t *b, const fl_metrics_t *m, const series_t *s, const axis_t *xa,
+                       const axis_t *ya, double top, int markers) {
+  const double w = PLOT_R - PLOT_L;
+  line_t L = {.b = b, .color = s->color};
+  for (int pass = 0; pass < 1 + markers; pass++) {
+    sb_printf(b, "<g class=\"%s\">\n", pass ? "markers" : "series");
+    for (size_t i = 0; i < m->n; i++) {
+      double v = s->get(&m->rec[i]);
+      if (isnan(v)) continue;
+      if (!plottable(v, ya->log)) {
+        if (pass == 0) line_close(&L, markers);
+        continue;
+      }
+      double x = PLOT_L + axis_frac(xa, m->rec[i].round) * w;
+      double y = top + PANEL_H - axis_frac(ya, v) * PANEL_H;
+      if (pass == 0)
+        line_add(&L, x, y);
+      else
+        sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2\" fill=\"%s\"/>\n", x, y, s->color);
+    }
+    if (pass == 0) line_close(&L, markers);
+    sb_printf(b, "</g>\n");
+  }
+}
+
+static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const axis_t *xa, double top,
+                      int x_labels) {
+  const double bottom = top + PANEL_H;
+  axis_t ya;
+  size_t num_points;
+  panel_y_axis(m, p, &ya, &num_points);
+  char label[32];
+
+  sb_printf(b, "<g class=\"panel\">\n");
+  sb_printf(b, "<text x=\"%d\" y=\"%.0f\" font-size=\"14\" font-weight=\"bold\">", PLOT_L, top - 10);
+  sb_xml_text(b, p->title);
+  sb_printf(b, "%s</text>\n", ya.log ? " (log scale)" : "");
+
+  /* Grid and tick labels. */
+  sb_printf(b, "<g stroke=\"#e0e0e0\" stroke-width=\"1\">\n");
+  for (int k = 0; k < axis_num_ticks(&ya); k++) {
+    double y = bottom - (double)k / (axis_num_ticks(&ya) - 1) * PANEL_H;
+    sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/>\n", PLOT_L, y, PLOT_R, y);
+  }
+  for (int k = 0; k < axis_num_ticks(xa); k++) {
+    double x = PLOT_L + (double)k / (axis_num_ticks(xa) - 1) * (PLOT_R - PLOT_L);
+    sb_printf(b, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\"/>\n", x, top, x, bottom);
+  }
+  sb_printf(b, "</g>\n<g font-size=\"11\" fill=\"#333\">\n");
+  for (int k = 0; k < axis_num_ticks(&ya); k++) {
+    double y = bottom - (double)k / (axis_num_ticks(&ya) - 1) * PANEL_H;
+    axis_tick_label(&ya, k, label, sizeof label);
+    sb_printf(b, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", PLOT_L - 6, y + 4, label);
+  }
+  if (x_labels) {
+    for (int k = 0; k < axis_num_ticks(xa); k++) {
+      double x = PLOT_L + (double)k / (axis_num_ticks(xa) - 1) * (PLOT_R - PLOT_L);
+      axis_tick_label(xa, k, label, sizeof label);
+      sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x, bottom + 16, label);
+    }
+  }
+  sb_printf(b, "</g>\n");
+  sb_printf(b, "<rect x=\"%d\" y=\"%.0f\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n",
+            PLOT_L, top, PLOT_R - PLOT_L, PANEL_H);
+
+  if (num_points == 0) {
+    sb_printf(b, "<text x=\"%d\" y=\"%.0f\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
+              (PLOT_L + PLOT_R) / 2, top + PANEL_H / 2.0);
+  } else {
+    /* Dots help when there are few points, e.g. sparse evaluations. */
+    int markers = num_points / p->num_series <= 60;
+    for (size_t s = 0; s < p->num_series; s++) svg_series(b, m, &p->series[s], xa, &ya, top, markers);
+  }
+
+  if (p->num_series > 1) {
+    sb_printf(b, "<g class=\"legend\" font-size=\"11\">\n");
+    for (size_t s = 0; s < p->num_series; s++) {
+      double y = top + 14 + 16.0 * s;
+      sb_printf(b, "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+                PLOT_R - 110, y - 4, PLOT_R - 90, y - 4, p->series[s].color);
+      sb_printf(b, "<text x=\"%d\" y=\"%.0f\">", PLOT_R - 84, y);
+      sb_xml_text(b, p->series[s].label);
+      sb_printf(b, "</text>\n");
+    }
+    sb_printf(b, "</g>\n");
+  }
+  sb_printf(b, "</g>\n");
+}
+
+static void svg_chart(sbuf_t *b, const fl_metrics_t *m, const char *title) {
+  sb_printf(b,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n",
+            SVG_W, SVG_H, SVG_W, SVG_H);
+  sb_printf(b, "<title>");
+  sb_xml_text(b, title);
+  sb_printf(b, "</title>\n<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", SVG_W, SVG_H);
+  sb_printf(b, "<text x=\"%d\" y=\"30\" text-anchor=\"middle\" font-size=\"16\">", SVG_W / 2);
+  sb_xml_text(b, title);
+  sb_printf(b, "</text>\n");
+
+  if (m->n == 0) {
+    sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"20\" fill=\"#888\">"
+                 "no data</text>\n</svg>\n",
+              SVG_W / 2, SVG_H / 2);
+    return;
+  }
+
+  double rmin = m->rec[0].round, rmax = rmin;
+  for (size_t i = 1; i < m->n; i++) {
+    rmin = fmin(rmin, m->rec[i].round);
+    rmax = fmax(rmax, m->rec[i].round);
+  }
+  axis_t xa;
+  if (rmin == rmax) rmin -= 1, rmax += 1; /* one round: centre it */
+  axis_linear(&xa, rmin, rmax, 8);
+  if (xa.step < 1) { /* rounds are integers */
+    xa.step = 1;
+    xa.lo = floor(rmin), xa.hi = ceil(rmax);
+  }
+  if (xa.lo < 0) xa.lo = 0;
+
+  for (int i = 0; i < NUM_PANELS; i++)
+    svg_panel(b, m, &panels[i], &xa, PANEL_TOP + i * PANEL_STEP, i == NUM_PANELS - 1);
+  sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n", (PLOT_L + PLOT_R) / 2,
+            PANEL_TOP + (NUM_PANELS - 1) * PANEL_STEP + PANEL_H + 36);
+  sb_printf(b, "</svg>\n");
+}
+
+int fl_metrics_write_svg(const fl_metrics_t *m, const char *path, const char *title) {
+  if (!m || !path || !path[0]) return fl_err_set(FL_EINVAL, "fl_metrics_write_svg: bad arguments");
+  sbuf_t b = {0};
+  svg_chart(&b, m, title ? title : "fedlr");
+  int rc = 0;
+  if (b.err)
+    rc = fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path, SVG_MAX_BYTES);
+  else
+    rc = fl_file_write_atomic(path, b.p, b.len);
+  free(b.p);
+  return rc;
+}

@@ -1,0 +1,330 @@
+#include "fl_wire.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fl_error.h"
+
+/* Room for the envelope, submessages, strings, pointer arrays and
+ * protobuf-c's scratch slabs on top of the payload itself. */
+#define WIRE_ALLOC_SLACK ((size_t)1 << 20)
+
+/* Longest tensor name or string echoed into an error message. */
+#define WIRE_ECHO_MAX 64
+
+void fl_wire_limits_for_model(const fl_model_spec_t *m, fl_wire_limits_t *out) {
+  out->max_values = m->num_params;
+  out->max_tensors = fl_model_num_tensors(m);
+  out->max_message = 4 * m->num_params + ((size_t)64 << 10);
+}
+
+/* ---- size-capped allocator ------------------------------------------- */
+
+/* Counts every byte protobuf-c allocates during one unpack (freed or not), so
+ * both the peak footprint and the total allocation work are bounded by the
+ * cap, whatever lengths and repetition counts a hostile peer encodes.
+ * Allocations come from malloc, so the result is freed with the default
+ * allocator (fl_wire_free). */
+typedef struct {
+  size_t used;
+  size_t cap;
+} wire_budget_t;
+
+static void *wire_alloc(void *data, size_t size) {
+  wire_budget_t *b = data;
+  if (size > b->cap - b->used) return NULL;
+  b->used += size;
+  return malloc(size ? size : 1);
+}
+
+static void wire_free(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
+/* ---- validation helpers ---------------------------------------------- */
+
+/* Copies a peer-supplied string for an error message: truncated, control
+ * and non-ASCII bytes replaced so a hostile name can't forge log lines. */
+static const char *wire_echo(const char *s, char buf[WIRE_ECHO_MAX + 4]) {
+  size_t i = 0;
+  for (; s && s[i] && i < WIRE_ECHO_MAX; i++) {
+    unsigned char c = (unsigned char)s[i];
+    buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+  }
+  if (s && s[i]) {
+    memcpy(buf + i, "...", 3);
+    i += 3;
+  }
+  buf[i] = '\0';
+  return buf;
+}
+
+/* protobuf-c NUL-terminates every string it unpacks (and points absent proto3
+ * strings at a static ""), so strnlen is safe and bounded. */
+static int wire_check_string(const char *kind, const char *field, const char *s) {
+  if (!s) return fl_err_set(FL_EFORMAT, "%s: %s is missing", kind, field);
+  size_t n = strnlen(s, FL_WIRE_MAX_STRING + 1);
+  if (n > FL_WIRE_MAX_STRING)
+    return fl_err_set(FL_ETOOBIG, "%s: %s is longer than %d bytes", kind, field,
+                      FL_WIRE_MAX_STRING);
+  return 0;
+}
+
+/* Formats a shape as "[a,b,...]" for error messages. */
+static const char *wire_fmt_shape(const uint32_t *shape, size_t n, char *buf, size_t cap) {
+  size_t at = 0;
+  at += (size_t)snprintf(buf + at, cap - at, "[");
+  for (size_t i = 0; i < n && at < cap; i++)
+    at += (size_t)snprintf(buf + at, cap - at, "%s%u", i ? "," : "", (unsigned)shape[i]);
+  if (at < cap) snprintf(buf + at, cap - at, "]");
+  return buf;
+}
+
+static int wire_check_tensor(const char *kind, size_t idx, const Fedlr__Tensor *t,
+                             size_t *total, const fl_wire_limits_t *lim) {
+  char echo[WIRE_ECHO_MAX + 4], sbuf[64];
+  if (!t) return fl_err_set(FL_EFORMAT, "%s: tensor %zu is missing", kind, idx);
+  if (!t->name) return fl_err_set(FL_EFORMAT, "%s: tensor %zu has no name", kind, idx);
+  if (strnlen(t->name, FL_WIRE_MAX_STRING + 1) > FL_WIRE_MAX_STRING)
+    return fl_err_set(FL_ETOOBIG, "%s: tensor %zu name is longer than %d bytes", kind, idx,
+                      FL_WIRE_MAX_STRING);
+  const char *name = wire_echo(t->name, echo);
+  if (t->n_shape < 1 || t->n_shape > 4)
+    return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' has %zu dimensions, expected 1 to 4", kind,
+                      idx, name, t->n_shape);
+  size_t prod = 1;
+  for (size_t d = 0; d < t->n_shape; d++) {
+    if (t->shape[d] == 0)
+      return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' has a zero dimension %s", kind, idx, name,
+                        wire_fmt_shape(t->shape, t->n_shape, sbuf, sizeof sbuf));
+    if (prod > SIZE_MAX / t->shape[d])
+      return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' shape %s overflows", kind, idx, name,
+                        wire_fmt_shape(t->shape, t->n_shape, sbuf, sizeof sbuf));
+    prod *= t->shape[d];
+  }
+  if (prod != t->n_data)
+    return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' has %zu values, shape %s needs %zu", kind,
+                      idx, name, t->n_data, wire_fmt_shape(t->shape, t->n_shape, sbuf, sizeof sbuf),
+                      prod);
+  if (t->n_data > lim->max_values - *total)
+    return fl_err_set(FL_ETOOBIG, "%s: tensors hold more than %zu values (limit)", kind,
+                      lim->max_values);
+  *total += t->n_data;
+  for (size_t i = 0; i < t->n_data; i++)
+    if (!isfinite(t->data[i]))
+      return fl_err_set(FL_ENONFINITE, "%s: tensor %zu '%s' value %zu is %s", kind, idx, name, i,
+                        isnan(t->data[i]) ? "NaN" : "infinite");
+  return 0;
+}
+
+static int wire_check_tensors(const char *kind, Fedlr__Tensor *const *t, size_t n,
+                              const fl_wire_limits_t *lim) {
+  if (n == 0) return fl_err_set(FL_EFORMAT, "%s: no weights", kind);
+  if (n > lim->max_tensors)
+    return fl_err_set(FL_ETOOBIG, "%s: %zu tensors, limit is %zu", kind, n, lim->max_tensors);
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    int rc = wire_check_tensor(kind, i, t[i], &total, lim);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
+static int wire_check_join(const Fedlr__Join *j) {
+  int rc;
+  if (j->protocol_version != FL_WIRE_PROTOCOL_VERSION)
+    return fl_err_set(FL_EUNSUPPORTED, "join: protocol version %u, this build speaks %d",
+                      (unsigned)j->protocol_version, FL_WIRE_PROTOCOL_VERSION);
+  if ((rc = wire_check_string("join", "name", j->name)) < 0) return rc;
+  if (!j->name[0]) return fl_err_set(FL_EFORMAT, "join: empty client name");
+  /* Names end up in logs and metrics files: no control bytes. UTF-8 is fine. */
+  for (const unsigned char *p = (const unsigned char *)j->name; *p; p++)
+    if (*p < 0x20 || *p == 0x7f)
+      return fl_err_set(FL_EFORMAT, "join: client name has control byte 0x%02x", *p);
+  return 0;
+}
+
+static int wire_check_welcome(const Fedlr__Welcome *w) {
+  int rc;
+  if ((rc = wire_check_string("welcome", "run_id", w->run_id)) < 0) return rc;
+  if ((rc = wire_check_string("welcome", "model", w->model)) < 0) return rc;
+  return 0;
+}
+
+static int wire_check_optimizer(const Fedlr__Optimizer *o) {
+  if (!o) return fl_err_set(FL_EFORMAT, "round_start: no optimizer settings");
+  /* protobuf-c stores unknown enum numbers as they came. */
+  if ((int)o->kind < FEDLR__OPTIMIZER__KIND__SGD || (int)o->kind > FEDLR__OPTIMIZER__KIND__ADAM)
+    return fl_err_set(FL_ERANGE, "round_start: unknown optimizer kind %d", (int)o->kind);
+  const struct {
+    const char *name;
+    float v;
+  } f[] = {{"momentum", o->momentum}, {"beta1", o->beta1},           {"beta2", o->beta2},
+           {"eps", o->eps},           {"weight_decay", o->weight_decay}, {"alpha", o->alpha}};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    if (!isfinite(f[i].v))
+      return fl_err_set(FL_ENONFINITE, "round_start: optimizer %s is not finite", f[i].name);
+  return 0;
+}
+
+static int wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limits_t *lim) {
+  int rc;
+  if (r->round < 1) return fl_err_set(FL_ERANGE, "round_start: round 0 (rounds start at 1)");
+  if (!isfinite(r->lr)) return fl_err_set(FL_ENONFINITE, "round_start: learning rate not finite");
+  if (!(r->lr > 0))
+    return fl_err_set(FL_ERANGE, "round_start: learning rate %g is not positive", (double)r->lr);
+  if (r->local_epochs < 1 || r->local_epochs > FL_WIRE_MAX_EPOCHS)
+    return fl_err_set(FL_ERANGE, "round_start: local_epochs %u outside [1, %d]",
+                      (unsigned)r->local_epochs, FL_WIRE_MAX_EPOCHS);
+  if (r->batch_size < 1 || r->batch_size > FL_WIRE_MAX_BATCH)
+    return fl_err_set(FL_ERANGE, "round_start: batch_size %u outside [1, %d]",
+                      (unsigned)r->batch_size, FL_WIRE_MAX_BATCH);
+  if ((int)r->local_unit != FEDLR__ROUND_START__LOCAL_UNIT__EPOCH &&
+      (int)r->local_unit != FEDLR__ROUND_START__LOCAL_UNIT__STEP)
+    return fl_err_set(FL_ERANGE, "round_start: unknown local_unit %d", (int)r->local_unit);
+  if ((rc = wire_check_string("round_start", "local_schedule", r->local_schedule)) < 0) return rc;
+  if ((rc = wire_check_string("round_start", "model", r->model)) < 0) return rc;
+  if ((rc = wire_check_optimizer(r->optimizer)) < 0) return rc;
+  return wire_check_tensors("round_start", r->weights, r->n_weights, lim);
+}
+
+static int wire_check_update(const Fedlr__Update *u, const fl_wire_limits_t *lim) {
+  if (u->round < 1) return fl_err_set(FL_ERANGE, "update: round 0 (rounds start at 1)");
+  if (u->num_examples < 1) return fl_err_set(FL_ERANGE, "update: num_examples is 0");
+  if (!isfinite(u->train_loss)) return fl_err_set(FL_ENONFINITE, "update: train_loss not finite");
+  return wire_check_tensors("update", u->weights, u->n_weights, lim);
+}
+
+static int wire_check_envelope(const Fedlr__Envelope *e, const fl_wire_limits_t *lim) {
+  switch (e->body_case) {
+  case FEDLR__ENVELOPE__BODY_JOIN:
+    if (!e->join) break;
+    return wire_check_join(e->join);
+  case FEDLR__ENVELOPE__BODY_WELCOME:
+    if (!e->welcome) break;
+    return wire_check_welcome(e->welcome);
+  case FEDLR__ENVELOPE__BODY_ROUND_START:
+    if (!e->round_start) break;
+    return wire_check_round_start(e->round_start, lim);
+  case FEDLR__ENVELOPE__BODY_UPDATE:
+    if (!e->update) break;
+    return wire_check_update(e->update, lim);
+  case FEDLR__ENVELOPE__BODY_HEARTBEAT:
+    if (!e->heartbeat) break;
+    return 0;
+  case FEDLR__ENVELOPE__BODY_STOP:
+    if (!e->stop) break;
+    return wire_check_string("stop", "reason", e->stop->reason);
+  default:
+    return fl_err_set(FL_EFORMAT, "envelope: no message body set");
+  }
+  return fl_err_set(FL_EFORMAT, "envelope: body case %d has no message", (int)e->body_case);
+}
+
+/* ---- public API -------------------------------------------------------- */
+
+int fl_wire_decode(const uint8_t *buf, size_t len, const fl_wire_limits_t *lim,
+                   Fedlr__Envelope **out) {
+  Fedlr__Envelope *env = NULL;
+  int rc = 0;
+  *out = NULL;
+  if (!buf && len) return fl_err_set(FL_EINVAL, "fl_wire_decode: NULL buffer");
+  if (len > lim->max_message)
+    return fl_err_set(FL_ETOOBIG, "message of %zu bytes exceeds the limit of %zu", len,
+                      lim->max_message);
+  /* A legitimate message decodes into about its own size plus small structs;
+   * twice the limit plus slack never refuses one, and stops hostile length
+   * prefixes and repetition counts from turning bytes into memory. */
+  wire_budget_t budget = {0, SIZE_MAX};
+  if (lim->max_message <= (SIZE_MAX - WIRE_ALLOC_SLACK) / 2)
+    budget.cap = 2 * lim->max_message + WIRE_ALLOC_SLACK;
+  ProtobufCAllocator alloc = {wire_alloc, wire_free, &budget};
+  env = fedlr__envelope__unpack(&alloc, len, buf);
+  if (!env) return fl_err_set(FL_EFORMAT, "undecodable message (%zu bytes)", len);
+  if ((rc = wire_check_envelope(env, lim)) < 0) goto out;
+  *out = env;
+  env = NULL;
+out:
+  fl_wire_free(&env);
+  return rc;
+}
+
+void fl_wire_free(Fedlr__Envelope **env) {
+  if (!env || !*env) return;
+  /* wire_alloc allocates with malloc, so the default allocator frees. */
+  fedlr__envelope__free_unpacked(*env, NULL);
+  *env = NULL;
+}
+
+int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len) {
+  *buf = NULL;
+  *len = 0;
+  size_t n = fedlr__envelope__get_packed_size(env);
+  uint8_t *p = malloc(n ? n : 1);
+  if (!p) return fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to encode a message", n);
+  size_t got = fedlr__envelope__pack(env, p);
+  if (got != n) {
+    free(p);
+    return fl_err_set(FL_EFORMAT, "encoder wrote %zu bytes, expected %zu", got, n);
+  }
+  *buf = p;
+  *len = n;
+  return 0;
+}
+
+void fl_wire_tensors_init(fl_wire_tensors_t *tv, const fl_model_spec_t *m, const float *params) {
+  size_t n = fl_model_num_tensors(m);
+  tv->n = n;
+  for (size_t i = 0; i < n; i++) {
+    fl_tensor_info_t info;
+    fl_model_tensor(m, i, &info);
+    Fedlr__Tensor *t = &tv->t[i];
+    fedlr__tensor__init(t);
+    snprintf(tv->names[i], sizeof tv->names[i], "%s", info.name);
+    tv->shape[i][0] = info.shape[0];
+    tv->shape[i][1] = info.shape[1];
+    t->name = tv->names[i];
+    t->n_shape = info.ndim;
+    t->shape = tv->shape[i];
+    t->n_data = info.count;
+    /* protobuf-c's struct is not const-correct; packing only reads it. */
+    t->data = (float *)(params + info.offset);
+    tv->ptrs[i] = t;
+  }
+}
+
+int fl_wire_check_tensors(Fedlr__Tensor *const *t, size_t n, const fl_model_spec_t *m) {
+  char echo[WIRE_ECHO_MAX + 4], want[64], got[64];
+  size_t nt = fl_model_num_tensors(m);
+  if (n != nt)
+    return fl_err_set(FL_ESHAPE, "expected %zu tensors for model '%s', got %zu", nt, m->spec, n);
+  for (size_t i = 0; i < n; i++) {
+    fl_tensor_info_t info;
+    fl_model_tensor(m, i, &info);
+    if (!t[i] || !t[i]->name) return fl_err_set(FL_ESHAPE, "tensor %zu is missing", i);
+    if (strcmp(t[i]->name, info.name) != 0)
+      return fl_err_set(FL_ESHAPE, "tensor %zu: expected '%s', got '%s'", i, info.name,
+                        wire_echo(t[i]->name, echo));
+    int same = t[i]->n_shape == info.ndim && t[i]->n_data == info.count;
+    for (size_t d = 0; same && d < info.ndim; d++) same = t[i]->shape[d] == info.shape[d];
+    if (!same) {
+      size_t ns = t[i]->n_shape < 8 ? t[i]->n_shape : 8;
+      return fl_err_set(FL_ESHAPE, "expected '%s' %s, got %s", info.name,
+                        wire_fmt_shape(info.shape, info.ndim, want, sizeof want),
+                        wire_fmt_shape(t[i]->shape, ns, got, sizeof got));
+    }
+  }
+  return 0;
+}
+
+void fl_wire_tensors_copy(Fedlr__Tensor *const *t, size_t n, const fl_model_spec_t *m,
+                          float *params) {
+  for (size_t i = 0; i < n; i++) {
+    fl_tensor_info_t info;
+    fl_model_tensor(m, i, &info);
+    memcpy(params + info.offset, t[i]->data, info.count * sizeof(float));
+  }
+}

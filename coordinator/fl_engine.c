@@ -1,0 +1,372 @@
+#include "fl_engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fl_error.h"
+#include "fl_rng.h"
+
+/* Fixed-point scale of the aggregation accumulator (see fl_engine.h). */
+#define FL_AGG_SCALE 1099511627776.0 /* 2^40 */
+#define FL_EVAL_BATCH 1000
+#define FL_MAX_CLIENTS 10000000u
+
+typedef struct {
+  char *name;
+  uint64_t num_examples;
+} fl_client_rec_t;
+
+enum { ROUND_IDLE = 0, ROUND_OPEN = 1 };
+
+struct fl_engine {
+  fl_engine_config_t cfg;
+  fl_wire_limits_t limits;
+  float *weights;             /* (num_params) global model */
+  int64_t *acc;               /* (num_params) fixed-point sum of p_k * delta_k */
+  float *scratch;             /* (num_params) a non-delta update turned into a delta */
+  fl_model_ws_t *eval_ws;
+
+  fl_client_rec_t *clients;   /* (num_clients) */
+  size_t num_clients, cap_clients;
+
+  int state;
+  uint32_t round;             /* open round, or last closed one; 0 before the first */
+  uint32_t rounds_done;
+  double lr;                  /* this round's rate */
+  uint32_t *sampled;          /* (num_sampled) ascending client ids */
+  uint8_t *reported;          /* (num_sampled) 1 once that slot reported */
+  double *slot_loss;          /* (num_sampled) train loss per slot */
+  uint64_t *slot_examples;    /* (num_sampled) examples per reported slot */
+  size_t num_sampled, num_reported, cap_sampled;
+  uint64_t sampled_examples;  /* sum of registered examples of the sample */
+  fl_plateau_t plateau;
+  double best_accuracy;
+  int target_reached;
+};
+
+fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
+  int rc = FL_ENOMEM;
+  fl_engine_t *e = calloc(1, sizeof *e);
+  if (!e) goto fail;
+  e->cfg = *cfg;
+  if (!(cfg->lr0 > 0) || !isfinite(cfg->lr0)) {
+    rc = fl_err_set(FL_EINVAL, "initial learning rate %g must be positive and finite", cfg->lr0);
+    goto fail;
+  }
+  if (!(cfg->fraction > 0 && cfg->fraction <= 1)) {
+    rc = fl_err_set(FL_EINVAL, "fraction %g must be in (0, 1]", cfg->fraction);
+    goto fail;
+  }
+  if (!(cfg->quorum > 0 && cfg->quorum <= 1)) {
+    rc = fl_err_set(FL_EINVAL, "quorum %g must be in (0, 1]", cfg->quorum);
+    goto fail;
+  }
+  if (cfg->rounds == 0 || cfg->local_epochs == 0 || cfg->batch_size == 0) {
+    rc = fl_err_set(FL_EINVAL, "rounds, local epochs and batch size must be positive");
+    goto fail;
+  }
+  if (cfg->test && cfg->test->dim != cfg->model.dims[0]) {
+    rc = fl_err_set(FL_ESHAPE, "test set has %zu features, model expects %zu", cfg->test->dim,
+                    cfg->model.dims[0]);
+    goto fail;
+  }
+  if (e->cfg.eval_every == 0) e->cfg.eval_every = 1;
+  size_t n = cfg->model.num_params;
+  fl_wire_limits_for_model(&cfg->model, &e->limits);
+  e->weights = malloc(n * sizeof *e->weights);
+  e->acc = calloc(n, sizeof *e->acc);
+  e->scratch = malloc(n * sizeof *e->scratch);
+  if (!e->weights || !e->acc || !e->scratch) goto fail;
+  if (cfg->test) {
+    e->eval_ws = fl_model_ws_new(&cfg->model, FL_EVAL_BATCH);
+    if (!e->eval_ws) goto fail;
+  }
+  fl_model_init(&cfg->model, e->weights, fl_rng_derive(cfg->seed, FL_RNG_INIT, 0, 0));
+  fl_plateau_init(&e->plateau);
+  return e;
+fail:
+  if (rc == FL_ENOMEM) fl_err_set(FL_ENOMEM, "engine: out of memory");
+  if (err) *err = rc;
+  fl_engine_destroy(&e);
+  return NULL;
+}
+
+void fl_engine_destroy(fl_engine_t **pe) {
+  fl_engine_t *e = pe ? *pe : NULL;
+  if (!e) return;
+  for (size_t i = 0; i < e->num_clients; i++) free(e->clients[i].name);
+  free(e->clients);
+  free(e->weights);
+  free(e->acc);
+  free(e->scratch);
+  fl_model_ws_destroy(&e->eval_ws);
+  free(e->sampled);
+  free(e->reported);
+  free(e->slot_loss);
+  free(e->slot_examples);
+  free(e);
+  *pe = NULL;
+}
+
+int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id) {
+  if (!name || !name[0]) return fl_err_set(FL_EINVAL, "client name is empty");
+  if (num_examples == 0) return fl_err_set(FL_EINVAL, "client '%s' has no examples", name);
+  if (e->num_clients >= FL_MAX_CLIENTS)
+    return fl_err_set(FL_ETOOBIG, "too many clients (limit %u)", FL_MAX_CLIENTS);
+  if (e->num_clients == e->cap_clients) {
+    size_t cap = e->cap_clients ? 2 * e->cap_clients : 64;
+    fl_client_rec_t *c = realloc(e->clients, cap * sizeof *c);
+    if (!c) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
+    e->clients = c;
+    e->cap_clients = cap;
+  }
+  char *copy = strdup(name);
+  if (!copy) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
+  e->clients[e->num_clients] = (fl_client_rec_t){copy, num_examples};
+  if (id) *id = (uint32_t)e->num_clients;
+  e->num_clients++;
+  return 0;
+}
+
+size_t fl_engine_num_clients(const fl_engine_t *e) { return e->num_clients; }
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return (x > y) - (x < y);
+}
+
+int fl_engine_begin_round(fl_engine_t *e) {
+  if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "round %u is still open", e->round);
+  if (fl_engine_finished(e)) return fl_err_set(FL_ESTATE, "the run is finished");
+  size_t k = e->num_clients;
+  if (k == 0) return fl_err_set(FL_EINVAL, "no clients registered");
+  size_t m = (size_t)ceil(e->cfg.fraction * (double)k - 1e-9);
+  if (m < e->cfg.min_clients) m = e->cfg.min_clients;
+  if (m < 1) m = 1;
+  if (m > k) m = k;
+  if (m > e->cap_sampled) {
+    uint32_t *s = realloc(e->sampled, m * sizeof *s);
+    if (s) e->sampled = s;
+    uint8_t *r = realloc(e->reported, m);
+    if (r) e->reported = r;
+    double *l = realloc(e->slot_loss, m * sizeof *l);
+    if (l) e->slot_loss = l;
+    uint64_t *x = realloc(e->slot_examples, m * sizeof *x);
+    if (x) e->slot_examples = x;
+    if (!s || !r || !l || !x) return fl_err_set(FL_ENOMEM, "out of memory sampling %zu clients", m);
+    e->cap_sampled = m;
+  }
+  uint32_t round = e->rounds_done + 1;
+  /* Partial Fisher-Yates over the ids with a sparse swap: O(m) memory would
+   * need a hash map; O(k) u32 scratch is fine (k ids, not k models). */
+  uint32_t *ids = malloc(k * sizeof *ids);
+  if (!ids) return fl_err_set(FL_ENOMEM, "out of memory sampling clients");
+  for (size_t i = 0; i < k; i++) ids[i] = (uint32_t)i;
+  fl_rng_t rng;
+  fl_rng_seed(&rng, fl_rng_derive(e->cfg.seed, FL_RNG_SAMPLE, round, 0));
+  for (size_t i = 0; i < m; i++) {
+    size_t j = i + (size_t)fl_rng_below(&rng, k - i);
+    uint32_t t = ids[i];
+    ids[i] = ids[j];
+    ids[j] = t;
+  }
+  memcpy(e->sampled, ids, m * sizeof *ids);
+  free(ids);
+  qsort(e->sampled, m, sizeof *e->sampled, cmp_u32);
+  e->num_sampled = m;
+  e->num_reported = 0;
+  memset(e->reported, 0, m);
+  e->sampled_examples = 0;
+  for (size_t i = 0; i < m; i++) e->sampled_examples += e->clients[e->sampled[i]].num_examples;
+  memset(e->acc, 0, e->cfg.model.num_params * sizeof *e->acc);
+  e->round = round;
+  e->lr = fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
+  e->state = ROUND_OPEN;
+  return 0;
+}
+
+uint32_t fl_engine_round(const fl_engine_t *e) { return e->round; }
+double fl_engine_round_lr(const fl_engine_t *e) { return e->lr; }
+
+size_t fl_engine_sampled(const fl_engine_t *e, const uint32_t **ids) {
+  if (ids) *ids = e->sampled;
+  return e->num_sampled;
+}
+
+/* Slot of client `id` in the sample, or -1. */
+static long sampled_slot(const fl_engine_t *e, uint32_t id) {
+  const uint32_t *p = bsearch(&id, e->sampled, e->num_sampled, sizeof id, cmp_u32);
+  return p ? (long)(p - e->sampled) : -1;
+}
+
+int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **buf, size_t *len) {
+  if (e->state != ROUND_OPEN) return fl_err_set(FL_ESTATE, "no round is open");
+  if (sampled_slot(e, id) < 0)
+    return fl_err_set(FL_EINVAL, "client %u is not sampled in round %u", id, e->round);
+  const fl_engine_config_t *c = &e->cfg;
+  Fedlr__Optimizer opt = FEDLR__OPTIMIZER__INIT;
+  opt.kind = (Fedlr__Optimizer__Kind)c->optim.kind;
+  opt.momentum = c->optim.momentum;
+  opt.beta1 = c->optim.beta1;
+  opt.beta2 = c->optim.beta2;
+  opt.eps = c->optim.eps;
+  opt.weight_decay = c->optim.weight_decay;
+  opt.alpha = c->optim.alpha;
+  opt.keep_state = c->optim.keep_state != 0;
+  fl_wire_tensors_t tv;
+  fl_wire_tensors_init(&tv, &c->model, e->weights);
+  Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;
+  rs.round = e->round;
+  rs.lr = (float)e->lr;
+  rs.local_schedule = (char *)c->local_schedule;
+  rs.local_unit = (Fedlr__RoundStart__LocalUnit)c->local_unit;
+  rs.optimizer = &opt;
+  rs.local_epochs = c->local_epochs;
+  rs.batch_size = c->batch_size;
+  rs.seed = fl_rng_derive(c->seed, FL_RNG_CLIENT, e->round, id);
+  rs.model = (char *)c->model.spec;
+  rs.n_weights = tv.n;
+  rs.weights = tv.ptrs;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_ROUND_START;
+  env.round_start = &rs;
+  return fl_wire_encode(&env, buf, len);
+}
+
+/* acc += trunc(delta * w * 2^40), in int64. Each term depends only on this
+ * update, and integer addition is associative, so the sum is independent of
+ * arrival order. Returns the index of the first out-of-range value or -1. */
+static long accumulate(int64_t *restrict acc, const float *restrict delta, size_t n, double w) {
+  const double s = w * FL_AGG_SCALE;
+  for (size_t i = 0; i < n; i++) {
+    if (!(fabsf(delta[i]) <= (float)FL_ENGINE_MAX_DELTA)) return (long)i;
+  }
+  for (size_t i = 0; i < n; i++) acc[i] += (int64_t)((double)delta[i] * s);
+  return -1;
+}
+
+int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t len) {
+  Fedlr__Envelope *env = NULL;
+  int rc = fl_wire_decode(buf, len, &e->limits, &env);
+  if (rc) return rc;
+  if (env->body_case != FEDLR__ENVELOPE__BODY_UPDATE) {
+    rc = fl_err_set(FL_EPROTO, "expected an update from client %u, got message kind %d", sender,
+                    (int)env->body_case);
+    goto out;
+  }
+  const Fedlr__Update *u = env->update;
+  if (e->state != ROUND_OPEN || u->round != e->round) {
+    rc = fl_err_set(FL_ESTALE, "update from client %u is for round %u, current round is %u%s",
+                    sender, u->round, e->round, e->state == ROUND_OPEN ? "" : " (closed)");
+    goto out;
+  }
+  if (u->client_id != sender) {
+    rc = fl_err_set(FL_EPROTO, "update from client %u claims to be from client %u", sender,
+                    u->client_id);
+    goto out;
+  }
+  long slot = sampled_slot(e, sender);
+  if (slot < 0) {
+    rc = fl_err_set(FL_EPROTO, "client %u was not sampled in round %u", sender, e->round);
+    goto out;
+  }
+  if (e->reported[slot]) {
+    rc = fl_err_set(FL_ESTALE, "duplicate update from client %u in round %u", sender, e->round);
+    goto out;
+  }
+  if (u->num_examples > e->clients[sender].num_examples) {
+    rc = fl_err_set(FL_ERANGE, "client %u claims %llu examples, it registered %llu", sender,
+                    (unsigned long long)u->num_examples,
+                    (unsigned long long)e->clients[sender].num_examples);
+    goto out;
+  }
+  const fl_model_spec_t *m = &e->cfg.model;
+  rc = fl_wire_check_tensors(u->weights, u->n_weights, m);
+  if (rc) goto out;
+  fl_wire_tensors_copy(u->weights, u->n_weights, m, e->scratch);
+  if (!u->is_delta) {
+    for (size_t i = 0; i < m->num_params; i++) e->scratch[i] -= e->weights[i];
+  }
+  double w = (double)u->num_examples / (double)e->sampled_examples;
+  /* The accumulator must not be touched before the whole update is known to
+   * be in range, so check first (accumulate() does both in order). */
+  long bad = accumulate(e->acc, e->scratch, m->num_params, w);
+  if (bad >= 0) {
+    rc = fl_err_set(FL_ERANGE, "update from client %u: value %g at parameter %ld exceeds %g",
+                    sender, (double)e->scratch[bad], bad, FL_ENGINE_MAX_DELTA);
+    goto out;
+  }
+  e->reported[slot] = 1;
+  e->slot_loss[slot] = u->train_loss;
+  e->slot_examples[slot] = u->num_examples;
+  e->num_reported++;
+out:
+  fl_wire_free(&env);
+  return rc;
+}
+
+size_t fl_engine_reported(const fl_engine_t *e) { return e->num_reported; }
+
+int fl_engine_has_quorum(const fl_engine_t *e) {
+  if (e->state != ROUND_OPEN || e->num_reported == 0) return 0;
+  size_t need = (size_t)ceil(e->cfg.quorum * (double)e->num_sampled - 1e-9);
+  if (need < 1) need = 1;
+  return e->num_reported >= need;
+}
+
+static void evaluate(fl_engine_t *e, double *loss, double *acc) {
+  const fl_dataset_t *t = e->cfg.test;
+  double loss_sum = 0;
+  size_t correct = 0;
+  fl_model_evaluate(&e->cfg.model, e->eval_ws, e->weights, t->x, t->y, t->n, &loss_sum, &correct);
+  *loss = loss_sum / (double)t->n;
+  *acc = (double)correct / (double)t->n;
+}
+
+int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
+  if (!fl_engine_has_quorum(e))
+    return fl_err_set(FL_ESTATE, "round %u has %zu of %zu updates, below quorum", e->round,
+                      e->num_reported, e->num_sampled);
+  uint64_t reported_examples = 0;
+  double loss_sum = 0;
+  for (size_t i = 0; i < e->num_sampled; i++) {
+    if (!e->reported[i]) continue;
+    reported_examples += e->slot_examples[i];
+    loss_sum += e->slot_loss[i] * (double)e->slot_examples[i];
+  }
+  /* acc holds sum_k (n_k / N_sampled) delta_k; rescale to the mean over the
+   * clients that actually reported. */
+  const double scale = (double)e->sampled_examples / (double)reported_examples / FL_AGG_SCALE;
+  size_t n = e->cfg.model.num_params;
+  for (size_t i = 0; i < n; i++) e->weights[i] += (float)((double)e->acc[i] * scale);
+
+  memset(m, 0, sizeof *m);
+  m->round = e->round;
+  m->rounds_total = e->cfg.rounds;
+  m->lr = e->lr;
+  m->clients_sampled = (uint32_t)e->num_sampled;
+  m->clients_reported = (uint32_t)e->num_reported;
+  m->train_loss = loss_sum / (double)reported_examples;
+  m->test_loss = NAN;
+  m->test_accuracy = NAN;
+  e->rounds_done = e->round;
+  e->state = ROUND_IDLE;
+  int last = e->rounds_done >= e->cfg.rounds;
+  if (e->cfg.test && (e->round % e->cfg.eval_every == 0 || last)) {
+    evaluate(e, &m->test_loss, &m->test_accuracy);
+    fl_plateau_observe(&e->cfg.sched, &e->plateau, m->test_loss);
+    if (m->test_accuracy > e->best_accuracy) e->best_accuracy = m->test_accuracy;
+    if (e->cfg.target_accuracy > 0 && m->test_accuracy >= e->cfg.target_accuracy)
+      e->target_reached = 1;
+  }
+  return 0;
+}
+
+int fl_engine_finished(const fl_engine_t *e) {
+  return e->state == ROUND_IDLE && (e->rounds_done >= e->cfg.rounds || e->target_reached);
+}
+
+const float *fl_engine_weights(const fl_engine_t *e) { return e->weights; }
+const fl_model_spec_t *fl_engine_model(const fl_engine_t *e) { return &e->cfg.model; }
+const fl_wire_limits_t *fl_engine_limits(const fl_engine_t *e) { return &e->limits; }

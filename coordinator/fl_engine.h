@@ -1,0 +1,111 @@
+/* fl_engine: the round engine. Transport-independent: it consumes and
+ * produces encoded protobuf messages and never touches a socket or a thread,
+ * so fedlr-sim (in-process clients) and fedlr-coordinator (ZeroMQ clients)
+ * run exactly the same code.
+ *
+ * A run is a sequence of rounds. Each round:
+ *   fl_engine_begin_round()        samples clients, fixes the round's rate
+ *   fl_engine_encode_round_start() one RoundStart per sampled client
+ *   fl_engine_submit()             each Update: decoded, validated, folded
+ *                                  into the running FedAvg sum at once
+ *   fl_engine_end_round()          applies the average, evaluates, steps the
+ *                                  schedule, returns the round's metrics
+ *
+ * Determinism. Sampling, per-client seeds and the schedule depend only on
+ * (seed, round). Aggregation is exact and order-independent: each weighted
+ * delta is rounded once to a fixed-point grid (2^-40) and summed in int64,
+ * so the result is bit-identical whatever order updates arrive in. Memory is
+ * O(model): one int64 accumulator per parameter, never one buffer per client.
+ *
+ * Thread-safety: none inside. fl_engine_encode_round_start() only reads and
+ * may run concurrently with itself; every other call needs exclusive access. */
+#ifndef FL_ENGINE_H
+#define FL_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fl_data.h"
+#include "fl_metrics.h"
+#include "fl_model.h"
+#include "fl_optim.h"
+#include "fl_sched.h"
+#include "fl_wire.h"
+
+/* A single weighted delta component may not exceed this in magnitude: keeps
+ * the fixed-point sum far from int64 overflow, and no sane update is near. */
+#define FL_ENGINE_MAX_DELTA 1048576.0
+
+typedef struct {
+  fl_model_spec_t model;
+  const fl_dataset_t *test;   /* borrowed, may be NULL: no evaluation */
+  double lr0;                 /* initial round rate */
+  fl_sched_t sched;           /* round schedule */
+  char local_schedule[FL_SCHED_SPEC_MAX];
+  int local_unit;             /* FEDLR__ROUND_START__LOCAL_UNIT__EPOCH / __STEP */
+  fl_optim_config_t optim;
+  uint32_t local_epochs;
+  uint32_t batch_size;
+  double fraction;            /* C: fraction of clients sampled per round */
+  uint32_t min_clients;       /* at least this many sampled per round */
+  uint32_t rounds;            /* round limit */
+  uint64_t seed;
+  uint32_t eval_every;        /* evaluate every K rounds and at the last */
+  double target_accuracy;     /* stop when reached; 0 = off */
+  double quorum;              /* fraction of sampled updates needed, (0,1] */
+} fl_engine_config_t;
+
+typedef struct fl_engine fl_engine_t;
+
+/* Creates an engine with freshly initialised global weights (from seed).
+ * Returns NULL and sets *err (with fl_err_msg()) on failure. */
+fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err);
+void fl_engine_destroy(fl_engine_t **e);
+
+/* Registers a client. Ids are dense, 0, 1, 2, ... in registration order.
+ * num_examples is the most the client may later claim in an update. */
+int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id);
+size_t fl_engine_num_clients(const fl_engine_t *e);
+
+/* Starts the next round: samples max(ceil(C*K), min_clients) clients
+ * (capped at K) without replacement. FL_ESTATE if a round is open or the run
+ * is finished; FL_EINVAL if no clients are registered. */
+int fl_engine_begin_round(fl_engine_t *e);
+
+/* The open (or last) round: 1-based index, rate, sampled client ids
+ * (ascending). */
+uint32_t fl_engine_round(const fl_engine_t *e);
+double fl_engine_round_lr(const fl_engine_t *e);
+size_t fl_engine_sampled(const fl_engine_t *e, const uint32_t **ids);
+
+/* Encodes the RoundStart message for sampled client `id` into a new malloc'd
+ * buffer. Read-only on the engine. */
+int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **buf, size_t *len);
+
+/* Takes one encoded Update from client `sender`. Rejects, with a detail
+ * message and without changing any state: undecodable or invalid messages,
+ * a non-Update body, wrong round (FL_ESTALE), a sender that was not sampled
+ * or a client_id that is not the sender's (FL_EPROTO), a duplicate
+ * (FL_ESTALE), wrong tensors (FL_ESHAPE), non-finite values, more examples
+ * than the client registered, deltas beyond FL_ENGINE_MAX_DELTA (FL_ERANGE). */
+int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t len);
+
+/* Number of sampled clients that have reported this round. */
+size_t fl_engine_reported(const fl_engine_t *e);
+/* 1 if enough sampled clients reported to close the round (quorum). */
+int fl_engine_has_quorum(const fl_engine_t *e);
+
+/* Closes the round: global += example-weighted mean of the reported deltas,
+ * evaluates if due, feeds the plateau schedule, fills *m (seconds/elapsed
+ * and byte counts are the caller's). FL_ESTATE without quorum. */
+int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m);
+
+/* 1 when the round limit or the target accuracy has been reached. */
+int fl_engine_finished(const fl_engine_t *e);
+
+/* The global weights (num_params floats). */
+const float *fl_engine_weights(const fl_engine_t *e);
+const fl_model_spec_t *fl_engine_model(const fl_engine_t *e);
+const fl_wire_limits_t *fl_engine_limits(const fl_engine_t *e);
+
+#endif

@@ -1,0 +1,462 @@
+/* Tests of fl_config: defaults, flags, the INI file, errors, help, writer. */
+#include "fl_config.h"
+
+#include "fl_error.h"
+#include "fl_test.h"
+
+static int argc_of(char **argv) {
+  int n = 0;
+  while (argv[n]) n++;
+  return n;
+}
+
+/* Parses a NULL-terminated argv (argv[0] is the program name). */
+static int parse(fl_config_t *c, int prog, char **argv, int *help) {
+  int h = 0;
+  int rc = fl_config_parse(c, prog, argc_of(argv), argv, help ? help : &h);
+  return rc;
+}
+
+#define ARGV(...) ((char *[]){"fedlr", __VA_ARGS__, NULL})
+
+/* Writes text to a file in the test's scratch directory; returns its path. */
+static const char *write_file(const char *name, const char *text) {
+  static char path[4][600];
+  static int next;
+  char *p = path[next++ % 4];
+  snprintf(p, sizeof path[0], "%s/%s", fl_test_tmpdir(), name);
+  FILE *f = fopen(p, "w");
+  if (!f) return p;
+  fputs(text, f);
+  fclose(f);
+  return p;
+}
+
+TEST(defaults) {
+  fl_config_t c;
+  fl_config_defaults(&c);
+  ASSERT_STR_EQ(c.dataset, "fashion-mnist");
+  ASSERT_STR_EQ(c.data_dir, "/usr/share/datasets/fashion-mnist");
+  ASSERT_STR_EQ(c.partition, "iid");
+  ASSERT_STR_EQ(c.model, "softmax");
+  ASSERT_STR_EQ(c.optimizer, "sgd");
+  ASSERT_STR_EQ(c.lr, "0.1");
+  ASSERT_STR_EQ(c.schedule, "const");
+  ASSERT_STR_EQ(c.local_schedule, "const");
+  ASSERT_STR_EQ(c.local_unit, "epoch");
+  ASSERT_EQ(c.local_epochs, 1);
+  ASSERT_EQ(c.batch_size, 10);
+  ASSERT_EQ(c.clients, 100);
+  ASSERT_NEAR(c.fraction, 0.1, 0);
+  ASSERT_EQ(c.min_clients, 1);
+  ASSERT_EQ(c.rounds, 20);
+  ASSERT_EQ(c.seed, 1);
+  ASSERT_EQ(c.workers, 0);
+  ASSERT_EQ(c.eval_every, 1);
+  ASSERT_NEAR(c.target_accuracy, 0, 0);
+  ASSERT_STR_EQ(c.metrics, "");
+  ASSERT_STR_EQ(c.out, "");
+  ASSERT_EQ(c.quiet, 0);
+  ASSERT_STR_EQ(c.bind, "tcp://0.0.0.0:7070");
+  ASSERT_STR_EQ(c.connect, "tcp://127.0.0.1:7070");
+  ASSERT_NEAR(c.round_timeout, 60, 0);
+  ASSERT_NEAR(c.quorum, 0.8, 0);
+  ASSERT_EQ(c.checkpoint_every, 1);
+  ASSERT_EQ(c.num_partitions, 0);
+  /* The defaults in the table must be valid for every program. */
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_CLIENT), 0);
+  /* No arguments at all gives the defaults. */
+  fl_config_t d;
+  char *argv[] = {"fedlr-sim", NULL};
+  ASSERT_EQ(parse(&d, FL_PROG_SIM, argv, NULL), 0);
+  ASSERT_EQ(memcmp(&c, &d, sizeof c), 0);
+}
+
+TEST(flags_override_file) {
+  const char *ini = write_file("sim.ini",
+                               "; a comment\n"
+                               "rounds = 5\n"
+                               "local_epochs = 3\n"
+                               "[fedlr]\n"
+                               "fraction = 0.5   ; inline comment\n"
+                               "schedule = exp:gamma=0.9\n"
+                               "quiet = yes\n");
+  fl_config_t c;
+  char *argv[] = {"fedlr-sim", "--rounds", "7", "--config", (char *)ini, "--batch-size", "32", NULL};
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, argv, NULL), 0);
+  ASSERT_EQ(c.rounds, 7);        /* the flag wins even when it comes before --config */
+  ASSERT_EQ(c.local_epochs, 3);  /* from the file, underscore key */
+  ASSERT_NEAR(c.fraction, 0.5, 0);
+  ASSERT_STR_EQ(c.schedule, "exp:gamma=0.9");
+  ASSERT_EQ(c.quiet, 1);
+  ASSERT_EQ(c.batch_size, 32);
+  ASSERT_EQ(c.clients, 100);     /* untouched: default */
+}
+
+TEST(key_equals_value) {
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_SIM,
+                  ARGV("--rounds=9", "--lr=auto:2", "--quiet", "--local_epochs", "4",
+                       "--seed=18446744073709551615", "--metrics=m.jsonl", "--workers=256"),
+                  NULL),
+            0);
+  ASSERT_EQ(c.rounds, 9);
+  ASSERT_STR_EQ(c.lr, "auto:2");
+  ASSERT_EQ(c.quiet, 1);
+  ASSERT_EQ(c.local_epochs, 4);
+  ASSERT_TRUE(c.seed == UINT64_MAX);
+  ASSERT_STR_EQ(c.metrics, "m.jsonl");
+  ASSERT_EQ(c.workers, 256);
+  /* A repeated flag: the last one wins. */
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, ARGV("--rounds", "3", "--rounds", "4"), NULL), 0);
+  ASSERT_EQ(c.rounds, 4);
+  /* --key=value passes a value that starts with dashes. */
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--name=--odd"), NULL), 0);
+  ASSERT_STR_EQ(c.name, "--odd");
+}
+
+TEST(help_flag) {
+  fl_config_t c;
+  int help = 0;
+  /* --help wins even after a bad flag or with a missing config file. */
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, ARGV("--bogus", "--config", "/nonexistent.ini", "--help"), &help), 0);
+  ASSERT_EQ(help, 1);
+  help = 0;
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("-h"), &help), 0);
+  ASSERT_EQ(help, 1);
+  /* A flag's value that happens to be "-h" is a value. */
+  help = 0;
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--name", "-h"), &help), 0);
+  ASSERT_EQ(help, 0);
+  ASSERT_STR_EQ(c.name, "-h");
+}
+
+typedef struct {
+  int prog;
+  char *args[6];
+  int code;
+  const char *want[2]; /* substrings of the message */
+} err_case_t;
+
+TEST(flag_errors) {
+  static char long_name[600];
+  memset(long_name, 'a', sizeof long_name - 1);
+  const err_case_t cases[] = {
+    {FL_PROG_SIM, {"--bogus"}, FL_EINVAL, {"unknown flag '--bogus' (see --help)"}},
+    {FL_PROG_SIM, {"--bogus=3"}, FL_EINVAL, {"unknown flag '--bogus' (see --help)"}},
+    {FL_PROG_SIM, {"-x"}, FL_EINVAL, {"unknown flag '-x'"}},
+    {FL_PROG_SIM, {"--rounds"}, FL_EINVAL, {"--rounds needs a value"}},
+    {FL_PROG_SIM, {"--rounds", "--seed", "3"}, FL_EINVAL, {"--rounds needs a value"}},
+    {FL_PROG_SIM, {"--rounds", "12x"}, FL_EINVAL, {"--rounds 12x: not a non-negative integer"}},
+    {FL_PROG_SIM, {"--rounds", ""}, FL_EINVAL, {"--rounds : not a non-negative integer"}},
+    {FL_PROG_SIM, {"--rounds", "-3"}, FL_EINVAL, {"--rounds -3: must not be negative"}},
+    {FL_PROG_SIM, {"--rounds", " 3"}, FL_EINVAL, {"not a non-negative integer"}},
+    {FL_PROG_SIM, {"--clients", "99999999999999999999999"}, FL_EINVAL, {"too large"}},
+    {FL_PROG_SIM, {"--clients", "4294967297"}, FL_EINVAL, {"must be in 1..1000000"}},
+    {FL_PROG_SIM, {"--fraction", "1.5"}, FL_EINVAL, {"--fraction 1.5: must be in (0, 1]"}},
+    {FL_PROG_SIM, {"--fraction=0"}, FL_EINVAL, {"--fraction 0: must be in (0, 1]"}},
+    {FL_PROG_SIM, {"--fraction", "nan"}, FL_EINVAL, {"not a finite number"}},
+    {FL_PROG_SIM, {"--fraction", "0.5x"}, FL_EINVAL, {"--fraction 0.5x: not a number"}},
+    {FL_PROG_SIM, {"--local-epochs", "0"}, FL_EINVAL, {"--local-epochs 0: must be in 1..1000"}},
+    {FL_PROG_SIM, {"--batch-size", "65537"}, FL_EINVAL, {"must be in 1..65536"}},
+    {FL_PROG_SIM, {"--workers", "257"}, FL_EINVAL, {"--workers 257: must be in 0..256"}},
+    {FL_PROG_SIM, {"--eval-every", "0"}, FL_EINVAL, {"--eval-every 0"}},
+    {FL_PROG_SIM, {"--target-accuracy", "1.01"}, FL_EINVAL, {"must be in [0, 1]"}},
+    {FL_PROG_SIM, {"--local-unit", "batch"}, FL_EINVAL, {"--local-unit batch: must be one of epoch|step"}},
+    {FL_PROG_SIM, {"--lr", "fast"}, FL_EINVAL, {"--lr: ", "'fast'"}},
+    {FL_PROG_SIM, {"--lr", "-0.1"}, FL_EINVAL, {"--lr: "}},
+    {FL_PROG_SIM, {"--lr", "auto:0"}, FL_EINVAL, {"--lr: ", "auto:0"}},
+    {FL_PROG_SIM, {"--schedule", "bogus:x=1"}, FL_EINVAL, {"--schedule: ", "bogus"}},
+    {FL_PROG_SIM, {"--local-schedule", "plateau"}, FL_EINVAL, {"--local-schedule: ", "plateau"}},
+    {FL_PROG_SIM, {"--optimizer", "sgdd"}, FL_EINVAL, {"--optimizer: ", "sgdd"}},
+    {FL_PROG_SIM, {"--partition", "halves"}, FL_EINVAL, {"--partition: ", "halves"}},
+    {FL_PROG_SIM, {"--model", "cnn"}, FL_EINVAL, {"--model: ", "cnn"}},
+    {FL_PROG_SIM, {"--min-clients", "50", "--clients", "10"}, FL_EINVAL,
+     {"--min-clients 50: must be <= --clients (10)"}},
+    {FL_PROG_SIM, {"--quiet=1"}, FL_EINVAL, {"--quiet takes no value"}},
+    {FL_PROG_SIM, {"data.csv"}, FL_EINVAL, {"unexpected argument 'data.csv'"}},
+    {FL_PROG_SIM, {"--rounds", "3", "--"}, FL_EINVAL, {"unexpected argument '--'"}},
+    {FL_PROG_SIM, {"--dataset", long_name}, FL_EINVAL, {"--dataset", "longer than 511 characters"}},
+    {FL_PROG_SIM, {"--bind", "tcp://*:1"}, FL_EINVAL, {"--bind is not an option of fedlr-sim"}},
+    {FL_PROG_COORD, {"--workers", "2"}, FL_EINVAL, {"--workers is not an option of fedlr-coordinator"}},
+    {FL_PROG_COORD, {"--round-timeout", "0"}, FL_EINVAL, {"--round-timeout 0: must be > 0"}},
+    {FL_PROG_COORD, {"--quorum", "0"}, FL_EINVAL, {"--quorum 0: must be in (0, 1]"}},
+    {FL_PROG_COORD, {"--checkpoint-every", "0"}, FL_EINVAL, {"--checkpoint-every 0"}},
+    {FL_PROG_CLIENT, {"--rounds", "2"}, FL_EINVAL, {"--rounds is not an option of fedlr-client"}},
+    {FL_PROG_CLIENT, {"--num-partitions", "4", "--partition-index", "4"}, FL_EINVAL,
+     {"--partition-index 4: must be < --num-partitions (4)"}},
+    {FL_PROG_SIM, {"--config", "/nonexistent/x.ini"}, FL_ENOENT,
+     {"cannot open config file '/nonexistent/x.ini'"}},
+    {FL_PROG_SIM, {"--config=/nonexistent/x.ini"}, FL_ENOENT, {"/nonexistent/x.ini"}},
+    {FL_PROG_SIM, {"--config", "a.ini", "--config", "b.ini"}, FL_EINVAL, {"--config given twice"}},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const err_case_t *k = &cases[i];
+    char *argv[8] = {"fedlr"};
+    int argc = 1;
+    for (int j = 0; j < 6 && k->args[j]; j++) argv[argc++] = k->args[j];
+    fl_config_t c;
+    int help = 0;
+    fl_err_clear();
+    int rc = fl_config_parse(&c, k->prog, argc, argv, &help);
+    if (rc != k->code || help) fprintf(stderr, "  case %zu (%s): rc %d, msg \"%s\"\n", i, k->args[0], rc, fl_err_msg());
+    ASSERT_EQ(rc, k->code);
+    for (int j = 0; j < 2 && k->want[j]; j++) ASSERT_CONTAINS(fl_err_msg(), k->want[j]);
+  }
+}
+
+typedef struct {
+  int prog;
+  const char *text;
+  const char *want; /* substring after "FILE:" */
+} ini_case_t;
+
+TEST(file_errors) {
+  const ini_case_t cases[] = {
+    {FL_PROG_SIM, "rounds = 3\n\nlr0 = 0.1\n", ":3: unknown key 'lr0'"},
+    {FL_PROG_SIM, "# c\nrounds = 0\n", ":2: rounds: must be in 1..1000000 (got '0')"},
+    {FL_PROG_SIM, "fraction = 1.5\n", ":1: fraction: must be in (0, 1]"},
+    {FL_PROG_SIM, "quiet = maybe\n", ":1: quiet: must be true or false"},
+    {FL_PROG_COORD, "rounds = 3\nworkers = 2\n", ":2: 'workers' is not an option of fedlr-coordinator"},
+    {FL_PROG_SIM, "rounds = 3\nthis is not ini\n", ":2: syntax error"},
+    {FL_PROG_SIM, "[other]\nrounds = 3\n", ":2: unknown section [other]"},
+    {FL_PROG_SIM, "config = x.ini\n", ":1: 'config' cannot be set inside a config file"},
+    {FL_PROG_SIM, "rounds = 3\nbogus = 1\nrounds = x\n", ":2: unknown key 'bogus'"},
+    {FL_PROG_SIM, "x\nbogus = 1\n", ":1: syntax error"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *path = write_file("bad.ini", cases[i].text);
+    char want[700];
+    snprintf(want, sizeof want, "%s%s", path, cases[i].want);
+    fl_config_t c, before;
+    fl_config_defaults(&c);
+    before = c;
+    int rc = fl_config_load_file(&c, cases[i].prog, path);
+    if (rc != FL_EINVAL) fprintf(stderr, "  case %zu: rc %d, msg \"%s\"\n", i, rc, fl_err_msg());
+    ASSERT_EQ(rc, FL_EINVAL);
+    ASSERT_CONTAINS(fl_err_msg(), want);
+    ASSERT_EQ(memcmp(&c, &before, sizeof c), 0); /* unchanged on error */
+  }
+  /* A line longer than libinih's buffer is an error, not two lines. */
+  char text[1200];
+  snprintf(text, sizeof text, "rounds = 3\nmetrics = /%01000d\n", 0);
+  const char *path = write_file("long.ini", text);
+  fl_config_t c;
+  fl_config_defaults(&c);
+  ASSERT_EQ(fl_config_load_file(&c, FL_PROG_SIM, path), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), ":2: line longer than");
+  /* Through fl_config_parse the file error comes out unchanged. */
+  path = write_file("bad2.ini", "rounds = 3\n\nlr0 = 0.1\n");
+  char *argv[] = {"fedlr-sim", "--config", (char *)path, NULL};
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, argv, NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), ":3: unknown key 'lr0'");
+}
+
+TEST(file_spec_errors_name_the_flag) {
+  /* Specs are checked after the merge, so the message names the flag. */
+  const char *path = write_file("spec.ini", "schedule = bogus:1\n");
+  fl_config_t c;
+  char *argv[] = {"fedlr-sim", "--config", (char *)path, NULL};
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, argv, NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--schedule: ");
+  ASSERT_CONTAINS(fl_err_msg(), "bogus");
+}
+
+static char *help_text(int prog) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return NULL;
+  fl_config_print_help(f, prog, NULL);
+  fclose(f);
+  return buf;
+}
+
+TEST(help_lists_the_programs_options) {
+  static const char *const sim[] = {
+      "--dataset", "--data-dir", "--test-data", "--partition", "--model", "--optimizer", "--lr",
+      "--schedule", "--local-schedule", "--local-unit", "--local-epochs", "--batch-size", "--clients",
+      "--fraction", "--min-clients", "--rounds", "--seed", "--eval-every", "--target-accuracy",
+      "--metrics", "--out", "--quiet", "--config", "--workers", "--help"};
+  char *h = help_text(FL_PROG_SIM);
+  ASSERT_TRUE(h != NULL);
+  const char *missing = NULL;
+  for (size_t i = 0; i < sizeof sim / sizeof sim[0] && !missing; i++) {
+    char want[64];
+    snprintf(want, sizeof want, "  %s ", sim[i]);
+    if (!strcmp(sim[i], "--help")) snprintf(want, sizeof want, "-h, --help");
+    if (!strstr(h, want)) missing = sim[i];
+  }
+  if (missing) free(h);
+  ASSERT_TRUE(missing == NULL);
+  int bad = strstr(h, "--bind") || strstr(h, "--connect") || strstr(h, "--quorum");
+  ASSERT_CONTAINS(h, "usage: fedlr-sim");
+  ASSERT_CONTAINS(h, "local epochs per round (default 1)");
+  ASSERT_CONTAINS(h, "(default 0.1)");
+  free(h);
+  ASSERT_FALSE(bad);
+
+  h = help_text(FL_PROG_CLIENT);
+  ASSERT_TRUE(h != NULL);
+  bad = !strstr(h, "  --connect ENDPOINT") || !strstr(h, "  --partition-index I") ||
+        strstr(h, "--rounds") || strstr(h, "--workers") || strstr(h, "--model");
+  free(h);
+  ASSERT_FALSE(bad);
+
+  h = help_text(FL_PROG_COORD);
+  ASSERT_TRUE(h != NULL);
+  bad = !strstr(h, "  --bind ENDPOINT") || !strstr(h, "  --round-timeout SEC") ||
+        !strstr(h, "  --resume FILE") || strstr(h, "--workers") || strstr(h, "--connect");
+  free(h);
+  ASSERT_FALSE(bad);
+}
+
+/* Zero-fills the tail too, as fl_config does, so configs compare with memcmp. */
+#define SET_STR(field, value)                  \
+  do {                                         \
+    memset(field, 0, sizeof field);            \
+    snprintf(field, sizeof field, "%s", value); \
+  } while (0)
+
+/* Sets every key of prog to a non-default value, writes, loads back. */
+static int round_trip(int prog, const char *name) {
+  fl_config_t c, d;
+  fl_config_defaults(&c);
+  SET_STR(c.dataset, "/data/train.csv");
+  SET_STR(c.data_dir, "/srv/data");
+  SET_STR(c.test_data, "/data/test.csv");
+  SET_STR(c.partition, "dirichlet:0.5");
+  SET_STR(c.model, "mlp:200,200");
+  SET_STR(c.optimizer, "adam:beta1=0.8,wd=1e-4");
+  SET_STR(c.lr, "auto:0.5");
+  SET_STR(c.schedule, "warmup:5+cos:T=100,min=0.001");
+  SET_STR(c.local_schedule, "exp:gamma=0.9");
+  SET_STR(c.local_unit, "step");
+  c.local_epochs = 5;
+  c.batch_size = 50;
+  c.clients = 1000;
+  c.fraction = 0.1 + 1e-16; /* needs all 17 digits */
+  c.min_clients = 7;
+  c.rounds = 123;
+  c.seed = UINT64_MAX - 1;
+  c.workers = 3;
+  c.eval_every = 4;
+  c.target_accuracy = 0.875;
+  SET_STR(c.metrics, "run/metrics.jsonl");
+  SET_STR(c.out, "run");
+  c.quiet = 1;
+  SET_STR(c.bind, "tcp://127.0.0.1:9000");
+  SET_STR(c.connect, "tcp://10.0.0.1:9000");
+  c.round_timeout = 12.5;
+  c.quorum = 2.0 / 3.0;
+  SET_STR(c.resume, "run/ckpt.bin");
+  c.checkpoint_every = 10;
+  SET_STR(c.name, "client-7");
+  SET_STR(c.data, "/data/mine.csv");
+  c.num_partitions = 10;
+  c.partition_index = 3;
+
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", fl_test_tmpdir(), name);
+  FILE *f = fopen(path, "w");
+  if (!f) return -100;
+  fl_config_write(&c, prog, f);
+  fclose(f);
+  fl_config_defaults(&d);
+  int rc = fl_config_load_file(&d, prog, path);
+  if (rc != 0) return rc;
+  /* Keys of other programs keep their defaults in d; copy them over so the
+   * whole struct can be compared: only prog's keys must round-trip. */
+  if (!(prog & FL_PROG_SIM)) d.workers = c.workers;
+  if (prog == FL_PROG_CLIENT) {
+    memcpy(d.test_data, c.test_data, sizeof d.test_data);
+    memcpy(d.model, c.model, sizeof d.model);
+    memcpy(d.optimizer, c.optimizer, sizeof d.optimizer);
+    memcpy(d.lr, c.lr, sizeof d.lr);
+    memcpy(d.schedule, c.schedule, sizeof d.schedule);
+    memcpy(d.local_schedule, c.local_schedule, sizeof d.local_schedule);
+    memcpy(d.local_unit, c.local_unit, sizeof d.local_unit);
+    memcpy(d.metrics, c.metrics, sizeof d.metrics);
+    memcpy(d.out, c.out, sizeof d.out);
+    d.local_epochs = c.local_epochs, d.batch_size = c.batch_size, d.clients = c.clients;
+    d.fraction = c.fraction, d.min_clients = c.min_clients, d.rounds = c.rounds;
+    d.eval_every = c.eval_every, d.target_accuracy = c.target_accuracy;
+  }
+  if (prog != FL_PROG_COORD) {
+    memcpy(d.bind, c.bind, sizeof d.bind);
+    memcpy(d.resume, c.resume, sizeof d.resume);
+    d.round_timeout = c.round_timeout, d.quorum = c.quorum, d.checkpoint_every = c.checkpoint_every;
+  }
+  if (prog != FL_PROG_CLIENT) {
+    memcpy(d.connect, c.connect, sizeof d.connect);
+    memcpy(d.name, c.name, sizeof d.name);
+    memcpy(d.data, c.data, sizeof d.data);
+    d.num_partitions = c.num_partitions, d.partition_index = c.partition_index;
+  }
+  return memcmp(&c, &d, sizeof c) == 0 ? 0 : -101;
+}
+
+TEST(write_load_round_trip) {
+  ASSERT_EQ(round_trip(FL_PROG_SIM, "sim.ini"), 0);
+  ASSERT_EQ(round_trip(FL_PROG_COORD, "coord.ini"), 0);
+  ASSERT_EQ(round_trip(FL_PROG_CLIENT, "client.ini"), 0);
+}
+
+TEST(write_lists_only_the_programs_keys) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  ASSERT_TRUE(f != NULL);
+  fl_config_t c;
+  fl_config_defaults(&c);
+  fl_config_write(&c, FL_PROG_COORD, f);
+  fclose(f);
+  int ok = strstr(buf, "\nbind = tcp://0.0.0.0:7070\n") && strstr(buf, "\nrounds = 20\n") &&
+           strstr(buf, "\nfraction = 0.10000000000000001\n") && strstr(buf, "\nquiet = false\n") &&
+           !strstr(buf, "workers") && !strstr(buf, "connect") && !strstr(buf, "config =");
+  if (!ok) fprintf(stderr, "%s", buf);
+  free(buf);
+  ASSERT_TRUE(ok);
+}
+
+TEST(lr0) {
+  fl_config_t c;
+  fl_config_defaults(&c);
+  double lr = 0;
+  ASSERT_EQ(fl_config_lr0(&c, 7850, &lr), 0);
+  ASSERT_NEAR(lr, 0.1, 0);
+  snprintf(c.lr, sizeof c.lr, "auto");
+  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), 0);
+  ASSERT_NEAR(lr, 0.1, 1e-12);
+  snprintf(c.lr, sizeof c.lr, "auto:2");
+  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), 0);
+  ASSERT_NEAR(lr, 0.2, 1e-12);
+  ASSERT_EQ(fl_config_lr0(&c, 0, &lr), FL_EINVAL);
+  snprintf(c.lr, sizeof c.lr, "1e400");
+  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--lr: ");
+  snprintf(c.lr, sizeof c.lr, "0");
+  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), FL_EINVAL);
+}
+
+TEST(validate_catches_programmatic_values) {
+  fl_config_t c;
+  fl_config_defaults(&c);
+  c.fraction = NAN;
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--fraction nan");
+  fl_config_defaults(&c);
+  c.batch_size = 0;
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--batch-size 0: must be in 1..65536");
+  /* Keys of other programs are not checked. */
+  fl_config_defaults(&c);
+  c.workers = 1000;
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), FL_EINVAL);
+  ASSERT_EQ(fl_config_validate(&c, 3), FL_EINVAL);
+}
+
+FL_TEST_MAIN()

@@ -1,0 +1,472 @@
+/* Tests for fl_data: real Fashion-MNIST, IDX/CSV round trips, and one test
+ * per kind of broken input, each checking the message says what is wrong. */
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <zlib.h>
+
+#include "fl_data.h"
+#include "fl_error.h"
+#include "fl_test.h"
+
+/* ------------------------------------------------------------ helpers */
+
+static const char *tmp_path(const char *name) {
+  static char buf[8][1024];
+  static int slot;
+  char *p = buf[slot++ % 8];
+  snprintf(p, 1024, "%s/%s", fl_test_tmpdir(), name);
+  return p;
+}
+
+static int write_bytes(const char *path, const void *data, size_t len, int gz) {
+  if (gz) {
+    gzFile g = gzopen(path, "wb");
+    if (!g) return -1;
+    int ok = len == 0 || gzwrite(g, data, (unsigned)len) == (int)len;
+    return gzclose(g) == Z_OK && ok ? 0 : -1;
+  }
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  int ok = fwrite(data, 1, len, f) == len;
+  return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static int write_text(const char *path, const char *text) { return write_bytes(path, text, strlen(text), 0); }
+
+/* Builds an IDX ubyte file in memory: header for `nd` dims then `payload`
+ * bytes of data (which may disagree with the dims, to make broken files). */
+static size_t idx_build(uint8_t *out, uint8_t type, unsigned nd, const uint32_t *dims, const uint8_t *payload,
+                        size_t payload_len) {
+  size_t o = 0;
+  out[o++] = 0;
+  out[o++] = 0;
+  out[o++] = type;
+  out[o++] = (uint8_t)nd;
+  for (unsigned i = 0; i < nd; i++) {
+    out[o++] = (uint8_t)(dims[i] >> 24);
+    out[o++] = (uint8_t)(dims[i] >> 16);
+    out[o++] = (uint8_t)(dims[i] >> 8);
+    out[o++] = (uint8_t)dims[i];
+  }
+  if (payload_len) memcpy(out + o, payload, payload_len);
+  return o + payload_len;
+}
+
+/* A small valid pair: 5 images of 2x3 and their labels; returns paths. */
+static int write_small_idx(const char *img, const char *lab, int gz) {
+  uint8_t pix[30], labels[5] = {3, 0, 7, 7, 1}, buf[256];
+  for (int i = 0; i < 30; i++) pix[i] = (uint8_t)(i * 8);
+  pix[29] = 255;
+  uint32_t idims[3] = {5, 2, 3}, ldims[1] = {5};
+  size_t len = idx_build(buf, 0x08, 3, idims, pix, sizeof pix);
+  if (write_bytes(img, buf, len, gz)) return -1;
+  len = idx_build(buf, 0x08, 1, ldims, labels, sizeof labels);
+  return write_bytes(lab, buf, len, gz);
+}
+
+static long file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* ------------------------------------------------------------ Fashion-MNIST */
+
+TEST(fashion_mnist_train) {
+  fl_dataset_t *d = NULL;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int rc = fl_dataset_load_named("fashion-mnist", fl_test_data_dir(), 1, &d);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  fprintf(stderr, "  loaded train set in %.3f s\n", secs);
+  ASSERT_EQ(d->n, 60000);
+  ASSERT_EQ(d->dim, 784);
+  ASSERT_EQ(d->num_classes, 10);
+  ASSERT_EQ(d->y[0], 9); /* Ankle boot */
+  ASSERT_EQ(d->y[1], 0); /* T-shirt/top */
+  double sum = 0;
+  float lo = 1, hi = 0;
+  for (size_t i = 0; i < d->n * d->dim; i++) {
+    float v = d->x[i];
+    sum += v;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  ASSERT_NEAR(lo, 0.0, 0);
+  ASSERT_NEAR(hi, 1.0, 0);
+  ASSERT_NEAR(sum / (double)(d->n * d->dim), 0.2860, 5e-4);
+  size_t per[10] = {0};
+  for (size_t i = 0; i < d->n; i++) {
+    ASSERT_TRUE(d->y[i] >= 0 && d->y[i] < 10);
+    per[d->y[i]]++;
+  }
+  for (int k = 0; k < 10; k++) ASSERT_EQ(per[k], 6000);
+  fl_dataset_destroy(&d);
+  ASSERT_TRUE(d == NULL);
+}
+
+TEST(fashion_mnist_test) {
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_named("fashion-mnist", fl_test_data_dir(), 0, &d);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(d->n, 10000);
+  ASSERT_EQ(d->dim, 784);
+  ASSERT_EQ(d->num_classes, 10);
+  ASSERT_EQ(d->y[0], 9); /* the test set also starts with an ankle boot */
+  fl_dataset_destroy(&d);
+}
+
+TEST(fashion_mnist_via_load_file) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte.gz", fl_test_data_dir());
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_file(path, &d);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(d->n, 10000);
+  ASSERT_EQ(d->num_classes, 10);
+  fl_dataset_destroy(&d);
+}
+
+TEST(named_missing_names_package) {
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_named("fashion-mnist", tmp_path("nowhere"), 1, &d);
+  ASSERT_EQ(rc, FL_ENOENT);
+  ASSERT_TRUE(d == NULL);
+  ASSERT_CONTAINS(fl_err_msg(), "dataset 'fashion-mnist'");
+  ASSERT_CONTAINS(fl_err_msg(), "nowhere/train-images-idx3-ubyte.gz not found");
+  ASSERT_CONTAINS(fl_err_msg(), "dataset-fashion-mnist");
+  ASSERT_CONTAINS(fl_err_msg(), "--data-dir");
+}
+
+TEST(named_unknown) {
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_named("cifar10", NULL, 1, &d), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "cifar10");
+  ASSERT_CONTAINS(fl_err_msg(), "fashion-mnist");
+  ASSERT_CONTAINS(fl_err_msg(), "mnist");
+}
+
+TEST(named_uncompressed_fallback) {
+  /* A data dir holding uncompressed files (as after gunzip) works too. */
+  char dir[1024], img[1100], lab[1100];
+  snprintf(dir, sizeof dir, "%s/plain", fl_test_tmpdir());
+  mkdir(dir, 0755);
+  snprintf(img, sizeof img, "%s/t10k-images-idx3-ubyte", dir);
+  snprintf(lab, sizeof lab, "%s/t10k-labels-idx1-ubyte", dir);
+  ASSERT_EQ(write_small_idx(img, lab, 0), 0);
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_named("mnist", dir, 0, &d);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(d->n, 5);
+  ASSERT_EQ(d->num_classes, 10); /* named sets always report 10 */
+  fl_dataset_destroy(&d);
+}
+
+/* ------------------------------------------------------------ IDX round trip */
+
+static void check_small(int *fl__failed, const fl_dataset_t *d) {
+  ASSERT_EQ(d->n, 5);
+  ASSERT_EQ(d->dim, 6);
+  ASSERT_EQ(d->num_classes, 8); /* max label 7 + 1 */
+  ASSERT_EQ(d->y[0], 3);
+  ASSERT_EQ(d->y[4], 1);
+  for (int i = 0; i < 29; i++) ASSERT_NEAR(d->x[i], (double)(i * 8) / 255.0, 1e-7);
+  ASSERT_NEAR(d->x[29], 1.0, 0);
+}
+
+TEST(idx_round_trip_raw_and_gz) {
+  for (int gz = 0; gz <= 1; gz++) {
+    const char *img = tmp_path(gz ? "rt-images-idx3-ubyte.gz" : "rt-images-idx3-ubyte");
+    const char *lab = tmp_path(gz ? "rt-labels-idx1-ubyte.gz" : "rt-labels-idx1-ubyte");
+    ASSERT_EQ(write_small_idx(img, lab, gz), 0);
+    fl_dataset_t *d = NULL;
+    int rc = fl_dataset_load_idx(img, lab, &d);
+    if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+    ASSERT_EQ(rc, 0);
+    check_small(fl__failed, d);
+    fl_dataset_destroy(&d);
+    if (*fl__failed) return;
+    /* load_file derives the labels name from the images name. */
+    rc = fl_dataset_load_file(img, &d);
+    if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+    ASSERT_EQ(rc, 0);
+    check_small(fl__failed, d);
+    fl_dataset_destroy(&d);
+    if (*fl__failed) return;
+  }
+}
+
+TEST(idx_gzip_detected_by_magic_not_name) {
+  /* gzip content under a name without .gz still loads. */
+  const char *img = tmp_path("mg-images"), *lab = tmp_path("mg-labels");
+  ASSERT_EQ(write_small_idx(img, lab, 1), 0);
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_file(img, &d), 0);
+  check_small(fl__failed, d);
+  fl_dataset_destroy(&d);
+}
+
+TEST(load_file_needs_images_in_name) {
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_file(tmp_path("train-idx3-ubyte.gz"), &d), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'images'");
+  ASSERT_CONTAINS(fl_err_msg(), "train-labels-idx1-ubyte.gz");
+}
+
+/* ------------------------------------------------------------ broken IDX */
+
+/* Writes images `ibuf` and the small valid labels, loads, expects `err`
+ * and a message containing `needle`. */
+static void expect_idx_error(int *fl__failed, const char *name, const uint8_t *ibuf, size_t ilen, int gz, int err,
+                             const char *needle) {
+  char iname[256], lname[256];
+  snprintf(iname, sizeof iname, "%s-images", name);
+  snprintf(lname, sizeof lname, "%s-labels", name);
+  const char *img = tmp_path(iname), *lab = tmp_path(lname);
+  uint8_t lbuf[64], labels[5] = {1, 2, 3, 4, 5};
+  uint32_t ld[1] = {5};
+  size_t llen = idx_build(lbuf, 0x08, 1, ld, labels, 5);
+  ASSERT_EQ(write_bytes(img, ibuf, ilen, gz), 0);
+  ASSERT_EQ(write_bytes(lab, lbuf, llen, 0), 0);
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_idx(img, lab, &d);
+  fprintf(stderr, "  %s -> %s\n", name, fl_err_msg());
+  ASSERT_EQ(rc, err);
+  ASSERT_TRUE(d == NULL);
+  ASSERT_CONTAINS(fl_err_msg(), needle);
+  ASSERT_CONTAINS(fl_err_msg(), name); /* the path is named */
+}
+
+TEST(idx_bad_magic) {
+  uint8_t buf[64] = "P5\n28 28\n255\n";
+  expect_idx_error(fl__failed, "badmagic", buf, 40, 0, FL_EFORMAT, "not an IDX file");
+}
+
+TEST(idx_wrong_type_byte) {
+  uint8_t buf[256], pix[120] = {0};
+  uint32_t dims[3] = {5, 2, 3};
+  size_t len = idx_build(buf, 0x0D, 3, dims, pix, 120); /* float32 */
+  expect_idx_error(fl__failed, "float32", buf, len, 0, FL_EUNSUPPORTED, "0x0d (float32) is not supported");
+  len = idx_build(buf, 0x42, 3, dims, pix, 30);
+  expect_idx_error(fl__failed, "type42", buf, len, 0, FL_EFORMAT, "unknown element type byte 0x42");
+}
+
+TEST(idx_truncated_raw) {
+  uint8_t buf[256], pix[30] = {0};
+  uint32_t dims[3] = {5, 2, 3};
+  size_t len = idx_build(buf, 0x08, 3, dims, pix, 29);
+  expect_idx_error(fl__failed, "truncraw", buf, len, 0, FL_EFORMAT,
+                   "truncated: expected 30 bytes of pixel data, got 29");
+  /* Cut inside the header, too. */
+  expect_idx_error(fl__failed, "trunchdr", buf, 9, 0, FL_EFORMAT, "truncated");
+}
+
+TEST(idx_trailing_data) {
+  uint8_t buf[256], pix[31] = {0};
+  uint32_t dims[3] = {5, 2, 3};
+  size_t len = idx_build(buf, 0x08, 3, dims, pix, 31);
+  expect_idx_error(fl__failed, "trailing", buf, len, 0, FL_EFORMAT, "trailing data");
+}
+
+TEST(idx_truncated_gz) {
+  /* A real compressed file cut in half: the gzip stream ends early. */
+  enum { N = 200, D = 784 };
+  static uint8_t pix[N * D], buf[N * D + 64];
+  uint64_t s = 12345;
+  for (size_t i = 0; i < sizeof pix; i++) {
+    s = s * 6364136223846793005u + 1442695040888963407u;
+    pix[i] = (uint8_t)(s >> 56);
+  }
+  uint32_t dims[3] = {N, 28, 28};
+  size_t len = idx_build(buf, 0x08, 3, dims, pix, sizeof pix);
+  const char *full = tmp_path("truncgz-full");
+  ASSERT_EQ(write_bytes(full, buf, len, 1), 0);
+  long gzlen = file_size(full);
+  ASSERT_GT(gzlen, 1000);
+  FILE *f = fopen(full, "rb");
+  ASSERT_TRUE(f != NULL);
+  uint8_t *gzb = malloc((size_t)gzlen);
+  size_t got = fread(gzb, 1, (size_t)gzlen, f);
+  fclose(f);
+  ASSERT_EQ(got, gzlen);
+  /* expect_idx_error writes raw bytes, so hand it the cut gzip bytes. */
+  expect_idx_error(fl__failed, "truncgz", gzb, (size_t)gzlen / 2, 0, FL_EFORMAT,
+                   "truncated: expected 156800 bytes of pixel data");
+  free(gzb);
+}
+
+TEST(idx_corrupt_gz_body) {
+  uint8_t buf[256], pix[30] = {0};
+  uint32_t dims[3] = {5, 2, 3};
+  size_t len = idx_build(buf, 0x08, 3, dims, pix, 30);
+  const char *p = tmp_path("corruptgz-src");
+  ASSERT_EQ(write_bytes(p, buf, len, 1), 0);
+  FILE *f = fopen(p, "rb");
+  ASSERT_TRUE(f != NULL);
+  uint8_t gzb[512];
+  size_t n = fread(gzb, 1, sizeof gzb, f);
+  fclose(f);
+  ASSERT_GT(n, 20);
+  for (size_t i = 10; i < n - 8; i++) gzb[i] ^= 0xA5; /* garble the deflate data */
+  char name[] = "corruptgz";
+  char iname[64];
+  snprintf(iname, sizeof iname, "%s-images", name);
+  ASSERT_EQ(write_bytes(tmp_path(iname), gzb, n, 0), 0);
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_idx(tmp_path(iname), tmp_path("rt-labels-idx1-ubyte"), &d);
+  fprintf(stderr, "  corruptgz -> %s\n", fl_err_msg());
+  ASSERT_EQ(rc, FL_EFORMAT);
+  ASSERT_TRUE(d == NULL);
+}
+
+TEST(idx_huge_dims_rejected_before_alloc) {
+  uint8_t buf[64];
+  /* 2^26 examples of 784 features = 196 GiB of floats: over the byte limit. */
+  uint32_t d1[3] = {FL_DATA_MAX_EXAMPLES, 28, 28};
+  size_t len = idx_build(buf, 0x08, 3, d1, NULL, 0);
+  expect_idx_error(fl__failed, "hugebytes", buf, len, 0, FL_ETOOBIG, "limit");
+  uint32_t d2[3] = {0xFFFFFFFFu, 1, 1};
+  len = idx_build(buf, 0x08, 3, d2, NULL, 0);
+  expect_idx_error(fl__failed, "hugecount", buf, len, 0, FL_ETOOBIG, "examples");
+  /* Feature dims whose product overflows 32 bits. */
+  uint32_t d3[4] = {1, 0x10000u, 0x10000u, 0x10000u};
+  len = idx_build(buf, 0x08, 4, d3, NULL, 0);
+  expect_idx_error(fl__failed, "hugedim", buf, len, 0, FL_ETOOBIG, "features per example");
+  uint32_t d4[3] = {5, 0, 3};
+  len = idx_build(buf, 0x08, 3, d4, NULL, 0);
+  expect_idx_error(fl__failed, "zerodim", buf, len, 0, FL_EFORMAT, "dimension 1 is 0");
+  /* Within the limits (1.9 GiB of floats) but the file holds 10 bytes: the
+   * reader must fail on truncation without reserving the declared size. */
+  uint32_t d5[3] = {600000, 28, 28};
+  uint8_t pix[10] = {0};
+  len = idx_build(buf, 0x08, 3, d5, pix, 10);
+  expect_idx_error(fl__failed, "liar", buf, len, 0, FL_EFORMAT,
+                   "truncated: expected 470400000 bytes of pixel data, got 10");
+}
+
+TEST(idx_count_mismatch) {
+  const char *img = tmp_path("mm-images"), *lab = tmp_path("mm-labels");
+  ASSERT_EQ(write_small_idx(img, lab, 0), 0);
+  uint8_t buf[64], labels[5] = {0, 1, 2, 3, 4};
+  uint32_t ld[1] = {4};
+  size_t len = idx_build(buf, 0x08, 1, ld, labels, 4);
+  ASSERT_EQ(write_bytes(lab, buf, len, 0), 0);
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_idx(img, lab, &d), FL_ESHAPE);
+  ASSERT_CONTAINS(fl_err_msg(), "4 labels, but the image file has 5 examples");
+  /* A label file with image-like dims is rejected too. */
+  uint32_t ld2[2] = {5, 1};
+  len = idx_build(buf, 0x08, 2, ld2, labels, 5);
+  ASSERT_EQ(write_bytes(lab, buf, len, 0), 0);
+  ASSERT_EQ(fl_dataset_load_idx(img, lab, &d), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "declares 2 dimensions");
+}
+
+TEST(idx_missing_file) {
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_idx(tmp_path("nope-images"), tmp_path("nope-labels"), &d), FL_ENOENT);
+  ASSERT_CONTAINS(fl_err_msg(), "nope-images");
+}
+
+TEST(idx_empty_file) {
+  expect_idx_error(fl__failed, "emptyidx", (const uint8_t *)"", 0, 0, FL_EFORMAT, "truncated");
+}
+
+/* ------------------------------------------------------------ CSV */
+
+TEST(csv_round_trip) {
+  const char *p = tmp_path("rt.csv");
+  ASSERT_EQ(write_text(p, "label,a,b,c\r\n"
+                          "2,0.5,-1.25,3e2\r\n"
+                          "0, 1,2 ,3\r\n"
+                          "11,0,0,1e-3\r\n"
+                          "\r\n"
+                          "\n"),
+            0);
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_file(p, &d);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(d->n, 3);
+  ASSERT_EQ(d->dim, 3);
+  ASSERT_EQ(d->num_classes, 12);
+  ASSERT_EQ(d->y[0], 2);
+  ASSERT_EQ(d->y[1], 0);
+  ASSERT_EQ(d->y[2], 11);
+  ASSERT_NEAR(d->x[0], 0.5, 0);
+  ASSERT_NEAR(d->x[1], -1.25, 0);
+  ASSERT_NEAR(d->x[2], 300, 0);
+  ASSERT_NEAR(d->x[3], 1, 0);
+  ASSERT_NEAR(d->x[4], 2, 0);
+  ASSERT_NEAR(d->x[8], 1e-3, 1e-9);
+  fl_dataset_destroy(&d);
+}
+
+TEST(csv_no_header_no_final_newline) {
+  const char *p = tmp_path("nohdr.csv");
+  ASSERT_EQ(write_text(p, "1,0.25\n0,0.75"), 0);
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_csv(p, &d), 0);
+  ASSERT_EQ(d->n, 2);
+  ASSERT_EQ(d->dim, 1);
+  ASSERT_EQ(d->num_classes, 2);
+  ASSERT_NEAR(d->x[1], 0.75, 0);
+  fl_dataset_destroy(&d);
+}
+
+static void expect_csv_error(int *fl__failed, const char *name, const char *text, int err, const char *needle) {
+  const char *p = tmp_path(name);
+  ASSERT_EQ(write_text(p, text), 0);
+  fl_dataset_t *d = NULL;
+  int rc = fl_dataset_load_csv(p, &d);
+  fprintf(stderr, "  %s -> %s\n", name, fl_err_msg());
+  ASSERT_EQ(rc, err);
+  ASSERT_TRUE(d == NULL);
+  ASSERT_CONTAINS(fl_err_msg(), needle);
+}
+
+TEST(csv_ragged_row) {
+  expect_csv_error(fl__failed, "ragged.csv", "label,a,b\n1,2,3\n0,1,2\n1,2\n", FL_EFORMAT,
+                   "ragged.csv:4: 2 fields, but line 1 has 3");
+}
+
+TEST(csv_non_numeric_feature) {
+  expect_csv_error(fl__failed, "nonnum.csv", "1,2,3\n0,1,abc\n", FL_EFORMAT,
+                   "nonnum.csv:2: feature 2 ('abc') is not a number");
+  expect_csv_error(fl__failed, "trailjunk.csv", "1,2,3\n0,1,2x\n", FL_EFORMAT, "trailjunk.csv:2: feature 2");
+  expect_csv_error(fl__failed, "emptyfield.csv", "1,2,3\n0,1,\n5,5,5\n", FL_EFORMAT, "emptyfield.csv:2: feature 2");
+  expect_csv_error(fl__failed, "nan.csv", "1,2,3\n0,nan,1\n", FL_ENONFINITE, "nan.csv:2: feature 1");
+  expect_csv_error(fl__failed, "overflow.csv", "1,2,3\n0,1e60,1\n", FL_ENONFINITE, "overflow.csv:2: feature 1");
+}
+
+TEST(csv_bad_labels) {
+  expect_csv_error(fl__failed, "neg.csv", "1,2\n-1,3\n", FL_ERANGE, "neg.csv:2: label -1 is negative");
+  expect_csv_error(fl__failed, "biglab.csv", "1,2\n70000,3\n", FL_ERANGE, "biglab.csv:2: label '70000' is too large");
+  expect_csv_error(fl__failed, "fraclab.csv", "1,2\n1.5,3\n", FL_EFORMAT,
+                   "fraclab.csv:2: label '1.5' is not an integer");
+}
+
+TEST(csv_empty_and_header_only) {
+  expect_csv_error(fl__failed, "empty.csv", "", FL_EFORMAT, "empty file");
+  expect_csv_error(fl__failed, "hdronly.csv", "label,x\n\n", FL_EFORMAT, "no data lines");
+  expect_csv_error(fl__failed, "onecol.csv", "1\n2\n", FL_EFORMAT, "need a label and at least one feature");
+  expect_csv_error(fl__failed, "midblank.csv", "1,2\n\n3,4\n", FL_EFORMAT, "midblank.csv:2: blank line");
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_csv(tmp_path("absent.csv"), &d), FL_ENOENT);
+  ASSERT_CONTAINS(fl_err_msg(), "absent.csv");
+}
+
+TEST(destroy_null_safe) {
+  fl_dataset_destroy(NULL);
+  fl_dataset_t *d = NULL;
+  fl_dataset_destroy(&d);
+  ASSERT_TRUE(d == NULL);
+}
+
+FL_TEST_MAIN()

@@ -1,0 +1,341 @@
+/* Tests of fl_metrics: JSON Lines, progress line, SVG chart. */
+#include "fl_metrics.h"
+
+#include "fl_error.h"
+#include "fl_test.h"
+
+static fl_round_metrics_t rec(uint32_t round, uint32_t total) {
+  fl_round_metrics_t r = {
+      .round = round,
+      .rounds_total = total,
+      .lr = 0.1 * pow(0.9, round - 1),
+      .clients_sampled = 10,
+      .clients_reported = 9,
+      .train_loss = 2.0 / round,
+      .test_loss = round % 5 == 0 || round == total ? 2.2 / round : NAN,
+      .test_accuracy = round % 5 == 0 || round == total ? 1.0 - 0.5 / round : NAN,
+      .seconds = 0.5,
+      .elapsed = 0.5 * round,
+      .bytes_sent = 1000u * round,
+      .bytes_received = 2000u * round,
+  };
+  return r;
+}
+
+static const char *tmp_path(const char *name) {
+  static char path[4][600];
+  static int next;
+  char *p = path[next++ % 4];
+  snprintf(p, sizeof path[0], "%s/%s", fl_test_tmpdir(), name);
+  return p;
+}
+
+/* Reads a whole (small) file into a malloc'd string, or NULL. */
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  size_t n;
+  while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += n;
+    if (len + 1 == cap) {
+      char *p = realloc(buf, cap *= 2);
+      if (!p) free(buf);
+      buf = p;
+    }
+  }
+  fclose(f);
+  if (buf) buf[len] = '\0';
+  return buf;
+}
+
+static size_t count(const char *hay, const char *needle) {
+  size_t n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+static int have_tool(const char *cmd) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "command -v %s >/dev/null 2>&1", cmd);
+  return system(buf) == 0;
+}
+
+TEST(jsonl_lines) {
+  const char *path = tmp_path("m.jsonl");
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(path, 0, &m), 0);
+  for (uint32_t r = 1; r <= 5; r++) {
+    fl_round_metrics_t x = rec(r, 5);
+    ASSERT_EQ(fl_metrics_add(m, &x, r == 2 ? "\"participants\":[1,5]" : NULL), 0);
+  }
+  ASSERT_EQ(fl_metrics_count(m), 5);
+  ASSERT_EQ(fl_metrics_get(m, 4)->round, 5);
+  ASSERT_TRUE(fl_metrics_get(m, 5) == NULL);
+  /* Flushed per line: readable before the metrics object is closed. */
+  char *text = slurp(path);
+  ASSERT_TRUE(text != NULL);
+  size_t lines = count(text, "\n");
+  int first_ok = !strncmp(text, "{\"round\":1,", 11);
+  int nulls = strstr(text, "\"test_loss\":null,\"test_accuracy\":null") != NULL;
+  int extra = strstr(text, ",\"participants\":[1,5]}\n") != NULL;
+  int exact = strstr(text, "\"lr\":0.10000000000000001,") != NULL;
+  int no_nan = !strstr(text, "nan") && !strstr(text, "inf");
+  free(text);
+  ASSERT_EQ(lines, 5);
+  ASSERT_TRUE(first_ok);
+  ASSERT_TRUE(nulls);
+  ASSERT_TRUE(extra);
+  ASSERT_TRUE(exact);
+  ASSERT_TRUE(no_nan);
+  /* A newline in extra_json would break the one-object-per-line format. */
+  fl_round_metrics_t x = rec(6, 6);
+  ASSERT_EQ(fl_metrics_add(m, &x, "\"a\":1\n"), FL_EINVAL);
+  fl_metrics_destroy(&m);
+  ASSERT_TRUE(m == NULL);
+  fl_metrics_destroy(&m); /* NULL-safe */
+
+  /* Resume appends. */
+  ASSERT_EQ(fl_metrics_new(path, 1, &m), 0);
+  x = rec(6, 6);
+  x.train_loss = INFINITY;
+  ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  fl_metrics_destroy(&m);
+  text = slurp(path);
+  ASSERT_TRUE(text != NULL);
+  lines = count(text, "\n");
+  int inf_null = strstr(text, "\"round\":6,\"rounds_total\":6,") && strstr(text, "\"train_loss\":null");
+  free(text);
+  ASSERT_EQ(lines, 6);
+  ASSERT_TRUE(inf_null);
+
+  /* Every line is a JSON object with the documented keys (python3 is in CI). */
+  if (have_tool("python3")) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import json,sys\n"
+             "keys={\"round\",\"lr\",\"clients_sampled\",\"clients_reported\",\"train_loss\",\"test_loss\","
+             "\"test_accuracy\",\"seconds\",\"elapsed\",\"bytes_sent\",\"bytes_received\"}\n"
+             "rows=[json.loads(l) for l in open(sys.argv[1])]\n"
+             "assert len(rows)==6 and all(keys<=set(r) for r in rows)\n"
+             "assert rows[0][\"test_loss\"] is None and rows[4][\"test_accuracy\"]==0.9\n"
+             "assert rows[1][\"participants\"]==[1,5] and rows[5][\"train_loss\"] is None\n"
+             "assert rows[2][\"bytes_received\"]==6000' '%s'",
+             path);
+    ASSERT_EQ(system(cmd), 0);
+  } else {
+    fprintf(stderr, "  (python3 not found: JSON syntax not checked by a parser)\n");
+  }
+}
+
+TEST(memory_only_and_bad_paths) {
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
+  fl_round_metrics_t x = rec(1, 1);
+  ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  ASSERT_EQ(fl_metrics_count(m), 1);
+  fl_metrics_destroy(&m);
+  ASSERT_EQ(fl_metrics_new("", 0, &m), 0);
+  fl_metrics_destroy(&m);
+  ASSERT_EQ(fl_metrics_new("/nonexistent-dir/m.jsonl", 0, &m), FL_EIO);
+  ASSERT_TRUE(m == NULL);
+  ASSERT_CONTAINS(fl_err_msg(), "/nonexistent-dir/m.jsonl");
+}
+
+static char *progress(const fl_round_metrics_t *r) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return NULL;
+  fl_metrics_print_progress(f, r);
+  fclose(f);
+  return buf;
+}
+
+TEST(progress_line) {
+  fl_round_metrics_t r = {.round = 12, .rounds_total = 100, .lr = 0.05, .clients_sampled = 10,
+                          .clients_reported = 10, .train_loss = 0.4123, .test_loss = 0.4421,
+                          .test_accuracy = 0.8412, .seconds = 0.62, .elapsed = 7.2};
+  char *s = progress(&r);
+  ASSERT_TRUE(s != NULL);
+  /* ETA = 7.2 s / 12 rounds * 88 rounds left = 52.8 s. */
+  char want[] = "round  12/100  lr 0.0500  clients 10/10  train 0.4123  test acc 0.8412 loss 0.4421  0.62s  ETA 53s\n";
+  int ok = !strcmp(s, want);
+  if (!ok) fprintf(stderr, "  got  %s  want %s", s, want);
+  free(s);
+  ASSERT_TRUE(ok);
+
+  r.test_loss = NAN;
+  r.test_accuracy = NAN;
+  r.lr = 1e-4;
+  r.round = 1;
+  r.elapsed = 60;
+  s = progress(&r);
+  ASSERT_TRUE(s != NULL);
+  ok = strstr(s, "round   1/100  lr 1.00e-04  ") && strstr(s, "test acc - loss -  ") &&
+       strstr(s, "ETA 1h39m\n");
+  if (!ok) fprintf(stderr, "  got  %s", s);
+  free(s);
+  ASSERT_TRUE(ok);
+
+  r.round = 100;
+  r.elapsed = 100;
+  s = progress(&r);
+  ASSERT_TRUE(s != NULL);
+  ok = strstr(s, "round 100/100  ") && strstr(s, "ETA 0s\n");
+  free(s);
+  ASSERT_TRUE(ok);
+
+  r.round = 3;
+  r.rounds_total = 3;
+  s = progress(&r);
+  ASSERT_TRUE(s != NULL);
+  ok = !strncmp(s, "round   3/3  ", 13);
+  free(s);
+  ASSERT_TRUE(ok);
+}
+
+/* Checks what a browser needs: one <svg> root in the SVG namespace, balanced
+ * groups, and (when installed) xmllint's well-formedness check. */
+static int svg_ok(const char *path, const char *svg) {
+  size_t n = strlen(svg);
+  if (strncmp(svg, "<svg ", 5) != 0 || !strstr(svg, "xmlns=\"http://www.w3.org/2000/svg\"")) return 0;
+  if (n < 7 || strcmp(svg + n - 7, "</svg>\n") != 0) return 0;
+  if (count(svg, "<g>") + count(svg, "<g ") != count(svg, "</g>")) return 0;
+  if (count(svg, "<svg") != 1 || count(svg, "<text") != count(svg, "</text>")) return 0;
+  if (strstr(svg, "nan") || strstr(svg, "inf")) return 0;
+  if (have_tool("xmllint")) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "xmllint --noout '%s'", path);
+    if (system(cmd) != 0) return 0;
+  }
+  return 1;
+}
+
+TEST(svg_chart) {
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
+  for (uint32_t r = 1; r <= 50; r++) {
+    fl_round_metrics_t x = rec(r, 50);
+    ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  }
+  const char *path = tmp_path("chart.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, path, "fedavg <softmax> & \"iid\""), 0);
+  char *svg = slurp(path);
+  ASSERT_TRUE(svg != NULL);
+  int ok = svg_ok(path, svg);
+  size_t polylines = count(svg, "<polyline");
+  int escaped = strstr(svg, "fedavg &lt;softmax&gt; &amp; &quot;iid&quot;") != NULL;
+  /* 0.1 * 0.9^49 = 5.7e-4: 2.2 decades, so the rate axis is logarithmic. */
+  int log_axis = strstr(svg, "learning rate (log scale)") != NULL;
+  int titles = strstr(svg, ">test accuracy</text>") && strstr(svg, ">loss</text>") &&
+               strstr(svg, ">train loss</text>") && strstr(svg, ">round</text>");
+  int no_data = strstr(svg, "no data") != NULL;
+  free(svg);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(polylines, 4); /* accuracy, test loss, train loss, rate */
+  ASSERT_TRUE(escaped);
+  ASSERT_TRUE(log_axis);
+  ASSERT_TRUE(titles);
+  ASSERT_FALSE(no_data);
+  /* Written atomically: no temporary left behind. */
+  char tmp[700];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  ASSERT_TRUE(access(tmp, F_OK) != 0);
+  fl_metrics_destroy(&m);
+}
+
+TEST(svg_linear_rate_and_breaks) {
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
+  for (uint32_t r = 1; r <= 30; r++) {
+    fl_round_metrics_t x = rec(r, 30);
+    x.lr = 0.1;
+    if (r == 15) x.train_loss = INFINITY; /* divergence breaks the line */
+    ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  }
+  const char *path = tmp_path("chart2.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, path, NULL), 0);
+  char *svg = slurp(path);
+  ASSERT_TRUE(svg != NULL);
+  int ok = svg_ok(path, svg);
+  size_t polylines = count(svg, "<polyline");
+  int linear = !strstr(svg, "log scale");
+  free(svg);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(polylines, 5); /* train loss in two pieces */
+  ASSERT_TRUE(linear);
+  fl_metrics_destroy(&m);
+}
+
+TEST(svg_empty_and_one_round) {
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
+  const char *path = tmp_path("empty.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, path, "empty"), 0);
+  char *svg = slurp(path);
+  ASSERT_TRUE(svg != NULL);
+  int ok = svg_ok(path, svg);
+  int no_data = strstr(svg, "no data") != NULL;
+  free(svg);
+  ASSERT_TRUE(ok);
+  ASSERT_TRUE(no_data);
+
+  fl_round_metrics_t x = rec(1, 1);
+  ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  path = tmp_path("one.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, path, "one round"), 0);
+  svg = slurp(path);
+  ASSERT_TRUE(svg != NULL);
+  ok = svg_ok(path, svg);
+  size_t polylines = count(svg, "<polyline"), circles = count(svg, "<circle");
+  free(svg);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(polylines, 4);
+  ASSERT_EQ(circles, 4); /* a lone point shows as a dot */
+
+  /* Never evaluated: the accuracy panel says so, the others draw. */
+  fl_metrics_destroy(&m);
+  ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
+  for (uint32_t r = 1; r <= 3; r++) {
+    x = rec(r, 10);
+    x.test_accuracy = x.test_loss = NAN;
+    ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  }
+  path = tmp_path("noeval.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, path, "no eval"), 0);
+  svg = slurp(path);
+  ASSERT_TRUE(svg != NULL);
+  ok = svg_ok(path, svg);
+  size_t no_data_panels = count(svg, "no data");
+  polylines = count(svg, "<polyline");
+  free(svg);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(no_data_panels, 1);
+  ASSERT_EQ(polylines, 2);
+  fl_metrics_destroy(&m);
+}
+
+TEST(svg_size_is_bounded) {
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
+  for (uint32_t r = 1; r <= 200000; r++) {
+    fl_round_metrics_t x = rec(r, 200000);
+    x.lr = 0.1 / sqrt(r);
+    ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  }
+  const char *path = tmp_path("big.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, path, "big"), 0);
+  char *svg = slurp(path);
+  ASSERT_TRUE(svg != NULL);
+  size_t len = strlen(svg);
+  int ok = svg_ok(path, svg);
+  free(svg);
+  ASSERT_TRUE(ok);
+  ASSERT_LT(len, 400000);
+  ASSERT_NE(fl_metrics_write_svg(m, "/nonexistent-dir/x.svg", "x"), 0);
+  fl_metrics_destroy(&m);
+}
+
+FL_TEST_MAIN()

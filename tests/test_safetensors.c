@@ -1,0 +1,575 @@
+/* Tests for fl_safetensors (and the fl_file helpers it writes through):
+ * bitwise round trips, metadata, hand-written foreign headers, and rejection
+ * of every kind of corrupt file with the parameters left untouched. */
+#include "fl_test.h"
+
+#include <dirent.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "fl_error.h"
+#include "fl_file.h"
+#include "fl_model.h"
+#include "fl_rng.h"
+#include "fl_safetensors.h"
+
+/* The small test model: "mlp:4" on 3 inputs, 2 classes.
+ *   layers.0.weight [4,3] floats 0..12    bytes 0..48
+ *   layers.0.bias   [4]   floats 12..16   bytes 48..64
+ *   layers.1.weight [2,4] floats 16..24   bytes 64..96
+ *   layers.1.bias   [2]   floats 24..26   bytes 96..104 */
+#define SMALL_P 26
+
+static void small_model(fl_model_spec_t *m) {
+  if (fl_model_parse("mlp:4", 3, 2, m) != 0 || m->num_params != SMALL_P) {
+    fprintf(stderr, "fl_model_parse(mlp:4) broken: %s\n", fl_err_msg());
+    abort();
+  }
+}
+
+static void fill(float *p, size_t n, uint64_t seed) {
+  fl_rng_t r;
+  fl_rng_seed(&r, seed);
+  for (size_t i = 0; i < n; i++) p[i] = (float)fl_rng_normal(&r);
+}
+
+static const char *tpath(const char *name) {
+  static char buf[4][600];
+  static int k;
+  k = (k + 1) % 4;
+  snprintf(buf[k], sizeof buf[k], "%s/%s", fl_test_tmpdir(), name);
+  return buf[k];
+}
+
+/* Writes raw bytes (non-atomically: tests forge broken files on purpose). */
+static int write_raw(const char *path, const void *p, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return -1;
+  size_t w = fwrite(p, 1, n, f);
+  return (fclose(f) == 0 && w == n) ? 0 : -1;
+}
+
+/* Writes a safetensors file from a header string, with the declared header
+ * length `hlen_field` (use (uint64_t)-1 for strlen(header)) and `dlen` bytes
+ * of data. */
+static int write_forged(const char *path, const char *header, uint64_t hlen_field,
+                        const void *data, size_t dlen) {
+  size_t hl = strlen(header);
+  uint64_t field = hlen_field == (uint64_t)-1 ? hl : hlen_field;
+  uint8_t *b = malloc(8 + hl + dlen + 1);
+  for (int k = 0; k < 8; k++) b[k] = (uint8_t)(field >> (8 * k));
+  memcpy(b + 8, header, hl);
+  if (dlen) memcpy(b + 8 + hl, data, dlen);
+  int rc = write_raw(path, b, 8 + hl + dlen);
+  free(b);
+  return rc;
+}
+
+/* One tensor entry of a forged header. */
+typedef struct {
+  const char *name, *dtype, *shape;
+  unsigned b, e;
+} ent_t;
+
+static const ent_t GOOD[4] = {
+    {"layers.0.weight", "F32", "[4,3]", 0, 48},
+    {"layers.0.bias", "F32", "[4]", 48, 64},
+    {"layers.1.weight", "F32", "[2,4]", 64, 96},
+    {"layers.1.bias", "F32", "[2]", 96, 104},
+};
+
+static void header_from(char *out, size_t cap, const ent_t *e, size_t n) {
+  size_t at = (size_t)snprintf(out, cap, "{\"__metadata__\":{\"model\":\"mlp:4\"}");
+  for (size_t i = 0; i < n; i++)
+    at += (size_t)snprintf(out + at, cap - at,
+                           ",\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%u,%u]}",
+                           e[i].name, e[i].dtype, e[i].shape, e[i].b, e[i].e);
+  snprintf(out + at, cap - at, "}");
+}
+
+TEST(save_load_roundtrip_bitwise) {
+  fl_model_spec_t m;
+  ASSERT_EQ(fl_model_parse("mlp:20,10", 30, 5, &m), 0);
+  size_t P = m.num_params;
+  float *a = malloc(P * sizeof(float)), *b = calloc(P, sizeof(float));
+  fill(a, P, 1);
+  /* Values whose bits a text or double round trip would disturb. */
+  a[0] = -0.0f;
+  a[1] = 1e-45f;   /* smallest denormal */
+  a[2] = 3.4028235e38f;
+  a[3] = 0.1f;
+  const char *path = tpath("rt.safetensors");
+  int rc = fl_safetensors_save(path, &m, a, NULL);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(fl_safetensors_load(path, &m, b), 0);
+  ASSERT_EQ(memcmp(a, b, P * sizeof(float)), 0);
+
+  /* Layout: 8-byte LE length, header padded to a multiple of 8, then the
+   * parameter buffer verbatim. */
+  uint8_t *raw = NULL;
+  size_t len = 0;
+  ASSERT_EQ(fl_file_read_all(path, 1 << 20, &raw, &len), 0);
+  uint64_t hl = 0;
+  for (int k = 7; k >= 0; k--) hl = hl << 8 | raw[k];
+  ASSERT_EQ(hl % 8, 0);
+  ASSERT_EQ(len, 8 + hl + 4 * P);
+  ASSERT_EQ(raw[8], '{');
+  ASSERT_EQ(memcmp(raw + 8 + hl, a, 4 * P), 0);
+  free(raw);
+  free(a);
+  free(b);
+}
+
+TEST(metadata) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float p[SMALL_P];
+  fill(p, SMALL_P, 2);
+  const char *meta[] = {"round", "42", "note", "quote\" back\\slash\nnewline \x01 Zürich", NULL};
+  const char *path = tpath("meta.safetensors");
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, meta), 0);
+  char buf[128];
+  ASSERT_EQ(fl_safetensors_meta(path, "model", buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, "mlp:4");
+  ASSERT_EQ(fl_safetensors_meta(path, "round", buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, "42");
+  ASSERT_EQ(fl_safetensors_meta(path, "note", buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, meta[3]);
+  ASSERT_EQ(fl_safetensors_meta(path, "missing", buf, sizeof buf), FL_ENOENT);
+  ASSERT_CONTAINS(fl_err_msg(), "no metadata 'missing'");
+  ASSERT_EQ(fl_safetensors_meta(path, "round", buf, 2), FL_ERANGE);
+  ASSERT_EQ(fl_safetensors_meta(tpath("nope.safetensors"), "model", buf, sizeof buf), FL_ENOENT);
+
+  /* "model" is the spec's; duplicates and dangling keys are refused. */
+  const char *bad1[] = {"model", "x", NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, bad1), FL_EINVAL);
+  const char *bad2[] = {"a", "1", "a", "2", NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, bad2), FL_EINVAL);
+  const char *bad3[] = {"a", NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, bad3), FL_EINVAL);
+  /* The failed saves left the earlier file alone. */
+  ASSERT_EQ(fl_safetensors_meta(path, "round", buf, sizeof buf), 0);
+}
+
+/* Another writer's file: different entry and key order, whitespace, escapes
+ * in names, no metadata, shuffled data layout. */
+TEST(load_foreign_header) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float want[SMALL_P], got[SMALL_P], data[SMALL_P];
+  fill(want, SMALL_P, 3);
+  /* Data section order: layers.1.bias, layers.1.weight, layers.0.bias, layers.0.weight */
+  memcpy(data + 0, want + 24, 2 * 4);
+  memcpy(data + 2, want + 16, 8 * 4);
+  memcpy(data + 10, want + 12, 4 * 4);
+  memcpy(data + 14, want + 0, 12 * 4);
+  const char *hdr =
+      " {\n \"layers.0.weight\" : {\"shape\": [4, 3], \"data_offsets\": [56, 104], \"dtype\": \"F32\"},\n"
+      "  \"layers.1.\\u0062ias\":{\"dtype\":\"F32\",\"data_offsets\":[0,8],\"shape\":[2]},\n"
+      "  \"layers.0.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[40,56]},\n"
+      "  \"layers.1.weight\":{\"dtype\":\"F\\u00332\",\"shape\":[2,4],\"data_offsets\":[8,40]}\n"
+      "}      ";
+  const char *path = tpath("foreign.safetensors");
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  int rc = fl_safetensors_load(path, &m, got);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(memcmp(want, got, sizeof want), 0);
+  char buf[16];
+  ASSERT_EQ(fl_safetensors_meta(path, "model", buf, sizeof buf), FL_ENOENT);
+}
+
+/* Loads `path` into a buffer of sentinels and checks it failed with `code`,
+ * a detail containing `needle`, and no parameter changed. */
+#define EXPECT_LOAD_FAILS(path, code, needle)                                    \
+  do {                                                                           \
+    float p_[SMALL_P], q_[SMALL_P];                                              \
+    fill(p_, SMALL_P, 99);                                                       \
+    memcpy(q_, p_, sizeof p_);                                                   \
+    int rc_ = fl_safetensors_load((path), &m, p_);                               \
+    if (rc_ != (code)) FL__FAIL("load: rc %d (%s), expected %d", rc_, fl_err_msg(), (code)); \
+    ASSERT_CONTAINS(fl_err_msg(), needle);                                       \
+    ASSERT_EQ(memcmp(p_, q_, sizeof p_), 0);                                     \
+  } while (0)
+
+TEST(corrupt_files_rejected_params_unchanged) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float data[SMALL_P];
+  fill(data, SMALL_P, 4);
+  char hdr[2048];
+  ent_t e[5];
+  const char *path = tpath("bad.safetensors");
+
+  /* Control: the forged-file helper makes a loadable file. */
+  header_from(hdr, sizeof hdr, GOOD, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  float ok[SMALL_P];
+  ASSERT_EQ(fl_safetensors_load(path, &m, ok), 0);
+  ASSERT_EQ(memcmp(ok, data, sizeof data), 0);
+
+  /* Header length field larger than the file / than the limit. */
+  ASSERT_EQ(write_forged(path, hdr, strlen(hdr) + sizeof data + 1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "is larger than the file");
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)1 << 40, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "exceeds the limit");
+  ASSERT_EQ(write_forged(path, hdr, UINT64_MAX - 1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "exceeds the limit");
+
+  /* Header not JSON. */
+  ASSERT_EQ(write_forged(path, "hello, world", (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "bad safetensors header at byte 0");
+
+  /* Truncated data. */
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data - 4), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "'layers.1.bias' data_offsets [96,104]");
+  /* Trailing bytes no tensor claims. */
+  float more[SMALL_P + 1] = {0};
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, more, sizeof more), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "data section is 108 bytes, the tensors use 104");
+
+  /* Wrong dtype. */
+  memcpy(e, GOOD, sizeof GOOD);
+  e[2].dtype = "F16";
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "'layers.1.weight' has dtype 'F16', expected F32");
+
+  /* Wrong shape: transposed (same count), and a different rank. */
+  memcpy(e, GOOD, sizeof GOOD);
+  e[0].shape = "[3,4]";
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "'layers.0.weight' has shape [3,4], model 'mlp:4' expects [4,3]");
+  memcpy(e, GOOD, sizeof GOOD);
+  e[1].shape = "[4,1]";
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "has shape [4,1]");
+
+  /* Missing tensor. */
+  header_from(hdr, sizeof hdr, GOOD, 3);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, 96), 0);
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "missing tensor 'layers.1.bias'");
+
+  /* Extra tensor (in data too, so only the name is wrong). */
+  memcpy(e, GOOD, sizeof GOOD);
+  e[4] = (ent_t){"layers.2.bias", "F32", "[1]", 104, 108};
+  header_from(hdr, sizeof hdr, e, 5);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, more, sizeof more), 0);
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "unexpected tensor 'layers.2.bias'");
+
+  /* Duplicate tensor. */
+  memcpy(e, GOOD, sizeof GOOD);
+  e[4] = GOOD[1];
+  header_from(hdr, sizeof hdr, e, 5);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "'layers.0.bias' appears twice");
+
+  /* Overlapping offsets (two tensors share bytes; the total still fits). */
+  memcpy(e, GOOD, sizeof GOOD);
+  e[1].b = 40;
+  e[1].e = 56;
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "'layers.0.weight' and 'layers.0.bias' overlap");
+
+  /* Out-of-range, reversed and wrongly sized offsets. */
+  memcpy(e, GOOD, sizeof GOOD);
+  e[3].b = 100;
+  e[3].e = 108;
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "inside the 104-byte data section");
+  memcpy(e, GOOD, sizeof GOOD);
+  e[3].b = 104;
+  e[3].e = 96;
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "data_offsets [104,96]");
+  memcpy(e, GOOD, sizeof GOOD);
+  e[3].e = 100;
+  header_from(hdr, sizeof hdr, e, 4);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "must span 8 bytes");
+
+  /* Empty, too short, missing, directory. */
+  ASSERT_EQ(write_raw(path, "", 0), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "is 0 bytes, too short");
+  ASSERT_EQ(write_raw(path, "\x10\0\0", 3), 0);
+  EXPECT_LOAD_FAILS(path, FL_EFORMAT, "too short");
+  EXPECT_LOAD_FAILS(tpath("does-not-exist.safetensors"), FL_ENOENT, "does not exist");
+  EXPECT_LOAD_FAILS(fl_test_tmpdir(), FL_EIO, "not a readable regular file");
+
+  /* A file saved for another model. */
+  fl_model_spec_t big;
+  ASSERT_EQ(fl_model_parse("mlp:5", 3, 2, &big), 0);
+  float *bp = calloc(big.num_params, sizeof(float));
+  ASSERT_EQ(fl_safetensors_save(path, &big, bp, NULL), 0);
+  free(bp);
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "'layers.0.weight' has shape [5,3], model 'mlp:4' expects [4,3]");
+}
+
+TEST(malformed_json_rejected) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float data[SMALL_P];
+  fill(data, SMALL_P, 5);
+  const char *path = tpath("json.safetensors");
+  const char *T0 = "\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}";
+  const char *REST =
+      "\"layers.0.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[48,64]},"
+      "\"layers.1.weight\":{\"dtype\":\"F32\",\"shape\":[2,4],\"data_offsets\":[64,96]},"
+      "\"layers.1.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[96,104]}";
+  /* Each case replaces the first tensor's entry (or the whole header). */
+  const struct {
+    const char *first; /* NULL: `whole` is the header */
+    const char *whole;
+    const char *needle;
+  } cases[] = {
+      {NULL, "", "expected '{'"},
+      {NULL, "{", "bad safetensors header"},
+      {NULL, "[]", "expected '{'"},
+      {NULL, "{}", "missing tensor 'layers.0.weight'"},
+      {NULL, "{\"a\":}", "unexpected tensor 'a'"},
+      {NULL, "{\"layers.0.bias\":}", "expected '{'"},
+      {NULL, "{\"__metadata__\":{\"k\":1}}", "metadata values must be strings"},
+      {NULL, "{\"__metadata__\":{\"k\":\"v\",}}", "bad safetensors header"},
+      {NULL, "{\"__metadata__\":{},\"__metadata__\":{}}", "two __metadata__"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]},", NULL,
+       "bad safetensors header"}, /* trailing comma → ",," */
+      {"\"layers.0.weight\":{\"dtype\":{\"x\":1},\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "expected '\"'"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[[4],3],\"data_offsets\":[0,48]}", NULL,
+       "expected a non-negative integer"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[04,3],\"data_offsets\":[0,48]}", NULL,
+       "leading zero"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[-4,3],\"data_offsets\":[0,48]}", NULL,
+       "expected a non-negative integer"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4.0,3],\"data_offsets\":[0,48]}", NULL,
+       "expected ',' or ']'"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48e0]}", NULL,
+       "expected ',' or ']'"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,99999999999999999999]}",
+       NULL, "overflows"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48,52]}", NULL,
+       "too many array elements"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0]}", NULL,
+       "data_offsets needs two integers"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,4,3],\"data_offsets\":[0,48]}",
+       NULL, "too many array elements"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3]}", NULL, "lacks data_offsets"},
+      {"\"layers.0.weight\":{}", NULL, "empty tensor entry"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}",
+       NULL, "unknown or repeated field"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48],\"x\":\"y\"}",
+       NULL, "unknown or repeated field"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\x01\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "control character"},
+      {"\"layers.0.weight\":{\"dtype\":\"F\\x32\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "bad escape"},
+      {"\"layers.0.weight\":{\"dtype\":\"F\\u00\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "bad hex digit"},
+      {"\"layers.0.weight\":{\"dtype\":\"\\udc00\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "lone low surrogate"},
+      {"\"layers.0.weight\":{\"dtype\":\"\\ud800x\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "high surrogate"},
+      {"\"layers.0.weight\\u0000\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "\\u0000"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]} x", NULL,
+       "expected ',' or '}'"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}}{", NULL,
+       "data after the header object"},
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]", NULL,
+       "unknown or repeated field 'layers.0.bias'"},
+      {"'layers.0.weight':{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
+       "expected '\"'"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char hdr[2048];
+    if (cases[i].first)
+      snprintf(hdr, sizeof hdr, "{%s,%s}", cases[i].first, REST);
+    else
+      snprintf(hdr, sizeof hdr, "%s", cases[i].whole);
+    ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+    float p[SMALL_P], q[SMALL_P];
+    fill(p, SMALL_P, 6);
+    memcpy(q, p, sizeof p);
+    int rc = fl_safetensors_load(path, &m, p);
+    if (rc >= 0 || !strstr(fl_err_msg(), cases[i].needle))
+      FL__FAIL("case %zu <%s>: rc %d, message \"%s\" lacks \"%s\"", i, hdr, rc, fl_err_msg(),
+               cases[i].needle);
+    ASSERT_EQ(memcmp(p, q, sizeof p), 0);
+  }
+  /* And the control: T0 + REST is fine. */
+  char hdr[2048];
+  snprintf(hdr, sizeof hdr, "{%s,%s}", T0, REST);
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  float p[SMALL_P];
+  ASSERT_EQ(fl_safetensors_load(path, &m, p), 0);
+}
+
+/* Random bit flips in a valid file: never a crash, and a failed load never
+ * touches the parameters. */
+TEST(mutated_files_never_crash) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float p[SMALL_P];
+  fill(p, SMALL_P, 7);
+  const char *path = tpath("mut.safetensors"), *mpath = tpath("mut2.safetensors");
+  const char *meta[] = {"k", "v", NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, meta), 0);
+  uint8_t *orig = NULL;
+  size_t len = 0;
+  ASSERT_EQ(fl_file_read_all(path, 1 << 20, &orig, &len), 0);
+  uint8_t *b = malloc(len);
+  fl_rng_t r;
+  fl_rng_seed(&r, 8);
+  int ok = 0;
+  for (int it = 0; it < 600; it++) {
+    memcpy(b, orig, len);
+    int nflip = 1 + (int)fl_rng_below(&r, 3);
+    /* Mostly the length field and header, where the parser works. */
+    size_t span = len - 4 * SMALL_P;
+    for (int k = 0; k < nflip; k++) b[fl_rng_below(&r, span)] ^= (uint8_t)(1u << fl_rng_below(&r, 8));
+    size_t cut = it % 5 == 0 ? fl_rng_below(&r, len) : len;
+    ASSERT_EQ(write_raw(mpath, b, cut), 0);
+    float q[SMALL_P], s[SMALL_P];
+    fill(q, SMALL_P, 9);
+    memcpy(s, q, sizeof q);
+    int rc = fl_safetensors_load(mpath, &m, q);
+    if (rc == 0) {
+      ok++;
+    } else {
+      ASSERT_TRUE(fl_err_msg()[0] != '\0');
+      ASSERT_EQ(memcmp(q, s, sizeof q), 0);
+    }
+    char mb[64];
+    (void)fl_safetensors_meta(mpath, "k", mb, sizeof mb);
+  }
+  fprintf(stderr, "  %d of 600 mutated files still loaded\n", ok);
+  free(b);
+  free(orig);
+}
+
+static int count_tmp_files(const char *dir) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  if (!d) return -1;
+  for (struct dirent *e; (e = readdir(d));)
+    if (strstr(e->d_name, ".tmp.")) n++;
+  closedir(d);
+  return n;
+}
+
+TEST(atomic_write_leaves_no_tmp_files) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float p[SMALL_P], q[SMALL_P];
+  char dir[600];
+  snprintf(dir, sizeof dir, "%s/atomic/a/b", fl_test_tmpdir());
+  ASSERT_EQ(fl_file_mkdirs(dir), 0);
+  ASSERT_EQ(fl_file_mkdirs(dir), 0); /* exists already */
+  char path[700];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  for (int i = 0; i < 3; i++) {
+    fill(p, SMALL_P, 10 + (uint64_t)i);
+    ASSERT_EQ(fl_safetensors_save(path, &m, p, NULL), 0);
+    ASSERT_EQ(fl_safetensors_load(path, &m, q), 0);
+    ASSERT_EQ(memcmp(p, q, sizeof p), 0); /* replaced, not appended */
+  }
+  ASSERT_EQ(count_tmp_files(dir), 0);
+
+  /* A failed write (directory missing) reports the path and leaves nothing. */
+  char bad[700];
+  snprintf(bad, sizeof bad, "%s/no/such/dir/model.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_safetensors_save(bad, &m, p, NULL), FL_EIO);
+  ASSERT_CONTAINS(fl_err_msg(), "no/such/dir/model.safetensors.tmp.");
+  /* A failed rename (target is a non-empty directory) cleans up its tmp file. */
+  char occupied[700], inner[800];
+  snprintf(occupied, sizeof occupied, "%s/occupied", dir);
+  snprintf(inner, sizeof inner, "%s/x", occupied);
+  ASSERT_EQ(fl_file_mkdirs(inner), 0);
+  ASSERT_EQ(fl_file_write_atomic(occupied, "abc", 3), FL_EIO);
+  ASSERT_CONTAINS(fl_err_msg(), "cannot rename");
+  ASSERT_EQ(count_tmp_files(dir), 0);
+}
+
+TEST(file_read_all_limits) {
+  const char *path = tpath("ra.txt");
+  ASSERT_EQ(fl_file_write_atomic(path, "hello", 5), 0);
+  uint8_t *b = NULL;
+  size_t n = 0;
+  ASSERT_EQ(fl_file_read_all(path, 5, &b, &n), 0);
+  ASSERT_EQ(n, 5);
+  ASSERT_STR_EQ((char *)b, "hello");
+  free(b);
+  ASSERT_EQ(fl_file_read_all(path, 4, &b, &n), FL_ETOOBIG);
+  ASSERT_TRUE(b == NULL);
+  ASSERT_EQ(fl_file_write_atomic(path, "", 0), 0);
+  ASSERT_EQ(fl_file_read_all(path, 0, &b, &n), 0);
+  ASSERT_EQ(n, 0);
+  ASSERT_EQ(b[0], 0);
+  free(b);
+  ASSERT_EQ(fl_file_read_all(tpath("absent.txt"), 10, &b, &n), FL_ENOENT);
+  /* A file whose size stat can't tell (procfs reports 0): the growth path. */
+  ASSERT_EQ(fl_file_read_all("/proc/self/maps", 1 << 24, &b, &n), 0);
+  ASSERT_GT(n, 0);
+  ASSERT_EQ(strlen((char *)b), n);
+  free(b);
+  ASSERT_EQ(fl_file_read_all("/proc/self/maps", 16, &b, &n), FL_ETOOBIG);
+  ASSERT_EQ(fl_file_read_all(fl_test_tmpdir(), 10, &b, &n), FL_EIO);
+
+  /* mkdirs over a file fails. */
+  ASSERT_EQ(fl_file_write_atomic(path, "x", 1), 0);
+  char sub[700];
+  snprintf(sub, sizeof sub, "%s/sub", path);
+  ASSERT_LT(fl_file_mkdirs(sub), 0);
+  ASSERT_LT(fl_file_mkdirs(path), 0);
+}
+
+/* Interop: plain json + numpy reads what we wrote. */
+TEST(python_numpy_reads_file) {
+  /* The first python3 on PATH may be a virtualenv or pyenv without numpy
+   * while the system one has it. */
+  const char *py = NULL, *cands[] = {"python3", "/usr/bin/python3"};
+  for (size_t i = 0; i < 2 && !py; i++) {
+    char probe[128];
+    snprintf(probe, sizeof probe, "%s -c 'import numpy' >/dev/null 2>&1", cands[i]);
+    if (system(probe) == 0) py = cands[i];
+  }
+  if (!py) {
+    fprintf(stderr, "  SKIP: no python3 with numpy, interop check not run\n");
+    return;
+  }
+  fl_model_spec_t m;
+  small_model(&m);
+  float p[SMALL_P];
+  fill(p, SMALL_P, 11);
+  const char *path = tpath("py.safetensors"), *script = tpath("check.py");
+  const char *meta[] = {"round", "7", NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, meta), 0);
+  char src[2048];
+  snprintf(src, sizeof src,
+           "import json, struct, sys\n"
+           "import numpy as np\n"
+           "b = open(sys.argv[1], 'rb').read()\n"
+           "n = struct.unpack('<Q', b[:8])[0]\n"
+           "h = json.loads(b[8:8 + n])\n"
+           "assert h['__metadata__'] == {'model': 'mlp:4', 'round': '7'}, h['__metadata__']\n"
+           "t = h['layers.1.weight']\n"
+           "assert t['dtype'] == 'F32' and t['shape'] == [2, 4], t\n"
+           "s, e = t['data_offsets']\n"
+           "w = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4').reshape(t['shape'])\n"
+           "assert w[1, 2] == np.float32(%.9g), (w[1, 2], %.9g)\n"
+           "assert sorted(k for k in h if k != '__metadata__') == sorted(\n"
+           "  ['layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias'])\n",
+           (double)p[16 + 1 * 4 + 2], (double)p[16 + 1 * 4 + 2]);
+  ASSERT_EQ(fl_file_write_atomic(script, src, strlen(src)), 0);
+  char cmd[1500];
+  snprintf(cmd, sizeof cmd, "%s '%s' '%s'", py, script, path);
+  ASSERT_EQ(system(cmd), 0);
+}
+
+FL_TEST_MAIN()
