@@ -27,6 +27,11 @@ typedef struct {
   size_t max_message;   /* bytes of one encoded message */
   size_t max_tensors;   /* tensors in one message */
   size_t max_values;    /* floats across all tensors of one message */
+  /* 0 (default): fl_wire_decode() rejects NaN/Inf in tensors. 1: the caller
+   * promises to check every tensor value itself before using any of it (the
+   * round engine does, fused into its aggregation pass, which saves a full
+   * pass over each update). Scalars are always checked here. */
+  int caller_checks_values;
 } fl_wire_limits_t;
 
 /* Limits that admit exactly the messages a run with model `m` can produce:

@@ -24,7 +24,6 @@ struct fl_engine {
   fl_wire_limits_t limits;
   float *weights;             /* (num_params) global model */
   int64_t *acc;               /* (num_params) fixed-point sum of p_k * delta_k */
-  float *scratch;             /* (num_params) a non-delta update turned into a delta */
   fl_model_ws_t *eval_ws;
 
   fl_client_rec_t *clients;   /* (num_clients) */
@@ -74,10 +73,10 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   if (e->cfg.eval_every == 0) e->cfg.eval_every = 1;
   size_t n = cfg->model.num_params;
   fl_wire_limits_for_model(&cfg->model, &e->limits);
+  e->limits.caller_checks_values = 1; /* fold() rejects NaN/Inf/huge values */
   e->weights = malloc(n * sizeof *e->weights);
   e->acc = calloc(n, sizeof *e->acc);
-  e->scratch = malloc(n * sizeof *e->scratch);
-  if (!e->weights || !e->acc || !e->scratch) goto fail;
+  if (!e->weights || !e->acc) goto fail;
   if (cfg->test) {
     e->eval_ws = fl_model_ws_new(&cfg->model, FL_EVAL_BATCH);
     if (!e->eval_ws) goto fail;
@@ -99,7 +98,6 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->clients);
   free(e->weights);
   free(e->acc);
-  free(e->scratch);
   fl_model_ws_destroy(&e->eval_ws);
   free(e->sampled);
   free(e->reported);
@@ -234,16 +232,52 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
   return fl_wire_encode(&env, buf, len);
 }
 
-/* acc += trunc(delta * w * 2^40), in int64. Each term depends only on this
- * update, and integer addition is associative, so the sum is independent of
- * arrival order. Returns the index of the first out-of-range value or -1. */
-static long accumulate(int64_t *restrict acc, const float *restrict delta, size_t n, double w) {
-  const double s = w * FL_AGG_SCALE;
-  for (size_t i = 0; i < n; i++) {
-    if (!(fabsf(delta[i]) <= (float)FL_ENGINE_MAX_DELTA)) return (long)i;
-  }
-  for (size_t i = 0; i < n; i++) acc[i] += (int64_t)((double)delta[i] * s);
-  return -1;
+/* The fold: acc += trunc(x * s) in int64, returning 1 if any |x[i]|
+ * exceeded FL_ENGINE_MAX_DELTA or was NaN (such values are folded as 0).
+ * Each term depends only on this update and integer addition is
+ * associative, so the sum does not depend on arrival order. trunc(-y) is
+ * -trunc(y), so folding the same data with -s undoes a fold exactly: that is
+ * how a rejected update is taken back. The range test works on the float's
+ * bits (|x| as an integer) so the loop has no FP compares and vectorizes;
+ * the AVX-512 variant converts 8 doubles to int64 per instruction
+ * (vcvttpd2qq). The double product and the truncation are exact IEEE
+ * operations, so both variants give the same bits. */
+#define FOLD_BODY                                                                    \
+  uint32_t lim_bits;                                                                 \
+  const float lim = (float)FL_ENGINE_MAX_DELTA;                                      \
+  memcpy(&lim_bits, &lim, sizeof lim_bits);                                          \
+  uint32_t bad = 0;                                                                  \
+  for (size_t i = 0; i < n; i++) {                                                   \
+    uint32_t u;                                                                      \
+    memcpy(&u, &x[i], sizeof u);                                                     \
+    uint32_t out = (u & 0x7fffffffu) > lim_bits;                                     \
+    bad |= out;                                                                      \
+    u &= out - 1u; /* zero when out of range */                                      \
+    float v;                                                                         \
+    memcpy(&v, &u, sizeof v);                                                        \
+    acc[i] += (int64_t)((double)v * s);                                              \
+  }                                                                                  \
+  return bad != 0;
+
+static int fold_generic(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
+  FOLD_BODY
+}
+
+__attribute__((target("avx512f,avx512dq"))) static int
+fold_avx512(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
+  FOLD_BODY
+}
+
+static int fold(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
+  static int use_avx512 = -1;
+  if (use_avx512 < 0) use_avx512 = __builtin_cpu_supports("avx512dq") ? 1 : 0;
+  return (use_avx512 ? fold_avx512 : fold_generic)(acc, x, n, s);
+}
+
+/* Subtracts from a delta the global weights: turns a full-weights update
+ * into a delta in place (in the decoded message, which we own). */
+static void to_delta(float *restrict x, const float *restrict w, size_t n) {
+  for (size_t i = 0; i < n; i++) x[i] -= w[i];
 }
 
 int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t len) {
@@ -284,17 +318,32 @@ int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t
   const fl_model_spec_t *m = &e->cfg.model;
   rc = fl_wire_check_tensors(u->weights, u->n_weights, m);
   if (rc) goto out;
-  fl_wire_tensors_copy(u->weights, u->n_weights, m, e->scratch);
-  if (!u->is_delta) {
-    for (size_t i = 0; i < m->num_params; i++) e->scratch[i] -= e->weights[i];
+  /* Fold straight from the decoded tensors (model order, contiguous
+   * offsets): no copy of the update. If any value is out of range, the
+   * tensors folded so far are folded back out, bit for bit, so a rejected
+   * update leaves no trace. */
+  const double s = (double)u->num_examples / (double)e->sampled_examples * FL_AGG_SCALE;
+  size_t off = 0, t;
+  for (t = 0; t < u->n_weights; t++) {
+    Fedlr__Tensor *x = u->weights[t];
+    if (!u->is_delta) to_delta(x->data, e->weights + off, x->n_data);
+    if (fold(e->acc + off, x->data, x->n_data, s)) break;
+    off += x->n_data;
   }
-  double w = (double)u->num_examples / (double)e->sampled_examples;
-  /* The accumulator must not be touched before the whole update is known to
-   * be in range, so check first (accumulate() does both in order). */
-  long bad = accumulate(e->acc, e->scratch, m->num_params, w);
-  if (bad >= 0) {
-    rc = fl_err_set(FL_ERANGE, "update from client %u: value %g at parameter %ld exceeds %g",
-                    sender, (double)e->scratch[bad], bad, FL_ENGINE_MAX_DELTA);
+  if (t < u->n_weights) {
+    const Fedlr__Tensor *x = u->weights[t];
+    size_t i = 0;
+    while (i < x->n_data && fabsf(x->data[i]) <= (float)FL_ENGINE_MAX_DELTA) i++;
+    if (isfinite(x->data[i]))
+      rc = fl_err_set(FL_ERANGE, "update from client %u: value %g at parameter %zu exceeds %g",
+                      sender, (double)x->data[i], off + i, FL_ENGINE_MAX_DELTA);
+    else
+      rc = fl_err_set(FL_ENONFINITE, "update from client %u: tensor '%s' value %zu is %s", sender,
+                      x->name, i, isnan(x->data[i]) ? "NaN" : "infinite");
+    for (size_t k = 0, o = 0; k <= t; k++) {
+      fold(e->acc + o, u->weights[k]->data, u->weights[k]->n_data, -s);
+      o += u->weights[k]->n_data;
+    }
     goto out;
   }
   e->reported[slot] = 1;

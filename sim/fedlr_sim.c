@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -354,8 +355,10 @@ int main(int argc, char **argv) {
     if (!cfg.quiet) fl_metrics_print_progress(stdout, &rm);
     fflush(stdout);
   }
-  printf("final: round %u test accuracy %.4f loss %.4f, %.1f s\n", rm.round, rm.test_accuracy,
-         rm.test_loss, now_s() - t_start);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("final: round %u test accuracy %.4f loss %.4f, %.1f s, peak memory %.0f MiB\n", rm.round,
+         rm.test_accuracy, rm.test_loss, now_s() - t_start, (double)ru.ru_maxrss / 1024.0);
   if (cfg.out[0]) {
     if ((rc = write_outputs(&cfg, engine, metrics))) {
       status = fail("--out", rc);

@@ -71,6 +71,6 @@ head -c 100000 "$DATA_DIR/train-images-idx3-ubyte.gz" > "$TMP/corrupt/train-imag
 cp "$DATA_DIR/t10k-images-idx3-ubyte.gz" "$TMP/corrupt/"
 expect_fail "truncated images file" "train-images" "$SIM" --data-dir "$TMP/corrupt"
 printf '0,0.5,0.5\n1,0.25\n' > "$TMP/ragged.csv"
-expect_fail "ragged CSV" "line 2" "$SIM" --dataset "$TMP/ragged.csv"
+expect_fail "ragged CSV" "ragged.csv:2:" "$SIM" --dataset "$TMP/ragged.csv"
 expect_fail "more clients than examples" "--clients" "$SIM" --data-dir "$DATA_DIR" --clients 70000 --rounds 1
 finish

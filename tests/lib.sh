@@ -42,6 +42,6 @@ expect_fail() {
   elif ! grep -qF -- "$want" <<<"$out"; then
     bad "$desc: stderr lacks '$want': $out"
   else
-    ok "$desc (exit $rc): $(head -1 <<<"$out")"
+    ok "$desc (exit $rc): $(grep -F -- "$want" <<<"$out" | head -1)"
   fi
 }
