@@ -139,6 +139,11 @@ int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
                     d->dim, m->dims[0]);
     goto out;
   }
+  if (d->num_classes > m->dims[m->num_layers]) {
+    rc = fl_err_set(FL_ESHAPE, "client data has labels up to %zu, the model has %zu classes",
+                    d->num_classes - 1, m->dims[m->num_layers]);
+    goto out;
+  }
   size_t B = rs->batch_size < n ? rs->batch_size : n;
   if ((rc = ensure_batch(t, B)) || (rc = ensure_optim(t, &oc))) goto out;
   if (n > t->cap_order) {

@@ -78,8 +78,8 @@ static const opt_t opts[] = {
    *  help */
   {"dataset", OPT_STR, FIELD(dataset), ALL, G_DATA, "NAME|FILE", "fashion-mnist", NONE,
    "fashion-mnist, mnist, or a .csv / IDX file"},
-  {"data-dir", OPT_STR, FIELD(data_dir), ALL, G_DATA, "DIR", "/usr/share/datasets/fashion-mnist", NONE,
-   "directory of the named datasets"},
+  {"data-dir", OPT_STR, FIELD(data_dir), ALL, G_DATA, "DIR", "", NONE,
+   "directory of the named dataset (default /usr/share/datasets/NAME)"},
   {"test-data", OPT_STR, FIELD(test_data), SC, G_DATA, "FILE", "", NONE,
    "test set file when --dataset is a file (default none)"},
   {"partition", OPT_STR, FIELD(partition), ALL, G_DATA, "SPEC", "iid", CHECK(check_partition),

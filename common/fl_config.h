@@ -21,7 +21,7 @@ enum { FL_PROG_SIM = 1, FL_PROG_COORD = 2, FL_PROG_CLIENT = 4 };
 typedef struct {
   /* data */
   char dataset[FL_PATH_MAX];    /* "fashion-mnist", "mnist", or a file (.csv / IDX) */
-  char data_dir[FL_PATH_MAX];   /* "/usr/share/datasets/fashion-mnist" */
+  char data_dir[FL_PATH_MAX];   /* "" = /usr/share/datasets/<dataset> */
   char test_data[FL_PATH_MAX];  /* test file when dataset is a file ("" = none) */
   char partition[64];           /* "iid" */
   /* model and training */
