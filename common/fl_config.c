@@ -140,6 +140,10 @@ static const opt_t opts[] = {
    "resume from this checkpoint (default none)"},
   {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1", RANGE(1, 1000000, 0),
    "write a checkpoint every N rounds"},
+  {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
+   "clients send a heartbeat this often (also while training)"},
+  {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10", RANGE(0.1, 3600, 0),
+   "a client silent this long is dead: dropped from its round, not sampled"},
 
   {"metrics", OPT_STR, FIELD(metrics), SC, G_OUT, "FILE", "", NONE,
    "write per-round metrics as JSON Lines (default none)"},

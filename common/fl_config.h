@@ -53,6 +53,8 @@ typedef struct {
   double quorum;                /* 0.8 of sampled */
   char resume[FL_PATH_MAX];     /* "" */
   uint32_t checkpoint_every;    /* 1 */
+  double heartbeat;             /* 1 s: client heartbeat interval */
+  double client_timeout;        /* 10 s: silence after which a client is dead */
   char name[128];               /* client name, "" = hostname-pid */
   char data[FL_PATH_MAX];       /* client's own data file */
   uint32_t num_partitions;      /* 0 */

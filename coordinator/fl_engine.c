@@ -1,11 +1,13 @@
 #include "fl_engine.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fl_error.h"
 #include "fl_rng.h"
+#include "fl_safetensors.h"
 
 /* Fixed-point scale of the aggregation accumulator (see fl_engine.h). */
 #define FL_AGG_SCALE 1099511627776.0 /* 2^40 */
@@ -13,8 +15,9 @@
 #define FL_MAX_CLIENTS 10000000u
 
 typedef struct {
-  char *name;
+  char *name;             /* NULL: free id */
   uint64_t num_examples;
+  int available;
 } fl_client_rec_t;
 
 enum { ROUND_IDLE = 0, ROUND_OPEN = 1 };
@@ -26,8 +29,12 @@ struct fl_engine {
   int64_t *acc;               /* (num_params) fixed-point sum of p_k * delta_k */
   fl_model_ws_t *eval_ws;
 
-  fl_client_rec_t *clients;   /* (num_clients) */
-  size_t num_clients, cap_clients;
+  fl_client_rec_t *clients;   /* (cap_clients) indexed by id */
+  size_t num_clients, cap_clients, num_available;
+  uint32_t *name_index;       /* (name_cap) open-addressing hash: id + 1, 0 = empty */
+  size_t name_cap;
+  uint32_t attempt;           /* retries of the current round index */
+  uint32_t *pool;             /* (cap_clients) scratch for sampling */
 
   int state;
   uint32_t round;             /* open round, or last closed one; 0 before the first */
@@ -94,8 +101,10 @@ fail:
 void fl_engine_destroy(fl_engine_t **pe) {
   fl_engine_t *e = pe ? *pe : NULL;
   if (!e) return;
-  for (size_t i = 0; i < e->num_clients; i++) free(e->clients[i].name);
+  for (size_t i = 0; i < e->cap_clients; i++) free(e->clients[i].name);
   free(e->clients);
+  free(e->name_index);
+  free(e->pool);
   free(e->weights);
   free(e->acc);
   fl_model_ws_destroy(&e->eval_ws);
@@ -107,27 +116,109 @@ void fl_engine_destroy(fl_engine_t **pe) {
   *pe = NULL;
 }
 
-int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id) {
-  if (!name || !name[0]) return fl_err_set(FL_EINVAL, "client name is empty");
-  if (num_examples == 0) return fl_err_set(FL_EINVAL, "client '%s' has no examples", name);
-  if (e->num_clients >= FL_MAX_CLIENTS)
-    return fl_err_set(FL_ETOOBIG, "too many clients (limit %u)", FL_MAX_CLIENTS);
-  if (e->num_clients == e->cap_clients) {
-    size_t cap = e->cap_clients ? 2 * e->cap_clients : 64;
-    fl_client_rec_t *c = realloc(e->clients, cap * sizeof *c);
-    if (!c) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
-    e->clients = c;
-    e->cap_clients = cap;
-  }
-  char *copy = strdup(name);
-  if (!copy) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
-  e->clients[e->num_clients] = (fl_client_rec_t){copy, num_examples};
-  if (id) *id = (uint32_t)e->num_clients;
-  e->num_clients++;
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  return h;
+}
+
+/* Slot of `name` in the hash table: where it is, or the empty slot where it
+ * would go. The table is kept at most half full. */
+static size_t name_slot(const fl_engine_t *e, const char *name) {
+  size_t mask = e->name_cap - 1, i = (size_t)name_hash(name) & mask;
+  while (e->name_index[i] && strcmp(e->clients[e->name_index[i] - 1].name, name) != 0)
+    i = (i + 1) & mask;
+  return i;
+}
+
+static int name_index_grow(fl_engine_t *e) {
+  size_t cap = e->name_cap ? 2 * e->name_cap : 256;
+  uint32_t *t = calloc(cap, sizeof *t);
+  if (!t) return fl_err_set(FL_ENOMEM, "out of memory indexing client names");
+  uint32_t *old = e->name_index;
+  size_t old_cap = e->name_cap;
+  e->name_index = t;
+  e->name_cap = cap;
+  for (size_t i = 0; i < old_cap; i++)
+    if (old[i]) e->name_index[name_slot(e, e->clients[old[i] - 1].name)] = old[i];
+  free(old);
   return 0;
 }
 
+static int ensure_client_cap(fl_engine_t *e, size_t need) {
+  if (need <= e->cap_clients) return 0;
+  size_t cap = e->cap_clients ? e->cap_clients : 64;
+  while (cap < need) cap *= 2;
+  fl_client_rec_t *c = realloc(e->clients, cap * sizeof *c);
+  if (!c) return fl_err_set(FL_ENOMEM, "out of memory registering clients");
+  e->clients = c;
+  memset(c + e->cap_clients, 0, (cap - e->cap_clients) * sizeof *c);
+  uint32_t *p = realloc(e->pool, cap * sizeof *p);
+  if (!p) return fl_err_set(FL_ENOMEM, "out of memory registering clients");
+  e->pool = p;
+  e->cap_clients = cap;
+  return 0;
+}
+
+int fl_engine_find_client(const fl_engine_t *e, const char *name, uint32_t *id) {
+  if (!e->name_cap || !name) return FL_ENOENT;
+  uint32_t v = e->name_index[name_slot(e, name)];
+  if (!v) return FL_ENOENT;
+  if (id) *id = v - 1;
+  return 0;
+}
+
+const char *fl_engine_client_name(const fl_engine_t *e, uint32_t id) {
+  return id < e->cap_clients ? e->clients[id].name : NULL;
+}
+
+int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint64_t num_examples) {
+  if (!name || !name[0]) return fl_err_set(FL_EINVAL, "client name is empty");
+  if (num_examples == 0) return fl_err_set(FL_EINVAL, "client '%s' has no examples", name);
+  if (id >= FL_MAX_CLIENTS)
+    return fl_err_set(FL_ETOOBIG, "client id %u is beyond the limit of %u clients", id,
+                      FL_MAX_CLIENTS);
+  uint32_t have;
+  if (fl_engine_find_client(e, name, &have) == 0) {
+    if (have != id)
+      return fl_err_set(FL_EINVAL, "client name '%s' is already registered as client %u", name,
+                        have);
+    e->clients[id].num_examples = num_examples; /* a rejoin */
+    return 0;
+  }
+  if (id < e->cap_clients && e->clients[id].name)
+    return fl_err_set(FL_EINVAL, "client id %u is already taken by '%s'", id, e->clients[id].name);
+  int rc;
+  if ((rc = ensure_client_cap(e, (size_t)id + 1))) return rc;
+  if (2 * (e->num_clients + 1) > e->name_cap && (rc = name_index_grow(e))) return rc;
+  char *copy = strdup(name);
+  if (!copy) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
+  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1};
+  e->name_index[name_slot(e, name)] = id + 1;
+  e->num_clients++;
+  e->num_available++;
+  return 0;
+}
+
+int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id) {
+  uint32_t i = 0;
+  while (i < e->cap_clients && e->clients[i].name) i++;
+  int rc = fl_engine_add_client_at(e, i, name, num_examples);
+  if (!rc && id) *id = i;
+  return rc;
+}
+
 size_t fl_engine_num_clients(const fl_engine_t *e) { return e->num_clients; }
+size_t fl_engine_num_available(const fl_engine_t *e) { return e->num_available; }
+
+void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available) {
+  if (id >= e->cap_clients || !e->clients[id].name) return;
+  available = available != 0;
+  if (e->clients[id].available == available) return;
+  e->clients[id].available = available;
+  if (available) e->num_available++;
+  else e->num_available--;
+}
 
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -137,8 +228,13 @@ static int cmp_u32(const void *a, const void *b) {
 int fl_engine_begin_round(fl_engine_t *e) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "round %u is still open", e->round);
   if (fl_engine_finished(e)) return fl_err_set(FL_ESTATE, "the run is finished");
-  size_t k = e->num_clients;
-  if (k == 0) return fl_err_set(FL_EINVAL, "no clients registered");
+  /* The pool: available clients in ascending id order. With every client
+   * available (fedlr-sim, or a full networked federation) the sample is the
+   * same in both. */
+  size_t k = 0;
+  for (size_t i = 0; i < e->cap_clients; i++)
+    if (e->clients[i].name && e->clients[i].available) e->pool[k++] = (uint32_t)i;
+  if (k == 0) return fl_err_set(FL_EINVAL, "no clients available");
   size_t m = (size_t)ceil(e->cfg.fraction * (double)k - 1e-9);
   if (m < e->cfg.min_clients) m = e->cfg.min_clients;
   if (m < 1) m = 1;
@@ -156,13 +252,9 @@ int fl_engine_begin_round(fl_engine_t *e) {
     e->cap_sampled = m;
   }
   uint32_t round = e->rounds_done + 1;
-  /* Partial Fisher-Yates over the ids with a sparse swap: O(m) memory would
-   * need a hash map; O(k) u32 scratch is fine (k ids, not k models). */
-  uint32_t *ids = malloc(k * sizeof *ids);
-  if (!ids) return fl_err_set(FL_ENOMEM, "out of memory sampling clients");
-  for (size_t i = 0; i < k; i++) ids[i] = (uint32_t)i;
+  uint32_t *ids = e->pool;
   fl_rng_t rng;
-  fl_rng_seed(&rng, fl_rng_derive(e->cfg.seed, FL_RNG_SAMPLE, round, 0));
+  fl_rng_seed(&rng, fl_rng_derive(e->cfg.seed, FL_RNG_SAMPLE, round, e->attempt));
   for (size_t i = 0; i < m; i++) {
     size_t j = i + (size_t)fl_rng_below(&rng, k - i);
     uint32_t t = ids[i];
@@ -170,7 +262,6 @@ int fl_engine_begin_round(fl_engine_t *e) {
     ids[j] = t;
   }
   memcpy(e->sampled, ids, m * sizeof *ids);
-  free(ids);
   qsort(e->sampled, m, sizeof *e->sampled, cmp_u32);
   e->num_sampled = m;
   e->num_reported = 0;
@@ -400,6 +491,7 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   m->test_loss = NAN;
   m->test_accuracy = NAN;
   e->rounds_done = e->round;
+  e->attempt = 0;
   e->state = ROUND_IDLE;
   int last = e->rounds_done >= e->cfg.rounds;
   if (e->cfg.test && (e->round % e->cfg.eval_every == 0 || last)) {
@@ -414,6 +506,96 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
 
 int fl_engine_finished(const fl_engine_t *e) {
   return e->state == ROUND_IDLE && (e->rounds_done >= e->cfg.rounds || e->target_reached);
+}
+
+uint32_t fl_engine_rounds_done(const fl_engine_t *e) { return e->rounds_done; }
+
+int fl_engine_abort_round(fl_engine_t *e) {
+  if (e->state != ROUND_OPEN) return fl_err_set(FL_ESTATE, "no round is open");
+  e->state = ROUND_IDLE;
+  e->num_reported = 0;
+  e->attempt++;
+  return 0;
+}
+
+int fl_engine_is_sampled(const fl_engine_t *e, uint32_t id) {
+  return e->state == ROUND_OPEN && sampled_slot(e, id) >= 0;
+}
+
+int fl_engine_has_reported(const fl_engine_t *e, uint32_t id) {
+  long slot = e->state == ROUND_OPEN ? sampled_slot(e, id) : -1;
+  return slot >= 0 && e->reported[slot];
+}
+
+/* Checkpoint metadata keys; doubles are written as hex floats (%a) so they
+ * come back bit for bit. */
+#define CK_NUM 8
+static const char *const ck_keys[CK_NUM] = {
+    "fedlr_rounds_done", "fedlr_seed",          "fedlr_plateau_best",  "fedlr_plateau_scale",
+    "fedlr_plateau_bad", "fedlr_plateau_cool",  "fedlr_best_accuracy", "fedlr_target_reached"};
+
+int fl_engine_save(const fl_engine_t *e, const char *path) {
+  if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
+  char v[CK_NUM][40];
+  snprintf(v[0], sizeof v[0], "%u", e->rounds_done);
+  snprintf(v[1], sizeof v[1], "%llu", (unsigned long long)e->cfg.seed);
+  snprintf(v[2], sizeof v[2], "%a", e->plateau.best);
+  snprintf(v[3], sizeof v[3], "%a", e->plateau.scale);
+  snprintf(v[4], sizeof v[4], "%u", e->plateau.num_bad);
+  snprintf(v[5], sizeof v[5], "%u", e->plateau.cooldown_left);
+  snprintf(v[6], sizeof v[6], "%a", e->best_accuracy);
+  snprintf(v[7], sizeof v[7], "%d", e->target_reached);
+  const char *meta[2 * CK_NUM + 1];
+  for (int i = 0; i < CK_NUM; i++) {
+    meta[2 * i] = ck_keys[i];
+    meta[2 * i + 1] = v[i];
+  }
+  meta[2 * CK_NUM] = NULL;
+  return fl_safetensors_save(path, &e->cfg.model, e->weights, meta);
+}
+
+static int ck_double(const char *path, const char *key, const char *txt, double *out) {
+  char *end;
+  errno = 0;
+  *out = strtod(txt, &end);
+  if (end == txt || *end || errno == ERANGE)
+    return fl_err_set(FL_EFORMAT, "checkpoint %s: %s = '%s' is not a number", path, key, txt);
+  return 0;
+}
+
+int fl_engine_load(fl_engine_t *e, const char *path) {
+  if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
+  char v[CK_NUM][64], model[FL_MODEL_SPEC_MAX];
+  int rc = fl_safetensors_meta(path, "model", model, sizeof model);
+  if (rc) return rc;
+  if (strcmp(model, e->cfg.model.spec) != 0)
+    return fl_err_set(FL_EINVAL, "checkpoint %s is for model '%s', this run is '%s'", path, model,
+                      e->cfg.model.spec);
+  for (int i = 0; i < CK_NUM; i++) {
+    if ((rc = fl_safetensors_meta(path, ck_keys[i], v[i], sizeof v[i])))
+      return fl_err_set(rc, "checkpoint %s: no %s (not a fedlr checkpoint?)", path, ck_keys[i]);
+  }
+  double d[CK_NUM];
+  for (int i = 0; i < CK_NUM; i++)
+    if ((rc = ck_double(path, ck_keys[i], v[i], &d[i]))) return rc;
+  if (strtoull(v[1], NULL, 10) != e->cfg.seed)
+    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path, v[1],
+                      (unsigned long long)e->cfg.seed);
+  if (d[0] < 0 || d[0] > e->cfg.rounds || d[0] != (uint32_t)d[0])
+    return fl_err_set(FL_EINVAL, "checkpoint %s: %s rounds done, this run has %u rounds", path,
+                      v[0], e->cfg.rounds);
+  /* Weights last: fl_safetensors_load leaves them unchanged on error. */
+  if ((rc = fl_safetensors_load(path, &e->cfg.model, e->weights))) return rc;
+  e->rounds_done = (uint32_t)d[0];
+  e->round = e->rounds_done;
+  e->plateau.best = d[2];
+  e->plateau.scale = d[3];
+  e->plateau.num_bad = (uint32_t)d[4];
+  e->plateau.cooldown_left = (uint32_t)d[5];
+  e->best_accuracy = d[6];
+  e->target_reached = d[7] != 0;
+  e->attempt = 0;
+  return 0;
 }
 
 const float *fl_engine_weights(const fl_engine_t *e) { return e->weights; }

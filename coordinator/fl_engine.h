@@ -62,15 +62,41 @@ typedef struct fl_engine fl_engine_t;
 fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err);
 void fl_engine_destroy(fl_engine_t **e);
 
-/* Registers a client. Ids are dense, 0, 1, 2, ... in registration order.
- * num_examples is the most the client may later claim in an update. */
+/* Registers a client at the lowest free id (fedlr-sim: ids 0, 1, 2, ... in
+ * registration order). num_examples is the most the client may later claim
+ * in an update. Names are unique: FL_EINVAL if the name is registered. */
 int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id);
+
+/* Registers a client at id `id` (a networked client asking for its
+ * partition index). Registering the same name at the same id again is
+ * allowed and updates num_examples (a rejoin); FL_EINVAL if the id belongs to
+ * another name or the name to another id. */
+int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint64_t num_examples);
+
+/* Id of the client called `name`: 0, or FL_ENOENT. */
+int fl_engine_find_client(const fl_engine_t *e, const char *name, uint32_t *id);
+const char *fl_engine_client_name(const fl_engine_t *e, uint32_t id);
 size_t fl_engine_num_clients(const fl_engine_t *e);
 
-/* Starts the next round: samples max(ceil(C*K), min_clients) clients
- * (capped at K) without replacement. FL_ESTATE if a round is open or the run
- * is finished; FL_EINVAL if no clients are registered. */
+/* Marks a registered client as (un)available for sampling (registered
+ * clients start available). A coordinator marks dead clients unavailable. */
+void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available);
+size_t fl_engine_num_available(const fl_engine_t *e);
+
+/* Starts the next round: samples max(ceil(C*A), min_clients) clients
+ * (capped at A) without replacement from the A available clients, with a
+ * random stream derived from (seed, round, attempt). FL_ESTATE if a round is
+ * open or the run is finished; FL_EINVAL if no client is available. */
 int fl_engine_begin_round(fl_engine_t *e);
+
+/* Gives up on the open round (no quorum by the deadline): its updates are
+ * discarded and the next fl_engine_begin_round() runs the same round index
+ * again with a fresh sample (attempt + 1). */
+int fl_engine_abort_round(fl_engine_t *e);
+
+/* 1 if client `id` is sampled in the open round / has reported in it. */
+int fl_engine_is_sampled(const fl_engine_t *e, uint32_t id);
+int fl_engine_has_reported(const fl_engine_t *e, uint32_t id);
 
 /* The open (or last) round: 1-based index, rate, sampled client ids
  * (ascending). */
@@ -102,6 +128,19 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m);
 
 /* 1 when the round limit or the target accuracy has been reached. */
 int fl_engine_finished(const fl_engine_t *e);
+/* Rounds completed so far. */
+uint32_t fl_engine_rounds_done(const fl_engine_t *e);
+
+/* Checkpoint: writes the global weights and the run state (rounds done,
+ * plateau state, best accuracy, target reached, seed and model, all exact:
+ * doubles as hex floats) to one safetensors file, atomically (temporary
+ * file, fsync, rename, directory fsync). Only between rounds. */
+int fl_engine_save(const fl_engine_t *e, const char *path);
+
+/* Restores a checkpoint written by fl_engine_save() for the same model and
+ * seed (FL_EINVAL naming the mismatch otherwise). Only between rounds; the
+ * engine is unchanged on error. */
+int fl_engine_load(fl_engine_t *e, const char *path);
 
 /* The global weights (num_params floats). */
 const float *fl_engine_weights(const fl_engine_t *e);

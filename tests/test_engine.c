@@ -365,4 +365,99 @@ TEST(config_errors) {
   fl_engine_destroy(&e);
 }
 
+TEST(slots_names_and_availability) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 1.0;
+  int err;
+  fl_engine_t *e = fl_engine_new(&c, &err);
+  ASSERT_EQ(fl_engine_add_client_at(e, 5, "five", 10), 0);
+  ASSERT_EQ(fl_engine_add_client_at(e, 2, "two", 10), 0);
+  ASSERT_EQ(fl_engine_add_client_at(e, 5, "five", 12), 0); /* rejoin */
+  ASSERT_EQ(fl_engine_add_client_at(e, 5, "other", 10), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "taken by 'five'");
+  ASSERT_EQ(fl_engine_add_client_at(e, 3, "five", 10), FL_EINVAL);
+  uint32_t id = 99;
+  ASSERT_EQ(fl_engine_add_client(e, "first-free", 10, &id), 0);
+  ASSERT_EQ(id, 0);
+  ASSERT_EQ(fl_engine_find_client(e, "two", &id), 0);
+  ASSERT_EQ(id, 2);
+  ASSERT_EQ(fl_engine_find_client(e, "nobody", &id), FL_ENOENT);
+  ASSERT_STR_EQ(fl_engine_client_name(e, 5), "five");
+  ASSERT_EQ(fl_engine_num_clients(e), 3);
+  fl_engine_set_available(e, 2, 0);
+  ASSERT_EQ(fl_engine_num_available(e), 2);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  const uint32_t *ids;
+  ASSERT_EQ(fl_engine_sampled(e, &ids), 2);
+  ASSERT_EQ(ids[0], 0);
+  ASSERT_EQ(ids[1], 5);
+  ASSERT_TRUE(fl_engine_is_sampled(e, 5));
+  ASSERT_FALSE(fl_engine_is_sampled(e, 2));
+  /* No quorum: give up, the same round index runs again with a new sample. */
+  ASSERT_EQ(fl_engine_abort_round(e), 0);
+  fl_engine_set_available(e, 2, 1);
+  fl_engine_set_available(e, 0, 0);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  ASSERT_EQ(fl_engine_round(e), 1);
+  ASSERT_EQ(fl_engine_sampled(e, &ids), 2);
+  ASSERT_EQ(ids[0], 2);
+  fl_engine_destroy(&e);
+}
+
+static void run_rounds(fl_engine_t *e, const fl_model_spec_t *m, int n, uint64_t salt) {
+  for (int r = 0; r < n; r++) {
+    fl_engine_begin_round(e);
+    const uint32_t *ids;
+    size_t k = fl_engine_sampled(e, &ids);
+    for (size_t i = 0; i < k; i++) {
+      float *d = random_delta(m->num_params, salt + fl_engine_round(e) * 1000 + ids[i]);
+      uint8_t *buf;
+      size_t len;
+      encode_update(m, fl_engine_round(e), ids[i], 10, d, 1, 0.3, &buf, &len);
+      fl_engine_submit(e, ids[i], buf, len);
+      free(buf);
+      free(d);
+    }
+    fl_round_metrics_t rm;
+    fl_engine_end_round(e, &rm);
+  }
+}
+
+/* Checkpoint after 2 rounds, restore into a fresh engine, run 3 more: the
+ * weights are bit-identical to 5 uninterrupted rounds. */
+TEST(checkpoint_resume_is_bit_identical) {
+  fl_engine_config_t c = base_config();
+  c.rounds = 5;
+  fl_sched_parse("plateau:factor=0.5,patience=0", &c.sched);
+  fl_engine_t *a = make_engine(&c, 10, 10), *b = make_engine(&c, 10, 10);
+  run_rounds(a, &c.model, 5, 1);
+  run_rounds(b, &c.model, 2, 1);
+  char path[600];
+  snprintf(path, sizeof path, "%s/ck.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_engine_save(b, path), 0);
+  fl_engine_destroy(&b);
+  b = make_engine(&c, 10, 10);
+  ASSERT_EQ(fl_engine_load(b, path), 0);
+  ASSERT_EQ(fl_engine_rounds_done(b), 2);
+  run_rounds(b, &c.model, 3, 1);
+  ASSERT_TRUE(fl_engine_finished(b));
+  ASSERT_EQ(memcmp(fl_engine_weights(a), fl_engine_weights(b), c.model.num_params * sizeof(float)), 0);
+  /* A checkpoint of another model or seed is refused, the engine unchanged. */
+  fl_engine_config_t c2 = base_config();
+  c2.seed = 43;
+  fl_engine_t *x = make_engine(&c2, 10, 10);
+  ASSERT_EQ(fl_engine_load(x, path), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "seed");
+  ASSERT_EQ(fl_engine_rounds_done(x), 0);
+  fl_engine_destroy(&x);
+  fl_model_parse("mlp:5", IN, CLASSES, &c2.model);
+  c2.seed = 42;
+  x = make_engine(&c2, 10, 10);
+  ASSERT_EQ(fl_engine_load(x, path), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "model");
+  fl_engine_destroy(&x);
+  fl_engine_destroy(&a);
+  fl_engine_destroy(&b);
+}
+
 FL_TEST_MAIN()
