@@ -51,6 +51,40 @@ struct fl_engine {
   int target_reached;
 };
 
+/* Prefixes the detail message of a failed parse with the flag's name. */
+static int flag_error(const char *flag, int rc) {
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", fl_err_msg());
+  return fl_err_set(rc, "%s: %s", flag, msg);
+}
+
+int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t input_dim,
+                          size_t num_classes, const fl_dataset_t *test) {
+  int rc;
+  memset(ec, 0, sizeof *ec);
+  if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model)))
+    return flag_error("--model", rc);
+  if ((rc = fl_config_lr0(c, ec->model.num_params, &ec->lr0))) return flag_error("--lr", rc);
+  if ((rc = fl_sched_parse(c->schedule, &ec->sched))) return flag_error("--schedule", rc);
+  if ((rc = fl_optim_parse(c->optimizer, &ec->optim))) return flag_error("--optimizer", rc);
+  fl_sched_t local;
+  if ((rc = fl_sched_parse(c->local_schedule, &local))) return flag_error("--local-schedule", rc);
+  snprintf(ec->local_schedule, sizeof ec->local_schedule, "%s", c->local_schedule);
+  ec->local_unit = strcmp(c->local_unit, "step") == 0 ? FEDLR__ROUND_START__LOCAL_UNIT__STEP
+                                                      : FEDLR__ROUND_START__LOCAL_UNIT__EPOCH;
+  ec->test = test;
+  ec->local_epochs = c->local_epochs;
+  ec->batch_size = c->batch_size;
+  ec->fraction = c->fraction;
+  ec->min_clients = c->min_clients;
+  ec->rounds = c->rounds;
+  ec->seed = c->seed;
+  ec->eval_every = c->eval_every;
+  ec->target_accuracy = c->target_accuracy;
+  ec->quorum = c->quorum;
+  return 0;
+}
+
 fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   int rc = FL_ENOMEM;
   fl_engine_t *e = calloc(1, sizeof *e);
@@ -375,12 +409,17 @@ int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t
   Fedlr__Envelope *env = NULL;
   int rc = fl_wire_decode(buf, len, &e->limits, &env);
   if (rc) return rc;
-  if (env->body_case != FEDLR__ENVELOPE__BODY_UPDATE) {
+  if (env->body_case != FEDLR__ENVELOPE__BODY_UPDATE)
     rc = fl_err_set(FL_EPROTO, "expected an update from client %u, got message kind %d", sender,
                     (int)env->body_case);
-    goto out;
-  }
-  const Fedlr__Update *u = env->update;
+  else
+    rc = fl_engine_submit_update(e, sender, env->update);
+  fl_wire_free(&env);
+  return rc;
+}
+
+int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
+  int rc = 0;
   if (e->state != ROUND_OPEN || u->round != e->round) {
     rc = fl_err_set(FL_ESTALE, "update from client %u is for round %u, current round is %u%s",
                     sender, u->round, e->round, e->state == ROUND_OPEN ? "" : " (closed)");
@@ -442,7 +481,6 @@ int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t
   e->slot_examples[slot] = u->num_examples;
   e->num_reported++;
 out:
-  fl_wire_free(&env);
   return rc;
 }
 

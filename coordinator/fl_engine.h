@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fl_config.h"
 #include "fl_data.h"
 #include "fl_metrics.h"
 #include "fl_model.h"
@@ -56,6 +57,15 @@ typedef struct {
 } fl_engine_config_t;
 
 typedef struct fl_engine fl_engine_t;
+
+/* Fills *ec from a validated run config for data with `input_dim` features
+ * and `num_classes` classes: model, initial rate (a number or the
+ * 1/sqrt(n) heuristic), schedules, optimizer and round settings. `test` may
+ * be NULL. quorum is taken from c (fedlr-sim sets 1). Errors name the flag
+ * ("--model: ..."). Shared by fedlr-sim and fedlr-coordinator so both build
+ * exactly the same engine from the same flags. */
+int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t input_dim,
+                          size_t num_classes, const fl_dataset_t *test);
 
 /* Creates an engine with freshly initialised global weights (from seed).
  * Returns NULL and sets *err (with fl_err_msg()) on failure. */
@@ -115,6 +125,11 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
  * (FL_ESTALE), wrong tensors (FL_ESHAPE), non-finite values, more examples
  * than the client registered, deltas beyond FL_ENGINE_MAX_DELTA (FL_ERANGE). */
 int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t len);
+
+/* The same for an Update already decoded by fl_wire_decode() with
+ * fl_engine_limits() (which leave the value check to the engine). The
+ * tensors' data may be modified in place. */
+int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u);
 
 /* Number of sampled clients that have reported this round. */
 size_t fl_engine_reported(const fl_engine_t *e);

@@ -198,7 +198,9 @@ static int write_outputs(const fl_config_t *c, const fl_engine_t *e, const fl_me
 }
 
 static int fail(const char *what, int rc) {
-  fprintf(stderr, "fedlr-sim: %s: %s\n", what, fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc));
+  const char *msg = fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc);
+  if (strcmp(what, "configuration") == 0) fprintf(stderr, "fedlr-sim: %s\n", msg);
+  else fprintf(stderr, "fedlr-sim: %s: %s\n", what, msg);
   return rc == FL_EINVAL ? 2 : 1;
 }
 
@@ -242,20 +244,8 @@ int main(int argc, char **argv) {
   }
   size_t classes = train->num_classes;
   if (test && test->num_classes > classes) classes = test->num_classes;
-  if ((rc = fl_model_parse(cfg.model, train->dim, classes, &ec.model))) {
-    status = fail("--model", rc);
-    goto out;
-  }
-  if ((rc = fl_config_lr0(&cfg, ec.model.num_params, &ec.lr0))) {
-    status = fail("--lr", rc);
-    goto out;
-  }
-  if ((rc = fl_sched_parse(cfg.schedule, &ec.sched))) {
-    status = fail("--schedule", rc);
-    goto out;
-  }
-  if ((rc = fl_optim_parse(cfg.optimizer, &ec.optim))) {
-    status = fail("--optimizer", rc);
+  if ((rc = fl_engine_config_from(&ec, &cfg, train->dim, classes, test))) {
+    status = fail("configuration", rc);
     goto out;
   }
   if (ec.optim.keep_state) {
@@ -265,19 +255,7 @@ int main(int argc, char **argv) {
     status = 2;
     goto out;
   }
-  snprintf(ec.local_schedule, sizeof ec.local_schedule, "%s", cfg.local_schedule);
-  ec.local_unit = strcmp(cfg.local_unit, "step") == 0 ? FEDLR__ROUND_START__LOCAL_UNIT__STEP
-                                                      : FEDLR__ROUND_START__LOCAL_UNIT__EPOCH;
-  ec.test = test;
-  ec.local_epochs = cfg.local_epochs;
-  ec.batch_size = cfg.batch_size;
-  ec.fraction = cfg.fraction;
-  ec.min_clients = cfg.min_clients;
-  ec.rounds = cfg.rounds;
-  ec.seed = cfg.seed;
-  ec.eval_every = cfg.eval_every;
-  ec.target_accuracy = cfg.target_accuracy;
-  ec.quorum = 1.0;
+  ec.quorum = 1.0; /* every sampled virtual client reports */
 
   if ((rc = fl_partition_new(train, cfg.partition, cfg.clients, cfg.seed, &part))) {
     status = fail("--partition", rc);
