@@ -140,6 +140,8 @@ static const opt_t opts[] = {
    "resume from this checkpoint (default none)"},
   {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1", RANGE(1, 1000000, 0),
    "write a checkpoint every N rounds"},
+  {"min-available", OPT_U32, FIELD(min_available), COORD, G_NET, "N", "0", RANGE(0, 1000000, 0),
+   "rounds start only when N clients are alive, 0 = --min-clients"},
   {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
    "clients send a heartbeat this often (also while training)"},
   {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10", RANGE(0.1, 3600, 0),

@@ -195,8 +195,10 @@ static int wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limi
   int rc;
   if (r->round < 1) return fl_err_set(FL_ERANGE, "round_start: round 0 (rounds start at 1)");
   if (!isfinite(r->lr)) return fl_err_set(FL_ENONFINITE, "round_start: learning rate not finite");
-  if (!(r->lr > 0))
-    return fl_err_set(FL_ERANGE, "round_start: learning rate %g is not positive", (double)r->lr);
+  /* 0 is a valid rate: linear/poly/cos schedules end at end=0 / min=0 after
+   * T rounds, and exp/step decay underflows the float to 0 in long runs. */
+  if (r->lr < 0)
+    return fl_err_set(FL_ERANGE, "round_start: learning rate %g is negative", (double)r->lr);
   if (r->local_epochs < 1 || r->local_epochs > FL_WIRE_MAX_EPOCHS)
     return fl_err_set(FL_ERANGE, "round_start: local_epochs %u outside [1, %d]",
                       (unsigned)r->local_epochs, FL_WIRE_MAX_EPOCHS);

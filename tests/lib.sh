@@ -6,7 +6,6 @@ BUILD=$(cd "$BUILD" && pwd)
 SIM="$BUILD/fedlr-sim"
 DATA_DIR=${FEDLR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fedlr-it.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
 # Debian's python3 (with python3-numpy from scripts/deps.sh), not a PATH shim.
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -45,3 +44,47 @@ expect_fail() {
     ok "$desc (exit $rc): $(grep -F -- "$want" <<<"$out" | head -1)"
   fi
 }
+
+# ---- networked runs ----
+COORD="$BUILD/fedlr-coordinator"
+CLIENT="$BUILD/fedlr-client"
+PIDS=()
+cleanup_pids() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done; }
+trap 'cleanup_pids; rm -rf "$TMP"' EXIT
+
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# st_equal A B: the tensors (not the metadata) of two safetensors files are
+# bit-identical. st_maxdiff A B prints the largest absolute difference.
+st_py() {
+  "$PY" - "$@" <<'PY'
+import json, struct, sys
+import numpy as np
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items()}
+mode, a, b = sys.argv[1], load(sys.argv[2]), load(sys.argv[3])
+if mode == "equal":
+    sys.exit(0 if a == b else 1)
+assert a.keys() == b.keys()
+print(max(float(np.max(np.abs(np.frombuffer(a[k], "<f4") - np.frombuffer(b[k], "<f4")))) for k in a))
+PY
+}
+st_equal() { st_py equal "$1" "$2"; }
+st_maxdiff() { st_py maxdiff "$1" "$2"; }
+
+# wait_until SECONDS CMD...: polls CMD every 0.2 s; fails after SECONDS.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+lines_at_least() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ]; }

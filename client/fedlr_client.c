@@ -1,0 +1,239 @@
+/* fedlr-client: one federated-learning client over ZeroMQ.
+ *
+ * Loads its examples (its own file with --data, or one deterministic
+ * partition of a named dataset with --num-partitions/--partition-index, the
+ * split fedlr-sim makes with the same --partition and --seed), then runs a
+ * session (fl_session.h) against the coordinator at --connect: join, train
+ * each round it is sent, heartbeat, rejoin after a coordinator restart.
+ *
+ * Exit status: 0 the coordinator ended the run; 1 refused by the
+ * coordinator, a model that does not fit the data, or a runtime error;
+ * 2 bad flags or config; 128 + signal number on SIGINT (130) or SIGTERM
+ * (143), after closing the socket. A second signal kills at once. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fl_blas.h"
+#include "fl_config.h"
+#include "fl_data.h"
+#include "fl_error.h"
+#include "fl_partition.h"
+#include "fl_session.h"
+#include "fl_trainer.h"
+#include "fl_wire.h"
+
+/* Signals reach the session through a self-pipe: the handler may run on
+ * any thread (ZeroMQ's and OpenBLAS's included), and the session polls the
+ * pipe's read end next to its socket. */
+static int sig_pipe[2] = {-1, -1};
+static volatile sig_atomic_t sig_caught;
+
+static void on_signal(int sig) {
+  int saved = errno;
+  if (!sig_caught) sig_caught = sig;
+  ssize_t r = write(sig_pipe[1], "s", 1);
+  (void)r;
+  errno = saved;
+}
+
+static int install_signals(void) {
+  if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+    return fl_err_set(FL_EIO, "pipe: %s", strerror(errno));
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND; /* a second signal takes the default action */
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+    return fl_err_set(FL_EIO, "sigaction: %s", strerror(errno));
+  return 0;
+}
+
+static int fail(const char *name, const char *what, int rc) {
+  fprintf(stderr, "fedlr-client[%s]: %s: %s\n", name, what,
+          fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc));
+  return rc == FL_EINVAL ? 2 : 1;
+}
+
+/* --name, or "<host>-p<index>" for a partition (a restarted process keeps
+ * its identity), or "<host>-<pid>". */
+static void client_name(const fl_config_t *c, char *out, size_t cap) {
+  if (c->name[0]) {
+    snprintf(out, cap, "%s", c->name);
+    return;
+  }
+  char host[64];
+  if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "client");
+  host[sizeof host - 1] = '\0';
+  if (c->num_partitions > 0)
+    snprintf(out, cap, "%s-p%u", host, c->partition_index);
+  else
+    snprintf(out, cap, "%s-%ld", host, (long)getpid());
+}
+
+/* The same reading of --dataset as fedlr-sim: a path or .csv is a file. */
+static int load_train(const fl_config_t *c, fl_dataset_t **train) {
+  const char *ds = c->dataset;
+  int is_file = strchr(ds, '/') || strstr(ds, ".csv") || access(ds, F_OK) == 0;
+  if (is_file) return fl_dataset_load_file(ds, train);
+  return fl_dataset_load_named(ds, c->data_dir, 1, train);
+}
+
+/* Rows idx[0..n) of d as a dataset of their own, in that order, so the
+ * rest of the training set can be freed. Training on it with idx NULL is
+ * bit-identical to training on (d, idx): the trainer shuffles positions,
+ * and position i holds row idx[i] either way. */
+static int shard_copy(const fl_dataset_t *d, const uint32_t *idx, size_t n, fl_dataset_t **out) {
+  fl_dataset_t *s = calloc(1, sizeof *s);
+  if (!s || !(s->x = malloc(n * d->dim * sizeof *s->x)) || !(s->y = malloc(n * sizeof *s->y))) {
+    fl_dataset_destroy(&s);
+    return fl_err_set(FL_ENOMEM, "out of memory for %zu examples", n);
+  }
+  for (size_t i = 0; i < n; i++) {
+    memcpy(s->x + i * d->dim, d->x + (size_t)idx[i] * d->dim, d->dim * sizeof *s->x);
+    s->y[i] = d->y[idx[i]];
+  }
+  s->n = n;
+  s->dim = d->dim;
+  s->num_classes = d->num_classes;
+  *out = s;
+  return 0;
+}
+
+/* "labels [0:612 1:58 ...]" for up to 16 classes, "" beyond. */
+static void label_summary(const fl_dataset_t *d, char *out, size_t cap) {
+  out[0] = '\0';
+  if (d->num_classes > 16) return;
+  size_t count[16] = {0};
+  for (size_t i = 0; i < d->n; i++)
+    if (d->y[i] >= 0 && (size_t)d->y[i] < d->num_classes) count[d->y[i]]++;
+  size_t len = (size_t)snprintf(out, cap, ", labels [");
+  for (size_t k = 0; k < d->num_classes && len < cap; k++)
+    len += (size_t)snprintf(out + len, cap - len, "%s%zu:%zu", k ? " " : "", k, count[k]);
+  if (len < cap) snprintf(out + len, cap - len, "]");
+}
+
+int main(int argc, char **argv) {
+  fl_blas_setup(argc, argv);
+  fl_config_t cfg;
+  fl_config_defaults(&cfg);
+  int want_help = 0;
+  int rc = fl_config_parse(&cfg, FL_PROG_CLIENT, argc, argv, &want_help);
+  if (want_help) {
+    fl_config_print_help(stdout, FL_PROG_CLIENT, "fedlr-client");
+    printf("\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
+           "--partition, --seed and --partition-index as given to the coordinator).\n"
+           "Exit status: 0 run over, 1 refused or error, 2 bad flags, 130/143 on SIGINT/SIGTERM.\n");
+    return 0;
+  }
+  if (rc) {
+    fprintf(stderr, "fedlr-client: %s\n", fl_err_msg());
+    return 2;
+  }
+  if (!cfg.data[0] == !cfg.num_partitions) {
+    fprintf(stderr, "fedlr-client: %s\n",
+            cfg.data[0] ? "--data and --num-partitions exclude each other: train on your own file "
+                          "or on a partition of --dataset, not both"
+                        : "no data: give --data FILE, or --num-partitions N and --partition-index I "
+                          "to train on one partition of --dataset");
+    return 2;
+  }
+  char name[FL_WIRE_MAX_STRING];
+  client_name(&cfg, name, sizeof name);
+
+  int status = 1;
+  fl_dataset_t *train = NULL, *data = NULL;
+  fl_partition_t *part = NULL;
+  fl_session_t *session = NULL;
+  char labels[256];
+
+  if (cfg.data[0]) {
+    if ((rc = fl_dataset_load_file(cfg.data, &data))) {
+      status = fail(name, "--data", rc);
+      goto out;
+    }
+    label_summary(data, labels, sizeof labels);
+    fprintf(stderr, "fedlr-client[%s]: %s: %zu examples, %zu features, %zu classes%s\n", name,
+            cfg.data, data->n, data->dim, data->num_classes, labels);
+  } else {
+    if ((rc = load_train(&cfg, &train))) {
+      status = fail(name, "loading --dataset", rc);
+      goto out;
+    }
+    if (cfg.num_partitions > train->n) {
+      fprintf(stderr, "fedlr-client[%s]: --num-partitions %u exceeds the %zu examples of %s\n",
+              name, cfg.num_partitions, train->n, cfg.dataset);
+      status = 2;
+      goto out;
+    }
+    if ((rc = fl_partition_new(train, cfg.partition, cfg.num_partitions, cfg.seed, &part))) {
+      status = fail(name, "--partition", rc);
+      goto out;
+    }
+    size_t n;
+    const uint32_t *idx = fl_partition_indices(part, cfg.partition_index, &n);
+    if ((rc = shard_copy(train, idx, n, &data))) {
+      status = fail(name, "partition", rc);
+      goto out;
+    }
+    fl_partition_destroy(&part);
+    fl_dataset_destroy(&train);
+    label_summary(data, labels, sizeof labels);
+    fprintf(stderr,
+            "fedlr-client[%s]: %s partition %u of %u (%s, seed %llu): %zu examples, %zu features%s\n",
+            name, cfg.dataset, cfg.partition_index, cfg.num_partitions, cfg.partition,
+            (unsigned long long)cfg.seed, data->n, data->dim, labels);
+  }
+  if (data->n == 0) {
+    fprintf(stderr, "fedlr-client[%s]: no examples to train on\n", name);
+    goto out;
+  }
+
+  if ((rc = install_signals())) {
+    status = fail(name, "signals", rc);
+    goto out;
+  }
+  fl_shard_t shard = {data, NULL, data->n};
+  fl_session_config_t sc = {
+      .endpoint = cfg.connect,
+      .name = name,
+      .want_slot = cfg.num_partitions > 0,
+      .slot = cfg.partition_index,
+      .quiet = cfg.quiet,
+      .interrupt_fd = sig_pipe[0],
+  };
+  session = fl_session_new(&sc, &shard, &rc);
+  if (!session) {
+    status = fail(name, "session", rc);
+    goto out;
+  }
+  rc = fl_session_run(session);
+  switch (rc) {
+  case FL_SESSION_DONE:
+    status = 0;
+    break;
+  case FL_SESSION_INTERRUPTED:
+    fprintf(stderr, "fedlr-client[%s]: %s: leaving\n", name, strsignal(sig_caught));
+    status = 128 + (sig_caught ? sig_caught : SIGTERM);
+    break;
+  case FL_SESSION_REFUSED:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+    status = 1;
+    break;
+  default:
+    (void)fail(name, "session", rc);
+    status = 1;
+    break;
+  }
+out:
+  fl_session_destroy(&session);
+  fl_partition_destroy(&part);
+  fl_dataset_destroy(&train);
+  fl_dataset_destroy(&data);
+  return status;
+}

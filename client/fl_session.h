@@ -1,0 +1,61 @@
+/* fl_session: a networked client's conversation with its coordinator.
+ *
+ * One DEALER socket, one thread, no background work: the session joins,
+ * trains each round it is sent (fl_trainer), sends the update, and keeps a
+ * heartbeat going every heartbeat_ms, idle or training (from the trainer's
+ * tick, on the same socket). Every message is one fedlr.Envelope in one
+ * ZeroMQ frame; everything received goes through fl_wire_decode() with
+ * control-message limits until a Welcome names the model, model limits
+ * after. A peer can make the session log and ignore a message, rejoin, or
+ * end; never crash.
+ *
+ * Liveness: if nothing arrives from the coordinator for
+ * max(5 heartbeats, 3 s) (2 s while waiting for a Welcome), the session
+ * assumes it restarted and sends Join again, backing off 0.5 s, 1 s, 2 s, ...
+ * up to 10 s between Joins; anything received resets the backoff. A
+ * Stop{rejoin} (the coordinator does not know us) also joins again. The
+ * transport itself reconnects (100 ms .. 5 s exponential); sends never block
+ * (ZMQ_IMMEDIATE: nothing queues for a coordinator that is not connected, so
+ * a restarted coordinator never sees stale Joins): a Join or update that
+ * cannot go out yet is retried, a heartbeat is dropped. */
+#ifndef FL_SESSION_H
+#define FL_SESSION_H
+
+#include <stdint.h>
+
+#include "fl_trainer.h"
+
+typedef struct fl_session fl_session_t;
+
+typedef struct {
+  const char *endpoint;   /* e.g. "tcp://127.0.0.1:7070" */
+  const char *name;       /* Join name: non-empty, printable, < FL_WIRE_MAX_STRING */
+  int want_slot;          /* ask for client id `slot` (the partition index) */
+  uint32_t slot;
+  int quiet;              /* no per-round lines */
+  int interrupt_fd;       /* readable = stop now (e.g. a signal self-pipe); -1 = none */
+} fl_session_config_t;
+
+/* How fl_session_run() ended (>= 0), or a negative FL_E* code. */
+enum {
+  FL_SESSION_DONE = 0,        /* Stop{error=false}: the run is over */
+  FL_SESSION_REFUSED = 1,     /* Stop{error=true} or an unusable Welcome (model, shapes) */
+  FL_SESSION_INTERRUPTED = 2  /* interrupt_fd became readable */
+};
+
+/* A session for the examples in `shard` (borrowed: must outlive the
+ * session). Creates its own ZeroMQ context and connects (connecting never
+ * waits for the peer). Strings in `c` are copied. Returns NULL with the
+ * code in *err and a detail in fl_err_msg() on failure. */
+fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *shard, int *err);
+
+/* Runs until the coordinator ends the run or refuses us, or interrupt_fd
+ * is readable. Progress and every event go to stderr, one line each,
+ * prefixed "fedlr-client[NAME]: ". The reason of a REFUSED end is in
+ * fl_err_msg(). */
+int fl_session_run(fl_session_t *s);
+
+/* Closes the socket (linger 1 s) and terminates the context. NULL-safe. */
+void fl_session_destroy(fl_session_t **s);
+
+#endif

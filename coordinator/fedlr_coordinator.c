@@ -1,0 +1,723 @@
+/* fedlr-coordinator: the round engine served over ZeroMQ.
+ *
+ * One ROUTER socket, driven by a libuv loop: the socket's ZMQ_FD is polled
+ * with uv_poll (edge-triggered: after every wake-up and every send we drain
+ * while ZMQ_EVENTS says POLLIN), a 250 ms tick checks client liveness, a
+ * one-shot timer is the round deadline, and SIGINT/SIGTERM end the run
+ * gracefully (checkpoint written, clients told to stop).
+ *
+ * Round policy. A round starts when at least --min-clients clients (or
+ * --min-available, if larger) are alive; it samples max(ceil(C*A),
+ * --min-clients) of the A live clients. It closes as soon as every sampled client has reported or died; or
+ * at the deadline (--round-timeout) if the reports reach the quorum
+ * (--quorum of the sampled clients), the late ones being dropped; otherwise
+ * the round is abandoned and run again with a fresh sample of live clients
+ * (logged). With all clients healthy, every round closes with all updates,
+ * which is what makes a networked run bit-identical to fedlr-sim.
+ *
+ * Input never hurts the coordinator: single-frame messages only,
+ * ZMQ_MAXMSGSIZE from the model size, every message decoded by the bounded
+ * codec and validated by the engine; a bad message is logged with its sender
+ * and reason and dropped. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+#include <zmq.h>
+
+#include "fl_blas.h"
+#include "fl_config.h"
+#include "fl_data.h"
+#include "fl_engine.h"
+#include "fl_error.h"
+#include "fl_file.h"
+#include "fl_metrics.h"
+#include "fl_rng.h"
+#include "fl_safetensors.h"
+#include "fl_wire.h"
+
+#define RID_MAX 256
+#define TICK_MS 250
+#define EXIT_INTERRUPTED 3
+
+/* A connected client, indexed by engine client id. */
+typedef struct {
+  uint8_t rid[RID_MAX]; /* ZeroMQ routing id of its current connection */
+  size_t rid_len;       /* 0: no connection bound */
+  int alive;
+  double last_seen;
+  uint32_t rounds;      /* rounds it contributed an update to */
+} peer_t;
+
+typedef struct {
+  fl_config_t cfg;
+  fl_engine_config_t ec;
+  fl_engine_t *engine;
+  fl_metrics_t *metrics;
+  fl_dataset_t *test;
+  void *zctx, *sock;
+  uv_loop_t *loop;
+  uv_poll_t poll;
+  uv_timer_t tick, deadline;
+  uv_signal_t sigint, sigterm;
+  peer_t *peers;
+  size_t cap_peers;
+  int round_open;
+  double run_t0, round_t0;
+  uint64_t bytes_in, bytes_out; /* this round */
+  uint32_t run_id;
+  char ckpt_path[FL_PATH_MAX + 32];
+  int done;                     /* the loop is shutting down */
+  int exit_code;
+} coord_t;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logf_(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "fedlr-coordinator: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+}
+
+/* A printable name for a routing id (hex), for logs about unknown peers. */
+static const char *rid_hex(const uint8_t *rid, size_t len, char *buf, size_t cap) {
+  size_t at = 0;
+  for (size_t i = 0; i < len && at + 3 < cap; i++) at += (size_t)snprintf(buf + at, cap - at, "%02x", rid[i]);
+  buf[at] = '\0';
+  return buf;
+}
+
+static long find_peer(const coord_t *c, const uint8_t *rid, size_t len) {
+  for (size_t i = 0; i < c->cap_peers; i++)
+    if (c->peers[i].rid_len == len && memcmp(c->peers[i].rid, rid, len) == 0) return (long)i;
+  return -1;
+}
+
+static int ensure_peers(coord_t *c, size_t n) {
+  if (n <= c->cap_peers) return 0;
+  size_t cap = c->cap_peers ? c->cap_peers : 64;
+  while (cap < n) cap *= 2;
+  peer_t *p = realloc(c->peers, cap * sizeof *p);
+  if (!p) return FL_ENOMEM;
+  memset(p + c->cap_peers, 0, (cap - c->cap_peers) * sizeof *p);
+  c->peers = p;
+  c->cap_peers = cap;
+  return 0;
+}
+
+static const char *client_label(const coord_t *c, uint32_t id, char *buf, size_t cap) {
+  const char *name = fl_engine_client_name(c->engine, id);
+  snprintf(buf, cap, "%s (id %u)", name ? name : "?", id);
+  return buf;
+}
+
+/* ---- sending ---- */
+
+/* Sends one encoded message to a routing id. Never blocks: a peer that is
+ * gone or whose queue is full just misses the message (its liveness and the
+ * round deadline deal with the consequences). */
+static int send_raw(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_t *buf, size_t len) {
+  if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0) {
+    char hex[2 * RID_MAX + 1];
+    logf_("send to %s failed: %s", rid_hex(rid, rid_len, hex, sizeof hex), zmq_strerror(errno));
+    return -1;
+  }
+  c->bytes_out += len;
+  return 0;
+}
+
+static int send_env(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr__Envelope *env) {
+  uint8_t *buf;
+  size_t len;
+  if (fl_wire_encode(env, &buf, &len) != 0) return -1;
+  int rc = send_raw(c, rid, rid_len, buf, len);
+  free(buf);
+  return rc;
+}
+
+static void send_stop(coord_t *c, const uint8_t *rid, size_t rid_len, const char *reason, int error,
+                      int rejoin) {
+  Fedlr__Stop st = FEDLR__STOP__INIT;
+  st.reason = (char *)reason;
+  st.error = error;
+  st.rejoin = rejoin;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_STOP;
+  env.stop = &st;
+  send_env(c, rid, rid_len, &env);
+}
+
+static void send_round_start(coord_t *c, uint32_t id) {
+  peer_t *p = &c->peers[id];
+  if (!p->rid_len) return;
+  uint8_t *buf;
+  size_t len;
+  if (fl_engine_encode_round_start(c->engine, id, &buf, &len) != 0) {
+    logf_("cannot encode round start: %s", fl_err_msg());
+    return;
+  }
+  send_raw(c, p->rid, p->rid_len, buf, len);
+  free(buf);
+}
+
+/* ---- rounds ---- */
+
+static void finish_run(coord_t *c, const char *why, int interrupted);
+static void on_deadline(uv_timer_t *t);
+
+/* Starts a round if none is open and enough clients are alive; arms its
+ * deadline. */
+static void maybe_start_round(coord_t *c) {
+  if (c->done || c->round_open || fl_engine_finished(c->engine)) return;
+  uint32_t need = c->cfg.min_available > c->cfg.min_clients ? c->cfg.min_available : c->cfg.min_clients;
+  if (fl_engine_num_available(c->engine) < need) return;
+  if (fl_engine_begin_round(c->engine) != 0) {
+    logf_("cannot start a round: %s", fl_err_msg());
+    return;
+  }
+  c->round_open = 1;
+  c->round_t0 = now_s();
+  c->bytes_in = c->bytes_out = 0;
+  const uint32_t *ids;
+  size_t m = fl_engine_sampled(c->engine, &ids);
+  for (size_t i = 0; i < m; i++) send_round_start(c, ids[i]);
+  uv_timer_start(&c->deadline, on_deadline, (uint64_t)(c->cfg.round_timeout * 1000.0), 0);
+}
+
+static void write_outputs(coord_t *c, int final) {
+  if (!c->cfg.out[0]) return;
+  if (fl_engine_save(c->engine, c->ckpt_path) != 0)
+    logf_("checkpoint %s failed: %s", c->ckpt_path, fl_err_msg());
+  if (!final) return;
+  char path[FL_PATH_MAX + 64];
+  char rounds[32], seed[32];
+  snprintf(rounds, sizeof rounds, "%u", fl_engine_rounds_done(c->engine));
+  snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->cfg.seed);
+  const char *meta[] = {"rounds", rounds, "seed", seed, "producer", "fedlr-coordinator", NULL};
+  snprintf(path, sizeof path, "%s/model.safetensors", c->cfg.out);
+  if (fl_safetensors_save(path, fl_engine_model(c->engine), fl_engine_weights(c->engine), meta))
+    logf_("writing %s failed: %s", path, fl_err_msg());
+  snprintf(path, sizeof path, "%s/chart.svg", c->cfg.out);
+  char title[FL_PATH_MAX + 256];
+  snprintf(title, sizeof title, "fedlr-coordinator %s, C=%g, %s", c->cfg.model, c->cfg.fraction,
+           c->cfg.schedule);
+  if (fl_metrics_write_svg(c->metrics, path, title)) logf_("writing %s failed", path);
+  snprintf(path, sizeof path, "%s/config.ini", c->cfg.out);
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fl_config_write(&c->cfg, FL_PROG_COORD, f);
+    fclose(f);
+  }
+}
+
+/* Closes the open round: with quorum, aggregate and evaluate; without,
+ * abandon it so that the same round index runs again with fresh clients. */
+static void close_round(coord_t *c, const char *why) {
+  uv_timer_stop(&c->deadline);
+  c->round_open = 0;
+  uint32_t round = fl_engine_round(c->engine);
+  const uint32_t *ids;
+  size_t m = fl_engine_sampled(c->engine, &ids);
+  char label[300];
+  if (!fl_engine_has_quorum(c->engine)) {
+    logf_("round %u: %zu of %zu sampled clients reported (%s), below the quorum %.2f: retrying "
+          "the round with a fresh sample of live clients",
+          round, fl_engine_reported(c->engine), m, why, c->cfg.quorum);
+    fl_engine_abort_round(c->engine);
+    maybe_start_round(c);
+    return;
+  }
+  /* Participants and drop-outs, for the metrics line. */
+  size_t cap = 64 + 24 * m, at = 0, at2 = 0;
+  char *parts = malloc(cap), *dropped = malloc(cap);
+  if (parts && dropped) {
+    parts[0] = dropped[0] = '\0';
+    for (size_t i = 0; i < m; i++) {
+      int rep = fl_engine_has_reported(c->engine, ids[i]);
+      if (rep) {
+        c->peers[ids[i]].rounds++;
+        at += (size_t)snprintf(parts + at, cap - at, "%s%u", at ? "," : "", ids[i]);
+      } else {
+        at2 += (size_t)snprintf(dropped + at2, cap - at2, "%s%u", at2 ? "," : "", ids[i]);
+        logf_("round %u: dropped %s (%s)", round, client_label(c, ids[i], label, sizeof label), why);
+      }
+    }
+  }
+  fl_round_metrics_t rm;
+  if (fl_engine_end_round(c->engine, &rm) != 0) {
+    logf_("round %u: %s", round, fl_err_msg());
+    free(parts);
+    free(dropped);
+    return;
+  }
+  double t = now_s();
+  rm.seconds = t - c->round_t0;
+  rm.elapsed = t - c->run_t0;
+  rm.bytes_sent = c->bytes_out;
+  rm.bytes_received = c->bytes_in;
+  char *extra = NULL;
+  if (parts && dropped) {
+    extra = malloc(2 * cap + 64);
+    if (extra) snprintf(extra, 2 * cap + 64, "\"participants\":[%s],\"dropped\":[%s]", parts, dropped);
+  }
+  if (fl_metrics_add(c->metrics, &rm, extra) != 0) logf_("metrics: %s", fl_err_msg());
+  free(extra);
+  free(parts);
+  free(dropped);
+  if (!c->cfg.quiet) {
+    fl_metrics_print_progress(stdout, &rm);
+    fflush(stdout);
+  }
+  int last = fl_engine_finished(c->engine);
+  if (last || fl_engine_rounds_done(c->engine) % c->cfg.checkpoint_every == 0) write_outputs(c, 0);
+  if (last) {
+    char why_done[128];
+    snprintf(why_done, sizeof why_done, "run finished after %u rounds, test accuracy %.4f",
+             rm.round, rm.test_accuracy);
+    finish_run(c, why_done, 0);
+    return;
+  }
+  maybe_start_round(c);
+}
+
+/* Closes the round early when nothing more can arrive: every sampled client
+ * has reported or is dead. */
+static void check_round(coord_t *c) {
+  if (!c->round_open) return;
+  const uint32_t *ids;
+  size_t m = fl_engine_sampled(c->engine, &ids);
+  for (size_t i = 0; i < m; i++)
+    if (!fl_engine_has_reported(c->engine, ids[i]) && c->peers[ids[i]].alive) return;
+  close_round(c, fl_engine_reported(c->engine) == m ? "all reported" : "the others died");
+}
+
+static void on_deadline(uv_timer_t *t) {
+  coord_t *c = t->data;
+  if (c->round_open) close_round(c, "round deadline");
+}
+
+/* ---- receiving ---- */
+
+static void mark_dead(coord_t *c, uint32_t id, const char *why) {
+  peer_t *p = &c->peers[id];
+  if (!p->alive) return;
+  p->alive = 0;
+  fl_engine_set_available(c->engine, id, 0);
+  char label[300];
+  logf_("client %s is dead: %s", client_label(c, id, label, sizeof label), why);
+}
+
+static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr__Join *j) {
+  const fl_model_spec_t *m = fl_engine_model(c->engine);
+  uint32_t id;
+  int rc;
+  char reason[512];
+  if (fl_engine_find_client(c->engine, j->name, &id) == 0) {
+    if (j->want_slot && j->slot != id) {
+      snprintf(reason, sizeof reason, "name '%s' is client %u, not %u", j->name, id, j->slot);
+      rc = FL_EINVAL;
+    } else {
+      rc = fl_engine_add_client_at(c->engine, id, j->name, j->num_examples); /* rejoin */
+    }
+  } else if (j->want_slot) {
+    id = j->slot;
+    rc = id >= c->cfg.clients
+             ? fl_err_set(FL_ERANGE, "slot %u is beyond --clients %u", id, c->cfg.clients)
+             : fl_engine_add_client_at(c->engine, id, j->name, j->num_examples);
+  } else {
+    rc = fl_engine_add_client(c->engine, j->name, j->num_examples, &id);
+    if (!rc && id >= c->cfg.clients) {
+      rc = fl_err_set(FL_ERANGE, "the run is full (--clients %u)", c->cfg.clients);
+    }
+  }
+  if (rc && rc != FL_EINVAL) snprintf(reason, sizeof reason, "%s", fl_err_msg());
+  else if (rc) snprintf(reason, sizeof reason, "%s", fl_err_msg()[0] ? fl_err_msg() : "refused");
+  if (rc || ensure_peers(c, (size_t)id + 1) != 0) {
+    char hex[2 * RID_MAX + 1];
+    logf_("refused join of '%s' from %s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex), reason);
+    send_stop(c, rid, rid_len, reason, 1, 0);
+    return;
+  }
+  /* Bind this connection to the client; a connection bound to another
+   * client before is released. */
+  long other = find_peer(c, rid, rid_len);
+  if (other >= 0 && (uint32_t)other != id) c->peers[other].rid_len = 0;
+  peer_t *p = &c->peers[id];
+  int was_alive = p->alive;
+  memcpy(p->rid, rid, rid_len);
+  p->rid_len = rid_len;
+  p->alive = 1;
+  p->last_seen = now_s();
+  fl_engine_set_available(c->engine, id, 1);
+  char label[300];
+  logf_("client %s joined with %" PRIu64 " examples%s (%zu alive)",
+        client_label(c, id, label, sizeof label), j->num_examples, was_alive ? " (rejoin)" : "",
+        fl_engine_num_available(c->engine));
+
+  char run_id[16];
+  snprintf(run_id, sizeof run_id, "%08x", c->run_id);
+  Fedlr__Welcome w = FEDLR__WELCOME__INIT;
+  w.client_id = id;
+  w.run_id = run_id;
+  w.model = (char *)m->spec;
+  w.input_dim = (uint32_t)m->dims[0];
+  w.num_classes = (uint32_t)m->dims[m->num_layers];
+  w.heartbeat_ms = (uint32_t)(c->cfg.heartbeat * 1000.0);
+  w.rounds = c->cfg.rounds;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
+  env.welcome = &w;
+  send_env(c, rid, rid_len, &env);
+  /* A sampled client that reconnects mid-round gets its round again. */
+  if (c->round_open && fl_engine_is_sampled(c->engine, id) && !fl_engine_has_reported(c->engine, id))
+    send_round_start(c, id);
+  maybe_start_round(c);
+}
+
+static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_t *buf,
+                           size_t len) {
+  c->bytes_in += len;
+  long pid = find_peer(c, rid, rid_len);
+  char who[2 * RID_MAX + 64], hex[2 * RID_MAX + 1];
+  if (pid >= 0) client_label(c, (uint32_t)pid, who, sizeof who);
+  else snprintf(who, sizeof who, "unknown peer %s", rid_hex(rid, rid_len, hex, sizeof hex));
+  Fedlr__Envelope *env = NULL;
+  if (fl_wire_decode(buf, len, fl_engine_limits(c->engine), &env) != 0) {
+    logf_("dropped a bad message from %s (%zu bytes): %s", who, len, fl_err_msg());
+    return;
+  }
+  if (pid >= 0) {
+    c->peers[pid].last_seen = now_s();
+    if (!c->peers[pid].alive) {
+      c->peers[pid].alive = 1;
+      fl_engine_set_available(c->engine, (uint32_t)pid, 1);
+      logf_("client %s is alive again", who);
+    }
+  }
+  switch (env->body_case) {
+  case FEDLR__ENVELOPE__BODY_JOIN:
+    handle_join(c, rid, rid_len, env->join);
+    break;
+  case FEDLR__ENVELOPE__BODY_HEARTBEAT:
+    if (pid < 0) {
+      send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
+    } else {
+      Fedlr__Heartbeat hb = FEDLR__HEARTBEAT__INIT;
+      hb.client_id = (uint32_t)pid;
+      hb.round = fl_engine_round(c->engine);
+      Fedlr__Envelope reply = FEDLR__ENVELOPE__INIT;
+      reply.body_case = FEDLR__ENVELOPE__BODY_HEARTBEAT;
+      reply.heartbeat = &hb;
+      send_env(c, rid, rid_len, &reply);
+    }
+    break;
+  case FEDLR__ENVELOPE__BODY_UPDATE:
+    if (pid < 0) {
+      logf_("dropped an update from %s: not joined (asked to join again)", who);
+      send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
+    } else if (fl_engine_submit_update(c->engine, (uint32_t)pid, env->update) != 0) {
+      logf_("rejected an update from %s: %s", who, fl_err_msg());
+    } else {
+      check_round(c);
+    }
+    break;
+  default:
+    logf_("dropped a message of kind %d from %s: clients may not send it", (int)env->body_case, who);
+    break;
+  }
+  fl_wire_free(&env);
+}
+
+/* Receives everything queued. ZMQ_FD is edge-triggered: we must read until
+ * ZMQ_EVENTS no longer reports POLLIN, or we would never be woken again. */
+static void drain(coord_t *c) {
+  static uint8_t rid[RID_MAX];
+  for (;;) {
+    if (c->done) return;
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
+    int n = zmq_recv(c->sock, rid, sizeof rid, ZMQ_DONTWAIT);
+    if (n < 0) return;
+    size_t rid_len = (size_t)n > sizeof rid ? sizeof rid : (size_t)n;
+    int more = 0;
+    sz = sizeof more;
+    zmq_getsockopt(c->sock, ZMQ_RCVMORE, &more, &sz);
+    if (!more) continue;
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&msg);
+      continue;
+    }
+    zmq_getsockopt(c->sock, ZMQ_RCVMORE, &more, &sz);
+    if (more) {
+      /* Multipart: not ours. Drop every frame of it. */
+      size_t frames = 1, bytes = zmq_msg_size(&msg);
+      while (more) {
+        if (zmq_msg_recv(&msg, c->sock, ZMQ_DONTWAIT) < 0) break;
+        frames++;
+        bytes += zmq_msg_size(&msg);
+        zmq_getsockopt(c->sock, ZMQ_RCVMORE, &more, &sz);
+      }
+      char hex[2 * RID_MAX + 1];
+      logf_("dropped a %zu-frame message (%zu bytes) from %s: messages are single-frame", frames,
+            bytes, rid_hex(rid, rid_len, hex, sizeof hex));
+      c->bytes_in += bytes;
+    } else {
+      handle_message(c, rid, rid_len, zmq_msg_data(&msg), zmq_msg_size(&msg));
+    }
+    zmq_msg_close(&msg);
+  }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  drain(h->data);
+}
+
+static void on_tick(uv_timer_t *t) {
+  coord_t *c = t->data;
+  double now = now_s();
+  for (size_t i = 0; i < c->cap_peers; i++) {
+    peer_t *p = &c->peers[i];
+    if (p->alive && now - p->last_seen > c->cfg.client_timeout) {
+      char why[64];
+      snprintf(why, sizeof why, "silent for %.1f s", now - p->last_seen);
+      mark_dead(c, (uint32_t)i, why);
+    }
+  }
+  check_round(c);
+  maybe_start_round(c);
+  drain(c); /* sends above may have changed ZMQ_EVENTS */
+}
+
+static void on_close(uv_handle_t *h) { (void)h; }
+
+/* Tells every client the run is over and stops the loop. */
+static void finish_run(coord_t *c, const char *why, int interrupted) {
+  if (c->done) return;
+  c->done = 1;
+  c->exit_code = interrupted ? EXIT_INTERRUPTED : 0;
+  logf_("%s", why);
+  for (size_t i = 0; i < c->cap_peers; i++)
+    if (c->peers[i].rid_len) send_stop(c, c->peers[i].rid, c->peers[i].rid_len, why, 0, 0);
+  write_outputs(c, 1); /* an interrupted run: the checkpoint of its last completed round */
+  if (c->cap_peers) {
+    uint32_t lo = UINT32_MAX, hi = 0, n = 0;
+    double sum = 0;
+    for (size_t i = 0; i < c->cap_peers; i++) {
+      if (!fl_engine_client_name(c->engine, (uint32_t)i)) continue;
+      uint32_t r = c->peers[i].rounds;
+      lo = r < lo ? r : lo;
+      hi = r > hi ? r : hi;
+      sum += r;
+      n++;
+    }
+    if (n) logf_("participation: %u clients, rounds per client min %u, mean %.1f, max %u", n, lo,
+                 sum / n, hi);
+  }
+  uv_timer_stop(&c->tick);
+  uv_timer_stop(&c->deadline);
+  uv_poll_stop(&c->poll);
+  uv_signal_stop(&c->sigint);
+  uv_signal_stop(&c->sigterm);
+  uv_close((uv_handle_t *)&c->tick, on_close);
+  uv_close((uv_handle_t *)&c->deadline, on_close);
+  uv_close((uv_handle_t *)&c->poll, on_close);
+  uv_close((uv_handle_t *)&c->sigint, on_close);
+  uv_close((uv_handle_t *)&c->sigterm, on_close);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  coord_t *c = s->data;
+  if (c->round_open) {
+    uv_timer_stop(&c->deadline);
+    fl_engine_abort_round(c->engine);
+    c->round_open = 0;
+  }
+  char why[FL_PATH_MAX + 128];
+  snprintf(why, sizeof why, "interrupted by signal %d after %u rounds; continue with --resume %s",
+           signum, fl_engine_rounds_done(c->engine), c->cfg.out[0] ? c->cfg.out : "DIR");
+  finish_run(c, why, 1);
+}
+
+/* ---- setup ---- */
+
+/* Keeps only the metrics lines of rounds <= rounds_done (a resumed run
+ * redoes the round that was in flight). */
+static int trim_metrics(const char *path, uint32_t rounds_done) {
+  uint8_t *buf;
+  size_t len;
+  int rc = fl_file_read_all(path, (size_t)1 << 30, &buf, &len);
+  if (rc == FL_ENOENT) return 0;
+  if (rc) return rc;
+  char *out = malloc(len + 1);
+  size_t at = 0;
+  if (!out) {
+    free(buf);
+    return FL_ENOMEM;
+  }
+  char *line = (char *)buf;
+  while (line && *line) {
+    char *nl = strchr(line, '\n');
+    size_t l = nl ? (size_t)(nl - line) + 1 : strlen(line);
+    const char *r = strstr(line, "\"round\":");
+    unsigned long round = r && (!nl || r < nl) ? strtoul(r + 8, NULL, 10) : 0;
+    if (round >= 1 && round <= rounds_done) {
+      memcpy(out + at, line, l);
+      at += l;
+    }
+    line = nl ? nl + 1 : NULL;
+  }
+  rc = fl_file_write_atomic(path, out, at);
+  free(out);
+  free(buf);
+  return rc;
+}
+
+static int setup_socket(coord_t *c) {
+  const fl_wire_limits_t *lim = fl_engine_limits(c->engine);
+  int64_t maxmsg = (int64_t)lim->max_message;
+  int linger = 2000, mandatory = 1;
+  c->zctx = zmq_ctx_new();
+  if (!c->zctx) return fl_err_set(FL_ENOMEM, "zmq_ctx_new: %s", zmq_strerror(errno));
+  c->sock = zmq_socket(c->zctx, ZMQ_ROUTER);
+  if (!c->sock) return fl_err_set(FL_ENOMEM, "zmq_socket: %s", zmq_strerror(errno));
+  if (zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+      zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_setsockopt(c->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory))
+    return fl_err_set(FL_EINVAL, "zmq_setsockopt: %s", zmq_strerror(errno));
+  if (zmq_bind(c->sock, c->cfg.bind) != 0)
+    return fl_err_set(FL_EINVAL, "cannot bind %s: %s", c->cfg.bind, zmq_strerror(errno));
+  return 0;
+}
+
+static int load_test(coord_t *c) {
+  const char *ds = c->cfg.dataset;
+  if (c->cfg.test_data[0]) return fl_dataset_load_file(c->cfg.test_data, &c->test);
+  int is_file = strchr(ds, '/') || strstr(ds, ".csv") || access(ds, F_OK) == 0;
+  if (is_file)
+    return fl_err_set(FL_EINVAL, "--dataset is a file: give the test set with --test-data (the "
+                                 "coordinator evaluates; clients hold the training data)");
+  return fl_dataset_load_named(ds, c->cfg.data_dir, 0, &c->test);
+}
+
+int main(int argc, char **argv) {
+  fl_blas_setup(argc, argv);
+  coord_t *c = calloc(1, sizeof *c);
+  if (!c) return 1;
+  fl_config_defaults(&c->cfg);
+  int want_help = 0, status = 1, rc;
+  if ((rc = fl_config_parse(&c->cfg, FL_PROG_COORD, argc, argv, &want_help)) || want_help) {
+    if (want_help) fl_config_print_help(stdout, FL_PROG_COORD, "fedlr-coordinator");
+    else fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    free(c);
+    return want_help ? 0 : 2;
+  }
+  fl_config_t *cfg = &c->cfg;
+  if (cfg->resume[0] && !cfg->out[0]) snprintf(cfg->out, sizeof cfg->out, "%s", cfg->resume);
+  if (cfg->min_clients > cfg->clients || cfg->min_available > cfg->clients) {
+    fprintf(stderr, "fedlr-coordinator: --min-clients %u / --min-available %u exceed --clients %u\n",
+            cfg->min_clients, cfg->min_available, cfg->clients);
+    free(c);
+    return 2;
+  }
+  if ((rc = load_test(c))) {
+    fprintf(stderr, "fedlr-coordinator: loading test data: %s\n", fl_err_msg());
+    goto out;
+  }
+  if ((rc = fl_engine_config_from(&c->ec, cfg, c->test->dim, c->test->num_classes, c->test))) {
+    fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    status = 2;
+    goto out;
+  }
+  c->engine = fl_engine_new(&c->ec, &rc);
+  if (!c->engine) {
+    fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    goto out;
+  }
+  if (cfg->out[0]) {
+    if ((rc = fl_file_mkdirs(cfg->out))) {
+      fprintf(stderr, "fedlr-coordinator: --out %s: %s\n", cfg->out, fl_err_msg());
+      goto out;
+    }
+    snprintf(c->ckpt_path, sizeof c->ckpt_path, "%s/checkpoint.safetensors", cfg->out);
+  }
+  int append = 0;
+  if (cfg->resume[0]) {
+    char path[FL_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", cfg->resume);
+    if ((rc = fl_engine_load(c->engine, path))) {
+      fprintf(stderr, "fedlr-coordinator: --resume: %s\n", fl_err_msg());
+      goto out;
+    }
+    logf_("resumed from %s after %u rounds", path, fl_engine_rounds_done(c->engine));
+    if (cfg->metrics[0] && (rc = trim_metrics(cfg->metrics, fl_engine_rounds_done(c->engine)))) {
+      fprintf(stderr, "fedlr-coordinator: --metrics %s: %s\n", cfg->metrics, fl_err_msg());
+      goto out;
+    }
+    append = 1;
+  }
+  if ((rc = fl_metrics_new(cfg->metrics, append, &c->metrics))) {
+    fprintf(stderr, "fedlr-coordinator: --metrics: %s\n", fl_err_msg());
+    goto out;
+  }
+  if ((rc = setup_socket(c))) {
+    fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    goto out;
+  }
+  c->run_id = (uint32_t)fl_rng_derive(cfg->seed, 77, (uint64_t)time(NULL), (uint64_t)getpid());
+  logf_("OpenBLAS core %s; model %s (%zu parameters); listening on %s; waiting for %u client(s)",
+        fl_blas_corename(), c->ec.model.spec, c->ec.model.num_params, cfg->bind, cfg->min_clients);
+
+  c->loop = uv_default_loop();
+  int fd;
+  size_t fdsz = sizeof fd;
+  zmq_getsockopt(c->sock, ZMQ_FD, &fd, &fdsz);
+  uv_poll_init(c->loop, &c->poll, fd);
+  uv_timer_init(c->loop, &c->tick);
+  uv_timer_init(c->loop, &c->deadline);
+  uv_signal_init(c->loop, &c->sigint);
+  uv_signal_init(c->loop, &c->sigterm);
+  c->poll.data = c->tick.data = c->deadline.data = c->sigint.data = c->sigterm.data = c;
+  uv_poll_start(&c->poll, UV_READABLE, on_poll);
+  uv_timer_start(&c->tick, on_tick, TICK_MS, TICK_MS);
+  uv_signal_start(&c->sigint, on_signal, SIGINT);
+  uv_signal_start(&c->sigterm, on_signal, SIGTERM);
+  c->run_t0 = now_s();
+  if (fl_engine_finished(c->engine)) finish_run(c, "the checkpoint's run is already finished", 0);
+  uv_run(c->loop, UV_RUN_DEFAULT);
+  uv_loop_close(c->loop);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  logf_("exiting (status %d), peak memory %.0f MiB", c->exit_code, (double)ru.ru_maxrss / 1024.0);
+  status = c->exit_code;
+out:
+  if (c->sock) zmq_close(c->sock);
+  if (c->zctx) zmq_ctx_term(c->zctx);
+  fl_metrics_destroy(&c->metrics);
+  fl_engine_destroy(&c->engine);
+  fl_dataset_destroy(&c->test);
+  free(c->peers);
+  free(c);
+  return status;
+}

@@ -1,0 +1,530 @@
+/* fl_badpeer: a hostile fedlr peer for integration tests (not a ctest test).
+ *
+ *   fl_badpeer --connect EP --name NAME --slot N --model SPEC --input-dim D
+ *              --classes K [--timeout SEC] [--rounds R] [--examples E]
+ *
+ * Over one DEALER socket it sends, in order, and logs each step to stdout as
+ * "badpeer: <step>: <result>":
+ *   a) three random byte strings (fixed seed): no reply expected;
+ *   b) the first half of an encoded Join: no reply expected;
+ *   c) a 2-frame message (each frame a valid Heartbeat): no reply expected;
+ *   d) an Update before joining: a Stop{rejoin} reply expected;
+ *   e) one frame of max_message + 1 zero bytes: the coordinator's
+ *      ZMQ_MAXMSGSIZE drops the connection and the DEALER reconnects;
+ *   f) Join{NAME, slot N}: a Welcome expected; then for each of R RoundStarts
+ *      (heartbeating meanwhile, so it stays alive and sampled) it sends an
+ *      Update with wrong shapes, one with a NaN, one for round+100, one
+ *      claiming client N+1, one with 10^12 examples, a Welcome and a
+ *      duplicate Join. It never sends a valid update; the coordinator's log
+ *      is where the rejections show;
+ *   g) closes its socket and exits 0.
+ * Exit 1 if an expected reply does not come within --timeout, 2 on bad
+ * usage. Every send is ZMQ_DONTWAIT (retried while the queue is full, within
+ * the timeout); LINGER is 1000 ms. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "fl_error.h"
+#include "fl_model.h"
+#include "fl_rng.h"
+#include "fl_wire.h"
+
+#define MON_EP "inproc://fl-badpeer-monitor"
+
+typedef struct {
+  const char *connect, *name, *model;
+  uint32_t slot, rounds;
+  size_t input_dim, classes;
+  uint64_t examples;
+  double timeout;
+} opts_t;
+
+typedef struct {
+  opts_t o;
+  void *ctx, *sock, *mon;
+  fl_model_spec_t m;
+  fl_wire_limits_t lim;
+  float *params;     /* (num_params) valid-looking weights */
+  float *nan_params; /* (num_params) the same with one NaN */
+  fl_model_spec_t bad_m;
+  float *bad_params; /* (bad_m.num_params) a model with one input fewer */
+  uint32_t client_id;
+  uint32_t heartbeat_ms;
+} peer_t;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void step(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void step(const char *name, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("badpeer: %s: ", name);
+  vprintf(fmt, ap);
+  printf("\n");
+  fflush(stdout);
+  va_end(ap);
+}
+
+/* Sends one frame without blocking; while the queue is full (EAGAIN) it
+ * retries for up to the timeout. 0 or -1. */
+static int send_frame(peer_t *p, const void *buf, size_t len, int more) {
+  double t_end = now_s() + p->o.timeout;
+  for (;;) {
+    if (zmq_send(p->sock, buf, len, ZMQ_DONTWAIT | (more ? ZMQ_SNDMORE : 0)) >= 0) return 0;
+    if (errno != EAGAIN || now_s() > t_end) {
+      step("send", "FAIL: %zu bytes: %s", len, zmq_strerror(errno));
+      return -1;
+    }
+    zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLOUT, 0};
+    zmq_poll(&it, 1, 50);
+  }
+}
+
+static int send_env(peer_t *p, const Fedlr__Envelope *env) {
+  uint8_t *buf;
+  size_t len;
+  if (fl_wire_encode(env, &buf, &len) != 0) {
+    step("encode", "FAIL: %s", fl_err_msg());
+    return -1;
+  }
+  int rc = send_frame(p, buf, len, 0);
+  free(buf);
+  return rc;
+}
+
+/* Receives and decodes one message within `ms` milliseconds. 1 and *out set,
+ * 0 on timeout, -1 on an undecodable reply (logged). */
+static int recv_env(peer_t *p, long ms, Fedlr__Envelope **out) {
+  *out = NULL;
+  zmq_pollitem_t it = {p->sock, 0, ZMQ_POLLIN, 0};
+  if (zmq_poll(&it, 1, ms < 0 ? 0 : ms) <= 0 || !(it.revents & ZMQ_POLLIN)) return 0;
+  zmq_msg_t msg;
+  zmq_msg_init(&msg);
+  if (zmq_msg_recv(&msg, p->sock, ZMQ_DONTWAIT) < 0) {
+    zmq_msg_close(&msg);
+    return 0;
+  }
+  int rc = fl_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &p->lim, out);
+  if (rc) step("recv", "undecodable reply of %zu bytes: %s", zmq_msg_size(&msg), fl_err_msg());
+  zmq_msg_close(&msg);
+  return rc ? -1 : 1;
+}
+
+static const char *kind_name(int k) {
+  switch (k) {
+  case FEDLR__ENVELOPE__BODY_JOIN: return "Join";
+  case FEDLR__ENVELOPE__BODY_WELCOME: return "Welcome";
+  case FEDLR__ENVELOPE__BODY_ROUND_START: return "RoundStart";
+  case FEDLR__ENVELOPE__BODY_UPDATE: return "Update";
+  case FEDLR__ENVELOPE__BODY_HEARTBEAT: return "Heartbeat";
+  case FEDLR__ENVELOPE__BODY_STOP: return "Stop";
+  default: return "?";
+  }
+}
+
+/* Expects silence for `ms`: 0 if nothing came, -1 (logged) otherwise. */
+static int expect_silence(peer_t *p, const char *name, long ms) {
+  Fedlr__Envelope *env;
+  int r = recv_env(p, ms, &env);
+  if (r == 0) {
+    step(name, "ok: no reply within %ld ms", ms);
+    return 0;
+  }
+  step(name, "FAIL: unexpected reply (%s)", env ? kind_name(env->body_case) : "undecodable");
+  fl_wire_free(&env);
+  return -1;
+}
+
+/* ---- messages ---- */
+
+static void make_join(peer_t *p, Fedlr__Join *j, Fedlr__Envelope *env) {
+  fedlr__join__init(j);
+  j->protocol_version = FL_WIRE_PROTOCOL_VERSION;
+  j->name = (char *)p->o.name;
+  j->num_examples = p->o.examples;
+  j->want_slot = 1;
+  j->slot = p->o.slot;
+  fedlr__envelope__init(env);
+  env->body_case = FEDLR__ENVELOPE__BODY_JOIN;
+  env->join = j;
+}
+
+static int send_join(peer_t *p) {
+  Fedlr__Join j;
+  Fedlr__Envelope env;
+  make_join(p, &j, &env);
+  return send_env(p, &env);
+}
+
+static int send_heartbeat(peer_t *p, uint32_t round) {
+  Fedlr__Heartbeat hb = FEDLR__HEARTBEAT__INIT;
+  hb.client_id = p->client_id;
+  hb.round = round;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_HEARTBEAT;
+  env.heartbeat = &hb;
+  return send_env(p, &env);
+}
+
+/* An Update over `params` of model `m` (full weights, not a delta). */
+static int send_update(peer_t *p, const fl_model_spec_t *m, const float *params, uint32_t round,
+                       uint32_t client_id, uint64_t num_examples) {
+  fl_wire_tensors_t tv;
+  fl_wire_tensors_init(&tv, m, params);
+  Fedlr__Update u = FEDLR__UPDATE__INIT;
+  u.round = round;
+  u.client_id = client_id;
+  u.num_examples = num_examples;
+  u.is_delta = 0;
+  u.n_weights = tv.n;
+  u.weights = tv.ptrs;
+  u.train_loss = 1.0;
+  u.steps = 1;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
+  env.update = &u;
+  return send_env(p, &env);
+}
+
+/* ---- steps ---- */
+
+static int step_random(peer_t *p) {
+  static const size_t lens[3] = {1, 57, 4096};
+  fl_rng_t rng;
+  fl_rng_seed(&rng, 0xbad0bad0ULL);
+  uint8_t buf[4096];
+  for (int i = 0; i < 3; i++) {
+    for (size_t k = 0; k < lens[i]; k++) buf[k] = (uint8_t)fl_rng_u64(&rng);
+    if (send_frame(p, buf, lens[i], 0)) return -1;
+  }
+  step("a random bytes", "sent 3 strings of 1, 57, 4096 bytes");
+  return expect_silence(p, "a random bytes", 500);
+}
+
+static int step_truncated_join(peer_t *p) {
+  Fedlr__Join j;
+  Fedlr__Envelope env;
+  make_join(p, &j, &env);
+  uint8_t *buf;
+  size_t len;
+  if (fl_wire_encode(&env, &buf, &len) != 0) return -1;
+  int rc = send_frame(p, buf, len / 2, 0);
+  free(buf);
+  if (rc) return -1;
+  step("b truncated join", "sent %zu of %zu bytes", len / 2, len);
+  return expect_silence(p, "b truncated join", 500);
+}
+
+static int step_multipart(peer_t *p) {
+  Fedlr__Heartbeat hb = FEDLR__HEARTBEAT__INIT;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_HEARTBEAT;
+  env.heartbeat = &hb;
+  uint8_t *buf;
+  size_t len;
+  if (fl_wire_encode(&env, &buf, &len) != 0) return -1;
+  /* Each frame alone would be answered (Stop{rejoin}, we are unknown): the
+   * silence shows the coordinator dropped the message whole. */
+  int rc = send_frame(p, buf, len, 1) || send_frame(p, buf, len, 0);
+  free(buf);
+  if (rc) return -1;
+  step("c multipart", "sent a 2-frame message (a Heartbeat in each frame)");
+  return expect_silence(p, "c multipart", 500);
+}
+
+static int step_update_unjoined(peer_t *p) {
+  if (send_update(p, &p->m, p->params, 1, p->o.slot, p->o.examples)) return -1;
+  double t_end = now_s() + p->o.timeout;
+  while (now_s() < t_end) {
+    Fedlr__Envelope *env;
+    int r = recv_env(p, (long)((t_end - now_s()) * 1000.0) + 1, &env);
+    if (r == 0) break;
+    if (r < 0) continue;
+    int is_stop = env->body_case == FEDLR__ENVELOPE__BODY_STOP;
+    if (is_stop && env->stop->rejoin) {
+      step("d update before join", "ok: Stop{rejoin=true, reason '%s'}", env->stop->reason);
+      fl_wire_free(&env);
+      return 0;
+    }
+    step("d update before join", "ignored a %s%s", kind_name(env->body_case),
+         is_stop ? " without rejoin" : "");
+    fl_wire_free(&env);
+  }
+  step("d update before join", "FAIL: no Stop{rejoin=true} within %.1f s", p->o.timeout);
+  return -1;
+}
+
+/* Waits for the monitor event `want` (a ZMQ_EVENT_* bit) until t_end. */
+static int wait_event(peer_t *p, int want, double t_end) {
+  while (now_s() < t_end) {
+    zmq_pollitem_t it = {p->mon, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, (long)((t_end - now_s()) * 1000.0) + 1) <= 0) continue;
+    zmq_msg_t f1, f2;
+    zmq_msg_init(&f1);
+    zmq_msg_init(&f2);
+    int ev = -1;
+    if (zmq_msg_recv(&f1, p->mon, ZMQ_DONTWAIT) >= 0 && zmq_msg_size(&f1) >= 2) {
+      uint16_t e16;
+      memcpy(&e16, zmq_msg_data(&f1), sizeof e16);
+      ev = e16;
+      zmq_msg_recv(&f2, p->mon, 0); /* the endpoint frame */
+    }
+    zmq_msg_close(&f1);
+    zmq_msg_close(&f2);
+    if (ev == want) return 0;
+  }
+  return -1;
+}
+
+static int step_oversize(peer_t *p) {
+  size_t len = p->lim.max_message + 1;
+  uint8_t *buf = calloc(len, 1);
+  if (!buf) return -1;
+  int rc = send_frame(p, buf, len, 0);
+  free(buf);
+  if (rc) return -1;
+  step("e oversize", "sent one frame of %zu bytes (limit %zu)", len, p->lim.max_message);
+  double t_end = now_s() + p->o.timeout;
+  if (wait_event(p, ZMQ_EVENT_DISCONNECTED, t_end) != 0) {
+    step("e oversize", "FAIL: the coordinator kept the connection (ZMQ_MAXMSGSIZE not set?)");
+    return -1;
+  }
+  if (wait_event(p, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, t_end) != 0) {
+    step("e oversize", "FAIL: dropped, but no reconnect within %.1f s", p->o.timeout);
+    return -1;
+  }
+  step("e oversize", "ok: the coordinator dropped the connection; reconnected");
+  return 0;
+}
+
+static int step_join(peer_t *p) {
+  double t_end = now_s() + p->o.timeout, t_next = 0;
+  while (now_s() < t_end) {
+    /* Resend the Join every second: a message queued across the
+     * reconnection may be lost. Repeats are idempotent rejoins. */
+    if (now_s() >= t_next) {
+      if (send_join(p)) return -1;
+      t_next = now_s() + 1.0;
+    }
+    Fedlr__Envelope *env;
+    int r = recv_env(p, (long)((t_next - now_s()) * 1000.0) + 1, &env);
+    if (r <= 0) continue;
+    if (env->body_case == FEDLR__ENVELOPE__BODY_WELCOME) {
+      p->client_id = env->welcome->client_id;
+      p->heartbeat_ms = env->welcome->heartbeat_ms ? env->welcome->heartbeat_ms : 1000;
+      step("f join", "%s: Welcome as client %u (model %s, heartbeat %u ms)",
+           p->client_id == p->o.slot ? "ok" : "FAIL", p->client_id, env->welcome->model,
+           p->heartbeat_ms);
+      int ok = p->client_id == p->o.slot;
+      fl_wire_free(&env);
+      return ok ? 0 : -1;
+    }
+    if (env->body_case == FEDLR__ENVELOPE__BODY_STOP) {
+      step("f join", "FAIL: refused: %s", env->stop->reason);
+      fl_wire_free(&env);
+      return -1;
+    }
+    step("f join", "ignored a %s", kind_name(env->body_case));
+    fl_wire_free(&env);
+  }
+  step("f join", "FAIL: no Welcome within %.1f s", p->o.timeout);
+  return -1;
+}
+
+/* The hostile updates and messages for round `r`. */
+static int attack_round(peer_t *p, uint32_t r) {
+  uint32_t id = p->client_id;
+  if (send_update(p, &p->bad_m, p->bad_params, r, id, p->o.examples)) return -1;
+  step("f attack", "round %u: sent an update with wrong shapes (input dim %zu)", r,
+       p->bad_m.dims[0]);
+  if (send_update(p, &p->m, p->nan_params, r, id, p->o.examples)) return -1;
+  step("f attack", "round %u: sent an update with a NaN weight", r);
+  if (send_update(p, &p->m, p->params, r + 100, id, p->o.examples)) return -1;
+  step("f attack", "round %u: sent an update for round %u", r, r + 100);
+  if (send_update(p, &p->m, p->params, r, id + 1, p->o.examples)) return -1;
+  step("f attack", "round %u: sent an update claiming client %u", r, id + 1);
+  if (send_update(p, &p->m, p->params, r, id, UINT64_C(1000000000000))) return -1;
+  step("f attack", "round %u: sent an update claiming 10^12 examples (joined with %" PRIu64 ")",
+       r, p->o.examples);
+  Fedlr__Welcome w = FEDLR__WELCOME__INIT;
+  w.client_id = id;
+  w.run_id = "badpeer";
+  w.model = (char *)p->m.spec;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
+  env.welcome = &w;
+  if (send_env(p, &env)) return -1;
+  step("f attack", "round %u: sent a Welcome", r);
+  if (send_join(p)) return -1;
+  step("f attack", "round %u: sent a duplicate Join", r);
+  return 0;
+}
+
+/* Heartbeats and waits for RoundStarts; attacks each new round, R times. */
+static int step_rounds(peer_t *p) {
+  uint32_t attacked = 0, last_round = 0, hb_round = 0;
+  double t_end = now_s() + p->o.timeout, t_hb = 0;
+  while (attacked < p->o.rounds) {
+    double t = now_s();
+    if (t > t_end) {
+      step("f roundstart", "FAIL: no RoundStart within %.1f s", p->o.timeout);
+      return -1;
+    }
+    if (t >= t_hb) {
+      if (send_heartbeat(p, hb_round)) return -1;
+      t_hb = t + p->heartbeat_ms / 1000.0;
+    }
+    Fedlr__Envelope *env;
+    int r = recv_env(p, (long)((t_hb - now_s()) * 1000.0) + 1, &env);
+    if (r <= 0) continue;
+    if (env->body_case == FEDLR__ENVELOPE__BODY_STOP) {
+      step("f roundstart", "the run ended (Stop: %s) after %u attacked round(s)",
+           env->stop->reason, attacked);
+      int ok = attacked > 0 && !env->stop->error;
+      fl_wire_free(&env);
+      return ok ? 0 : -1;
+    }
+    if (env->body_case == FEDLR__ENVELOPE__BODY_ROUND_START) {
+      uint32_t round = env->round_start->round;
+      if (round == last_round) {
+        step("f roundstart", "round %u again (answer to the duplicate Join): ignored", round);
+      } else {
+        step("f roundstart", "ok: RoundStart for round %u", round);
+        int rc = attack_round(p, round);
+        last_round = hb_round = round;
+        attacked++;
+        t_end = now_s() + p->o.timeout;
+        if (rc) {
+          fl_wire_free(&env);
+          return -1;
+        }
+      }
+    }
+    fl_wire_free(&env);
+  }
+  return 0;
+}
+
+/* ---- main ---- */
+
+static int usage(const char *msg) {
+  if (msg) fprintf(stderr, "fl_badpeer: %s\n", msg);
+  fprintf(stderr, "usage: fl_badpeer --connect EP --name NAME --slot N --model SPEC "
+                  "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E]\n");
+  return 2;
+}
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_opts(int argc, char **argv, opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->timeout = 30;
+  o->rounds = 1;
+  o->examples = 10000;
+  int have_slot = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    uint64_t n;
+    if (!v) return usage("a flag lacks its value");
+    i++;
+    if (!strcmp(a, "--connect")) o->connect = v;
+    else if (!strcmp(a, "--name")) o->name = v;
+    else if (!strcmp(a, "--model")) o->model = v;
+    else if (!strcmp(a, "--slot") && !parse_u64(v, 0, UINT32_MAX - 1, &n)) o->slot = (uint32_t)n, have_slot = 1;
+    else if (!strcmp(a, "--input-dim") && !parse_u64(v, 2, 1 << 24, &n)) o->input_dim = n;
+    else if (!strcmp(a, "--classes") && !parse_u64(v, 2, 1 << 16, &n)) o->classes = n;
+    else if (!strcmp(a, "--rounds") && !parse_u64(v, 1, 1000000, &n)) o->rounds = (uint32_t)n;
+    else if (!strcmp(a, "--examples") && !parse_u64(v, 1, UINT64_C(1) << 40, &n)) o->examples = n;
+    else if (!strcmp(a, "--timeout")) {
+      char *end;
+      o->timeout = strtod(v, &end);
+      if (*end || !(o->timeout > 0 && o->timeout < 86400)) return usage("bad --timeout");
+    } else {
+      fprintf(stderr, "fl_badpeer: bad flag or value: %s %s\n", a, v);
+      return usage(NULL);
+    }
+  }
+  if (!o->connect || !o->name || !o->model || !have_slot || !o->input_dim || !o->classes)
+    return usage("--connect, --name, --slot, --model, --input-dim and --classes are required");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  peer_t p;
+  memset(&p, 0, sizeof p);
+  if (parse_opts(argc, argv, &p.o)) return 2;
+  int status = 1;
+  if (fl_model_parse(p.o.model, p.o.input_dim, p.o.classes, &p.m) != 0 ||
+      fl_model_parse(p.o.model, p.o.input_dim - 1, p.o.classes, &p.bad_m) != 0) {
+    fprintf(stderr, "fl_badpeer: --model: %s\n", fl_err_msg());
+    return 2;
+  }
+  fl_wire_limits_for_model(&p.m, &p.lim);
+  p.params = malloc(p.m.num_params * sizeof *p.params);
+  p.nan_params = malloc(p.m.num_params * sizeof *p.nan_params);
+  p.bad_params = malloc(p.bad_m.num_params * sizeof *p.bad_params);
+  if (!p.params || !p.nan_params || !p.bad_params) {
+    fprintf(stderr, "fl_badpeer: out of memory\n");
+    goto out;
+  }
+  fl_model_init(&p.m, p.params, 1);
+  memcpy(p.nan_params, p.params, p.m.num_params * sizeof *p.params);
+  p.nan_params[p.m.num_params / 2] = NAN;
+  fl_model_init(&p.bad_m, p.bad_params, 1);
+
+  int linger = 1000, ivl = 100;
+  p.ctx = zmq_ctx_new();
+  p.sock = p.ctx ? zmq_socket(p.ctx, ZMQ_DEALER) : NULL;
+  if (!p.sock || zmq_setsockopt(p.sock, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_setsockopt(p.sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+      zmq_socket_monitor(p.sock, MON_EP, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED)) {
+    fprintf(stderr, "fl_badpeer: socket: %s\n", zmq_strerror(errno));
+    goto out;
+  }
+  p.mon = zmq_socket(p.ctx, ZMQ_PAIR);
+  if (!p.mon || zmq_setsockopt(p.mon, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_connect(p.mon, MON_EP) || zmq_connect(p.sock, p.o.connect)) {
+    fprintf(stderr, "fl_badpeer: connect %s: %s\n", p.o.connect, zmq_strerror(errno));
+    goto out;
+  }
+  step("start", "model %s (%zu parameters), slot %u, %u round(s), timeout %.1f s", p.m.spec,
+       p.m.num_params, p.o.slot, p.o.rounds, p.o.timeout);
+  if (wait_event(&p, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, now_s() + p.o.timeout) != 0) {
+    step("connect", "FAIL: no connection to %s within %.1f s", p.o.connect, p.o.timeout);
+    goto out;
+  }
+  step("connect", "ok: connected to %s", p.o.connect);
+  if (step_random(&p) || step_truncated_join(&p) || step_multipart(&p) ||
+      step_update_unjoined(&p) || step_oversize(&p) || step_join(&p) || step_rounds(&p))
+    goto out;
+  step("g close", "closing the socket; never sent a valid update");
+  status = 0;
+out:
+  if (p.mon) zmq_close(p.mon);
+  if (p.sock) zmq_close(p.sock);
+  if (p.ctx) zmq_ctx_term(p.ctx);
+  free(p.params);
+  free(p.nan_params);
+  free(p.bad_params);
+  if (status) step("exit", "FAIL (status %d)", status);
+  return status;
+}
