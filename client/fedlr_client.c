@@ -126,9 +126,10 @@ int main(int argc, char **argv) {
   int rc = fl_config_parse(&cfg, FL_PROG_CLIENT, argc, argv, &want_help);
   if (want_help) {
     fl_config_print_help(stdout, FL_PROG_CLIENT, "fedlr-client");
-    printf("\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
-           "--partition, --seed and --partition-index as given to the coordinator).\n"
-           "Exit status: 0 run over, 1 refused or error, 2 bad flags, 130/143 on SIGINT/SIGTERM.\n");
+    printf(
+        "\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
+        "--partition, --seed and --partition-index as given to the coordinator).\n"
+        "Exit status: 0 run over, 1 refused or error, 2 bad flags, 130/143 on SIGINT/SIGTERM.\n");
     return 0;
   }
   if (rc) {
@@ -137,10 +138,11 @@ int main(int argc, char **argv) {
   }
   if (!cfg.data[0] == !cfg.num_partitions) {
     fprintf(stderr, "fedlr-client: %s\n",
-            cfg.data[0] ? "--data and --num-partitions exclude each other: train on your own file "
-                          "or on a partition of --dataset, not both"
-                        : "no data: give --data FILE, or --num-partitions N and --partition-index I "
-                          "to train on one partition of --dataset");
+            cfg.data[0]
+                ? "--data and --num-partitions exclude each other: train on your own file "
+                  "or on a partition of --dataset, not both"
+                : "no data: give --data FILE, or --num-partitions N and --partition-index I "
+                  "to train on one partition of --dataset");
     return 2;
   }
   char name[FL_WIRE_MAX_STRING];
@@ -184,10 +186,11 @@ int main(int argc, char **argv) {
     fl_partition_destroy(&part);
     fl_dataset_destroy(&train);
     label_summary(data, labels, sizeof labels);
-    fprintf(stderr,
-            "fedlr-client[%s]: %s partition %u of %u (%s, seed %llu): %zu examples, %zu features%s\n",
-            name, cfg.dataset, cfg.partition_index, cfg.num_partitions, cfg.partition,
-            (unsigned long long)cfg.seed, data->n, data->dim, labels);
+    fprintf(
+        stderr,
+        "fedlr-client[%s]: %s partition %u of %u (%s, seed %llu): %zu examples, %zu features%s\n",
+        name, cfg.dataset, cfg.partition_index, cfg.num_partitions, cfg.partition,
+        (unsigned long long)cfg.seed, data->n, data->dim, labels);
   }
   if (data->n == 0) {
     fprintf(stderr, "fedlr-client[%s]: no examples to train on\n", name);
@@ -214,9 +217,7 @@ int main(int argc, char **argv) {
   }
   rc = fl_session_run(session);
   switch (rc) {
-  case FL_SESSION_DONE:
-    status = 0;
-    break;
+  case FL_SESSION_DONE: status = 0; break;
   case FL_SESSION_INTERRUPTED:
     fprintf(stderr, "fedlr-client[%s]: %s: leaving\n", name, strsignal(sig_caught));
     status = 128 + (sig_caught ? sig_caught : SIGTERM);

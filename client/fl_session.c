@@ -22,14 +22,14 @@
 #define SESSION_CTL_MAX_MESSAGE ((size_t)64 << 10)
 #define SESSION_CTL_MAX_TENSORS 16
 
-#define SESSION_WELCOME_WAIT 2.0   /* s of silence before re-Joining while not joined */
-#define SESSION_MIN_SILENCE 3.0    /* s, floor of 5 heartbeats once joined */
-#define SESSION_BACKOFF_MIN 0.5    /* s between re-Joins, doubling ... */
-#define SESSION_BACKOFF_MAX 10.0   /* ... up to this */
-#define SESSION_RETRY 0.1          /* s between tries of a Join/update that could not go out */
-#define SESSION_POLL_MAX 1.0       /* s, longest sleep */
+#define SESSION_WELCOME_WAIT 2.0     /* s of silence before re-Joining while not joined */
+#define SESSION_MIN_SILENCE 3.0      /* s, floor of 5 heartbeats once joined */
+#define SESSION_BACKOFF_MIN 0.5      /* s between re-Joins, doubling ... */
+#define SESSION_BACKOFF_MAX 10.0     /* ... up to this */
+#define SESSION_RETRY 0.1            /* s between tries of a Join/update that could not go out */
+#define SESSION_POLL_MAX 1.0         /* s, longest sleep */
 #define SESSION_INTERRUPT_CHECK 0.05 /* s between interrupt checks while training */
-#define SESSION_DRAIN_MAX 256      /* messages handled per wake-up */
+#define SESSION_DRAIN_MAX 256        /* messages handled per wake-up */
 
 struct fl_session {
   char endpoint[256];
@@ -40,27 +40,27 @@ struct fl_session {
   int interrupt_fd;
   const fl_shard_t *shard;
   void *ctx, *sock;
-  fl_wire_limits_t limits;       /* control-message limits until a Welcome, then the model's */
+  fl_wire_limits_t limits; /* control-message limits until a Welcome, then the model's */
   /* from the last Welcome */
   int have_model;
   fl_model_spec_t model;
   fl_trainer_t *trainer;
   uint32_t client_id;
   char run_id[FL_WIRE_MAX_STRING];
-  double heartbeat;              /* s */
-  int joined;                    /* a Welcome answered our last Join */
-  uint32_t round;                /* last round seen */
+  double heartbeat; /* s */
+  int joined;       /* a Welcome answered our last Join */
+  uint32_t round;   /* last round seen */
   /* timers, monotonic seconds */
   double last_recv, last_heartbeat, last_join_sent, next_join, last_interrupt_check;
-  double backoff;                /* next gap between re-Joins */
-  unsigned rejoins;              /* re-Joins since the coordinator last spoke */
-  int join_pending;              /* a Join is due but not sent yet */
-  int hb_dropped;                /* heartbeats are being dropped (logged once) */
-  uint8_t *update;               /* an encoded Update not sent yet, owned */
+  double backoff;   /* next gap between re-Joins */
+  unsigned rejoins; /* re-Joins since the coordinator last spoke */
+  int join_pending; /* a Join is due but not sent yet */
+  int hb_dropped;   /* heartbeats are being dropped (logged once) */
+  uint8_t *update;  /* an encoded Update not sent yet, owned */
   size_t update_len;
   uint32_t update_round;
   int interrupted;
-  int ended, result;             /* fl_session_run()'s result once ended */
+  int ended, result; /* fl_session_run()'s result once ended */
 };
 
 static double now_s(void) {
@@ -71,7 +71,8 @@ static double now_s(void) {
 
 /* One line to stderr in one write, so lines of several clients sharing a
  * terminal do not interleave. */
-__attribute__((format(printf, 2, 3))) static void slog(const fl_session_t *s, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void slog(const fl_session_t *s, const char *fmt,
+                                                       ...) {
   char line[1024];
   int n = snprintf(line, sizeof line, "fedlr-client[%s]: ", s->name);
   if (n < 0 || (size_t)n >= sizeof line) n = 0;
@@ -82,9 +83,13 @@ __attribute__((format(printf, 2, 3))) static void slog(const fl_session_t *s, co
   fprintf(stderr, "%s\n", line);
 }
 
-static const char *errmsg(int rc) { return fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc); }
+static const char *errmsg(int rc) {
+  return fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc);
+}
 
 static int session_tick(void *arg, uint64_t step);
+static int open_socket(fl_session_t *s);
+static void close_socket(fl_session_t *s, int linger);
 
 static void end(fl_session_t *s, int result) {
   s->ended = 1;
@@ -93,8 +98,10 @@ static void end(fl_session_t *s, int result) {
 
 /* ---- sending: never blocks ---- */
 
-/* 0 sent, 1 not sent (not connected, or the queue is full): retry or drop. */
+/* 0 sent (or queued for the connection), 1 not sent (the send queue is
+ * full, or no socket): retry or drop. */
 static int send_bytes(fl_session_t *s, const uint8_t *buf, size_t len) {
+  if (!s->sock) return 1;
   if (zmq_send(s->sock, buf, len, ZMQ_DONTWAIT) >= 0) return 0;
   if (errno != EAGAIN && errno != EINTR) slog(s, "send failed: %s", zmq_strerror(errno));
   return 1;
@@ -136,7 +143,7 @@ static void send_heartbeat(fl_session_t *s, double now) {
   env.heartbeat = &hb;
   s->last_heartbeat = now;
   if (send_env(s, &env)) {
-    if (!s->hb_dropped) slog(s, "coordinator not connected: dropping heartbeats until it is");
+    if (!s->hb_dropped) slog(s, "send queue full: dropping heartbeats until it drains");
     s->hb_dropped = 1;
   } else {
     s->hb_dropped = 0;
@@ -181,8 +188,21 @@ static double rejoin_due(const fl_session_t *s) {
 static void check_liveness(fl_session_t *s, double now) {
   if (now < rejoin_due(s)) return;
   s->rejoins++;
-  slog(s, "no message from the coordinator at %s for %.1f s; joining again (attempt %u, next in %g s)",
-       s->endpoint, now - s->last_recv, s->rejoins, s->backoff);
+  /* Every step until the cap, then once a minute. */
+  if (s->backoff < SESSION_BACKOFF_MAX || s->rejoins % 6 == 0)
+    slog(s,
+         "no message from the coordinator at %s for %.0f s; joining again (attempt %u, next "
+         "in %g s)",
+         s->endpoint, now - s->last_recv, s->rejoins, s->backoff);
+  /* A fresh socket (the Lazy Pirate pattern): what queued for the silent
+   * coordinator (heartbeats, earlier Joins, an update) is dropped rather
+   * than delivered to its successor, and the connection starts anew. */
+  close_socket(s, 0);
+  if (open_socket(s)) {
+    slog(s, "cannot reopen the socket: %s", fl_err_msg());
+    close_socket(s, 0);
+  }
+  drop_update(s, "the coordinator went silent");
   s->joined = 0;
   s->join_pending = 1;
   s->next_join = now + s->backoff;
@@ -194,14 +214,18 @@ static void check_liveness(fl_session_t *s, double now) {
 static void on_welcome(fl_session_t *s, const Fedlr__Welcome *w) {
   const fl_dataset_t *d = s->shard->data;
   if (w->input_dim != d->dim) {
-    fl_err_set(FL_ESHAPE, "the coordinator's model takes %u features, this client's data has %zu "
-               "(wrong --dataset or --data for this run?)", w->input_dim, d->dim);
+    fl_err_set(FL_ESHAPE,
+               "the coordinator's model takes %u features, this client's data has %zu "
+               "(wrong --dataset or --data for this run?)",
+               w->input_dim, d->dim);
     end(s, FL_SESSION_REFUSED);
     return;
   }
   if (w->num_classes < d->num_classes) {
-    fl_err_set(FL_ESHAPE, "the coordinator's model has %u classes, this client's data has %zu "
-               "(wrong --dataset or --data for this run?)", w->num_classes, d->num_classes);
+    fl_err_set(FL_ESHAPE,
+               "the coordinator's model has %u classes, this client's data has %zu "
+               "(wrong --dataset or --data for this run?)",
+               w->num_classes, d->num_classes);
     end(s, FL_SESSION_REFUSED);
     return;
   }
@@ -215,13 +239,15 @@ static void on_welcome(fl_session_t *s, const Fedlr__Welcome *w) {
   fl_wire_limits_t lim;
   fl_wire_limits_for_model(&m, &lim);
   if (lim.max_message > SESSION_MAX_MSGSIZE) {
-    fl_err_set(FL_ETOOBIG, "model '%s' has %zu parameters: its messages exceed this client's "
-               "%zu MiB limit", m.spec, m.num_params, SESSION_MAX_MSGSIZE >> 20);
+    fl_err_set(FL_ETOOBIG,
+               "model '%s' has %zu parameters: its messages exceed this client's "
+               "%zu MiB limit",
+               m.spec, m.num_params, SESSION_MAX_MSGSIZE >> 20);
     end(s, FL_SESSION_REFUSED);
     return;
   }
-  int same = s->trainer && strcmp(m.spec, s->model.spec) == 0 &&
-             m.num_params == s->model.num_params;
+  int same =
+      s->trainer && strcmp(m.spec, s->model.spec) == 0 && m.num_params == s->model.num_params;
   if (!same) {
     fl_trainer_destroy(&s->trainer);
     s->have_model = 0;
@@ -297,8 +323,7 @@ static void on_round_start(fl_session_t *s, uint32_t round, const uint8_t *msg, 
   int rc = fl_trainer_run(s->trainer, s->shard, s->client_id, msg, len, &out, &out_len);
   double dt = now_s() - t0;
   if (rc) {
-    if (!s->interrupted)
-      slog(s, "round %u: no update sent: %s", round, errmsg(rc));
+    if (!s->interrupted) slog(s, "round %u: no update sent: %s", round, errmsg(rc));
     return;
   }
   if (!s->quiet) log_round(s, round, out, out_len, dt);
@@ -306,7 +331,7 @@ static void on_round_start(fl_session_t *s, uint32_t round, const uint8_t *msg, 
   s->update_len = out_len;
   s->update_round = round;
   flush(s, now_s());
-  if (s->update) slog(s, "round %u: coordinator not connected; the update waits", round);
+  if (s->update) slog(s, "round %u: send queue full; the update waits", round);
 }
 
 static void on_message(fl_session_t *s, const uint8_t *buf, size_t len, double now) {
@@ -321,17 +346,12 @@ static void on_message(fl_session_t *s, const uint8_t *buf, size_t len, double n
     return;
   }
   switch (env->body_case) {
-  case FEDLR__ENVELOPE__BODY_WELCOME:
-    on_welcome(s, env->welcome);
-    break;
+  case FEDLR__ENVELOPE__BODY_WELCOME: on_welcome(s, env->welcome); break;
   case FEDLR__ENVELOPE__BODY_ROUND_START:
     on_round_start(s, env->round_start->round, buf, len);
     break;
-  case FEDLR__ENVELOPE__BODY_HEARTBEAT:
-    break; /* a pong: receiving it was the point */
-  case FEDLR__ENVELOPE__BODY_STOP:
-    on_stop(s, env->stop, now);
-    break;
+  case FEDLR__ENVELOPE__BODY_HEARTBEAT: break; /* a pong: receiving it was the point */
+  case FEDLR__ENVELOPE__BODY_STOP: on_stop(s, env->stop, now); break;
   default:
     slog(s, "ignoring a message of kind %d: not one a coordinator sends", (int)env->body_case);
     break;
@@ -386,7 +406,7 @@ static int session_tick(void *arg, uint64_t step) {
   (void)step;
   fl_session_t *s = arg;
   double now = now_s();
-  if (now - s->last_heartbeat >= s->heartbeat) send_heartbeat(s, now);
+  if (s->joined && now - s->last_heartbeat >= s->heartbeat) send_heartbeat(s, now);
   if (s->interrupt_fd >= 0 && now - s->last_interrupt_check >= SESSION_INTERRUPT_CHECK) {
     s->last_interrupt_check = now;
     if (fd_readable(s->interrupt_fd)) {
@@ -398,6 +418,40 @@ static int session_tick(void *arg, uint64_t step) {
 }
 
 /* ---- the session ---- */
+
+/* A new DEALER connected to the endpoint (connecting never waits). The
+ * default ZMQ_IMMEDIATE=0 is deliberate: the pipe then survives
+ * reconnects, so a message the coordinator sent just before it exited (the
+ * final Stop) is still read after the connection drops; with IMMEDIATE=1
+ * libzmq discards it on disconnect. */
+static int open_socket(fl_session_t *s) {
+  s->sock = zmq_socket(s->ctx, ZMQ_DEALER);
+  if (!s->sock)
+    return fl_err_set(FL_ENOMEM, "cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
+  int linger = 1000, ivl = 100, ivl_max = 5000;
+  /* Transport heartbeats (answered by the peer's I/O thread) drop a
+   * half-open connection, e.g. to a coordinator host that vanished, so the
+   * transport reconnects instead of writing into a dead TCP stream. */
+  int zhb_ivl = 1000, zhb_timeout = 5000;
+  int64_t maxmsg = (int64_t)SESSION_MAX_MSGSIZE;
+  if (zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+      zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) ||
+      zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &zhb_ivl, sizeof zhb_ivl) ||
+      zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &zhb_timeout, sizeof zhb_timeout) ||
+      zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))
+    return fl_err_set(FL_EINVAL, "cannot set socket options: %s", zmq_strerror(errno));
+  if (zmq_connect(s->sock, s->endpoint) != 0)
+    return fl_err_set(FL_EINVAL, "--connect %s: %s", s->endpoint, zmq_strerror(errno));
+  return 0;
+}
+
+static void close_socket(fl_session_t *s, int linger) {
+  if (!s->sock) return;
+  zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_close(s->sock);
+  s->sock = NULL;
+}
 
 fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *shard, int *err) {
   int rc = 0;
@@ -439,30 +493,11 @@ fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *sha
   s->backoff = SESSION_BACKOFF_MIN;
 
   s->ctx = zmq_ctx_new();
-  if (!s->ctx || !(s->sock = zmq_socket(s->ctx, ZMQ_DEALER))) {
-    rc = fl_err_set(FL_ENOMEM, "cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
+  if (!s->ctx) {
+    rc = fl_err_set(FL_ENOMEM, "cannot create a ZeroMQ context: %s", zmq_strerror(errno));
     goto out;
   }
-  int linger = 1000, ivl = 100, ivl_max = 5000, immediate = 1;
-  /* Transport heartbeats (answered by the peer's I/O thread) drop a
-   * half-open connection, e.g. to a coordinator host that vanished, so the
-   * transport reconnects instead of queueing into a dead TCP stream. */
-  int zhb_ivl = 1000, zhb_timeout = 5000;
-  int64_t maxmsg = (int64_t)SESSION_MAX_MSGSIZE;
-  if (zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) ||
-      zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
-      zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) ||
-      zmq_setsockopt(s->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate) ||
-      zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &zhb_ivl, sizeof zhb_ivl) ||
-      zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &zhb_timeout, sizeof zhb_timeout) ||
-      zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) {
-    rc = fl_err_set(FL_EINVAL, "cannot set socket options: %s", zmq_strerror(errno));
-    goto out;
-  }
-  if (zmq_connect(s->sock, s->endpoint) != 0) {
-    rc = fl_err_set(FL_EINVAL, "--connect %s: %s", s->endpoint, zmq_strerror(errno));
-    goto out;
-  }
+  rc = open_socket(s);
 out:
   if (rc) fl_session_destroy(&s);
   if (err) *err = rc;
@@ -479,20 +514,26 @@ int fl_session_run(fl_session_t *s) {
     now = now_s();
     check_liveness(s, now);
     flush(s, now);
-    if (s->have_model && now - s->last_heartbeat >= s->heartbeat) send_heartbeat(s, now);
+    if (s->joined && now - s->last_heartbeat >= s->heartbeat) send_heartbeat(s, now);
 
     double wake = fmin(rejoin_due(s), now + SESSION_POLL_MAX);
-    if (s->have_model) wake = fmin(wake, s->last_heartbeat + s->heartbeat);
+    if (s->joined) wake = fmin(wake, s->last_heartbeat + s->heartbeat);
     if (s->join_pending || s->update) wake = fmin(wake, now + SESSION_RETRY);
     long ms = wake > now ? (long)ceil((wake - now) * 1000.0) : 0;
     zmq_pollitem_t items[2] = {{s->sock, 0, ZMQ_POLLIN, 0}, {NULL, s->interrupt_fd, ZMQ_POLLIN, 0}};
+    if (!s->sock) { /* reopening failed: only the interrupt and the timers */
+      items[0].socket = NULL;
+      items[0].fd = -1;
+    }
     int n = zmq_poll(items, s->interrupt_fd >= 0 ? 2 : 1, ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       return fl_err_set(FL_EIO, "zmq_poll: %s", zmq_strerror(errno));
     }
-    if (s->interrupt_fd >= 0 && items[1].revents) s->interrupted = 1;
-    else if (items[0].revents & ZMQ_POLLIN) drain(s);
+    if (s->interrupt_fd >= 0 && items[1].revents)
+      s->interrupted = 1;
+    else if (items[0].revents & ZMQ_POLLIN)
+      drain(s);
   }
   if (s->interrupted) return FL_SESSION_INTERRUPTED;
   return s->result;
@@ -501,7 +542,7 @@ int fl_session_run(fl_session_t *s) {
 void fl_session_destroy(fl_session_t **sp) {
   if (!sp || !*sp) return;
   fl_session_t *s = *sp;
-  if (s->sock) zmq_close(s->sock);
+  close_socket(s, 1000);
   if (s->ctx) zmq_ctx_term(s->ctx);
   fl_trainer_destroy(&s->trainer);
   free(s->update);

@@ -11,13 +11,14 @@
  *
  * Liveness: if nothing arrives from the coordinator for
  * max(5 heartbeats, 3 s) (2 s while waiting for a Welcome), the session
- * assumes it restarted and sends Join again, backing off 0.5 s, 1 s, 2 s, ...
- * up to 10 s between Joins; anything received resets the backoff. A
- * Stop{rejoin} (the coordinator does not know us) also joins again. The
- * transport itself reconnects (100 ms .. 5 s exponential); sends never block
- * (ZMQ_IMMEDIATE: nothing queues for a coordinator that is not connected, so
- * a restarted coordinator never sees stale Joins): a Join or update that
- * cannot go out yet is retried, a heartbeat is dropped. */
+ * assumes it restarted or is unreachable: it opens a fresh socket (dropping
+ * whatever queued for the silent peer) and sends Join again, backing off
+ * 0.5 s, 1 s, 2 s, ... up to 10 s between Joins; anything received resets
+ * the backoff. A Stop{rejoin} (the coordinator does not know us) sends Join
+ * on the live connection. The transport reconnects by itself (100 ms .. 5 s
+ * exponential). Sends never block: a Join or update that cannot be queued
+ * is retried, a heartbeat is dropped.
+ */
 #ifndef FL_SESSION_H
 #define FL_SESSION_H
 
@@ -28,19 +29,19 @@
 typedef struct fl_session fl_session_t;
 
 typedef struct {
-  const char *endpoint;   /* e.g. "tcp://127.0.0.1:7070" */
-  const char *name;       /* Join name: non-empty, printable, < FL_WIRE_MAX_STRING */
-  int want_slot;          /* ask for client id `slot` (the partition index) */
+  const char *endpoint; /* e.g. "tcp://127.0.0.1:7070" */
+  const char *name;     /* Join name: non-empty, printable, < FL_WIRE_MAX_STRING */
+  int want_slot;        /* ask for client id `slot` (the partition index) */
   uint32_t slot;
-  int quiet;              /* no per-round lines */
-  int interrupt_fd;       /* readable = stop now (e.g. a signal self-pipe); -1 = none */
+  int quiet;        /* no per-round lines */
+  int interrupt_fd; /* readable = stop now (e.g. a signal self-pipe); -1 = none */
 } fl_session_config_t;
 
 /* How fl_session_run() ended (>= 0), or a negative FL_E* code. */
 enum {
-  FL_SESSION_DONE = 0,        /* Stop{error=false}: the run is over */
-  FL_SESSION_REFUSED = 1,     /* Stop{error=true} or an unusable Welcome (model, shapes) */
-  FL_SESSION_INTERRUPTED = 2  /* interrupt_fd became readable */
+  FL_SESSION_DONE = 0,       /* Stop{error=false}: the run is over */
+  FL_SESSION_REFUSED = 1,    /* Stop{error=true} or an unusable Welcome (model, shapes) */
+  FL_SESSION_INTERRUPTED = 2 /* interrupt_fd became readable */
 };
 
 /* A session for the examples in `shard` (borrowed: must outlive the

@@ -53,7 +53,7 @@ typedef struct {
   double quorum;                /* 0.8 of sampled */
   char resume[FL_PATH_MAX];     /* "" */
   uint32_t checkpoint_every;    /* 1 */
-  uint32_t min_available;       /* 0 = min_clients: live clients needed to start a round */
+  uint32_t start_clients;       /* 0 = min_clients: joined clients before the first round */
   double heartbeat;             /* 1 s: client heartbeat interval */
   double client_timeout;        /* 10 s: silence after which a client is dead */
   char name[128];               /* client name, "" = hostname-pid */

@@ -6,9 +6,10 @@
  * one-shot timer is the round deadline, and SIGINT/SIGTERM end the run
  * gracefully (checkpoint written, clients told to stop).
  *
- * Round policy. A round starts when at least --min-clients clients (or
- * --min-available, if larger) are alive; it samples max(ceil(C*A),
- * --min-clients) of the A live clients. It closes as soon as every sampled client has reported or died; or
+ * Round policy. A round starts when at least --min-clients clients are
+ * alive (the first round of this process: --start-clients, if larger, e.g.
+ * the whole federation); it samples max(ceil(C*A), --min-clients) of the A
+ * live clients. It closes as soon as every sampled client has reported or died; or
  * at the deadline (--round-timeout) if the reports reach the quorum
  * (--quorum of the sampled clients), the late ones being dropped; otherwise
  * the round is abandoned and run again with a fresh sample of live clients
@@ -71,6 +72,7 @@ typedef struct {
   peer_t *peers;
   size_t cap_peers;
   int round_open;
+  int started;                  /* this process has started a round */
   double run_t0, round_t0;
   uint64_t bytes_in, bytes_out; /* this round */
   uint32_t run_id;
@@ -186,8 +188,10 @@ static void on_deadline(uv_timer_t *t);
  * deadline. */
 static void maybe_start_round(coord_t *c) {
   if (c->done || c->round_open || fl_engine_finished(c->engine)) return;
-  uint32_t need = c->cfg.min_available > c->cfg.min_clients ? c->cfg.min_available : c->cfg.min_clients;
+  uint32_t need = c->cfg.min_clients;
+  if (!c->started && c->cfg.start_clients > need) need = c->cfg.start_clients;
   if (fl_engine_num_available(c->engine) < need) return;
+  c->started = 1;
   if (fl_engine_begin_round(c->engine) != 0) {
     logf_("cannot start a round: %s", fl_err_msg());
     return;
@@ -635,9 +639,9 @@ int main(int argc, char **argv) {
   }
   fl_config_t *cfg = &c->cfg;
   if (cfg->resume[0] && !cfg->out[0]) snprintf(cfg->out, sizeof cfg->out, "%s", cfg->resume);
-  if (cfg->min_clients > cfg->clients || cfg->min_available > cfg->clients) {
-    fprintf(stderr, "fedlr-coordinator: --min-clients %u / --min-available %u exceed --clients %u\n",
-            cfg->min_clients, cfg->min_available, cfg->clients);
+  if (cfg->min_clients > cfg->clients || cfg->start_clients > cfg->clients) {
+    fprintf(stderr, "fedlr-coordinator: --min-clients %u / --start-clients %u exceed --clients %u\n",
+            cfg->min_clients, cfg->start_clients, cfg->clients);
     free(c);
     return 2;
   }

@@ -44,6 +44,7 @@ struct fl_engine {
   uint8_t *reported;          /* (num_sampled) 1 once that slot reported */
   double *slot_loss;          /* (num_sampled) train loss per slot */
   uint64_t *slot_examples;    /* (num_sampled) examples per reported slot */
+  uint64_t *slot_registered;  /* (num_sampled) registered examples when the round began */
   size_t num_sampled, num_reported, cap_sampled;
   uint64_t sampled_examples;  /* sum of registered examples of the sample */
   fl_plateau_t plateau;
@@ -146,6 +147,7 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->reported);
   free(e->slot_loss);
   free(e->slot_examples);
+  free(e->slot_registered);
   free(e);
   *pe = NULL;
 }
@@ -282,7 +284,10 @@ int fl_engine_begin_round(fl_engine_t *e) {
     if (l) e->slot_loss = l;
     uint64_t *x = realloc(e->slot_examples, m * sizeof *x);
     if (x) e->slot_examples = x;
-    if (!s || !r || !l || !x) return fl_err_set(FL_ENOMEM, "out of memory sampling %zu clients", m);
+    uint64_t *g = realloc(e->slot_registered, m * sizeof *g);
+    if (g) e->slot_registered = g;
+    if (!s || !r || !l || !x || !g)
+      return fl_err_set(FL_ENOMEM, "out of memory sampling %zu clients", m);
     e->cap_sampled = m;
   }
   uint32_t round = e->rounds_done + 1;
@@ -301,7 +306,13 @@ int fl_engine_begin_round(fl_engine_t *e) {
   e->num_reported = 0;
   memset(e->reported, 0, m);
   e->sampled_examples = 0;
-  for (size_t i = 0; i < m; i++) e->sampled_examples += e->clients[e->sampled[i]].num_examples;
+  /* Weights are fixed for the round: a client that rejoins mid-round
+   * claiming more examples cannot raise its share (each share n_k/N <= 1
+   * is also what keeps the fixed-point sum far from overflow). */
+  for (size_t i = 0; i < m; i++) {
+    e->slot_registered[i] = e->clients[e->sampled[i]].num_examples;
+    e->sampled_examples += e->slot_registered[i];
+  }
   memset(e->acc, 0, e->cfg.model.num_params * sizeof *e->acc);
   e->round = round;
   e->lr = fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
@@ -439,10 +450,10 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
     rc = fl_err_set(FL_ESTALE, "duplicate update from client %u in round %u", sender, e->round);
     goto out;
   }
-  if (u->num_examples > e->clients[sender].num_examples) {
-    rc = fl_err_set(FL_ERANGE, "client %u claims %llu examples, it registered %llu", sender,
-                    (unsigned long long)u->num_examples,
-                    (unsigned long long)e->clients[sender].num_examples);
+  if (u->num_examples > e->slot_registered[slot]) {
+    rc = fl_err_set(FL_ERANGE, "client %u claims %llu examples, it had registered %llu when "
+                    "round %u began", sender, (unsigned long long)u->num_examples,
+                    (unsigned long long)e->slot_registered[slot], e->round);
     goto out;
   }
   const fl_model_spec_t *m = &e->cfg.model;

@@ -8,7 +8,7 @@ FLAGS=(--model mlp:64 --clients 5 --fraction 0.6 --rounds 12 --local-epochs 1
        --batch-size 20 --lr 0.05 --schedule "exp:gamma=0.9" --optimizer momentum:0.9 --seed 11
        --target-accuracy 0.84)
 PORT=$(free_port)
-timeout 300 "$COORD" --bind "tcp://127.0.0.1:$PORT" "${FLAGS[@]}" --min-available 5 --round-timeout 60 \
+timeout 300 "$COORD" --bind "tcp://127.0.0.1:$PORT" "${FLAGS[@]}" --start-clients 5 --round-timeout 60 \
   --metrics "$TMP/net.jsonl" --out "$TMP/net" > "$TMP/coord.out" 2> "$TMP/coord.log" &
 CPID=$!; PIDS+=($CPID)
 for i in 0 1 2 3 4; do

@@ -50,7 +50,7 @@ COORD="$BUILD/fedlr-coordinator"
 CLIENT="$BUILD/fedlr-client"
 PIDS=()
 cleanup_pids() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done; }
-trap 'cleanup_pids; rm -rf "$TMP"' EXIT
+trap 'cleanup_pids; [ -n "${KEEP_TMP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"' EXIT
 
 # A TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() {
@@ -88,3 +88,6 @@ wait_until() {
   done
 }
 lines_at_least() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ]; }
+# kill9 PID: SIGKILL a process started as `timeout N prog &` — the program
+# itself (timeout's child) first, then the wrapper.
+kill9() { pkill -9 -P "$1" 2>/dev/null; kill -9 "$1" 2>/dev/null; }

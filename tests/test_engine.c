@@ -460,4 +460,29 @@ TEST(checkpoint_resume_is_bit_identical) {
   fl_engine_destroy(&b);
 }
 
+/* A client that rejoins mid-round claiming more examples cannot raise its
+ * weight in that round's average. */
+TEST(rejoin_cannot_inflate_weight_mid_round) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 1.0;
+  const size_t P = c.model.num_params;
+  int err;
+  fl_engine_t *e = fl_engine_new(&c, &err);
+  ASSERT_EQ(fl_engine_add_client_at(e, 0, "honest", 100), 0);
+  ASSERT_EQ(fl_engine_add_client_at(e, 1, "evil", 100), 0);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  ASSERT_EQ(fl_engine_add_client_at(e, 1, "evil", 1000000000000ULL), 0); /* rejoin */
+  float *one = malloc(P * sizeof *one);
+  for (size_t i = 0; i < P; i++) one[i] = 1.0f;
+  uint8_t *buf;
+  size_t len;
+  ASSERT_EQ(encode_update(&c.model, 1, 1, 1000000000000ULL, one, 1, 0.1, &buf, &len), 0);
+  ASSERT_EQ(fl_engine_submit(e, 1, buf, len), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "when round 1 began");
+  free(buf);
+  free(one);
+  ASSERT_EQ(fl_engine_reported(e), 0);
+  fl_engine_destroy(&e);
+}
+
 FL_TEST_MAIN()

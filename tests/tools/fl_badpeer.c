@@ -58,6 +58,7 @@ typedef struct {
   float *bad_params; /* (bad_m.num_params) a model with one input fewer */
   uint32_t client_id;
   uint32_t heartbeat_ms;
+  uint32_t hb_sent, hb_replies; /* heartbeats sent after joining, answers */
 } peer_t;
 
 static double now_s(void) {
@@ -80,9 +81,13 @@ static void step(const char *name, const char *fmt, ...) {
 /* Sends one frame without blocking; while the queue is full (EAGAIN) it
  * retries for up to the timeout. 0 or -1. */
 static int send_frame(peer_t *p, const void *buf, size_t len, int more) {
-  double t_end = now_s() + p->o.timeout;
+  double t0 = now_s(), t_end = t0 + p->o.timeout;
   for (;;) {
-    if (zmq_send(p->sock, buf, len, ZMQ_DONTWAIT | (more ? ZMQ_SNDMORE : 0)) >= 0) return 0;
+    if (zmq_send(p->sock, buf, len, ZMQ_DONTWAIT | (more ? ZMQ_SNDMORE : 0)) >= 0) {
+      if (now_s() - t0 > 0.5)
+        step("send", "%zu bytes waited %.1f s for queue space", len, now_s() - t0);
+      return 0;
+    }
     if (errno != EAGAIN || now_s() > t_end) {
       step("send", "FAIL: %zu bytes: %s", len, zmq_strerror(errno));
       return -1;
@@ -206,7 +211,8 @@ static int step_random(peer_t *p) {
   fl_rng_seed(&rng, 0xbad0bad0ULL);
   uint8_t buf[4096];
   for (int i = 0; i < 3; i++) {
-    for (size_t k = 0; k < lens[i]; k++) buf[k] = (uint8_t)fl_rng_u64(&rng);
+    for (size_t k = 0; k < lens[i]; k++)
+      buf[k] = (uint8_t)fl_rng_u64(&rng);
     if (send_frame(p, buf, lens[i], 0)) return -1;
   }
   step("a random bytes", "sent 3 strings of 1, 57, 4096 bytes");
@@ -356,8 +362,8 @@ static int attack_round(peer_t *p, uint32_t r) {
   if (send_update(p, &p->m, p->params, r, id + 1, p->o.examples)) return -1;
   step("f attack", "round %u: sent an update claiming client %u", r, id + 1);
   if (send_update(p, &p->m, p->params, r, id, UINT64_C(1000000000000))) return -1;
-  step("f attack", "round %u: sent an update claiming 10^12 examples (joined with %" PRIu64 ")",
-       r, p->o.examples);
+  step("f attack", "round %u: sent an update claiming 10^12 examples (joined with %" PRIu64 ")", r,
+       p->o.examples);
   Fedlr__Welcome w = FEDLR__WELCOME__INIT;
   w.client_id = id;
   w.run_id = "badpeer";
@@ -379,23 +385,26 @@ static int step_rounds(peer_t *p) {
   while (attacked < p->o.rounds) {
     double t = now_s();
     if (t > t_end) {
-      step("f roundstart", "FAIL: no RoundStart within %.1f s", p->o.timeout);
+      step("f roundstart", "FAIL: no RoundStart within %.1f s (%u heartbeats sent, %u answered)",
+           p->o.timeout, p->hb_sent, p->hb_replies);
       return -1;
     }
     if (t >= t_hb) {
       if (send_heartbeat(p, hb_round)) return -1;
+      p->hb_sent++;
       t_hb = t + p->heartbeat_ms / 1000.0;
     }
     Fedlr__Envelope *env;
     int r = recv_env(p, (long)((t_hb - now_s()) * 1000.0) + 1, &env);
     if (r <= 0) continue;
     if (env->body_case == FEDLR__ENVELOPE__BODY_STOP) {
-      step("f roundstart", "the run ended (Stop: %s) after %u attacked round(s)",
-           env->stop->reason, attacked);
+      step("f roundstart", "the run ended (Stop: %s) after %u attacked round(s)", env->stop->reason,
+           attacked);
       int ok = attacked > 0 && !env->stop->error;
       fl_wire_free(&env);
       return ok ? 0 : -1;
     }
+    if (env->body_case == FEDLR__ENVELOPE__BODY_HEARTBEAT) p->hb_replies++;
     if (env->body_case == FEDLR__ENVELOPE__BODY_ROUND_START) {
       uint32_t round = env->round_start->round;
       if (round == last_round) {
@@ -446,14 +455,22 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
     uint64_t n;
     if (!v) return usage("a flag lacks its value");
     i++;
-    if (!strcmp(a, "--connect")) o->connect = v;
-    else if (!strcmp(a, "--name")) o->name = v;
-    else if (!strcmp(a, "--model")) o->model = v;
-    else if (!strcmp(a, "--slot") && !parse_u64(v, 0, UINT32_MAX - 1, &n)) o->slot = (uint32_t)n, have_slot = 1;
-    else if (!strcmp(a, "--input-dim") && !parse_u64(v, 2, 1 << 24, &n)) o->input_dim = n;
-    else if (!strcmp(a, "--classes") && !parse_u64(v, 2, 1 << 16, &n)) o->classes = n;
-    else if (!strcmp(a, "--rounds") && !parse_u64(v, 1, 1000000, &n)) o->rounds = (uint32_t)n;
-    else if (!strcmp(a, "--examples") && !parse_u64(v, 1, UINT64_C(1) << 40, &n)) o->examples = n;
+    if (!strcmp(a, "--connect"))
+      o->connect = v;
+    else if (!strcmp(a, "--name"))
+      o->name = v;
+    else if (!strcmp(a, "--model"))
+      o->model = v;
+    else if (!strcmp(a, "--slot") && !parse_u64(v, 0, UINT32_MAX - 1, &n))
+      o->slot = (uint32_t)n, have_slot = 1;
+    else if (!strcmp(a, "--input-dim") && !parse_u64(v, 2, 1 << 24, &n))
+      o->input_dim = n;
+    else if (!strcmp(a, "--classes") && !parse_u64(v, 2, 1 << 16, &n))
+      o->classes = n;
+    else if (!strcmp(a, "--rounds") && !parse_u64(v, 1, 1000000, &n))
+      o->rounds = (uint32_t)n;
+    else if (!strcmp(a, "--examples") && !parse_u64(v, 1, UINT64_C(1) << 40, &n))
+      o->examples = n;
     else if (!strcmp(a, "--timeout")) {
       char *end;
       o->timeout = strtod(v, &end);
@@ -516,7 +533,8 @@ int main(int argc, char **argv) {
   if (step_random(&p) || step_truncated_join(&p) || step_multipart(&p) ||
       step_update_unjoined(&p) || step_oversize(&p) || step_join(&p) || step_rounds(&p))
     goto out;
-  step("g close", "closing the socket; never sent a valid update");
+  step("g close", "closing the socket; never sent a valid update (%u heartbeats sent, %u answered)",
+       p.hb_sent, p.hb_replies);
   status = 0;
 out:
   if (p.mon) zmq_close(p.mon);

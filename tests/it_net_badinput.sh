@@ -1,0 +1,142 @@
+# A hostile peer (tests/tools/fl_badpeer) in a networked run: fedlr-coordinator
+# with 6 slots, 5 honest fedlr-client processes (slots 0..4) and fl_badpeer in
+# slot 5. The peer sends garbage, a truncated Join, a multipart message, an
+# Update before joining, an oversize frame, then joins and answers each
+# RoundStart with forged updates (wrong shapes, NaN, future round, another
+# client's id, 10^12 examples), a Welcome and a duplicate Join, and never a
+# valid update. The coordinator must log every rejection, stay up, drop the
+# peer from each round (at the deadline, with the quorum; in the last round
+# when it goes silent) and finish the run with the honest clients' model.
+source "$(dirname "$0")/lib.sh"
+
+BADPEER="$BUILD/tests/fl_badpeer"
+for b in "$COORD" "$CLIENT" "$BADPEER" "$SIM"; do
+  [ -x "$b" ] || { echo "skip: $b is not built"; exit 77; }
+done
+
+# Processes run under `timeout`; on exit they get SIGTERM first (which
+# `timeout` forwards to its child), then SIGKILL whatever is left.
+stop_all() {
+  local p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.2
+  done
+  cleanup_pids
+}
+trap 'stop_all; rm -rf "$TMP"' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+LIMIT=300 # seconds, for every process of the run
+SEED=5
+# --min-clients 6: round 1 starts only once the attacker has joined, so it is
+# sampled. Rounds need 6 live clients, so the attacker stays alive
+# (heartbeats) through all 3 rounds (--rounds 3) and attacks each one: rounds
+# 1 and 2 close at the 20 s deadline with 5 of 6 reports (quorum 0.8 of 6 =
+# 5); in round 3 it closes its socket and the round closes once it is
+# declared dead (--client-timeout 3).
+DATA=(--seed $SEED --partition iid --dataset fashion-mnist --data-dir "$DATA_DIR")
+RUN=(--model softmax --fraction 1 --rounds 3 --local-epochs 1 --batch-size 20 --lr 0.05 "${DATA[@]}")
+PORT=$(free_port)
+EP="tcp://127.0.0.1:$PORT"
+t0=$SECONDS
+timeout -k 5 $LIMIT "$COORD" --bind "$EP" "${RUN[@]}" --clients 6 --min-clients 6 \
+  --round-timeout 20 --quorum 0.8 --client-timeout 3 --heartbeat 0.5 \
+  --metrics "$TMP/net.jsonl" --out "$TMP/net" > "$TMP/coord.out" 2> "$TMP/coord.log" &
+CPID=$!; PIDS+=($CPID)
+if ! wait_until 30 grep -q "listening on" "$TMP/coord.log"; then
+  bad "coordinator did not start listening on $EP: $(cat "$TMP/coord.log")"
+  finish; exit 1
+fi
+
+timeout -k 5 $LIMIT "$BADPEER" --connect "$EP" --name evil --slot 5 --model softmax \
+  --input-dim 784 --classes 10 --rounds 3 --examples 12000 --timeout 60 \
+  > "$TMP/badpeer.out" 2>&1 &
+BPID=$!; PIDS+=($BPID)
+CLIENT_PIDS=()
+for i in 0 1 2 3 4; do
+  timeout -k 5 $LIMIT "$CLIENT" --connect "$EP" "${DATA[@]}" --num-partitions 5 \
+    --partition-index $i --quiet > "$TMP/c$i.out" 2> "$TMP/c$i.log" &
+  CLIENT_PIDS+=($!); PIDS+=($!)
+done
+
+# The coordinator survives the oversize frame (its connection is dropped by
+# ZMQ_MAXMSGSIZE, not the process).
+if wait_until 60 grep -q "e oversize: ok" "$TMP/badpeer.out" && kill -0 $CPID 2>/dev/null; then
+  ok "coordinator alive after the garbage, multipart and oversize messages"
+else
+  bad "after the oversize frame: coordinator alive? $(kill -0 $CPID 2>/dev/null && echo yes || echo no)"
+fi
+
+brc=0; wait $BPID || brc=$?
+# The last round cannot close before the attacker has been silent for
+# --client-timeout (3 s), so the coordinator must still be running here.
+kill -0 $CPID 2>/dev/null && ok "coordinator alive when the attacker left" \
+  || bad "coordinator not running when the attacker left"
+[ $brc -eq 0 ] && ok "fl_badpeer exited 0" || bad "fl_badpeer exit $brc"
+sed 's/^/  /' "$TMP/badpeer.out"
+
+crc=0; wait $CPID || crc=$?
+[ $crc -eq 0 ] && ok "coordinator exited 0 after $((SECONDS - t0)) s" \
+  || { bad "coordinator exit $crc"; tail -30 "$TMP/coord.log"; }
+for i in 0 1 2 3 4; do
+  rc=0; wait "${CLIENT_PIDS[$i]}" || rc=$?
+  [ $rc -eq 0 ] && ok "client $i exited 0" || { bad "client $i exit $rc"; tail -5 "$TMP/c$i.log"; }
+done
+
+# Every rejection is in the log: count_log PATTERN MIN DESC.
+count_log() {
+  local n
+  n=$(grep -cE -- "$1" "$TMP/coord.log" || true)
+  [ "$n" -ge "$2" ] && ok "$3: $n x '$1'" || bad "$3: '$1' logged $n times, want >= $2"
+}
+count_log "dropped a bad message from unknown peer" 4 "random bytes and truncated Join"
+count_log "dropped a 2-frame message .*single-frame" 1 "multipart message"
+count_log "dropped an update from unknown peer .*not joined" 1 "update before joining"
+count_log "rejected an update from evil" 5 "forged updates"
+count_log "rejected an update from evil .*got \[10,783\]" 1 "wrong shapes"
+count_log "rejected an update from evil .*is NaN" 1 "NaN weight"
+count_log "rejected an update from evil .*is for round 10[0-9]" 1 "future round"
+count_log "rejected an update from evil .*claims to be from client 6" 1 "impersonation"
+count_log "rejected an update from evil .*claims 1000000000000 examples" 1 "10^12 examples"
+count_log "dropped a message of kind 2 from evil .*clients may not send" 1 "Welcome from a client"
+# A repeated Join under the same name and slot is not refused: the protocol
+# treats it as a rejoin (a client whose connection changed) and answers it.
+count_log "client evil \(id 5\) joined .*\(rejoin\)" 1 "duplicate Join handled as a rejoin"
+count_log "round [0-9]+: dropped evil \(id 5\)" 3 "attacker dropped from every round"
+if grep -qiE "assert|abort|segmentation|sanitizer" "$TMP/coord.log"; then
+  bad "coordinator log shows a crash: $(grep -iE "assert|abort|segmentation|sanitizer" "$TMP/coord.log" | head -3)"
+fi
+
+rows=$(jsonl_eval "$TMP/net.jsonl" "len(rows)" 2>/dev/null || echo 0)
+[ "$rows" = 3 ] && ok "metrics: 3 rounds" || bad "metrics: $rows rounds"
+rep=$(jsonl_eval "$TMP/net.jsonl" "[(r['clients_sampled'], r['clients_reported'], r.get('dropped')) for r in rows]" 2>/dev/null || echo "?")
+[ "$rep" = "[(6, 5, [5]), (6, 5, [5]), (6, 5, [5])]" ] \
+  && ok "every round: 6 sampled, 5 reported, attacker dropped" || bad "rounds (sampled, reported, dropped): $rep"
+acc=$(jsonl_eval "$TMP/net.jsonl" "rows[-1]['test_accuracy']" 2>/dev/null || echo 0)
+"$PY" -c "import sys; sys.exit(0 if $acc >= 0.70 else 1)" \
+  && ok "final test accuracy $acc >= 0.70" || bad "final test accuracy $acc < 0.70"
+
+# The same run without the attacker: fedlr-sim with the 5 honest clients.
+# Not bit-identical: the engine folds each update into a fixed-point sum as
+# trunc(n_k / N_sampled * delta * 2^40), and N_sampled counts the attacker's
+# declared examples (it was sampled), so every term lands on a different
+# grid point and the rescale by N_sampled / N_reported at the end rounds
+# differently. The difference is about 2^-40 per term (~1e-12 relative); it
+# can flip the last bit of a float32 weight, and 3 rounds of training carry
+# that along, but far below 1e-5.
+timeout -k 5 $LIMIT "$SIM" --quiet "${RUN[@]}" --clients 5 --out "$TMP/sim" > /dev/null 2> "$TMP/sim.log" \
+  || bad "fedlr-sim failed: $(tail -3 "$TMP/sim.log")"
+if [ -f "$TMP/net/model.safetensors" ] && [ -f "$TMP/sim/model.safetensors" ]; then
+  d=$(st_maxdiff "$TMP/net/model.safetensors" "$TMP/sim/model.safetensors")
+  "$PY" -c "import sys; sys.exit(0 if $d <= 1e-5 else 1)" \
+    && ok "final model equals fedlr-sim's with the 5 honest clients (max abs diff $d)" \
+    || bad "final model differs from fedlr-sim's by $d > 1e-5"
+else
+  bad "missing model.safetensors (net or sim)"
+fi
+finish
