@@ -310,7 +310,8 @@ static void log_round(fl_session_t *s, uint32_t round, const uint8_t *upd, size_
 
 /* Trains on the message's bytes exactly as received: the update is then a
  * pure function of (message, shard), as in fedlr-sim. */
-static void on_round_start(fl_session_t *s, uint32_t round, const uint8_t *msg, size_t len) {
+static void on_round_start(fl_session_t *s, const Fedlr__RoundStart *rs) {
+  uint32_t round = rs->round;
   if (!s->have_model) {
     slog(s, "ignoring round %u: no Welcome yet", round);
     return;
@@ -318,9 +319,12 @@ static void on_round_start(fl_session_t *s, uint32_t round, const uint8_t *msg, 
   s->round = round;
   drop_update(s, "a new round started");
   double t0 = now_s();
+  /* Acknowledge at once: the coordinator paces its round starts by these
+   * (at most a few model-sized messages in flight), and it is a heartbeat. */
+  send_heartbeat(s, t0);
   uint8_t *out = NULL;
   size_t out_len = 0;
-  int rc = fl_trainer_run(s->trainer, s->shard, s->client_id, msg, len, &out, &out_len);
+  int rc = fl_trainer_run_decoded(s->trainer, s->shard, s->client_id, rs, &out, &out_len);
   double dt = now_s() - t0;
   if (rc) {
     if (!s->interrupted) slog(s, "round %u: no update sent: %s", round, errmsg(rc));
@@ -348,7 +352,7 @@ static void on_message(fl_session_t *s, const uint8_t *buf, size_t len, double n
   switch (env->body_case) {
   case FEDLR__ENVELOPE__BODY_WELCOME: on_welcome(s, env->welcome); break;
   case FEDLR__ENVELOPE__BODY_ROUND_START:
-    on_round_start(s, env->round_start->round, buf, len);
+    on_round_start(s, env->round_start);
     break;
   case FEDLR__ENVELOPE__BODY_HEARTBEAT: break; /* a pong: receiving it was the point */
   case FEDLR__ENVELOPE__BODY_STOP: on_stop(s, env->stop, now); break;

@@ -110,12 +110,18 @@ int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
   Fedlr__Envelope *env = NULL;
   int rc = fl_wire_decode(msg, len, &t->limits, &env);
   if (rc) return rc;
-  const fl_model_spec_t *m = &t->model;
-  if (env->body_case != FEDLR__ENVELOPE__BODY_ROUND_START) {
+  if (env->body_case != FEDLR__ENVELOPE__BODY_ROUND_START)
     rc = fl_err_set(FL_EPROTO, "expected a round start, got message kind %d", (int)env->body_case);
-    goto out;
-  }
-  const Fedlr__RoundStart *rs = env->round_start;
+  else
+    rc = fl_trainer_run_decoded(t, shard, client_id, env->round_start, out, out_len);
+  fl_wire_free(&env);
+  return rc;
+}
+
+int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
+                           const Fedlr__RoundStart *rs, uint8_t **out, size_t *out_len) {
+  int rc = 0;
+  const fl_model_spec_t *m = &t->model;
   if (strcmp(rs->model, m->spec) != 0) {
     rc = fl_err_set(FL_ESHAPE, "round %u is for model '%s', this client runs '%s'", rs->round,
                     rs->model, m->spec);
@@ -211,6 +217,5 @@ int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
   reply.update = &up;
   rc = fl_wire_encode(&reply, out, out_len);
 out:
-  fl_wire_free(&env);
   return rc;
 }

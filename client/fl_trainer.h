@@ -18,6 +18,7 @@
 
 #include "fl_data.h"
 #include "fl_model.h"
+#include "fl_wire.h"
 
 typedef struct fl_trainer fl_trainer_t;
 
@@ -38,6 +39,12 @@ typedef struct {
  * nothing is written to *out and the detail is in fl_err_msg(). */
 int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
                    const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len);
+
+/* The same for a RoundStart already decoded by fl_wire_decode() with this
+ * model's limits (a networked client decodes each message once to see its
+ * kind). */
+int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
+                           const Fedlr__RoundStart *rs, uint8_t **out, size_t *out_len);
 
 /* Optional hook called after every `every` local steps (e.g. to send a
  * heartbeat while training). Returning non-zero aborts the round

@@ -47,6 +47,12 @@
 
 #define RID_MAX 256
 #define TICK_MS 250
+/* RoundStart messages handed to ZeroMQ but not yet acknowledged by their
+ * client (a client heartbeats as soon as it receives one). Each is a copy of
+ * the model: without a window, a round sampling 100 clients would queue 100
+ * model copies in ZeroMQ at once, O(clients x model) memory. */
+#define SEND_WINDOW 16
+#define ACK_TIMEOUT_S 2.0
 #define EXIT_INTERRUPTED 3
 
 /* A connected client, indexed by engine client id. */
@@ -56,6 +62,8 @@ typedef struct {
   int alive;
   double last_seen;
   uint32_t rounds;      /* rounds it contributed an update to */
+  int awaiting_ack;     /* a RoundStart sent, not yet acknowledged */
+  double sent_at;
 } peer_t;
 
 typedef struct {
@@ -75,6 +83,8 @@ typedef struct {
   int started;                  /* this process has started a round */
   double run_t0, round_t0;
   uint64_t bytes_in, bytes_out; /* this round */
+  uint32_t *send_queue;         /* sampled ids whose RoundStart is not sent yet */
+  size_t queue_head, queue_len, in_flight;
   uint32_t run_id;
   char ckpt_path[FL_PATH_MAX + 32];
   int done;                     /* the loop is shutting down */
@@ -145,6 +155,31 @@ static int send_raw(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_
   return 0;
 }
 
+static void free_buf(void *data, void *hint) {
+  (void)hint;
+  free(data);
+}
+
+/* Sends a malloc'd encoded message without copying it: ZeroMQ frees it
+ * once written to the socket (a RoundStart is a copy of the model). Takes
+ * ownership of buf in every case. */
+static int send_owned(coord_t *c, const uint8_t *rid, size_t rid_len, uint8_t *buf, size_t len) {
+  zmq_msg_t msg;
+  if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
+    free(buf);
+    return -1;
+  }
+  if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_msg_send(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+    char hex[2 * RID_MAX + 1];
+    logf_("send to %s failed: %s", rid_hex(rid, rid_len, hex, sizeof hex), zmq_strerror(errno));
+    zmq_msg_close(&msg);
+    return -1;
+  }
+  c->bytes_out += len;
+  return 0;
+}
+
 static int send_env(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr__Envelope *env) {
   uint8_t *buf;
   size_t len;
@@ -175,8 +210,28 @@ static void send_round_start(coord_t *c, uint32_t id) {
     logf_("cannot encode round start: %s", fl_err_msg());
     return;
   }
-  send_raw(c, p->rid, p->rid_len, buf, len);
-  free(buf);
+  send_owned(c, p->rid, p->rid_len, buf, len);
+}
+
+/* Sends queued RoundStarts while fewer than SEND_WINDOW are unacknowledged. */
+static void pump_round_starts(coord_t *c) {
+  while (c->round_open && c->in_flight < SEND_WINDOW && c->queue_head < c->queue_len) {
+    uint32_t id = c->send_queue[c->queue_head++];
+    peer_t *p = &c->peers[id];
+    if (!p->alive || !p->rid_len) continue;
+    send_round_start(c, id);
+    p->awaiting_ack = 1;
+    p->sent_at = now_s();
+    c->in_flight++;
+  }
+}
+
+/* Client `id` acknowledged (or can no longer acknowledge) its RoundStart. */
+static void release_ack(coord_t *c, uint32_t id) {
+  if (!c->peers[id].awaiting_ack) return;
+  c->peers[id].awaiting_ack = 0;
+  c->in_flight--;
+  pump_round_starts(c);
 }
 
 /* ---- rounds ---- */
@@ -201,7 +256,18 @@ static void maybe_start_round(coord_t *c) {
   c->bytes_in = c->bytes_out = 0;
   const uint32_t *ids;
   size_t m = fl_engine_sampled(c->engine, &ids);
-  for (size_t i = 0; i < m; i++) send_round_start(c, ids[i]);
+  uint32_t *q = realloc(c->send_queue, m * sizeof *q);
+  if (!q) {
+    logf_("out of memory queueing %zu round starts", m);
+    return;
+  }
+  c->send_queue = q;
+  memcpy(q, ids, m * sizeof *q);
+  c->queue_head = 0;
+  c->queue_len = m;
+  c->in_flight = 0;
+  for (size_t i = 0; i < c->cap_peers; i++) c->peers[i].awaiting_ack = 0;
+  pump_round_starts(c);
   uv_timer_start(&c->deadline, on_deadline, (uint64_t)(c->cfg.round_timeout * 1000.0), 0);
 }
 
@@ -236,6 +302,7 @@ static void write_outputs(coord_t *c, int final) {
 static void close_round(coord_t *c, const char *why) {
   uv_timer_stop(&c->deadline);
   c->round_open = 0;
+  c->queue_head = c->queue_len = c->in_flight = 0;
   uint32_t round = fl_engine_round(c->engine);
   const uint32_t *ids;
   size_t m = fl_engine_sampled(c->engine, &ids);
@@ -324,6 +391,7 @@ static void mark_dead(coord_t *c, uint32_t id, const char *why) {
   if (!p->alive) return;
   p->alive = 0;
   fl_engine_set_available(c->engine, id, 0);
+  release_ack(c, id);
   char label[300];
   logf_("client %s is dead: %s", client_label(c, id, label, sizeof label), why);
 }
@@ -423,6 +491,7 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     if (pid < 0) {
       send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
     } else {
+      if (env->heartbeat->round == fl_engine_round(c->engine)) release_ack(c, (uint32_t)pid);
       Fedlr__Heartbeat hb = FEDLR__HEARTBEAT__INIT;
       hb.client_id = (uint32_t)pid;
       hb.round = fl_engine_round(c->engine);
@@ -436,10 +505,12 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     if (pid < 0) {
       logf_("dropped an update from %s: not joined (asked to join again)", who);
       send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
-    } else if (fl_engine_submit_update(c->engine, (uint32_t)pid, env->update) != 0) {
-      logf_("rejected an update from %s: %s", who, fl_err_msg());
     } else {
-      check_round(c);
+      release_ack(c, (uint32_t)pid); /* an update also acknowledges its round start */
+      if (fl_engine_submit_update(c->engine, (uint32_t)pid, env->update) != 0)
+        logf_("rejected an update from %s: %s", who, fl_err_msg());
+      else
+        check_round(c);
     }
     break;
   default:
@@ -509,6 +580,9 @@ static void on_tick(uv_timer_t *t) {
       mark_dead(c, (uint32_t)i, why);
     }
   }
+  for (size_t i = 0; i < c->cap_peers; i++)
+    if (c->peers[i].awaiting_ack && now - c->peers[i].sent_at > ACK_TIMEOUT_S)
+      release_ack(c, (uint32_t)i); /* an old client, or a lost ack: do not stall the window */
   check_round(c);
   maybe_start_round(c);
   drain(c); /* sends above may have changed ZMQ_EVENTS */
@@ -722,6 +796,7 @@ out:
   fl_engine_destroy(&c->engine);
   fl_dataset_destroy(&c->test);
   free(c->peers);
+  free(c->send_queue);
   free(c);
   return status;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fl_error.h"
+#include "fl_parallel.h"
 #include "fl_rng.h"
 #include "fl_safetensors.h"
 
@@ -27,7 +28,10 @@ struct fl_engine {
   fl_wire_limits_t limits;
   float *weights;             /* (num_params) global model */
   int64_t *acc;               /* (num_params) fixed-point sum of p_k * delta_k */
-  fl_model_ws_t *eval_ws;
+  fl_model_ws_t **eval_ws;    /* (eval_threads) one workspace per evaluation thread */
+  size_t eval_threads;
+  double *chunk_loss;         /* (eval chunks) summed loss of each chunk */
+  size_t *chunk_correct;      /* (eval chunks) */
 
   fl_client_rec_t *clients;   /* (cap_clients) indexed by id */
   size_t num_clients, cap_clients, num_available;
@@ -120,8 +124,17 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   e->acc = calloc(n, sizeof *e->acc);
   if (!e->weights || !e->acc) goto fail;
   if (cfg->test) {
-    e->eval_ws = fl_model_ws_new(&cfg->model, FL_EVAL_BATCH);
-    if (!e->eval_ws) goto fail;
+    size_t chunks = (cfg->test->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
+    size_t th = cfg->eval_threads ? cfg->eval_threads : fl_parallel_ncpu();
+    if (th > chunks) th = chunks;
+    if (th < 1) th = 1;
+    e->eval_ws = calloc(th, sizeof *e->eval_ws);
+    e->chunk_loss = calloc(chunks, sizeof *e->chunk_loss);
+    e->chunk_correct = calloc(chunks, sizeof *e->chunk_correct);
+    if (!e->eval_ws || !e->chunk_loss || !e->chunk_correct) goto fail;
+    e->eval_threads = th;
+    for (size_t i = 0; i < th; i++)
+      if (!(e->eval_ws[i] = fl_model_ws_new(&cfg->model, FL_EVAL_BATCH))) goto fail;
   }
   fl_model_init(&cfg->model, e->weights, fl_rng_derive(cfg->seed, FL_RNG_INIT, 0, 0));
   fl_plateau_init(&e->plateau);
@@ -142,7 +155,10 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->pool);
   free(e->weights);
   free(e->acc);
-  fl_model_ws_destroy(&e->eval_ws);
+  for (size_t i = 0; e->eval_ws && i < e->eval_threads; i++) fl_model_ws_destroy(&e->eval_ws[i]);
+  free(e->eval_ws);
+  free(e->chunk_loss);
+  free(e->chunk_correct);
   free(e->sampled);
   free(e->reported);
   free(e->slot_loss);
@@ -504,11 +520,31 @@ int fl_engine_has_quorum(const fl_engine_t *e) {
   return e->num_reported >= need;
 }
 
+/* Evaluation in fixed chunks of FL_EVAL_BATCH test examples: thread t takes
+ * chunks t, t+T, t+2T, ... and the per-chunk sums are added in chunk order,
+ * so the result is the same bits whatever the number of threads T. */
+static void eval_task(void *arg, size_t t) {
+  fl_engine_t *e = arg;
+  const fl_dataset_t *d = e->cfg.test;
+  size_t chunks = (d->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
+  for (size_t c = t; c < chunks; c += e->eval_threads) {
+    size_t at = c * FL_EVAL_BATCH, n = d->n - at < FL_EVAL_BATCH ? d->n - at : FL_EVAL_BATCH;
+    e->chunk_loss[c] = 0;
+    e->chunk_correct[c] = 0;
+    fl_model_evaluate(&e->cfg.model, e->eval_ws[t], e->weights, d->x + at * d->dim, d->y + at, n,
+                      &e->chunk_loss[c], &e->chunk_correct[c]);
+  }
+}
+
 static void evaluate(fl_engine_t *e, double *loss, double *acc) {
   const fl_dataset_t *t = e->cfg.test;
+  fl_parallel_for(e->eval_threads, eval_task, e);
   double loss_sum = 0;
-  size_t correct = 0;
-  fl_model_evaluate(&e->cfg.model, e->eval_ws, e->weights, t->x, t->y, t->n, &loss_sum, &correct);
+  size_t correct = 0, chunks = (t->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
+  for (size_t c = 0; c < chunks; c++) {
+    loss_sum += e->chunk_loss[c];
+    correct += e->chunk_correct[c];
+  }
   *loss = loss_sum / (double)t->n;
   *acc = (double)correct / (double)t->n;
 }

@@ -54,6 +54,8 @@ typedef struct {
   uint32_t eval_every;        /* evaluate every K rounds and at the last */
   double target_accuracy;     /* stop when reached; 0 = off */
   double quorum;              /* fraction of sampled updates needed, (0,1] */
+  uint32_t eval_threads;      /* threads for evaluation, 0 = one per core; results do not
+                               * depend on it */
 } fl_engine_config_t;
 
 typedef struct fl_engine fl_engine_t;

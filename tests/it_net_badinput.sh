@@ -39,7 +39,7 @@ SEED=5
 # 1 and 2 close at the 20 s deadline with 5 of 6 reports (quorum 0.8 of 6 =
 # 5); in round 3 it closes its socket and the round closes once it is
 # declared dead (--client-timeout 3).
-DATA=(--seed $SEED --partition iid --dataset fashion-mnist --data-dir "$DATA_DIR")
+DATA=(--seed $SEED --dataset fashion-mnist --data-dir "$DATA_DIR")
 RUN=(--model softmax --fraction 1 --rounds 3 --local-epochs 1 --batch-size 20 --lr 0.05 "${DATA[@]}")
 PORT=$(free_port)
 EP="tcp://127.0.0.1:$PORT"
@@ -59,7 +59,7 @@ timeout -k 5 $LIMIT "$BADPEER" --connect "$EP" --name evil --slot 5 --model soft
 BPID=$!; PIDS+=($BPID)
 CLIENT_PIDS=()
 for i in 0 1 2 3 4; do
-  timeout -k 5 $LIMIT "$CLIENT" --connect "$EP" "${DATA[@]}" --num-partitions 5 \
+  timeout -k 5 $LIMIT "$CLIENT" --connect "$EP" "${DATA[@]}" --partition iid --num-partitions 5 \
     --partition-index $i --quiet > "$TMP/c$i.out" 2> "$TMP/c$i.log" &
   CLIENT_PIDS+=($!); PIDS+=($!)
 done
@@ -129,7 +129,7 @@ acc=$(jsonl_eval "$TMP/net.jsonl" "rows[-1]['test_accuracy']" 2>/dev/null || ech
 # differently. The difference is about 2^-40 per term (~1e-12 relative); it
 # can flip the last bit of a float32 weight, and 3 rounds of training carry
 # that along, but far below 1e-5.
-timeout -k 5 $LIMIT "$SIM" --quiet "${RUN[@]}" --clients 5 --out "$TMP/sim" > /dev/null 2> "$TMP/sim.log" \
+timeout -k 5 $LIMIT "$SIM" --quiet "${RUN[@]}" --partition iid --clients 5 --out "$TMP/sim" > /dev/null 2> "$TMP/sim.log" \
   || bad "fedlr-sim failed: $(tail -3 "$TMP/sim.log")"
 if [ -f "$TMP/net/model.safetensors" ] && [ -f "$TMP/sim/model.safetensors" ]; then
   d=$(st_maxdiff "$TMP/net/model.safetensors" "$TMP/sim/model.safetensors")

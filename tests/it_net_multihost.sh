@@ -110,7 +110,8 @@ grep -q "${IMPAIR[0]}" <<<"$qd" && ok "$((N + 1)) namespaces, $N veth links with
   || bad "qdisc not in place: $qd"
 
 SEED=9
-DATA=(--seed $SEED --partition iid --dataset fashion-mnist --data-dir "$DATA_DIR")
+DATA=(--seed $SEED --dataset fashion-mnist --data-dir "$DATA_DIR")
+PART=(--partition iid)
 t0=$SECONDS
 in_ns "$NS_COORD" timeout -k 5 $LIMIT "$COORD" --bind tcp://0.0.0.0:7070 "${DATA[@]}" \
   --model softmax --clients $N --min-clients $N --fraction 1 --rounds 5 --local-epochs 1 \
@@ -120,7 +121,7 @@ CPID=$!; PIDS+=($CPID)
 CLIENT_PIDS=()
 for x in $(seq 1 $N); do
   in_ns "${NS_CLIENTS[$((x - 1))]}" timeout -k 5 $LIMIT "$CLIENT" --connect "tcp://10.77.$x.1:7070" \
-    "${DATA[@]}" --num-partitions $N --partition-index $((x - 1)) --name "host$x" --quiet \
+    "${DATA[@]}" "${PART[@]}" --num-partitions $N --partition-index $((x - 1)) --name "host$x" --quiet \
     > "$TMP/c$x.out" 2> "$TMP/c$x.log" &
   CLIENT_PIDS+=($!); PIDS+=($!)
 done
@@ -142,7 +143,7 @@ rep=$(jsonl_eval "$TMP/net.jsonl" "[r['clients_reported'] for r in rows]" 2>/dev
 acc=$(jsonl_eval "$TMP/net.jsonl" "rows[-1]['test_accuracy']" 2>/dev/null || echo 0)
 "$PY" -c "import sys; sys.exit(0 if $acc >= 0.75 else 1)" \
   && ok "final test accuracy $acc >= 0.75" || bad "final test accuracy $acc < 0.75"
-"$SIM" --quiet "${DATA[@]}" --model softmax --clients $N --fraction 1 --rounds 5 --local-epochs 1 \
+"$SIM" --quiet "${DATA[@]}" "${PART[@]}" --model softmax --clients $N --fraction 1 --rounds 5 --local-epochs 1 \
   --batch-size 20 --lr 0.05 --out "$TMP/sim" > /dev/null
 st_equal "$TMP/net/model.safetensors" "$TMP/sim/model.safetensors" \
   && ok "weights across impaired links are bit-identical to fedlr-sim's" || bad "weights differ from fedlr-sim's"

@@ -308,7 +308,8 @@ TEST(help_lists_the_programs_options) {
   h = help_text(FL_PROG_COORD);
   ASSERT_TRUE(h != NULL);
   bad = !strstr(h, "  --bind ENDPOINT") || !strstr(h, "  --round-timeout SEC") ||
-        !strstr(h, "  --resume FILE") || strstr(h, "--workers") || strstr(h, "--connect");
+        !strstr(h, "  --resume DIR") || strstr(h, "--workers") || strstr(h, "--connect") ||
+        strstr(h, "--partition ");
   free(h);
   ASSERT_FALSE(bad);
 }
@@ -370,6 +371,7 @@ static int round_trip(int prog, const char *name) {
   /* Keys of other programs keep their defaults in d; copy them over so the
    * whole struct can be compared: only prog's keys must round-trip. */
   if (!(prog & FL_PROG_SIM)) d.workers = c.workers;
+  if (prog == FL_PROG_COORD) memcpy(d.partition, c.partition, sizeof d.partition);
   if (prog == FL_PROG_CLIENT) {
     memcpy(d.test_data, c.test_data, sizeof d.test_data);
     memcpy(d.model, c.model, sizeof d.model);

@@ -485,4 +485,44 @@ TEST(rejoin_cannot_inflate_weight_mid_round) {
   fl_engine_destroy(&e);
 }
 
+/* Evaluation gives the same bits whatever the number of threads. */
+TEST(evaluation_independent_of_threads) {
+  fl_dataset_t t = {2500, IN, CLASSES, NULL, NULL};
+  t.x = malloc(t.n * IN * sizeof *t.x);
+  t.y = malloc(t.n * sizeof *t.y);
+  fl_rng_t r;
+  fl_rng_seed(&r, 77);
+  for (size_t i = 0; i < t.n * IN; i++) t.x[i] = (float)fl_rng_normal(&r);
+  for (size_t i = 0; i < t.n; i++) t.y[i] = (int32_t)(i % CLASSES);
+  double loss[3], acc[3];
+  for (int th = 1; th <= 3; th++) {
+    fl_engine_config_t c = base_config();
+    c.test = &t;
+    c.fraction = 1.0;
+    c.eval_threads = (uint32_t)th;
+    fl_engine_t *e = make_engine(&c, 2, 10);
+    float *zero = calloc(c.model.num_params, sizeof *zero);
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    for (uint32_t k = 0; k < 2; k++) {
+      uint8_t *buf;
+      size_t len;
+      ASSERT_EQ(encode_update(&c.model, 1, k, 10, zero, 1, 1.0, &buf, &len), 0);
+      ASSERT_EQ(fl_engine_submit(e, k, buf, len), 0);
+      free(buf);
+    }
+    fl_round_metrics_t m;
+    ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+    loss[th - 1] = m.test_loss;
+    acc[th - 1] = m.test_accuracy;
+    free(zero);
+    fl_engine_destroy(&e);
+  }
+  ASSERT_TRUE(isfinite(loss[0]));
+  ASSERT_EQ(memcmp(&loss[0], &loss[1], sizeof(double)), 0);
+  ASSERT_EQ(memcmp(&loss[0], &loss[2], sizeof(double)), 0);
+  ASSERT_EQ(memcmp(&acc[0], &acc[2], sizeof(double)), 0);
+  free(t.x);
+  free(t.y);
+}
+
 FL_TEST_MAIN()
