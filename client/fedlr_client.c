@@ -79,7 +79,7 @@ static void client_name(const fl_config_t *c, char *out, size_t cap) {
 /* The same reading of --dataset as fedlr-sim: a path or .csv is a file. */
 static int load_train(const fl_config_t *c, fl_dataset_t **train) {
   const char *ds = c->dataset;
-  int is_file = strchr(ds, '/') || strstr(ds, ".csv") || access(ds, F_OK) == 0;
+  int is_file = !fl_dataset_is_named(ds);
   if (is_file) return fl_dataset_load_file(ds, train);
   return fl_dataset_load_named(ds, c->data_dir, 1, train);
 }

@@ -93,18 +93,6 @@ static int ensure_optim(fl_trainer_t *t, const fl_optim_config_t *c) {
   return 0;
 }
 
-static void optim_from_wire(const Fedlr__Optimizer *o, fl_optim_config_t *c) {
-  memset(c, 0, sizeof *c);
-  c->kind = (fl_optim_kind_t)o->kind;
-  c->momentum = o->momentum;
-  c->beta1 = o->beta1;
-  c->beta2 = o->beta2;
-  c->eps = o->eps;
-  c->alpha = o->alpha;
-  c->weight_decay = o->weight_decay;
-  c->keep_state = o->keep_state;
-}
-
 int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
                    const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len) {
   Fedlr__Envelope *env = NULL;
@@ -129,7 +117,7 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   }
   if ((rc = fl_wire_check_tensors(rs->weights, rs->n_weights, m))) goto out;
   fl_optim_config_t oc;
-  optim_from_wire(rs->optimizer, &oc);
+  fl_wire_optim_from(rs->optimizer, &oc);
   if ((rc = fl_optim_validate(&oc))) goto out;
   fl_sched_t local;
   if ((rc = fl_sched_parse(rs->local_schedule, &local))) goto out;

@@ -315,12 +315,16 @@ static int named_path(const char *name, const char *dir, const char *stem, char 
                     buf);
 }
 
+int fl_dataset_is_named(const char *dataset) {
+  return dataset && (strcmp(dataset, "fashion-mnist") == 0 || strcmp(dataset, "mnist") == 0);
+}
+
 int fl_dataset_load_named(const char *name, const char *dir, int train, fl_dataset_t **out) {
   char defdir[256], img[4096], lab[4096];
   fl_dataset_t *d = NULL;
   int rc;
   if (!name || !out) return fl_err_set(FL_EINVAL, "fl_dataset_load_named: NULL argument");
-  if (strcmp(name, "fashion-mnist") != 0 && strcmp(name, "mnist") != 0)
+  if (!fl_dataset_is_named(name))
     return fl_err_set(FL_EINVAL, "unknown dataset '%s' (known: fashion-mnist, mnist; or pass a .csv/IDX file)", name);
   if (!dir || !dir[0]) {
     snprintf(defdir, sizeof defdir, "/usr/share/datasets/%s", name);

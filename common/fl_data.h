@@ -43,6 +43,10 @@ int fl_dataset_load_csv(const char *path, fl_dataset_t **out);
  * Debian package that provides it (dataset-fashion-mnist). */
 int fl_dataset_load_named(const char *name, const char *dir, int train, fl_dataset_t **out);
 
+/* 1 if `dataset` names a built-in dataset ("fashion-mnist", "mnist"), 0 if
+ * it is a file to read with fl_dataset_load_file(). */
+int fl_dataset_is_named(const char *dataset);
+
 /* Loads `path` as CSV if it ends in .csv, else as an IDX image file whose
  * labels are found by replacing "images" with "labels" in its name. */
 int fl_dataset_load_file(const char *path, fl_dataset_t **out);

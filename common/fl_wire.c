@@ -351,3 +351,27 @@ void fl_wire_tensors_copy(Fedlr__Tensor *const *t, size_t n, const fl_model_spec
     memcpy(params + info.offset, t[i]->data, info.count * sizeof(float));
   }
 }
+
+void fl_wire_optim_to(const fl_optim_config_t *c, Fedlr__Optimizer *o) {
+  fedlr__optimizer__init(o);
+  o->kind = (Fedlr__Optimizer__Kind)c->kind;
+  o->momentum = c->momentum;
+  o->beta1 = c->beta1;
+  o->beta2 = c->beta2;
+  o->eps = c->eps;
+  o->weight_decay = c->weight_decay;
+  o->alpha = c->alpha;
+  o->keep_state = c->keep_state != 0;
+}
+
+void fl_wire_optim_from(const Fedlr__Optimizer *o, fl_optim_config_t *c) {
+  memset(c, 0, sizeof *c);
+  c->kind = (fl_optim_kind_t)o->kind;
+  c->momentum = o->momentum;
+  c->beta1 = o->beta1;
+  c->beta2 = o->beta2;
+  c->eps = o->eps;
+  c->alpha = o->alpha;
+  c->weight_decay = o->weight_decay;
+  c->keep_state = o->keep_state;
+}

@@ -17,6 +17,7 @@
 
 #include "fedlr.pb-c.h"
 #include "fl_model.h"
+#include "fl_optim.h"
 
 #define FL_WIRE_PROTOCOL_VERSION 1
 #define FL_WIRE_MAX_STRING 256       /* names, specs, reasons */
@@ -48,6 +49,10 @@ void fl_wire_free(Fedlr__Envelope **env);
 
 /* Encodes into a new malloc'd buffer (*buf, *len), caller frees. */
 int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len);
+
+/* An optimizer config to and from its wire form (the same fields). */
+void fl_wire_optim_to(const fl_optim_config_t *c, Fedlr__Optimizer *o);
+void fl_wire_optim_from(const Fedlr__Optimizer *o, fl_optim_config_t *c);
 
 /* A zero-copy tensor list over a parameter buffer, for encoding RoundStart
  * and Update messages. A plain value; `ptrs`/`n` go into the message's

@@ -692,7 +692,7 @@ static int setup_socket(coord_t *c) {
 static int load_test(coord_t *c) {
   const char *ds = c->cfg.dataset;
   if (c->cfg.test_data[0]) return fl_dataset_load_file(c->cfg.test_data, &c->test);
-  int is_file = strchr(ds, '/') || strstr(ds, ".csv") || access(ds, F_OK) == 0;
+  int is_file = !fl_dataset_is_named(ds);
   if (is_file)
     return fl_err_set(FL_EINVAL, "--dataset is a file: give the test set with --test-data (the "
                                  "coordinator evaluates; clients hold the training data)");

@@ -355,15 +355,8 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
   if (sampled_slot(e, id) < 0)
     return fl_err_set(FL_EINVAL, "client %u is not sampled in round %u", id, e->round);
   const fl_engine_config_t *c = &e->cfg;
-  Fedlr__Optimizer opt = FEDLR__OPTIMIZER__INIT;
-  opt.kind = (Fedlr__Optimizer__Kind)c->optim.kind;
-  opt.momentum = c->optim.momentum;
-  opt.beta1 = c->optim.beta1;
-  opt.beta2 = c->optim.beta2;
-  opt.eps = c->optim.eps;
-  opt.weight_decay = c->optim.weight_decay;
-  opt.alpha = c->optim.alpha;
-  opt.keep_state = c->optim.keep_state != 0;
+  Fedlr__Optimizer opt;
+  fl_wire_optim_to(&c->optim, &opt);
   fl_wire_tensors_t tv;
   fl_wire_tensors_init(&tv, &c->model, e->weights);
   Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;

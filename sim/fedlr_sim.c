@@ -163,7 +163,7 @@ static void stop_workers(sim_t *s) {
 static int load_data(const fl_config_t *c, fl_dataset_t **train, fl_dataset_t **test) {
   int rc;
   const char *ds = c->dataset;
-  int is_file = strchr(ds, '/') || strstr(ds, ".csv") || access(ds, F_OK) == 0;
+  int is_file = !fl_dataset_is_named(ds);
   if (!is_file) {
     if ((rc = fl_dataset_load_named(ds, c->data_dir, 1, train))) return rc;
     return fl_dataset_load_named(ds, c->data_dir, 0, test);
