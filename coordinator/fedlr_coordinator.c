@@ -402,27 +402,25 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fe
   int rc;
   char reason[512];
   if (fl_engine_find_client(c->engine, j->name, &id) == 0) {
-    if (j->want_slot && j->slot != id) {
-      snprintf(reason, sizeof reason, "name '%s' is client %u, not %u", j->name, id, j->slot);
-      rc = FL_EINVAL;
-    } else {
-      rc = fl_engine_add_client_at(c->engine, id, j->name, j->num_examples); /* rejoin */
-    }
+    rc = j->want_slot && j->slot != id
+             ? fl_err_set(FL_EINVAL, "name '%s' is client %u, not %u", j->name, id, j->slot)
+             : fl_engine_add_client_at(c->engine, id, j->name, j->num_examples); /* rejoin */
   } else if (j->want_slot) {
     id = j->slot;
     rc = id >= c->cfg.clients
              ? fl_err_set(FL_ERANGE, "slot %u is beyond --clients %u", id, c->cfg.clients)
              : fl_engine_add_client_at(c->engine, id, j->name, j->num_examples);
   } else {
-    rc = fl_engine_add_client(c->engine, j->name, j->num_examples, &id);
-    if (!rc && id >= c->cfg.clients) {
-      rc = fl_err_set(FL_ERANGE, "the run is full (--clients %u)", c->cfg.clients);
-    }
+    /* The lowest free id is below --clients while fewer are registered. */
+    rc = fl_engine_num_clients(c->engine) >= c->cfg.clients
+             ? fl_err_set(FL_ERANGE, "the run is full (--clients %u)", c->cfg.clients)
+             : fl_engine_add_client(c->engine, j->name, j->num_examples, &id);
   }
-  if (rc && rc != FL_EINVAL) snprintf(reason, sizeof reason, "%s", fl_err_msg());
-  else if (rc) snprintf(reason, sizeof reason, "%s", fl_err_msg()[0] ? fl_err_msg() : "refused");
-  if (rc || ensure_peers(c, (size_t)id + 1) != 0) {
+  if (!rc && ensure_peers(c, (size_t)id + 1) != 0)
+    rc = fl_err_set(FL_ENOMEM, "out of memory for client %u", id);
+  if (rc) {
     char hex[2 * RID_MAX + 1];
+    snprintf(reason, sizeof reason, "%s", fl_err_msg());
     logf_("refused join of '%s' from %s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex), reason);
     send_stop(c, rid, rid_len, reason, 1, 0);
     return;
