@@ -58,7 +58,7 @@ net_run() {
   for ((i = 0; i < k; i++)); do
     in_ns timeout 1200 "$BUILD/fedlr-client" --connect tcp://127.0.0.1:7070 --dataset fashion-mnist \
       --data-dir "$DATA_DIR" --partition iid --num-partitions "$k" --partition-index $i --seed 1 \
-      --quiet ${CLIENT_ARGS:-} 2> /dev/null &
+      --quiet 2> /dev/null &
     pids+=($!)
     PIDS+=($!)
     if (((i + 1) % 10 == 0)); then sleep 1.5; fi

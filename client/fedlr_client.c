@@ -209,7 +209,6 @@ int main(int argc, char **argv) {
       .slot = cfg.partition_index,
       .quiet = cfg.quiet,
       .interrupt_fd = sig_pipe[0],
-      .train_slots = cfg.train_slots ? cfg.train_slots : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN),
   };
   session = fl_session_new(&sc, &shard, &rc);
   if (!session) {

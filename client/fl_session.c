@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ipc.h>
-#include <sys/sem.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -63,8 +61,6 @@ struct fl_session {
   uint32_t update_round;
   int interrupted;
   int ended, result; /* fl_session_run()'s result once ended */
-  uint32_t train_slots;
-  int slot_sem;      /* SysV semaphore id, -1 = no limit */
 };
 
 static double now_s(void) {
@@ -92,8 +88,6 @@ static const char *errmsg(int rc) {
 }
 
 static int session_tick(void *arg, uint64_t step);
-static int slot_acquire(fl_session_t *s);
-static void slot_release(fl_session_t *s, int held);
 static int open_socket(fl_session_t *s);
 static void close_socket(fl_session_t *s, int linger);
 
@@ -324,16 +318,13 @@ static void on_round_start(fl_session_t *s, const Fedlr__RoundStart *rs) {
   }
   s->round = round;
   drop_update(s, "a new round started");
+  double t0 = now_s();
   /* Acknowledge at once: the coordinator paces its round starts by these
    * (at most a few model-sized messages in flight), and it is a heartbeat. */
-  send_heartbeat(s, now_s());
-  int held = slot_acquire(s);
-  if (s->interrupted) return;
-  double t0 = now_s();
+  send_heartbeat(s, t0);
   uint8_t *out = NULL;
   size_t out_len = 0;
   int rc = fl_trainer_run_decoded(s->trainer, s->shard, s->client_id, rs, &out, &out_len);
-  slot_release(s, held);
   double dt = now_s() - t0;
   if (rc) {
     if (!s->interrupted) slog(s, "round %u: no update sent: %s", round, errmsg(rc));
@@ -430,59 +421,6 @@ static int session_tick(void *arg, uint64_t step) {
   return 0;
 }
 
-/* ---- training slots ----
- * Many client processes on one host (a simulation, a test, a benchmark) that
- * all train at once time-slice the cores and evict each other's caches. A
- * client therefore trains only while holding one of train_slots units of a
- * host-wide SysV semaphore. SEM_UNDO makes the kernel return the unit of a
- * client that dies holding it (even by SIGKILL), and semtimedop() lets a
- * waiting client keep heartbeating. There is one semaphore per count (its
- * key holds N), so clients asking for different counts never share one;
- * containers have their own IPC namespace, so no limit across them. */
-#define SLOT_KEY(n) ((key_t)(0x666c0000u | ((n) & 0xffffu))) /* "fl" + N */
-
-static void slots_open(fl_session_t *s) {
-  s->slot_sem = -1;
-  if (!s->train_slots) return;
-  int id = semget(SLOT_KEY(s->train_slots), 1, IPC_CREAT | IPC_EXCL | 0666);
-  if (id >= 0) {
-    /* Created it: set the count, then one semop so that sem_otime != 0
-     * tells the others it is initialised. */
-    struct sembuf op[2] = {{0, 1, 0}, {0, -1, 0}};
-    if (semctl(id, 0, SETVAL, (int)s->train_slots) == 0 && semop(id, op, 2) == 0) s->slot_sem = id;
-    return;
-  }
-  if (errno != EEXIST || (id = semget(SLOT_KEY(s->train_slots), 1, 0666)) < 0) return;
-  for (int i = 0; i < 100; i++) { /* wait up to 1 s for the creator */
-    struct semid_ds ds;
-    if (semctl(id, 0, IPC_STAT, &ds) == 0 && ds.sem_otime != 0) {
-      s->slot_sem = id;
-      return;
-    }
-    struct timespec ts = {0, 10000000};
-    nanosleep(&ts, NULL);
-  }
-}
-
-/* Waits for a unit; 1 if held, 0 if not (no limit, error, or interrupted). */
-static int slot_acquire(fl_session_t *s) {
-  if (s->slot_sem < 0) return 0;
-  for (;;) {
-    struct sembuf op = {0, -1, SEM_UNDO};
-    double wait = s->heartbeat > 0 ? s->heartbeat / 2 : 0.5;
-    struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-    if (semtimedop(s->slot_sem, &op, 1, &ts) == 0) return 1;
-    if (errno != EAGAIN && errno != EINTR) return 0; /* removed or broken: no limit */
-    if (session_tick(s, 0)) return 0;
-  }
-}
-
-static void slot_release(fl_session_t *s, int held) {
-  if (!held) return;
-  struct sembuf op = {0, 1, SEM_UNDO};
-  semop(s->slot_sem, &op, 1);
-}
-
 /* ---- the session ---- */
 
 /* A new DEALER connected to the endpoint (connecting never waits). The
@@ -550,8 +488,6 @@ fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *sha
   s->want_slot = c->want_slot;
   s->slot = c->slot;
   s->quiet = c->quiet;
-  s->train_slots = c->train_slots;
-  slots_open(s);
   s->interrupt_fd = c->interrupt_fd;
   s->shard = shard;
   s->limits.max_message = SESSION_CTL_MAX_MESSAGE;

@@ -34,7 +34,6 @@ typedef struct {
   int want_slot;        /* ask for client id `slot` (the partition index) */
   uint32_t slot;
   int quiet;        /* no per-round lines */
-  uint32_t train_slots; /* clients of this host training at once; 0 = no limit */
   int interrupt_fd; /* readable = stop now (e.g. a signal self-pipe); -1 = none */
 } fl_session_config_t;
 

@@ -130,8 +130,6 @@ static const opt_t opts[] = {
    "ZeroMQ endpoint to listen on"},
   {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
    "coordinator endpoint"},
-  {"train-slots", OPT_U32, FIELD(train_slots), CLIENT, G_NET, "N", "0", RANGE(0, 4096, 0),
-   "clients on this host that train at once (the first client sets it), 0 = one per core"},
   {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
    "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
   {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,

@@ -60,7 +60,6 @@ typedef struct {
   char data[FL_PATH_MAX];       /* client's own data file */
   uint32_t num_partitions;      /* 0 */
   uint32_t partition_index;     /* 0 */
-  uint32_t train_slots;         /* 0 = one per core: clients of a host training at once */
 } fl_config_t;
 
 /* Fills every key with its default. */

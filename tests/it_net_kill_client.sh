@@ -1,8 +1,6 @@
 # SIGKILL of a client mid-round: the coordinator notices the silence
 # (--client-timeout), drops it from the round, closes the round with the
-# quorum, samples only live clients afterwards, and the run completes. The
-# clients share one training slot (--train-slots 1): when the killed client
-# held it, a leaked slot would stall the others for good (SEM_UNDO frees it).
+# quorum, samples only live clients afterwards, and the run completes.
 source "$(dirname "$0")/lib.sh"
 
 PORT=$(free_port)
@@ -13,7 +11,7 @@ timeout 300 "$COORD" --bind "tcp://127.0.0.1:$PORT" --model mlp:200,200 --client
 CPID=$!; PIDS+=($CPID)
 for i in 0 1 2 3 4; do
   timeout 60 "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --dataset fashion-mnist --data-dir "$DATA_DIR" \
-    --partition iid --num-partitions 5 --partition-index $i --seed 3 --train-slots 1 2> "$TMP/c$i.log" &
+    --partition iid --num-partitions 5 --partition-index $i --seed 3 2> "$TMP/c$i.log" &
   PIDS+=($!)
 done
 VICTIM=${PIDS[3]} # client 2
