@@ -763,7 +763,8 @@ int main(int argc, char **argv) {
   }
   c->run_id = (uint32_t)fl_rng_derive(cfg->seed, 77, (uint64_t)time(NULL), (uint64_t)getpid());
   logf_("OpenBLAS core %s; model %s (%zu parameters); listening on %s; waiting for %u client(s)",
-        fl_blas_corename(), c->ec.model.spec, c->ec.model.num_params, cfg->bind, cfg->min_clients);
+        fl_blas_corename(), c->ec.model.spec, c->ec.model.num_params, cfg->bind,
+        cfg->start_clients > cfg->min_clients ? cfg->start_clients : cfg->min_clients);
 
   c->loop = uv_default_loop();
   int fd;

@@ -285,6 +285,11 @@ int main(int argc, char **argv) {
       goto out;
     }
   }
+  /* --out first: --metrics may name a file inside it. */
+  if (cfg.out[0] && (rc = fl_file_mkdirs(cfg.out))) {
+    status = fail("--out", rc);
+    goto out;
+  }
   if ((rc = fl_metrics_new(cfg.metrics, 0, &metrics))) {
     status = fail("--metrics", rc);
     goto out;
