@@ -81,10 +81,11 @@ for x in $(seq 1 $N); do
       exit 77
     fi
     echo "NOTE: tc netem is not available ($(cat "$TMP/tc.err") - the kernel lacks sch_netem):"
-    echo "NOTE: no delay emulated; links rate-limited with tbf 2 Mbit/s each way, and 1 % of"
-    echo "NOTE: packets dropped at random in every namespace by iptables (statistic match)"
+    echo "NOTE: links rate-limited with tbf 2 Mbit/s each way; 1 % of packets dropped at random"
+    echo "NOTE: in every namespace by iptables (statistic match); 20 +- 5 ms delay each way added"
+    echo "NOTE: by a TCP delay proxy (tests/tools/delay_proxy.py) in the coordinator's namespace"
     IMPAIR=(tbf rate 2mbit burst 16kbit latency 400ms)
-    LINK="tbf 2 Mbit/s each way + 1 % random loss (iptables), no netem delay"
+    LINK="tbf 2 Mbit/s + 1 % random loss (iptables) + 20 +- 5 ms delay (proxy) each way"
     IPT_LOSS=1
     in_ns "$ns" tc qdisc add dev eth0 root "${IMPAIR[@]}"
   elif [ $x -gt 1 ]; then
@@ -118,9 +119,19 @@ in_ns "$NS_COORD" timeout -k 5 $LIMIT "$COORD" --bind tcp://0.0.0.0:7070 "${DATA
   --batch-size 20 --lr 0.05 --round-timeout 60 \
   --metrics "$TMP/net.jsonl" --out "$TMP/net" > "$TMP/coord.out" 2> "$TMP/coord.log" &
 CPID=$!; PIDS+=($CPID)
+# Without netem, latency comes from the delay proxy: clients reach the
+# coordinator through it (port 7071 -> 7070), 20 +- 5 ms each way.
+PORT=7070
+if [ "${IPT_LOSS:-0}" = 1 ]; then
+  in_ns "$NS_COORD" timeout -k 5 $LIMIT "$PY" "$(dirname "$0")/tools/delay_proxy.py" 0.0.0.0 7071 \
+    127.0.0.1 7070 20 5 2> "$TMP/proxy.log" &
+  PIDS+=($!)
+  PORT=7071
+  sleep 0.5
+fi
 CLIENT_PIDS=()
 for x in $(seq 1 $N); do
-  in_ns "${NS_CLIENTS[$((x - 1))]}" timeout -k 5 $LIMIT "$CLIENT" --connect "tcp://10.77.$x.1:7070" \
+  in_ns "${NS_CLIENTS[$((x - 1))]}" timeout -k 5 $LIMIT "$CLIENT" --connect "tcp://10.77.$x.1:$PORT" \
     "${DATA[@]}" "${PART[@]}" --num-partitions $N --partition-index $((x - 1)) --name "host$x" --quiet \
     > "$TMP/c$x.out" 2> "$TMP/c$x.log" &
   CLIENT_PIDS+=($!); PIDS+=($!)
@@ -133,6 +144,11 @@ for x in $(seq 1 $N); do
   rc=0; wait "${CLIENT_PIDS[$((x - 1))]}" || rc=$?
   [ $rc -eq 0 ] && ok "client host$x (10.77.$x.2) exited 0" || { bad "client host$x exit $rc"; tail -5 "$TMP/c$x.log"; }
 done
+if [ "$PORT" = 7071 ]; then
+  n=$(grep -c "connection from 10.77" "$TMP/proxy.log" || true)
+  [ "$n" -ge $N ] && ok "the clients' traffic went through the delay proxy ($n connections)" \
+    || bad "delay proxy saw $n connections: $(cat "$TMP/proxy.log")"
+fi
 joined=$(grep -c "joined with" "$TMP/coord.log" || true)
 [ "$joined" -ge $N ] && ok "$joined joins logged by the coordinator" || bad "only $joined joins: $(cat "$TMP/coord.log")"
 
