@@ -7,8 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-BUILD_DIR=${BUILD_DIR:-build-asan}
-BUILD_DIR=$BUILD_DIR bash scripts/build.sh -DFEDLR_SANITIZE=ON -DFEDLR_WERROR=ON
+# SANITIZER=thread: a ThreadSanitizer tree (build-tsan) instead, for the
+# threaded parts (worker pool, parallel evaluation): pass e.g. -R to pick them.
+if [ "${SANITIZER:-address}" = thread ]; then
+  BUILD_DIR=${BUILD_DIR:-build-tsan}
+  export BUILD_DIR
+  BUILD_DIR=$BUILD_DIR bash scripts/build.sh -DFEDLR_TSAN=ON -DFEDLR_WERROR=ON
+else
+  BUILD_DIR=${BUILD_DIR:-build-asan}
+  export BUILD_DIR
+  BUILD_DIR=$BUILD_DIR bash scripts/build.sh -DFEDLR_SANITIZE=ON -DFEDLR_WERROR=ON
+fi
 SUPP=$PWD/tests/sanitizer-suppressions
 LOGS=$PWD/$BUILD_DIR/sanitizer-logs
 rm -rf "$LOGS"
@@ -18,6 +27,7 @@ ubsan="print_stacktrace=1:halt_on_error=1:log_path=$LOGS/ubsan"
 [ -f "$SUPP/lsan.supp" ] && export LSAN_OPTIONS="suppressions=$SUPP/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 [ -f "$SUPP/ubsan.supp" ] && ubsan="$ubsan:suppressions=$SUPP/ubsan.supp"
 export ASAN_OPTIONS="$asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export TSAN_OPTIONS="halt_on_error=1:log_path=$LOGS/tsan${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export UBSAN_OPTIONS="$ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 cd "$BUILD_DIR"
 rc=0
