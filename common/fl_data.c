@@ -143,7 +143,7 @@ static int idx_read_header(gzFile g, const char *path, const char *kind, unsigne
                       path, magic[2], tname, kind);
   unsigned nd = magic[3];
   if (nd < min_dims || nd > max_dims)
-    return fl_err_set(FL_EFORMAT, "%s: %s file declares %u dimensions, expected %u..%u", path, kind, nd,
+    return fl_err_set(FL_EFORMAT, "%s: %s declares %u dimensions, expected %u..%u", path, kind, nd,
                       min_dims, max_dims);
   unsigned char raw[4 * IDX_MAX_DIMS];
   rc = idx_read_exact(g, path, "IDX header", raw, 4 * nd, 4, 4 + 4 * (size_t)nd);

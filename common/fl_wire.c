@@ -221,6 +221,39 @@ static int wire_check_update(const Fedlr__Update *u, const fl_wire_limits_t *lim
   return wire_check_tensors("update", u->weights, u->n_weights, lim);
 }
 
+/* protobuf-c keeps fields it does not know (forward compatibility), but it
+ * also keeps field number 0, which protobuf forbids, when the tag is written
+ * as an over-long varint (0x85 0x00); re-encoded, that tag is the one byte
+ * 0x05, which protobuf-c then rejects. Refusing it here keeps "decodes" and
+ * "re-encodes to something that decodes" the same set (found by fuzz_wire). */
+static int wire_check_unknown(const ProtobufCMessage *m) {
+  for (unsigned i = 0; m && i < m->n_unknown_fields; i++)
+    if (m->unknown_fields[i].tag == 0)
+      return fl_err_set(FL_EFORMAT, "%s: field number 0 (not valid protobuf)", m->descriptor->short_name);
+  return 0;
+}
+
+static int wire_check_unknown_tensors(Fedlr__Tensor *const *t, size_t n) {
+  int rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) rc = wire_check_unknown(t[i] ? &t[i]->base : NULL);
+  return rc;
+}
+
+/* Every message of the envelope, in the schema's nesting. */
+static int wire_check_unknown_all(const Fedlr__Envelope *e) {
+  int rc = wire_check_unknown(&e->base);
+  /* The body pointers share a union: any one names the set body. */
+  if (rc == 0 && e->body_case != FEDLR__ENVELOPE__BODY__NOT_SET)
+    rc = wire_check_unknown((const ProtobufCMessage *)e->join);
+  if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_ROUND_START && e->round_start) {
+    rc = wire_check_unknown(e->round_start->optimizer ? &e->round_start->optimizer->base : NULL);
+    if (rc == 0) rc = wire_check_unknown_tensors(e->round_start->weights, e->round_start->n_weights);
+  }
+  if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_UPDATE && e->update)
+    rc = wire_check_unknown_tensors(e->update->weights, e->update->n_weights);
+  return rc;
+}
+
 static int wire_check_envelope(const Fedlr__Envelope *e, const fl_wire_limits_t *lim) {
   switch (e->body_case) {
   case FEDLR__ENVELOPE__BODY_JOIN:
@@ -268,6 +301,7 @@ int fl_wire_decode(const uint8_t *buf, size_t len, const fl_wire_limits_t *lim,
   env = fedlr__envelope__unpack(&alloc, len, buf);
   if (!env) return fl_err_set(FL_EFORMAT, "undecodable message (%zu bytes)", len);
   if ((rc = wire_check_envelope(env, lim)) < 0) goto out;
+  if ((rc = wire_check_unknown_all(env)) < 0) goto out;
   *out = env;
   env = NULL;
 out:

@@ -721,4 +721,16 @@ TEST(weights_are_packed_floats) {
   free(p);
 }
 
+/* Found by fuzz_wire: field number 0 written as an over-long tag (0x85 0x00)
+ * is kept by protobuf-c as an unknown field; it is not valid protobuf and
+ * would re-encode to bytes protobuf-c rejects, so the codec refuses it. */
+TEST(field_number_zero_rejected) {
+  const uint8_t bytes[] = {0x2a, 0x00, 0x85, 0x00, 0x2a, 0x00, 0x2a, 0x00, 0x2a, 0x00};
+  fl_wire_limits_t lim = {1 << 16, 16, 1024, 0};
+  Fedlr__Envelope *d = NULL;
+  ASSERT_EQ(fl_wire_decode(bytes, sizeof bytes, &lim, &d), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "field number 0");
+  ASSERT_TRUE(d == NULL);
+}
+
 FL_TEST_MAIN()
