@@ -165,7 +165,8 @@ static double aggregation_gbs(const fl_model_spec_t *m) {
   float *delta = malloc(m->num_params * sizeof *delta);
   fl_rng_t r;
   fl_rng_seed(&r, 3);
-  for (size_t i = 0; i < m->num_params; i++) delta[i] = (float)(fl_rng_uniform(&r) - 0.5) * 1e-3f;
+  for (size_t i = 0; i < m->num_params; i++)
+    delta[i] = (float)(fl_rng_uniform(&r) - 0.5) * 1e-3f;
   double total_t = 0;
   size_t total_updates = 0;
   for (int round = 1; total_t < 2.0; round++) {
@@ -197,7 +198,8 @@ static double aggregation_gbs(const fl_model_spec_t *m) {
     }
     total_t += now_s() - t;
     total_updates += K;
-    for (uint32_t k = 0; k < K; k++) free(bufs[k]);
+    for (uint32_t k = 0; k < K; k++)
+      free(bufs[k]);
     fl_round_metrics_t rm;
     fl_engine_end_round(e, &rm);
   }

@@ -351,9 +351,7 @@ static void on_message(fl_session_t *s, const uint8_t *buf, size_t len, double n
   }
   switch (env->body_case) {
   case FEDLR__ENVELOPE__BODY_WELCOME: on_welcome(s, env->welcome); break;
-  case FEDLR__ENVELOPE__BODY_ROUND_START:
-    on_round_start(s, env->round_start);
-    break;
+  case FEDLR__ENVELOPE__BODY_ROUND_START: on_round_start(s, env->round_start); break;
   case FEDLR__ENVELOPE__BODY_HEARTBEAT: break; /* a pong: receiving it was the point */
   case FEDLR__ENVELOPE__BODY_STOP: on_stop(s, env->stop, now); break;
   default:

@@ -13,16 +13,16 @@
 struct fl_trainer {
   fl_model_spec_t model;
   fl_wire_limits_t limits;
-  float *params;        /* (num_params) local model */
-  float *global;        /* (num_params) the round's global model */
-  float *grad;          /* (num_params) */
-  fl_optim_t *optim;    /* created on first use, kind may change per round */
+  float *params;     /* (num_params) local model */
+  float *global;     /* (num_params) the round's global model */
+  float *grad;       /* (num_params) */
+  fl_optim_t *optim; /* created on first use, kind may change per round */
   fl_optim_config_t optim_cfg;
-  fl_model_ws_t *ws;    /* activations for batch <= max_batch */
+  fl_model_ws_t *ws; /* activations for batch <= max_batch */
   size_t max_batch;
-  float *bx;            /* (max_batch, dims[0]) gathered batch */
-  int32_t *by;          /* (max_batch) */
-  uint32_t *order;      /* (cap_order) epoch permutation */
+  float *bx;       /* (max_batch, dims[0]) gathered batch */
+  int32_t *by;     /* (max_batch) */
+  uint32_t *order; /* (cap_order) epoch permutation */
   size_t cap_order;
   fl_trainer_tick_fn tick;
   void *tick_arg;
@@ -93,8 +93,8 @@ static int ensure_optim(fl_trainer_t *t, const fl_optim_config_t *c) {
   return 0;
 }
 
-int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
-                   const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len) {
+int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id, const uint8_t *msg,
+                   size_t len, uint8_t **out, size_t *out_len) {
   Fedlr__Envelope *env = NULL;
   int rc = fl_wire_decode(msg, len, &t->limits, &env);
   if (rc) return rc;
@@ -122,8 +122,10 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   fl_sched_t local;
   if ((rc = fl_sched_parse(rs->local_schedule, &local))) goto out;
   if (local.kind == FL_SCHED_PLATEAU) {
-    rc = fl_err_set(FL_EINVAL, "local schedule '%s': plateau needs an evaluation metric and "
-                    "cannot be a local schedule", rs->local_schedule);
+    rc = fl_err_set(FL_EINVAL,
+                    "local schedule '%s': plateau needs an evaluation metric and "
+                    "cannot be a local schedule",
+                    rs->local_schedule);
     goto out;
   }
   const fl_dataset_t *d = shard->data;
@@ -158,7 +160,8 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   double loss_sum = 0;
   uint64_t step = 0, seen = 0;
   for (uint32_t ep = 0; ep < rs->local_epochs; ep++) {
-    for (size_t i = 0; i < n; i++) t->order[i] = shard->idx ? shard->idx[i] : (uint32_t)i;
+    for (size_t i = 0; i < n; i++)
+      t->order[i] = shard->idx ? shard->idx[i] : (uint32_t)i;
     fl_rng_shuffle_u32(&rng, t->order, n);
     for (size_t b0 = 0; b0 < n; b0 += B) {
       size_t bs = n - b0 < B ? n - b0 : B;
@@ -183,8 +186,10 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   for (size_t i = 0; i < m->num_params; i++) {
     t->params[i] -= t->global[i];
     if (!isfinite(t->params[i])) {
-      rc = fl_err_set(FL_ENONFINITE, "round %u: local training diverged (lr %g): parameter %zu is "
-                      "not finite; lower --lr", rs->round, (double)rs->lr, i);
+      rc = fl_err_set(FL_ENONFINITE,
+                      "round %u: local training diverged (lr %g): parameter %zu is "
+                      "not finite; lower --lr",
+                      rs->round, (double)rs->lr, i);
       goto out;
     }
   }

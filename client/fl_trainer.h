@@ -37,8 +37,8 @@ typedef struct {
  * validated here: model spec and shapes must match the trainer's model) and
  * writes the encoded Update for `client_id` to a new malloc'd *out. On error
  * nothing is written to *out and the detail is in fl_err_msg(). */
-int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
-                   const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len);
+int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id, const uint8_t *msg,
+                   size_t len, uint8_t **out, size_t *out_len);
 
 /* The same for a RoundStart already decoded by fl_wire_decode() with this
  * model's limits (a networked client decodes each message once to see its

@@ -20,7 +20,7 @@
 #include "fl_sched.h"
 
 typedef enum {
-  OPT_STR,    /* char[size], the value verbatim */
+  OPT_STR, /* char[size], the value verbatim */
   OPT_U32,
   OPT_U64,
   OPT_DOUBLE, /* finite */
@@ -38,7 +38,7 @@ enum { OPT_LO_OPEN = 1 }; /* the lower bound is exclusive: (lo, hi] */
 typedef int (*opt_check_fn)(const char *value);
 
 typedef struct {
-  const char *name;    /* flag without "--" and file key; '_' also accepted */
+  const char *name; /* flag without "--" and file key; '_' also accepted */
   opt_type_t type;
   size_t off, size;    /* the field in fl_config_t */
   int progs;           /* FL_PROG_* mask */
@@ -74,88 +74,87 @@ static int check_model(const char *s);
 
 /* Help order is table order within each group. */
 static const opt_t opts[] = {
-  /* {name, type, field, programs, help group, metavar, default, lo, hi, flags, choices, check},
-   *  help */
-  {"dataset", OPT_STR, FIELD(dataset), ALL, G_DATA, "NAME|FILE", "fashion-mnist", NONE,
-   "fashion-mnist, mnist, or a .csv / IDX file"},
-  {"data-dir", OPT_STR, FIELD(data_dir), ALL, G_DATA, "DIR", "", NONE,
-   "directory of the named dataset (default /usr/share/datasets/NAME)"},
-  {"test-data", OPT_STR, FIELD(test_data), SC, G_DATA, "FILE", "", NONE,
-   "test set file when --dataset is a file (default none)"},
-  {"partition", OPT_STR, FIELD(partition), SIM | CLIENT, G_DATA, "SPEC", "iid", CHECK(check_partition),
-   "split among clients: iid, shards:K or dirichlet:ALPHA"},
-  {"data", OPT_STR, FIELD(data), CLIENT, G_DATA, "FILE", "", NONE,
-   "this client's own data file (default none)"},
-  {"num-partitions", OPT_U32, FIELD(num_partitions), CLIENT, G_DATA, "N", "0", RANGE(0, 1000000, 0),
-   "split --dataset into N partitions, 0 = use --data"},
-  {"partition-index", OPT_U32, FIELD(partition_index), CLIENT, G_DATA, "I", "0", RANGE(0, 999999, 0),
-   "the partition this client trains on, 0-based"},
+    /* {name, type, field, programs, help group, metavar, default, lo, hi, flags, choices, check},
+     *  help */
+    {"dataset", OPT_STR, FIELD(dataset), ALL, G_DATA, "NAME|FILE", "fashion-mnist", NONE,
+     "fashion-mnist, mnist, or a .csv / IDX file"},
+    {"data-dir", OPT_STR, FIELD(data_dir), ALL, G_DATA, "DIR", "", NONE,
+     "directory of the named dataset (default /usr/share/datasets/NAME)"},
+    {"test-data", OPT_STR, FIELD(test_data), SC, G_DATA, "FILE", "", NONE,
+     "test set file when --dataset is a file (default none)"},
+    {"partition", OPT_STR, FIELD(partition), SIM | CLIENT, G_DATA, "SPEC", "iid",
+     CHECK(check_partition), "split among clients: iid, shards:K or dirichlet:ALPHA"},
+    {"data", OPT_STR, FIELD(data), CLIENT, G_DATA, "FILE", "", NONE,
+     "this client's own data file (default none)"},
+    {"num-partitions", OPT_U32, FIELD(num_partitions), CLIENT, G_DATA, "N", "0",
+     RANGE(0, 1000000, 0), "split --dataset into N partitions, 0 = use --data"},
+    {"partition-index", OPT_U32, FIELD(partition_index), CLIENT, G_DATA, "I", "0",
+     RANGE(0, 999999, 0), "the partition this client trains on, 0-based"},
 
-  {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "softmax", CHECK(check_model),
-   "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
-  {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
-   "sgd, momentum, nesterov, adagrad, rmsprop, adam [,wd=W,keep]"},
-  {"lr", OPT_STR, FIELD(lr), SC, G_TRAIN, "RATE", "0.1", CHECK(check_lr),
-   "a number, auto or auto:SCALE (= SCALE/sqrt(params))"},
-  {"schedule", OPT_STR, FIELD(schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_sched),
-   "per-round schedule: [warmup:W+]KIND[:k=v,...], KIND = const, linear, exp, inv, poly, step, "
-   "piecewise, cos or plateau"},
-  {"local-schedule", OPT_STR, FIELD(local_schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_local_sched),
-   "schedule within a round, over --local-unit (no plateau)"},
-  {"local-unit", OPT_STR, FIELD(local_unit), SC, G_TRAIN, "UNIT", "epoch", CHOICES("epoch|step"),
-   "time index of --local-schedule: epoch or step"},
-  {"local-epochs", OPT_U32, FIELD(local_epochs), SC, G_TRAIN, "N", "1", RANGE(1, 1000, 0),
-   "local epochs per round"},
-  {"batch-size", OPT_U32, FIELD(batch_size), SC, G_TRAIN, "N", "10", RANGE(1, 65536, 0),
-   "local minibatch size"},
+    {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "softmax", CHECK(check_model),
+     "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
+    {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
+     "sgd, momentum, nesterov, adagrad, rmsprop, adam [,wd=W,keep]"},
+    {"lr", OPT_STR, FIELD(lr), SC, G_TRAIN, "RATE", "0.1", CHECK(check_lr),
+     "a number, auto or auto:SCALE (= SCALE/sqrt(params))"},
+    {"schedule", OPT_STR, FIELD(schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_sched),
+     "per-round schedule: [warmup:W+]KIND[:k=v,...], KIND = const, linear, exp, inv, poly, step, "
+     "piecewise, cos or plateau"},
+    {"local-schedule", OPT_STR, FIELD(local_schedule), SC, G_TRAIN, "SPEC", "const",
+     CHECK(check_local_sched), "schedule within a round, over --local-unit (no plateau)"},
+    {"local-unit", OPT_STR, FIELD(local_unit), SC, G_TRAIN, "UNIT", "epoch", CHOICES("epoch|step"),
+     "time index of --local-schedule: epoch or step"},
+    {"local-epochs", OPT_U32, FIELD(local_epochs), SC, G_TRAIN, "N", "1", RANGE(1, 1000, 0),
+     "local epochs per round"},
+    {"batch-size", OPT_U32, FIELD(batch_size), SC, G_TRAIN, "N", "10", RANGE(1, 65536, 0),
+     "local minibatch size"},
 
-  {"clients", OPT_U32, FIELD(clients), SC, G_FED, "N", "100", RANGE(1, 1000000, 0),
-   "number of clients (coordinator: the most that may join, ids 0..N-1)"},
-  {"fraction", OPT_DOUBLE, FIELD(fraction), SC, G_FED, "F", "0.1", RANGE(0, 1, OPT_LO_OPEN),
-   "fraction of the clients sampled per round"},
-  {"min-clients", OPT_U32, FIELD(min_clients), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
-   "minimum clients sampled per round (coordinator: to start)"},
-  {"rounds", OPT_U32, FIELD(rounds), SC, G_FED, "N", "20", RANGE(1, 1000000, 0),
-   "number of rounds"},
-  {"seed", OPT_U64, FIELD(seed), ALL, G_FED, "N", "1", RANGE(0, HUGE_VAL, 0),
-   "random seed (sampling, partition, initialization)"},
-  {"workers", OPT_U32, FIELD(workers), SIM, G_FED, "N", "0", RANGE(0, 256, 0),
-   "worker threads, 0 = one per core"},
-  {"eval-every", OPT_U32, FIELD(eval_every), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
-   "evaluate every N rounds and after the last one"},
-  {"target-accuracy", OPT_DOUBLE, FIELD(target_accuracy), SC, G_FED, "A", "0", RANGE(0, 1, 0),
-   "stop once test accuracy reaches A, 0 = off"},
+    {"clients", OPT_U32, FIELD(clients), SC, G_FED, "N", "100", RANGE(1, 1000000, 0),
+     "number of clients (coordinator: the most that may join, ids 0..N-1)"},
+    {"fraction", OPT_DOUBLE, FIELD(fraction), SC, G_FED, "F", "0.1", RANGE(0, 1, OPT_LO_OPEN),
+     "fraction of the clients sampled per round"},
+    {"min-clients", OPT_U32, FIELD(min_clients), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
+     "minimum clients sampled per round (coordinator: to start)"},
+    {"rounds", OPT_U32, FIELD(rounds), SC, G_FED, "N", "20", RANGE(1, 1000000, 0),
+     "number of rounds"},
+    {"seed", OPT_U64, FIELD(seed), ALL, G_FED, "N", "1", RANGE(0, HUGE_VAL, 0),
+     "random seed (sampling, partition, initialization)"},
+    {"workers", OPT_U32, FIELD(workers), SIM, G_FED, "N", "0", RANGE(0, 256, 0),
+     "worker threads, 0 = one per core"},
+    {"eval-every", OPT_U32, FIELD(eval_every), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
+     "evaluate every N rounds and after the last one"},
+    {"target-accuracy", OPT_DOUBLE, FIELD(target_accuracy), SC, G_FED, "A", "0", RANGE(0, 1, 0),
+     "stop once test accuracy reaches A, 0 = off"},
 
-  {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070", NONE,
-   "ZeroMQ endpoint to listen on"},
-  {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
-   "coordinator endpoint"},
-  {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
-   "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
-  {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,
-   "seconds to wait for the clients' updates"},
-  {"quorum", OPT_DOUBLE, FIELD(quorum), COORD, G_NET, "F", "0.8", RANGE(0, 1, OPT_LO_OPEN),
-   "fraction of the sampled clients that must report"},
-  {"resume", OPT_STR, FIELD(resume), COORD, G_NET, "DIR", "", NONE,
-   "continue the run whose --out was DIR, from DIR/checkpoint.safetensors (default none)"},
-  {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1", RANGE(1, 1000000, 0),
-   "write a checkpoint every N rounds"},
-  {"start-clients", OPT_U32, FIELD(start_clients), COORD, G_NET, "N", "0", RANGE(0, 1000000, 0),
-   "the first round waits for N joined clients, 0 = --min-clients"},
-  {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
-   "clients send a heartbeat this often (also while training)"},
-  {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10", RANGE(0.1, 3600, 0),
-   "a client silent this long is dead: dropped from its round, not sampled"},
+    {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070", NONE,
+     "ZeroMQ endpoint to listen on"},
+    {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
+     "coordinator endpoint"},
+    {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
+     "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
+    {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,
+     "seconds to wait for the clients' updates"},
+    {"quorum", OPT_DOUBLE, FIELD(quorum), COORD, G_NET, "F", "0.8", RANGE(0, 1, OPT_LO_OPEN),
+     "fraction of the sampled clients that must report"},
+    {"resume", OPT_STR, FIELD(resume), COORD, G_NET, "DIR", "", NONE,
+     "continue the run whose --out was DIR, from DIR/checkpoint.safetensors (default none)"},
+    {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1",
+     RANGE(1, 1000000, 0), "write a checkpoint every N rounds"},
+    {"start-clients", OPT_U32, FIELD(start_clients), COORD, G_NET, "N", "0", RANGE(0, 1000000, 0),
+     "the first round waits for N joined clients, 0 = --min-clients"},
+    {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
+     "clients send a heartbeat this often (also while training)"},
+    {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10",
+     RANGE(0.1, 3600, 0), "a client silent this long is dead: dropped from its round, not sampled"},
 
-  {"metrics", OPT_STR, FIELD(metrics), SC, G_OUT, "FILE", "", NONE,
-   "write per-round metrics as JSON Lines (default none)"},
-  {"out", OPT_STR, FIELD(out), SC, G_OUT, "DIR", "", NONE,
-   "write the model, chart and config here (coordinator: and checkpoints) (default none)"},
-  {"quiet", OPT_BOOL, FIELD(quiet), ALL, G_OUT, NULL, "false", NONE,
-   "no progress lines"},
+    {"metrics", OPT_STR, FIELD(metrics), SC, G_OUT, "FILE", "", NONE,
+     "write per-round metrics as JSON Lines (default none)"},
+    {"out", OPT_STR, FIELD(out), SC, G_OUT, "DIR", "", NONE,
+     "write the model, chart and config here (coordinator: and checkpoints) (default none)"},
+    {"quiet", OPT_BOOL, FIELD(quiet), ALL, G_OUT, NULL, "false", NONE, "no progress lines"},
 
-  {"config", OPT_CONFIG, 0, 0, ALL, G_GENERAL, "FILE", "", NONE,
-   "read options from an INI file first; flags override it"},
+    {"config", OPT_CONFIG, 0, 0, ALL, G_GENERAL, "FILE", "", NONE,
+     "read options from an INI file first; flags override it"},
 };
 #define NUM_OPTS (sizeof opts / sizeof opts[0])
 
@@ -191,7 +190,9 @@ static const opt_t *opt_find(const char *name, size_t len) {
 
 /* ---- values ---- */
 
-static void *opt_field(const opt_t *o, fl_config_t *c) { return (char *)c + o->off; }
+static void *opt_field(const opt_t *o, fl_config_t *c) {
+  return (char *)c + o->off;
+}
 static const void *opt_cfield(const opt_t *o, const fl_config_t *c) {
   return (const char *)c + o->off;
 }
@@ -207,7 +208,8 @@ static void opt_range_text(const opt_t *o, char *buf, size_t len) {
     if (isinf(o->hi))
       snprintf(buf, len, "must be %s %g", lo_op, o->lo);
     else
-      snprintf(buf, len, "must be in %c%g, %g]", (o->flags & OPT_LO_OPEN) ? '(' : '[', o->lo, o->hi);
+      snprintf(buf, len, "must be in %c%g, %g]", (o->flags & OPT_LO_OPEN) ? '(' : '[', o->lo,
+               o->hi);
   } else {
     if (isinf(o->hi))
       snprintf(buf, len, "must be %s %.0f", lo_op, o->lo);
@@ -329,8 +331,7 @@ static int opt_set(const opt_t *o, fl_config_t *c, const char *value, char *why,
       return FL_EINVAL;
     }
     return 0;
-  case OPT_CONFIG:
-    break;
+  case OPT_CONFIG: break;
   }
   snprintf(why, why_len, "cannot be set here");
   return FL_EINVAL;
@@ -377,7 +378,8 @@ static int lr_parse(const char *s, int *is_auto, double *v) {
     num = s + 5;
   }
   if (parse_double(num, v, why, sizeof why) != 0 || !(*v > 0))
-    return fl_err_set(FL_EINVAL, "'%s' is not a positive number, auto or auto:SCALE (SCALE > 0)", s);
+    return fl_err_set(FL_EINVAL, "'%s' is not a positive number, auto or auto:SCALE (SCALE > 0)",
+                      s);
   return 0;
 }
 
@@ -399,8 +401,9 @@ static int check_local_sched(const char *s) {
   /* Plateau reacts to evaluation losses, which exist per round, not per
    * local step. */
   if (sc.kind == FL_SCHED_PLATEAU)
-    return fl_err_set(FL_EINVAL,
-                      "schedule '%s': plateau follows the evaluation loss, so it is only a --schedule", s);
+    return fl_err_set(
+        FL_EINVAL, "schedule '%s': plateau follows the evaluation loss, so it is only a --schedule",
+        s);
   return 0;
 }
 
@@ -409,7 +412,9 @@ static int check_optim(const char *s) {
   return fl_optim_parse(s, &oc);
 }
 
-static int check_partition(const char *s) { return fl_partition_check_spec(s); }
+static int check_partition(const char *s) {
+  return fl_partition_check_spec(s);
+}
 
 static int check_model(const char *s) {
   /* Syntax only: the real input width and class count come with the data;
@@ -433,7 +438,8 @@ int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0) {
     *lr0 = v;
     return 0;
   }
-  if (num_params == 0) return fl_err_set(FL_EINVAL, "--lr %s: needs the model's parameter count", lr);
+  if (num_params == 0)
+    return fl_err_set(FL_EINVAL, "--lr %s: needs the model's parameter count", lr);
   *lr0 = fl_sched_lr_heuristic(num_params, v);
   return 0;
 }
@@ -448,7 +454,8 @@ static int opt_validate(const opt_t *o, const fl_config_t *c) {
     if (!memchr(src, '\0', o->size))
       return fl_err_set(FL_EINVAL, "--%s: longer than %zu characters", o->name, o->size - 1);
     if (o->choices && !in_choices(src, o->choices))
-      return fl_err_set(FL_EINVAL, "--%s %s: must be one of %s", o->name, (const char *)src, o->choices);
+      return fl_err_set(FL_EINVAL, "--%s %s: must be one of %s", o->name, (const char *)src,
+                        o->choices);
     if (o->check && o->check(src) != 0) {
       /* Copy first: fl_err_set must not read the buffer it writes. */
       char inner[400];
@@ -471,8 +478,7 @@ static int opt_validate(const opt_t *o, const fl_config_t *c) {
     return 0;
   }
   case OPT_BOOL:
-  case OPT_CONFIG:
-    return 0;
+  case OPT_CONFIG: return 0;
   }
   return 0;
 }
@@ -546,7 +552,8 @@ static int file_handler(void *user, const char *section, const char *name, const
   const opt_t *o = opt_find(name, strlen(name));
   if (!o) return ini_fail(x, "unknown key '%s'", name);
   if (o->type == OPT_CONFIG) return ini_fail(x, "'%s' cannot be set inside a config file", name);
-  if (!(o->progs & x->prog)) return ini_fail(x, "'%s' is not an option of %s", name, prog_name(x->prog));
+  if (!(o->progs & x->prog))
+    return ini_fail(x, "'%s' is not an option of %s", name, prog_name(x->prog));
   char why[128];
   if (o->type == OPT_STR && strchr(value, '\n'))
     return ini_fail(x, "%s: continuation lines are not supported", name);
@@ -560,8 +567,8 @@ int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
     return fl_err_set(FL_EINVAL, "fl_config_load_file: bad arguments");
   FILE *f = fopen(path, "r");
   if (!f)
-    return fl_err_set(errno == ENOENT ? FL_ENOENT : FL_EIO, "cannot open config file '%s': %s", path,
-                      strerror(errno));
+    return fl_err_set(errno == ENOENT ? FL_ENOENT : FL_EIO, "cannot open config file '%s': %s",
+                      path, strerror(errno));
   /* Load into a copy so that c is unchanged on error. */
   fl_config_t tmp = *c;
   ini_ctx_t x = {.c = &tmp, .prog = prog, .path = path, .f = f};
@@ -573,7 +580,8 @@ int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
     rc = fl_err_set(FL_EIO, "%s: read error", path);
   } else if (ret > 0 && (!x.err_line || ret < x.err_line)) {
     /* inih reports its first failed line; one before ours is a syntax error. */
-    rc = fl_err_set(FL_EINVAL, "%s:%d: syntax error (expected 'key = value' or '[fedlr]')", path, ret);
+    rc = fl_err_set(FL_EINVAL, "%s:%d: syntax error (expected 'key = value' or '[fedlr]')", path,
+                    ret);
   } else if (x.err_line) {
     rc = fl_err_set(FL_EINVAL, "%s", x.msg);
   }
@@ -612,8 +620,8 @@ static int flag_next(int prog, int argc, char **argv, int *i, flag_t *fl) {
   const char *a = argv[(*i)++];
   if (!strcmp(a, "-h") || !strcmp(a, "--help")) return FLAG_HELP;
   if (a[0] != '-' || !strcmp(a, "-") || !strcmp(a, "--"))
-    return fl_err_set(FL_EINVAL, "unexpected argument '%s' (%s takes only --options; see --help)", a,
-                      prog_name(prog));
+    return fl_err_set(FL_EINVAL, "unexpected argument '%s' (%s takes only --options; see --help)",
+                      a, prog_name(prog));
   size_t n = strcspn(a, "=");
   fl->text = a;
   fl->text_len = (int)n;
@@ -684,7 +692,8 @@ int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_h
 /* ---- help ---- */
 
 static const char *const prog_blurb[] = {
-    [FL_PROG_SIM] = "Simulates federated training: the coordinator and every client in one process.",
+    [FL_PROG_SIM] =
+        "Simulates federated training: the coordinator and every client in one process.",
     [FL_PROG_COORD] = "Runs the federated-learning coordinator; clients connect over ZeroMQ.",
     [FL_PROG_CLIENT] = "Runs one federated-learning client against a coordinator.",
 };
@@ -705,16 +714,19 @@ static void print_wrapped(FILE *f, const char *text, int col) {
       fputc(' ', f);
       pos++;
     }
-    for (int i = 0; i < w; i++) fputc(p[i] == '\1' ? ' ' : p[i], f);
+    for (int i = 0; i < w; i++)
+      fputc(p[i] == '\1' ? ' ' : p[i], f);
     pos += w;
     p += w;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+      p++;
   }
   fputc('\n', f);
 }
 
 static int opt_left(const opt_t *o, char *buf, size_t len) {
-  return snprintf(buf, len, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+  return snprintf(buf, len, "--%s%s%s", o->name, o->metavar ? " " : "",
+                  o->metavar ? o->metavar : "");
 }
 
 void fl_config_print_help(FILE *f, int prog, const char *argv0) {
@@ -747,7 +759,6 @@ void fl_config_print_help(FILE *f, int prog, const char *argv0) {
     }
     if (g == G_GENERAL) fprintf(f, "  %-*s  %s\n", width, "-h, --help", "show this help");
   }
-  fprintf(f,
-          "\nA config file holds 'option = value' lines (top level or under [fedlr]);\n"
-          "'-' and '_' are the same in its keys.\n");
+  fprintf(f, "\nA config file holds 'option = value' lines (top level or under [fedlr]);\n"
+             "'-' and '_' are the same in its keys.\n");
 }

@@ -20,46 +20,46 @@ enum { FL_PROG_SIM = 1, FL_PROG_COORD = 2, FL_PROG_CLIENT = 4 };
 
 typedef struct {
   /* data */
-  char dataset[FL_PATH_MAX];    /* "fashion-mnist", "mnist", or a file (.csv / IDX) */
-  char data_dir[FL_PATH_MAX];   /* "" = /usr/share/datasets/<dataset> */
-  char test_data[FL_PATH_MAX];  /* test file when dataset is a file ("" = none) */
-  char partition[64];           /* "iid" */
+  char dataset[FL_PATH_MAX];   /* "fashion-mnist", "mnist", or a file (.csv / IDX) */
+  char data_dir[FL_PATH_MAX];  /* "" = /usr/share/datasets/<dataset> */
+  char test_data[FL_PATH_MAX]; /* test file when dataset is a file ("" = none) */
+  char partition[64];          /* "iid" */
   /* model and training */
-  char model[128];              /* "softmax" */
-  char optimizer[128];          /* "sgd" */
-  char lr[64];                  /* "0.1", or "auto" / "auto:SCALE" (1/sqrt(n_params)) */
-  char schedule[256];           /* "const" */
-  char local_schedule[256];     /* "const" */
-  char local_unit[16];          /* "epoch" | "step" */
-  uint32_t local_epochs;        /* 1 */
-  uint32_t batch_size;          /* 10 */
+  char model[128];          /* "softmax" */
+  char optimizer[128];      /* "sgd" */
+  char lr[64];              /* "0.1", or "auto" / "auto:SCALE" (1/sqrt(n_params)) */
+  char schedule[256];       /* "const" */
+  char local_schedule[256]; /* "const" */
+  char local_unit[16];      /* "epoch" | "step" */
+  uint32_t local_epochs;    /* 1 */
+  uint32_t batch_size;      /* 10 */
   /* federation */
-  uint32_t clients;             /* 100 */
-  double fraction;              /* 0.1 */
-  uint32_t min_clients;         /* 1: minimum sampled per round (coordinator: to start) */
-  uint32_t rounds;              /* 20 */
-  uint64_t seed;                /* 1 */
-  uint32_t workers;             /* 0 = one per core */
-  uint32_t eval_every;          /* 1 */
-  double target_accuracy;       /* 0 = off */
+  uint32_t clients;       /* 100 */
+  double fraction;        /* 0.1 */
+  uint32_t min_clients;   /* 1: minimum sampled per round (coordinator: to start) */
+  uint32_t rounds;        /* 20 */
+  uint64_t seed;          /* 1 */
+  uint32_t workers;       /* 0 = one per core */
+  uint32_t eval_every;    /* 1 */
+  double target_accuracy; /* 0 = off */
   /* output */
-  char metrics[FL_PATH_MAX];    /* "" = none */
-  char out[FL_PATH_MAX];        /* "" = none */
-  int quiet;                    /* 0 */
+  char metrics[FL_PATH_MAX]; /* "" = none */
+  char out[FL_PATH_MAX];     /* "" = none */
+  int quiet;                 /* 0 */
   /* networked (coordinator / client), used from the networking issue on */
-  char bind[256];               /* "tcp://0.0.0.0:7070" */
-  char connect[256];            /* "tcp://127.0.0.1:7070" */
-  double round_timeout;         /* 60 s */
-  double quorum;                /* 0.8 of sampled */
-  char resume[FL_PATH_MAX];     /* "" */
-  uint32_t checkpoint_every;    /* 1 */
-  uint32_t start_clients;       /* 0 = min_clients: joined clients before the first round */
-  double heartbeat;             /* 1 s: client heartbeat interval */
-  double client_timeout;        /* 10 s: silence after which a client is dead */
-  char name[128];               /* client name, "" = hostname-pid */
-  char data[FL_PATH_MAX];       /* client's own data file */
-  uint32_t num_partitions;      /* 0 */
-  uint32_t partition_index;     /* 0 */
+  char bind[256];            /* "tcp://0.0.0.0:7070" */
+  char connect[256];         /* "tcp://127.0.0.1:7070" */
+  double round_timeout;      /* 60 s */
+  double quorum;             /* 0.8 of sampled */
+  char resume[FL_PATH_MAX];  /* "" */
+  uint32_t checkpoint_every; /* 1 */
+  uint32_t start_clients;    /* 0 = min_clients: joined clients before the first round */
+  double heartbeat;          /* 1 s: client heartbeat interval */
+  double client_timeout;     /* 10 s: silence after which a client is dead */
+  char name[128];            /* client name, "" = hostname-pid */
+  char data[FL_PATH_MAX];    /* client's own data file */
+  uint32_t num_partitions;   /* 0 */
+  uint32_t partition_index;  /* 0 */
 } fl_config_t;
 
 /* Fills every key with its default. */

@@ -59,7 +59,8 @@ static int idx_open(const char *path, gzFile *out) {
     if (errno == ENOENT) return fl_err_set(FL_ENOENT, "%s: file not found", path);
     return fl_err_set(FL_EIO, "%s: %s", path, strerror(errno));
   }
-  if (S_ISDIR(st.st_mode)) return fl_err_set(FL_EIO, "%s: is a directory, expected an IDX file", path);
+  if (S_ISDIR(st.st_mode))
+    return fl_err_set(FL_EIO, "%s: is a directory, expected an IDX file", path);
   gzFile g = gzopen(path, "rb");
   if (!g) return fl_err_set(FL_EIO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
   gzbuffer(g, 256 * 1024);
@@ -80,7 +81,8 @@ static long long idx_read(gzFile g, const char *path, const char *what, void *bu
   if (!zmsg) zmsg = "unknown zlib error";
   /* gzerror() prefixes the path itself; we already name it. */
   size_t plen = strlen(path);
-  if (strncmp(zmsg, path, plen) == 0 && zmsg[plen] == ':') zmsg += plen + 1 + (zmsg[plen + 1] == ' ');
+  if (strncmp(zmsg, path, plen) == 0 && zmsg[plen] == ':')
+    zmsg += plen + 1 + (zmsg[plen + 1] == ' ');
   return fl_err_set(FL_EFORMAT, "%s: corrupt gzip stream while reading %s: %s", path, what, zmsg);
 }
 
@@ -98,13 +100,14 @@ static int idx_read_exact(gzFile g, const char *path, const char *what, void *bu
       int zerr = 0;
       gzerror(g, &zerr);
       if (zerr == Z_BUF_ERROR)
-        return fl_err_set(FL_EFORMAT, "%s: truncated: expected %zu bytes of %s, got %zu (gzip stream ends early)",
-                          path, total, what, done + have);
+        return fl_err_set(
+            FL_EFORMAT, "%s: truncated: expected %zu bytes of %s, got %zu (gzip stream ends early)",
+            path, total, what, done + have);
       return (int)got;
     }
     if (got == 0)
-      return fl_err_set(FL_EFORMAT, "%s: truncated: expected %zu bytes of %s, got %zu", path, total, what,
-                        done + have);
+      return fl_err_set(FL_EFORMAT, "%s: truncated: expected %zu bytes of %s, got %zu", path, total,
+                        what, done + have);
     have += (unsigned)got;
   }
   return 0;
@@ -115,9 +118,10 @@ static int idx_expect_eof(gzFile g, const char *path, size_t total) {
   long long got = idx_read(g, path, "trailing data", extra, sizeof extra);
   if (got < 0) return (int)got;
   if (got > 0)
-    return fl_err_set(FL_EFORMAT,
-                      "%s: trailing data after the %zu bytes the header declares (file longer than expected)", path,
-                      total);
+    return fl_err_set(
+        FL_EFORMAT,
+        "%s: trailing data after the %zu bytes the header declares (file longer than expected)",
+        path, total);
   return 0;
 }
 
@@ -125,8 +129,8 @@ static int idx_expect_eof(gzFile g, const char *path, size_t total) {
  * sizes. Requires type ubyte; `min_dims`..`max_dims` bounds NDIMS. The first
  * size is the example count; *per_item receives the product of the rest,
  * checked against FL_DATA_MAX_DIM as it is formed so it cannot overflow. */
-static int idx_read_header(gzFile g, const char *path, const char *kind, unsigned min_dims, unsigned max_dims,
-                           size_t *count, size_t *per_item) {
+static int idx_read_header(gzFile g, const char *path, const char *kind, unsigned min_dims,
+                           unsigned max_dims, size_t *count, size_t *per_item) {
   unsigned char magic[4];
   int rc = idx_read_exact(g, path, "IDX header", magic, 4, 0, 4);
   if (rc) return rc;
@@ -136,11 +140,13 @@ static int idx_read_header(gzFile g, const char *path, const char *kind, unsigne
                       path, magic[0], magic[1], magic[2], magic[3]);
   const char *tname = idx_type_name(magic[2]);
   if (!tname)
-    return fl_err_set(FL_EFORMAT, "%s: not an IDX file: unknown element type byte 0x%02x", path, magic[2]);
+    return fl_err_set(FL_EFORMAT, "%s: not an IDX file: unknown element type byte 0x%02x", path,
+                      magic[2]);
   if (magic[2] != 0x08)
-    return fl_err_set(FL_EUNSUPPORTED,
-                      "%s: IDX element type 0x%02x (%s) is not supported; %s must be type 0x08 (unsigned byte)",
-                      path, magic[2], tname, kind);
+    return fl_err_set(
+        FL_EUNSUPPORTED,
+        "%s: IDX element type 0x%02x (%s) is not supported; %s must be type 0x08 (unsigned byte)",
+        path, magic[2], tname, kind);
   unsigned nd = magic[3];
   if (nd < min_dims || nd > max_dims)
     return fl_err_set(FL_EFORMAT, "%s: %s declares %u dimensions, expected %u..%u", path, kind, nd,
@@ -155,12 +161,14 @@ static int idx_read_header(gzFile g, const char *path, const char *kind, unsigne
     if (v == 0) return fl_err_set(FL_EFORMAT, "%s: dimension %u is 0", path, i);
     if (i == 0) {
       if (v > FL_DATA_MAX_EXAMPLES)
-        return fl_err_set(FL_ETOOBIG, "%s: declares %u examples, limit is %u", path, v, FL_DATA_MAX_EXAMPLES);
+        return fl_err_set(FL_ETOOBIG, "%s: declares %u examples, limit is %u", path, v,
+                          FL_DATA_MAX_EXAMPLES);
       *count = v;
       continue;
     }
     if (v > FL_DATA_MAX_DIM || prod * v > FL_DATA_MAX_DIM)
-      return fl_err_set(FL_ETOOBIG, "%s: declares more than %u features per example (dimension %u is %u)", path,
+      return fl_err_set(FL_ETOOBIG,
+                        "%s: declares more than %u features per example (dimension %u is %u)", path,
                         FL_DATA_MAX_DIM, i, v);
     prod *= v;
   }
@@ -180,12 +188,13 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
   /* n <= 2^26 and dim <= 2^20, so n*dim fits in size_t. */
   size_t total = n * dim;
   if (total > FL_DATA_MAX_BYTES / sizeof(float)) {
-    rc = fl_err_set(FL_ETOOBIG, "%s: %zu x %zu features need %zu MiB, limit is %zu MiB", path, n, dim,
-                    total * sizeof(float) >> 20, FL_DATA_MAX_BYTES >> 20);
+    rc = fl_err_set(FL_ETOOBIG, "%s: %zu x %zu features need %zu MiB, limit is %zu MiB", path, n,
+                    dim, total * sizeof(float) >> 20, FL_DATA_MAX_BYTES >> 20);
     goto out;
   }
   float lut[256];
-  for (int i = 0; i < 256; i++) lut[i] = (float)i / 255.0f;
+  for (int i = 0; i < 256; i++)
+    lut[i] = (float)i / 255.0f;
   chunk = malloc(IDX_CHUNK);
   if (!chunk) {
     rc = fl_err_set(FL_ENOMEM, "%s: out of memory", path);
@@ -211,7 +220,8 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
     rc = idx_read_exact(g, path, "pixel data", chunk, want, done, total);
     if (rc) goto out;
     float *dst = x + done;
-    for (unsigned i = 0; i < want; i++) dst[i] = lut[chunk[i]];
+    for (unsigned i = 0; i < want; i++)
+      dst[i] = lut[chunk[i]];
     done += want;
   }
   rc = idx_expect_eof(g, path, total);
@@ -238,7 +248,8 @@ static int idx_read_labels(const char *path, size_t n, int32_t *y, size_t *max_l
   rc = idx_read_header(g, path, "a label file", 1, 1, &count, &per);
   if (rc) goto out;
   if (count != n) {
-    rc = fl_err_set(FL_ESHAPE, "%s: %zu labels, but the image file has %zu examples", path, count, n);
+    rc = fl_err_set(FL_ESHAPE, "%s: %zu labels, but the image file has %zu examples", path, count,
+                    n);
     goto out;
   }
   buf = malloc(n);
@@ -267,7 +278,8 @@ int fl_dataset_load_idx(const char *images_path, const char *labels_path, fl_dat
   float *x = NULL;
   size_t n = 0, dim = 0, max_label = 0;
   int rc;
-  if (!images_path || !labels_path || !out) return fl_err_set(FL_EINVAL, "fl_dataset_load_idx: NULL argument");
+  if (!images_path || !labels_path || !out)
+    return fl_err_set(FL_EINVAL, "fl_dataset_load_idx: NULL argument");
   rc = idx_read_images(images_path, &x, &n, &dim);
   if (rc) goto out;
   d = calloc(1, sizeof *d);
@@ -301,7 +313,8 @@ static int file_exists(const char *path) {
  * (the form the Debian package installs) and how to get it. */
 static int named_path(const char *name, const char *dir, const char *stem, char *buf, size_t cap) {
   int len = snprintf(buf, cap, "%s/%s.gz", dir, stem);
-  if (len < 0 || (size_t)len >= cap) return fl_err_set(FL_EINVAL, "dataset '%s': directory path too long", name);
+  if (len < 0 || (size_t)len >= cap)
+    return fl_err_set(FL_EINVAL, "dataset '%s': directory path too long", name);
   if (file_exists(buf)) return 0;
   buf[len - 3] = '\0';
   if (file_exists(buf)) return 0;
@@ -311,7 +324,8 @@ static int named_path(const char *name, const char *dir, const char *stem, char 
                       "dataset '%s': %s not found "
                       "(install the Debian package dataset-fashion-mnist or pass --data-dir)",
                       name, buf);
-  return fl_err_set(FL_ENOENT, "dataset '%s': %s not found (put the IDX files there or pass --data-dir)", name,
+  return fl_err_set(FL_ENOENT,
+                    "dataset '%s': %s not found (put the IDX files there or pass --data-dir)", name,
                     buf);
 }
 
@@ -325,7 +339,9 @@ int fl_dataset_load_named(const char *name, const char *dir, int train, fl_datas
   int rc;
   if (!name || !out) return fl_err_set(FL_EINVAL, "fl_dataset_load_named: NULL argument");
   if (!fl_dataset_is_named(name))
-    return fl_err_set(FL_EINVAL, "unknown dataset '%s' (known: fashion-mnist, mnist; or pass a .csv/IDX file)", name);
+    return fl_err_set(FL_EINVAL,
+                      "unknown dataset '%s' (known: fashion-mnist, mnist; or pass a .csv/IDX file)",
+                      name);
   if (!dir || !dir[0]) {
     snprintf(defdir, sizeof defdir, "/usr/share/datasets/%s", name);
     dir = defdir;
@@ -373,11 +389,12 @@ int fl_dataset_load_file(const char *path, fl_dataset_t **out) {
     hit = strstr(base, from);
   }
   if (!hit)
-    return fl_err_set(FL_EINVAL,
-                      "%s: cannot find its labels: an IDX image file's name must contain 'images' "
-                      "(e.g. train-images-idx3-ubyte.gz), its labels being the same name with 'labels' "
-                      "(train-labels-idx1-ubyte.gz); CSV files must end in .csv",
-                      path);
+    return fl_err_set(
+        FL_EINVAL,
+        "%s: cannot find its labels: an IDX image file's name must contain 'images' "
+        "(e.g. train-images-idx3-ubyte.gz), its labels being the same name with 'labels' "
+        "(train-labels-idx1-ubyte.gz); CSV files must end in .csv",
+        path);
   size_t pre = (size_t)(hit - path), flen = strlen(from);
   snprintf(lab, sizeof lab, "%.*s%s%s", (int)pre, path, to, hit + flen);
   return fl_dataset_load_idx(path, lab, out);
@@ -444,7 +461,8 @@ static int csv_slurp(const char *path, char **buf_out, size_t *len_out) {
     goto out;
   }
   if (len > FL_DATA_MAX_CSV_BYTES) {
-    rc = fl_err_set(FL_ETOOBIG, "%s: larger than the CSV limit of %zu bytes", path, (size_t)FL_DATA_MAX_CSV_BYTES);
+    rc = fl_err_set(FL_ETOOBIG, "%s: larger than the CSV limit of %zu bytes", path,
+                    (size_t)FL_DATA_MAX_CSV_BYTES);
     goto out;
   }
   buf[len] = '\0';
@@ -471,13 +489,15 @@ static char *csv_next_line(char **p, char *end, char **e) {
 }
 
 static int csv_is_blank(const char *s) {
-  while (*s == ' ' || *s == '\t') s++;
+  while (*s == ' ' || *s == '\t')
+    s++;
   return *s == '\0';
 }
 
 static size_t csv_count_fields(const char *s) {
   size_t k = 1;
-  for (; *s; s++) k += *s == ',';
+  for (; *s; s++)
+    k += *s == ',';
   return k;
 }
 
@@ -487,7 +507,8 @@ static int csv_first_field_numeric(const char *s) {
   char *end;
   strtod(s, &end);
   if (end == s) return 0;
-  while (*end == ' ' || *end == '\t') end++;
+  while (*end == ' ' || *end == '\t')
+    end++;
   return *end == ',' || *end == '\0';
 }
 
@@ -496,17 +517,19 @@ static int csv_parse_label(const char *path, size_t line, char **p, int32_t *y) 
   errno = 0;
   long v = strtol(s, &end, 10);
   char *q = end;
-  while (*q == ' ' || *q == '\t') q++;
+  while (*q == ' ' || *q == '\t')
+    q++;
   if (end == s || (*q != ',' && *q != '\0')) {
     size_t flen = strcspn(s, ",");
-    return fl_err_set(FL_EFORMAT, "%s:%zu: label '%.*s' is not an integer", path, line, (int)(flen > 40 ? 40 : flen),
-                      s);
+    return fl_err_set(FL_EFORMAT, "%s:%zu: label '%.*s' is not an integer", path, line,
+                      (int)(flen > 40 ? 40 : flen), s);
   }
-  if (v < 0) return fl_err_set(FL_ERANGE, "%s:%zu: label %ld is negative; labels must be 0..%d", path, line, v,
-                               FL_DATA_MAX_CLASSES - 1);
+  if (v < 0)
+    return fl_err_set(FL_ERANGE, "%s:%zu: label %ld is negative; labels must be 0..%d", path, line,
+                      v, FL_DATA_MAX_CLASSES - 1);
   if (errno == ERANGE || v > FL_DATA_MAX_CLASSES - 1)
-    return fl_err_set(FL_ERANGE, "%s:%zu: label '%.*s' is too large; labels must be 0..%d", path, line,
-                      (int)(end - s > 40 ? 40 : end - s), s, FL_DATA_MAX_CLASSES - 1);
+    return fl_err_set(FL_ERANGE, "%s:%zu: label '%.*s' is too large; labels must be 0..%d", path,
+                      line, (int)(end - s > 40 ? 40 : end - s), s, FL_DATA_MAX_CLASSES - 1);
   *y = (int32_t)v;
   *p = *q ? q + 1 : q;
   return 0;
@@ -518,14 +541,16 @@ static int csv_parse_features(const char *path, size_t line, char *s, float *x, 
     char *end;
     float v = strtof(s, &end);
     char *q = end;
-    while (*q == ' ' || *q == '\t') q++;
+    while (*q == ' ' || *q == '\t')
+      q++;
     if (end == s || (*q != ',' && *q != '\0')) {
       size_t flen = strcspn(s, ",");
-      return fl_err_set(FL_EFORMAT, "%s:%zu: feature %zu ('%.*s') is not a number", path, line, j + 1,
-                        (int)(flen > 40 ? 40 : flen), s);
+      return fl_err_set(FL_EFORMAT, "%s:%zu: feature %zu ('%.*s') is not a number", path, line,
+                        j + 1, (int)(flen > 40 ? 40 : flen), s);
     }
     if (!isfinite(v))
-      return fl_err_set(FL_ENONFINITE, "%s:%zu: feature %zu ('%.*s') is not finite (or overflows float)", path,
+      return fl_err_set(FL_ENONFINITE,
+                        "%s:%zu: feature %zu ('%.*s') is not finite (or overflows float)", path,
                         line, j + 1, (int)(end - s > 40 ? 40 : end - s), s);
     x[j] = v;
     s = *q ? q + 1 : q;
@@ -561,15 +586,17 @@ int fl_dataset_load_csv(const char *path, fl_dataset_t **out) {
       continue;
     }
     if (first_blank) {
-      rc = fl_err_set(FL_EFORMAT, "%s:%zu: blank line inside the data (only trailing blank lines are allowed)", path,
-                      first_blank);
+      rc = fl_err_set(FL_EFORMAT,
+                      "%s:%zu: blank line inside the data (only trailing blank lines are allowed)",
+                      path, first_blank);
       goto out;
     }
     if (!fields) {
       fields = k;
       first_line = line;
       if (k < 2) {
-        rc = fl_err_set(FL_EFORMAT, "%s:%zu: %zu field, need a label and at least one feature", path, line, k);
+        rc = fl_err_set(FL_EFORMAT, "%s:%zu: %zu field, need a label and at least one feature",
+                        path, line, k);
         goto out;
       }
       if (!numeric) {
@@ -577,20 +604,25 @@ int fl_dataset_load_csv(const char *path, fl_dataset_t **out) {
         continue;
       }
     } else if (k != fields) {
-      rc = fl_err_set(FL_EFORMAT, "%s:%zu: %zu fields, but line %zu has %zu (every line needs label + %zu features)",
-                      path, line, k, first_line, fields, fields - 1);
+      rc = fl_err_set(
+          FL_EFORMAT,
+          "%s:%zu: %zu fields, but line %zu has %zu (every line needs label + %zu features)", path,
+          line, k, first_line, fields, fields - 1);
       goto out;
     }
     n++;
   }
   if (n == 0) {
-    rc = fl_err_set(FL_EFORMAT, "%s: no data lines (%s)", path, len == 0 ? "empty file" : "only a header or blanks");
+    rc = fl_err_set(FL_EFORMAT, "%s: no data lines (%s)", path,
+                    len == 0 ? "empty file" : "only a header or blanks");
     goto out;
   }
   size_t dim = fields - 1;
-  if (n > FL_DATA_MAX_EXAMPLES || dim > FL_DATA_MAX_DIM || n * dim > FL_DATA_MAX_BYTES / sizeof(float)) {
-    rc = fl_err_set(FL_ETOOBIG, "%s: %zu examples x %zu features exceeds the limits (%u x %u, %zu MiB)", path, n,
-                    dim, FL_DATA_MAX_EXAMPLES, FL_DATA_MAX_DIM, FL_DATA_MAX_BYTES >> 20);
+  if (n > FL_DATA_MAX_EXAMPLES || dim > FL_DATA_MAX_DIM ||
+      n * dim > FL_DATA_MAX_BYTES / sizeof(float)) {
+    rc = fl_err_set(FL_ETOOBIG,
+                    "%s: %zu examples x %zu features exceeds the limits (%u x %u, %zu MiB)", path,
+                    n, dim, FL_DATA_MAX_EXAMPLES, FL_DATA_MAX_DIM, FL_DATA_MAX_BYTES >> 20);
     goto out;
   }
   /* Every feature took at least two bytes of the file, so this allocation is

@@ -12,18 +12,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FL_DATA_MAX_EXAMPLES (1u << 26)  /* 67M examples */
-#define FL_DATA_MAX_DIM (1u << 20)       /* 1M features */
+#define FL_DATA_MAX_EXAMPLES (1u << 26)     /* 67M examples */
+#define FL_DATA_MAX_DIM (1u << 20)          /* 1M features */
 #define FL_DATA_MAX_BYTES ((size_t)8 << 30) /* 8 GiB of features */
 #define FL_DATA_MAX_CLASSES 65536
 #define FL_DATA_MAX_CSV_BYTES ((size_t)4 << 30) /* 4 GiB of CSV text */
 
 typedef struct {
-  size_t n;            /* number of examples */
-  size_t dim;          /* features per example */
-  size_t num_classes;  /* max label + 1 (or the dataset's known count) */
-  float *x;            /* (n, dim) row-major, owned */
-  int32_t *y;          /* (n), owned */
+  size_t n;           /* number of examples */
+  size_t dim;         /* features per example */
+  size_t num_classes; /* max label + 1 (or the dataset's known count) */
+  float *x;           /* (n, dim) row-major, owned */
+  int32_t *y;         /* (n), owned */
 } fl_dataset_t;
 
 /* Loads an IDX image file (idx3 ubyte, any number of dims >= 1 after the

@@ -61,8 +61,8 @@ typedef struct {
   size_t rid_len;       /* 0: no connection bound */
   int alive;
   double last_seen;
-  uint32_t rounds;      /* rounds it contributed an update to */
-  int awaiting_ack;     /* a RoundStart sent, not yet acknowledged */
+  uint32_t rounds;  /* rounds it contributed an update to */
+  int awaiting_ack; /* a RoundStart sent, not yet acknowledged */
   double sent_at;
 } peer_t;
 
@@ -80,14 +80,14 @@ typedef struct {
   peer_t *peers;
   size_t cap_peers;
   int round_open;
-  int started;                  /* this process has started a round */
+  int started; /* this process has started a round */
   double run_t0, round_t0;
   uint64_t bytes_in, bytes_out; /* this round */
   uint32_t *send_queue;         /* sampled ids whose RoundStart is not sent yet */
   size_t queue_head, queue_len, in_flight;
   uint32_t run_id;
   char ckpt_path[FL_PATH_MAX + 32];
-  int done;                     /* the loop is shutting down */
+  int done; /* the loop is shutting down */
   int exit_code;
 } coord_t;
 
@@ -110,7 +110,8 @@ static void logf_(const char *fmt, ...) {
 /* A printable name for a routing id (hex), for logs about unknown peers. */
 static const char *rid_hex(const uint8_t *rid, size_t len, char *buf, size_t cap) {
   size_t at = 0;
-  for (size_t i = 0; i < len && at + 3 < cap; i++) at += (size_t)snprintf(buf + at, cap - at, "%02x", rid[i]);
+  for (size_t i = 0; i < len && at + 3 < cap; i++)
+    at += (size_t)snprintf(buf + at, cap - at, "%02x", rid[i]);
   buf[at] = '\0';
   return buf;
 }
@@ -124,7 +125,8 @@ static long find_peer(const coord_t *c, const uint8_t *rid, size_t len) {
 static int ensure_peers(coord_t *c, size_t n) {
   if (n <= c->cap_peers) return 0;
   size_t cap = c->cap_peers ? c->cap_peers : 64;
-  while (cap < n) cap *= 2;
+  while (cap < n)
+    cap *= 2;
   peer_t *p = realloc(c->peers, cap * sizeof *p);
   if (!p) return FL_ENOMEM;
   memset(p + c->cap_peers, 0, (cap - c->cap_peers) * sizeof *p);
@@ -141,20 +143,6 @@ static const char *client_label(const coord_t *c, uint32_t id, char *buf, size_t
 
 /* ---- sending ---- */
 
-/* Sends one encoded message to a routing id. Never blocks: a peer that is
- * gone or whose queue is full just misses the message (its liveness and the
- * round deadline deal with the consequences). */
-static int send_raw(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_t *buf, size_t len) {
-  if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-      zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0) {
-    char hex[2 * RID_MAX + 1];
-    logf_("send to %s failed: %s", rid_hex(rid, rid_len, hex, sizeof hex), zmq_strerror(errno));
-    return -1;
-  }
-  c->bytes_out += len;
-  return 0;
-}
-
 static void free_buf(void *data, void *hint) {
   (void)hint;
   free(data);
@@ -162,7 +150,9 @@ static void free_buf(void *data, void *hint) {
 
 /* Sends a malloc'd encoded message without copying it: ZeroMQ frees it
  * once written to the socket (a RoundStart is a copy of the model). Takes
- * ownership of buf in every case. */
+ * ownership of buf in every case. Never blocks: a peer that is gone or
+ * whose queue is full just misses the message (its liveness and the round
+ * deadline deal with the consequences). */
 static int send_owned(coord_t *c, const uint8_t *rid, size_t rid_len, uint8_t *buf, size_t len) {
   zmq_msg_t msg;
   if (zmq_msg_init_data(&msg, buf, len, free_buf, NULL) != 0) {
@@ -184,9 +174,7 @@ static int send_env(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr_
   uint8_t *buf;
   size_t len;
   if (fl_wire_encode(env, &buf, &len) != 0) return -1;
-  int rc = send_raw(c, rid, rid_len, buf, len);
-  free(buf);
-  return rc;
+  return send_owned(c, rid, rid_len, buf, len);
 }
 
 static void send_stop(coord_t *c, const uint8_t *rid, size_t rid_len, const char *reason, int error,
@@ -266,7 +254,8 @@ static void maybe_start_round(coord_t *c) {
   c->queue_head = 0;
   c->queue_len = m;
   c->in_flight = 0;
-  for (size_t i = 0; i < c->cap_peers; i++) c->peers[i].awaiting_ack = 0;
+  for (size_t i = 0; i < c->cap_peers; i++)
+    c->peers[i].awaiting_ack = 0;
   pump_round_starts(c);
   uv_timer_start(&c->deadline, on_deadline, (uint64_t)(c->cfg.round_timeout * 1000.0), 0);
 }
@@ -327,7 +316,8 @@ static void close_round(coord_t *c, const char *why) {
         at += (size_t)snprintf(parts + at, cap - at, "%s%u", at ? "," : "", ids[i]);
       } else {
         at2 += (size_t)snprintf(dropped + at2, cap - at2, "%s%u", at2 ? "," : "", ids[i]);
-        logf_("round %u: dropped %s (%s)", round, client_label(c, ids[i], label, sizeof label), why);
+        logf_("round %u: dropped %s (%s)", round, client_label(c, ids[i], label, sizeof label),
+              why);
       }
     }
   }
@@ -346,7 +336,8 @@ static void close_round(coord_t *c, const char *why) {
   char *extra = NULL;
   if (parts && dropped) {
     extra = malloc(2 * cap + 64);
-    if (extra) snprintf(extra, 2 * cap + 64, "\"participants\":[%s],\"dropped\":[%s]", parts, dropped);
+    if (extra)
+      snprintf(extra, 2 * cap + 64, "\"participants\":[%s],\"dropped\":[%s]", parts, dropped);
   }
   if (fl_metrics_add(c->metrics, &rm, extra) != 0) logf_("metrics: %s", fl_err_msg());
   free(extra);
@@ -421,7 +412,8 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fe
   if (rc) {
     char hex[2 * RID_MAX + 1];
     snprintf(reason, sizeof reason, "%s", fl_err_msg());
-    logf_("refused join of '%s' from %s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex), reason);
+    logf_("refused join of '%s' from %s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex),
+          reason);
     send_stop(c, rid, rid_len, reason, 1, 0);
     return;
   }
@@ -456,7 +448,8 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fe
   env.welcome = &w;
   send_env(c, rid, rid_len, &env);
   /* A sampled client that reconnects mid-round gets its round again. */
-  if (c->round_open && fl_engine_is_sampled(c->engine, id) && !fl_engine_has_reported(c->engine, id))
+  if (c->round_open && fl_engine_is_sampled(c->engine, id) &&
+      !fl_engine_has_reported(c->engine, id))
     send_round_start(c, id);
   maybe_start_round(c);
 }
@@ -466,8 +459,10 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
   c->bytes_in += len;
   long pid = find_peer(c, rid, rid_len);
   char who[2 * RID_MAX + 64], hex[2 * RID_MAX + 1];
-  if (pid >= 0) client_label(c, (uint32_t)pid, who, sizeof who);
-  else snprintf(who, sizeof who, "unknown peer %s", rid_hex(rid, rid_len, hex, sizeof hex));
+  if (pid >= 0)
+    client_label(c, (uint32_t)pid, who, sizeof who);
+  else
+    snprintf(who, sizeof who, "unknown peer %s", rid_hex(rid, rid_len, hex, sizeof hex));
   Fedlr__Envelope *env = NULL;
   if (fl_wire_decode(buf, len, fl_engine_limits(c->engine), &env) != 0) {
     logf_("dropped a bad message from %s (%zu bytes): %s", who, len, fl_err_msg());
@@ -482,9 +477,7 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     }
   }
   switch (env->body_case) {
-  case FEDLR__ENVELOPE__BODY_JOIN:
-    handle_join(c, rid, rid_len, env->join);
-    break;
+  case FEDLR__ENVELOPE__BODY_JOIN: handle_join(c, rid, rid_len, env->join); break;
   case FEDLR__ENVELOPE__BODY_HEARTBEAT:
     if (pid < 0) {
       send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
@@ -512,7 +505,8 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     }
     break;
   default:
-    logf_("dropped a message of kind %d from %s: clients may not send it", (int)env->body_case, who);
+    logf_("dropped a message of kind %d from %s: clients may not send it", (int)env->body_case,
+          who);
     break;
   }
   fl_wire_free(&env);
@@ -586,7 +580,9 @@ static void on_tick(uv_timer_t *t) {
   drain(c); /* sends above may have changed ZMQ_EVENTS */
 }
 
-static void on_close(uv_handle_t *h) { (void)h; }
+static void on_close(uv_handle_t *h) {
+  (void)h;
+}
 
 /* Tells every client the run is over and stops the loop. */
 static void finish_run(coord_t *c, const char *why, int interrupted) {
@@ -608,8 +604,9 @@ static void finish_run(coord_t *c, const char *why, int interrupted) {
       sum += r;
       n++;
     }
-    if (n) logf_("participation: %u clients, rounds per client min %u, mean %.1f, max %u", n, lo,
-                 sum / n, hi);
+    if (n)
+      logf_("participation: %u clients, rounds per client min %u, mean %.1f, max %u", n, lo,
+            sum / n, hi);
   }
   uv_timer_stop(&c->tick);
   uv_timer_stop(&c->deadline);
@@ -704,15 +701,18 @@ int main(int argc, char **argv) {
   fl_config_defaults(&c->cfg);
   int want_help = 0, status = 1, rc;
   if ((rc = fl_config_parse(&c->cfg, FL_PROG_COORD, argc, argv, &want_help)) || want_help) {
-    if (want_help) fl_config_print_help(stdout, FL_PROG_COORD, "fedlr-coordinator");
-    else fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    if (want_help)
+      fl_config_print_help(stdout, FL_PROG_COORD, "fedlr-coordinator");
+    else
+      fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
     free(c);
     return want_help ? 0 : 2;
   }
   fl_config_t *cfg = &c->cfg;
   if (cfg->resume[0] && !cfg->out[0]) snprintf(cfg->out, sizeof cfg->out, "%s", cfg->resume);
   if (cfg->min_clients > cfg->clients || cfg->start_clients > cfg->clients) {
-    fprintf(stderr, "fedlr-coordinator: --min-clients %u / --start-clients %u exceed --clients %u\n",
+    fprintf(stderr,
+            "fedlr-coordinator: --min-clients %u / --start-clients %u exceed --clients %u\n",
             cfg->min_clients, cfg->start_clients, cfg->clients);
     free(c);
     return 2;
