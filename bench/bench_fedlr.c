@@ -10,6 +10,9 @@
  *                     validate, fold into the FedAvg sum (update GB/s), beside
  *                     memcpy bandwidth at the same working-set size and at a
  *                     DRAM-sized one
+ *   rules             a whole round's aggregation (K submits + end_round) for
+ *                     FedAvg, FedAvg with clipping, median and trimmed mean,
+ *                     K = 10 and 50 (delta GB/s and the ratio to memcpy)
  *
  * Output: a Markdown table on stdout (bench/RESULTS.md keeps a copy). The
  * seconds-per-round figure of the reference configuration comes from
@@ -139,10 +142,18 @@ static double copy_gbs(size_t bytes) {
   return best;
 }
 
-/* Update bytes folded per second by fl_engine_submit(): 10 clients per round,
- * like the reference configuration. */
-static double aggregation_gbs(const fl_model_spec_t *m) {
-  const uint32_t K = 10;
+/* An aggregation rule to measure. */
+typedef struct {
+  const char *name;
+  fl_agg_kind_t kind;
+  double beta, clip;
+} bench_rule_t;
+
+/* Update bytes aggregated per second with K clients per round (10 is the
+ * reference configuration). Without `rule`: fl_engine_submit() only, the
+ * FedAvg fold. With it: the whole round's aggregation, K submits plus
+ * fl_engine_end_round() (no test set, so no evaluation). */
+static double aggregation_gbs(const fl_model_spec_t *m, uint32_t K, const bench_rule_t *rule) {
   fl_engine_config_t c;
   memset(&c, 0, sizeof c);
   c.model = *m;
@@ -155,6 +166,11 @@ static double aggregation_gbs(const fl_model_spec_t *m) {
   c.rounds = 1000000;
   c.quorum = 1.0;
   c.eval_every = 1000000;
+  if (rule) {
+    c.aggregator = rule->kind;
+    c.trim_beta = rule->beta;
+    c.clip_norm = rule->clip;
+  }
   int err;
   fl_engine_t *e = fl_engine_new(&c, &err);
   for (uint32_t k = 0; k < K; k++) {
@@ -171,8 +187,8 @@ static double aggregation_gbs(const fl_model_spec_t *m) {
   size_t total_updates = 0;
   for (int round = 1; total_t < 2.0; round++) {
     fl_engine_begin_round(e);
-    uint8_t *bufs[10];
-    size_t lens[10];
+    uint8_t *bufs[64];
+    size_t lens[64];
     for (uint32_t k = 0; k < K; k++) {
       fl_wire_tensors_t tv;
       fl_wire_tensors_init(&tv, m, delta);
@@ -196,16 +212,40 @@ static double aggregation_gbs(const fl_model_spec_t *m) {
         exit(1);
       }
     }
-    total_t += now_s() - t;
+    if (!rule) total_t += now_s() - t;
     total_updates += K;
     for (uint32_t k = 0; k < K; k++)
       free(bufs[k]);
     fl_round_metrics_t rm;
-    fl_engine_end_round(e, &rm);
+    if (fl_engine_end_round(e, &rm) != 0) {
+      fprintf(stderr, "end_round: %s\n", fl_err_msg());
+      exit(1);
+    }
+    if (rule) total_t += now_s() - t;
   }
   free(delta);
   fl_engine_destroy(&e);
   return (double)total_updates * (double)m->num_params * 4.0 / total_t / 1e9;
+}
+
+/* The robust rules' per-round cost next to FedAvg's (a Markdown table). */
+static void print_rules(const fl_model_spec_t *m, double cp_ws, double cp_big) {
+  const size_t ws = m->num_params * 4;
+  /* The deltas' norm is about 0.13: clip at 0.05 so every update is
+   * scaled (the worst case). */
+  const bench_rule_t rules[] = {{"FedAvg", FL_AGG_FEDAVG, 0, 0},
+                                {"FedAvg + clip-norm", FL_AGG_FEDAVG, 0, 0.05},
+                                {"median", FL_AGG_MEDIAN, 0, 0},
+                                {"trimmed-mean:0.1", FL_AGG_TRIMMED_MEAN, 0.1, 0},
+                                {"median + clip-norm", FL_AGG_MEDIAN, 0, 0.05}};
+  printf("\n| aggregation per round, 2NN (submits + end_round) | K=10 | K=50 | K=10 vs memcpy "
+         "(cache, DRAM) |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+    double g10 = aggregation_gbs(m, 10, &rules[i]), g50 = aggregation_gbs(m, 50, &rules[i]);
+    printf("| %s | %.2f GB/s (%.2f ms/round) | %.2f GB/s (%.2f ms/round) | %.0f%%, %.0f%% |\n",
+           rules[i].name, g10, 10 * (double)ws / g10 / 1e6, g50, 50 * (double)ws / g50 / 1e6,
+           100 * g10 / cp_ws, 100 * g10 / cp_big);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -222,7 +262,8 @@ int main(int argc, char **argv) {
   fl_model_parse("mlp:200,200", d->dim, 10, &m);
   printf("OpenBLAS core: %s\n\n", fl_blas_corename());
   if (only && strcmp(only, "agg") == 0) {
-    printf("aggregation: %.2f GB/s\n", aggregation_gbs(&m));
+    printf("aggregation: %.2f GB/s\n", aggregation_gbs(&m, 10, NULL));
+    print_rules(&m, copy_gbs(m.num_params * 4), copy_gbs((size_t)256 << 20));
     fl_dataset_destroy(&d);
     return 0;
   }
@@ -239,7 +280,7 @@ int main(int argc, char **argv) {
              Bs[b], w, w > 1 ? "s" : "", g, eps, 100 * g / (w == 1 ? peak1 : peak2), w);
     }
   }
-  double agg = aggregation_gbs(&m);
+  double agg = aggregation_gbs(&m, 10, NULL);
   size_t ws = m.num_params * 4;
   double cp_ws = copy_gbs(ws), cp_big = copy_gbs((size_t)256 << 20);
   printf("| memcpy, %zu KiB (one update) | %.1f GB/s | copy bandwidth, cache |\n", ws >> 10, cp_ws);
@@ -247,6 +288,7 @@ int main(int argc, char **argv) {
   printf("| FedAvg aggregation (decode+validate+fold), 2NN updates | %.1f GB/s | %.0f%% of cache "
          "copy, %.0f%% of DRAM copy |\n",
          agg, 100 * agg / cp_ws, 100 * agg / cp_big);
+  print_rules(&m, cp_ws, cp_big);
   printf("\nFLOPs per example (2NN, fwd+bwd): %.0f\n", fl_model_flops_per_example(&m));
   fl_dataset_destroy(&d);
   return 0;

@@ -6,10 +6,17 @@
  * session (fl_session.h) against the coordinator at --connect: join, train
  * each round it is sent, heartbeat, rejoin after a coordinator restart.
  *
+ * With --curve-secret FILE and --coordinator-key KEY|FILE the connection
+ * is CurveZMQ: encrypted, and the coordinator knows this client by its key
+ * (the client's name defaults to the key file's stem and must match the
+ * name the coordinator lists the key under).
+ *
  * Exit status: 0 the coordinator ended the run; 1 refused by the
- * coordinator, a model that does not fit the data, or a runtime error;
- * 2 bad flags or config; 128 + signal number on SIGINT (130) or SIGTERM
- * (143), after closing the socket. A second signal kills at once. */
+ * coordinator, a model that does not fit the data, an unusable key file, or
+ * a runtime error; 2 bad flags or config; 4 the handshake was refused or
+ * kept failing (key not admitted, wrong --coordinator-key, one side
+ * plaintext); 128 + signal number on SIGINT (130) or SIGTERM (143), after
+ * closing the socket. A second signal kills at once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -22,6 +29,7 @@
 #include "fl_config.h"
 #include "fl_data.h"
 #include "fl_error.h"
+#include "fl_keys.h"
 #include "fl_partition.h"
 #include "fl_session.h"
 #include "fl_trainer.h"
@@ -60,12 +68,19 @@ static int fail(const char *name, const char *what, int rc) {
   return rc == FL_EINVAL ? 2 : 1;
 }
 
-/* --name, or "<host>-p<index>" for a partition (a restarted process keeps
- * its identity), or "<host>-<pid>". */
+#define EXIT_AUTH 4
+
+/* --name; under CURVE the key file's stem ("alice" for alice.key_secret:
+ * the coordinator knows the client by its key); else "<host>-p<index>" for
+ * a partition (a restarted process keeps its identity), or "<host>-<pid>". */
 static void client_name(const fl_config_t *c, char *out, size_t cap) {
   if (c->name[0]) {
     snprintf(out, cap, "%s", c->name);
     return;
+  }
+  if (c->curve_secret[0]) {
+    fl_keys_stem(c->curve_secret, out, cap);
+    if (out[0]) return;
   }
   char host[64];
   if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "client");
@@ -126,10 +141,14 @@ int main(int argc, char **argv) {
   int rc = fl_config_parse(&cfg, FL_PROG_CLIENT, argc, argv, &want_help);
   if (want_help) {
     fl_config_print_help(stdout, FL_PROG_CLIENT, "fedlr-client");
-    printf(
-        "\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
-        "--partition, --seed and --partition-index as given to the coordinator).\n"
-        "Exit status: 0 run over, 1 refused or error, 2 bad flags, 130/143 on SIGINT/SIGTERM.\n");
+    printf("\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
+           "--partition, --seed and --partition-index as given to the coordinator).\n"
+           "CurveZMQ: --curve-secret FILE (this client's key pair, from fedlr-keygen) with\n"
+           "--coordinator-key KEY|FILE (the coordinator's public key); the name defaults to the\n"
+           "key file's name and must be the one the coordinator lists the key under.\n"
+           "Exit status: 0 run over, 1 refused or error, 2 bad flags, 4 handshake refused or\n"
+           "failing (key not admitted, wrong --coordinator-key, one side plaintext), 130/143 on\n"
+           "SIGINT/SIGTERM.\n");
     return 0;
   }
   if (rc) {
@@ -145,8 +164,31 @@ int main(int argc, char **argv) {
                   "to train on one partition of --dataset");
     return 2;
   }
+  if (!cfg.curve_secret[0] != !cfg.coordinator_key[0]) {
+    fprintf(stderr,
+            "fedlr-client: %s without %s: CurveZMQ needs both, this client's secret key "
+            "(--curve-secret FILE) and the coordinator's public key (--coordinator-key KEY|FILE)\n",
+            cfg.curve_secret[0] ? "--curve-secret" : "--coordinator-key",
+            cfg.curve_secret[0] ? "--coordinator-key" : "--curve-secret");
+    return 2;
+  }
   char name[FL_WIRE_MAX_STRING];
   client_name(&cfg, name, sizeof name);
+  /* Keys before the data: a key problem is found in a moment. */
+  fl_keypair_t kp;
+  char server_key[FL_KEY_Z85_LEN + 1] = "";
+  memset(&kp, 0, sizeof kp);
+  if (cfg.curve_secret[0]) {
+    if (fl_keys_load_secret(cfg.curve_secret, &kp) != 0) {
+      fprintf(stderr, "fedlr-client[%s]: --curve-secret: %s\n", name, fl_err_msg());
+      return 1;
+    }
+    if (fl_keys_load_public(cfg.coordinator_key, server_key) != 0) {
+      fprintf(stderr, "fedlr-client[%s]: --coordinator-key: %s\n", name, fl_err_msg());
+      explicit_bzero(&kp, sizeof kp);
+      return 1;
+    }
+  }
 
   int status = 1;
   fl_dataset_t *train = NULL, *data = NULL;
@@ -201,7 +243,11 @@ int main(int argc, char **argv) {
     status = fail(name, "signals", rc);
     goto out;
   }
-  fl_shard_t shard = {data, NULL, data->n};
+  fl_attack_t attack; /* --attack, validated by fl_config_parse() */
+  fl_config_attack(cfg.attack, &attack);
+  if (fl_config_attack_active(&attack))
+    fprintf(stderr, "fedlr-client[%s]: ATTACKING: %s\n", name, cfg.attack);
+  fl_shard_t shard = {data, NULL, data->n, &attack};
   fl_session_config_t sc = {
       .endpoint = cfg.connect,
       .name = name,
@@ -209,8 +255,13 @@ int main(int argc, char **argv) {
       .slot = cfg.partition_index,
       .quiet = cfg.quiet,
       .interrupt_fd = sig_pipe[0],
+      .curve_public = kp.public_z85[0] ? kp.public_z85 : NULL,
+      .curve_secret = kp.secret_z85[0] ? kp.secret_z85 : NULL,
+      .server_key = server_key[0] ? server_key : NULL,
+      .handshake_timeout = cfg.handshake_timeout,
   };
   session = fl_session_new(&sc, &shard, &rc);
+  explicit_bzero(&kp, sizeof kp); /* the session has its copy */
   if (!session) {
     status = fail(name, "session", rc);
     goto out;
@@ -226,12 +277,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
     status = 1;
     break;
+  case FL_SESSION_AUTH_FAILED:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+    status = EXIT_AUTH;
+    break;
   default:
     (void)fail(name, "session", rc);
     status = 1;
     break;
   }
 out:
+  explicit_bzero(&kp, sizeof kp);
   fl_session_destroy(&session);
   fl_partition_destroy(&part);
   fl_dataset_destroy(&train);

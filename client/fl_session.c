@@ -13,6 +13,7 @@
 
 #include "fl_error.h"
 #include "fl_wire.h"
+#include "fl_zmon.h"
 
 /* ZMQ_MAXMSGSIZE applies to connections made after it is set, and the
  * model is known only after connecting: one generous bound for the
@@ -30,6 +31,8 @@
 #define SESSION_POLL_MAX 1.0         /* s, longest sleep */
 #define SESSION_INTERRUPT_CHECK 0.05 /* s between interrupt checks while training */
 #define SESSION_DRAIN_MAX 256        /* messages handled per wake-up */
+#define SESSION_HS_FAILURES 3        /* CURVE handshakes failing in a row before giving up */
+#define SESSION_KEY_LEN 40           /* a Z85 key */
 
 struct fl_session {
   char endpoint[256];
@@ -61,6 +64,14 @@ struct fl_session {
   uint32_t update_round;
   int interrupted;
   int ended, result; /* fl_session_run()'s result once ended */
+  /* CurveZMQ (curve = 0: plaintext) and the handshake watch */
+  int curve;
+  char curve_public[SESSION_KEY_LEN + 1], curve_secret[SESSION_KEY_LEN + 1];
+  char server_key[SESSION_KEY_LEN + 1];
+  int handshake_ms;
+  void *mon;         /* PAIR: the current socket's monitor events */
+  unsigned mon_seq;  /* makes each socket's monitor endpoint unique */
+  unsigned hs_fails; /* handshakes failed since the last one succeeded */
 };
 
 static double now_s(void) {
@@ -124,7 +135,7 @@ static int send_join(fl_session_t *s) {
   Fedlr__Join j = FEDLR__JOIN__INIT;
   j.protocol_version = FL_WIRE_PROTOCOL_VERSION;
   j.name = s->name;
-  j.num_examples = s->shard->n;
+  j.num_examples = fl_trainer_claimed_examples(s->shard); /* --attack examples:N lies here */
   j.want_slot = s->want_slot;
   j.slot = s->slot;
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
@@ -419,6 +430,77 @@ static int session_tick(void *arg, uint64_t step) {
   return 0;
 }
 
+/* ---- the handshake watch ---- */
+
+static void auth_failed(fl_session_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void auth_failed(fl_session_t *s, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fl_err_set(FL_EPROTO, "%s", msg);
+  end(s, FL_SESSION_AUTH_FAILED);
+}
+
+/* One monitor event of the socket. Refusals that will not change by
+ * retrying end the session; under CURVE, so do SESSION_HS_FAILURES
+ * failures in a row (the coordinator drops a client that encrypted for
+ * another key without a word). */
+static void on_monitor_event(fl_session_t *s, uint16_t ev, uint32_t value) {
+  switch (ev) {
+  case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: s->hs_fails = 0; return;
+  case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+    if (value == 400) {
+      auth_failed(s,
+                  "the coordinator at %s refused this client's key (ZAP status 400): its public "
+                  "key is not in the coordinator's --allow-clients",
+                  s->endpoint);
+      return;
+    }
+    slog(s, "the coordinator at %s could not check this client's key (ZAP status %u)", s->endpoint,
+         value);
+    break;
+  case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      if (s->curve)
+        auth_failed(s,
+                    "the coordinator at %s does not use CurveZMQ (it runs without "
+                    "--curve-secret): refusing to talk to it in plaintext",
+                    s->endpoint);
+      else
+        auth_failed(s,
+                    "the coordinator at %s requires CurveZMQ: run this client with "
+                    "--curve-secret FILE and --coordinator-key KEY",
+                    s->endpoint);
+      return;
+    }
+    slog(s, "handshake with %s failed: ZMTP protocol error 0x%08x", s->endpoint, value);
+    break;
+  case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    if (s->curve)
+      slog(s, "CURVE handshake with %s failed (%s)", s->endpoint, zmq_strerror((int)value));
+    break;
+  default: return;
+  }
+  if (!s->curve) return; /* plaintext: a transient failure; the transport retries */
+  if (++s->hs_fails >= SESSION_HS_FAILURES)
+    auth_failed(s,
+                "the CURVE handshake with the coordinator at %s failed %u times in a row: "
+                "--coordinator-key is probably not the coordinator's public key",
+                s->endpoint, s->hs_fails);
+}
+
+static void drain_monitor(fl_session_t *s) {
+  uint16_t ev;
+  uint32_t value;
+  for (int i = 0; i < SESSION_DRAIN_MAX && s->mon && !s->ended; i++) {
+    if (!fl_zmon_recv(s->mon, &ev, &value)) return;
+    on_monitor_event(s, ev, value);
+  }
+}
+
 /* ---- the session ---- */
 
 /* A new DEALER connected to the endpoint (connecting never waits). The
@@ -436,6 +518,23 @@ static int open_socket(fl_session_t *s) {
    * transport reconnects instead of writing into a dead TCP stream. */
   int zhb_ivl = 1000, zhb_timeout = 5000;
   int64_t maxmsg = (int64_t)SESSION_MAX_MSGSIZE;
+  if (s->handshake_ms > 0 &&
+      zmq_setsockopt(s->sock, ZMQ_HANDSHAKE_IVL, &s->handshake_ms, sizeof s->handshake_ms))
+    return fl_err_set(FL_EINVAL, "cannot set socket options: %s", zmq_strerror(errno));
+  if (s->curve && (zmq_setsockopt(s->sock, ZMQ_CURVE_SERVERKEY, s->server_key, SESSION_KEY_LEN) ||
+                   zmq_setsockopt(s->sock, ZMQ_CURVE_PUBLICKEY, s->curve_public, SESSION_KEY_LEN) ||
+                   zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, s->curve_secret, SESSION_KEY_LEN)))
+    return fl_err_set(FL_EINVAL, "cannot set the CURVE keys: %s", zmq_strerror(errno));
+  /* The monitor first, so that no handshake event of this socket is missed. */
+  char mon_ep[64];
+  snprintf(mon_ep, sizeof mon_ep, "inproc://fl-session-monitor-%u", s->mon_seq++);
+  if (zmq_socket_monitor(s->sock, mon_ep,
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0 ||
+      !(s->mon = zmq_socket(s->ctx, ZMQ_PAIR)) ||
+      zmq_setsockopt(s->mon, ZMQ_LINGER, &(int){0}, sizeof(int)) || zmq_connect(s->mon, mon_ep))
+    return fl_err_set(FL_EIO, "cannot monitor the socket: %s", zmq_strerror(errno));
   if (zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) ||
       zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
       zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) ||
@@ -449,7 +548,12 @@ static int open_socket(fl_session_t *s) {
 }
 
 static void close_socket(fl_session_t *s, int linger) {
+  if (s->mon) {
+    zmq_close(s->mon);
+    s->mon = NULL;
+  }
   if (!s->sock) return;
+  zmq_socket_monitor(s->sock, NULL, 0);
   zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
   zmq_close(s->sock);
   s->sock = NULL;
@@ -493,6 +597,19 @@ fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *sha
   s->limits.max_values = 0;
   s->heartbeat = 1.0;
   s->backoff = SESSION_BACKOFF_MIN;
+  s->handshake_ms = c->handshake_timeout > 0 ? (int)(c->handshake_timeout * 1000.0) : 0;
+  if (c->curve_public || c->curve_secret || c->server_key) {
+    const char *keys[3] = {c->curve_public, c->curve_secret, c->server_key};
+    char *dst[3] = {s->curve_public, s->curve_secret, s->server_key};
+    for (int i = 0; i < 3; i++) {
+      if (!keys[i] || strlen(keys[i]) != SESSION_KEY_LEN) {
+        rc = fl_err_set(FL_EINVAL, "CurveZMQ needs three %d-character Z85 keys", SESSION_KEY_LEN);
+        goto out;
+      }
+      memcpy(dst[i], keys[i], SESSION_KEY_LEN + 1);
+    }
+    s->curve = 1;
+  }
 
   s->ctx = zmq_ctx_new();
   if (!s->ctx) {
@@ -522,20 +639,24 @@ int fl_session_run(fl_session_t *s) {
     if (s->joined) wake = fmin(wake, s->last_heartbeat + s->heartbeat);
     if (s->join_pending || s->update) wake = fmin(wake, now + SESSION_RETRY);
     long ms = wake > now ? (long)ceil((wake - now) * 1000.0) : 0;
-    zmq_pollitem_t items[2] = {{s->sock, 0, ZMQ_POLLIN, 0}, {NULL, s->interrupt_fd, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {{s->sock, 0, ZMQ_POLLIN, 0},
+                               {s->mon, s->mon ? 0 : -1, ZMQ_POLLIN, 0},
+                               {NULL, s->interrupt_fd, ZMQ_POLLIN, 0}};
     if (!s->sock) { /* reopening failed: only the interrupt and the timers */
-      items[0].socket = NULL;
-      items[0].fd = -1;
+      items[0].socket = items[1].socket = NULL;
+      items[0].fd = items[1].fd = -1;
     }
-    int n = zmq_poll(items, s->interrupt_fd >= 0 ? 2 : 1, ms);
+    int n = zmq_poll(items, s->interrupt_fd >= 0 ? 3 : 2, ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       return fl_err_set(FL_EIO, "zmq_poll: %s", zmq_strerror(errno));
     }
-    if (s->interrupt_fd >= 0 && items[1].revents)
+    if (s->interrupt_fd >= 0 && items[2].revents) {
       s->interrupted = 1;
-    else if (items[0].revents & ZMQ_POLLIN)
-      drain(s);
+    } else {
+      if (items[1].revents & ZMQ_POLLIN) drain_monitor(s);
+      if (!s->ended && (items[0].revents & ZMQ_POLLIN)) drain(s);
+    }
   }
   if (s->interrupted) return FL_SESSION_INTERRUPTED;
   return s->result;
@@ -546,6 +667,7 @@ void fl_session_destroy(fl_session_t **sp) {
   fl_session_t *s = *sp;
   close_socket(s, 1000);
   if (s->ctx) zmq_ctx_term(s->ctx);
+  explicit_bzero(s->curve_secret, sizeof s->curve_secret);
   fl_trainer_destroy(&s->trainer);
   free(s->update);
   free(s);

@@ -18,6 +18,13 @@
  * on the live connection. The transport reconnects by itself (100 ms .. 5 s
  * exponential). Sends never block: a Join or update that cannot be queued
  * is retried, a heartbeat is dropped.
+ *
+ * CurveZMQ: with keys in the config the socket is a CURVE client of the
+ * coordinator's public key. A monitor on the socket watches the handshakes:
+ * the coordinator refusing our key (ZAP status 400), a mechanism mismatch
+ * (one side plaintext), or, under CURVE, SESSION_HS_FAILURES handshakes in
+ * a row failing without one succeeding (a wrong coordinator key) end the
+ * session with FL_SESSION_AUTH_FAILED instead of retrying forever.
  */
 #ifndef FL_SESSION_H
 #define FL_SESSION_H
@@ -35,13 +42,18 @@ typedef struct {
   uint32_t slot;
   int quiet;        /* no per-round lines */
   int interrupt_fd; /* readable = stop now (e.g. a signal self-pipe); -1 = none */
+  /* CurveZMQ: all three Z85 keys, or all NULL for plaintext. Copied. */
+  const char *curve_public, *curve_secret; /* this client's key pair */
+  const char *server_key;                  /* the coordinator's public key */
+  double handshake_timeout;                /* s, 0 = libzmq's default (30 s) */
 } fl_session_config_t;
 
 /* How fl_session_run() ended (>= 0), or a negative FL_E* code. */
 enum {
-  FL_SESSION_DONE = 0,       /* Stop{error=false}: the run is over */
-  FL_SESSION_REFUSED = 1,    /* Stop{error=true} or an unusable Welcome (model, shapes) */
-  FL_SESSION_INTERRUPTED = 2 /* interrupt_fd became readable */
+  FL_SESSION_DONE = 0,        /* Stop{error=false}: the run is over */
+  FL_SESSION_REFUSED = 1,     /* Stop{error=true} or an unusable Welcome (model, shapes) */
+  FL_SESSION_INTERRUPTED = 2, /* interrupt_fd became readable */
+  FL_SESSION_AUTH_FAILED = 3  /* the handshake was refused or kept failing (fl_err_msg()) */
 };
 
 /* A session for the examples in `shard` (borrowed: must outlive the
@@ -50,10 +62,9 @@ enum {
  * code in *err and a detail in fl_err_msg() on failure. */
 fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *shard, int *err);
 
-/* Runs until the coordinator ends the run or refuses us, or interrupt_fd
- * is readable. Progress and every event go to stderr, one line each,
- * prefixed "fedlr-client[NAME]: ". The reason of a REFUSED end is in
- * fl_err_msg(). */
+/* Runs until the coordinator ends the run or refuses us, the handshake
+ * fails for good, or interrupt_fd is readable. Progress and every event go to stderr, one line
+ * each, prefixed "fedlr-client[NAME]: ". The reason of a REFUSED end is in fl_err_msg(). */
 int fl_session_run(fl_session_t *s);
 
 /* Closes the socket (linger 1 s) and terminates the context. NULL-safe. */

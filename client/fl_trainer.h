@@ -9,13 +9,25 @@
  * activations, one batch): O(model), independent of the client. fedlr-sim
  * keeps one per worker thread and lends it to many virtual clients; a
  * networked client keeps one for its lifetime. Same message and data in,
- * bit-identical update out. */
+ * bit-identical update out.
+ *
+ * Attacks (for research and tests): a shard may carry an fl_attack_t
+ * (fl_config.h), which the trainer applies to the trained delta just
+ * before encoding, so fedlr-sim's virtual clients and a fedlr-client
+ * process attack identically:
+ *   sign-flip     sends -delta
+ *   scale:K       sends K * delta (with sign-flip: -K * delta)
+ *   nan           one coordinate of the delta (index: the round's client
+ *                 seed mod the parameter count) is NaN
+ *   examples:N    the update claims N examples (training uses the real
+ *                 ones); fedlr-sim also registers the client with N */
 #ifndef FL_TRAINER_H
 #define FL_TRAINER_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fl_config.h"
 #include "fl_data.h"
 #include "fl_model.h"
 #include "fl_wire.h"
@@ -26,12 +38,19 @@ typedef struct fl_trainer fl_trainer_t;
 fl_trainer_t *fl_trainer_new(const fl_model_spec_t *m);
 void fl_trainer_destroy(fl_trainer_t **t);
 
-/* A client's local data: rows idx[0..n) of `data` (idx NULL = rows 0..n-1). */
+/* A client's local data: rows idx[0..n) of `data` (idx NULL = rows 0..n-1),
+ * and what the client does with it: honest (attack NULL or "none") or an
+ * attack (borrowed). */
 typedef struct {
   const fl_dataset_t *data;
   const uint32_t *idx;
   size_t n;
+  const fl_attack_t *attack;
 } fl_shard_t;
+
+/* The example count the client behind `shard` claims (in its Join and
+ * updates): n, or the attack's `examples`. */
+uint64_t fl_trainer_claimed_examples(const fl_shard_t *shard);
 
 /* Trains on `shard` as instructed by the RoundStart in msg/len (decoded and
  * validated here: model spec and shapes must match the trainer's model) and

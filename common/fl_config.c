@@ -28,9 +28,11 @@ typedef enum {
   OPT_CONFIG  /* --config FILE: read by fl_config_parse, no field */
 } opt_type_t;
 
-enum { G_DATA, G_TRAIN, G_FED, G_NET, G_OUT, G_GENERAL, G_COUNT };
-static const char *const group_title[G_COUNT] = {
-    "Data", "Model and training", "Federation", "Network", "Output", "General"};
+enum { G_DATA, G_TRAIN, G_FED, G_ROBUST, G_NET, G_OUT, G_GENERAL, G_COUNT };
+static const char *const group_title[G_COUNT] = {"Data",       "Model and training",
+                                                 "Federation", "Robust aggregation and attacks",
+                                                 "Network",    "Output",
+                                                 "General"};
 
 enum { OPT_LO_OPEN = 1 }; /* the lower bound is exclusive: (lo, hi] */
 
@@ -58,6 +60,8 @@ static int check_local_sched(const char *s);
 static int check_optim(const char *s);
 static int check_partition(const char *s);
 static int check_model(const char *s);
+static int check_aggregator(const char *s);
+static int check_attack(const char *s);
 
 #define FIELD(f) offsetof(fl_config_t, f), sizeof(((fl_config_t *)0)->f)
 #define SIM FL_PROG_SIM
@@ -126,6 +130,20 @@ static const opt_t opts[] = {
     {"target-accuracy", OPT_DOUBLE, FIELD(target_accuracy), SC, G_FED, "A", "0", RANGE(0, 1, 0),
      "stop once test accuracy reaches A, 0 = off"},
 
+    {"aggregator", OPT_STR, FIELD(aggregator), SC, G_ROBUST, "RULE", "fedavg",
+     CHECK(check_aggregator),
+     "fedavg (example-weighted mean), median or trimmed-mean:BETA (coordinate-wise, unweighted; "
+     "BETA in [0, 0.5) is cut from each end)"},
+    {"clip-norm", OPT_DOUBLE, FIELD(clip_norm), SC, G_ROBUST, "C", "0", RANGE(0, HUGE_VAL, 0),
+     "scale each client's update to L2 norm <= C before aggregating, 0 = off"},
+    {"max-examples", OPT_U64, FIELD(max_examples), SC, G_ROBUST, "N", "0", RANGE(0, HUGE_VAL, 0),
+     "weight a client by at most N examples (larger claims are capped and counted), 0 = off"},
+    {"attack", OPT_STR, FIELD(attack), SIM | CLIENT, G_ROBUST, "SPEC", "none", CHECK(check_attack),
+     "make this client (fedlr-sim: the --attackers) malicious: none, or sign-flip, scale:K, nan, "
+     "examples:N, comma-combined"},
+    {"attackers", OPT_U32, FIELD(attackers), SIM, G_ROBUST, "N", "0", RANGE(0, 1000000, 0),
+     "how many virtual clients run --attack, chosen from --seed"},
+
     {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070", NONE,
      "ZeroMQ endpoint to listen on"},
     {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
@@ -146,6 +164,21 @@ static const opt_t opts[] = {
      "clients send a heartbeat this often (also while training)"},
     {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10",
      RANGE(0.1, 3600, 0), "a client silent this long is dead: dropped from its round, not sampled"},
+    {"curve-secret", OPT_STR, FIELD(curve_secret), COORD | CLIENT, G_NET, "FILE", "", NONE,
+     "CurveZMQ: this side's secret key file from fedlr-keygen (mode 0600); encrypts all traffic "
+     "(default none: plaintext)"},
+    {"allow-clients", OPT_STR, FIELD(allow_clients), COORD, G_NET, "DIR|FILE", "", NONE,
+     "CurveZMQ: the client keys admitted, a directory of NAME.key files or a file of 'KEY NAME' "
+     "lines; needs --curve-secret (default none)"},
+    {"coordinator-key", OPT_STR, FIELD(coordinator_key), CLIENT, G_NET, "KEY|FILE", "", NONE,
+     "CurveZMQ: the coordinator's public key (Z85) or its .key file; needs --curve-secret "
+     "(default none)"},
+    {"handshake-timeout", OPT_DOUBLE, FIELD(handshake_timeout), COORD | CLIENT, G_NET, "SEC", "5",
+     RANGE(0.1, 300, 0), "a connection whose handshake has not finished by then is dropped"},
+    {"join-rate", OPT_DOUBLE, FIELD(join_rate), COORD, G_NET, "N", "100", POSITIVE,
+     "joins admitted per second on average; joins beyond --join-burst are answered 'busy, retry'"},
+    {"join-burst", OPT_U32, FIELD(join_burst), COORD, G_NET, "N", "200", RANGE(1, 1000000, 0),
+     "joins admitted at once before --join-rate applies"},
 
     {"metrics", OPT_STR, FIELD(metrics), SC, G_OUT, "FILE", "", NONE,
      "write per-round metrics as JSON Lines (default none)"},
@@ -423,6 +456,86 @@ static int check_model(const char *s) {
   return fl_model_parse(s, 784, 10, &m);
 }
 
+int fl_config_aggregator(const char *spec, fl_agg_kind_t *kind, double *beta) {
+  char why[64];
+  *kind = FL_AGG_FEDAVG;
+  *beta = 0;
+  if (!strcmp(spec, "fedavg")) return 0;
+  if (!strcmp(spec, "median")) {
+    *kind = FL_AGG_MEDIAN;
+    return 0;
+  }
+  if (!strncmp(spec, "trimmed-mean:", 13)) {
+    double b;
+    if (parse_double(spec + 13, &b, why, sizeof why) != 0 || !(b >= 0 && b < 0.5))
+      return fl_err_set(FL_EINVAL, "'%s': BETA must be a number in [0, 0.5)", spec);
+    *kind = FL_AGG_TRIMMED_MEAN;
+    *beta = b;
+    return 0;
+  }
+  return fl_err_set(FL_EINVAL, "'%s' is not fedavg, median or trimmed-mean:BETA", spec);
+}
+
+static int check_aggregator(const char *s) {
+  fl_agg_kind_t k;
+  double b;
+  return fl_config_aggregator(s, &k, &b);
+}
+
+int fl_config_attack(const char *spec, fl_attack_t *a) {
+  *a = (fl_attack_t){0, 1.0, 0, 0};
+  if (!strcmp(spec, "none")) return 0;
+  fl_attack_t r = {0, 1.0, 0, 0};
+  unsigned seen = 0; /* bit per kind: each at most once */
+  for (const char *p = spec;;) {
+    size_t n = strcspn(p, ",");
+    char tok[64], why[64];
+    if (n == 0 || n >= sizeof tok)
+      return fl_err_set(FL_EINVAL,
+                        "'%s': empty or overlong part (none, or sign-flip, scale:K, "
+                        "nan, examples:N separated by commas)",
+                        spec);
+    memcpy(tok, p, n);
+    tok[n] = '\0';
+    unsigned bit;
+    if (!strcmp(tok, "sign-flip")) {
+      bit = 1;
+      r.sign_flip = 1;
+    } else if (!strcmp(tok, "nan")) {
+      bit = 2;
+      r.nan = 1;
+    } else if (!strncmp(tok, "scale:", 6)) {
+      bit = 4;
+      if (parse_double(tok + 6, &r.scale, why, sizeof why) != 0 || r.scale == 0)
+        return fl_err_set(FL_EINVAL, "'%s': scale:K needs a finite K other than 0", spec);
+    } else if (!strncmp(tok, "examples:", 9)) {
+      bit = 8;
+      if (parse_u64(tok + 9, &r.examples, why, sizeof why) != 0 || r.examples == 0)
+        return fl_err_set(FL_EINVAL, "'%s': examples:N needs an integer N >= 1", spec);
+    } else {
+      return fl_err_set(FL_EINVAL,
+                        "'%s': unknown attack '%s' (none, or sign-flip, scale:K, nan, "
+                        "examples:N separated by commas)",
+                        spec, tok);
+    }
+    if (seen & bit) return fl_err_set(FL_EINVAL, "'%s': '%s' given twice", spec, tok);
+    seen |= bit;
+    if (!p[n]) break;
+    p += n + 1;
+  }
+  *a = r;
+  return 0;
+}
+
+int fl_config_attack_active(const fl_attack_t *a) {
+  return a && (a->sign_flip || a->scale != 1.0 || a->nan || a->examples);
+}
+
+static int check_attack(const char *s) {
+  fl_attack_t a;
+  return fl_config_attack(s, &a);
+}
+
 int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0) {
   if (!c || !lr0) return fl_err_set(FL_EINVAL, "fl_config_lr0: NULL argument");
   int is_auto;
@@ -493,6 +606,20 @@ int fl_config_validate(const fl_config_t *c, int prog) {
   if ((prog & SC) && c->min_clients > c->clients)
     return fl_err_set(FL_EINVAL, "--min-clients %" PRIu32 ": must be <= --clients (%" PRIu32 ")",
                       c->min_clients, c->clients);
+  if (prog == FL_PROG_SIM) {
+    int attacking = strcmp(c->attack, "none") != 0;
+    if (c->attackers > c->clients)
+      return fl_err_set(FL_EINVAL, "--attackers %" PRIu32 ": must be <= --clients (%" PRIu32 ")",
+                        c->attackers, c->clients);
+    if (attacking && c->attackers == 0)
+      return fl_err_set(FL_EINVAL,
+                        "--attack %s: needs --attackers N (how many virtual clients "
+                        "attack)",
+                        c->attack);
+    if (!attacking && c->attackers > 0)
+      return fl_err_set(FL_EINVAL, "--attackers %" PRIu32 ": needs --attack SPEC (what they do)",
+                        c->attackers);
+  }
   if (prog == FL_PROG_CLIENT && c->num_partitions > 0 && c->partition_index >= c->num_partitions)
     return fl_err_set(FL_EINVAL,
                       "--partition-index %" PRIu32 ": must be < --num-partitions (%" PRIu32 ")",

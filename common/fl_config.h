@@ -42,6 +42,12 @@ typedef struct {
   uint32_t workers;       /* 0 = one per core */
   uint32_t eval_every;    /* 1 */
   double target_accuracy; /* 0 = off */
+  /* robust aggregation (engine) and attacks (client trainer) */
+  char aggregator[64];   /* "fedavg", "median" or "trimmed-mean:BETA" */
+  double clip_norm;      /* 0 = off */
+  uint64_t max_examples; /* 0 = off */
+  char attack[128];      /* "none" */
+  uint32_t attackers;    /* 0: fedlr-sim's malicious virtual clients */
   /* output */
   char metrics[FL_PATH_MAX]; /* "" = none */
   char out[FL_PATH_MAX];     /* "" = none */
@@ -60,6 +66,13 @@ typedef struct {
   char data[FL_PATH_MAX];    /* client's own data file */
   uint32_t num_partitions;   /* 0 */
   uint32_t partition_index;  /* 0 */
+  /* CurveZMQ and limits (issue 5) */
+  char curve_secret[FL_PATH_MAX];    /* "" = plaintext: this side's secret key file */
+  char allow_clients[FL_PATH_MAX];   /* coordinator: DIR of *.key files or a "KEY NAME" file */
+  char coordinator_key[FL_PATH_MAX]; /* client: the coordinator's public key, Z85 or a file */
+  double handshake_timeout;          /* 5 s: a ZMTP/CURVE handshake must finish within this */
+  double join_rate;                  /* 100 joins/s admitted on average (token bucket) */
+  uint32_t join_burst;               /* 200: the bucket's size */
 } fl_config_t;
 
 /* Fills every key with its default. */
@@ -87,5 +100,35 @@ void fl_config_write(const fl_config_t *c, int prog, FILE *f);
 
 /* Resolves lr: a number, or "auto[:SCALE]" = SCALE/sqrt(num_params). */
 int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0);
+
+/* Aggregation rules (--aggregator). FedAvg is the example-weighted mean;
+ * the others are coordinate-wise and unweighted (Yin et al. 2018). */
+typedef enum { FL_AGG_FEDAVG = 0, FL_AGG_MEDIAN = 1, FL_AGG_TRIMMED_MEAN = 2 } fl_agg_kind_t;
+
+/* Parses an aggregator spec: "fedavg", "median" or "trimmed-mean:BETA"
+ * with 0 <= BETA < 0.5, the fraction trimmed from each end (*beta is 0
+ * for the others). 0, or FL_EINVAL with a message. */
+int fl_config_aggregator(const char *spec, fl_agg_kind_t *kind, double *beta);
+
+/* A malicious client's behaviour (--attack), applied by the client trainer
+ * to its update just before encoding: the sent delta is
+ * (sign_flip ? -1 : 1) * scale * delta, then one coordinate is NaN if
+ * `nan`; the update (and fedlr-sim's registration) claims `examples`
+ * examples instead of the true count if that is not 0. "none" gives
+ * {0, 1.0, 0, 0}: an honest client. */
+typedef struct {
+  int sign_flip;     /* send -delta */
+  double scale;      /* send scale * delta; 1 = off */
+  int nan;           /* one coordinate is NaN */
+  uint64_t examples; /* examples claimed; 0 = the true count */
+} fl_attack_t;
+
+/* Parses an attack spec: "none", or a comma-separated combination of
+ * "sign-flip", "scale:K" (K finite and not 0), "nan" and "examples:N"
+ * (N >= 1), each at most once. 0, or FL_EINVAL with a message. */
+int fl_config_attack(const char *spec, fl_attack_t *a);
+
+/* 1 if *a changes anything (is not "none"). */
+int fl_config_attack_active(const fl_attack_t *a);
 
 #endif

@@ -51,7 +51,9 @@ void fl_metrics_destroy(fl_metrics_t **m) {
   *m = NULL;
 }
 
-size_t fl_metrics_count(const fl_metrics_t *m) { return m ? m->n : 0; }
+size_t fl_metrics_count(const fl_metrics_t *m) {
+  return m ? m->n : 0;
+}
 
 const fl_round_metrics_t *fl_metrics_get(const fl_metrics_t *m, size_t i) {
   return m && i < m->n ? &m->rec[i] : NULL;
@@ -96,6 +98,8 @@ int fl_metrics_add(fl_metrics_t *m, const fl_round_metrics_t *r, const char *ext
   json_number(f, "elapsed", r->elapsed);
   fprintf(f, ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64, r->bytes_sent,
           r->bytes_received);
+  fprintf(f, ",\"rejected\":%" PRIu32 ",\"clipped\":%" PRIu32 ",\"capped\":%" PRIu32, r->rejected,
+          r->clipped, r->capped);
   if (extra_json && extra_json[0]) fprintf(f, ",%s", extra_json);
   fputs("}\n", f);
   if (fflush(f) != 0 || ferror(f))
@@ -141,7 +145,8 @@ static const char *fmt_duration(char *buf, size_t len, double s) {
  * runs, so the columns line up within a run. */
 static int round_width(uint32_t total) {
   int d = 1;
-  while (total >= 10) total /= 10, d++;
+  while (total >= 10)
+    total /= 10, d++;
   return d < 3 ? 3 : d;
 }
 
@@ -154,11 +159,17 @@ void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
     eta_s = r->elapsed / r->round * (double)(r->rounds_total - r->round);
   fprintf(f,
           "round %*" PRIu32 "/%" PRIu32 "  lr %s  clients %" PRIu32 "/%" PRIu32
-          "  train %s  test acc %s loss %s  %.2fs  ETA %s\n",
+          "  train %s  test acc %s loss %s  %.2fs  ETA %s",
           round_width(r->rounds_total), r->round, r->rounds_total, fmt_lr(lr, sizeof lr, r->lr),
           r->clients_reported, r->clients_sampled, fmt_metric(train, sizeof train, r->train_loss),
-          fmt_metric(acc, sizeof acc, r->test_accuracy), fmt_metric(loss, sizeof loss, r->test_loss),
-          isfinite(r->seconds) ? r->seconds : 0.0, fmt_duration(eta, sizeof eta, eta_s));
+          fmt_metric(acc, sizeof acc, r->test_accuracy),
+          fmt_metric(loss, sizeof loss, r->test_loss), isfinite(r->seconds) ? r->seconds : 0.0,
+          fmt_duration(eta, sizeof eta, eta_s));
+  /* Only when it happens, so an ordinary run's lines stay as they were. */
+  if (r->rejected) fprintf(f, "  rejected %" PRIu32, r->rejected);
+  if (r->clipped) fprintf(f, "  clipped %" PRIu32, r->clipped);
+  if (r->capped) fprintf(f, "  capped %" PRIu32, r->capped);
+  fputc('\n', f);
 }
 
 /* ---- SVG chart ---- */
@@ -187,7 +198,8 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const cha
       return;
     }
     size_t cap = b->cap ? b->cap * 2 : 65536;
-    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    while (cap < b->len + (size_t)n + 1)
+      cap *= 2;
     if (cap > SVG_MAX_BYTES) {
       b->err = FL_ENOMEM;
       return;
@@ -223,10 +235,18 @@ enum { PLOT_L = 80, PLOT_R = 870, PANEL_H = 160, PANEL_TOP = 60, PANEL_STEP = 20
 #define NUM_PANELS 3
 
 typedef double (*metric_fn)(const fl_round_metrics_t *r);
-static double get_acc(const fl_round_metrics_t *r) { return r->test_accuracy; }
-static double get_test_loss(const fl_round_metrics_t *r) { return r->test_loss; }
-static double get_train_loss(const fl_round_metrics_t *r) { return r->train_loss; }
-static double get_lr(const fl_round_metrics_t *r) { return r->lr; }
+static double get_acc(const fl_round_metrics_t *r) {
+  return r->test_accuracy;
+}
+static double get_test_loss(const fl_round_metrics_t *r) {
+  return r->test_loss;
+}
+static double get_train_loss(const fl_round_metrics_t *r) {
+  return r->train_loss;
+}
+static double get_lr(const fl_round_metrics_t *r) {
+  return r->lr;
+}
 
 typedef struct {
   const char *label;
@@ -245,7 +265,9 @@ typedef struct {
 
 static const panel_t panels[NUM_PANELS] = {
     {"test accuracy", Y_UNIT, 1, {{"test accuracy", "#1f77b4", get_acc}}},
-    {"loss", Y_AUTO, 2,
+    {"loss",
+     Y_AUTO,
+     2,
      {{"test loss", "#d62728", get_test_loss}, {"train loss", "#ff7f0e", get_train_loss}}},
     {"learning rate", Y_RATE, 1, {{"learning rate", "#2ca02c", get_lr}}},
 };
@@ -276,7 +298,9 @@ static void axis_linear(axis_t *a, double mn, double mx, int ticks) {
   a->hi = ceil(mx / a->step) * a->step;
 }
 
-static double axis_t_of(const axis_t *a, double v) { return a->log ? log10(v) : v; }
+static double axis_t_of(const axis_t *a, double v) {
+  return a->log ? log10(v) : v;
+}
 
 /* Position in [0, 1] along the axis, clamped. */
 static double axis_frac(const axis_t *a, double v) {
@@ -284,7 +308,9 @@ static double axis_frac(const axis_t *a, double v) {
   return t < 0 ? 0 : t > 1 ? 1 : t;
 }
 
-static int axis_num_ticks(const axis_t *a) { return (int)floor((a->hi - a->lo) / a->step + 1e-9) + 1; }
+static int axis_num_ticks(const axis_t *a) {
+  return (int)floor((a->hi - a->lo) / a->step + 1e-9) + 1;
+}
 
 static void axis_tick_label(const axis_t *a, int k, char *buf, size_t len) {
   double t = a->lo + k * a->step;
@@ -302,7 +328,9 @@ static void axis_tick_label(const axis_t *a, int k, char *buf, size_t len) {
 }
 
 /* Is v plottable on this panel? Log axes cannot show v <= 0. */
-static int plottable(double v, int log_axis) { return isfinite(v) && (!log_axis || v > 0); }
+static int plottable(double v, int log_axis) {
+  return isfinite(v) && (!log_axis || v > 0);
+}
 
 static void panel_y_axis(const fl_metrics_t *m, const panel_t *p, axis_t *a, size_t *num_points) {
   double mn = INFINITY, mx = -INFINITY, pos_mn = INFINITY;
@@ -342,16 +370,17 @@ static void panel_y_axis(const fl_metrics_t *m, const panel_t *p, axis_t *a, siz
 typedef struct {
   sbuf_t *b;
   const char *color;
-  size_t n;          /* points written to the open polyline */
-  double last_x;     /* x of the last point written */
-  int held;          /* a thinned-out point is waiting in hx, hy */
+  size_t n;      /* points written to the open polyline */
+  double last_x; /* x of the last point written */
+  int held;      /* a thinned-out point is waiting in hx, hy */
   double hx, hy;
-  double fx, fy;     /* the first point, for a lone-point marker */
+  double fx, fy; /* the first point, for a lone-point marker */
 } line_t;
 
 static void line_write(line_t *L, double x, double y) {
   if (L->n == 0) {
-    sb_printf(L->b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", L->color);
+    sb_printf(L->b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
+              L->color);
     L->fx = x, L->fy = y;
   }
   sb_printf(L->b, "%s%.1f,%.1f", L->n ? " " : "", x, y);
@@ -374,7 +403,8 @@ static void line_close(line_t *L, int markers) {
   if (L->held) line_write(L, L->hx, L->hy);
   if (L->n > 0) sb_printf(L->b, "\"/>\n");
   if (L->n == 1 && !markers)
-    sb_printf(L->b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", L->fx, L->fy, L->color);
+    sb_printf(L->b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", L->fx, L->fy,
+              L->color);
   L->n = 0, L->held = 0;
 }
 
@@ -407,8 +437,8 @@ static void svg_series(sbuf_t *b, const fl_metrics_t *m, const series_t *s, cons
   }
 }
 
-static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const axis_t *xa, double top,
-                      int x_labels) {
+static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const axis_t *xa,
+                      double top, int x_labels) {
   const double bottom = top + PANEL_H;
   axis_t ya;
   size_t num_points;
@@ -416,7 +446,8 @@ static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const 
   char label[32];
 
   sb_printf(b, "<g class=\"panel\">\n");
-  sb_printf(b, "<text x=\"%d\" y=\"%.0f\" font-size=\"14\" font-weight=\"bold\">", PLOT_L, top - 10);
+  sb_printf(b, "<text x=\"%d\" y=\"%.0f\" font-size=\"14\" font-weight=\"bold\">", PLOT_L,
+            top - 10);
   sb_xml_text(b, p->title);
   sb_printf(b, "%s</text>\n", ya.log ? " (log scale)" : "");
 
@@ -434,18 +465,21 @@ static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const 
   for (int k = 0; k < axis_num_ticks(&ya); k++) {
     double y = bottom - (double)k / (axis_num_ticks(&ya) - 1) * PANEL_H;
     axis_tick_label(&ya, k, label, sizeof label);
-    sb_printf(b, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", PLOT_L - 6, y + 4, label);
+    sb_printf(b, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", PLOT_L - 6, y + 4,
+              label);
   }
   if (x_labels) {
     for (int k = 0; k < axis_num_ticks(xa); k++) {
       double x = PLOT_L + (double)k / (axis_num_ticks(xa) - 1) * (PLOT_R - PLOT_L);
       axis_tick_label(xa, k, label, sizeof label);
-      sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x, bottom + 16, label);
+      sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x, bottom + 16,
+                label);
     }
   }
   sb_printf(b, "</g>\n");
-  sb_printf(b, "<rect x=\"%d\" y=\"%.0f\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n",
-            PLOT_L, top, PLOT_R - PLOT_L, PANEL_H);
+  sb_printf(
+      b, "<rect x=\"%d\" y=\"%.0f\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n",
+      PLOT_L, top, PLOT_R - PLOT_L, PANEL_H);
 
   if (num_points == 0) {
     sb_printf(b, "<text x=\"%d\" y=\"%.0f\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
@@ -453,15 +487,18 @@ static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const 
   } else {
     /* Dots help when there are few points, e.g. sparse evaluations. */
     int markers = num_points / p->num_series <= 60;
-    for (size_t s = 0; s < p->num_series; s++) svg_series(b, m, &p->series[s], xa, &ya, top, markers);
+    for (size_t s = 0; s < p->num_series; s++)
+      svg_series(b, m, &p->series[s], xa, &ya, top, markers);
   }
 
   if (p->num_series > 1) {
     sb_printf(b, "<g class=\"legend\" font-size=\"11\">\n");
     for (size_t s = 0; s < p->num_series; s++) {
       double y = top + 14 + 16.0 * s;
-      sb_printf(b, "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
-                PLOT_R - 110, y - 4, PLOT_R - 90, y - 4, p->series[s].color);
+      sb_printf(
+          b,
+          "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+          PLOT_R - 110, y - 4, PLOT_R - 90, y - 4, p->series[s].color);
       sb_printf(b, "<text x=\"%d\" y=\"%.0f\">", PLOT_R - 84, y);
       sb_xml_text(b, p->series[s].label);
       sb_printf(b, "</text>\n");
@@ -484,8 +521,9 @@ static void svg_chart(sbuf_t *b, const fl_metrics_t *m, const char *title) {
   sb_printf(b, "</text>\n");
 
   if (m->n == 0) {
-    sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"20\" fill=\"#888\">"
-                 "no data</text>\n</svg>\n",
+    sb_printf(b,
+              "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"20\" fill=\"#888\">"
+              "no data</text>\n</svg>\n",
               SVG_W / 2, SVG_H / 2);
     return;
   }
@@ -506,8 +544,8 @@ static void svg_chart(sbuf_t *b, const fl_metrics_t *m, const char *title) {
 
   for (int i = 0; i < NUM_PANELS; i++)
     svg_panel(b, m, &panels[i], &xa, PANEL_TOP + i * PANEL_STEP, i == NUM_PANELS - 1);
-  sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n", (PLOT_L + PLOT_R) / 2,
-            PANEL_TOP + (NUM_PANELS - 1) * PANEL_STEP + PANEL_H + 36);
+  sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n",
+            (PLOT_L + PLOT_R) / 2, PANEL_TOP + (NUM_PANELS - 1) * PANEL_STEP + PANEL_H + 36);
   sb_printf(b, "</svg>\n");
 }
 
@@ -517,7 +555,8 @@ int fl_metrics_write_svg(const fl_metrics_t *m, const char *path, const char *ti
   svg_chart(&b, m, title ? title : "fedlr");
   int rc = 0;
   if (b.err)
-    rc = fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path, SVG_MAX_BYTES);
+    rc = fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path,
+                    SVG_MAX_BYTES);
   else
     rc = fl_file_write_atomic(path, b.p, b.len);
   free(b.p);

@@ -19,6 +19,7 @@ enum {
   FL_RNG_PARTITION = 2, /* data partitioning */
   FL_RNG_SAMPLE = 3,    /* per-round client sampling */
   FL_RNG_CLIENT = 4,    /* per-round, per-client training seed */
+  FL_RNG_ATTACKERS = 5, /* fedlr-sim: which virtual clients attack */
   FL_RNG_TEST = 99
 };
 

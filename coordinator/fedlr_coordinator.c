@@ -19,7 +19,29 @@
  * Input never hurts the coordinator: single-frame messages only,
  * ZMQ_MAXMSGSIZE from the model size, every message decoded by the bounded
  * codec and validated by the engine; a bad message is logged with its sender
- * and reason and dropped. */
+ * and reason and dropped.
+ *
+ * CurveZMQ (--curve-secret, --allow-clients). The ROUTER is a CURVE server
+ * and a ZAP handler (a REP socket on inproc://zeromq.zap.01, served by this
+ * loop) is bound before the ROUTER binds, because libzmq admits every
+ * client when no handler is there. It admits the keys of the allowlist with
+ * User-Id = the client's name and refuses the rest (logged with the peer's
+ * address and key). A client is its authenticated name: its Join must carry
+ * that name (or is refused), and every message on a connection bound to a
+ * client must carry that client's User-Id, else it is dropped. A new
+ * connection with the same key takes the client over (a restart). A socket
+ * monitor logs failed handshakes (plaintext clients, wrong keys, time-outs:
+ * ZMQ_HANDSHAKE_IVL = --handshake-timeout, for plaintext runs too).
+ *
+ * Limits. At most --clients clients; frames up to ZMQ_MAXMSGSIZE =
+ * 4 x parameters + 64 KiB. Joins from connections not yet bound to a client
+ * pass a token bucket (--join-rate per second, --join-burst at once); the
+ * others get a "busy, retry" Stop without reaching the engine. At most
+ * DRAIN_MAX messages are handled per wake-up (an idle handle brings the loop
+ * back for the rest, ZMQ_FD being edge-triggered), so timers and updates
+ * progress under a flood. A joined client is sampled only once it has
+ * proven itself live (a heartbeat or update after its Welcome), so
+ * fire-and-forget Joins are never sampled. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -27,7 +49,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,10 +65,12 @@
 #include "fl_engine.h"
 #include "fl_error.h"
 #include "fl_file.h"
+#include "fl_keys.h"
 #include "fl_metrics.h"
 #include "fl_rng.h"
 #include "fl_safetensors.h"
 #include "fl_wire.h"
+#include "fl_zmon.h"
 
 #define RID_MAX 256
 #define TICK_MS 250
@@ -54,6 +81,14 @@
 #define SEND_WINDOW 16
 #define ACK_TIMEOUT_S 2.0
 #define EXIT_INTERRUPTED 3
+#define DRAIN_MAX 256    /* messages handled per wake-up; the idle handle does the rest */
+#define ZAP_DRAIN_MAX 64 /* ZAP requests per wake-up */
+#define NOISY_MAX 40     /* refusal log lines per NOISY_WINDOW_S, the rest are counted */
+#define NOISY_WINDOW_S 10.0
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define ZAP_DOMAIN "fedlr"
+#define MON_ENDPOINT "inproc://fedlr-coordinator-monitor"
+#define ADDR_MAX 64
 
 /* A connected client, indexed by engine client id. */
 typedef struct {
@@ -64,7 +99,16 @@ typedef struct {
   uint32_t rounds;  /* rounds it contributed an update to */
   int awaiting_ack; /* a RoundStart sent, not yet acknowledged */
   double sent_at;
+  int proven; /* heartbeat or update on the current connection since its Join: sampleable */
 } peer_t;
+
+/* A TCP connection the monitor saw accepted, by file descriptor: its peer
+ * address for the logs of a failed handshake (best effort: read when the
+ * event is handled, the fd may be gone or reused by then). */
+typedef struct {
+  char addr[ADDR_MAX];
+  double at;
+} conn_info_t;
 
 typedef struct {
   fl_config_t cfg;
@@ -89,6 +133,24 @@ typedef struct {
   char ckpt_path[FL_PATH_MAX + 32];
   int done; /* the loop is shutting down */
   int exit_code;
+  /* CurveZMQ */
+  int curve;
+  fl_allowlist_t *allow;
+  void *zap, *mon; /* ZAP handler (REP), monitor of the ROUTER (PAIR) */
+  uv_poll_t zap_poll, mon_poll;
+  conn_info_t *conns; /* by fd */
+  size_t cap_conns;
+  uint32_t hs_failed_event; /* the last HANDSHAKE_FAILED_* event, for the next DISCONNECTED */
+  uint32_t hs_failed_value;
+  /* limits */
+  uv_idle_t more; /* runs while a drain stopped at its bound */
+  double join_tokens, join_refill_t;
+  uint64_t joins_refused, joins_refused_window, zap_refused, hs_failed;
+  uint8_t *busy_stop; /* encoded once: Stop{rejoin} for joins over the rate */
+  size_t busy_stop_len;
+  int noisy_left; /* refusal log lines left in this window */
+  uint64_t noisy_suppressed;
+  double noisy_window_t0;
 } coord_t;
 
 static double now_s(void) {
@@ -122,22 +184,75 @@ static long find_peer(const coord_t *c, const uint8_t *rid, size_t len) {
   return -1;
 }
 
-static int ensure_peers(coord_t *c, size_t n) {
-  if (n <= c->cap_peers) return 0;
-  size_t cap = c->cap_peers ? c->cap_peers : 64;
-  while (cap < n)
-    cap *= 2;
-  peer_t *p = realloc(c->peers, cap * sizeof *p);
+/* Grows *arr (of *cap elements of `size` bytes, new ones zeroed) to hold
+ * n, doubling from `first`. */
+static int grow_zeroed(void **arr, size_t *cap, size_t n, size_t size, size_t first) {
+  if (n <= *cap) return 0;
+  size_t c = *cap ? *cap : first;
+  while (c < n)
+    c *= 2;
+  char *p = realloc(*arr, c * size);
   if (!p) return FL_ENOMEM;
-  memset(p + c->cap_peers, 0, (cap - c->cap_peers) * sizeof *p);
-  c->peers = p;
-  c->cap_peers = cap;
+  memset(p + *cap * size, 0, (c - *cap) * size);
+  *arr = p;
+  *cap = c;
   return 0;
+}
+
+static int ensure_peers(coord_t *c, size_t n) {
+  return grow_zeroed((void **)&c->peers, &c->cap_peers, n, sizeof *c->peers, 64);
 }
 
 static const char *client_label(const coord_t *c, uint32_t id, char *buf, size_t cap) {
   const char *name = fl_engine_client_name(c->engine, id);
   snprintf(buf, cap, "%s (id %u)", name ? name : "?", id);
+  return buf;
+}
+
+/* Refusals a peer can cause at will (handshakes, ZAP, joins) are logged up
+ * to NOISY_MAX lines per NOISY_WINDOW_S and counted beyond, so a flood
+ * cannot flood the log; on_tick reports the count. */
+static int noisy_ok(coord_t *c) {
+  if (c->noisy_left > 0) {
+    c->noisy_left--;
+    return 1;
+  }
+  c->noisy_suppressed++;
+  return 0;
+}
+
+static void noisy_window(coord_t *c, double now, int force) {
+  if (!force && now - c->noisy_window_t0 < NOISY_WINDOW_S) return;
+  double dt = now - c->noisy_window_t0;
+  if (c->noisy_suppressed)
+    logf_("%" PRIu64 " more refusals in the last %.0f s not logged (at most %d lines per %.0f s)",
+          c->noisy_suppressed, dt, NOISY_MAX, NOISY_WINDOW_S);
+  if (c->joins_refused_window)
+    logf_("join rate limit: refused %" PRIu64 " joins in the last %.0f s (--join-rate %g/s, "
+          "--join-burst %u)",
+          c->joins_refused_window, dt, c->cfg.join_rate, c->cfg.join_burst);
+  c->noisy_suppressed = c->joins_refused_window = 0;
+  c->noisy_left = NOISY_MAX;
+  c->noisy_window_t0 = now;
+}
+
+/* A token bucket: --join-burst tokens, refilled at --join-rate per second. */
+static int join_admit(coord_t *c, double now) {
+  c->join_tokens += (now - c->join_refill_t) * c->cfg.join_rate;
+  if (c->join_tokens > c->cfg.join_burst) c->join_tokens = c->cfg.join_burst;
+  c->join_refill_t = now;
+  if (c->join_tokens < 1.0) return 0;
+  c->join_tokens -= 1.0;
+  return 1;
+}
+
+/* Printable copy of untrusted bytes (an address or name from a peer). */
+static const char *printable(const void *data, size_t len, char *buf, size_t cap) {
+  const unsigned char *p = data;
+  size_t n = len < cap - 1 ? len : cap - 1;
+  for (size_t i = 0; i < n; i++)
+    buf[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+  buf[n] = '\0';
   return buf;
 }
 
@@ -175,6 +290,14 @@ static int send_env(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr_
   size_t len;
   if (fl_wire_encode(env, &buf, &len) != 0) return -1;
   return send_owned(c, rid, rid_len, buf, len);
+}
+
+/* Sends a copy of buf, silently: for refusals of peers that may be gone
+ * already (a flood), whose failed sends are not worth a log line. */
+static void send_copy_quiet(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_t *buf,
+                            size_t len) {
+  if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return;
+  if (zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) >= 0) c->bytes_out += len;
 }
 
 static void send_stop(coord_t *c, const uint8_t *rid, size_t rid_len, const char *reason, int error,
@@ -317,7 +440,7 @@ static void close_round(coord_t *c, const char *why) {
       } else {
         at2 += (size_t)snprintf(dropped + at2, cap - at2, "%s%u", at2 ? "," : "", ids[i]);
         logf_("round %u: dropped %s (%s)", round, client_label(c, ids[i], label, sizeof label),
-              why);
+              fl_engine_has_answered(c->engine, ids[i]) ? "its update was rejected" : why);
       }
     }
   }
@@ -366,8 +489,12 @@ static void check_round(coord_t *c) {
   const uint32_t *ids;
   size_t m = fl_engine_sampled(c->engine, &ids);
   for (size_t i = 0; i < m; i++)
-    if (!fl_engine_has_reported(c->engine, ids[i]) && c->peers[ids[i]].alive) return;
-  close_round(c, fl_engine_reported(c->engine) == m ? "all reported" : "the others died");
+    if (!fl_engine_has_answered(c->engine, ids[i]) && c->peers[ids[i]].alive) return;
+  /* A client whose update was rejected has had its say: waiting for the
+   * deadline would let one bad update stall every round it is sampled in. */
+  close_round(c, fl_engine_reported(c->engine) == m
+                     ? "all reported"
+                     : "the others' updates were rejected or they died");
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -387,12 +514,27 @@ static void mark_dead(coord_t *c, uint32_t id, const char *why) {
   logf_("client %s is dead: %s", client_label(c, id, label, sizeof label), why);
 }
 
-static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr__Join *j) {
+/* Makes client `id` sampleable or not: it must be alive and have proven
+ * itself live on its current connection. */
+static void update_available(coord_t *c, uint32_t id) {
+  peer_t *p = &c->peers[id];
+  fl_engine_set_available(c->engine, id, p->alive && p->proven);
+}
+
+/* `uid` is the connection's authenticated name under CURVE, else NULL. */
+static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const char *uid,
+                        const Fedlr__Join *j) {
   const fl_model_spec_t *m = fl_engine_model(c->engine);
   uint32_t id;
   int rc;
-  char reason[512];
-  if (fl_engine_find_client(c->engine, j->name, &id) == 0) {
+  char reason[512], hex[2 * RID_MAX + 1];
+  if (uid && strcmp(j->name, uid) != 0) {
+    /* Under CURVE the key is the identity: the name only has to agree. */
+    rc = fl_err_set(FL_EPROTO,
+                    "this client's key is '%s' in the coordinator's --allow-clients, but it "
+                    "joined as '%.64s': run it with --name %s, or without --name",
+                    uid, j->name, uid);
+  } else if (fl_engine_find_client(c->engine, j->name, &id) == 0) {
     rc = j->want_slot && j->slot != id
              ? fl_err_set(FL_EINVAL, "name '%s' is client %u, not %u", j->name, id, j->slot)
              : fl_engine_add_client_at(c->engine, id, j->name, j->num_examples); /* rejoin */
@@ -410,26 +552,33 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fe
   if (!rc && ensure_peers(c, (size_t)id + 1) != 0)
     rc = fl_err_set(FL_ENOMEM, "out of memory for client %u", id);
   if (rc) {
-    char hex[2 * RID_MAX + 1];
     snprintf(reason, sizeof reason, "%s", fl_err_msg());
-    logf_("refused join of '%s' from %s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex),
-          reason);
+    if (noisy_ok(c))
+      logf_("refused join of '%s' from %s%s%s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex),
+            uid ? ", key of " : "", uid ? uid : "", reason);
     send_stop(c, rid, rid_len, reason, 1, 0);
     return;
   }
   /* Bind this connection to the client; a connection bound to another
-   * client before is released. */
+   * client before is released. A new connection (a restart, or a takeover
+   * by the same key) must prove itself live again before it is sampled. */
   long other = find_peer(c, rid, rid_len);
-  if (other >= 0 && (uint32_t)other != id) c->peers[other].rid_len = 0;
+  if (other >= 0 && (uint32_t)other != id) {
+    c->peers[other].rid_len = 0;
+    c->peers[other].proven = 0;
+    update_available(c, (uint32_t)other);
+  }
   peer_t *p = &c->peers[id];
   int was_alive = p->alive;
+  int same_conn = p->alive && p->rid_len == rid_len && memcmp(p->rid, rid, rid_len) == 0;
+  if (!same_conn) p->proven = 0;
   memcpy(p->rid, rid, rid_len);
   p->rid_len = rid_len;
   p->alive = 1;
   p->last_seen = now_s();
-  fl_engine_set_available(c->engine, id, 1);
+  update_available(c, id);
   char label[300];
-  logf_("client %s joined with %" PRIu64 " examples%s (%zu alive)",
+  logf_("client %s joined with %" PRIu64 " examples%s (%zu ready)",
         client_label(c, id, label, sizeof label), j->num_examples, was_alive ? " (rejoin)" : "",
         fl_engine_num_available(c->engine));
 
@@ -454,30 +603,70 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const Fe
   maybe_start_round(c);
 }
 
-static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_t *buf,
-                           size_t len) {
+static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const char *uid,
+                           const uint8_t *buf, size_t len) {
   c->bytes_in += len;
   long pid = find_peer(c, rid, rid_len);
   char who[2 * RID_MAX + 64], hex[2 * RID_MAX + 1];
   if (pid >= 0)
     client_label(c, (uint32_t)pid, who, sizeof who);
   else
-    snprintf(who, sizeof who, "unknown peer %s", rid_hex(rid, rid_len, hex, sizeof hex));
-  Fedlr__Envelope *env = NULL;
-  if (fl_wire_decode(buf, len, fl_engine_limits(c->engine), &env) != 0) {
-    logf_("dropped a bad message from %s (%zu bytes): %s", who, len, fl_err_msg());
+    snprintf(who, sizeof who, "unknown peer %s%s%s", rid_hex(rid, rid_len, hex, sizeof hex),
+             uid ? " with the key of " : "", uid ? uid : "");
+  if (c->curve && !uid) {
+    logf_("dropped a message from %s: no authenticated User-Id (ZAP did not run?)", who);
     return;
   }
+  Fedlr__Envelope *env = NULL;
+  if (fl_wire_decode(buf, len, fl_engine_limits(c->engine), &env) != 0) {
+    if (pid >= 0 || noisy_ok(c))
+      logf_("dropped a bad message from %s (%zu bytes): %s", who, len, fl_err_msg());
+    return;
+  }
+  int is_join = env->body_case == FEDLR__ENVELOPE__BODY_JOIN;
+  /* Under CURVE a connection bound to a client speaks for that client
+   * only: its messages must carry the client's authenticated name. */
+  if (uid && pid >= 0 && !is_join) {
+    const char *name = fl_engine_client_name(c->engine, (uint32_t)pid);
+    if (!name || strcmp(name, uid) != 0) {
+      logf_("dropped a message on the connection of %s: it is authenticated as '%s'", who, uid);
+      fl_wire_free(&env);
+      return;
+    }
+  }
+  int became_available = 0;
+  const char *bound;
   if (pid >= 0) {
-    c->peers[pid].last_seen = now_s();
-    if (!c->peers[pid].alive) {
-      c->peers[pid].alive = 1;
-      fl_engine_set_available(c->engine, (uint32_t)pid, 1);
+    peer_t *p = &c->peers[pid];
+    int was = p->alive && p->proven;
+    p->last_seen = now_s();
+    if (!p->alive) {
+      p->alive = 1;
       logf_("client %s is alive again", who);
+    }
+    if (!is_join) p->proven = 1; /* a heartbeat or update after its Welcome */
+    if (!was && p->alive && p->proven) {
+      update_available(c, (uint32_t)pid);
+      became_available = 1;
     }
   }
   switch (env->body_case) {
-  case FEDLR__ENVELOPE__BODY_JOIN: handle_join(c, rid, rid_len, env->join); break;
+  case FEDLR__ENVELOPE__BODY_JOIN:
+    /* Joins spend a token, except a client's rejoin on its own connection
+     * (same name); over the rate they get a "busy" Stop{rejoin} and never
+     * reach the engine. */
+    bound = pid >= 0 ? fl_engine_client_name(c->engine, (uint32_t)pid) : NULL;
+    if ((!bound || strcmp(env->join->name, bound) != 0) && !join_admit(c, now_s())) {
+      c->joins_refused++;
+      if (c->joins_refused_window++ == 0)
+        logf_("join rate limit reached: refusing joins beyond --join-burst %u at --join-rate "
+              "%g/s ('%.64s' from %s)",
+              c->cfg.join_burst, c->cfg.join_rate, env->join->name, who);
+      send_copy_quiet(c, rid, rid_len, c->busy_stop, c->busy_stop_len);
+      break;
+    }
+    handle_join(c, rid, rid_len, uid, env->join);
+    break;
   case FEDLR__ENVELOPE__BODY_HEARTBEAT:
     if (pid < 0) {
       send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
@@ -510,19 +699,22 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     break;
   }
   fl_wire_free(&env);
+  if (became_available) maybe_start_round(c);
 }
 
-/* Receives everything queued. ZMQ_FD is edge-triggered: we must read until
- * ZMQ_EVENTS no longer reports POLLIN, or we would never be woken again. */
-static void drain(coord_t *c) {
+/* Receives up to DRAIN_MAX messages. ZMQ_FD is edge-triggered: unless it
+ * read until ZMQ_EVENTS no longer reports POLLIN, the loop must come back
+ * by itself (returns 1: the idle handle does that). */
+static int drain(coord_t *c) {
   static uint8_t rid[RID_MAX];
-  for (;;) {
-    if (c->done) return;
+  for (int handled = 0;; handled++) {
+    if (c->done) return 0;
     int events = 0;
     size_t sz = sizeof events;
-    if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
+    if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return 0;
+    if (handled >= DRAIN_MAX) return 1;
     int n = zmq_recv(c->sock, rid, sizeof rid, ZMQ_DONTWAIT);
-    if (n < 0) return;
+    if (n < 0) return 0;
     size_t rid_len = (size_t)n > sizeof rid ? sizeof rid : (size_t)n;
     int more = 0;
     sz = sizeof more;
@@ -549,16 +741,221 @@ static void drain(coord_t *c) {
             bytes, rid_hex(rid, rid_len, hex, sizeof hex));
       c->bytes_in += bytes;
     } else {
-      handle_message(c, rid, rid_len, zmq_msg_data(&msg), zmq_msg_size(&msg));
+      /* The authenticated name travels with every frame of the connection. */
+      const char *uid = c->curve ? zmq_msg_gets(&msg, "User-Id") : NULL;
+      handle_message(c, rid, rid_len, uid, zmq_msg_data(&msg), zmq_msg_size(&msg));
     }
     zmq_msg_close(&msg);
   }
 }
 
+/* ---- CurveZMQ: the ZAP handler and the socket monitor ---- */
+
+static void fatal(coord_t *c, const char *why);
+
+/* Sends one ZAP reply (RFC 27): version, request id, status, text, user id,
+ * empty metadata. */
+static int zap_send_reply(coord_t *c, zmq_msg_t *reqid, const char *status, const char *text,
+                          const char *user) {
+  if (zmq_send(c->zap, "1.0", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->zap, zmq_msg_data(reqid), zmq_msg_size(reqid), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->zap, status, strlen(status), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->zap, text, strlen(text), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->zap, user, strlen(user), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->zap, "", 0, ZMQ_DONTWAIT) < 0)
+    return -1;
+  return 0;
+}
+
+/* Answers up to ZAP_DRAIN_MAX requests: frames "1.0", request id, domain,
+ * address, routing id, mechanism, then the credentials (CURVE: the client's
+ * 32-byte public key). 200 with User-Id = the client's name for a key of
+ * the allowlist, 400 for anything else. Returns 1 if it stopped at its
+ * bound. A failing ZAP socket is fatal: without its handler libzmq would
+ * admit every client. */
+static int handle_zap(coord_t *c) {
+  enum { F_VERSION, F_REQID, F_DOMAIN, F_ADDRESS, F_IDENTITY, F_MECH, F_KEY, F_MAX };
+  for (int handled = 0;; handled++) {
+    if (c->done) return 0;
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(c->zap, ZMQ_EVENTS, &events, &sz) != 0) {
+      fatal(c, "the ZAP handler's socket failed");
+      return 0;
+    }
+    if (!(events & ZMQ_POLLIN)) return 0;
+    if (handled >= ZAP_DRAIN_MAX) return 1;
+    zmq_msg_t f[F_MAX];
+    size_t nf = 0, extra = 0;
+    for (int i = 0; i < F_MAX; i++)
+      zmq_msg_init(&f[i]);
+    int more = 1, ok = 1;
+    while (more) {
+      zmq_msg_t tmp;
+      zmq_msg_t *dst = nf < F_MAX ? &f[nf] : &tmp;
+      if (dst == &tmp) zmq_msg_init(&tmp);
+      if (zmq_msg_recv(dst, c->zap, ZMQ_DONTWAIT) < 0) {
+        if (dst == &tmp) zmq_msg_close(&tmp);
+        ok = 0;
+        break;
+      }
+      more = zmq_msg_more(dst);
+      if (dst == &tmp) {
+        zmq_msg_close(&tmp);
+        extra++;
+      } else {
+        nf++;
+      }
+    }
+    if (!ok) {
+      for (int i = 0; i < F_MAX; i++)
+        zmq_msg_close(&f[i]);
+      if (nf == 0 && errno == EAGAIN) return 0;
+      fatal(c, "the ZAP handler cannot receive");
+      return 0;
+    }
+    char addr[ADDR_MAX] = "?", z85[FL_KEY_Z85_LEN + 1] = "?";
+    const char *name = NULL, *why = "malformed ZAP request";
+    if (nf > F_ADDRESS)
+      printable(zmq_msg_data(&f[F_ADDRESS]), zmq_msg_size(&f[F_ADDRESS]), addr, sizeof addr);
+    if (nf == F_MAX && !extra && zmq_msg_size(&f[F_VERSION]) == 3 &&
+        !memcmp(zmq_msg_data(&f[F_VERSION]), "1.0", 3)) {
+      if (zmq_msg_size(&f[F_MECH]) != 5 || memcmp(zmq_msg_data(&f[F_MECH]), "CURVE", 5)) {
+        why = "not a CURVE client";
+      } else if (zmq_msg_size(&f[F_KEY]) != FL_KEY_BYTES) {
+        why = "malformed CURVE key";
+      } else {
+        zmq_z85_encode(z85, zmq_msg_data(&f[F_KEY]), FL_KEY_BYTES);
+        name = fl_allowlist_find(c->allow, zmq_msg_data(&f[F_KEY]));
+        why = "key not in --allow-clients";
+      }
+    }
+    int rc =
+        zap_send_reply(c, &f[F_REQID], name ? "200" : "400", name ? "OK" : why, name ? name : "");
+    if (!name) {
+      c->zap_refused++;
+      if (noisy_ok(c)) logf_("refused a CURVE client at %s with key %s: %s", addr, z85, why);
+    }
+    for (int i = 0; i < F_MAX; i++)
+      zmq_msg_close(&f[i]);
+    if (rc != 0) {
+      fatal(c, "the ZAP handler cannot reply");
+      return 0;
+    }
+  }
+}
+
+static conn_info_t *conn_info(coord_t *c, uint32_t fd) {
+  if (fd >= (1u << 20) ||
+      grow_zeroed((void **)&c->conns, &c->cap_conns, (size_t)fd + 1, sizeof *c->conns, 256))
+    return NULL;
+  return &c->conns[fd];
+}
+
+/* Logs why a connection's handshake failed: the failure event comes first,
+ * then its DISCONNECTED (with the fd, hence the address). */
+static void log_handshake_failure(coord_t *c, const conn_info_t *ci, double now) {
+  const char *addr = ci && ci->addr[0] ? ci->addr : "a peer";
+  uint32_t ev = c->hs_failed_event, v = c->hs_failed_value;
+  c->hs_failed++;
+  if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) return; /* the ZAP handler logged it */
+  if (!noisy_ok(c)) return;
+  if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    logf_("refused a connection from %s: %s", addr,
+          c->curve ? "it does not use CURVE (a plaintext client, without --curve-secret?)"
+                   : "it uses CURVE, and this coordinator is plaintext (no --curve-secret)");
+  else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && v == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+    logf_("refused a connection from %s: its CURVE handshake failed (a client with the wrong "
+          "--coordinator-key?)",
+          addr);
+  else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    logf_("refused a connection from %s: ZMTP protocol error 0x%08x in its handshake", addr, v);
+  else if (ci && ci->at > 0 && now - ci->at >= 0.9 * c->cfg.handshake_timeout)
+    logf_("dropped a connection from %s: no handshake within %g s (--handshake-timeout)", addr,
+          c->cfg.handshake_timeout);
+  else
+    logf_("a connection from %s closed during its handshake (%s)", addr, zmq_strerror((int)v));
+}
+
+/* Reads up to DRAIN_MAX monitor events of the ROUTER. Returns 1 if it
+ * stopped at its bound. */
+static int handle_monitor(coord_t *c) {
+  for (int handled = 0;; handled++) {
+    if (c->done) return 0;
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(c->mon, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return 0;
+    if (handled >= DRAIN_MAX) return 1;
+    uint16_t ev;
+    uint32_t value;
+    if (!fl_zmon_recv(c->mon, &ev, &value)) return 0;
+    double now = now_s();
+    conn_info_t *ci;
+    switch (ev) {
+    case ZMQ_EVENT_ACCEPTED:
+      if ((ci = conn_info(c, value)) != NULL) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        char host[INET6_ADDRSTRLEN] = "";
+        ci->addr[0] = '\0';
+        ci->at = now;
+        if (getpeername((int)value, (struct sockaddr *)&sa, &salen) == 0) {
+          if (sa.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            snprintf(ci->addr, sizeof ci->addr, "%s:%u", host, ntohs(in->sin_port));
+          } else if (sa.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+            snprintf(ci->addr, sizeof ci->addr, "[%s]:%u", host, ntohs(in6->sin6_port));
+          }
+        }
+      }
+      break;
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: c->hs_failed_event = 0; break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+      c->hs_failed_event = ev;
+      c->hs_failed_value = value;
+      break;
+    case ZMQ_EVENT_DISCONNECTED:
+      ci = value < c->cap_conns ? &c->conns[value] : NULL;
+      if (c->hs_failed_event) log_handshake_failure(c, ci, now);
+      c->hs_failed_event = 0;
+      if (ci) memset(ci, 0, sizeof *ci);
+      break;
+    default: break;
+    }
+  }
+}
+
+static void on_more(uv_idle_t *h);
+
+/* Serves the ZAP handler, the monitor and the ROUTER, each up to its bound;
+ * while any stopped at its bound, the idle handle brings the loop back
+ * (without blocking, but after the timers and other I/O had their turn). */
+static void pump(coord_t *c) {
+  if (c->done) return;
+  int more = 0;
+  if (c->zap) more |= handle_zap(c);
+  if (c->mon) more |= handle_monitor(c);
+  more |= drain(c);
+  if (c->done) return;
+  if (more)
+    uv_idle_start(&c->more, on_more);
+  else
+    uv_idle_stop(&c->more);
+}
+
+static void on_more(uv_idle_t *h) {
+  pump(h->data);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
-  drain(h->data);
+  pump(h->data);
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -577,11 +974,24 @@ static void on_tick(uv_timer_t *t) {
       release_ack(c, (uint32_t)i); /* an old client, or a lost ack: do not stall the window */
   check_round(c);
   maybe_start_round(c);
-  drain(c); /* sends above may have changed ZMQ_EVENTS */
+  noisy_window(c, now, 0);
+  pump(c); /* sends above may have changed ZMQ_EVENTS */
 }
 
 static void on_close(uv_handle_t *h) {
   (void)h;
+}
+
+/* Ends the run at once on a broken invariant of our own (the ZAP handler
+ * failing): exit status 1. */
+static void fatal(coord_t *c, const char *why) {
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "fatal: %s (%s); stopping, since without it libzmq would admit any "
+           "client",
+           why, zmq_strerror(errno));
+  finish_run(c, msg, 0);
+  c->exit_code = 1;
 }
 
 /* Tells every client the run is over and stops the loop. */
@@ -607,6 +1017,21 @@ static void finish_run(coord_t *c, const char *why, int interrupted) {
     if (n)
       logf_("participation: %u clients, rounds per client min %u, mean %.1f, max %u", n, lo,
             sum / n, hi);
+  }
+  noisy_window(c, now_s(), 1);
+  if (c->joins_refused || c->zap_refused || c->hs_failed)
+    logf_("refused: %" PRIu64 " joins over the rate limit, %" PRIu64 " keys by ZAP, %" PRIu64
+          " failed handshakes",
+          c->joins_refused, c->zap_refused, c->hs_failed);
+  uv_idle_stop(&c->more);
+  uv_close((uv_handle_t *)&c->more, on_close);
+  if (c->zap) {
+    uv_poll_stop(&c->zap_poll);
+    uv_close((uv_handle_t *)&c->zap_poll, on_close);
+  }
+  if (c->mon) {
+    uv_poll_stop(&c->mon_poll);
+    uv_close((uv_handle_t *)&c->mon_poll, on_close);
   }
   uv_timer_stop(&c->tick);
   uv_timer_stop(&c->deadline);
@@ -667,20 +1092,92 @@ static int trim_metrics(const char *path, uint32_t rounds_done) {
   return rc;
 }
 
-static int setup_socket(coord_t *c) {
+/* The ROUTER, and with CURVE its ZAP handler, bound first; a monitor on
+ * the ROUTER for handshake failures. `kp` (CURVE only) is wiped. */
+static int setup_socket(coord_t *c, fl_keypair_t *kp) {
   const fl_wire_limits_t *lim = fl_engine_limits(c->engine);
   int64_t maxmsg = (int64_t)lim->max_message;
-  int linger = 2000, mandatory = 1;
+  int linger = 2000, mandatory = 1, zero = 0;
+  int hs_ivl = (int)(c->cfg.handshake_timeout * 1000.0);
   c->zctx = zmq_ctx_new();
   if (!c->zctx) return fl_err_set(FL_ENOMEM, "zmq_ctx_new: %s", zmq_strerror(errno));
+  if (c->curve) {
+    /* Before the ROUTER binds: a CURVE handshake with no handler on this
+     * endpoint succeeds for any client that knows the server key. */
+    c->zap = zmq_socket(c->zctx, ZMQ_REP);
+    if (!c->zap || zmq_setsockopt(c->zap, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_bind(c->zap, ZAP_ENDPOINT) != 0)
+      return fl_err_set(FL_EIO, "cannot start the ZAP handler on %s: %s", ZAP_ENDPOINT,
+                        zmq_strerror(errno));
+  }
   c->sock = zmq_socket(c->zctx, ZMQ_ROUTER);
   if (!c->sock) return fl_err_set(FL_ENOMEM, "zmq_socket: %s", zmq_strerror(errno));
   if (zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
       zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) ||
-      zmq_setsockopt(c->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory))
+      zmq_setsockopt(c->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) ||
+      zmq_setsockopt(c->sock, ZMQ_HANDSHAKE_IVL, &hs_ivl, sizeof hs_ivl))
     return fl_err_set(FL_EINVAL, "zmq_setsockopt: %s", zmq_strerror(errno));
+  if (c->curve) {
+    uint8_t secret[FL_KEY_BYTES];
+    int one = 1, rc = fl_keys_decode(kp->secret_z85, secret);
+    if (!rc && (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+                zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, secret, sizeof secret) ||
+                zmq_setsockopt(c->sock, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN))))
+      rc = fl_err_set(FL_EINVAL, "CURVE socket options: %s", zmq_strerror(errno));
+    explicit_bzero(secret, sizeof secret);
+    explicit_bzero(kp, sizeof *kp);
+    if (rc) return rc;
+  }
+  int mon_events = ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                   ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                   ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+  if (zmq_socket_monitor(c->sock, MON_ENDPOINT, mon_events) != 0 ||
+      !(c->mon = zmq_socket(c->zctx, ZMQ_PAIR)) ||
+      zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) || zmq_connect(c->mon, MON_ENDPOINT))
+    return fl_err_set(FL_EIO, "cannot monitor the socket: %s", zmq_strerror(errno));
   if (zmq_bind(c->sock, c->cfg.bind) != 0)
     return fl_err_set(FL_EINVAL, "cannot bind %s: %s", c->cfg.bind, zmq_strerror(errno));
+  return 0;
+}
+
+/* The Stop{rejoin} for joins over the rate limit, encoded once. */
+static int make_busy_stop(coord_t *c) {
+  Fedlr__Stop st = FEDLR__STOP__INIT;
+  st.reason = "busy: too many joins at once, join again later";
+  st.rejoin = 1;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_STOP;
+  env.stop = &st;
+  return fl_wire_encode(&env, &c->busy_stop, &c->busy_stop_len);
+}
+
+/* --curve-secret and --allow-clients: both or neither. Returns 0 (and
+ * c->curve, c->allow, *kp), or an exit status with the error printed. */
+static int load_curve(coord_t *c, fl_keypair_t *kp) {
+  const fl_config_t *cfg = &c->cfg;
+  if (!cfg->curve_secret[0] && !cfg->allow_clients[0]) return 0;
+  if (!cfg->curve_secret[0] || !cfg->allow_clients[0]) {
+    fprintf(stderr,
+            "fedlr-coordinator: %s without %s: CurveZMQ needs both, the coordinator's secret key "
+            "(--curve-secret FILE) and the client keys it admits (--allow-clients DIR|FILE)\n",
+            cfg->curve_secret[0] ? "--curve-secret" : "--allow-clients",
+            cfg->curve_secret[0] ? "--allow-clients" : "--curve-secret");
+    return 2;
+  }
+  if (!zmq_has("curve")) {
+    fprintf(stderr, "fedlr-coordinator: --curve-secret: this libzmq has no CURVE support\n");
+    return 1;
+  }
+  if (fl_keys_load_secret(cfg->curve_secret, kp) != 0) {
+    fprintf(stderr, "fedlr-coordinator: --curve-secret: %s\n", fl_err_msg());
+    return 1;
+  }
+  if (fl_allowlist_load(cfg->allow_clients, &c->allow) != 0) {
+    fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    explicit_bzero(kp, sizeof *kp);
+    return 1;
+  }
+  c->curve = 1;
   return 0;
 }
 
@@ -701,9 +1198,17 @@ int main(int argc, char **argv) {
   fl_config_defaults(&c->cfg);
   int want_help = 0, status = 1, rc;
   if ((rc = fl_config_parse(&c->cfg, FL_PROG_COORD, argc, argv, &want_help)) || want_help) {
-    if (want_help)
+    if (want_help) {
       fl_config_print_help(stdout, FL_PROG_COORD, "fedlr-coordinator");
-    else
+      printf("\nLimits: at most --clients clients join; every message is one ZeroMQ frame of at\n"
+             "most 4 bytes per model parameter + 64 KiB (ZMQ_MAXMSGSIZE; a larger frame closes\n"
+             "its connection); joins from new connections beyond --join-burst at --join-rate per\n"
+             "second get a 'busy, retry' answer; a joined client is sampled once it has sent a\n"
+             "heartbeat.\n"
+             "CurveZMQ: --curve-secret FILE (from fedlr-keygen) with --allow-clients DIR|FILE\n"
+             "encrypts everything and admits only the listed client keys; a client is named by\n"
+             "its key (DIR/NAME.key, or 'KEY NAME' lines in FILE).\n");
+    } else
       fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
     free(c);
     return want_help ? 0 : 2;
@@ -717,6 +1222,10 @@ int main(int argc, char **argv) {
     free(c);
     return 2;
   }
+  fl_keypair_t kp;
+  memset(&kp, 0, sizeof kp);
+  if ((status = load_curve(c, &kp)) != 0) goto out;
+  status = 1;
   if ((rc = load_test(c))) {
     fprintf(stderr, "fedlr-coordinator: loading test data: %s\n", fl_err_msg());
     goto out;
@@ -757,10 +1266,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-coordinator: --metrics: %s\n", fl_err_msg());
     goto out;
   }
-  if ((rc = setup_socket(c))) {
+  char server_key[FL_KEY_Z85_LEN + 1];
+  memcpy(server_key, kp.public_z85, sizeof server_key);
+  if ((rc = make_busy_stop(c)) || (rc = setup_socket(c, &kp))) {
     fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
     goto out;
   }
+  if (c->curve)
+    logf_("CurveZMQ: encrypted; %zu client keys admitted (--allow-clients %s); this "
+          "coordinator's public key is %s",
+          fl_allowlist_count(c->allow), cfg->allow_clients, server_key);
   c->run_id = (uint32_t)fl_rng_derive(cfg->seed, 77, (uint64_t)time(NULL), (uint64_t)getpid());
   logf_("OpenBLAS core %s; model %s (%zu parameters); listening on %s; waiting for %u client(s)",
         fl_blas_corename(), c->ec.model.spec, c->ec.model.num_params, cfg->bind,
@@ -771,6 +1286,18 @@ int main(int argc, char **argv) {
   size_t fdsz = sizeof fd;
   zmq_getsockopt(c->sock, ZMQ_FD, &fd, &fdsz);
   uv_poll_init(c->loop, &c->poll, fd);
+  if (c->zap) {
+    zmq_getsockopt(c->zap, ZMQ_FD, &fd, &fdsz);
+    uv_poll_init(c->loop, &c->zap_poll, fd);
+    c->zap_poll.data = c;
+    uv_poll_start(&c->zap_poll, UV_READABLE, on_poll);
+  }
+  zmq_getsockopt(c->mon, ZMQ_FD, &fd, &fdsz);
+  uv_poll_init(c->loop, &c->mon_poll, fd);
+  c->mon_poll.data = c;
+  uv_poll_start(&c->mon_poll, UV_READABLE, on_poll);
+  uv_idle_init(c->loop, &c->more);
+  c->more.data = c;
   uv_timer_init(c->loop, &c->tick);
   uv_timer_init(c->loop, &c->deadline);
   uv_signal_init(c->loop, &c->sigint);
@@ -780,7 +1307,9 @@ int main(int argc, char **argv) {
   uv_timer_start(&c->tick, on_tick, TICK_MS, TICK_MS);
   uv_signal_start(&c->sigint, on_signal, SIGINT);
   uv_signal_start(&c->sigterm, on_signal, SIGTERM);
-  c->run_t0 = now_s();
+  c->run_t0 = c->join_refill_t = c->noisy_window_t0 = now_s();
+  c->join_tokens = cfg->join_burst;
+  c->noisy_left = NOISY_MAX;
   if (fl_engine_finished(c->engine)) finish_run(c, "the checkpoint's run is already finished", 0);
   uv_run(c->loop, UV_RUN_DEFAULT);
   uv_loop_close(c->loop);
@@ -789,8 +1318,14 @@ int main(int argc, char **argv) {
   logf_("exiting (status %d), peak memory %.0f MiB", c->exit_code, (double)ru.ru_maxrss / 1024.0);
   status = c->exit_code;
 out:
+  explicit_bzero(&kp, sizeof kp);
+  if (c->mon) zmq_close(c->mon);
   if (c->sock) zmq_close(c->sock);
+  if (c->zap) zmq_close(c->zap);
   if (c->zctx) zmq_ctx_term(c->zctx);
+  fl_allowlist_destroy(&c->allow);
+  free(c->conns);
+  free(c->busy_stop);
   fl_metrics_destroy(&c->metrics);
   fl_engine_destroy(&c->engine);
   fl_dataset_destroy(&c->test);

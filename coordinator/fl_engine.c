@@ -14,43 +14,58 @@
 #define FL_AGG_SCALE 1099511627776.0 /* 2^40 */
 #define FL_EVAL_BATCH 1000
 #define FL_MAX_CLIENTS 10000000u
+/* Coordinates per block of the robust rules: (reported x SEL_W) floats of
+ * scratch stay in L1 for up to ~100 reported clients. */
+#define SEL_W 64
 
 typedef struct {
-  char *name;             /* NULL: free id */
+  char *name; /* NULL: free id */
   uint64_t num_examples;
   int available;
 } fl_client_rec_t;
 
 enum { ROUND_IDLE = 0, ROUND_OPEN = 1 };
+/* A sampled slot this round: no answer yet, an accepted update, or a
+ * rejected one. */
+enum { SLOT_NONE = 0, SLOT_REPORTED = 1, SLOT_REJECTED = 2 };
 
 struct fl_engine {
   fl_engine_config_t cfg;
   fl_wire_limits_t limits;
-  float *weights;             /* (num_params) global model */
-  int64_t *acc;               /* (num_params) fixed-point sum of p_k * delta_k */
-  fl_model_ws_t **eval_ws;    /* (eval_threads) one workspace per evaluation thread */
+  float *weights;          /* (num_params) global model */
+  int64_t *acc;            /* (num_params) fixed-point sum of p_k * delta_k */
+  fl_model_ws_t **eval_ws; /* (eval_threads) one workspace per evaluation thread */
   size_t eval_threads;
-  double *chunk_loss;         /* (eval chunks) summed loss of each chunk */
-  size_t *chunk_correct;      /* (eval chunks) */
+  double *chunk_loss;    /* (eval chunks) summed loss of each chunk */
+  size_t *chunk_correct; /* (eval chunks) */
 
-  fl_client_rec_t *clients;   /* (cap_clients) indexed by id */
+  fl_client_rec_t *clients; /* (cap_clients) indexed by id */
   size_t num_clients, cap_clients, num_available;
-  uint32_t *name_index;       /* (name_cap) open-addressing hash: id + 1, 0 = empty */
+  uint32_t *name_index; /* (name_cap) open-addressing hash: id + 1, 0 = empty */
   size_t name_cap;
-  uint32_t attempt;           /* retries of the current round index */
-  uint32_t *pool;             /* (cap_clients) scratch for sampling */
+  uint32_t attempt; /* retries of the current round index */
+  uint32_t *pool;   /* (cap_clients) scratch for sampling */
 
   int state;
-  uint32_t round;             /* open round, or last closed one; 0 before the first */
+  uint32_t round; /* open round, or last closed one; 0 before the first */
   uint32_t rounds_done;
-  double lr;                  /* this round's rate */
-  uint32_t *sampled;          /* (num_sampled) ascending client ids */
-  uint8_t *reported;          /* (num_sampled) 1 once that slot reported */
-  double *slot_loss;          /* (num_sampled) train loss per slot */
-  uint64_t *slot_examples;    /* (num_sampled) examples per reported slot */
-  uint64_t *slot_registered;  /* (num_sampled) registered examples when the round began */
+  double lr;                 /* this round's rate */
+  uint32_t *sampled;         /* (num_sampled) ascending client ids */
+  uint8_t *reported;         /* (num_sampled) SLOT_* state of each sampled slot */
+  double *slot_loss;         /* (num_sampled) train loss per slot */
+  uint64_t *slot_examples;   /* (num_sampled) examples per reported slot (capped) */
+  uint64_t *slot_registered; /* (num_sampled) registered examples when the round began
+                              * (capped at max_examples) */
   size_t num_sampled, num_reported, cap_sampled;
-  uint64_t sampled_examples;  /* sum of registered examples of the sample */
+  double sampled_examples; /* sum of registered examples of the sample (a double: claims
+                            * are the clients' word and a uint64 sum could wrap) */
+  uint32_t num_rejected, num_clipped, num_capped; /* this round's counts, see fl_round_metrics_t */
+  /* Robust rules only (cfg.aggregator != FL_AGG_FEDAVG): */
+  float *store; /* (cap_store, num_params) slot k's delta in row k */
+  float *sel;   /* (cap_store, SEL_W) a block of coordinates, row per client */
+  size_t cap_store;
+  uint32_t *net; /* (2 * net_len) comparators (i, j) sorting net_n values */
+  size_t net_n, net_len;
   fl_plateau_t plateau;
   double best_accuracy;
   int target_reached;
@@ -87,6 +102,10 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t i
   ec->eval_every = c->eval_every;
   ec->target_accuracy = c->target_accuracy;
   ec->quorum = c->quorum;
+  if ((rc = fl_config_aggregator(c->aggregator, &ec->aggregator, &ec->trim_beta)))
+    return flag_error("--aggregator", rc);
+  ec->clip_norm = c->clip_norm;
+  ec->max_examples = c->max_examples;
   return 0;
 }
 
@@ -105,6 +124,19 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   }
   if (!(cfg->quorum > 0 && cfg->quorum <= 1)) {
     rc = fl_err_set(FL_EINVAL, "quorum %g must be in (0, 1]", cfg->quorum);
+    goto fail;
+  }
+  if (cfg->aggregator != FL_AGG_FEDAVG && cfg->aggregator != FL_AGG_MEDIAN &&
+      cfg->aggregator != FL_AGG_TRIMMED_MEAN) {
+    rc = fl_err_set(FL_EINVAL, "unknown aggregator %d", (int)cfg->aggregator);
+    goto fail;
+  }
+  if (!(cfg->trim_beta >= 0 && cfg->trim_beta < 0.5)) {
+    rc = fl_err_set(FL_EINVAL, "trimmed-mean beta %g must be in [0, 0.5)", cfg->trim_beta);
+    goto fail;
+  }
+  if (!(cfg->clip_norm >= 0) || !isfinite(cfg->clip_norm)) {
+    rc = fl_err_set(FL_EINVAL, "clip norm %g must be >= 0 and finite", cfg->clip_norm);
     goto fail;
   }
   if (cfg->rounds == 0 || cfg->local_epochs == 0 || cfg->batch_size == 0) {
@@ -149,13 +181,15 @@ fail:
 void fl_engine_destroy(fl_engine_t **pe) {
   fl_engine_t *e = pe ? *pe : NULL;
   if (!e) return;
-  for (size_t i = 0; i < e->cap_clients; i++) free(e->clients[i].name);
+  for (size_t i = 0; i < e->cap_clients; i++)
+    free(e->clients[i].name);
   free(e->clients);
   free(e->name_index);
   free(e->pool);
   free(e->weights);
   free(e->acc);
-  for (size_t i = 0; e->eval_ws && i < e->eval_threads; i++) fl_model_ws_destroy(&e->eval_ws[i]);
+  for (size_t i = 0; e->eval_ws && i < e->eval_threads; i++)
+    fl_model_ws_destroy(&e->eval_ws[i]);
   free(e->eval_ws);
   free(e->chunk_loss);
   free(e->chunk_correct);
@@ -164,13 +198,17 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->slot_loss);
   free(e->slot_examples);
   free(e->slot_registered);
+  free(e->store);
+  free(e->sel);
+  free(e->net);
   free(e);
   *pe = NULL;
 }
 
 static uint64_t name_hash(const char *s) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  for (; *s; s++)
+    h = (h ^ (uint8_t)*s) * 1099511628211ULL;
   return h;
 }
 
@@ -200,7 +238,8 @@ static int name_index_grow(fl_engine_t *e) {
 static int ensure_client_cap(fl_engine_t *e, size_t need) {
   if (need <= e->cap_clients) return 0;
   size_t cap = e->cap_clients ? e->cap_clients : 64;
-  while (cap < need) cap *= 2;
+  while (cap < need)
+    cap *= 2;
   fl_client_rec_t *c = realloc(e->clients, cap * sizeof *c);
   if (!c) return fl_err_set(FL_ENOMEM, "out of memory registering clients");
   e->clients = c;
@@ -254,22 +293,29 @@ int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint6
 
 int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id) {
   uint32_t i = 0;
-  while (i < e->cap_clients && e->clients[i].name) i++;
+  while (i < e->cap_clients && e->clients[i].name)
+    i++;
   int rc = fl_engine_add_client_at(e, i, name, num_examples);
   if (!rc && id) *id = i;
   return rc;
 }
 
-size_t fl_engine_num_clients(const fl_engine_t *e) { return e->num_clients; }
-size_t fl_engine_num_available(const fl_engine_t *e) { return e->num_available; }
+size_t fl_engine_num_clients(const fl_engine_t *e) {
+  return e->num_clients;
+}
+size_t fl_engine_num_available(const fl_engine_t *e) {
+  return e->num_available;
+}
 
 void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available) {
   if (id >= e->cap_clients || !e->clients[id].name) return;
   available = available != 0;
   if (e->clients[id].available == available) return;
   e->clients[id].available = available;
-  if (available) e->num_available++;
-  else e->num_available--;
+  if (available)
+    e->num_available++;
+  else
+    e->num_available--;
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -306,6 +352,25 @@ int fl_engine_begin_round(fl_engine_t *e) {
       return fl_err_set(FL_ENOMEM, "out of memory sampling %zu clients", m);
     e->cap_sampled = m;
   }
+  if (e->cfg.aggregator != FL_AGG_FEDAVG && m > e->cap_store) {
+    /* Fresh buffers, not realloc: the old rows need not be copied. */
+    size_t P = e->cfg.model.num_params;
+    free(e->store);
+    free(e->sel);
+    e->store = m <= SIZE_MAX / sizeof(float) / P ? malloc(m * P * sizeof *e->store) : NULL;
+    e->sel = malloc(m * SEL_W * sizeof *e->sel);
+    if (!e->store || !e->sel) {
+      free(e->store);
+      free(e->sel);
+      e->store = e->sel = NULL;
+      e->cap_store = 0;
+      return fl_err_set(FL_ENOMEM,
+                        "out of memory keeping the updates of %zu clients (%zu MiB) "
+                        "for the robust aggregator",
+                        m, m * P / 262144);
+    }
+    e->cap_store = m;
+  }
   uint32_t round = e->rounds_done + 1;
   uint32_t *ids = e->pool;
   fl_rng_t rng;
@@ -326,9 +391,12 @@ int fl_engine_begin_round(fl_engine_t *e) {
    * claiming more examples cannot raise its share (each share n_k/N <= 1
    * is also what keeps the fixed-point sum far from overflow). */
   for (size_t i = 0; i < m; i++) {
-    e->slot_registered[i] = e->clients[e->sampled[i]].num_examples;
-    e->sampled_examples += e->slot_registered[i];
+    uint64_t n = e->clients[e->sampled[i]].num_examples;
+    if (e->cfg.max_examples && n > e->cfg.max_examples) n = e->cfg.max_examples;
+    e->slot_registered[i] = n;
+    e->sampled_examples += (double)n;
   }
+  e->num_rejected = e->num_clipped = e->num_capped = 0;
   memset(e->acc, 0, e->cfg.model.num_params * sizeof *e->acc);
   e->round = round;
   e->lr = fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
@@ -336,8 +404,12 @@ int fl_engine_begin_round(fl_engine_t *e) {
   return 0;
 }
 
-uint32_t fl_engine_round(const fl_engine_t *e) { return e->round; }
-double fl_engine_round_lr(const fl_engine_t *e) { return e->lr; }
+uint32_t fl_engine_round(const fl_engine_t *e) {
+  return e->round;
+}
+double fl_engine_round_lr(const fl_engine_t *e) {
+  return e->lr;
+}
 
 size_t fl_engine_sampled(const fl_engine_t *e, const uint32_t **ids) {
   if (ids) *ids = e->sampled;
@@ -387,21 +459,21 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
  * the AVX-512 variant converts 8 doubles to int64 per instruction
  * (vcvttpd2qq). The double product and the truncation are exact IEEE
  * operations, so both variants give the same bits. */
-#define FOLD_BODY                                                                    \
-  uint32_t lim_bits;                                                                 \
-  const float lim = (float)FL_ENGINE_MAX_DELTA;                                      \
-  memcpy(&lim_bits, &lim, sizeof lim_bits);                                          \
-  uint32_t bad = 0;                                                                  \
-  for (size_t i = 0; i < n; i++) {                                                   \
-    uint32_t u;                                                                      \
-    memcpy(&u, &x[i], sizeof u);                                                     \
-    uint32_t out = (u & 0x7fffffffu) > lim_bits;                                     \
-    bad |= out;                                                                      \
-    u &= out - 1u; /* zero when out of range */                                      \
-    float v;                                                                         \
-    memcpy(&v, &u, sizeof v);                                                        \
-    acc[i] += (int64_t)((double)v * s);                                              \
-  }                                                                                  \
+#define FOLD_BODY                                                                                  \
+  uint32_t lim_bits;                                                                               \
+  const float lim = (float)FL_ENGINE_MAX_DELTA;                                                    \
+  memcpy(&lim_bits, &lim, sizeof lim_bits);                                                        \
+  uint32_t bad = 0;                                                                                \
+  for (size_t i = 0; i < n; i++) {                                                                 \
+    uint32_t u;                                                                                    \
+    memcpy(&u, &x[i], sizeof u);                                                                   \
+    uint32_t out = (u & 0x7fffffffu) > lim_bits;                                                   \
+    bad |= out;                                                                                    \
+    u &= out - 1u; /* zero when out of range */                                                    \
+    float v;                                                                                       \
+    memcpy(&v, &u, sizeof v);                                                                      \
+    acc[i] += (int64_t)((double)v * s);                                                            \
+  }                                                                                                \
   return bad != 0;
 
 static int fold_generic(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
@@ -422,7 +494,8 @@ static int fold(int64_t *restrict acc, const float *restrict x, size_t n, double
 /* Subtracts from a delta the global weights: turns a full-weights update
  * into a delta in place (in the decoded message, which we own). */
 static void to_delta(float *restrict x, const float *restrict w, size_t n) {
-  for (size_t i = 0; i < n; i++) x[i] -= w[i];
+  for (size_t i = 0; i < n; i++)
+    x[i] -= w[i];
 }
 
 int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t len) {
@@ -438,8 +511,62 @@ int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t
   return rc;
 }
 
+/* 1 if any |x[i]| exceeds FL_ENGINE_MAX_DELTA or is NaN: the fold's range
+ * test without the fold, for the two-pass paths. */
+static int values_bad(const float *restrict x, size_t n) {
+  uint32_t lim_bits;
+  const float lim = (float)FL_ENGINE_MAX_DELTA;
+  memcpy(&lim_bits, &lim, sizeof lim_bits);
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &x[i], sizeof u);
+    bad |= (u & 0x7fffffffu) > lim_bits;
+  }
+  return bad != 0;
+}
+
+/* Sum of squares in double. Eight interleaved partial sums, added in a
+ * fixed order at the end: the same bits on every run and machine, yet the
+ * loop vectorizes (one sequential sum would not, without reassociation).
+ * The square of a float is exact in double. */
+static double sum_squares(const float *restrict x, size_t n) {
+  double s[8] = {0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (size_t l = 0; l < 8; l++)
+      s[l] += (double)x[i + l] * (double)x[i + l];
+  for (; i < n; i++)
+    s[i % 8] += (double)x[i] * (double)x[i];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* dst = f * x, rounded once to float (f = 1: a copy). */
+static void scale_copy(float *restrict dst, const float *restrict x, size_t n, double f) {
+  if (f == 1.0) {
+    memcpy(dst, x, n * sizeof *dst);
+    return;
+  }
+  for (size_t i = 0; i < n; i++)
+    dst[i] = (float)((double)x[i] * f);
+}
+
+/* The detail of the first rejected value of tensor x (parameters from
+ * `off`), which values_bad() or fold() found. */
+static int value_error(uint32_t sender, const Fedlr__Tensor *x, size_t off) {
+  size_t i = 0;
+  while (i < x->n_data && fabsf(x->data[i]) <= (float)FL_ENGINE_MAX_DELTA)
+    i++;
+  if (i == x->n_data) i--; /* not reached: the caller found a bad value */
+  if (isfinite(x->data[i]))
+    return fl_err_set(FL_ERANGE, "update from client %u: value %g at parameter %zu exceeds %g",
+                      sender, (double)x->data[i], off + i, FL_ENGINE_MAX_DELTA);
+  return fl_err_set(FL_ENONFINITE, "update from client %u: tensor '%s' value %zu is %s", sender,
+                    x->name, i, isnan(x->data[i]) ? "NaN" : "infinite");
+}
+
 int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
-  int rc = 0;
+  int rc = 0, content = 0;
   if (e->state != ROUND_OPEN || u->round != e->round) {
     rc = fl_err_set(FL_ESTALE, "update from client %u is for round %u, current round is %u%s",
                     sender, u->round, e->round, e->state == ROUND_OPEN ? "" : " (closed)");
@@ -455,56 +582,108 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
     rc = fl_err_set(FL_EPROTO, "client %u was not sampled in round %u", sender, e->round);
     goto out;
   }
-  if (e->reported[slot]) {
+  if (e->reported[slot] == SLOT_REPORTED) {
     rc = fl_err_set(FL_ESTALE, "duplicate update from client %u in round %u", sender, e->round);
     goto out;
   }
-  if (u->num_examples > e->slot_registered[slot]) {
-    rc = fl_err_set(FL_ERANGE, "client %u claims %llu examples, it had registered %llu when "
-                    "round %u began", sender, (unsigned long long)u->num_examples,
+  /* From here on a rejection is about what this sampled client sent. */
+  content = 1;
+  uint64_t claim = u->num_examples;
+  int capped = e->cfg.max_examples && claim > e->cfg.max_examples;
+  if (capped) claim = e->cfg.max_examples;
+  if (claim > e->slot_registered[slot]) {
+    rc = fl_err_set(FL_ERANGE,
+                    "client %u claims %llu examples, it had registered %llu when "
+                    "round %u began",
+                    sender, (unsigned long long)u->num_examples,
                     (unsigned long long)e->slot_registered[slot], e->round);
     goto out;
   }
   const fl_model_spec_t *m = &e->cfg.model;
   rc = fl_wire_check_tensors(u->weights, u->n_weights, m);
   if (rc) goto out;
-  /* Fold straight from the decoded tensors (model order, contiguous
-   * offsets): no copy of the update. If any value is out of range, the
-   * tensors folded so far are folded back out, bit for bit, so a rejected
-   * update leaves no trace. */
-  const double s = (double)u->num_examples / (double)e->sampled_examples * FL_AGG_SCALE;
+  const double s = (double)claim / e->sampled_examples * FL_AGG_SCALE;
+  const int robust = e->cfg.aggregator != FL_AGG_FEDAVG;
+  int clipped = 0;
   size_t off = 0, t;
-  for (t = 0; t < u->n_weights; t++) {
-    Fedlr__Tensor *x = u->weights[t];
-    if (!u->is_delta) to_delta(x->data, e->weights + off, x->n_data);
-    if (fold(e->acc + off, x->data, x->n_data, s)) break;
-    off += x->n_data;
-  }
-  if (t < u->n_weights) {
-    const Fedlr__Tensor *x = u->weights[t];
-    size_t i = 0;
-    while (i < x->n_data && fabsf(x->data[i]) <= (float)FL_ENGINE_MAX_DELTA) i++;
-    if (isfinite(x->data[i]))
-      rc = fl_err_set(FL_ERANGE, "update from client %u: value %g at parameter %zu exceeds %g",
-                      sender, (double)x->data[i], off + i, FL_ENGINE_MAX_DELTA);
-    else
-      rc = fl_err_set(FL_ENONFINITE, "update from client %u: tensor '%s' value %zu is %s", sender,
-                      x->name, i, isnan(x->data[i]) ? "NaN" : "infinite");
-    for (size_t k = 0, o = 0; k <= t; k++) {
-      fold(e->acc + o, u->weights[k]->data, u->weights[k]->n_data, -s);
-      o += u->weights[k]->n_data;
+  if (!robust && !(e->cfg.clip_norm > 0)) {
+    /* FedAvg: fold straight from the decoded tensors (model order,
+     * contiguous offsets), no copy of the update. If any value is out of
+     * range, the tensors folded so far are folded back out, bit for bit, so
+     * a rejected update leaves no trace. */
+    for (t = 0; t < u->n_weights; t++) {
+      Fedlr__Tensor *x = u->weights[t];
+      if (!u->is_delta) to_delta(x->data, e->weights + off, x->n_data);
+      if (fold(e->acc + off, x->data, x->n_data, s)) break;
+      off += x->n_data;
     }
-    goto out;
+    if (t < u->n_weights) {
+      rc = value_error(sender, u->weights[t], off);
+      for (size_t k = 0, o = 0; k <= t; k++) {
+        fold(e->acc + o, u->weights[k]->data, u->weights[k]->n_data, -s);
+        o += u->weights[k]->n_data;
+      }
+      goto out;
+    }
+  } else {
+    /* Clipping or a robust rule: the whole delta must be valid, and its
+     * norm known, before any of it is folded or counts. A robust rule's
+     * row may be written before that: it is read only once the slot has
+     * reported. */
+    const int clip = e->cfg.clip_norm > 0;
+    float *row = robust ? e->store + (size_t)slot * m->num_params : NULL;
+    double ss = 0;
+    for (t = 0; t < u->n_weights; t++) {
+      Fedlr__Tensor *x = u->weights[t];
+      if (!u->is_delta) to_delta(x->data, e->weights + off, x->n_data);
+      if (values_bad(x->data, x->n_data)) {
+        rc = value_error(sender, x, off);
+        goto out;
+      }
+      if (clip)
+        ss += sum_squares(x->data, x->n_data);
+      else
+        memcpy(row + off, x->data, x->n_data * sizeof *row); /* robust, unclipped */
+      off += x->n_data;
+    }
+    if (clip) {
+      double f = 1.0, norm = sqrt(ss);
+      if (norm > e->cfg.clip_norm) {
+        f = e->cfg.clip_norm / norm;
+        clipped = 1;
+      }
+      off = 0;
+      for (t = 0; t < u->n_weights; t++) {
+        const Fedlr__Tensor *x = u->weights[t];
+        /* The FedAvg term f * (n_k/N) * delta, still rounded once. */
+        if (robust)
+          scale_copy(row + off, x->data, x->n_data, f);
+        else
+          fold(e->acc + off, x->data, x->n_data, s * f);
+        off += x->n_data;
+      }
+    }
   }
-  e->reported[slot] = 1;
+  e->reported[slot] = SLOT_REPORTED;
   e->slot_loss[slot] = u->train_loss;
-  e->slot_examples[slot] = u->num_examples;
+  e->slot_examples[slot] = claim;
   e->num_reported++;
+  e->num_clipped += (uint32_t)clipped;
+  e->num_capped += (uint32_t)capped;
 out:
+  if (rc && content) {
+    /* The client has had its say: the round need not wait for it
+     * (fl_engine_has_answered), though a valid update may still follow
+     * while the round is open. */
+    e->reported[slot] = SLOT_REJECTED;
+    e->num_rejected++;
+  }
   return rc;
 }
 
-size_t fl_engine_reported(const fl_engine_t *e) { return e->num_reported; }
+size_t fl_engine_reported(const fl_engine_t *e) {
+  return e->num_reported;
+}
 
 int fl_engine_has_quorum(const fl_engine_t *e) {
   if (e->state != ROUND_OPEN || e->num_reported == 0) return 0;
@@ -542,22 +721,156 @@ static void evaluate(fl_engine_t *e, double *loss, double *acc) {
   *acc = (double)correct / (double)t->n;
 }
 
+/* Batcher's merge-exchange sorting network for n values (Knuth, TAOCP 3,
+ * 5.2.2, Algorithm M): about n log2(n)^2 / 4 comparators (i, j), i < j,
+ * for any n. Writes them to out (if not NULL); returns how many. */
+static size_t batcher_network(size_t n, uint32_t *out) {
+  size_t len = 0, t = 0;
+  if (n < 2) return 0;
+  while (((size_t)1 << t) < n)
+    t++;
+  for (size_t p = (size_t)1 << (t - 1); p > 0; p >>= 1) {
+    size_t q = (size_t)1 << (t - 1), r = 0, d = p;
+    for (;;) {
+      for (size_t i = 0; i + d < n; i++) {
+        if ((i & p) != r) continue;
+        if (out) {
+          out[2 * len] = (uint32_t)i;
+          out[2 * len + 1] = (uint32_t)(i + d);
+        }
+        len++;
+      }
+      if (q == p) break;
+      d = q - p;
+      q >>= 1;
+      r = p;
+    }
+  }
+  return len;
+}
+
+/* The network for n values in e->net (kept while n does not change). */
+static int ensure_network(fl_engine_t *e, size_t n) {
+  if (e->net_n == n && (e->net || n < 2)) return 0;
+  size_t len = batcher_network(n, NULL);
+  uint32_t *net = len ? malloc(2 * len * sizeof *net) : NULL;
+  if (len && !net) return fl_err_set(FL_ENOMEM, "out of memory sorting %zu updates", n);
+  batcher_network(n, net);
+  free(e->net);
+  e->net = net;
+  e->net_n = n;
+  e->net_len = len;
+  return 0;
+}
+
+/* Sorts each of the first w columns of v (rows of SEL_W floats) ascending:
+ * for every comparator (i, j), row i takes the lane-wise min and row j the
+ * max. The same branch-free steps for every column, so the lanes are SIMD
+ * lanes; min and max are exact, so every variant gives the same bits. The
+ * compare-exchange is a function of its own so that its rows are restrict
+ * parameters (GCC then emits compare + blend; with the rows as locals it
+ * versioned the loop and branched on the data). */
+#define CMPX_BODY                                                                                  \
+  for (size_t l = 0; l < w; l++) {                                                                 \
+    float x = a[l], y = b[l];                                                                      \
+    float lo = x < y ? x : y, hi = y > x ? y : x;                                                  \
+    a[l] = lo;                                                                                     \
+    b[l] = hi;                                                                                     \
+  }
+#define SORT_BODY(cmpx)                                                                            \
+  for (size_t c = 0; c < len; c++)                                                                 \
+    cmpx(v + (size_t)net[2 * c] * SEL_W, v + (size_t)net[2 * c + 1] * SEL_W, w);
+
+static inline void cmpx_generic(float *restrict a, float *restrict b, size_t w) {
+  CMPX_BODY
+}
+
+static void sort_columns_generic(float *v, size_t w, const uint32_t *net, size_t len) {
+  SORT_BODY(cmpx_generic)
+}
+
+__attribute__((target("avx512f"))) static inline void cmpx_avx512(float *restrict a,
+                                                                  float *restrict b, size_t w) {
+  CMPX_BODY
+}
+
+__attribute__((target("avx512f"))) static void
+sort_columns_avx512(float *v, size_t w, const uint32_t *net, size_t len) {
+  SORT_BODY(cmpx_avx512)
+}
+
+static void sort_columns(float *v, size_t w, const uint32_t *net, size_t len) {
+  static int use_avx512 = -1;
+  if (use_avx512 < 0) use_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+  (use_avx512 ? sort_columns_avx512 : sort_columns_generic)(v, w, net, len);
+}
+
+/* global += coordinate-wise median or trimmed mean of the reported slots'
+ * deltas. A block of SEL_W coordinates at a time: the r reported rows are
+ * copied (in slot order) into r x SEL_W scratch, sorted column-wise, and
+ * the statistic is read off the sorted rows, in double, in a fixed order.
+ * Median: the middle value, or the mean of the two middle ones. Trimmed
+ * mean: the mean of sorted rows b .. r-b-1, b = floor(beta r). */
+static int robust_apply(fl_engine_t *e) {
+  const size_t P = e->cfg.model.num_params, r = e->num_reported;
+  int rc = ensure_network(e, r);
+  if (rc) return rc;
+  const float **rows = malloc(r * sizeof *rows);
+  if (!rows) return fl_err_set(FL_ENOMEM, "out of memory aggregating %zu updates", r);
+  for (size_t i = 0, k = 0; i < e->num_sampled; i++)
+    if (e->reported[i] == SLOT_REPORTED) rows[k++] = e->store + i * P;
+  size_t lo = 0, hi = r; /* the sorted rows averaged: [lo, hi) */
+  if (e->cfg.aggregator == FL_AGG_MEDIAN) {
+    lo = (r - 1) / 2;
+    hi = r / 2 + 1;
+  } else {
+    /* + 1e-9: beta * r = 2 must not come out as 1.999... */
+    size_t b = (size_t)floor(e->cfg.trim_beta * (double)r + 1e-9);
+    if (2 * b >= r) b = (r - 1) / 2; /* not reached for beta < 0.5 */
+    lo = b;
+    hi = r - b;
+  }
+  const double cnt = (double)(hi - lo);
+  float *v = e->sel;
+  double sum[SEL_W];
+  for (size_t j = 0; j < P; j += SEL_W) {
+    size_t w = P - j < SEL_W ? P - j : SEL_W;
+    for (size_t k = 0; k < r; k++)
+      memcpy(v + k * SEL_W, rows[k] + j, w * sizeof *v);
+    sort_columns(v, w, e->net, e->net_len);
+    for (size_t l = 0; l < w; l++)
+      sum[l] = 0;
+    for (size_t k = lo; k < hi; k++)
+      for (size_t l = 0; l < w; l++)
+        sum[l] += (double)v[k * SEL_W + l];
+    for (size_t l = 0; l < w; l++)
+      e->weights[j + l] += (float)(sum[l] / cnt);
+  }
+  free(rows);
+  return 0;
+}
+
 int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   if (!fl_engine_has_quorum(e))
     return fl_err_set(FL_ESTATE, "round %u has %zu of %zu updates, below quorum", e->round,
                       e->num_reported, e->num_sampled);
-  uint64_t reported_examples = 0;
-  double loss_sum = 0;
+  double reported_examples = 0, loss_sum = 0;
   for (size_t i = 0; i < e->num_sampled; i++) {
-    if (!e->reported[i]) continue;
-    reported_examples += e->slot_examples[i];
+    if (e->reported[i] != SLOT_REPORTED) continue;
+    reported_examples += (double)e->slot_examples[i];
     loss_sum += e->slot_loss[i] * (double)e->slot_examples[i];
   }
-  /* acc holds sum_k (n_k / N_sampled) delta_k; rescale to the mean over the
-   * clients that actually reported. */
-  const double scale = (double)e->sampled_examples / (double)reported_examples / FL_AGG_SCALE;
-  size_t n = e->cfg.model.num_params;
-  for (size_t i = 0; i < n; i++) e->weights[i] += (float)((double)e->acc[i] * scale);
+  if (e->cfg.aggregator != FL_AGG_FEDAVG) {
+    int rc = robust_apply(e);
+    if (rc) return rc;
+  } else {
+    /* acc holds sum_k (n_k / N_sampled) delta_k; rescale to the mean over
+     * the clients that actually reported. */
+    const double scale = e->sampled_examples / reported_examples / FL_AGG_SCALE;
+    size_t n = e->cfg.model.num_params;
+    for (size_t i = 0; i < n; i++)
+      e->weights[i] += (float)((double)e->acc[i] * scale);
+  }
 
   memset(m, 0, sizeof *m);
   m->round = e->round;
@@ -565,7 +878,10 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   m->lr = e->lr;
   m->clients_sampled = (uint32_t)e->num_sampled;
   m->clients_reported = (uint32_t)e->num_reported;
-  m->train_loss = loss_sum / (double)reported_examples;
+  m->train_loss = loss_sum / reported_examples;
+  m->rejected = e->num_rejected;
+  m->clipped = e->num_clipped;
+  m->capped = e->num_capped;
   m->test_loss = NAN;
   m->test_accuracy = NAN;
   e->rounds_done = e->round;
@@ -586,7 +902,9 @@ int fl_engine_finished(const fl_engine_t *e) {
   return e->state == ROUND_IDLE && (e->rounds_done >= e->cfg.rounds || e->target_reached);
 }
 
-uint32_t fl_engine_rounds_done(const fl_engine_t *e) { return e->rounds_done; }
+uint32_t fl_engine_rounds_done(const fl_engine_t *e) {
+  return e->rounds_done;
+}
 
 int fl_engine_abort_round(fl_engine_t *e) {
   if (e->state != ROUND_OPEN) return fl_err_set(FL_ESTATE, "no round is open");
@@ -602,15 +920,20 @@ int fl_engine_is_sampled(const fl_engine_t *e, uint32_t id) {
 
 int fl_engine_has_reported(const fl_engine_t *e, uint32_t id) {
   long slot = e->state == ROUND_OPEN ? sampled_slot(e, id) : -1;
-  return slot >= 0 && e->reported[slot];
+  return slot >= 0 && e->reported[slot] == SLOT_REPORTED;
+}
+
+int fl_engine_has_answered(const fl_engine_t *e, uint32_t id) {
+  long slot = e->state == ROUND_OPEN ? sampled_slot(e, id) : -1;
+  return slot >= 0 && e->reported[slot] != SLOT_NONE;
 }
 
 /* Checkpoint metadata keys; doubles are written as hex floats (%a) so they
  * come back bit for bit. */
 #define CK_NUM 8
 static const char *const ck_keys[CK_NUM] = {
-    "fedlr_rounds_done", "fedlr_seed",          "fedlr_plateau_best",  "fedlr_plateau_scale",
-    "fedlr_plateau_bad", "fedlr_plateau_cool",  "fedlr_best_accuracy", "fedlr_target_reached"};
+    "fedlr_rounds_done", "fedlr_seed",         "fedlr_plateau_best",  "fedlr_plateau_scale",
+    "fedlr_plateau_bad", "fedlr_plateau_cool", "fedlr_best_accuracy", "fedlr_target_reached"};
 
 int fl_engine_save(const fl_engine_t *e, const char *path) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
@@ -657,8 +980,8 @@ int fl_engine_load(fl_engine_t *e, const char *path) {
   for (int i = 0; i < CK_NUM; i++)
     if ((rc = ck_double(path, ck_keys[i], v[i], &d[i]))) return rc;
   if (strtoull(v[1], NULL, 10) != e->cfg.seed)
-    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path, v[1],
-                      (unsigned long long)e->cfg.seed);
+    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path,
+                      v[1], (unsigned long long)e->cfg.seed);
   if (d[0] < 0 || d[0] > e->cfg.rounds || d[0] != (uint32_t)d[0])
     return fl_err_set(FL_EINVAL, "checkpoint %s: %s rounds done, this run has %u rounds", path,
                       v[0], e->cfg.rounds);
@@ -676,6 +999,12 @@ int fl_engine_load(fl_engine_t *e, const char *path) {
   return 0;
 }
 
-const float *fl_engine_weights(const fl_engine_t *e) { return e->weights; }
-const fl_model_spec_t *fl_engine_model(const fl_engine_t *e) { return &e->cfg.model; }
-const fl_wire_limits_t *fl_engine_limits(const fl_engine_t *e) { return &e->limits; }
+const float *fl_engine_weights(const fl_engine_t *e) {
+  return e->weights;
+}
+const fl_model_spec_t *fl_engine_model(const fl_engine_t *e) {
+  return &e->cfg.model;
+}
+const fl_wire_limits_t *fl_engine_limits(const fl_engine_t *e) {
+  return &e->limits;
+}

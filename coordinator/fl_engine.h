@@ -6,16 +6,30 @@
  * A run is a sequence of rounds. Each round:
  *   fl_engine_begin_round()        samples clients, fixes the round's rate
  *   fl_engine_encode_round_start() one RoundStart per sampled client
- *   fl_engine_submit()             each Update: decoded, validated, folded
- *                                  into the running FedAvg sum at once
- *   fl_engine_end_round()          applies the average, evaluates, steps the
- *                                  schedule, returns the round's metrics
+ *   fl_engine_submit()             each Update: decoded, validated, clipped,
+ *                                  folded into the running FedAvg sum at
+ *                                  once (or stored, for a robust rule)
+ *   fl_engine_end_round()          applies the aggregate, evaluates, steps
+ *                                  the schedule, returns the round's metrics
  *
  * Determinism. Sampling, per-client seeds and the schedule depend only on
  * (seed, round). Aggregation is exact and order-independent: each weighted
  * delta is rounded once to a fixed-point grid (2^-40) and summed in int64,
  * so the result is bit-identical whatever order updates arrive in. Memory is
  * O(model): one int64 accumulator per parameter, never one buffer per client.
+ *
+ * Robust rules (cfg.aggregator). The coordinate-wise median and trimmed mean
+ * (Yin et al. 2018) are unweighted and need every reported delta at once:
+ * each is kept in the row of its client's position in the sample (not its
+ * arrival), so the result is again bit-identical whatever the arrival order
+ * and thread count. That costs O(sampled x model) memory: 4 bytes per
+ * parameter per sampled client (the 2NN, 10 per round: 8 MB), allocated
+ * only when a robust rule is selected. The rule runs at the end of the
+ * round, a sorting network over the deltas, a block of coordinates at a
+ * time. Clipping (cfg.clip_norm) scales each delta by
+ * min(1, C / ||delta||_2), the norm summed in double in a fixed order, and
+ * works with every rule; cfg.max_examples caps the example count a client
+ * is weighted by (FedAvg and the train loss).
  *
  * Thread-safety: none inside. fl_engine_encode_round_start() only reads and
  * may run concurrently with itself; every other call needs exclusive access. */
@@ -39,30 +53,36 @@
 
 typedef struct {
   fl_model_spec_t model;
-  const fl_dataset_t *test;   /* borrowed, may be NULL: no evaluation */
-  double lr0;                 /* initial round rate */
-  fl_sched_t sched;           /* round schedule */
+  const fl_dataset_t *test; /* borrowed, may be NULL: no evaluation */
+  double lr0;               /* initial round rate */
+  fl_sched_t sched;         /* round schedule */
   char local_schedule[FL_SCHED_SPEC_MAX];
-  int local_unit;             /* FEDLR__ROUND_START__LOCAL_UNIT__EPOCH / __STEP */
+  int local_unit; /* FEDLR__ROUND_START__LOCAL_UNIT__EPOCH / __STEP */
   fl_optim_config_t optim;
   uint32_t local_epochs;
   uint32_t batch_size;
-  double fraction;            /* C: fraction of clients sampled per round */
-  uint32_t min_clients;       /* at least this many sampled per round */
-  uint32_t rounds;            /* round limit */
+  double fraction;      /* C: fraction of clients sampled per round */
+  uint32_t min_clients; /* at least this many sampled per round */
+  uint32_t rounds;      /* round limit */
   uint64_t seed;
-  uint32_t eval_every;        /* evaluate every K rounds and at the last */
-  double target_accuracy;     /* stop when reached; 0 = off */
-  double quorum;              /* fraction of sampled updates needed, (0,1] */
-  uint32_t eval_threads;      /* threads for evaluation, 0 = one per core; results do not
-                               * depend on it */
+  uint32_t eval_every;      /* evaluate every K rounds and at the last */
+  double target_accuracy;   /* stop when reached; 0 = off */
+  double quorum;            /* fraction of sampled updates needed, (0,1] */
+  uint32_t eval_threads;    /* threads for evaluation, 0 = one per core; results do not
+                             * depend on it */
+  fl_agg_kind_t aggregator; /* FL_AGG_FEDAVG (0), FL_AGG_MEDIAN, FL_AGG_TRIMMED_MEAN */
+  double trim_beta;         /* trimmed mean: floor(beta * reported) values are cut from each
+                             * end of every coordinate, [0, 0.5) */
+  double clip_norm;         /* > 0: each delta is scaled to L2 norm <= clip_norm; 0 = off */
+  uint64_t max_examples;    /* > 0: a client weighs at most this many examples; 0 = off */
 } fl_engine_config_t;
 
 typedef struct fl_engine fl_engine_t;
 
 /* Fills *ec from a validated run config for data with `input_dim` features
  * and `num_classes` classes: model, initial rate (a number or the
- * 1/sqrt(n) heuristic), schedules, optimizer and round settings. `test` may
+ * 1/sqrt(n) heuristic), schedules, optimizer, round settings and the
+ * aggregation rule (aggregator, clip norm, example cap). `test` may
  * be NULL. quorum is taken from c (fedlr-sim sets 1). Errors name the flag
  * ("--model: ..."). Shared by fedlr-sim and fedlr-coordinator so both build
  * exactly the same engine from the same flags. */
@@ -125,7 +145,11 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
  * a non-Update body, wrong round (FL_ESTALE), a sender that was not sampled
  * or a client_id that is not the sender's (FL_EPROTO), a duplicate
  * (FL_ESTALE), wrong tensors (FL_ESHAPE), non-finite values, more examples
- * than the client registered, deltas beyond FL_ENGINE_MAX_DELTA (FL_ERANGE). */
+ * than the client registered, deltas beyond FL_ENGINE_MAX_DELTA (FL_ERANGE).
+ * The last three (the update's content, from a sampled client) are counted
+ * in the round's `rejected` metric; nothing else changes. A claim above
+ * cfg.max_examples is not an error: it is capped (and counted as `capped`),
+ * as is the client's registered count when the round began. */
 int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t len);
 
 /* The same for an Update already decoded by fl_wire_decode() with
@@ -133,14 +157,24 @@ int fl_engine_submit(fl_engine_t *e, uint32_t sender, const uint8_t *buf, size_t
  * tensors' data may be modified in place. */
 int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u);
 
+/* 1 if sampled client `id` has had its say in the open round: its update
+ * was accepted, or one was rejected for its content (non-finite or
+ * out-of-range values, wrong tensors, an example claim beyond its
+ * registration). A coordinator need not wait longer for such a client; a
+ * valid update from it is still taken while the round is open. */
+int fl_engine_has_answered(const fl_engine_t *e, uint32_t id);
+
 /* Number of sampled clients that have reported this round. */
 size_t fl_engine_reported(const fl_engine_t *e);
 /* 1 if enough sampled clients reported to close the round (quorum). */
 int fl_engine_has_quorum(const fl_engine_t *e);
 
-/* Closes the round: global += example-weighted mean of the reported deltas,
- * evaluates if due, feeds the plateau schedule, fills *m (seconds/elapsed
- * and byte counts are the caller's). FL_ESTATE without quorum. */
+/* Closes the round: global += the aggregate of the reported (clipped)
+ * deltas: their example-weighted mean (FedAvg), or their coordinate-wise
+ * median or trimmed mean. Evaluates if due, feeds the plateau schedule,
+ * fills *m (seconds/elapsed and byte counts are the caller's). FL_ESTATE
+ * without quorum; FL_ENOMEM (round still open) if a robust rule cannot
+ * get its scratch memory. */
 int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m);
 
 /* 1 when the round limit or the target accuracy has been reached. */

@@ -6,8 +6,15 @@
  * each owning one trainer workspace and one BLAS thread, trains the sampled
  * clients of a round in parallel. Results do not depend on the number of
  * workers: each client's training is a pure function of its message and
- * data, and the engine's aggregation is order-independent. */
+ * data, and the engine's aggregation is order-independent.
+ *
+ * Attacks: --attackers N virtual clients, chosen from the seed, run
+ * --attack (applied by the same trainer a fedlr-client uses). An update the
+ * engine rejects (NaN, ...) from an attacker is dropped, printed and
+ * counted, and the round goes on with the valid ones; any other error is
+ * fatal. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,10 +32,14 @@
 #include "fl_file.h"
 #include "fl_metrics.h"
 #include "fl_partition.h"
+#include "fl_rng.h"
 #include "fl_safetensors.h"
 #include "fl_trainer.h"
 
 #define SIM_MAX_WORKERS 256
+/* A round whose every update was rejected is run again with a fresh
+ * sample, at most this many times. */
+#define SIM_MAX_ATTEMPTS 100
 
 typedef struct sim sim_t;
 
@@ -46,12 +57,16 @@ struct sim {
   const fl_partition_t *part;
   pthread_mutex_t mu;
   pthread_cond_t go, done;
-  uint64_t generation;      /* bumped at each round start */
+  uint64_t generation; /* bumped at each round start */
   int quit;
   size_t next_job, jobs_done, num_jobs;
-  const uint32_t *jobs;     /* sampled client ids */
-  int err;                  /* first error of the round */
+  const uint32_t *jobs; /* sampled client ids */
+  int err;              /* first error of the round */
   char errmsg[512];
+  const fl_attack_t *attack; /* what attackers do */
+  const uint8_t *attacker;   /* (clients) 1 = this client runs the attack */
+  char (*rejected)[256];     /* (cap_rejected) per job: why the engine rejected it, "" = taken */
+  size_t cap_rejected;
   size_t num_workers;
   sim_worker_t workers[SIM_MAX_WORKERS];
 };
@@ -68,8 +83,8 @@ static void record_error(sim_t *s, int rc, uint32_t client) {
   snprintf(s->errmsg, sizeof s->errmsg, "client %u: %s: %s", client, fl_strerror(rc), fl_err_msg());
 }
 
-/* One virtual client's round: message out, training, update back. */
-static void run_client(sim_t *s, fl_trainer_t *tr, uint32_t id) {
+/* One virtual client's round (job j): message out, training, update back. */
+static void run_client(sim_t *s, fl_trainer_t *tr, uint32_t id, size_t j) {
   uint8_t *msg = NULL, *upd = NULL;
   size_t msg_len = 0, upd_len = 0;
   /* Encoding only reads the engine, and no submit runs concurrently with a
@@ -77,12 +92,20 @@ static void run_client(sim_t *s, fl_trainer_t *tr, uint32_t id) {
    * rounds. */
   int rc = fl_engine_encode_round_start(s->engine, id, &msg, &msg_len);
   if (!rc) {
-    fl_shard_t shard = {s->train, NULL, 0};
+    fl_shard_t shard = {s->train, NULL, 0, s->attacker[id] ? s->attack : NULL};
     shard.idx = fl_partition_indices(s->part, id, &shard.n);
     rc = fl_trainer_run(tr, &shard, id, msg, msg_len, &upd, &upd_len);
   }
   pthread_mutex_lock(&s->mu);
-  if (!rc) rc = fl_engine_submit(s->engine, id, upd, upd_len);
+  if (!rc) {
+    rc = fl_engine_submit(s->engine, id, upd, upd_len);
+    /* A rejected attack is what the engine is for; from an honest virtual
+     * client it would be a bug. */
+    if (rc && rc != FL_ENOMEM && s->attacker[id]) {
+      snprintf(s->rejected[j], sizeof s->rejected[j], "%s", fl_err_msg());
+      rc = 0;
+    }
+  }
   if (rc) record_error(s, rc, id);
   pthread_mutex_unlock(&s->mu);
   free(msg);
@@ -102,7 +125,7 @@ static void *worker_main(void *arg) {
     if (s->next_job >= s->num_jobs) seen = s->generation;
     uint32_t id = s->jobs[j];
     pthread_mutex_unlock(&s->mu);
-    run_client(s, w->trainer, id);
+    run_client(s, w->trainer, id, j);
     pthread_mutex_lock(&s->mu);
     if (++s->jobs_done == s->num_jobs) pthread_cond_signal(&s->done);
   }
@@ -114,6 +137,17 @@ static void *worker_main(void *arg) {
 static int run_round_jobs(sim_t *s) {
   const uint32_t *ids;
   size_t m = fl_engine_sampled(s->engine, &ids);
+  if (m > s->cap_rejected) {
+    char(*r)[256] = realloc(s->rejected, m * sizeof *r);
+    if (!r) {
+      snprintf(s->errmsg, sizeof s->errmsg, "out of memory for %zu jobs", m);
+      return FL_ENOMEM;
+    }
+    s->rejected = r;
+    s->cap_rejected = m;
+  }
+  for (size_t j = 0; j < m; j++)
+    s->rejected[j][0] = '\0';
   pthread_mutex_lock(&s->mu);
   s->jobs = ids;
   s->num_jobs = m;
@@ -122,7 +156,8 @@ static int run_round_jobs(sim_t *s) {
   s->err = 0;
   s->generation++;
   pthread_cond_broadcast(&s->go);
-  while (s->jobs_done < s->num_jobs) pthread_cond_wait(&s->done, &s->mu);
+  while (s->jobs_done < s->num_jobs)
+    pthread_cond_wait(&s->done, &s->mu);
   int rc = s->err;
   pthread_mutex_unlock(&s->mu);
   return rc;
@@ -158,6 +193,31 @@ static void stop_workers(sim_t *s) {
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->go);
   pthread_cond_destroy(&s->done);
+}
+
+/* Marks `count` of the `clients` virtual clients as attackers: the first
+ * `count` of a seeded shuffle (its own stream), so they depend only on the
+ * seed, and a larger count keeps the smaller one's attackers. */
+static uint8_t *choose_attackers(uint64_t seed, uint32_t clients, uint32_t count) {
+  uint8_t *a = calloc(clients, 1);
+  uint32_t *ids = malloc(clients * sizeof *ids);
+  if (a && ids) {
+    for (uint32_t i = 0; i < clients; i++)
+      ids[i] = i;
+    fl_rng_t r;
+    fl_rng_seed(&r, fl_rng_derive(seed, FL_RNG_ATTACKERS, 0, 0));
+    for (uint32_t i = 0; i < count; i++) {
+      uint32_t j = i + (uint32_t)fl_rng_below(&r, clients - i), t = ids[i];
+      ids[i] = ids[j];
+      ids[j] = t;
+      a[ids[i]] = 1;
+    }
+  } else {
+    free(a);
+    a = NULL;
+  }
+  free(ids);
+  return a;
 }
 
 static int load_data(const fl_config_t *c, fl_dataset_t **train, fl_dataset_t **test) {
@@ -199,8 +259,10 @@ static int write_outputs(const fl_config_t *c, const fl_engine_t *e, const fl_me
 
 static int fail(const char *what, int rc) {
   const char *msg = fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc);
-  if (strcmp(what, "configuration") == 0) fprintf(stderr, "fedlr-sim: %s\n", msg);
-  else fprintf(stderr, "fedlr-sim: %s: %s\n", what, msg);
+  if (strcmp(what, "configuration") == 0)
+    fprintf(stderr, "fedlr-sim: %s\n", msg);
+  else
+    fprintf(stderr, "fedlr-sim: %s: %s\n", what, msg);
   return rc == FL_EINVAL ? 2 : 1;
 }
 
@@ -229,6 +291,8 @@ int main(int argc, char **argv) {
   fl_engine_t *engine = NULL;
   fl_metrics_t *metrics = NULL;
   sim_t *sim = NULL;
+  uint8_t *attacker = NULL;
+  fl_attack_t attack;
   fl_engine_config_t ec;
   memset(&ec, 0, sizeof ec);
 
@@ -255,18 +319,38 @@ int main(int argc, char **argv) {
     status = 2;
     goto out;
   }
-  ec.quorum = 1.0; /* every sampled virtual client reports */
+  /* Every sampled virtual client trains before the round closes; one valid
+   * update is enough, as the others may be attacks the engine rejected. */
+  ec.quorum = DBL_MIN;
 
   if ((rc = fl_partition_new(train, cfg.partition, cfg.clients, cfg.seed, &part))) {
     status = fail("--partition", rc);
     goto out;
   }
   if (!cfg.quiet) {
-    fprintf(stderr, "fedlr-sim: %s: %zu train / %zu test examples, %zu features, %zu classes; "
-                    "model %s (%zu parameters), lr0 %g, schedule %s\n",
+    fprintf(stderr,
+            "fedlr-sim: %s: %zu train / %zu test examples, %zu features, %zu classes; "
+            "model %s (%zu parameters), lr0 %g, schedule %s\n",
             cfg.dataset, train->n, test ? test->n : 0, train->dim, classes, cfg.model,
             ec.model.num_params, ec.lr0, cfg.schedule);
     fl_partition_print_summary(part, train, stderr, 5);
+  }
+  /* Validated by fl_config_parse(). */
+  if ((rc = fl_config_attack(cfg.attack, &attack))) {
+    status = fail("--attack", rc);
+    goto out;
+  }
+  if (!(attacker = choose_attackers(cfg.seed, cfg.clients, cfg.attackers))) {
+    fprintf(stderr, "fedlr-sim: out of memory\n");
+    goto out;
+  }
+  if (cfg.attackers) {
+    /* Always printed: a run under attack should say so, and which clients. */
+    fprintf(stderr, "fedlr-sim: %u of %u clients attack (%s):", cfg.attackers, cfg.clients,
+            cfg.attack);
+    for (uint32_t i = 0, k = 0; i < cfg.clients && k < 100; i++)
+      if (attacker[i]) fprintf(stderr, " %u", i), k++;
+    fprintf(stderr, "%s\n", cfg.attackers > 100 ? " ..." : "");
   }
   if (!test) fprintf(stderr, "fedlr-sim: no test set (--test-data): no evaluation\n");
 
@@ -276,11 +360,11 @@ int main(int argc, char **argv) {
     goto out;
   }
   for (uint32_t i = 0; i < cfg.clients; i++) {
-    size_t n;
-    fl_partition_indices(part, i, &n);
+    fl_shard_t shard = {train, NULL, 0, attacker[i] ? &attack : NULL};
+    fl_partition_indices(part, i, &shard.n);
     char name[32];
     snprintf(name, sizeof name, "sim-%u", i);
-    if ((rc = fl_engine_add_client(engine, name, n, NULL))) {
+    if ((rc = fl_engine_add_client(engine, name, fl_trainer_claimed_examples(&shard), NULL))) {
       status = fail("registering clients", rc);
       goto out;
     }
@@ -300,6 +384,8 @@ int main(int argc, char **argv) {
   sim->engine = engine;
   sim->train = train;
   sim->part = part;
+  sim->attack = &attack;
+  sim->attacker = attacker;
   size_t nw = cfg.workers ? cfg.workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   if (nw < 1) nw = 1;
   if (nw > SIM_MAX_WORKERS) nw = SIM_MAX_WORKERS;
@@ -314,6 +400,8 @@ int main(int argc, char **argv) {
   double t_start = now_s();
   fl_round_metrics_t rm;
   memset(&rm, 0, sizeof rm);
+  uint64_t rejected = 0, clipped = 0, capped = 0;
+  uint32_t attempts = 0;
   while (!fl_engine_finished(engine)) {
     double t0 = now_s();
     if ((rc = fl_engine_begin_round(engine))) {
@@ -324,6 +412,28 @@ int main(int argc, char **argv) {
       fprintf(stderr, "fedlr-sim: round %u: %s\n", fl_engine_round(engine), sim->errmsg);
       goto out;
     }
+    /* In job (= sample) order: the same lines whatever the thread count. */
+    const uint32_t *ids;
+    size_t m = fl_engine_sampled(engine, &ids);
+    for (size_t j = 0; j < m && !cfg.quiet; j++)
+      if (sim->rejected[j][0])
+        fprintf(stderr, "fedlr-sim: round %u: rejected the update of attacker %u: %s\n",
+                fl_engine_round(engine), ids[j], sim->rejected[j]);
+    if (fl_engine_reported(engine) == 0) {
+      if (++attempts >= SIM_MAX_ATTEMPTS) {
+        fprintf(stderr, "fedlr-sim: round %u: every update was rejected, %u times in a row\n",
+                fl_engine_round(engine), attempts);
+        goto out;
+      }
+      fprintf(stderr,
+              "fedlr-sim: round %u: every update was rejected: running it again with a "
+              "fresh sample\n",
+              fl_engine_round(engine));
+      rejected += m;
+      fl_engine_abort_round(engine);
+      continue;
+    }
+    attempts = 0;
     if ((rc = fl_engine_end_round(engine, &rm))) {
       status = fail("round", rc);
       goto out;
@@ -337,25 +447,34 @@ int main(int argc, char **argv) {
     }
     if (!cfg.quiet) fl_metrics_print_progress(stdout, &rm);
     fflush(stdout);
+    rejected += rm.rejected;
+    clipped += rm.clipped;
+    capped += rm.capped;
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  printf("final: round %u test accuracy %.4f loss %.4f, %.1f s, peak memory %.0f MiB\n", rm.round,
+  printf("final: round %u test accuracy %.4f loss %.4f, %.1f s, peak memory %.0f MiB", rm.round,
          rm.test_accuracy, rm.test_loss, now_s() - t_start, (double)ru.ru_maxrss / 1024.0);
+  if (rejected || clipped || capped)
+    printf("; updates rejected %llu, clipped %llu, capped %llu", (unsigned long long)rejected,
+           (unsigned long long)clipped, (unsigned long long)capped);
+  printf("\n");
   if (cfg.out[0]) {
     if ((rc = write_outputs(&cfg, engine, metrics))) {
       status = fail("--out", rc);
       goto out;
     }
-    if (!cfg.quiet) fprintf(stderr, "fedlr-sim: wrote %s/{model.safetensors,chart.svg,config.ini}\n",
-                            cfg.out);
+    if (!cfg.quiet)
+      fprintf(stderr, "fedlr-sim: wrote %s/{model.safetensors,chart.svg,config.ini}\n", cfg.out);
   }
   status = 0;
 out:
   if (sim) {
     stop_workers(sim);
+    free(sim->rejected);
     free(sim);
   }
+  free(attacker);
   fl_metrics_destroy(&metrics);
   fl_engine_destroy(&engine);
   fl_partition_destroy(&part);

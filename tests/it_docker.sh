@@ -129,9 +129,9 @@ if [ -n "$DEB" ]; then
   [ "$want_ok" = 1 ] && ok "deb Depends names the runtime libraries"
   [ "$(dpkg-deb -f "$DEB" Package)" = fedlr ] && [ "$(dpkg-deb -f "$DEB" Recommends)" = dataset-fashion-mnist ] \
     && ok "deb: package fedlr, recommends dataset-fashion-mnist" || bad "deb Package/Recommends"
-  n=$(dpkg-deb -c "$DEB" | grep -cE './usr/bin/fedlr-(sim|coordinator|client)$|./usr/share/man/man1/fedlr-.*\.1|./usr/share/doc/fedlr/examples/.*\.ini' || true)
-  [ "$n" -eq 9 ] && ok "deb holds the 3 programs, 3 man pages, 3 example configs" \
-    || { bad "deb contents ($n of 9 expected files)"; dpkg-deb -c "$DEB"; }
+  n=$(dpkg-deb -c "$DEB" | grep -cE './usr/bin/fedlr-(sim|coordinator|client|keygen)$|./usr/share/man/man1/fedlr-.*\.1|./usr/share/doc/fedlr/examples/.*\.ini' || true)
+  [ "$n" -eq 11 ] && ok "deb holds the 4 programs, 4 man pages, 3 example configs" \
+    || { bad "deb contents ($n of 11 expected files)"; dpkg-deb -c "$DEB"; }
 else
   bad "cpack -G DEB made no .deb: $(tail -10 "$TMP/cpack.log")"
 fi

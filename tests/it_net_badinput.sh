@@ -5,8 +5,9 @@
 # RoundStart with forged updates (wrong shapes, NaN, future round, another
 # client's id, 10^12 examples), a Welcome and a duplicate Join, and never a
 # valid update. The coordinator must log every rejection, stay up, drop the
-# peer from each round (at the deadline, with the quorum; in the last round
-# when it goes silent) and finish the run with the honest clients' model.
+# peer from each round (as soon as the honest clients have reported: a
+# client whose update was rejected has had its say, so no round waits for
+# its deadline) and finish the run with the honest clients' model.
 source "$(dirname "$0")/lib.sh"
 
 BADPEER="$BUILD/tests/fl_badpeer"
@@ -14,31 +15,14 @@ for b in "$COORD" "$CLIENT" "$BADPEER" "$SIM"; do
   [ -x "$b" ] || { echo "skip: $b is not built"; exit 77; }
 done
 
-# Processes run under `timeout`; on exit they get SIGTERM first (which
-# `timeout` forwards to its child), then SIGKILL whatever is left.
-stop_all() {
-  local p
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    local alive=0
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive -eq 0 ] && break
-    sleep 0.2
-  done
-  cleanup_pids
-}
-trap 'stop_all; rm -rf "$TMP"' EXIT
-trap 'exit 143' TERM
-trap 'exit 130' INT
-
 LIMIT=300 # seconds, for every process of the run
 SEED=5
 # --min-clients 6: round 1 starts only once the attacker has joined, so it is
 # sampled. Rounds need 6 live clients, so the attacker stays alive
-# (heartbeats) through all 3 rounds (--rounds 3) and attacks each one: rounds
-# 1 and 2 close at the 20 s deadline with 5 of 6 reports (quorum 0.8 of 6 =
-# 5); in round 3 it closes its socket and the round closes once it is
-# declared dead (--client-timeout 3).
+# (heartbeats) through all 3 rounds (--rounds 3) and attacks each one; each
+# round closes with 5 of 6 reports (quorum 0.8 of 6 = 5) once the honest
+# clients have reported, the attacker's updates having been rejected. The
+# 20 s deadline would close a round too, so the test checks it never did.
 DATA=(--seed $SEED --dataset fashion-mnist --data-dir "$DATA_DIR")
 RUN=(--model softmax --fraction 1 --rounds 3 --local-epochs 1 --batch-size 20 --lr 0.05 "${DATA[@]}")
 PORT=$(free_port)
@@ -64,19 +48,15 @@ for i in 0 1 2 3 4; do
   CLIENT_PIDS+=($!); PIDS+=($!)
 done
 
-# The coordinator survives the oversize frame (its connection is dropped by
-# ZMQ_MAXMSGSIZE, not the process).
-if wait_until 60 grep -q "e oversize: ok" "$TMP/badpeer.out" && kill -0 $CPID 2>/dev/null; then
-  ok "coordinator alive after the garbage, multipart and oversize messages"
+# The oversize frame costs the attacker its connection (ZMQ_MAXMSGSIZE), not
+# the coordinator its life: it goes on to run all 3 rounds and exit 0 (below).
+if wait_until 60 grep -q "e oversize: ok" "$TMP/badpeer.out"; then
+  ok "the oversize frame closed the attacker's connection"
 else
-  bad "after the oversize frame: coordinator alive? $(kill -0 $CPID 2>/dev/null && echo yes || echo no)"
+  bad "oversize frame: $(grep "e oversize" "$TMP/badpeer.out")"
 fi
 
 brc=0; wait $BPID || brc=$?
-# The last round cannot close before the attacker has been silent for
-# --client-timeout (3 s), so the coordinator must still be running here.
-kill -0 $CPID 2>/dev/null && ok "coordinator alive when the attacker left" \
-  || bad "coordinator not running when the attacker left"
 [ $brc -eq 0 ] && ok "fl_badpeer exited 0" || bad "fl_badpeer exit $brc"
 sed 's/^/  /' "$TMP/badpeer.out"
 
@@ -107,7 +87,9 @@ count_log "dropped a message of kind 2 from evil .*clients may not send" 1 "Welc
 # A repeated Join under the same name and slot is not refused: the protocol
 # treats it as a rejoin (a client whose connection changed) and answers it.
 count_log "client evil \(id 5\) joined .*\(rejoin\)" 1 "duplicate Join handled as a rejoin"
-count_log "round [0-9]+: dropped evil \(id 5\)" 3 "attacker dropped from every round"
+count_log "round [0-9]+: dropped evil \(id 5\) \(its update was rejected\)" 3 "attacker dropped from every round"
+n=$(grep -c "round deadline" "$TMP/coord.log" || true)
+[ "$n" -eq 0 ] && ok "no round waited for its deadline" || bad "$n rounds waited for the deadline"
 if grep -qiE "assert|abort|segmentation|sanitizer" "$TMP/coord.log"; then
   bad "coordinator log shows a crash: $(grep -iE "assert|abort|segmentation|sanitizer" "$TMP/coord.log" | head -3)"
 fi

@@ -1,5 +1,6 @@
 # A short networked run under valgrind's memcheck: fedlr-coordinator and two
-# fedlr-client processes over loopback TCP, 4 rounds. Every process must exit 0
+# fedlr-client processes over loopback TCP with CurveZMQ (so the ZAP handler,
+# the socket monitors and the key files run under memcheck too), 4 rounds. Every process must exit 0
 # with no invalid read/write, no use of uninitialised values and no leak
 # (definite, indirect or possible) — valgrind turns any of those into exit 99.
 # Valgrind's synthetic CPU has no AVX-512, so this also runs the generic
@@ -28,20 +29,27 @@ for k in range(2):
     np.savetxt(f"{out}/c{k}.csv", np.column_stack([y[sl], x[sl]]), fmt="%d", delimiter=",")
 PY
 
+mkdir -p "$TMP/keys" "$TMP/allowed"
+for n in coord c0 c1; do "$BUILD/fedlr-keygen" "$TMP/keys/$n" > /dev/null; done
+cp "$TMP/keys/c0.key" "$TMP/keys/c1.key" "$TMP/allowed/"
+
 VG=(valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible
     --errors-for-leak-kinds=definite,indirect,possible --track-origins=yes)
 # OpenBLAS's own core detection under valgrind: no re-exec, no AVX-512.
+# Heartbeats every 2 s (clients rejoin after 5 silent heartbeats): a
+# coordinator under valgrind evaluates for seconds on a busy machine.
 export FEDLR_NO_REEXEC=1
 FLAGS=(--model softmax --clients 2 --fraction 1 --rounds 4 --local-epochs 1 --batch-size 50
        --lr 0.05 --schedule "exp:gamma=0.9" --seed 5)
 PORT=$(free_port)
-timeout 900 "${VG[@]}" "$COORD" --bind "tcp://127.0.0.1:$PORT" "${FLAGS[@]}" --dataset fashion-mnist \
-  --data-dir "$DATA_DIR" --start-clients 2 --round-timeout 600 --client-timeout 120 \
+timeout 600 "${VG[@]}" "$COORD" --bind "tcp://127.0.0.1:$PORT" "${FLAGS[@]}" --dataset fashion-mnist \
+  --data-dir "$DATA_DIR" --start-clients 2 --round-timeout 600 --client-timeout 120 --heartbeat 2 \
+  --curve-secret "$TMP/keys/coord.key_secret" --allow-clients "$TMP/allowed" \
   --metrics "$TMP/net.jsonl" --out "$TMP/net" > /dev/null 2> "$TMP/coord.log" &
 CPID=$!; PIDS+=($CPID)
 for i in 0 1; do
-  timeout 900 "${VG[@]}" "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --data "$TMP/c$i.csv" \
-    --name "c$i" --seed 5 2> "$TMP/c$i.log" &
+  timeout 600 "${VG[@]}" "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --data "$TMP/c$i.csv" \
+    --seed 5 --curve-secret "$TMP/keys/c$i.key_secret" --coordinator-key "$TMP/keys/coord.key" 2> "$TMP/c$i.log" &
   PIDS+=($!)
 done
 rc=0; wait $CPID || rc=$?
@@ -55,6 +63,8 @@ if grep -q '^==[0-9]*==' "$TMP/coord.log" "$TMP/c0.log" "$TMP/c1.log"; then
 else
   ok "no valgrind report from any process"
 fi
+grep -q "client c0 (id [01]) joined" "$TMP/coord.log" && grep -q "client c1 (id [01]) joined" "$TMP/coord.log" \
+  && ok "both clients joined under their key names over CURVE" || bad "CURVE joins missing"
 n=$(jsonl_eval "$TMP/net.jsonl" "len(rows)")
 [ "$n" = 4 ] && ok "4 rounds completed, evaluated every round" || bad "$n rounds completed"
 finish

@@ -49,8 +49,25 @@ expect_fail() {
 COORD="$BUILD/fedlr-coordinator"
 CLIENT="$BUILD/fedlr-client"
 PIDS=()
-cleanup_pids() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done; }
+# cleanup_pids ends what the test started (PIDS, each `timeout N prog` or a
+# plain process): SIGTERM first, which `timeout` forwards to its child, then
+# SIGKILL to whatever is left, the program under a `timeout` included (a
+# SIGKILL of the wrapper alone would orphan it).
+cleanup_pids() {
+  local p
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.2
+  done
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill9 "$p" || true; done
+  return 0
+}
 trap 'cleanup_pids; [ -n "${KEEP_TMP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"' EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # A TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() {
@@ -90,4 +107,4 @@ wait_until() {
 lines_at_least() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ]; }
 # kill9 PID: SIGKILL a process started as `timeout N prog &` — the program
 # itself (timeout's child) first, then the wrapper.
-kill9() { pkill -9 -P "$1" 2>/dev/null; kill -9 "$1" 2>/dev/null; }
+kill9() { pkill -9 -P "$1" 2>/dev/null; kill -9 "$1" 2>/dev/null; return 0; }

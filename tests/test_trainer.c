@@ -50,6 +50,17 @@ static fl_engine_config_t config(const fl_dataset_t *test, const char *local) {
   return c;
 }
 
+/* An engine for `c` with one client "a" of N examples, its first round
+ * open, and that client's RoundStart in *msg (malloc'd). NULL on failure. */
+static fl_engine_t *first_round(const fl_engine_config_t *c, uint8_t **msg, size_t *mlen) {
+  int err;
+  fl_engine_t *e = fl_engine_new(c, &err);
+  if (e && (fl_engine_add_client(e, "a", N, NULL) || fl_engine_begin_round(e) ||
+            fl_engine_encode_round_start(e, 0, msg, mlen)))
+    fl_engine_destroy(&e);
+  return e;
+}
+
 TEST(update_is_deterministic_and_valid) {
   fl_dataset_t *d = synthetic(1);
   fl_engine_config_t c = config(d, "const");
@@ -61,7 +72,7 @@ TEST(update_is_deterministic_and_valid) {
   size_t mlen, l1, l2;
   ASSERT_EQ(fl_engine_encode_round_start(e, 0, &msg, &mlen), 0);
   fl_trainer_t *t1 = fl_trainer_new(&c.model), *t2 = fl_trainer_new(&c.model);
-  fl_shard_t shard = {d, NULL, N};
+  fl_shard_t shard = {d, NULL, N, NULL};
   ASSERT_EQ(fl_trainer_run(t1, &shard, 0, msg, mlen, &u1, &l1), 0);
   ASSERT_EQ(fl_trainer_run(t2, &shard, 0, msg, mlen, &u2, &l2), 0);
   ASSERT_EQ(l1, l2);
@@ -97,7 +108,8 @@ TEST(federated_training_learns) {
   int err;
   fl_engine_t *e = fl_engine_new(&c, &err);
   uint32_t idx[CLASSES][N / CLASSES];
-  for (size_t i = 0; i < N; i++) idx[i % CLASSES][i / CLASSES] = (uint32_t)i;
+  for (size_t i = 0; i < N; i++)
+    idx[i % CLASSES][i / CLASSES] = (uint32_t)i;
   for (int k = 0; k < CLASSES; k++) {
     char name[8];
     snprintf(name, sizeof name, "k%d", k);
@@ -112,7 +124,7 @@ TEST(federated_training_learns) {
       uint8_t *msg, *up;
       size_t mlen, ulen;
       ASSERT_EQ(fl_engine_encode_round_start(e, k, &msg, &mlen), 0);
-      fl_shard_t shard = {d, idx[k], N / CLASSES};
+      fl_shard_t shard = {d, idx[k], N / CLASSES, NULL};
       ASSERT_EQ(fl_trainer_run(t, &shard, k, msg, mlen, &up, &ulen), 0);
       ASSERT_EQ(fl_engine_submit(e, k, up, ulen), 0);
       free(msg);
@@ -139,15 +151,12 @@ TEST(local_schedule_is_applied) {
   for (int s = 0; s < 3; s++) {
     fl_engine_config_t c = config(NULL, specs[s]);
     c.local_unit = units[s];
-    int err;
-    fl_engine_t *e = fl_engine_new(&c, &err);
-    ASSERT_EQ(fl_engine_add_client(e, "a", N, NULL), 0);
-    ASSERT_EQ(fl_engine_begin_round(e), 0);
     uint8_t *msg;
     size_t mlen;
-    ASSERT_EQ(fl_engine_encode_round_start(e, 0, &msg, &mlen), 0);
+    fl_engine_t *e = first_round(&c, &msg, &mlen);
+    ASSERT_TRUE(e != NULL);
     fl_trainer_t *t = fl_trainer_new(&c.model);
-    fl_shard_t shard = {d, NULL, N};
+    fl_shard_t shard = {d, NULL, N, NULL};
     ASSERT_EQ(fl_trainer_run(t, &shard, 0, msg, mlen, &ups[s], &lens[s]), 0);
     free(msg);
     fl_trainer_destroy(&t);
@@ -155,7 +164,8 @@ TEST(local_schedule_is_applied) {
   }
   ASSERT_TRUE(lens[0] != lens[1] || memcmp(ups[0], ups[1], lens[0]) != 0);
   ASSERT_TRUE(lens[1] != lens[2] || memcmp(ups[1], ups[2], lens[1]) != 0);
-  for (int s = 0; s < 3; s++) free(ups[s]);
+  for (int s = 0; s < 3; s++)
+    free(ups[s]);
   fl_dataset_destroy(&d);
 }
 
@@ -172,7 +182,7 @@ TEST(bad_round_start_rejected) {
   fl_model_spec_t other;
   ASSERT_EQ(fl_model_parse("mlp:17", IN, CLASSES, &other), 0);
   fl_trainer_t *t = fl_trainer_new(&other);
-  fl_shard_t shard = {d, NULL, N};
+  fl_shard_t shard = {d, NULL, N, NULL};
   ASSERT_EQ(fl_trainer_run(t, &shard, 0, msg, mlen, &up, &ulen), FL_ESHAPE);
   ASSERT_CONTAINS(fl_err_msg(), "mlp:16");
   ASSERT_TRUE(up == NULL);
@@ -180,6 +190,90 @@ TEST(bad_round_start_rejected) {
   t = fl_trainer_new(&c.model);
   ASSERT_NE(fl_trainer_run(t, &shard, 0, msg, mlen / 2, &up, &ulen), 0);
   ASSERT_TRUE(up == NULL);
+  free(msg);
+  fl_trainer_destroy(&t);
+  fl_engine_destroy(&e);
+  fl_dataset_destroy(&d);
+}
+
+/* Decodes an encoded Update; returns the delta (num_params floats, malloc'd)
+ * and the claimed example count. */
+static float *update_delta(const fl_engine_t *e, const uint8_t *buf, size_t len, uint64_t *n) {
+  Fedlr__Envelope *env = NULL;
+  if (fl_wire_decode(buf, len, fl_engine_limits(e), &env)) return NULL;
+  const fl_model_spec_t *m = fl_engine_model(e);
+  float *d = malloc(m->num_params * sizeof *d);
+  fl_wire_tensors_copy(env->update->weights, env->update->n_weights, m, d);
+  *n = env->update->num_examples;
+  fl_wire_free(&env);
+  return d;
+}
+
+/* Each attack turns the honest update into exactly what fl_trainer.h says,
+ * and specs parse (or fail) as documented. */
+TEST(attacks_change_the_update_as_documented) {
+  fl_attack_t a;
+  ASSERT_EQ(fl_config_attack("none", &a), 0);
+  ASSERT_FALSE(fl_config_attack_active(&a));
+  ASSERT_EQ(fl_config_attack("sign-flip,scale:-2.5,examples:1000000000,nan", &a), 0);
+  ASSERT_TRUE(a.sign_flip && a.nan);
+  ASSERT_NEAR(a.scale, -2.5, 0);
+  ASSERT_EQ(a.examples, 1000000000ULL);
+  const char *bad[] = {"",          "sign-flip,", "flip",        "scale:0", "scale:x",
+                       "scale:inf", "examples:0", "examples:-3", "nan,nan", "none,nan"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ASSERT_EQ(fl_config_attack(bad[i], &a), FL_EINVAL);
+    ASSERT_FALSE(fl_config_attack_active(&a));
+  }
+  ASSERT_EQ(fl_config_attack("nan,nan", &a), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "twice");
+
+  fl_dataset_t *d = synthetic(3);
+  fl_engine_config_t c = config(d, "const");
+  uint8_t *msg;
+  size_t mlen;
+  fl_engine_t *e = first_round(&c, &msg, &mlen);
+  ASSERT_TRUE(e != NULL);
+  Fedlr__Envelope *rs = NULL;
+  ASSERT_EQ(fl_wire_decode(msg, mlen, fl_engine_limits(e), &rs), 0);
+  const size_t P = c.model.num_params, nan_at = (size_t)(rs->round_start->seed % P);
+  fl_wire_free(&rs);
+  fl_trainer_t *t = fl_trainer_new(&c.model);
+  const char *specs[] = {"none", "sign-flip",         "scale:3", "sign-flip,scale:3",
+                         "nan",  "examples:123456789"};
+  float *honest = NULL;
+  for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+    ASSERT_EQ(fl_config_attack(specs[k], &a), 0);
+    fl_shard_t shard = {d, NULL, N, &a};
+    ASSERT_EQ(fl_trainer_claimed_examples(&shard), a.examples ? a.examples : N);
+    uint8_t *u;
+    size_t ul;
+    ASSERT_EQ(fl_trainer_run(t, &shard, 0, msg, mlen, &u, &ul), 0);
+    uint64_t n;
+    float *dl = update_delta(e, u, ul, &n);
+    ASSERT_TRUE(dl != NULL);
+    ASSERT_EQ(n, a.examples ? a.examples : N);
+    if (k == 0) {
+      honest = dl;
+      free(u);
+      continue;
+    }
+    double f = (a.sign_flip ? -1.0 : 1.0) * a.scale;
+    size_t nans = 0;
+    for (size_t i = 0; i < P; i++) {
+      if (isnan(dl[i])) {
+        nans++;
+        ASSERT_EQ(i, nan_at);
+        continue;
+      }
+      float want = (float)((double)honest[i] * f);
+      ASSERT_EQ(memcmp(&dl[i], &want, sizeof want), 0);
+    }
+    ASSERT_EQ(nans, a.nan ? 1 : 0);
+    free(dl);
+    free(u);
+  }
+  free(honest);
   free(msg);
   fl_trainer_destroy(&t);
   fl_engine_destroy(&e);

@@ -19,11 +19,25 @@
  *      is where the rejections show;
  *   g) closes its socket and exits 0.
  * Exit 1 if an expected reply does not come within --timeout, 2 on bad
- * usage. Every send is ZMQ_DONTWAIT (retried while the queue is full, within
- * the timeout); LINGER is 1000 ms. */
+ * usage.
+ *
+ *   fl_badpeer --connect EP --flood N [--conns K] [--duration SEC]
+ *              [--name PREFIX] [--timeout SEC]
+ *
+ * is a join flood instead: K DEALER connections (default 50) send N Joins
+ * in all, each with a fresh random name (PREFIX-...), as fast as the
+ * sockets take them, spread over at least SEC seconds (default 0), never
+ * heartbeating; then it reads the replies until none came for 2 s (or
+ * --timeout) and prints one line "flood: sent N joins over K connections
+ * in S s; replies: W welcome, B busy, R refused, O other" (busy: a
+ * Stop{rejoin}; refused: a Stop{error}). SIGTERM or SIGINT ends the flood
+ * early, with the same line. Exit 0 once all N were sent, or when stopped
+ * by a signal after sending some. Every send is ZMQ_DONTWAIT
+ * (retried while the queue is full, within the timeout); LINGER is 1000 ms. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +56,8 @@
 typedef struct {
   const char *connect, *name, *model;
   uint32_t slot, rounds;
+  uint32_t flood, conns; /* join flood: joins in all, connections */
+  double duration;       /* s the flood is spread over */
   size_t input_dim, classes;
   uint64_t examples;
   double timeout;
@@ -426,12 +442,121 @@ static int step_rounds(peer_t *p) {
   return 0;
 }
 
+/* ---- join flood ---- */
+
+static volatile sig_atomic_t flood_stop;
+
+static void on_flood_signal(int sig) {
+  (void)sig;
+  flood_stop = 1;
+}
+
+static int run_flood(const opts_t *o) {
+  void *ctx = zmq_ctx_new();
+  void **socks = calloc(o->conns, sizeof *socks);
+  int status = 1, linger = 0;
+  uint64_t rng = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20) ^ 0x9E3779B97F4A7C15ull;
+  uint32_t sent = 0, welcome = 0, busy = 0, refused = 0, other = 0;
+  char busy_reason[128] = "", refused_reason[128] = "";
+  if (!ctx || !socks) goto out;
+  signal(SIGTERM, on_flood_signal);
+  signal(SIGINT, on_flood_signal);
+  for (uint32_t k = 0; k < o->conns; k++) {
+    socks[k] = zmq_socket(ctx, ZMQ_DEALER);
+    if (!socks[k] || zmq_setsockopt(socks[k], ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_connect(socks[k], o->connect)) {
+      fprintf(stderr, "fl_badpeer: flood: connect %s: %s\n", o->connect, zmq_strerror(errno));
+      goto out;
+    }
+  }
+  double t0 = now_s(), t_end = t0 + o->timeout;
+  zmq_pollitem_t *items = calloc(o->conns, sizeof *items);
+  if (!items) goto out;
+  for (uint32_t k = 0; k < o->conns; k++)
+    items[k] = (zmq_pollitem_t){socks[k], 0, ZMQ_POLLIN, 0};
+  double last_reply = now_s();
+  while (!flood_stop) {
+    double t = now_s();
+    /* Paced so that sent/N <= elapsed/duration, in bursts of one Join per
+     * connection. */
+    while (sent < o->flood &&
+           (o->duration <= 0 || (double)sent / o->flood <= (t - t0) / o->duration)) {
+      uint32_t k = sent % o->conns;
+      char name[96];
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      snprintf(name, sizeof name, "%s-%u-%016llx", o->name ? o->name : "flood", sent,
+               (unsigned long long)rng);
+      Fedlr__Join j = FEDLR__JOIN__INIT;
+      j.protocol_version = FL_WIRE_PROTOCOL_VERSION;
+      j.name = name;
+      j.num_examples = o->examples;
+      Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+      env.body_case = FEDLR__ENVELOPE__BODY_JOIN;
+      env.join = &j;
+      uint8_t *buf;
+      size_t len;
+      if (fl_wire_encode(&env, &buf, &len) != 0) goto out_items;
+      int rc = zmq_send(socks[k], buf, len, ZMQ_DONTWAIT);
+      free(buf);
+      if (rc < 0) break; /* that connection's queue is full: read replies first */
+      sent++;
+    }
+    if (sent == o->flood && now_s() - last_reply > 2.0) break;
+    if (now_s() > t_end) break;
+    if (zmq_poll(items, (int)o->conns, 10) <= 0) continue;
+    for (uint32_t k = 0; k < o->conns; k++) {
+      if (!(items[k].revents & ZMQ_POLLIN)) continue;
+      for (int n = 0; n < 1000; n++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, socks[k], ZMQ_DONTWAIT) < 0) {
+          zmq_msg_close(&msg);
+          break;
+        }
+        last_reply = now_s();
+        Fedlr__Envelope *env = NULL;
+        fl_wire_limits_t lim = {.max_message = 1 << 20, .max_tensors = 64, .max_values = 0};
+        if (fl_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &lim, &env) != 0) {
+          other++;
+        } else if (env->body_case == FEDLR__ENVELOPE__BODY_WELCOME) {
+          welcome++;
+        } else if (env->body_case == FEDLR__ENVELOPE__BODY_STOP && env->stop->rejoin) {
+          if (!busy++) snprintf(busy_reason, sizeof busy_reason, "%s", env->stop->reason);
+        } else if (env->body_case == FEDLR__ENVELOPE__BODY_STOP && env->stop->error) {
+          if (!refused++) snprintf(refused_reason, sizeof refused_reason, "%s", env->stop->reason);
+        } else {
+          other++;
+        }
+        fl_wire_free(&env);
+        zmq_msg_close(&msg);
+      }
+    }
+  }
+  printf("flood: sent %u joins over %u connections in %.2f s; replies: %u welcome, %u busy, %u "
+         "refused, %u other\n",
+         sent, o->conns, now_s() - t0, welcome, busy, refused, other);
+  if (busy) printf("flood: busy reason: %s\n", busy_reason);
+  if (refused) printf("flood: refused reason: %s\n", refused_reason);
+  fflush(stdout);
+  status = sent == o->flood || (flood_stop && sent > 0) ? 0 : 1;
+out_items:
+  free(items);
+out:
+  for (uint32_t k = 0; socks && k < o->conns; k++)
+    if (socks[k]) zmq_close(socks[k]);
+  free(socks);
+  if (ctx) zmq_ctx_term(ctx);
+  return status;
+}
+
 /* ---- main ---- */
 
 static int usage(const char *msg) {
   if (msg) fprintf(stderr, "fl_badpeer: %s\n", msg);
   fprintf(stderr, "usage: fl_badpeer --connect EP --name NAME --slot N --model SPEC "
-                  "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E]\n");
+                  "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E]\n"
+                  "       fl_badpeer --connect EP --flood N [--conns K] [--duration SEC] "
+                  "[--name PREFIX] [--timeout SEC]\n");
   return 2;
 }
 
@@ -475,10 +600,23 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
       char *end;
       o->timeout = strtod(v, &end);
       if (*end || !(o->timeout > 0 && o->timeout < 86400)) return usage("bad --timeout");
+    } else if (!strcmp(a, "--flood") && !parse_u64(v, 1, 10000000, &n)) {
+      o->flood = (uint32_t)n;
+    } else if (!strcmp(a, "--conns") && !parse_u64(v, 1, 10000, &n)) {
+      o->conns = (uint32_t)n;
+    } else if (!strcmp(a, "--duration")) {
+      char *end;
+      o->duration = strtod(v, &end);
+      if (*end || !(o->duration >= 0 && o->duration < 86400)) return usage("bad --duration");
     } else {
       fprintf(stderr, "fl_badpeer: bad flag or value: %s %s\n", a, v);
       return usage(NULL);
     }
+  }
+  if (o->flood) {
+    if (!o->connect) return usage("--connect is required");
+    if (!o->conns) o->conns = 50;
+    return 0;
   }
   if (!o->connect || !o->name || !o->model || !have_slot || !o->input_dim || !o->classes)
     return usage("--connect, --name, --slot, --model, --input-dim and --classes are required");
@@ -489,6 +627,7 @@ int main(int argc, char **argv) {
   peer_t p;
   memset(&p, 0, sizeof p);
   if (parse_opts(argc, argv, &p.o)) return 2;
+  if (p.o.flood) return run_flood(&p.o);
   int status = 1;
   if (fl_model_parse(p.o.model, p.o.input_dim, p.o.classes, &p.m) != 0 ||
       fl_model_parse(p.o.model, p.o.input_dim - 1, p.o.classes, &p.bad_m) != 0) {
