@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config git
       libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libuv1-dev zlib1g-dev
       libinih-dev dataset-fashion-mnist python3 python3-numpy libxml2-utils
-      iproute2 iptables valgrind tcpdump)
+      iproute2 iptables valgrind tcpdump procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -67,7 +67,7 @@ run flood 1
 for f in 0 1; do cat "$TMP/flood.flood$f.out"; done
 # Replies per flooder: "W welcome, B busy, R refused" (welcome and refused
 # joins reached the engine; busy ones did not).
-sum_field() { { cat "$TMP"/flood.flood*.out | sed -n "s/$1/\\1/p"; echo 0; } | paste -sd+ | bc; }
+sum_field() { cat "$TMP"/flood.flood*.out | sed -n "s/$1/\\1/p" | awk '{ s += $1 } END { print s + 0 }'; }
 sent=$(sum_field '^flood: sent \([0-9]*\) joins.*')
 busy=$(sum_field '.* \([0-9]*\) busy,.*')
 engine=$(sum_field '.* \([0-9]*\) welcome.*')
