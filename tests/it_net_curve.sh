@@ -10,7 +10,10 @@
 #  f) half-open TCP connections (silent, or half a greeting) are dropped
 #     after --handshake-timeout and do not hold up the rounds;
 #  g) key-file and flag errors: a 0644 secret file, bad Z85, a missing file,
-#     one of the two flags alone; fedlr-keygen's modes and no-overwrite.
+#     one of the two flags alone; fedlr-keygen's modes and no-overwrite;
+#  h) a client is its key: a client SIGKILLed mid-run and restarted with the
+#     same key (a new connection, a new routing id) takes its client over
+#     (same id, same name) and the run completes with 2 clients, not 3.
 source "$(dirname "$0")/lib.sh"
 
 KEYGEN="$BUILD/fedlr-keygen"
@@ -157,4 +160,45 @@ cat "$TMP/halfopen.out"
 grep -q "no handshake within 1 s (--handshake-timeout)" "$TMP/coord.log" \
   && ok "f) logged: $(grep -m1 "no handshake within" "$TMP/coord.log" | cut -c1-120)" \
   || bad "f) no handshake time-out logged: $(cat "$TMP/coord.log")"
+
+# h) restart under the same key. 2 clients, both sampled every round; the
+# quorum of 1 of 2 lets a round close if c0's restart were too slow.
+PORT=$(free_port)
+EP="tcp://127.0.0.1:$PORT"
+H_FLAGS=(--model mlp:32 --clients 2 --fraction 1 --rounds 10 --local-epochs 2 --batch-size 10 --lr 0.05 --seed $SEED)
+H_DATA=(--dataset fashion-mnist --data-dir "$DATA_DIR" --partition iid --num-partitions 2 --seed $SEED)
+timeout 300 "$COORD" --bind "$EP" "${H_FLAGS[@]}" "${CURVE_C[@]}" --start-clients 2 --quorum 0.5 \
+  --round-timeout 60 --data-dir "$DATA_DIR" --metrics "$TMP/h.jsonl" > /dev/null 2> "$TMP/h-coord.log" &
+CPID=$!; PIDS+=($CPID)
+start_client() { # i log
+  timeout 300 "$CLIENT" --connect "$EP" "${H_DATA[@]}" --partition-index "$1" \
+    --curve-secret "$TMP/keys/c$1.key_secret" --coordinator-key "$TMP/keys/coord.key" 2> "$2" &
+  PIDS+=($!)
+}
+start_client 0 "$TMP/h-c0.log"; H0=$!
+start_client 1 "$TMP/h-c1.log"; H1=$!
+if wait_until 120 lines_at_least "$TMP/h.jsonl" 2; then
+  kill9 "$H0"
+  start_client 0 "$TMP/h-c0b.log"; H0B=$!
+  ok "h) c0 SIGKILLed after round 2 and restarted with the same key"
+else
+  bad "h) the run did not reach round 2: $(tail -5 "$TMP/h-coord.log")"
+fi
+rc=0; wait $CPID || rc=$?
+[ $rc -eq 0 ] && ok "h) coordinator exited 0" || { bad "h) coordinator exit $rc"; tail -20 "$TMP/h-coord.log"; }
+for p in ${H0B:-} $H1; do
+  crc=0; wait "$p" || crc=$?
+  [ $crc -eq 0 ] || bad "h) a client exited $crc"
+done
+n=$(jsonl_eval "$TMP/h.jsonl" "len(rows)")
+[ "$n" = 10 ] && ok "h) 10 rounds" || bad "h) $n rounds"
+joins=$(grep -c "client c0 (id 0) joined" "$TMP/h-coord.log" || true)
+others=$(grep "joined" "$TMP/h-coord.log" | grep -vc "client c[01] (id [01]) joined" || true)
+[ "$joins" -ge 2 ] && [ "$others" -eq 0 ] \
+  && ok "h) the restarted c0 took over client c0 (id 0): $joins joins, no other client" \
+  || bad "h) joins of c0: $joins, other joins: $others: $(grep joined "$TMP/h-coord.log")"
+grep -q "participation: 2 clients" "$TMP/h-coord.log" && ok "h) $(grep -o 'participation: 2 clients.*' "$TMP/h-coord.log")" \
+  || bad "h) $(grep participation "$TMP/h-coord.log")"
+grep -q "round [0-9]* trained" "$TMP/h-c0b.log" && ok "h) the restarted c0 trained: $(grep -c 'round [0-9]* trained' "$TMP/h-c0b.log") rounds" \
+  || bad "h) the restarted c0 never trained: $(tail -3 "$TMP/h-c0b.log")"
 finish
