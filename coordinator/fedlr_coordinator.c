@@ -702,6 +702,14 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
   if (became_available) maybe_start_round(c);
 }
 
+/* ZMQ_EVENTS of socket s (ZMQ_POLLIN, ZMQ_POLLOUT bits), -1 if it cannot be
+ * read. */
+static int sock_events(void *s) {
+  int events = 0;
+  size_t sz = sizeof events;
+  return zmq_getsockopt(s, ZMQ_EVENTS, &events, &sz) == 0 ? events : -1;
+}
+
 /* Receives up to DRAIN_MAX messages. ZMQ_FD is edge-triggered: unless it
  * read until ZMQ_EVENTS no longer reports POLLIN, the loop must come back
  * by itself (returns 1: the idle handle does that). */
@@ -709,15 +717,14 @@ static int drain(coord_t *c) {
   static uint8_t rid[RID_MAX];
   for (int handled = 0;; handled++) {
     if (c->done) return 0;
-    int events = 0;
-    size_t sz = sizeof events;
-    if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return 0;
+    int events = sock_events(c->sock);
+    if (events < 0 || !(events & ZMQ_POLLIN)) return 0;
     if (handled >= DRAIN_MAX) return 1;
     int n = zmq_recv(c->sock, rid, sizeof rid, ZMQ_DONTWAIT);
     if (n < 0) return 0;
     size_t rid_len = (size_t)n > sizeof rid ? sizeof rid : (size_t)n;
     int more = 0;
-    sz = sizeof more;
+    size_t sz = sizeof more;
     zmq_getsockopt(c->sock, ZMQ_RCVMORE, &more, &sz);
     if (!more) continue;
     zmq_msg_t msg;
@@ -777,9 +784,8 @@ static int handle_zap(coord_t *c) {
   enum { F_VERSION, F_REQID, F_DOMAIN, F_ADDRESS, F_IDENTITY, F_MECH, F_KEY, F_MAX };
   for (int handled = 0;; handled++) {
     if (c->done) return 0;
-    int events = 0;
-    size_t sz = sizeof events;
-    if (zmq_getsockopt(c->zap, ZMQ_EVENTS, &events, &sz) != 0) {
+    int events = sock_events(c->zap);
+    if (events < 0) {
       fatal(c, "the ZAP handler's socket failed");
       return 0;
     }
@@ -882,9 +888,8 @@ static void log_handshake_failure(coord_t *c, const conn_info_t *ci, double now)
 static int handle_monitor(coord_t *c) {
   for (int handled = 0;; handled++) {
     if (c->done) return 0;
-    int events = 0;
-    size_t sz = sizeof events;
-    if (zmq_getsockopt(c->mon, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return 0;
+    int events = sock_events(c->mon);
+    if (events < 0 || !(events & ZMQ_POLLIN)) return 0;
     if (handled >= DRAIN_MAX) return 1;
     uint16_t ev;
     uint32_t value;

@@ -21,6 +21,13 @@ static void write_text(const char *path, const char *text, mode_t mode) {
   close(fd);
 }
 
+/* Writes `text` as a 0600 secret key file at path and loads it. */
+static int load_secret_text(const char *path, const char *text) {
+  fl_keypair_t kp;
+  write_text(path, text, 0600);
+  return fl_keys_load_secret(path, &kp);
+}
+
 static mode_t file_mode(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 ? (st.st_mode & 07777) : 0;
@@ -108,7 +115,7 @@ TEST(missing_file_names_it) {
 }
 
 TEST(malformed_keys) {
-  fl_keypair_t kp, back;
+  fl_keypair_t kp;
   ASSERT_EQ(fl_keys_generate(&kp), 0);
   char path[600], text[1024];
   path_in_tmp(path, sizeof path, "bad.key_secret");
@@ -118,41 +125,34 @@ TEST(malformed_keys) {
   badkey[7] = '~';
   snprintf(text, sizeof text, "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n",
            kp.public_z85, badkey);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "Z85");
   ASSERT_CONTAINS(fl_err_msg(), ":3:");
   /* Wrong length. */
   snprintf(text, sizeof text, "curve\n    public-key = \"%s\"\n    secret-key = \"%.39s\"\n",
            kp.public_z85, kp.secret_z85);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "40 Z85");
   /* A public key that is not the secret key's. */
   fl_keypair_t other;
   ASSERT_EQ(fl_keys_generate(&other), 0);
   snprintf(text, sizeof text, "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n",
            other.public_z85, kp.secret_z85);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "does not belong");
   /* Unknown section, unknown key, missing secret, repeated key. */
   snprintf(text, sizeof text, "curvy\n    public-key = \"%s\"\n", kp.public_z85);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "unknown section");
   snprintf(text, sizeof text, "curve\n    public-kee = \"%s\"\n", kp.public_z85);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "unknown key");
   snprintf(text, sizeof text, "curve\n    public-key = \"%s\"\n", kp.public_z85);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "no curve secret-key");
   snprintf(text, sizeof text, "curve\n    public-key = \"%s\"\n    public-key = \"%s\"\n",
            kp.public_z85, kp.public_z85);
-  write_text(path, text, 0600);
-  ASSERT_EQ(fl_keys_load_secret(path, &back), FL_EINVAL);
+  ASSERT_EQ(load_secret_text(path, text), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "repeated");
   /* A "public" file that carries a secret key is refused. */
   char pub[FL_KEY_Z85_LEN + 1];
