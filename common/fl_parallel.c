@@ -25,7 +25,8 @@ void fl_parallel_for(size_t n, void (*fn)(void *arg, size_t t), void *arg) {
   pthread_t *th = malloc(n * sizeof *th);
   int *started = calloc(n, sizeof *started);
   if (!jobs || !th || !started) {
-    for (size_t t = 0; t < n; t++) fn(arg, t);
+    for (size_t t = 0; t < n; t++)
+      fn(arg, t);
     goto out;
   }
   for (size_t t = 1; t < n; t++) {
@@ -34,8 +35,10 @@ void fl_parallel_for(size_t n, void (*fn)(void *arg, size_t t), void *arg) {
   }
   fn(arg, 0);
   for (size_t t = 1; t < n; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    else fn(arg, t);
+    if (started[t])
+      pthread_join(th[t], NULL);
+    else
+      fn(arg, t);
   }
 out:
   free(jobs);

@@ -104,8 +104,8 @@ static size_t wire_first_nonfinite(const float *x, size_t n) {
   return n;
 }
 
-static int wire_check_tensor(const char *kind, size_t idx, const Fedlr__Tensor *t,
-                             size_t *total, const fl_wire_limits_t *lim) {
+static int wire_check_tensor(const char *kind, size_t idx, const Fedlr__Tensor *t, size_t *total,
+                             const fl_wire_limits_t *lim) {
   char echo[WIRE_ECHO_MAX + 4], sbuf[64];
   if (!t) return fl_err_set(FL_EFORMAT, "%s: tensor %zu is missing", kind, idx);
   if (!t->name) return fl_err_set(FL_EFORMAT, "%s: tensor %zu has no name", kind, idx);
@@ -183,8 +183,9 @@ static int wire_check_optimizer(const Fedlr__Optimizer *o) {
   const struct {
     const char *name;
     float v;
-  } f[] = {{"momentum", o->momentum}, {"beta1", o->beta1},           {"beta2", o->beta2},
-           {"eps", o->eps},           {"weight_decay", o->weight_decay}, {"alpha", o->alpha}};
+  } f[] = {
+      {"momentum", o->momentum},         {"beta1", o->beta1}, {"beta2", o->beta2}, {"eps", o->eps},
+      {"weight_decay", o->weight_decay}, {"alpha", o->alpha}};
   for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
     if (!isfinite(f[i].v))
       return fl_err_set(FL_ENONFINITE, "round_start: optimizer %s is not finite", f[i].name);
@@ -229,13 +230,15 @@ static int wire_check_update(const Fedlr__Update *u, const fl_wire_limits_t *lim
 static int wire_check_unknown(const ProtobufCMessage *m) {
   for (unsigned i = 0; m && i < m->n_unknown_fields; i++)
     if (m->unknown_fields[i].tag == 0)
-      return fl_err_set(FL_EFORMAT, "%s: field number 0 (not valid protobuf)", m->descriptor->short_name);
+      return fl_err_set(FL_EFORMAT, "%s: field number 0 (not valid protobuf)",
+                        m->descriptor->short_name);
   return 0;
 }
 
 static int wire_check_unknown_tensors(Fedlr__Tensor *const *t, size_t n) {
   int rc = 0;
-  for (size_t i = 0; i < n && rc == 0; i++) rc = wire_check_unknown(t[i] ? &t[i]->base : NULL);
+  for (size_t i = 0; i < n && rc == 0; i++)
+    rc = wire_check_unknown(t[i] ? &t[i]->base : NULL);
   return rc;
 }
 
@@ -247,7 +250,8 @@ static int wire_check_unknown_all(const Fedlr__Envelope *e) {
     rc = wire_check_unknown((const ProtobufCMessage *)e->join);
   if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_ROUND_START && e->round_start) {
     rc = wire_check_unknown(e->round_start->optimizer ? &e->round_start->optimizer->base : NULL);
-    if (rc == 0) rc = wire_check_unknown_tensors(e->round_start->weights, e->round_start->n_weights);
+    if (rc == 0)
+      rc = wire_check_unknown_tensors(e->round_start->weights, e->round_start->n_weights);
   }
   if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_UPDATE && e->update)
     rc = wire_check_unknown_tensors(e->update->weights, e->update->n_weights);
@@ -274,8 +278,7 @@ static int wire_check_envelope(const Fedlr__Envelope *e, const fl_wire_limits_t 
   case FEDLR__ENVELOPE__BODY_STOP:
     if (!e->stop) break;
     return wire_check_string("stop", "reason", e->stop->reason);
-  default:
-    return fl_err_set(FL_EFORMAT, "envelope: no message body set");
+  default: return fl_err_set(FL_EFORMAT, "envelope: no message body set");
   }
   return fl_err_set(FL_EFORMAT, "envelope: body case %d has no message", (int)e->body_case);
 }
@@ -366,7 +369,8 @@ int fl_wire_check_tensors(Fedlr__Tensor *const *t, size_t n, const fl_model_spec
       return fl_err_set(FL_ESHAPE, "tensor %zu: expected '%s', got '%s'", i, info.name,
                         wire_echo(t[i]->name, echo));
     int same = t[i]->n_shape == info.ndim && t[i]->n_data == info.count;
-    for (size_t d = 0; same && d < info.ndim; d++) same = t[i]->shape[d] == info.shape[d];
+    for (size_t d = 0; same && d < info.ndim; d++)
+      same = t[i]->shape[d] == info.shape[d];
     if (!same) {
       size_t ns = t[i]->n_shape < 8 ? t[i]->n_shape : 8;
       return fl_err_set(FL_ESHAPE, "expected '%s' %s, got %s", info.name,

@@ -20,14 +20,14 @@
 #include "fl_optim.h"
 
 #define FL_WIRE_PROTOCOL_VERSION 1
-#define FL_WIRE_MAX_STRING 256       /* names, specs, reasons */
+#define FL_WIRE_MAX_STRING 256 /* names, specs, reasons */
 #define FL_WIRE_MAX_EPOCHS 1000
 #define FL_WIRE_MAX_BATCH 65536
 
 typedef struct {
-  size_t max_message;   /* bytes of one encoded message */
-  size_t max_tensors;   /* tensors in one message */
-  size_t max_values;    /* floats across all tensors of one message */
+  size_t max_message; /* bytes of one encoded message */
+  size_t max_tensors; /* tensors in one message */
+  size_t max_values;  /* floats across all tensors of one message */
   /* 0 (default): fl_wire_decode() rejects NaN/Inf in tensors. 1: the caller
    * promises to check every tensor value itself before using any of it (the
    * round engine does, fused into its aggregation pass, which saves a full

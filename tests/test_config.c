@@ -6,7 +6,8 @@
 
 static int argc_of(char **argv) {
   int n = 0;
-  while (argv[n]) n++;
+  while (argv[n])
+    n++;
   return n;
 }
 
@@ -75,24 +76,24 @@ TEST(defaults) {
 }
 
 TEST(flags_override_file) {
-  const char *ini = write_file("sim.ini",
-                               "; a comment\n"
-                               "rounds = 5\n"
-                               "local_epochs = 3\n"
-                               "[fedlr]\n"
-                               "fraction = 0.5   ; inline comment\n"
-                               "schedule = exp:gamma=0.9\n"
-                               "quiet = yes\n");
+  const char *ini = write_file("sim.ini", "; a comment\n"
+                                          "rounds = 5\n"
+                                          "local_epochs = 3\n"
+                                          "[fedlr]\n"
+                                          "fraction = 0.5   ; inline comment\n"
+                                          "schedule = exp:gamma=0.9\n"
+                                          "quiet = yes\n");
   fl_config_t c;
-  char *argv[] = {"fedlr-sim", "--rounds", "7", "--config", (char *)ini, "--batch-size", "32", NULL};
+  char *argv[] = {"fedlr-sim", "--rounds",     "7",  "--config",
+                  (char *)ini, "--batch-size", "32", NULL};
   ASSERT_EQ(parse(&c, FL_PROG_SIM, argv, NULL), 0);
-  ASSERT_EQ(c.rounds, 7);        /* the flag wins even when it comes before --config */
-  ASSERT_EQ(c.local_epochs, 3);  /* from the file, underscore key */
+  ASSERT_EQ(c.rounds, 7);       /* the flag wins even when it comes before --config */
+  ASSERT_EQ(c.local_epochs, 3); /* from the file, underscore key */
   ASSERT_NEAR(c.fraction, 0.5, 0);
   ASSERT_STR_EQ(c.schedule, "exp:gamma=0.9");
   ASSERT_EQ(c.quiet, 1);
   ASSERT_EQ(c.batch_size, 32);
-  ASSERT_EQ(c.clients, 100);     /* untouched: default */
+  ASSERT_EQ(c.clients, 100); /* untouched: default */
 }
 
 TEST(key_equals_value) {
@@ -121,7 +122,8 @@ TEST(help_flag) {
   fl_config_t c;
   int help = 0;
   /* --help wins even after a bad flag or with a missing config file. */
-  ASSERT_EQ(parse(&c, FL_PROG_SIM, ARGV("--bogus", "--config", "/nonexistent.ini", "--help"), &help), 0);
+  ASSERT_EQ(
+      parse(&c, FL_PROG_SIM, ARGV("--bogus", "--config", "/nonexistent.ini", "--help"), &help), 0);
   ASSERT_EQ(help, 1);
   help = 0;
   ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("-h"), &help), 0);
@@ -144,66 +146,87 @@ TEST(flag_errors) {
   static char long_name[600];
   memset(long_name, 'a', sizeof long_name - 1);
   const err_case_t cases[] = {
-    {FL_PROG_SIM, {"--bogus"}, FL_EINVAL, {"unknown flag '--bogus' (see --help)"}},
-    {FL_PROG_SIM, {"--bogus=3"}, FL_EINVAL, {"unknown flag '--bogus' (see --help)"}},
-    {FL_PROG_SIM, {"-x"}, FL_EINVAL, {"unknown flag '-x'"}},
-    {FL_PROG_SIM, {"--rounds"}, FL_EINVAL, {"--rounds needs a value"}},
-    {FL_PROG_SIM, {"--rounds", "--seed", "3"}, FL_EINVAL, {"--rounds needs a value"}},
-    {FL_PROG_SIM, {"--rounds", "12x"}, FL_EINVAL, {"--rounds 12x: not a non-negative integer"}},
-    {FL_PROG_SIM, {"--rounds", ""}, FL_EINVAL, {"--rounds : not a non-negative integer"}},
-    {FL_PROG_SIM, {"--rounds", "-3"}, FL_EINVAL, {"--rounds -3: must not be negative"}},
-    {FL_PROG_SIM, {"--rounds", " 3"}, FL_EINVAL, {"not a non-negative integer"}},
-    {FL_PROG_SIM, {"--clients", "99999999999999999999999"}, FL_EINVAL, {"too large"}},
-    {FL_PROG_SIM, {"--clients", "4294967297"}, FL_EINVAL, {"must be in 1..1000000"}},
-    {FL_PROG_SIM, {"--fraction", "1.5"}, FL_EINVAL, {"--fraction 1.5: must be in (0, 1]"}},
-    {FL_PROG_SIM, {"--fraction=0"}, FL_EINVAL, {"--fraction 0: must be in (0, 1]"}},
-    {FL_PROG_SIM, {"--fraction", "nan"}, FL_EINVAL, {"not a finite number"}},
-    {FL_PROG_SIM, {"--fraction", "0.5x"}, FL_EINVAL, {"--fraction 0.5x: not a number"}},
-    {FL_PROG_SIM, {"--local-epochs", "0"}, FL_EINVAL, {"--local-epochs 0: must be in 1..1000"}},
-    {FL_PROG_SIM, {"--batch-size", "65537"}, FL_EINVAL, {"must be in 1..65536"}},
-    {FL_PROG_SIM, {"--workers", "257"}, FL_EINVAL, {"--workers 257: must be in 0..256"}},
-    {FL_PROG_SIM, {"--eval-every", "0"}, FL_EINVAL, {"--eval-every 0"}},
-    {FL_PROG_SIM, {"--target-accuracy", "1.01"}, FL_EINVAL, {"must be in [0, 1]"}},
-    {FL_PROG_SIM, {"--local-unit", "batch"}, FL_EINVAL, {"--local-unit batch: must be one of epoch|step"}},
-    {FL_PROG_SIM, {"--lr", "fast"}, FL_EINVAL, {"--lr: ", "'fast'"}},
-    {FL_PROG_SIM, {"--lr", "-0.1"}, FL_EINVAL, {"--lr: "}},
-    {FL_PROG_SIM, {"--lr", "auto:0"}, FL_EINVAL, {"--lr: ", "auto:0"}},
-    {FL_PROG_SIM, {"--schedule", "bogus:x=1"}, FL_EINVAL, {"--schedule: ", "bogus"}},
-    {FL_PROG_SIM, {"--local-schedule", "plateau"}, FL_EINVAL, {"--local-schedule: ", "plateau"}},
-    {FL_PROG_SIM, {"--optimizer", "sgdd"}, FL_EINVAL, {"--optimizer: ", "sgdd"}},
-    {FL_PROG_SIM, {"--partition", "halves"}, FL_EINVAL, {"--partition: ", "halves"}},
-    {FL_PROG_SIM, {"--model", "cnn"}, FL_EINVAL, {"--model: ", "cnn"}},
-    {FL_PROG_SIM, {"--min-clients", "50", "--clients", "10"}, FL_EINVAL,
-     {"--min-clients 50: must be <= --clients (10)"}},
-    {FL_PROG_SIM, {"--quiet=1"}, FL_EINVAL, {"--quiet takes no value"}},
-    {FL_PROG_SIM, {"data.csv"}, FL_EINVAL, {"unexpected argument 'data.csv'"}},
-    {FL_PROG_SIM, {"--rounds", "3", "--"}, FL_EINVAL, {"unexpected argument '--'"}},
-    {FL_PROG_SIM, {"--dataset", long_name}, FL_EINVAL, {"--dataset", "longer than 511 characters"}},
-    {FL_PROG_SIM, {"--bind", "tcp://*:1"}, FL_EINVAL, {"--bind is not an option of fedlr-sim"}},
-    {FL_PROG_COORD, {"--workers", "2"}, FL_EINVAL, {"--workers is not an option of fedlr-coordinator"}},
-    {FL_PROG_COORD, {"--round-timeout", "0"}, FL_EINVAL, {"--round-timeout 0: must be > 0"}},
-    {FL_PROG_COORD, {"--quorum", "0"}, FL_EINVAL, {"--quorum 0: must be in (0, 1]"}},
-    {FL_PROG_COORD, {"--checkpoint-every", "0"}, FL_EINVAL, {"--checkpoint-every 0"}},
-    {FL_PROG_CLIENT, {"--rounds", "2"}, FL_EINVAL, {"--rounds is not an option of fedlr-client"}},
-    {FL_PROG_CLIENT, {"--num-partitions", "4", "--partition-index", "4"}, FL_EINVAL,
-     {"--partition-index 4: must be < --num-partitions (4)"}},
-    {FL_PROG_SIM, {"--config", "/nonexistent/x.ini"}, FL_ENOENT,
-     {"cannot open config file '/nonexistent/x.ini'"}},
-    {FL_PROG_SIM, {"--config=/nonexistent/x.ini"}, FL_ENOENT, {"/nonexistent/x.ini"}},
-    {FL_PROG_SIM, {"--config", "a.ini", "--config", "b.ini"}, FL_EINVAL, {"--config given twice"}},
+      {FL_PROG_SIM, {"--bogus"}, FL_EINVAL, {"unknown flag '--bogus' (see --help)"}},
+      {FL_PROG_SIM, {"--bogus=3"}, FL_EINVAL, {"unknown flag '--bogus' (see --help)"}},
+      {FL_PROG_SIM, {"-x"}, FL_EINVAL, {"unknown flag '-x'"}},
+      {FL_PROG_SIM, {"--rounds"}, FL_EINVAL, {"--rounds needs a value"}},
+      {FL_PROG_SIM, {"--rounds", "--seed", "3"}, FL_EINVAL, {"--rounds needs a value"}},
+      {FL_PROG_SIM, {"--rounds", "12x"}, FL_EINVAL, {"--rounds 12x: not a non-negative integer"}},
+      {FL_PROG_SIM, {"--rounds", ""}, FL_EINVAL, {"--rounds : not a non-negative integer"}},
+      {FL_PROG_SIM, {"--rounds", "-3"}, FL_EINVAL, {"--rounds -3: must not be negative"}},
+      {FL_PROG_SIM, {"--rounds", " 3"}, FL_EINVAL, {"not a non-negative integer"}},
+      {FL_PROG_SIM, {"--clients", "99999999999999999999999"}, FL_EINVAL, {"too large"}},
+      {FL_PROG_SIM, {"--clients", "4294967297"}, FL_EINVAL, {"must be in 1..1000000"}},
+      {FL_PROG_SIM, {"--fraction", "1.5"}, FL_EINVAL, {"--fraction 1.5: must be in (0, 1]"}},
+      {FL_PROG_SIM, {"--fraction=0"}, FL_EINVAL, {"--fraction 0: must be in (0, 1]"}},
+      {FL_PROG_SIM, {"--fraction", "nan"}, FL_EINVAL, {"not a finite number"}},
+      {FL_PROG_SIM, {"--fraction", "0.5x"}, FL_EINVAL, {"--fraction 0.5x: not a number"}},
+      {FL_PROG_SIM, {"--local-epochs", "0"}, FL_EINVAL, {"--local-epochs 0: must be in 1..1000"}},
+      {FL_PROG_SIM, {"--batch-size", "65537"}, FL_EINVAL, {"must be in 1..65536"}},
+      {FL_PROG_SIM, {"--workers", "257"}, FL_EINVAL, {"--workers 257: must be in 0..256"}},
+      {FL_PROG_SIM, {"--eval-every", "0"}, FL_EINVAL, {"--eval-every 0"}},
+      {FL_PROG_SIM, {"--target-accuracy", "1.01"}, FL_EINVAL, {"must be in [0, 1]"}},
+      {FL_PROG_SIM,
+       {"--local-unit", "batch"},
+       FL_EINVAL,
+       {"--local-unit batch: must be one of epoch|step"}},
+      {FL_PROG_SIM, {"--lr", "fast"}, FL_EINVAL, {"--lr: ", "'fast'"}},
+      {FL_PROG_SIM, {"--lr", "-0.1"}, FL_EINVAL, {"--lr: "}},
+      {FL_PROG_SIM, {"--lr", "auto:0"}, FL_EINVAL, {"--lr: ", "auto:0"}},
+      {FL_PROG_SIM, {"--schedule", "bogus:x=1"}, FL_EINVAL, {"--schedule: ", "bogus"}},
+      {FL_PROG_SIM, {"--local-schedule", "plateau"}, FL_EINVAL, {"--local-schedule: ", "plateau"}},
+      {FL_PROG_SIM, {"--optimizer", "sgdd"}, FL_EINVAL, {"--optimizer: ", "sgdd"}},
+      {FL_PROG_SIM, {"--partition", "halves"}, FL_EINVAL, {"--partition: ", "halves"}},
+      {FL_PROG_SIM, {"--model", "cnn"}, FL_EINVAL, {"--model: ", "cnn"}},
+      {FL_PROG_SIM,
+       {"--min-clients", "50", "--clients", "10"},
+       FL_EINVAL,
+       {"--min-clients 50: must be <= --clients (10)"}},
+      {FL_PROG_SIM, {"--quiet=1"}, FL_EINVAL, {"--quiet takes no value"}},
+      {FL_PROG_SIM, {"data.csv"}, FL_EINVAL, {"unexpected argument 'data.csv'"}},
+      {FL_PROG_SIM, {"--rounds", "3", "--"}, FL_EINVAL, {"unexpected argument '--'"}},
+      {FL_PROG_SIM,
+       {"--dataset", long_name},
+       FL_EINVAL,
+       {"--dataset", "longer than 511 characters"}},
+      {FL_PROG_SIM, {"--bind", "tcp://*:1"}, FL_EINVAL, {"--bind is not an option of fedlr-sim"}},
+      {FL_PROG_COORD,
+       {"--workers", "2"},
+       FL_EINVAL,
+       {"--workers is not an option of fedlr-coordinator"}},
+      {FL_PROG_COORD, {"--round-timeout", "0"}, FL_EINVAL, {"--round-timeout 0: must be > 0"}},
+      {FL_PROG_COORD, {"--quorum", "0"}, FL_EINVAL, {"--quorum 0: must be in (0, 1]"}},
+      {FL_PROG_COORD, {"--checkpoint-every", "0"}, FL_EINVAL, {"--checkpoint-every 0"}},
+      {FL_PROG_CLIENT, {"--rounds", "2"}, FL_EINVAL, {"--rounds is not an option of fedlr-client"}},
+      {FL_PROG_CLIENT,
+       {"--num-partitions", "4", "--partition-index", "4"},
+       FL_EINVAL,
+       {"--partition-index 4: must be < --num-partitions (4)"}},
+      {FL_PROG_SIM,
+       {"--config", "/nonexistent/x.ini"},
+       FL_ENOENT,
+       {"cannot open config file '/nonexistent/x.ini'"}},
+      {FL_PROG_SIM, {"--config=/nonexistent/x.ini"}, FL_ENOENT, {"/nonexistent/x.ini"}},
+      {FL_PROG_SIM,
+       {"--config", "a.ini", "--config", "b.ini"},
+       FL_EINVAL,
+       {"--config given twice"}},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const err_case_t *k = &cases[i];
     char *argv[8] = {"fedlr"};
     int argc = 1;
-    for (int j = 0; j < 6 && k->args[j]; j++) argv[argc++] = k->args[j];
+    for (int j = 0; j < 6 && k->args[j]; j++)
+      argv[argc++] = k->args[j];
     fl_config_t c;
     int help = 0;
     fl_err_clear();
     int rc = fl_config_parse(&c, k->prog, argc, argv, &help);
-    if (rc != k->code || help) fprintf(stderr, "  case %zu (%s): rc %d, msg \"%s\"\n", i, k->args[0], rc, fl_err_msg());
+    if (rc != k->code || help)
+      fprintf(stderr, "  case %zu (%s): rc %d, msg \"%s\"\n", i, k->args[0], rc, fl_err_msg());
     ASSERT_EQ(rc, k->code);
-    for (int j = 0; j < 2 && k->want[j]; j++) ASSERT_CONTAINS(fl_err_msg(), k->want[j]);
+    for (int j = 0; j < 2 && k->want[j]; j++)
+      ASSERT_CONTAINS(fl_err_msg(), k->want[j]);
   }
 }
 
@@ -215,16 +238,17 @@ typedef struct {
 
 TEST(file_errors) {
   const ini_case_t cases[] = {
-    {FL_PROG_SIM, "rounds = 3\n\nlr0 = 0.1\n", ":3: unknown key 'lr0'"},
-    {FL_PROG_SIM, "# c\nrounds = 0\n", ":2: rounds: must be in 1..1000000 (got '0')"},
-    {FL_PROG_SIM, "fraction = 1.5\n", ":1: fraction: must be in (0, 1]"},
-    {FL_PROG_SIM, "quiet = maybe\n", ":1: quiet: must be true or false"},
-    {FL_PROG_COORD, "rounds = 3\nworkers = 2\n", ":2: 'workers' is not an option of fedlr-coordinator"},
-    {FL_PROG_SIM, "rounds = 3\nthis is not ini\n", ":2: syntax error"},
-    {FL_PROG_SIM, "[other]\nrounds = 3\n", ":2: unknown section [other]"},
-    {FL_PROG_SIM, "config = x.ini\n", ":1: 'config' cannot be set inside a config file"},
-    {FL_PROG_SIM, "rounds = 3\nbogus = 1\nrounds = x\n", ":2: unknown key 'bogus'"},
-    {FL_PROG_SIM, "x\nbogus = 1\n", ":1: syntax error"},
+      {FL_PROG_SIM, "rounds = 3\n\nlr0 = 0.1\n", ":3: unknown key 'lr0'"},
+      {FL_PROG_SIM, "# c\nrounds = 0\n", ":2: rounds: must be in 1..1000000 (got '0')"},
+      {FL_PROG_SIM, "fraction = 1.5\n", ":1: fraction: must be in (0, 1]"},
+      {FL_PROG_SIM, "quiet = maybe\n", ":1: quiet: must be true or false"},
+      {FL_PROG_COORD, "rounds = 3\nworkers = 2\n",
+       ":2: 'workers' is not an option of fedlr-coordinator"},
+      {FL_PROG_SIM, "rounds = 3\nthis is not ini\n", ":2: syntax error"},
+      {FL_PROG_SIM, "[other]\nrounds = 3\n", ":2: unknown section [other]"},
+      {FL_PROG_SIM, "config = x.ini\n", ":1: 'config' cannot be set inside a config file"},
+      {FL_PROG_SIM, "rounds = 3\nbogus = 1\nrounds = x\n", ":2: unknown key 'bogus'"},
+      {FL_PROG_SIM, "x\nbogus = 1\n", ":1: syntax error"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *path = write_file("bad.ini", cases[i].text);
@@ -276,10 +300,11 @@ static char *help_text(int prog) {
 
 TEST(help_lists_the_programs_options) {
   static const char *const sim[] = {
-      "--dataset", "--data-dir", "--test-data", "--partition", "--model", "--optimizer", "--lr",
-      "--schedule", "--local-schedule", "--local-unit", "--local-epochs", "--batch-size", "--clients",
-      "--fraction", "--min-clients", "--rounds", "--seed", "--eval-every", "--target-accuracy",
-      "--metrics", "--out", "--quiet", "--config", "--workers", "--help"};
+      "--dataset",      "--data-dir",   "--test-data",  "--partition",       "--model",
+      "--optimizer",    "--lr",         "--schedule",   "--local-schedule",  "--local-unit",
+      "--local-epochs", "--batch-size", "--clients",    "--fraction",        "--min-clients",
+      "--rounds",       "--seed",       "--eval-every", "--target-accuracy", "--metrics",
+      "--out",          "--quiet",      "--config",     "--workers",         "--help"};
   char *h = help_text(FL_PROG_SIM);
   ASSERT_TRUE(h != NULL);
   const char *missing = NULL;
@@ -315,10 +340,10 @@ TEST(help_lists_the_programs_options) {
 }
 
 /* Zero-fills the tail too, as fl_config does, so configs compare with memcmp. */
-#define SET_STR(field, value)                  \
-  do {                                         \
-    memset(field, 0, sizeof field);            \
-    snprintf(field, sizeof field, "%s", value); \
+#define SET_STR(field, value)                                                                      \
+  do {                                                                                             \
+    memset(field, 0, sizeof field);                                                                \
+    snprintf(field, sizeof field, "%s", value);                                                    \
   } while (0)
 
 /* Sets every key of prog to a non-default value, writes, loads back. */

@@ -8,13 +8,16 @@
 #include "fl_wire.h"
 
 /* The test model: "mlp:20,10" on 30 inputs, 5 classes (885 parameters). */
-static int make_model(fl_model_spec_t *m) { return fl_model_parse("mlp:20,10", 30, 5, m); }
+static int make_model(fl_model_spec_t *m) {
+  return fl_model_parse("mlp:20,10", 30, 5, m);
+}
 
 static float *make_params(const fl_model_spec_t *m, uint64_t seed) {
   float *p = malloc(m->num_params * sizeof(float));
   fl_rng_t r;
   fl_rng_seed(&r, seed);
-  for (size_t i = 0; i < m->num_params; i++) p[i] = (float)(fl_rng_uniform(&r) - 0.5);
+  for (size_t i = 0; i < m->num_params; i++)
+    p[i] = (float)(fl_rng_uniform(&r) - 0.5);
   return p;
 }
 
@@ -251,7 +254,8 @@ TEST(random_bytes_never_crash) {
   int accepted = 0;
   for (int it = 0; it < 2000; it++) {
     size_t len = (size_t)fl_rng_below(&r, sizeof buf + 1);
-    for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)fl_rng_u64(&r);
+    for (size_t i = 0; i < len; i++)
+      buf[i] = (uint8_t)fl_rng_u64(&r);
     /* Half the buffers start with a valid body tag so the fuzzing gets past
      * the envelope into the submessages. */
     if (len > 0 && (it & 1)) buf[0] = (uint8_t)((1 + fl_rng_below(&r, 6)) << 3 | 2);
@@ -370,20 +374,19 @@ TEST(no_body_rejected) {
 }
 
 /* Encodes the Update over `p` (after `tweak`) and expects `code` + `needle`. */
-#define EXPECT_UPDATE_REJECT(tweak, code, needle)                                \
-  do {                                                                           \
-    Fedlr__Envelope e_;                                                          \
-    Fedlr__Update u_;                                                            \
-    fl_wire_tensors_t tv_;                                                       \
-    fl_wire_tensors_init(&tv_, &m, p);                                           \
-    make_update(&e_, &u_, &tv_);                                                 \
-    tweak;                                                                       \
-    Fedlr__Envelope *d_ = NULL;                                                  \
-    int rc_ = reencode(&e_, &lim, &d_);                                          \
-    fl_wire_free(&d_);                                                           \
-    if (rc_ != (code))                                                           \
-      FL__FAIL("%s: rc %d (%s), expected %d", #tweak, rc_, fl_err_msg(), code);  \
-    ASSERT_CONTAINS(fl_err_msg(), needle);                                       \
+#define EXPECT_UPDATE_REJECT(tweak, code, needle)                                                  \
+  do {                                                                                             \
+    Fedlr__Envelope e_;                                                                            \
+    Fedlr__Update u_;                                                                              \
+    fl_wire_tensors_t tv_;                                                                         \
+    fl_wire_tensors_init(&tv_, &m, p);                                                             \
+    make_update(&e_, &u_, &tv_);                                                                   \
+    tweak;                                                                                         \
+    Fedlr__Envelope *d_ = NULL;                                                                    \
+    int rc_ = reencode(&e_, &lim, &d_);                                                            \
+    fl_wire_free(&d_);                                                                             \
+    if (rc_ != (code)) FL__FAIL("%s: rc %d (%s), expected %d", #tweak, rc_, fl_err_msg(), code);   \
+    ASSERT_CONTAINS(fl_err_msg(), needle);                                                         \
   } while (0)
 
 TEST(update_field_rejections) {
@@ -437,7 +440,8 @@ TEST(tensor_count_and_value_limits) {
   {
     fl_wire_tensors_t tv0;
     fl_wire_tensors_init(&tv0, &m, p);
-    for (int i = 0; i < 7; i++) seven[i] = tv0.ptrs[i % 6];
+    for (int i = 0; i < 7; i++)
+      seven[i] = tv0.ptrs[i % 6];
     EXPECT_UPDATE_REJECT((u_.weights = seven, u_.n_weights = 7), FL_ETOOBIG,
                          "update: 7 tensors, limit is 6");
   }
@@ -581,7 +585,8 @@ TEST(hostile_lengths_rejected_cheaply) {
   /* A ten-byte varint with the overflow bit set (invalid varint). */
   n = 0;
   b[n++] = 0x22;
-  for (int i = 0; i < 10; i++) b[n++] = 0xff;
+  for (int i = 0; i < 10; i++)
+    b[n++] = 0xff;
   b[n++] = 0x01;
   ASSERT_EQ(fl_wire_decode(b, n, &lim, &d), FL_EFORMAT);
 

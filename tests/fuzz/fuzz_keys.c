@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t raw[FL_KEY_BYTES];
   if (fl_keys_load_public(path, pub) == 0 && fl_keys_decode(pub, raw) != 0) abort();
   fl_keypair_t kp;
-  if (fl_keys_load_secret(path, &kp) == 0 && (fl_keys_decode(kp.public_z85, raw) != 0 ||
-                                               fl_keys_decode(kp.secret_z85, raw) != 0))
+  if (fl_keys_load_secret(path, &kp) == 0 &&
+      (fl_keys_decode(kp.public_z85, raw) != 0 || fl_keys_decode(kp.secret_z85, raw) != 0))
     abort();
   fl_allowlist_t *a = NULL;
   if (fl_allowlist_load(path, &a) == 0) {
