@@ -15,35 +15,74 @@
 /* First buffer for files whose size fstat can't tell (pipes, /proc). */
 #define FILE_MIN_CHUNK ((size_t)4096)
 
-int fl_file_read_all(const char *path, size_t max_bytes, uint8_t **buf, size_t *len) {
-  int fd = -1, rc = 0;
-  uint8_t *p = NULL;
-  size_t used = 0, cap;
+/* What a non-regular file is, for the error message. */
+static const char *file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+int fl_file_open_input(const char *path, unsigned flags, int *fd_out, uint64_t *size) {
   struct stat st;
-  *buf = NULL;
-  *len = 0;
-  /* One spare byte beyond max_bytes to tell "exactly at the limit" from "over",
-   * one more for the NUL. */
-  if (max_bytes > SIZE_MAX - 2) max_bytes = SIZE_MAX - 2;
-  fd = open(path, O_RDONLY | O_CLOEXEC);
+  *fd_out = -1;
+  *size = 0;
+  /* O_NONBLOCK: open() of a FIFO would otherwise wait for a writer, and of
+   * some devices have side effects; the type is checked before any read. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     if (errno == ENOENT) return fl_err_set(FL_ENOENT, "'%s' does not exist", path);
     return fl_err_set(FL_EIO, "cannot open '%s': %s", path, strerror(errno));
   }
   if (fstat(fd, &st) < 0) {
-    rc = fl_err_set(FL_EIO, "cannot stat '%s': %s", path, strerror(errno));
+    int e = errno;
+    close(fd);
+    return fl_err_set(FL_EIO, "cannot stat '%s': %s", path, strerror(e));
+  }
+  int stream = S_ISFIFO(st.st_mode) && (flags & FL_FILE_STREAM_OK);
+  if (!S_ISREG(st.st_mode) && !stream) {
+    close(fd);
+    return fl_err_set(FL_EINVAL, "'%s' is %s, expected a regular file", path,
+                      file_kind(st.st_mode));
+  }
+  if (stream) {
+    /* A FIFO opened O_NONBLOCK reads as empty until its writer comes: open
+     * it again, waiting for the writer, as a reader of a pipe expects. */
+    close(fd);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fl_err_set(FL_EIO, "cannot open '%s': %s", path, strerror(errno));
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+    int e = errno;
+    close(fd);
+    return fl_err_set(FL_EIO, "cannot read '%s': %s", path, strerror(e));
+  }
+  *fd_out = fd;
+  *size = stream || st.st_size < 0 ? 0 : (uint64_t)st.st_size;
+  return 0;
+}
+
+int fl_file_read_all(const char *path, size_t max_bytes, unsigned flags, uint8_t **buf,
+                     size_t *len) {
+  int fd = -1, rc = 0;
+  uint8_t *p = NULL;
+  size_t used = 0, cap;
+  uint64_t size;
+  *buf = NULL;
+  *len = 0;
+  /* One spare byte beyond max_bytes to tell "exactly at the limit" from "over",
+   * one more for the NUL. */
+  if (max_bytes > SIZE_MAX - 2) max_bytes = SIZE_MAX - 2;
+  if ((rc = fl_file_open_input(path, flags, &fd, &size))) return rc;
+  if (size > max_bytes) {
+    rc = fl_err_set(FL_ETOOBIG, "'%s' is %llu bytes, the limit is %zu", path,
+                    (unsigned long long)size, max_bytes);
     goto out;
   }
-  if (S_ISDIR(st.st_mode)) {
-    rc = fl_err_set(FL_EIO, "'%s' is a directory, expected a file", path);
-    goto out;
-  }
-  if (st.st_size < 0 || (uint64_t)st.st_size > max_bytes) {
-    rc = fl_err_set(FL_ETOOBIG, "'%s' is %lld bytes, the limit is %zu", path,
-                    (long long)st.st_size, max_bytes);
-    goto out;
-  }
-  cap = (size_t)st.st_size + 2;
+  cap = (size_t)size + 2;
   if (cap < FILE_MIN_CHUNK) cap = FILE_MIN_CHUNK;
   if (cap > max_bytes + 2) cap = max_bytes + 2;
   p = malloc(cap);
@@ -128,8 +167,7 @@ int fl_file_write_atomic(const char *path, const void *data, size_t len) {
   char tmp[PATH_MAX];
   int fd = -1, rc = 0, renamed = 0;
   int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  if (n < 0 || (size_t)n >= sizeof tmp)
-    return fl_err_set(FL_EINVAL, "path too long: '%s'", path);
+  if (n < 0 || (size_t)n >= sizeof tmp) return fl_err_set(FL_EINVAL, "path too long: '%s'", path);
   fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return fl_err_set(FL_EIO, "cannot create '%s': %s", tmp, strerror(errno));
   if (file_write_all(fd, data, len) < 0) {

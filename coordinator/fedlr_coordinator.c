@@ -1070,7 +1070,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 static int trim_metrics(const char *path, uint32_t rounds_done) {
   uint8_t *buf;
   size_t len;
-  int rc = fl_file_read_all(path, (size_t)1 << 30, &buf, &len);
+  int rc = fl_file_read_all(path, (size_t)1 << 30, FL_FILE_REGULAR, &buf, &len);
   if (rc == FL_ENOENT) return 0;
   if (rc) return rc;
   char *out = malloc(len + 1);

@@ -5,7 +5,10 @@
 
 #include <dirent.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "fl_error.h"
 #include "fl_file.h"
@@ -30,7 +33,8 @@ static void small_model(fl_model_spec_t *m) {
 static void fill(float *p, size_t n, uint64_t seed) {
   fl_rng_t r;
   fl_rng_seed(&r, seed);
-  for (size_t i = 0; i < n; i++) p[i] = (float)fl_rng_normal(&r);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (float)fl_rng_normal(&r);
 }
 
 static const char *tpath(const char *name) {
@@ -52,12 +56,13 @@ static int write_raw(const char *path, const void *p, size_t n) {
 /* Writes a safetensors file from a header string, with the declared header
  * length `hlen_field` (use (uint64_t)-1 for strlen(header)) and `dlen` bytes
  * of data. */
-static int write_forged(const char *path, const char *header, uint64_t hlen_field,
-                        const void *data, size_t dlen) {
+static int write_forged(const char *path, const char *header, uint64_t hlen_field, const void *data,
+                        size_t dlen) {
   size_t hl = strlen(header);
   uint64_t field = hlen_field == (uint64_t)-1 ? hl : hlen_field;
   uint8_t *b = malloc(8 + hl + dlen + 1);
-  for (int k = 0; k < 8; k++) b[k] = (uint8_t)(field >> (8 * k));
+  for (int k = 0; k < 8; k++)
+    b[k] = (uint8_t)(field >> (8 * k));
   memcpy(b + 8, header, hl);
   if (dlen) memcpy(b + 8 + hl, data, dlen);
   int rc = write_raw(path, b, 8 + hl + dlen);
@@ -95,7 +100,7 @@ TEST(save_load_roundtrip_bitwise) {
   fill(a, P, 1);
   /* Values whose bits a text or double round trip would disturb. */
   a[0] = -0.0f;
-  a[1] = 1e-45f;   /* smallest denormal */
+  a[1] = 1e-45f; /* smallest denormal */
   a[2] = 3.4028235e38f;
   a[3] = 0.1f;
   const char *path = tpath("rt.safetensors");
@@ -109,9 +114,10 @@ TEST(save_load_roundtrip_bitwise) {
    * parameter buffer verbatim. */
   uint8_t *raw = NULL;
   size_t len = 0;
-  ASSERT_EQ(fl_file_read_all(path, 1 << 20, &raw, &len), 0);
+  ASSERT_EQ(fl_file_read_all(path, 1 << 20, FL_FILE_REGULAR, &raw, &len), 0);
   uint64_t hl = 0;
-  for (int k = 7; k >= 0; k--) hl = hl << 8 | raw[k];
+  for (int k = 7; k >= 0; k--)
+    hl = hl << 8 | raw[k];
   ASSERT_EQ(hl % 8, 0);
   ASSERT_EQ(len, 8 + hl + 4 * P);
   ASSERT_EQ(raw[8], '{');
@@ -165,7 +171,8 @@ TEST(load_foreign_header) {
   memcpy(data + 10, want + 12, 4 * 4);
   memcpy(data + 14, want + 0, 12 * 4);
   const char *hdr =
-      " {\n \"layers.0.weight\" : {\"shape\": [4, 3], \"data_offsets\": [56, 104], \"dtype\": \"F32\"},\n"
+      " {\n \"layers.0.weight\" : {\"shape\": [4, 3], \"data_offsets\": [56, 104], \"dtype\": "
+      "\"F32\"},\n"
       "  \"layers.1.\\u0062ias\":{\"dtype\":\"F32\",\"data_offsets\":[0,8],\"shape\":[2]},\n"
       "  \"layers.0.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[40,56]},\n"
       "  \"layers.1.weight\":{\"dtype\":\"F\\u00332\",\"shape\":[2,4],\"data_offsets\":[8,40]}\n"
@@ -182,15 +189,15 @@ TEST(load_foreign_header) {
 
 /* Loads `path` into a buffer of sentinels and checks it failed with `code`,
  * a detail containing `needle`, and no parameter changed. */
-#define EXPECT_LOAD_FAILS(path, code, needle)                                    \
-  do {                                                                           \
-    float p_[SMALL_P], q_[SMALL_P];                                              \
-    fill(p_, SMALL_P, 99);                                                       \
-    memcpy(q_, p_, sizeof p_);                                                   \
-    int rc_ = fl_safetensors_load((path), &m, p_);                               \
-    if (rc_ != (code)) FL__FAIL("load: rc %d (%s), expected %d", rc_, fl_err_msg(), (code)); \
-    ASSERT_CONTAINS(fl_err_msg(), needle);                                       \
-    ASSERT_EQ(memcmp(p_, q_, sizeof p_), 0);                                     \
+#define EXPECT_LOAD_FAILS(path, code, needle)                                                      \
+  do {                                                                                             \
+    float p_[SMALL_P], q_[SMALL_P];                                                                \
+    fill(p_, SMALL_P, 99);                                                                         \
+    memcpy(q_, p_, sizeof p_);                                                                     \
+    int rc_ = fl_safetensors_load((path), &m, p_);                                                 \
+    if (rc_ != (code)) FL__FAIL("load: rc %d (%s), expected %d", rc_, fl_err_msg(), (code));       \
+    ASSERT_CONTAINS(fl_err_msg(), needle);                                                         \
+    ASSERT_EQ(memcmp(p_, q_, sizeof p_), 0);                                                       \
   } while (0)
 
 TEST(corrupt_files_rejected_params_unchanged) {
@@ -241,7 +248,8 @@ TEST(corrupt_files_rejected_params_unchanged) {
   e[0].shape = "[3,4]";
   header_from(hdr, sizeof hdr, e, 4);
   ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
-  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "'layers.0.weight' has shape [3,4], model 'mlp:4' expects [4,3]");
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE,
+                    "'layers.0.weight' has shape [3,4], model 'mlp:4' expects [4,3]");
   memcpy(e, GOOD, sizeof GOOD);
   e[1].shape = "[4,1]";
   header_from(hdr, sizeof hdr, e, 4);
@@ -308,7 +316,8 @@ TEST(corrupt_files_rejected_params_unchanged) {
   float *bp = calloc(big.num_params, sizeof(float));
   ASSERT_EQ(fl_safetensors_save(path, &big, bp, NULL), 0);
   free(bp);
-  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "'layers.0.weight' has shape [5,3], model 'mlp:4' expects [4,3]");
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE,
+                    "'layers.0.weight' has shape [5,3], model 'mlp:4' expects [4,3]");
 }
 
 TEST(malformed_json_rejected) {
@@ -317,7 +326,8 @@ TEST(malformed_json_rejected) {
   float data[SMALL_P];
   fill(data, SMALL_P, 5);
   const char *path = tpath("json.safetensors");
-  const char *T0 = "\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}";
+  const char *T0 =
+      "\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}";
   const char *REST =
       "\"layers.0.bias\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[48,64]},"
       "\"layers.1.weight\":{\"dtype\":\"F32\",\"shape\":[2,4],\"data_offsets\":[64,96]},"
@@ -351,19 +361,23 @@ TEST(malformed_json_rejected) {
        "expected ',' or ']'"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48e0]}", NULL,
        "expected ',' or ']'"},
-      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,99999999999999999999]}",
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,"
+       "99999999999999999999]}",
        NULL, "overflows"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48,52]}", NULL,
        "too many array elements"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0]}", NULL,
        "data_offsets needs two integers"},
-      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,4,3],\"data_offsets\":[0,48]}",
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,4,3],\"data_offsets\":[0,"
+       "48]}",
        NULL, "too many array elements"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3]}", NULL, "lacks data_offsets"},
       {"\"layers.0.weight\":{}", NULL, "empty tensor entry"},
-      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}",
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":["
+       "0,48]}",
        NULL, "unknown or repeated field"},
-      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48],\"x\":\"y\"}",
+      {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48],\"x\":"
+       "\"y\"}",
        NULL, "unknown or repeated field"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\x01\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
        "control character"},
@@ -375,8 +389,8 @@ TEST(malformed_json_rejected) {
        "lone low surrogate"},
       {"\"layers.0.weight\":{\"dtype\":\"\\ud800x\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
        "high surrogate"},
-      {"\"layers.0.weight\\u0000\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}", NULL,
-       "\\u0000"},
+      {"\"layers.0.weight\\u0000\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}",
+       NULL, "\\u0000"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]} x", NULL,
        "expected ',' or '}'"},
       {"\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}}{", NULL,
@@ -422,7 +436,7 @@ TEST(mutated_files_never_crash) {
   ASSERT_EQ(fl_safetensors_save(path, &m, p, meta), 0);
   uint8_t *orig = NULL;
   size_t len = 0;
-  ASSERT_EQ(fl_file_read_all(path, 1 << 20, &orig, &len), 0);
+  ASSERT_EQ(fl_file_read_all(path, 1 << 20, FL_FILE_REGULAR, &orig, &len), 0);
   uint8_t *b = malloc(len);
   fl_rng_t r;
   fl_rng_seed(&r, 8);
@@ -432,7 +446,8 @@ TEST(mutated_files_never_crash) {
     int nflip = 1 + (int)fl_rng_below(&r, 3);
     /* Mostly the length field and header, where the parser works. */
     size_t span = len - 4 * SMALL_P;
-    for (int k = 0; k < nflip; k++) b[fl_rng_below(&r, span)] ^= (uint8_t)(1u << fl_rng_below(&r, 8));
+    for (int k = 0; k < nflip; k++)
+      b[fl_rng_below(&r, span)] ^= (uint8_t)(1u << fl_rng_below(&r, 8));
     size_t cut = it % 5 == 0 ? fl_rng_below(&r, len) : len;
     ASSERT_EQ(write_raw(mpath, b, cut), 0);
     float q[SMALL_P], s[SMALL_P];
@@ -501,25 +516,60 @@ TEST(file_read_all_limits) {
   ASSERT_EQ(fl_file_write_atomic(path, "hello", 5), 0);
   uint8_t *b = NULL;
   size_t n = 0;
-  ASSERT_EQ(fl_file_read_all(path, 5, &b, &n), 0);
+  ASSERT_EQ(fl_file_read_all(path, 5, FL_FILE_REGULAR, &b, &n), 0);
   ASSERT_EQ(n, 5);
   ASSERT_STR_EQ((char *)b, "hello");
   free(b);
-  ASSERT_EQ(fl_file_read_all(path, 4, &b, &n), FL_ETOOBIG);
+  ASSERT_EQ(fl_file_read_all(path, 4, FL_FILE_REGULAR, &b, &n), FL_ETOOBIG);
   ASSERT_TRUE(b == NULL);
   ASSERT_EQ(fl_file_write_atomic(path, "", 0), 0);
-  ASSERT_EQ(fl_file_read_all(path, 0, &b, &n), 0);
+  ASSERT_EQ(fl_file_read_all(path, 0, FL_FILE_REGULAR, &b, &n), 0);
   ASSERT_EQ(n, 0);
   ASSERT_EQ(b[0], 0);
   free(b);
-  ASSERT_EQ(fl_file_read_all(tpath("absent.txt"), 10, &b, &n), FL_ENOENT);
+  ASSERT_EQ(fl_file_read_all(tpath("absent.txt"), 10, FL_FILE_REGULAR, &b, &n), FL_ENOENT);
   /* A file whose size stat can't tell (procfs reports 0): the growth path. */
-  ASSERT_EQ(fl_file_read_all("/proc/self/maps", 1 << 24, &b, &n), 0);
+  ASSERT_EQ(fl_file_read_all("/proc/self/maps", 1 << 24, FL_FILE_REGULAR, &b, &n), 0);
   ASSERT_GT(n, 0);
   ASSERT_EQ(strlen((char *)b), n);
   free(b);
-  ASSERT_EQ(fl_file_read_all("/proc/self/maps", 16, &b, &n), FL_ETOOBIG);
-  ASSERT_EQ(fl_file_read_all(fl_test_tmpdir(), 10, &b, &n), FL_EIO);
+  ASSERT_EQ(fl_file_read_all("/proc/self/maps", 16, FL_FILE_REGULAR, &b, &n), FL_ETOOBIG);
+  ASSERT_EQ(fl_file_read_all(fl_test_tmpdir(), 10, FL_FILE_REGULAR, &b, &n), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "is a directory");
+  /* An endless device is refused before any read, whatever the limit. */
+  ASSERT_EQ(fl_file_read_all("/dev/zero", (size_t)1 << 30, FL_FILE_REGULAR, &b, &n), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "character device");
+  ASSERT_EQ(fl_file_read_all("/dev/zero", 16, FL_FILE_STREAM_OK, &b, &n), FL_EINVAL);
+  /* A FIFO without a writer: refused at once as a regular file (open()
+   * must not wait for a writer), read up to the limit as a stream. */
+  const char *fifo = tpath("fifo");
+  unlink(fifo);
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  ASSERT_EQ(fl_file_read_all(fifo, 10, FL_FILE_REGULAR, &b, &n), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "FIFO");
+  pid_t pid = fork();
+  ASSERT_TRUE(pid >= 0);
+  if (pid == 0) { /* the writer: 100 bytes, more than the limit below */
+    int w = open(fifo, O_WRONLY);
+    char junk[100] = {0};
+    ssize_t put = w >= 0 ? write(w, junk, sizeof junk) : -1;
+    _exit(put == (ssize_t)sizeof junk ? 0 : 1);
+  }
+  ASSERT_EQ(fl_file_read_all(fifo, 10, FL_FILE_STREAM_OK, &b, &n), FL_ETOOBIG);
+  waitpid(pid, NULL, 0);
+  pid = fork();
+  ASSERT_TRUE(pid >= 0);
+  if (pid == 0) {
+    int w = open(fifo, O_WRONLY);
+    ssize_t put = w >= 0 ? write(w, "abc", 3) : -1;
+    _exit(put == 3 ? 0 : 1);
+  }
+  ASSERT_EQ(fl_file_read_all(fifo, 10, FL_FILE_STREAM_OK, &b, &n), 0);
+  ASSERT_EQ(n, 3);
+  ASSERT_STR_EQ((char *)b, "abc");
+  free(b);
+  waitpid(pid, NULL, 0);
+  unlink(fifo);
 
   /* mkdirs over a file fails. */
   ASSERT_EQ(fl_file_write_atomic(path, "x", 1), 0);
