@@ -566,15 +566,9 @@ fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *sha
     rc = fl_err_set(FL_EINVAL, "fl_session_new: bad arguments");
     goto out;
   }
-  if (!c->name[0] || strlen(c->name) >= FL_WIRE_MAX_STRING) {
-    rc = fl_err_set(FL_EINVAL, "client name must have 1 to %d bytes", FL_WIRE_MAX_STRING - 1);
+  if (fl_wire_check_name(c->name) != 0) {
+    rc = fl_err_set(FL_EINVAL, "--name: %s", fl_err_msg());
     goto out;
-  }
-  for (const unsigned char *p = (const unsigned char *)c->name; *p; p++) {
-    if (*p < 0x20 || *p == 0x7f) {
-      rc = fl_err_set(FL_EINVAL, "client name has control byte 0x%02x", *p);
-      goto out;
-    }
   }
   if (strlen(c->endpoint) >= sizeof s->endpoint) {
     rc = fl_err_set(FL_EINVAL, "--connect: endpoint longer than %zu bytes", sizeof s->endpoint - 1);

@@ -37,7 +37,7 @@ typedef struct fl_session fl_session_t;
 
 typedef struct {
   const char *endpoint; /* e.g. "tcp://127.0.0.1:7070" */
-  const char *name;     /* Join name: non-empty, printable, < FL_WIRE_MAX_STRING */
+  const char *name;     /* Join name: see fl_wire_check_name() */
   int want_slot;        /* ask for client id `slot` (the partition index) */
   uint32_t slot;
   int quiet;        /* no per-round lines */

@@ -138,6 +138,11 @@ static const opt_t opts[] = {
      "scale each client's update to L2 norm <= C before aggregating, 0 = off"},
     {"max-examples", OPT_U64, FIELD(max_examples), SC, G_ROBUST, "N", "0", RANGE(0, HUGE_VAL, 0),
      "weight a client by at most N examples (larger claims are capped and counted), 0 = off"},
+    {"quarantine", OPT_U32, FIELD(quarantine), SC, G_ROBUST, "ROUNDS", "5", RANGE(0, 1000000, 0),
+     "a client whose update is rejected is not sampled in the next ROUNDS rounds (nor in its "
+     "round's retries)"},
+    {"max-retries", OPT_U32, FIELD(max_retries), SC, G_ROBUST, "N", "10", RANGE(0, 1000000, 0),
+     "a round abandoned N times in a row (no quorum) ends the run with an error, 0 = never"},
     {"attack", OPT_STR, FIELD(attack), SIM | CLIENT, G_ROBUST, "SPEC", "none", CHECK(check_attack),
      "make this client (fedlr-sim: the --attackers) malicious: none, or sign-flip, scale:K, nan, "
      "examples:N, comma-combined"},
@@ -160,6 +165,10 @@ static const opt_t opts[] = {
      RANGE(1, 1000000, 0), "write a checkpoint every N rounds"},
     {"start-clients", OPT_U32, FIELD(start_clients), COORD, G_NET, "N", "0", RANGE(0, 1000000, 0),
      "the first round waits for N joined clients, 0 = --min-clients"},
+    {"start-timeout", OPT_DOUBLE, FIELD(start_timeout), COORD, G_NET, "SEC", "600",
+     RANGE(0, 1e9, 0),
+     "a round that cannot start for SEC s (too few clients; the first round: --start-clients) "
+     "ends the run with an error, 0 = wait forever"},
     {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
      "clients send a heartbeat this often (also while training)"},
     {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10",
@@ -175,6 +184,12 @@ static const opt_t opts[] = {
      "(default none)"},
     {"handshake-timeout", OPT_DOUBLE, FIELD(handshake_timeout), COORD | CLIENT, G_NET, "SEC", "5",
      RANGE(0.1, 300, 0), "a connection whose handshake has not finished by then is dropped"},
+    {"join-timeout", OPT_DOUBLE, FIELD(join_timeout), COORD, G_NET, "SEC", "10",
+     RANGE(0.1, 3600, 0), "a connection on which no client has joined for SEC s is closed"},
+    {"max-connections", OPT_U32, FIELD(max_connections), COORD, G_NET, "N", "0",
+     RANGE(0, 1000000, 0),
+     "open connections at most (more are closed at once), 0 = 2 x --clients + 64; kept below "
+     "the open-file limit"},
     {"join-rate", OPT_DOUBLE, FIELD(join_rate), COORD, G_NET, "N", "100", POSITIVE,
      "joins admitted per second on average; joins beyond --join-burst are answered 'busy, retry'"},
     {"join-burst", OPT_U32, FIELD(join_burst), COORD, G_NET, "N", "200", RANGE(1, 1000000, 0),

@@ -46,6 +46,8 @@ typedef struct {
   char aggregator[64];   /* "fedavg", "median" or "trimmed-mean:BETA" */
   double clip_norm;      /* 0 = off */
   uint64_t max_examples; /* 0 = off */
+  uint32_t quarantine;   /* 5: rounds a client with a rejected update is not sampled */
+  uint32_t max_retries;  /* 10: abandoned attempts of one round before the run fails */
   char attack[128];      /* "none" */
   uint32_t attackers;    /* 0: fedlr-sim's malicious virtual clients */
   /* output */
@@ -60,6 +62,9 @@ typedef struct {
   char resume[FL_PATH_MAX];  /* "" */
   uint32_t checkpoint_every; /* 1 */
   uint32_t start_clients;    /* 0 = min_clients: joined clients before the first round */
+  double start_timeout;      /* 600 s: longest wait for enough clients to start a round */
+  double join_timeout;       /* 10 s: a connection that carries no client after it is closed */
+  uint32_t max_connections;  /* 0 = 2 x clients + 64: open connections at most */
   double heartbeat;          /* 1 s: client heartbeat interval */
   double client_timeout;     /* 10 s: silence after which a client is dead */
   char name[128];            /* client name, "" = hostname-pid */

@@ -154,18 +154,102 @@ static int wire_check_tensors(const char *kind, Fedlr__Tensor *const *t, size_t 
   return 0;
 }
 
+const char *fl_wire_escape(const void *data, size_t len, size_t max_in, char *buf, size_t cap) {
+  const unsigned char *p = data;
+  size_t at = 0, i = 0;
+  for (; p && i < len && i < max_in; i++) {
+    unsigned char c = p[i];
+    if (at + 8 > cap) break;
+    if (c >= 0x20 && c < 0x7f && c != '\\')
+      buf[at++] = (char)c;
+    else if (c == '\\')
+      at += (size_t)snprintf(buf + at, cap - at, "\\\\");
+    else
+      at += (size_t)snprintf(buf + at, cap - at, "\\x%02x", c);
+  }
+  if (p && i < len && at + 4 <= cap) {
+    memcpy(buf + at, "...", 3);
+    at += 3;
+  }
+  buf[at] = '\0';
+  return buf;
+}
+
+/* Decodes one UTF-8 sequence at s[0..n): the code point, or -1 if it is
+ * malformed (truncated, overlong, a surrogate, beyond U+10FFFF); *used is
+ * its length. */
+static long utf8_decode(const unsigned char *s, size_t n, size_t *used) {
+  unsigned char c = s[0];
+  size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (len == 0 || len > n) return -1;
+  long cp = len == 1 ? c : c & (0x7f >> len);
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80) return -1;
+    cp = cp << 6 | (s[i] & 0x3f);
+  }
+  static const long min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return -1;
+  *used = len;
+  return cp;
+}
+
+int fl_wire_check_name(const char *name) {
+  char esc[4 * FL_WIRE_MAX_NAME + 8];
+  if (!name || !name[0]) return fl_err_set(FL_EFORMAT, "the client name is empty");
+  size_t n = strnlen(name, FL_WIRE_MAX_NAME + 1);
+  if (n > FL_WIRE_MAX_NAME)
+    return fl_err_set(FL_ETOOBIG, "the client name '%s' is longer than %d bytes",
+                      fl_wire_escape(name, strlen(name), 32, esc, sizeof esc), FL_WIRE_MAX_NAME);
+  const unsigned char *p = (const unsigned char *)name;
+  for (size_t i = 0, used = 0; i < n; i += used) {
+    long cp = utf8_decode(p + i, n - i, &used);
+    const char *why = NULL;
+    if (cp < 0)
+      why = "is not valid UTF-8";
+    else if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+      why = "has a control character";
+    else if (cp == 0x2028 || cp == 0x2029)
+      why = "has a line separator";
+    else if ((cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069))
+      why = "has a bidirectional override";
+    if (why)
+      return fl_err_set(FL_EFORMAT,
+                        "the client name '%s' %s at byte %zu (names are 1 to %d bytes of UTF-8 "
+                        "text)",
+                        fl_wire_escape(name, n, n, esc, sizeof esc), why, i, FL_WIRE_MAX_NAME);
+  }
+  return 0;
+}
+
+int fl_wire_peek_kind(const uint8_t *buf, size_t len) {
+  /* The first field tag, a varint: field number << 3 | wire type 2. */
+  uint64_t tag = 0;
+  for (size_t i = 0; i < len && i < 5; i++) {
+    tag |= (uint64_t)(buf[i] & 0x7f) << (7 * i);
+    if (!(buf[i] & 0x80)) {
+      uint64_t field = tag >> 3;
+      if ((tag & 7) != 2 || field < FEDLR__ENVELOPE__BODY_JOIN ||
+          field > FEDLR__ENVELOPE__BODY_STOP)
+        return FEDLR__ENVELOPE__BODY__NOT_SET;
+      return (int)field;
+    }
+  }
+  return FEDLR__ENVELOPE__BODY__NOT_SET;
+}
+
 static int wire_check_join(const Fedlr__Join *j) {
   int rc;
   if (j->protocol_version != FL_WIRE_PROTOCOL_VERSION)
-    return fl_err_set(FL_EUNSUPPORTED, "join: protocol version %u, this build speaks %d",
+    return fl_err_set(FL_EUNSUPPORTED,
+                      "protocol version %u is not supported: this coordinator speaks version %d",
                       (unsigned)j->protocol_version, FL_WIRE_PROTOCOL_VERSION);
+  if (j->num_examples < 1 || j->num_examples > FL_WIRE_MAX_EXAMPLES)
+    return fl_err_set(FL_ERANGE, "%llu examples: a client declares 1 to %llu",
+                      (unsigned long long)j->num_examples,
+                      (unsigned long long)FL_WIRE_MAX_EXAMPLES);
   if ((rc = wire_check_string("join", "name", j->name)) < 0) return rc;
-  if (!j->name[0]) return fl_err_set(FL_EFORMAT, "join: empty client name");
-  /* Names end up in logs and metrics files: no control bytes. UTF-8 is fine. */
-  for (const unsigned char *p = (const unsigned char *)j->name; *p; p++)
-    if (*p < 0x20 || *p == 0x7f)
-      return fl_err_set(FL_EFORMAT, "join: client name has control byte 0x%02x", *p);
-  return 0;
+  /* Names end up in logs, metrics and replies. */
+  return fl_wire_check_name(j->name);
 }
 
 static int wire_check_welcome(const Fedlr__Welcome *w) {
@@ -218,6 +302,8 @@ static int wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limi
 static int wire_check_update(const Fedlr__Update *u, const fl_wire_limits_t *lim) {
   if (u->round < 1) return fl_err_set(FL_ERANGE, "update: round 0 (rounds start at 1)");
   if (u->num_examples < 1) return fl_err_set(FL_ERANGE, "update: num_examples is 0");
+  /* A larger claim is beyond any registration: the engine rejects it as
+   * the client's answer (and caps it first with --max-examples). */
   if (!isfinite(u->train_loss)) return fl_err_set(FL_ENONFINITE, "update: train_loss not finite");
   return wire_check_tensors("update", u->weights, u->n_weights, lim);
 }

@@ -20,7 +20,12 @@
 #include "fl_optim.h"
 
 #define FL_WIRE_PROTOCOL_VERSION 1
-#define FL_WIRE_MAX_STRING 256 /* names, specs, reasons */
+#define FL_WIRE_MAX_STRING 256 /* specs, reasons, run ids */
+#define FL_WIRE_MAX_NAME 64    /* client names, bytes of UTF-8 */
+/* The most examples a client may declare in a Join or claim in an Update
+ * (2^32): beyond any single client's data, and with |delta| <= 2^20 what
+ * keeps the coordinator's exact fixed-point sum far from overflow. */
+#define FL_WIRE_MAX_EXAMPLES 4294967296ULL
 #define FL_WIRE_MAX_EPOCHS 1000
 #define FL_WIRE_MAX_BATCH 65536
 
@@ -46,6 +51,25 @@ void fl_wire_limits_for_model(const fl_model_spec_t *m, fl_wire_limits_t *out);
 int fl_wire_decode(const uint8_t *buf, size_t len, const fl_wire_limits_t *lim,
                    Fedlr__Envelope **out);
 void fl_wire_free(Fedlr__Envelope **env);
+
+/* Checks a client name: 1 to FL_WIRE_MAX_NAME bytes of valid UTF-8 (proto3
+ * strings must be), without control characters (C0, DEL, C1), line or
+ * paragraph separators or bidirectional overrides, so that a name printed in
+ * a log or a table is what it looks like. FL_EFORMAT / FL_ETOOBIG with a
+ * detail (the name itself escaped) otherwise. */
+int fl_wire_check_name(const char *name);
+
+/* Escapes untrusted bytes for a log line or an error message: printable
+ * ASCII as is, a backslash as \\, anything else as \xNN; at most `max_in`
+ * input bytes (then "..."). Always NUL-terminates buf (cap >= 8). Returns
+ * buf. The result is ASCII, hence valid UTF-8 (it may go into a Stop). */
+const char *fl_wire_escape(const void *data, size_t len, size_t max_in, char *buf, size_t cap);
+
+/* The body kind (FEDLR__ENVELOPE__BODY_*) an encoded envelope starts with,
+ * read from its first field tag without decoding anything, or
+ * FEDLR__ENVELOPE__BODY__NOT_SET: to answer an undecodable Join with a
+ * reason rather than silence. */
+int fl_wire_peek_kind(const uint8_t *buf, size_t len);
 
 /* Encodes into a new malloc'd buffer (*buf, *len), caller frees. */
 int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len);

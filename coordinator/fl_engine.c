@@ -10,8 +10,17 @@
 #include "fl_rng.h"
 #include "fl_safetensors.h"
 
-/* Fixed-point scale of the aggregation accumulator (see fl_engine.h). */
+/* The FedAvg accumulator (see fl_engine.h): sum_k n_k * delta_k on a grid
+ * of 2^-40, as an exact integer V = hi * 2^54 + lo in two int64 limbs.
+ * Bounds: |delta| <= 2^20 (FL_ENGINE_MAX_DELTA), n_k <= 2^32
+ * (FL_ENGINE_MAX_EXAMPLES), so one term is below 2^92 and its hi part below
+ * 2^38; at most 2^24 terms (FL_MAX_CLIENTS) keep sum(hi) below 2^62. Each lo
+ * part is below 2^54 in magnitude, so lo is carried into hi (normalized)
+ * every AGG_CARRY_EVERY folds, before it could reach 2^63. */
 #define FL_AGG_SCALE 1099511627776.0 /* 2^40 */
+#define AGG_LIMB 18014398509481984.0 /* 2^54 */
+#define AGG_LIMB_BITS 54
+#define AGG_CARRY_EVERY 255
 #define FL_EVAL_BATCH 1000
 #define FL_MAX_CLIENTS 10000000u
 /* Coordinates per block of the robust rules: (reported x SEL_W) floats of
@@ -22,6 +31,7 @@ typedef struct {
   char *name; /* NULL: free id */
   uint64_t num_examples;
   int available;
+  uint32_t quarantined_through; /* not sampled up to this round (a rejected update); 0 = never */
 } fl_client_rec_t;
 
 enum { ROUND_IDLE = 0, ROUND_OPEN = 1 };
@@ -33,7 +43,9 @@ struct fl_engine {
   fl_engine_config_t cfg;
   fl_wire_limits_t limits;
   float *weights;          /* (num_params) global model */
-  int64_t *acc;            /* (num_params) fixed-point sum of p_k * delta_k */
+  int64_t *acc_hi;         /* (num_params) FedAvg sum, high limb (see FL_AGG_SCALE) */
+  int64_t *acc_lo;         /* (num_params) low limb */
+  uint32_t acc_terms;      /* folds since the limbs were last normalized */
   fl_model_ws_t **eval_ws; /* (eval_threads) one workspace per evaluation thread */
   size_t eval_threads;
   double *chunk_loss;    /* (eval chunks) summed loss of each chunk */
@@ -56,9 +68,7 @@ struct fl_engine {
   uint64_t *slot_examples;   /* (num_sampled) examples per reported slot (capped) */
   uint64_t *slot_registered; /* (num_sampled) registered examples when the round began
                               * (capped at max_examples) */
-  size_t num_sampled, num_reported, cap_sampled;
-  double sampled_examples; /* sum of registered examples of the sample (a double: claims
-                            * are the clients' word and a uint64 sum could wrap) */
+  size_t num_sampled, num_reported, num_answered_bad, cap_sampled;
   uint32_t num_rejected, num_clipped, num_capped; /* this round's counts, see fl_round_metrics_t */
   /* Robust rules only (cfg.aggregator != FL_AGG_FEDAVG): */
   float *store; /* (cap_store, num_params) slot k's delta in row k */
@@ -70,6 +80,10 @@ struct fl_engine {
   double best_accuracy;
   int target_reached;
 };
+
+static int robust_rule(const fl_engine_t *e) {
+  return e->cfg.aggregator != FL_AGG_FEDAVG;
+}
 
 /* Prefixes the detail message of a failed parse with the flag's name. */
 static int flag_error(const char *flag, int rc) {
@@ -106,6 +120,8 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t i
     return flag_error("--aggregator", rc);
   ec->clip_norm = c->clip_norm;
   ec->max_examples = c->max_examples;
+  ec->quarantine_rounds = c->quarantine;
+  ec->max_retries = c->max_retries;
   return 0;
 }
 
@@ -153,8 +169,9 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   fl_wire_limits_for_model(&cfg->model, &e->limits);
   e->limits.caller_checks_values = 1; /* fold() rejects NaN/Inf/huge values */
   e->weights = malloc(n * sizeof *e->weights);
-  e->acc = calloc(n, sizeof *e->acc);
-  if (!e->weights || !e->acc) goto fail;
+  e->acc_hi = calloc(n, sizeof *e->acc_hi);
+  e->acc_lo = calloc(n, sizeof *e->acc_lo);
+  if (!e->weights || !e->acc_hi || !e->acc_lo) goto fail;
   if (cfg->test) {
     size_t chunks = (cfg->test->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
     size_t th = cfg->eval_threads ? cfg->eval_threads : fl_parallel_ncpu();
@@ -187,7 +204,8 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->name_index);
   free(e->pool);
   free(e->weights);
-  free(e->acc);
+  free(e->acc_hi);
+  free(e->acc_lo);
   for (size_t i = 0; e->eval_ws && i < e->eval_threads; i++)
     fl_model_ws_destroy(&e->eval_ws[i]);
   free(e->eval_ws);
@@ -266,6 +284,10 @@ const char *fl_engine_client_name(const fl_engine_t *e, uint32_t id) {
 int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint64_t num_examples) {
   if (!name || !name[0]) return fl_err_set(FL_EINVAL, "client name is empty");
   if (num_examples == 0) return fl_err_set(FL_EINVAL, "client '%s' has no examples", name);
+  if (num_examples > FL_ENGINE_MAX_EXAMPLES)
+    return fl_err_set(
+        FL_ERANGE, "client '%s' registers %llu examples, more than the limit of %llu per client",
+        name, (unsigned long long)num_examples, (unsigned long long)FL_ENGINE_MAX_EXAMPLES);
   if (id >= FL_MAX_CLIENTS)
     return fl_err_set(FL_ETOOBIG, "client id %u is beyond the limit of %u clients", id,
                       FL_MAX_CLIENTS);
@@ -278,13 +300,15 @@ int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint6
     return 0;
   }
   if (id < e->cap_clients && e->clients[id].name)
-    return fl_err_set(FL_EINVAL, "client id %u is already taken by '%s'", id, e->clients[id].name);
+    /* Never the other client's name: this message may go back to the
+     * joining peer. */
+    return fl_err_set(FL_EINVAL, "client id %u is already taken by another client", id);
   int rc;
   if ((rc = ensure_client_cap(e, (size_t)id + 1))) return rc;
   if (2 * (e->num_clients + 1) > e->name_cap && (rc = name_index_grow(e))) return rc;
   char *copy = strdup(name);
   if (!copy) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
-  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1};
+  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1, 0};
   e->name_index[name_slot(e, name)] = id + 1;
   e->num_clients++;
   e->num_available++;
@@ -318,6 +342,13 @@ void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available) {
     e->num_available--;
 }
 
+/* May client i be sampled in round `round`? Registered, available, and not
+ * quarantined for a rejected update. */
+static int sampleable(const fl_engine_t *e, size_t i, uint32_t round) {
+  const fl_client_rec_t *c = &e->clients[i];
+  return c->name && c->available && c->quarantined_through < round;
+}
+
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return (x > y) - (x < y);
@@ -329,9 +360,16 @@ int fl_engine_begin_round(fl_engine_t *e) {
   /* The pool: available clients in ascending id order. With every client
    * available (fedlr-sim, or a full networked federation) the sample is the
    * same in both. */
+  uint32_t round = e->rounds_done + 1;
   size_t k = 0;
   for (size_t i = 0; i < e->cap_clients; i++)
-    if (e->clients[i].name && e->clients[i].available) e->pool[k++] = (uint32_t)i;
+    if (sampleable(e, i, round)) e->pool[k++] = (uint32_t)i;
+  /* Every available client is quarantined: they are all there is, so they
+   * are sampled after all, and if they keep failing, --max-retries ends
+   * the run rather than a wait that nothing could end. */
+  if (k == 0)
+    for (size_t i = 0; i < e->cap_clients; i++)
+      if (e->clients[i].name && e->clients[i].available) e->pool[k++] = (uint32_t)i;
   if (k == 0) return fl_err_set(FL_EINVAL, "no clients available");
   size_t m = (size_t)ceil(e->cfg.fraction * (double)k - 1e-9);
   if (m < e->cfg.min_clients) m = e->cfg.min_clients;
@@ -371,7 +409,6 @@ int fl_engine_begin_round(fl_engine_t *e) {
     }
     e->cap_store = m;
   }
-  uint32_t round = e->rounds_done + 1;
   uint32_t *ids = e->pool;
   fl_rng_t rng;
   fl_rng_seed(&rng, fl_rng_derive(e->cfg.seed, FL_RNG_SAMPLE, round, e->attempt));
@@ -386,18 +423,18 @@ int fl_engine_begin_round(fl_engine_t *e) {
   e->num_sampled = m;
   e->num_reported = 0;
   memset(e->reported, 0, m);
-  e->sampled_examples = 0;
-  /* Weights are fixed for the round: a client that rejoins mid-round
-   * claiming more examples cannot raise its share (each share n_k/N <= 1
-   * is also what keeps the fixed-point sum far from overflow). */
+  e->num_answered_bad = 0;
+  /* What a client may claim is fixed for the round: one that rejoins
+   * mid-round claiming more examples cannot raise its weight. */
   for (size_t i = 0; i < m; i++) {
     uint64_t n = e->clients[e->sampled[i]].num_examples;
     if (e->cfg.max_examples && n > e->cfg.max_examples) n = e->cfg.max_examples;
     e->slot_registered[i] = n;
-    e->sampled_examples += (double)n;
   }
   e->num_rejected = e->num_clipped = e->num_capped = 0;
-  memset(e->acc, 0, e->cfg.model.num_params * sizeof *e->acc);
+  memset(e->acc_hi, 0, e->cfg.model.num_params * sizeof *e->acc_hi);
+  memset(e->acc_lo, 0, e->cfg.model.num_params * sizeof *e->acc_lo);
+  e->acc_terms = 0;
   e->round = round;
   e->lr = fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
   e->state = ROUND_OPEN;
@@ -449,16 +486,18 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
   return fl_wire_encode(&env, buf, len);
 }
 
-/* The fold: acc += trunc(x * s) in int64, returning 1 if any |x[i]|
- * exceeded FL_ENGINE_MAX_DELTA or was NaN (such values are folded as 0).
- * Each term depends only on this update and integer addition is
- * associative, so the sum does not depend on arrival order. trunc(-y) is
- * -trunc(y), so folding the same data with -s undoes a fold exactly: that is
- * how a rejected update is taken back. The range test works on the float's
- * bits (|x| as an integer) so the loop has no FP compares and vectorizes;
- * the AVX-512 variant converts 8 doubles to int64 per instruction
- * (vcvttpd2qq). The double product and the truncation are exact IEEE
- * operations, so both variants give the same bits. */
+/* The fold: V += trunc(x * s) for the two-limb accumulator (hi, lo), s =
+ * n_k * 2^40, returning 1 if any |x[i]| exceeded FL_ENGINE_MAX_DELTA or was
+ * NaN (such values are folded as 0). The term t = x * s (one rounding, in
+ * double) is split exactly: h = trunc(t / 2^54), l = t - h * 2^54 (exact:
+ * its bits are t's low bits), so h * 2^54 + trunc(l) = trunc(t). Each term
+ * depends only on this update and integer addition is associative, so the
+ * sum does not depend on arrival order. trunc(-y) is -trunc(y), so folding
+ * the same data with -s undoes a fold exactly: that is how a rejected
+ * update is taken back. The range test works on the float's bits (|x| as an
+ * integer) so the loop has no FP compares and vectorizes; the AVX-512
+ * variant converts 8 doubles to int64 per instruction (vcvttpd2qq). Every
+ * step is an exact IEEE operation, so both variants give the same bits. */
 #define FOLD_BODY                                                                                  \
   uint32_t lim_bits;                                                                               \
   const float lim = (float)FL_ENGINE_MAX_DELTA;                                                    \
@@ -472,23 +511,49 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
     u &= out - 1u; /* zero when out of range */                                                    \
     float v;                                                                                       \
     memcpy(&v, &u, sizeof v);                                                                      \
-    acc[i] += (int64_t)((double)v * s);                                                            \
+    double t = (double)v * s;                                                                      \
+    int64_t h = (int64_t)(t * (1.0 / AGG_LIMB));                                                   \
+    hi[i] += h;                                                                                    \
+    lo[i] += (int64_t)(t - (double)h * AGG_LIMB);                                                  \
   }                                                                                                \
   return bad != 0;
 
-static int fold_generic(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
+static int fold_generic(int64_t *restrict hi, int64_t *restrict lo, const float *restrict x,
+                        size_t n, double s) {
   FOLD_BODY
 }
 
-__attribute__((target("avx512f,avx512dq"))) static int
-fold_avx512(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
+__attribute__((target("avx512f,avx512dq"))) static int fold_avx512(int64_t *restrict hi,
+                                                                   int64_t *restrict lo,
+                                                                   const float *restrict x,
+                                                                   size_t n, double s) {
   FOLD_BODY
 }
 
-static int fold(int64_t *restrict acc, const float *restrict x, size_t n, double s) {
+static int fold_limbs(int64_t *restrict hi, int64_t *restrict lo, const float *restrict x, size_t n,
+                      double s) {
   static int use_avx512 = -1;
   if (use_avx512 < 0) use_avx512 = __builtin_cpu_supports("avx512dq") ? 1 : 0;
-  return (use_avx512 ? fold_avx512 : fold_generic)(acc, x, n, s);
+  return (use_avx512 ? fold_avx512 : fold_generic)(hi, lo, x, n, s);
+}
+
+/* Folds n values of an update into the accumulator at parameter `off`. */
+static int fold(fl_engine_t *e, size_t off, const float *x, size_t n, double s) {
+  return fold_limbs(e->acc_hi + off, e->acc_lo + off, x, n, s);
+}
+
+/* Carries lo into hi, leaving lo in [0, 2^54): the value hi * 2^54 + lo is
+ * unchanged, and its representation is then unique, so it may run at any
+ * time without changing a result. */
+static void acc_normalize(fl_engine_t *e) {
+  const size_t n = e->cfg.model.num_params;
+  int64_t *restrict hi = e->acc_hi, *restrict lo = e->acc_lo;
+  for (size_t i = 0; i < n; i++) {
+    int64_t c = lo[i] >> AGG_LIMB_BITS; /* floor: GCC shifts signed values arithmetically */
+    hi[i] += c;
+    lo[i] -= c * ((int64_t)1 << AGG_LIMB_BITS);
+  }
+  e->acc_terms = 0;
 }
 
 /* Subtracts from a delta the global weights: turns a full-weights update
@@ -591,6 +656,16 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
   uint64_t claim = u->num_examples;
   int capped = e->cfg.max_examples && claim > e->cfg.max_examples;
   if (capped) claim = e->cfg.max_examples;
+  if (claim == 0) {
+    /* Its weight would be 0, and a round of such updates a division by 0. */
+    rc = fl_err_set(FL_ERANGE, "update from client %u claims 0 examples", sender);
+    goto out;
+  }
+  if (!(fabs(u->train_loss) <= FL_ENGINE_MAX_LOSS)) {
+    rc = fl_err_set(FL_ERANGE, "update from client %u: train loss %g is beyond %g", sender,
+                    u->train_loss, FL_ENGINE_MAX_LOSS);
+    goto out;
+  }
   if (claim > e->slot_registered[slot]) {
     rc = fl_err_set(FL_ERANGE,
                     "client %u claims %llu examples, it had registered %llu when "
@@ -602,8 +677,10 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
   const fl_model_spec_t *m = &e->cfg.model;
   rc = fl_wire_check_tensors(u->weights, u->n_weights, m);
   if (rc) goto out;
-  const double s = (double)claim / e->sampled_examples * FL_AGG_SCALE;
-  const int robust = e->cfg.aggregator != FL_AGG_FEDAVG;
+  /* The weight of this update alone (exact in double: claim <= 2^32). */
+  const double s = (double)claim * FL_AGG_SCALE;
+  if (!robust_rule(e) && e->acc_terms >= AGG_CARRY_EVERY) acc_normalize(e);
+  const int robust = robust_rule(e);
   int clipped = 0;
   size_t off = 0, t;
   if (!robust && !(e->cfg.clip_norm > 0)) {
@@ -614,13 +691,13 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
     for (t = 0; t < u->n_weights; t++) {
       Fedlr__Tensor *x = u->weights[t];
       if (!u->is_delta) to_delta(x->data, e->weights + off, x->n_data);
-      if (fold(e->acc + off, x->data, x->n_data, s)) break;
+      if (fold(e, off, x->data, x->n_data, s)) break;
       off += x->n_data;
     }
     if (t < u->n_weights) {
       rc = value_error(sender, u->weights[t], off);
       for (size_t k = 0, o = 0; k <= t; k++) {
-        fold(e->acc + o, u->weights[k]->data, u->weights[k]->n_data, -s);
+        fold(e, o, u->weights[k]->data, u->weights[k]->n_data, -s);
         o += u->weights[k]->n_data;
       }
       goto out;
@@ -655,15 +732,17 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
       off = 0;
       for (t = 0; t < u->n_weights; t++) {
         const Fedlr__Tensor *x = u->weights[t];
-        /* The FedAvg term f * (n_k/N) * delta, still rounded once. */
+        /* The FedAvg term f * n_k * delta, still rounded once. */
         if (robust)
           scale_copy(row + off, x->data, x->n_data, f);
         else
-          fold(e->acc + off, x->data, x->n_data, s * f);
+          fold(e, off, x->data, x->n_data, s * f);
         off += x->n_data;
       }
     }
   }
+  if (!robust) e->acc_terms++;
+  if (e->reported[slot] == SLOT_REJECTED) e->num_answered_bad--;
   e->reported[slot] = SLOT_REPORTED;
   e->slot_loss[slot] = u->train_loss;
   e->slot_examples[slot] = claim;
@@ -674,9 +753,18 @@ out:
   if (rc && content) {
     /* The client has had its say: the round need not wait for it
      * (fl_engine_has_answered), though a valid update may still follow
-     * while the round is open. */
+     * while the round is open. It is not sampled again before round
+     * round + quarantine_rounds, this round's retries included. */
+    if (e->reported[slot] != SLOT_REJECTED) e->num_answered_bad++;
     e->reported[slot] = SLOT_REJECTED;
     e->num_rejected++;
+    uint32_t through = e->round + e->cfg.quarantine_rounds;
+    fl_client_rec_t *cr = &e->clients[sender];
+    if (cr->quarantined_through < through) cr->quarantined_through = through;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", fl_err_msg());
+    fl_err_set(rc, "%s; client %u is not sampled again before round %u", msg, sender,
+               cr->quarantined_through + 1);
   }
   return rc;
 }
@@ -685,11 +773,18 @@ size_t fl_engine_reported(const fl_engine_t *e) {
   return e->num_reported;
 }
 
+size_t fl_engine_quorum_need(const fl_engine_t *e) {
+  /* A rejected update is an answer that carries nothing: the quorum is a
+   * fraction of the updates that can still count, so that clients which
+   * send garbage cannot hold a round below its quorum. */
+  size_t could = e->num_sampled - e->num_answered_bad;
+  size_t need = (size_t)ceil(e->cfg.quorum * (double)could - 1e-9);
+  return need < 1 ? 1 : need;
+}
+
 int fl_engine_has_quorum(const fl_engine_t *e) {
   if (e->state != ROUND_OPEN || e->num_reported == 0) return 0;
-  size_t need = (size_t)ceil(e->cfg.quorum * (double)e->num_sampled - 1e-9);
-  if (need < 1) need = 1;
-  return e->num_reported >= need;
+  return e->num_reported >= fl_engine_quorum_need(e);
 }
 
 /* Evaluation in fixed chunks of FL_EVAL_BATCH test examples: thread t takes
@@ -854,22 +949,30 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   if (!fl_engine_has_quorum(e))
     return fl_err_set(FL_ESTATE, "round %u has %zu of %zu updates, below quorum", e->round,
                       e->num_reported, e->num_sampled);
-  double reported_examples = 0, loss_sum = 0;
+  /* Weights come from the accepted updates only: R is the sum of their
+   * (capped) claims, each <= 2^32, at most 2^24 of them: no overflow. */
+  uint64_t reported_examples = 0;
+  double loss_sum = 0;
   for (size_t i = 0; i < e->num_sampled; i++) {
     if (e->reported[i] != SLOT_REPORTED) continue;
-    reported_examples += (double)e->slot_examples[i];
+    reported_examples += e->slot_examples[i];
     loss_sum += e->slot_loss[i] * (double)e->slot_examples[i];
   }
-  if (e->cfg.aggregator != FL_AGG_FEDAVG) {
+  if (robust_rule(e)) {
     int rc = robust_apply(e);
     if (rc) return rc;
   } else {
-    /* acc holds sum_k (n_k / N_sampled) delta_k; rescale to the mean over
-     * the clients that actually reported. */
-    const double scale = e->sampled_examples / reported_examples / FL_AGG_SCALE;
-    size_t n = e->cfg.model.num_params;
-    for (size_t i = 0; i < n; i++)
-      e->weights[i] += (float)((double)e->acc[i] * scale);
+    /* V = sum_k n_k delta_k * 2^40 exactly; the mean is V / 2^40 / R. The
+     * canonical limbs make the conversion, hence the bits, independent of
+     * when carries happened. */
+    acc_normalize(e);
+    const double inv = 1.0 / (double)reported_examples;
+    const double hi_scale = AGG_LIMB / FL_AGG_SCALE; /* 2^14 */
+    const size_t n = e->cfg.model.num_params;
+    for (size_t i = 0; i < n; i++) {
+      double v = (double)e->acc_hi[i] * hi_scale + (double)e->acc_lo[i] * (1.0 / FL_AGG_SCALE);
+      e->weights[i] += (float)(v * inv);
+    }
   }
 
   memset(m, 0, sizeof *m);
@@ -878,7 +981,7 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   m->lr = e->lr;
   m->clients_sampled = (uint32_t)e->num_sampled;
   m->clients_reported = (uint32_t)e->num_reported;
-  m->train_loss = loss_sum / reported_examples;
+  m->train_loss = loss_sum / (double)reported_examples;
   m->rejected = e->num_rejected;
   m->clipped = e->num_clipped;
   m->capped = e->num_capped;
@@ -908,10 +1011,21 @@ uint32_t fl_engine_rounds_done(const fl_engine_t *e) {
 
 int fl_engine_abort_round(fl_engine_t *e) {
   if (e->state != ROUND_OPEN) return fl_err_set(FL_ESTATE, "no round is open");
+  size_t reported = e->num_reported, bad = e->num_answered_bad, m = e->num_sampled;
   e->state = ROUND_IDLE;
   e->num_reported = 0;
   e->attempt++;
+  if (e->cfg.max_retries && e->attempt > e->cfg.max_retries)
+    return fl_err_set(FL_ESTATE,
+                      "round %u was abandoned %u times in a row (the last time %zu of %zu sampled "
+                      "clients reported, %zu updates were rejected): no progress is possible with "
+                      "these clients",
+                      e->round, e->attempt, reported, m, bad);
   return 0;
+}
+
+uint32_t fl_engine_attempt(const fl_engine_t *e) {
+  return e->attempt;
 }
 
 int fl_engine_is_sampled(const fl_engine_t *e, uint32_t id) {

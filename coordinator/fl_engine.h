@@ -13,10 +13,26 @@
  *                                  the schedule, returns the round's metrics
  *
  * Determinism. Sampling, per-client seeds and the schedule depend only on
- * (seed, round). Aggregation is exact and order-independent: each weighted
- * delta is rounded once to a fixed-point grid (2^-40) and summed in int64,
- * so the result is bit-identical whatever order updates arrive in. Memory is
- * O(model): one int64 accumulator per parameter, never one buffer per client.
+ * (seed, round, attempt) and on which clients are sampleable. Aggregation is
+ * exact and order-independent: each weighted delta n_k * delta_k is rounded
+ * once to a fixed-point grid (2^-40) and summed exactly in integers (two
+ * int64 limbs per parameter), then divided by the sum of the accepted
+ * updates' example counts, so the result is bit-identical whatever order
+ * updates arrive in, and the weights come from the accepted updates alone:
+ * a client whose update is rejected, whatever it registered, changes
+ * nothing. Memory is O(model): 16 bytes of accumulator per parameter, never
+ * one buffer per client.
+ *
+ * Misbehaving clients and stuck rounds. An update rejected for its content
+ * (values, tensors, example claim) answers for its client: the round need
+ * not wait for it, and the quorum is a fraction of the sampled clients
+ * whose updates can still count (sampled minus rejected), so clients that
+ * send garbage cannot hold a round below its quorum. Such a client is
+ * quarantined: not sampled again for cfg.quarantine_rounds rounds after
+ * this one (nor in this round's retries), unless every available client
+ * is quarantined. A round abandoned
+ * cfg.max_retries times in a row ends the run (fl_engine_abort_round()
+ * fails): no progress is possible.
  *
  * Robust rules (cfg.aggregator). The coordinate-wise median and trimmed mean
  * (Yin et al. 2018) are unweighted and need every reported delta at once:
@@ -47,9 +63,14 @@
 #include "fl_sched.h"
 #include "fl_wire.h"
 
-/* A single weighted delta component may not exceed this in magnitude: keeps
- * the fixed-point sum far from int64 overflow, and no sane update is near. */
+/* A single delta component may not exceed this in magnitude: keeps the
+ * fixed-point sum far from overflow, and no sane update is near. */
 #define FL_ENGINE_MAX_DELTA 1048576.0
+/* The most examples one client may register: a larger registration is
+ * refused. With FL_ENGINE_MAX_DELTA it bounds the fixed-point sum. */
+#define FL_ENGINE_MAX_EXAMPLES FL_WIRE_MAX_EXAMPLES
+/* An update's train loss beyond this in magnitude is rejected. */
+#define FL_ENGINE_MAX_LOSS 1e30
 
 typedef struct {
   fl_model_spec_t model;
@@ -65,16 +86,20 @@ typedef struct {
   uint32_t min_clients; /* at least this many sampled per round */
   uint32_t rounds;      /* round limit */
   uint64_t seed;
-  uint32_t eval_every;      /* evaluate every K rounds and at the last */
-  double target_accuracy;   /* stop when reached; 0 = off */
-  double quorum;            /* fraction of sampled updates needed, (0,1] */
-  uint32_t eval_threads;    /* threads for evaluation, 0 = one per core; results do not
-                             * depend on it */
-  fl_agg_kind_t aggregator; /* FL_AGG_FEDAVG (0), FL_AGG_MEDIAN, FL_AGG_TRIMMED_MEAN */
-  double trim_beta;         /* trimmed mean: floor(beta * reported) values are cut from each
-                             * end of every coordinate, [0, 0.5) */
-  double clip_norm;         /* > 0: each delta is scaled to L2 norm <= clip_norm; 0 = off */
-  uint64_t max_examples;    /* > 0: a client weighs at most this many examples; 0 = off */
+  uint32_t eval_every;        /* evaluate every K rounds and at the last */
+  double target_accuracy;     /* stop when reached; 0 = off */
+  double quorum;              /* fraction of sampled updates needed, (0,1] */
+  uint32_t eval_threads;      /* threads for evaluation, 0 = one per core; results do not
+                               * depend on it */
+  fl_agg_kind_t aggregator;   /* FL_AGG_FEDAVG (0), FL_AGG_MEDIAN, FL_AGG_TRIMMED_MEAN */
+  double trim_beta;           /* trimmed mean: floor(beta * reported) values are cut from each
+                               * end of every coordinate, [0, 0.5) */
+  double clip_norm;           /* > 0: each delta is scaled to L2 norm <= clip_norm; 0 = off */
+  uint64_t max_examples;      /* > 0: a client weighs at most this many examples; 0 = off */
+  uint32_t quarantine_rounds; /* a client whose update was rejected in round r is not sampled
+                               * up to round r + quarantine_rounds (0: only r's retries) */
+  uint32_t max_retries;       /* abandoned attempts of one round before the run fails; 0 = no
+                               * bound */
 } fl_engine_config_t;
 
 typedef struct fl_engine fl_engine_t;
@@ -95,8 +120,11 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err);
 void fl_engine_destroy(fl_engine_t **e);
 
 /* Registers a client at the lowest free id (fedlr-sim: ids 0, 1, 2, ... in
- * registration order). num_examples is the most the client may later claim
- * in an update. Names are unique: FL_EINVAL if the name is registered. */
+ * registration order). num_examples (1 .. FL_ENGINE_MAX_EXAMPLES, else
+ * FL_EINVAL / FL_ERANGE) is the most the client may later claim in an
+ * update. Names are unique: FL_EINVAL if the name is registered. Error
+ * messages name only this client, never another (they may be sent back to
+ * the peer). */
 int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples, uint32_t *id);
 
 /* Registers a client at id `id` (a networked client asking for its
@@ -116,15 +144,21 @@ void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available);
 size_t fl_engine_num_available(const fl_engine_t *e);
 
 /* Starts the next round: samples max(ceil(C*A), min_clients) clients
- * (capped at A) without replacement from the A available clients, with a
- * random stream derived from (seed, round, attempt). FL_ESTATE if a round is
- * open or the run is finished; FL_EINVAL if no client is available. */
+ * (capped at A) without replacement from the A available clients that are
+ * not quarantined (all available ones if every one is), with a random
+ * stream derived from (seed, round, attempt). FL_ESTATE if a round is open
+ * or the run is finished; FL_EINVAL if no client is available. */
 int fl_engine_begin_round(fl_engine_t *e);
 
 /* Gives up on the open round (no quorum by the deadline): its updates are
  * discarded and the next fl_engine_begin_round() runs the same round index
- * again with a fresh sample (attempt + 1). */
+ * again with a fresh sample (attempt + 1), without the clients whose
+ * updates were rejected. After cfg.max_retries abandoned attempts in a row
+ * it returns FL_ESTATE with a detail saying so: the run cannot progress and
+ * should end with that error. */
 int fl_engine_abort_round(fl_engine_t *e);
+/* Abandoned attempts of the current round index so far (0 on the first). */
+uint32_t fl_engine_attempt(const fl_engine_t *e);
 
 /* 1 if client `id` is sampled in the open round / has reported in it. */
 int fl_engine_is_sampled(const fl_engine_t *e, uint32_t id);
@@ -166,10 +200,13 @@ int fl_engine_has_answered(const fl_engine_t *e, uint32_t id);
 
 /* Number of sampled clients that have reported this round. */
 size_t fl_engine_reported(const fl_engine_t *e);
+/* Accepted updates the open round needs to close: max(1, ceil(quorum *
+ * (sampled - clients whose update was rejected))). */
+size_t fl_engine_quorum_need(const fl_engine_t *e);
 /* 1 if enough sampled clients reported to close the round (quorum). */
 int fl_engine_has_quorum(const fl_engine_t *e);
 
-/* Closes the round: global += the aggregate of the reported (clipped)
+/* Closes the round: global += the aggregate of the accepted (clipped)
  * deltas: their example-weighted mean (FedAvg), or their coordinate-wise
  * median or trimmed mean. Evaluates if due, feeds the plateau schedule,
  * fills *m (seconds/elapsed and byte counts are the caller's). FL_ESTATE

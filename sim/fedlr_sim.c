@@ -37,9 +37,6 @@
 #include "fl_trainer.h"
 
 #define SIM_MAX_WORKERS 256
-/* A round whose every update was rejected is run again with a fresh
- * sample, at most this many times. */
-#define SIM_MAX_ATTEMPTS 100
 
 typedef struct sim sim_t;
 
@@ -401,7 +398,6 @@ int main(int argc, char **argv) {
   fl_round_metrics_t rm;
   memset(&rm, 0, sizeof rm);
   uint64_t rejected = 0, clipped = 0, capped = 0;
-  uint32_t attempts = 0;
   while (!fl_engine_finished(engine)) {
     double t0 = now_s();
     if ((rc = fl_engine_begin_round(engine))) {
@@ -420,20 +416,19 @@ int main(int argc, char **argv) {
         fprintf(stderr, "fedlr-sim: round %u: rejected the update of attacker %u: %s\n",
                 fl_engine_round(engine), ids[j], sim->rejected[j]);
     if (fl_engine_reported(engine) == 0) {
-      if (++attempts >= SIM_MAX_ATTEMPTS) {
-        fprintf(stderr, "fedlr-sim: round %u: every update was rejected, %u times in a row\n",
-                fl_engine_round(engine), attempts);
-        goto out;
-      }
+      /* Those clients are quarantined: the retry samples others, and the
+       * engine ends the run once --max-retries attempts failed. */
       fprintf(stderr,
               "fedlr-sim: round %u: every update was rejected: running it again with a "
               "fresh sample\n",
               fl_engine_round(engine));
       rejected += m;
-      fl_engine_abort_round(engine);
+      if ((rc = fl_engine_abort_round(engine))) {
+        fprintf(stderr, "fedlr-sim: %s\n", fl_err_msg());
+        goto out;
+      }
       continue;
     }
-    attempts = 0;
     if ((rc = fl_engine_end_round(engine, &rm))) {
       status = fail("round", rc);
       goto out;

@@ -385,7 +385,9 @@ TEST(slots_names_and_availability) {
   ASSERT_EQ(fl_engine_add_client_at(e, 2, "two", 10), 0);
   ASSERT_EQ(fl_engine_add_client_at(e, 5, "five", 12), 0); /* rejoin */
   ASSERT_EQ(fl_engine_add_client_at(e, 5, "other", 10), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "taken by 'five'");
+  /* The message may go back to the joining peer: never the other's name. */
+  ASSERT_CONTAINS(fl_err_msg(), "taken by another client");
+  ASSERT_TRUE(strstr(fl_err_msg(), "five") == NULL);
   ASSERT_EQ(fl_engine_add_client_at(e, 3, "five", 10), FL_EINVAL);
   uint32_t id = 99;
   ASSERT_EQ(fl_engine_add_client(e, "first-free", 10, &id), 0);
@@ -492,13 +494,13 @@ TEST(rejoin_cannot_inflate_weight_mid_round) {
   ASSERT_EQ(fl_engine_add_client_at(e, 0, "honest", 100), 0);
   ASSERT_EQ(fl_engine_add_client_at(e, 1, "evil", 100), 0);
   ASSERT_EQ(fl_engine_begin_round(e), 0);
-  ASSERT_EQ(fl_engine_add_client_at(e, 1, "evil", 1000000000000ULL), 0); /* rejoin */
+  ASSERT_EQ(fl_engine_add_client_at(e, 1, "evil", 1000000000ULL), 0); /* rejoin */
   float *one = malloc(P * sizeof *one);
   for (size_t i = 0; i < P; i++)
     one[i] = 1.0f;
   uint8_t *buf;
   size_t len;
-  ASSERT_EQ(encode_update(&c.model, 1, 1, 1000000000000ULL, one, 1, 0.1, &buf, &len), 0);
+  ASSERT_EQ(encode_update(&c.model, 1, 1, 1000000000ULL, one, 1, 0.1, &buf, &len), 0);
   ASSERT_EQ(fl_engine_submit(e, 1, buf, len), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "when round 1 began");
   free(buf);
@@ -985,3 +987,217 @@ TEST(checkpoint_resume_with_robust_rules) {
 }
 
 FL_TEST_MAIN()
+
+/* Issue 9, defect 2: a client that registers a huge example count, is
+ * sampled and has its update rejected must leave the round exactly as if it
+ * had stayed silent with any other count: the weights come from the
+ * accepted updates alone. A count beyond FL_ENGINE_MAX_EXAMPLES is refused
+ * at registration. */
+TEST(rejected_liar_leaves_weights_to_the_accepted) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 1.0;
+  c.quorum = 0.5;
+  const size_t P = c.model.num_params;
+  float *d[3], *res[2];
+  for (size_t k = 0; k < 3; k++)
+    d[k] = random_delta(P, 300 + k);
+  for (int variant = 0; variant < 2; variant++) {
+    int err;
+    fl_engine_t *e = fl_engine_new(&c, &err);
+    ASSERT_EQ(fl_engine_add_client_at(e, 0, "a", 600), 0);
+    ASSERT_EQ(fl_engine_add_client_at(e, 1, "b", 600), 0);
+    ASSERT_EQ(fl_engine_add_client_at(e, 2, "c", 600), 0);
+    /* The liar: the most a client may register, or a modest count. */
+    ASSERT_EQ(fl_engine_add_client_at(e, 3, "liar", variant ? FL_ENGINE_MAX_EXAMPLES : 10), 0);
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    ASSERT_TRUE(fl_engine_is_sampled(e, 3));
+    if (variant) ASSERT_EQ(submit(e, 3, FL_ENGINE_MAX_EXAMPLES, NULL, NAN), FL_ENONFINITE);
+    for (uint32_t k = 0; k < 3; k++)
+      ASSERT_EQ(submit(e, k, 600, d[k], 0), 0);
+    fl_round_metrics_t m;
+    ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+    ASSERT_EQ(m.clients_reported, 3);
+    ASSERT_NEAR(m.train_loss, 0.25, 1e-12);
+    res[variant] = malloc(P * sizeof(float));
+    memcpy(res[variant], fl_engine_weights(e), P * sizeof(float));
+    fl_engine_destroy(&e);
+  }
+  ASSERT_EQ(memcmp(res[0], res[1], P * sizeof(float)), 0);
+  /* And the round did move the model by the mean of the three deltas. */
+  int err;
+  fl_engine_t *e = fl_engine_new(&c, &err);
+  const float *w0 = fl_engine_weights(e);
+  for (size_t i = 0; i < P; i++)
+    ASSERT_NEAR(res[0][i], w0[i] + (d[0][i] + d[1][i] + d[2][i]) / 3.0f, 1e-6);
+  ASSERT_EQ(fl_engine_add_client_at(e, 0, "huge", FL_ENGINE_MAX_EXAMPLES + 1), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "more than the limit");
+  ASSERT_EQ(fl_engine_add_client_at(e, 0, "huge", 1ULL << 63), FL_ERANGE);
+  ASSERT_EQ(fl_engine_num_clients(e), 0);
+  fl_engine_destroy(&e);
+  for (size_t k = 0; k < 3; k++)
+    free(d[k]);
+  free(res[0]);
+  free(res[1]);
+}
+
+/* The two-limb accumulator: more updates than AGG_CARRY_EVERY (carries
+ * happen mid-round) give the same bits in any order, and the extremes
+ * (|delta| at FL_ENGINE_MAX_DELTA, counts at FL_ENGINE_MAX_EXAMPLES) do not
+ * overflow. */
+TEST(accumulator_carries_are_exact) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 1.0;
+  const size_t P = c.model.num_params, K = 600;
+  float *res[2];
+  for (int order = 0; order < 2; order++) {
+    fl_engine_t *e = make_engine(&c, K, 1000);
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    for (size_t j = 0; j < K; j++) {
+      uint32_t k = (uint32_t)(order ? K - 1 - j : (j * 7) % K); /* 7 is prime to 600 */
+      float *d = random_delta(P, 5000 + k);
+      ASSERT_EQ(submit(e, k, 1000 + k, d, 0), 0);
+      free(d);
+    }
+    fl_round_metrics_t m;
+    ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+    res[order] = malloc(P * sizeof(float));
+    memcpy(res[order], fl_engine_weights(e), P * sizeof(float));
+    fl_engine_destroy(&e);
+  }
+  ASSERT_EQ(memcmp(res[0], res[1], P * sizeof(float)), 0);
+  free(res[0]);
+  free(res[1]);
+
+  /* 300 clients at the limits, deltas +-2^20 alternating by client: the
+   * mean is exactly 0 for an even count of each sign. */
+  fl_engine_t *e = make_engine(&c, 0, 0);
+  for (uint32_t k = 0; k < 300; k++) {
+    char name[16];
+    snprintf(name, sizeof name, "x%u", k);
+    ASSERT_EQ(fl_engine_add_client_at(e, k, name, FL_ENGINE_MAX_EXAMPLES), 0);
+  }
+  float *w0 = malloc(P * sizeof *w0);
+  memcpy(w0, fl_engine_weights(e), P * sizeof *w0);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  for (uint32_t k = 0; k < 300; k++)
+    ASSERT_EQ(submit(e, k, FL_ENGINE_MAX_EXAMPLES, NULL, k % 2 ? -1048576.0f : 1048576.0f), 0);
+  fl_round_metrics_t m;
+  ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+  ASSERT_EQ(memcmp(w0, fl_engine_weights(e), P * sizeof *w0), 0);
+  /* All positive: the mean is 2^20 (exact in float). */
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  for (uint32_t k = 0; k < 300; k++)
+    ASSERT_EQ(submit(e, k, FL_ENGINE_MAX_EXAMPLES, NULL, 1048576.0f), 0);
+  ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+  for (size_t i = 0; i < P; i++)
+    ASSERT_EQ(fl_engine_weights(e)[i], w0[i] + 1048576.0f);
+  free(w0);
+  fl_engine_destroy(&e);
+}
+
+/* Issue 9, defect 1: with quorum 0.8 and 4 sampled clients, one of which
+ * always sends NaN, the round closes with the 3 honest updates (the quorum
+ * counts the updates that can still count); the bad client is quarantined:
+ * not sampled in the next rounds, nor in its own round's retries. */
+TEST(rejected_client_neither_blocks_quorum_nor_is_resampled) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 1.0;
+  c.quorum = 0.8;
+  c.quarantine_rounds = 2;
+  c.rounds = 10;
+  fl_engine_t *e = make_engine(&c, 4, 10);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  ASSERT_EQ(fl_engine_quorum_need(e), 4);
+  ASSERT_EQ(submit(e, 3, 10, NULL, NAN), FL_ENONFINITE);
+  ASSERT_CONTAINS(fl_err_msg(), "not sampled again before round 4");
+  ASSERT_EQ(fl_engine_quorum_need(e), 3);
+  for (uint32_t k = 0; k < 3; k++) {
+    ASSERT_FALSE(fl_engine_has_quorum(e));
+    ASSERT_EQ(submit(e, k, 10 + k, NULL, 0.01f), 0);
+  }
+  ASSERT_TRUE(fl_engine_has_quorum(e));
+  fl_round_metrics_t m;
+  ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+  ASSERT_EQ(m.rejected, 1);
+  /* Rounds 2 and 3: client 3 is quarantined; round 4: back. */
+  for (uint32_t r = 2; r <= 4; r++) {
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    ASSERT_EQ(fl_engine_sampled(e, NULL), r <= 3 ? 3 : 4);
+    ASSERT_EQ(fl_engine_is_sampled(e, 3), r == 4);
+    const uint32_t *ids;
+    size_t k = fl_engine_sampled(e, &ids);
+    for (size_t i = 0; i < k; i++)
+      ASSERT_EQ(submit(e, ids[i], 10, NULL, 0.01f), 0);
+    ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+  }
+  /* Quarantine 0: still excluded from the retries of its own round. */
+  c.quarantine_rounds = 0;
+  fl_engine_t *f = make_engine(&c, 4, 10);
+  ASSERT_EQ(fl_engine_begin_round(f), 0);
+  ASSERT_EQ(submit(f, 1, 10, NULL, NAN), FL_ENONFINITE);
+  ASSERT_EQ(fl_engine_abort_round(f), 0);
+  ASSERT_EQ(fl_engine_begin_round(f), 0);
+  ASSERT_FALSE(fl_engine_is_sampled(f, 1));
+  ASSERT_EQ(fl_engine_sampled(f, NULL), 3);
+  const uint32_t *ids;
+  size_t k = fl_engine_sampled(f, &ids);
+  for (size_t i = 0; i < k; i++)
+    ASSERT_EQ(submit(f, ids[i], 10, NULL, 0.01f), 0);
+  ASSERT_EQ(fl_engine_end_round(f, &m), 0);
+  ASSERT_EQ(fl_engine_begin_round(f), 0);
+  ASSERT_TRUE(fl_engine_is_sampled(f, 1));
+  /* Every available client quarantined: they are sampled after all, and
+   * --max-retries ends a run that cannot progress. */
+  c.quarantine_rounds = 5;
+  c.max_retries = 2;
+  fl_engine_t *g = make_engine(&c, 2, 10);
+  for (int attempt = 0; attempt < 3; attempt++) {
+    ASSERT_EQ(fl_engine_begin_round(g), 0);
+    ASSERT_EQ(fl_engine_sampled(g, NULL), 2);
+    ASSERT_EQ(submit(g, 0, 10, NULL, NAN), FL_ENONFINITE);
+    ASSERT_EQ(submit(g, 1, 10, NULL, INFINITY), FL_ENONFINITE);
+    ASSERT_FALSE(fl_engine_has_quorum(g));
+    ASSERT_EQ(fl_engine_abort_round(g), attempt < 2 ? 0 : FL_ESTATE);
+  }
+  ASSERT_CONTAINS(fl_err_msg(), "abandoned 3 times in a row");
+  ASSERT_CONTAINS(fl_err_msg(), "2 updates were rejected");
+  fl_engine_destroy(&e);
+  fl_engine_destroy(&f);
+  fl_engine_destroy(&g);
+}
+
+/* A round abandoned max_retries times in a row ends the run with a clear
+ * error; a closed round resets the count. */
+TEST(retries_are_bounded) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 0.5;
+  c.max_retries = 3;
+  fl_engine_t *e = make_engine(&c, 6, 10);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    ASSERT_EQ(fl_engine_abort_round(e), 0);
+    ASSERT_EQ(fl_engine_attempt(e), (uint32_t)i + 1);
+  }
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  ASSERT_EQ(fl_engine_abort_round(e), FL_ESTATE);
+  ASSERT_CONTAINS(fl_err_msg(), "round 1 was abandoned 4 times in a row");
+  fl_engine_destroy(&e);
+  e = make_engine(&c, 6, 10);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    ASSERT_EQ(fl_engine_abort_round(e), 0);
+  }
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  const uint32_t *ids;
+  size_t k = fl_engine_sampled(e, &ids);
+  for (size_t i = 0; i < k; i++)
+    ASSERT_EQ(submit(e, ids[i], 10, NULL, 0.01f), 0);
+  fl_round_metrics_t m;
+  ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+  ASSERT_EQ(fl_engine_attempt(e), 0);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(fl_engine_begin_round(e), 0);
+    ASSERT_EQ(fl_engine_abort_round(e), 0);
+  }
+  fl_engine_destroy(&e);
+}

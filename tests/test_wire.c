@@ -527,9 +527,11 @@ TEST(join_rejections) {
   e.body_case = FEDLR__ENVELOPE__BODY_JOIN;
   e.join = &j;
   j.name = "alice";
+  j.num_examples = 10;
   j.protocol_version = FL_WIRE_PROTOCOL_VERSION + 1;
   ASSERT_EQ(reencode(&e, &lim, &d), FL_EUNSUPPORTED);
-  ASSERT_CONTAINS(fl_err_msg(), "join: protocol version 2");
+  ASSERT_CONTAINS(fl_err_msg(), "protocol version 2 is not supported");
+  ASSERT_CONTAINS(fl_err_msg(), "speaks version 1");
   j.protocol_version = 0;
   ASSERT_EQ(reencode(&e, &lim, &d), FL_EUNSUPPORTED);
   j.protocol_version = FL_WIRE_PROTOCOL_VERSION;
@@ -540,17 +542,93 @@ TEST(join_rejections) {
   j.name = name;
   ASSERT_EQ(reencode(&e, &lim, &d), FL_ETOOBIG);
   ASSERT_CONTAINS(fl_err_msg(), "join: name is longer than 256 bytes");
-  name[FL_WIRE_MAX_STRING] = '\0'; /* exactly at the limit: fine */
+  name[FL_WIRE_MAX_NAME + 1] = '\0';
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "longer than 64 bytes");
+  name[FL_WIRE_MAX_NAME] = '\0'; /* exactly at the limit: fine */
   ASSERT_EQ(reencode(&e, &lim, &d), 0);
   fl_wire_free(&d);
 
   j.name = "";
   ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
-  ASSERT_CONTAINS(fl_err_msg(), "join: empty client name");
+  ASSERT_CONTAINS(fl_err_msg(), "the client name is empty");
   j.name = "evil\n[INFO] forged";
   ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
-  ASSERT_CONTAINS(fl_err_msg(), "control byte 0x0a");
+  ASSERT_CONTAINS(fl_err_msg(), "has a control character at byte 4");
+  /* The name in the message is escaped: no raw newline reaches a log. */
+  ASSERT_CONTAINS(fl_err_msg(), "evil\\x0a[INFO] forged");
+  ASSERT_TRUE(strchr(fl_err_msg(), '\n') == NULL);
   ASSERT_TRUE(d == NULL);
+  /* The declared example count: 1 .. FL_WIRE_MAX_EXAMPLES. */
+  j.name = "alice";
+  j.num_examples = 0;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ERANGE);
+  j.num_examples = FL_WIRE_MAX_EXAMPLES + 1;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "a client declares 1 to 4294967296");
+  j.num_examples = FL_WIRE_MAX_EXAMPLES;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  fl_wire_free(&d);
+  j.num_examples = 10;
+  /* UTF-8: text is fine, broken or control sequences are not. */
+  const char *good[] = {"caf\xc3\xa9", "\xe6\x9d\xb1\xe4\xba\xac-7", "\xf0\x9f\x8d\x95 lab",
+                        "a b.c_d-e"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    j.name = (char *)good[i];
+    ASSERT_EQ(reencode(&e, &lim, &d), 0);
+    fl_wire_free(&d);
+  }
+  const struct {
+    const char *name, *why;
+  } bad[] = {{"caf\xe9", "not valid UTF-8"},                /* Latin-1 */
+             {"\xc0\xaf", "not valid UTF-8"},               /* overlong '/' */
+             {"\xed\xa0\x80", "not valid UTF-8"},           /* a surrogate */
+             {"\xf4\x90\x80\x80", "not valid UTF-8"},       /* beyond U+10FFFF */
+             {"ab\xe2\x82", "not valid UTF-8"},             /* truncated */
+             {"x\xc2\x85y", "control character at byte 1"}, /* C1: NEL */
+             {"x\x7f", "control character"},                /* DEL */
+             {"a\xe2\x80\xa8"
+              "b",
+              "line separator"}, /* U+2028 */
+             {"\xe2\x80\xae"
+              "evil",
+              "bidirectional override"}}; /* U+202E */
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    j.name = (char *)bad[i].name;
+    ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
+    ASSERT_CONTAINS(fl_err_msg(), bad[i].why);
+    for (const char *q = fl_err_msg(); *q; q++)
+      ASSERT_TRUE((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x7f);
+  }
+}
+
+/* The first tag tells what an undecodable message meant to be. */
+TEST(peek_kind) {
+  Fedlr__Envelope e = FEDLR__ENVELOPE__INIT;
+  Fedlr__Join j = FEDLR__JOIN__INIT;
+  j.name = "x";
+  j.protocol_version = 99;
+  e.body_case = FEDLR__ENVELOPE__BODY_JOIN;
+  e.join = &j;
+  uint8_t *buf;
+  size_t len;
+  ASSERT_EQ(fl_wire_encode(&e, &buf, &len), 0);
+  ASSERT_EQ(fl_wire_peek_kind(buf, len), FEDLR__ENVELOPE__BODY_JOIN);
+  ASSERT_EQ(fl_wire_peek_kind(buf, 1), FEDLR__ENVELOPE__BODY_JOIN);
+  free(buf);
+  Fedlr__Heartbeat hb = FEDLR__HEARTBEAT__INIT;
+  e.body_case = FEDLR__ENVELOPE__BODY_HEARTBEAT;
+  e.heartbeat = &hb;
+  ASSERT_EQ(fl_wire_encode(&e, &buf, &len), 0);
+  ASSERT_EQ(fl_wire_peek_kind(buf, len), FEDLR__ENVELOPE__BODY_HEARTBEAT);
+  free(buf);
+  const uint8_t junk[][3] = {{0x08, 0x01, 0}, {0x3a, 0x00, 0}, {0xff, 0xff, 0xff}};
+  for (size_t i = 0; i < 3; i++)
+    ASSERT_EQ(fl_wire_peek_kind(junk[i], 3), FEDLR__ENVELOPE__BODY__NOT_SET);
+  ASSERT_EQ(fl_wire_peek_kind(junk[0], 0), FEDLR__ENVELOPE__BODY__NOT_SET);
+  char esc[32];
+  ASSERT_STR_EQ(fl_wire_escape("a\\b\x01\xff", 5, 5, esc, sizeof esc), "a\\\\b\\x01\\xff");
+  ASSERT_STR_EQ(fl_wire_escape("abcdef", 6, 3, esc, sizeof esc), "abc...");
 }
 
 /* Appends a protobuf varint. */
