@@ -61,12 +61,14 @@
 
 #include "fl_blas.h"
 #include "fl_config.h"
+#include "fl_conns.h"
 #include "fl_data.h"
 #include "fl_engine.h"
 #include "fl_error.h"
 #include "fl_file.h"
 #include "fl_keys.h"
 #include "fl_metrics.h"
+#include "fl_ratelog.h"
 #include "fl_rng.h"
 #include "fl_safetensors.h"
 #include "fl_wire.h"
@@ -83,17 +85,53 @@
 #define EXIT_INTERRUPTED 3
 #define DRAIN_MAX 256    /* messages handled per wake-up; the idle handle does the rest */
 #define ZAP_DRAIN_MAX 64 /* ZAP requests per wake-up */
-#define NOISY_MAX 40     /* refusal log lines per NOISY_WINDOW_S, the rest are counted */
+#define NOISY_MAX 20     /* log lines per reason per NOISY_WINDOW_S, the rest are counted */
 #define NOISY_WINDOW_S 10.0
+#define WAIT_LOG_S 30.0 /* while no round can start, say who is awaited this often */
+#define FD_RESERVE 64   /* descriptors kept for libzmq's own, files and logs */
+#define STOP_WAIT_MIN                                                                              \
+  10.0                   /* s: the longest wait for clients to hear the final Stop is the          \
+                          * larger of this and 6 heartbeats */
+#define STOP_GRACE_S 2.0 /* s without any open connection before exiting */
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define ZAP_DOMAIN "fedlr"
 #define MON_ENDPOINT "inproc://fedlr-coordinator-monitor"
-#define ADDR_MAX 64
+
+/* Why a peer made us write a log line: each reason has its own budget of
+ * NOISY_MAX lines per NOISY_WINDOW_S (fl_ratelog). */
+enum {
+  R_JOIN,         /* a client joined or rejoined */
+  R_JOIN_REFUSED, /* a Join refused (name, version, slot, full) */
+  R_JOIN_RATE,    /* Joins over --join-rate */
+  R_BAD_MESSAGE,  /* undecodable */
+  R_MULTIPART,    /* more than one frame */
+  R_WRONG_KIND,   /* a message only the coordinator sends */
+  R_UNKNOWN_PEER, /* a heartbeat or update from a peer that has not joined */
+  R_REJECTED,     /* an update the engine rejected */
+  R_SEND_FAILED,  /* a send that ZeroMQ refused (peer gone or not reading) */
+  R_HANDSHAKE,    /* ZAP refusals and failed handshakes */
+  R_CONNECTION,   /* connections closed: idle, over the limit, by the peer */
+  R_PEER_STATE,   /* a client alive again, a message on another client's key */
+  R_NUM
+};
+static const char *const reason_names[R_NUM] = {"client joined",
+                                                "join refused",
+                                                "join over the rate",
+                                                "undecodable message",
+                                                "multipart message",
+                                                "wrong-direction message",
+                                                "message from an unknown peer",
+                                                "rejected update",
+                                                "failed send",
+                                                "failed handshake",
+                                                "connection closed",
+                                                "client state"};
 
 /* A connected client, indexed by engine client id. */
 typedef struct {
   uint8_t rid[RID_MAX]; /* ZeroMQ routing id of its current connection */
   size_t rid_len;       /* 0: no connection bound */
+  int fd;               /* that connection's descriptor (ZMQ_SRCFD), -1 = unknown or closed */
   int alive;
   double last_seen;
   uint32_t rounds;  /* rounds it contributed an update to */
@@ -101,14 +139,6 @@ typedef struct {
   double sent_at;
   int proven; /* heartbeat or update on the current connection since its Join: sampleable */
 } peer_t;
-
-/* A TCP connection the monitor saw accepted, by file descriptor: its peer
- * address for the logs of a failed handshake (best effort: read when the
- * event is handled, the fd may be gone or reused by then). */
-typedef struct {
-  char addr[ADDR_MAX];
-  double at;
-} conn_info_t;
 
 typedef struct {
   fl_config_t cfg;
@@ -131,15 +161,22 @@ typedef struct {
   size_t queue_head, queue_len, in_flight;
   uint32_t run_id;
   char ckpt_path[FL_PATH_MAX + 32];
-  int done; /* the loop is shutting down */
+  int done;     /* the run is over: no more rounds; the loop ends when `stopping` does */
+  int stopping; /* the run is over; waiting (up to stop_deadline) for peers to hear it */
+  double stop_t0, stop_quiet_since;
+  int closed; /* the loop's handles are closing: nothing more is read */
+  double stop_deadline;
+  uint8_t *final_stop; /* encoded once: the Stop that ends the run, for every late peer */
+  size_t final_stop_len;
   int exit_code;
+  double wait_since, wait_logged; /* since when no round could start; last "awaited" line */
   /* CurveZMQ */
   int curve;
   fl_allowlist_t *allow;
   void *zap, *mon; /* ZAP handler (REP), monitor of the ROUTER (PAIR) */
   uv_poll_t zap_poll, mon_poll;
-  conn_info_t *conns; /* by fd */
-  size_t cap_conns;
+  fl_conns_t *conns;        /* open connections, by fd (from the monitor) */
+  size_t max_conns;         /* --max-connections, or its default, within the open-file limit */
   uint32_t hs_failed_event; /* the last HANDSHAKE_FAILED_* event, for the next DISCONNECTED */
   uint32_t hs_failed_value;
   /* limits */
@@ -148,9 +185,8 @@ typedef struct {
   uint64_t joins_refused, joins_refused_window, zap_refused, hs_failed;
   uint8_t *busy_stop; /* encoded once: Stop{rejoin} for joins over the rate */
   size_t busy_stop_len;
-  int noisy_left; /* refusal log lines left in this window */
-  uint64_t noisy_suppressed;
-  double noisy_window_t0;
+  fl_ratelog_t *rl; /* every log line a peer can cause goes through it */
+  uint64_t conns_closed_idle, conns_closed_over;
 } coord_t;
 
 static double now_s(void) {
@@ -200,7 +236,11 @@ static int grow_zeroed(void **arr, size_t *cap, size_t n, size_t size, size_t fi
 }
 
 static int ensure_peers(coord_t *c, size_t n) {
-  return grow_zeroed((void **)&c->peers, &c->cap_peers, n, sizeof *c->peers, 64);
+  size_t old = c->cap_peers;
+  if (grow_zeroed((void **)&c->peers, &c->cap_peers, n, sizeof *c->peers, 64)) return FL_ENOMEM;
+  for (size_t i = old; i < c->cap_peers; i++)
+    c->peers[i].fd = -1;
+  return 0;
 }
 
 static const char *client_label(const coord_t *c, uint32_t id, char *buf, size_t cap) {
@@ -209,32 +249,8 @@ static const char *client_label(const coord_t *c, uint32_t id, char *buf, size_t
   return buf;
 }
 
-/* Refusals a peer can cause at will (handshakes, ZAP, joins) are logged up
- * to NOISY_MAX lines per NOISY_WINDOW_S and counted beyond, so a flood
- * cannot flood the log; on_tick reports the count. */
-static int noisy_ok(coord_t *c) {
-  if (c->noisy_left > 0) {
-    c->noisy_left--;
-    return 1;
-  }
-  c->noisy_suppressed++;
-  return 0;
-}
-
-static void noisy_window(coord_t *c, double now, int force) {
-  if (!force && now - c->noisy_window_t0 < NOISY_WINDOW_S) return;
-  double dt = now - c->noisy_window_t0;
-  if (c->noisy_suppressed)
-    logf_("%" PRIu64 " more refusals in the last %.0f s not logged (at most %d lines per %.0f s)",
-          c->noisy_suppressed, dt, NOISY_MAX, NOISY_WINDOW_S);
-  if (c->joins_refused_window)
-    logf_("join rate limit: refused %" PRIu64 " joins in the last %.0f s (--join-rate %g/s, "
-          "--join-burst %u)",
-          c->joins_refused_window, dt, c->cfg.join_rate, c->cfg.join_burst);
-  c->noisy_suppressed = c->joins_refused_window = 0;
-  c->noisy_left = NOISY_MAX;
-  c->noisy_window_t0 = now;
-}
+/* A line a peer caused: through the rate limiter (see fl_ratelog.h). */
+#define plog(c, reason, ...) fl_ratelog_printf((c)->rl, (reason), now_s(), __VA_ARGS__)
 
 /* A token bucket: --join-burst tokens, refilled at --join-rate per second. */
 static int join_admit(coord_t *c, double now) {
@@ -244,16 +260,6 @@ static int join_admit(coord_t *c, double now) {
   if (c->join_tokens < 1.0) return 0;
   c->join_tokens -= 1.0;
   return 1;
-}
-
-/* Printable copy of untrusted bytes (an address or name from a peer). */
-static const char *printable(const void *data, size_t len, char *buf, size_t cap) {
-  const unsigned char *p = data;
-  size_t n = len < cap - 1 ? len : cap - 1;
-  for (size_t i = 0; i < n; i++)
-    buf[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
-  buf[n] = '\0';
-  return buf;
 }
 
 /* ---- sending ---- */
@@ -276,8 +282,17 @@ static int send_owned(coord_t *c, const uint8_t *rid, size_t rid_len, uint8_t *b
   }
   if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
       zmq_msg_send(&msg, c->sock, ZMQ_DONTWAIT) < 0) {
+    /* A peer that does not read (its queue is full) or is gone: a flood of
+     * those must not flood the log. */
+    int e = errno;
     char hex[2 * RID_MAX + 1];
-    logf_("send to %s failed: %s", rid_hex(rid, rid_len, hex, sizeof hex), zmq_strerror(errno));
+    long pid = find_peer(c, rid, rid_len);
+    char who[2 * RID_MAX + 64];
+    if (pid >= 0)
+      client_label(c, (uint32_t)pid, who, sizeof who);
+    else
+      snprintf(who, sizeof who, "peer %s", rid_hex(rid, rid_len, hex, sizeof hex));
+    plog(c, R_SEND_FAILED, "send to %s failed: %s", who, zmq_strerror(e));
     zmq_msg_close(&msg);
     return -1;
   }
@@ -296,8 +311,12 @@ static int send_env(coord_t *c, const uint8_t *rid, size_t rid_len, const Fedlr_
  * already (a flood), whose failed sends are not worth a log line. */
 static void send_copy_quiet(coord_t *c, const uint8_t *rid, size_t rid_len, const uint8_t *buf,
                             size_t len) {
-  if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return;
-  if (zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) >= 0) c->bytes_out += len;
+  if (zmq_send(c->sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_send(c->sock, buf, len, ZMQ_DONTWAIT) < 0) {
+    fl_ratelog_count(c->rl, R_SEND_FAILED, now_s());
+    return;
+  }
+  c->bytes_out += len;
 }
 
 static void send_stop(coord_t *c, const uint8_t *rid, size_t rid_len, const char *reason, int error,
@@ -347,31 +366,96 @@ static void release_ack(coord_t *c, uint32_t id) {
 
 /* ---- rounds ---- */
 
-static void finish_run(coord_t *c, const char *why, int interrupted);
+static void finish_run(coord_t *c, const char *why, int status);
 static void on_deadline(uv_timer_t *t);
 
-/* Starts a round if none is open and enough clients are alive; arms its
- * deadline. */
+/* A bounded string builder for log lines: appends until full, never more. */
+typedef struct {
+  char *p;
+  size_t cap, len;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+  if (b->len + 1 >= b->cap) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+  va_end(ap);
+  if (n > 0) b->len = b->len + (size_t)n < b->cap ? b->len + (size_t)n : b->cap - 1;
+}
+
+/* Appends `label` and the first 10 client ids (with names) that `pick`
+ * selects, if any. */
+static void list_clients(const coord_t *c, int (*pick)(const coord_t *, uint32_t), sbuf_t *b,
+                         const char *label) {
+  size_t n = 0;
+  for (uint32_t id = 0; id < c->cfg.clients; id++) {
+    if (!pick(c, id)) continue;
+    if (n++ == 0) sb_printf(b, "%s", label);
+    if (n > 10) continue;
+    const char *name = fl_engine_client_name(c->engine, id);
+    sb_printf(b, "%s%u", n > 1 ? ", " : "", id);
+    if (name) sb_printf(b, " (%s)", name);
+  }
+  if (n > 10) sb_printf(b, ", ... (%zu in all)", n);
+}
+static int pick_dead(const coord_t *c, uint32_t id) {
+  return fl_engine_client_name(c->engine, id) && (id >= c->cap_peers || !c->peers[id].alive);
+}
+static int pick_unproven(const coord_t *c, uint32_t id) {
+  return fl_engine_client_name(c->engine, id) && id < c->cap_peers && c->peers[id].alive &&
+         !c->peers[id].proven;
+}
+static int pick_missing(const coord_t *c, uint32_t id) {
+  return !fl_engine_client_name(c->engine, id);
+}
+
+/* Why no round can start now, naming who is awaited. */
+static void describe_wait(const coord_t *c, char *buf, size_t cap) {
+  uint32_t need = c->cfg.min_clients;
+  const char *flag = "--min-clients";
+  if (!c->started && c->cfg.start_clients > need) {
+    need = c->cfg.start_clients;
+    flag = "--start-clients";
+  }
+  sbuf_t b = {buf, cap, 0};
+  buf[0] = '\0';
+  sb_printf(&b, "%zu of the %u clients needed (%s) are ready", fl_engine_num_available(c->engine),
+            need, flag);
+  list_clients(c, pick_dead, &b, "; dead: ");
+  list_clients(c, pick_unproven, &b, "; joined, no heartbeat yet: ");
+  list_clients(c, pick_missing, &b, "; not joined: ids ");
+}
+
+/* Starts a round if none is open and enough clients are ready; arms its
+ * deadline. A round the engine refuses to start (its weights or rate are
+ * not trainable) ends the run with that error: retrying could not help. */
 static void maybe_start_round(coord_t *c) {
   if (c->done || c->round_open || fl_engine_finished(c->engine)) return;
   uint32_t need = c->cfg.min_clients;
   if (!c->started && c->cfg.start_clients > need) need = c->cfg.start_clients;
   if (fl_engine_num_available(c->engine) < need) return;
   c->started = 1;
+  char why[1024];
   if (fl_engine_begin_round(c->engine) != 0) {
-    logf_("cannot start a round: %s", fl_err_msg());
+    snprintf(why, sizeof why, "round %u cannot start: %s", fl_engine_rounds_done(c->engine) + 1,
+             fl_err_msg());
+    finish_run(c, why, 1);
+    return;
+  }
+  const uint32_t *ids;
+  size_t m = fl_engine_sampled(c->engine, &ids);
+  uint32_t *q = realloc(c->send_queue, m * sizeof *q);
+  if (!q) {
+    fl_engine_abort_round(c->engine);
+    snprintf(why, sizeof why, "out of memory queueing %zu round starts", m);
+    finish_run(c, why, 1);
     return;
   }
   c->round_open = 1;
   c->round_t0 = now_s();
   c->bytes_in = c->bytes_out = 0;
-  const uint32_t *ids;
-  size_t m = fl_engine_sampled(c->engine, &ids);
-  uint32_t *q = realloc(c->send_queue, m * sizeof *q);
-  if (!q) {
-    logf_("out of memory queueing %zu round starts", m);
-    return;
-  }
   c->send_queue = q;
   memcpy(q, ids, m * sizeof *q);
   c->queue_head = 0;
@@ -381,6 +465,33 @@ static void maybe_start_round(coord_t *c) {
     c->peers[i].awaiting_ack = 0;
   pump_round_starts(c);
   uv_timer_start(&c->deadline, on_deadline, (uint64_t)(c->cfg.round_timeout * 1000.0), 0);
+}
+
+/* While no round can start: every WAIT_LOG_S says who is awaited, and after
+ * --start-timeout ends the run (a client that died before joining must not
+ * make the coordinator wait forever). */
+static void check_waiting(coord_t *c, double now) {
+  if (c->done || c->round_open) {
+    c->wait_since = c->wait_logged = now;
+    return;
+  }
+  char what[2048];
+  double waited = now - c->wait_since;
+  if (c->cfg.start_timeout > 0 && waited >= c->cfg.start_timeout) {
+    describe_wait(c, what, sizeof what);
+    char why[2300];
+    snprintf(why, sizeof why,
+             "no round could start for %.0f s (--start-timeout %g): %s; giving up (continue "
+             "later with --resume)",
+             waited, c->cfg.start_timeout, what);
+    finish_run(c, why, 1);
+    return;
+  }
+  if (now - c->wait_logged >= WAIT_LOG_S) {
+    c->wait_logged = now;
+    describe_wait(c, what, sizeof what);
+    logf_("waiting %.0f s for clients: %s", waited, what);
+  }
 }
 
 static void write_outputs(coord_t *c, int final) {
@@ -410,20 +521,31 @@ static void write_outputs(coord_t *c, int final) {
 }
 
 /* Closes the open round: with quorum, aggregate and evaluate; without,
- * abandon it so that the same round index runs again with fresh clients. */
+ * abandon it so that the same round index runs again with a fresh sample
+ * of live clients, without those whose updates were rejected (the engine
+ * quarantines them). After --max-retries abandoned attempts in a row the
+ * engine refuses, and the run ends with its error: no progress is possible
+ * with these clients. */
 static void close_round(coord_t *c, const char *why) {
   uv_timer_stop(&c->deadline);
   c->round_open = 0;
   c->queue_head = c->queue_len = c->in_flight = 0;
+  c->wait_since = c->wait_logged = now_s();
   uint32_t round = fl_engine_round(c->engine);
   const uint32_t *ids;
   size_t m = fl_engine_sampled(c->engine, &ids);
   char label[300];
   if (!fl_engine_has_quorum(c->engine)) {
-    logf_("round %u: %zu of %zu sampled clients reported (%s), below the quorum %.2f: retrying "
-          "the round with a fresh sample of live clients",
-          round, fl_engine_reported(c->engine), m, why, c->cfg.quorum);
-    fl_engine_abort_round(c->engine);
+    logf_("round %u: %zu of %zu sampled clients reported, %zu needed for the quorum %.2f (%s): "
+          "abandoned (attempt %u); running it again with a fresh sample of live clients",
+          round, fl_engine_reported(c->engine), m, fl_engine_quorum_need(c->engine), c->cfg.quorum,
+          why, fl_engine_attempt(c->engine) + 1);
+    if (fl_engine_abort_round(c->engine) != 0) {
+      char msg[1024];
+      snprintf(msg, sizeof msg, "%s (--max-retries %u)", fl_err_msg(), c->cfg.max_retries);
+      finish_run(c, msg, 1);
+      return;
+    }
     maybe_start_round(c);
     return;
   }
@@ -439,8 +561,9 @@ static void close_round(coord_t *c, const char *why) {
         at += (size_t)snprintf(parts + at, cap - at, "%s%u", at ? "," : "", ids[i]);
       } else {
         at2 += (size_t)snprintf(dropped + at2, cap - at2, "%s%u", at2 ? "," : "", ids[i]);
-        logf_("round %u: dropped %s (%s)", round, client_label(c, ids[i], label, sizeof label),
-              fl_engine_has_answered(c->engine, ids[i]) ? "its update was rejected" : why);
+        plog(c, R_REJECTED, "round %u: dropped %s (%s)", round,
+             client_label(c, ids[i], label, sizeof label),
+             fl_engine_has_answered(c->engine, ids[i]) ? "its update was rejected" : why);
       }
     }
   }
@@ -482,19 +605,22 @@ static void close_round(coord_t *c, const char *why) {
   maybe_start_round(c);
 }
 
-/* Closes the round early when nothing more can arrive: every sampled client
- * has reported or is dead. */
+/* Closes the round before its deadline once the outcome is known: every
+ * sampled client has answered (an update, accepted or rejected) or died; or
+ * the updates that can still arrive (from live clients that have not
+ * answered) cannot reach the quorum any more, so waiting cannot help. */
 static void check_round(coord_t *c) {
   if (!c->round_open) return;
   const uint32_t *ids;
-  size_t m = fl_engine_sampled(c->engine, &ids);
+  size_t m = fl_engine_sampled(c->engine, &ids), pending = 0;
   for (size_t i = 0; i < m; i++)
-    if (!fl_engine_has_answered(c->engine, ids[i]) && c->peers[ids[i]].alive) return;
-  /* A client whose update was rejected has had its say: waiting for the
-   * deadline would let one bad update stall every round it is sampled in. */
-  close_round(c, fl_engine_reported(c->engine) == m
-                     ? "all reported"
-                     : "the others' updates were rejected or they died");
+    if (!fl_engine_has_answered(c->engine, ids[i]) && c->peers[ids[i]].alive) pending++;
+  size_t reported = fl_engine_reported(c->engine);
+  if (pending == 0)
+    close_round(c,
+                reported == m ? "all reported" : "the others' updates were rejected or they died");
+  else if (reported + pending < fl_engine_quorum_need(c->engine))
+    close_round(c, "sampled clients died: the quorum can no longer be reached");
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -511,7 +637,7 @@ static void mark_dead(coord_t *c, uint32_t id, const char *why) {
   fl_engine_set_available(c->engine, id, 0);
   release_ack(c, id);
   char label[300];
-  logf_("client %s is dead: %s", client_label(c, id, label, sizeof label), why);
+  plog(c, R_PEER_STATE, "client %s is dead: %s", client_label(c, id, label, sizeof label), why);
 }
 
 /* Makes client `id` sampleable or not: it must be alive and have proven
@@ -521,13 +647,33 @@ static void update_available(coord_t *c, uint32_t id) {
   fl_engine_set_available(c->engine, id, p->alive && p->proven);
 }
 
-/* `uid` is the connection's authenticated name under CURVE, else NULL. */
-static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const char *uid,
+/* Binds the connection on fd to client `id` (or unbinds it, id < 0): a
+ * connection without a client is closed after --join-timeout. */
+static void bind_conn(coord_t *c, int fd, int64_t id) {
+  fl_conn_t *cn = fl_conns_get(c->conns, fd);
+  if (!cn) return;
+  cn->client = id;
+  cn->since = now_s();
+}
+
+/* Refuses a Join with a Stop{error} that says why (never naming another
+ * client), and logs it. */
+static void refuse_join(coord_t *c, const uint8_t *rid, size_t rid_len, const char *uid,
+                        const char *name, const char *reason) {
+  char hex[2 * RID_MAX + 1];
+  plog(c, R_JOIN_REFUSED, "refused a join as '%s' from %s%s%s: %s", name,
+       rid_hex(rid, rid_len, hex, sizeof hex), uid ? ", key of " : "", uid ? uid : "", reason);
+  send_stop(c, rid, rid_len, reason, 1, 0);
+}
+
+/* `uid` is the connection's authenticated name under CURVE, else NULL; fd
+ * the connection's descriptor (-1 if unknown). */
+static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, int fd, const char *uid,
                         const Fedlr__Join *j) {
   const fl_model_spec_t *m = fl_engine_model(c->engine);
   uint32_t id;
   int rc;
-  char reason[512], hex[2 * RID_MAX + 1];
+  char reason[512];
   if (uid && strcmp(j->name, uid) != 0) {
     /* Under CURVE the key is the identity: the name only has to agree. */
     rc = fl_err_set(FL_EPROTO,
@@ -553,10 +699,7 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const ch
     rc = fl_err_set(FL_ENOMEM, "out of memory for client %u", id);
   if (rc) {
     snprintf(reason, sizeof reason, "%s", fl_err_msg());
-    if (noisy_ok(c))
-      logf_("refused join of '%s' from %s%s%s: %s", j->name, rid_hex(rid, rid_len, hex, sizeof hex),
-            uid ? ", key of " : "", uid ? uid : "", reason);
-    send_stop(c, rid, rid_len, reason, 1, 0);
+    refuse_join(c, rid, rid_len, uid, j->name, reason);
     return;
   }
   /* Bind this connection to the client; a connection bound to another
@@ -566,21 +709,29 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const ch
   if (other >= 0 && (uint32_t)other != id) {
     c->peers[other].rid_len = 0;
     c->peers[other].proven = 0;
+    c->peers[other].fd = -1;
     update_available(c, (uint32_t)other);
   }
   peer_t *p = &c->peers[id];
   int was_alive = p->alive;
   int same_conn = p->alive && p->rid_len == rid_len && memcmp(p->rid, rid, rid_len) == 0;
-  if (!same_conn) p->proven = 0;
+  if (!same_conn) {
+    p->proven = 0;
+    /* Its old connection, if still open, now carries no client: it is
+     * closed after --join-timeout unless the client comes back on it. */
+    if (p->fd >= 0 && p->fd != fd) bind_conn(c, p->fd, -1);
+  }
   memcpy(p->rid, rid, rid_len);
   p->rid_len = rid_len;
+  p->fd = fd;
+  bind_conn(c, fd, id);
   p->alive = 1;
   p->last_seen = now_s();
   update_available(c, id);
   char label[300];
-  logf_("client %s joined with %" PRIu64 " examples%s (%zu ready)",
-        client_label(c, id, label, sizeof label), j->num_examples, was_alive ? " (rejoin)" : "",
-        fl_engine_num_available(c->engine));
+  plog(c, R_JOIN, "client %s joined with %" PRIu64 " examples%s (%zu ready)",
+       client_label(c, id, label, sizeof label), j->num_examples, was_alive ? " (rejoin)" : "",
+       fl_engine_num_available(c->engine));
 
   char run_id[16];
   snprintf(run_id, sizeof run_id, "%08x", c->run_id);
@@ -603,24 +754,59 @@ static void handle_join(coord_t *c, const uint8_t *rid, size_t rid_len, const ch
   maybe_start_round(c);
 }
 
-static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const char *uid,
+/* A Join that failed to decode (unsupported protocol version, a bad name,
+ * ...) is answered with a Stop that says why, like any refused Join; other
+ * undecodable messages are only logged. */
+static void handle_bad_message(coord_t *c, const uint8_t *rid, size_t rid_len, long pid,
+                               const char *uid, const char *who, const uint8_t *buf, size_t len) {
+  char err[512];
+  snprintf(err, sizeof err, "%s", fl_err_msg());
+  if (fl_wire_peek_kind(buf, len) != FEDLR__ENVELOPE__BODY_JOIN) {
+    plog(c, R_BAD_MESSAGE, "dropped a bad message from %s (%zu bytes): %s", who, len, err);
+    return;
+  }
+  /* A bad Join costs a token like a good one, so refusals cannot be used
+   * to make the coordinator reply faster than it admits. */
+  if (pid < 0 && !join_admit(c, now_s())) {
+    c->joins_refused++;
+    fl_ratelog_count(c->rl, R_JOIN_RATE, now_s());
+    send_copy_quiet(c, rid, rid_len, c->busy_stop, c->busy_stop_len);
+    return;
+  }
+  char reason[600];
+  snprintf(reason, sizeof reason, "join refused: %s", err);
+  refuse_join(c, rid, rid_len, uid, "(undecodable)", reason);
+}
+
+/* Every message from a peer. `fd` is its connection's descriptor (from
+ * ZMQ_SRCFD), `uid` the connection's authenticated name under CURVE. */
+static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, int fd, const char *uid,
                            const uint8_t *buf, size_t len) {
   c->bytes_in += len;
+  fl_conn_t *cn = fl_conns_get(c->conns, fd);
+  if (cn) cn->messages++;
+  if (c->done) {
+    /* The run is over: whoever speaks now (a client that missed the Stop
+     * and rejoins, say) hears it again. */
+    send_copy_quiet(c, rid, rid_len, c->final_stop, c->final_stop_len);
+    return;
+  }
   long pid = find_peer(c, rid, rid_len);
-  char who[2 * RID_MAX + 64], hex[2 * RID_MAX + 1];
+  char who[2 * RID_MAX + FL_CONNS_ADDR_MAX + 64], hex[2 * RID_MAX + 1];
   if (pid >= 0)
     client_label(c, (uint32_t)pid, who, sizeof who);
   else
-    snprintf(who, sizeof who, "unknown peer %s%s%s", rid_hex(rid, rid_len, hex, sizeof hex),
-             uid ? " with the key of " : "", uid ? uid : "");
+    snprintf(who, sizeof who, "unknown peer %s%s%s%s", rid_hex(rid, rid_len, hex, sizeof hex),
+             cn && cn->addr[0] ? " at " : "", cn ? cn->addr : "", uid ? " (CURVE key of " : "");
+  if (pid < 0 && uid) snprintf(who + strlen(who), sizeof who - strlen(who), "%s)", uid);
   if (c->curve && !uid) {
-    logf_("dropped a message from %s: no authenticated User-Id (ZAP did not run?)", who);
+    plog(c, R_BAD_MESSAGE, "dropped a message from %s: no authenticated User-Id (ZAP did not run?)",
+         who);
     return;
   }
   Fedlr__Envelope *env = NULL;
   if (fl_wire_decode(buf, len, fl_engine_limits(c->engine), &env) != 0) {
-    if (pid >= 0 || noisy_ok(c))
-      logf_("dropped a bad message from %s (%zu bytes): %s", who, len, fl_err_msg());
+    handle_bad_message(c, rid, rid_len, pid, uid, who, buf, len);
     return;
   }
   int is_join = env->body_case == FEDLR__ENVELOPE__BODY_JOIN;
@@ -629,7 +815,8 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
   if (uid && pid >= 0 && !is_join) {
     const char *name = fl_engine_client_name(c->engine, (uint32_t)pid);
     if (!name || strcmp(name, uid) != 0) {
-      logf_("dropped a message on the connection of %s: it is authenticated as '%s'", who, uid);
+      plog(c, R_PEER_STATE,
+           "dropped a message on the connection of %s: it is authenticated as '%s'", who, uid);
       fl_wire_free(&env);
       return;
     }
@@ -640,9 +827,10 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     peer_t *p = &c->peers[pid];
     int was = p->alive && p->proven;
     p->last_seen = now_s();
+    if (fd >= 0) p->fd = fd;
     if (!p->alive) {
       p->alive = 1;
-      logf_("client %s is alive again", who);
+      plog(c, R_PEER_STATE, "client %s is alive again", who);
     }
     if (!is_join) p->proven = 1; /* a heartbeat or update after its Welcome */
     if (!was && p->alive && p->proven) {
@@ -658,17 +846,18 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     bound = pid >= 0 ? fl_engine_client_name(c->engine, (uint32_t)pid) : NULL;
     if ((!bound || strcmp(env->join->name, bound) != 0) && !join_admit(c, now_s())) {
       c->joins_refused++;
-      if (c->joins_refused_window++ == 0)
-        logf_("join rate limit reached: refusing joins beyond --join-burst %u at --join-rate "
-              "%g/s ('%.64s' from %s)",
-              c->cfg.join_burst, c->cfg.join_rate, env->join->name, who);
+      plog(c, R_JOIN_RATE,
+           "join rate limit reached: refusing joins beyond --join-burst %u at --join-rate %g/s "
+           "('%s' from %s)",
+           c->cfg.join_burst, c->cfg.join_rate, env->join->name, who);
       send_copy_quiet(c, rid, rid_len, c->busy_stop, c->busy_stop_len);
       break;
     }
-    handle_join(c, rid, rid_len, uid, env->join);
+    handle_join(c, rid, rid_len, fd, uid, env->join);
     break;
   case FEDLR__ENVELOPE__BODY_HEARTBEAT:
     if (pid < 0) {
+      plog(c, R_UNKNOWN_PEER, "a heartbeat from %s, which has not joined: asked to join", who);
       send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
     } else {
       if (env->heartbeat->round == fl_engine_round(c->engine)) release_ack(c, (uint32_t)pid);
@@ -683,19 +872,19 @@ static void handle_message(coord_t *c, const uint8_t *rid, size_t rid_len, const
     break;
   case FEDLR__ENVELOPE__BODY_UPDATE:
     if (pid < 0) {
-      logf_("dropped an update from %s: not joined (asked to join again)", who);
+      plog(c, R_UNKNOWN_PEER, "dropped an update from %s: not joined (asked to join again)", who);
       send_stop(c, rid, rid_len, "unknown client: join again", 0, 1);
     } else {
       release_ack(c, (uint32_t)pid); /* an update also acknowledges its round start */
       if (fl_engine_submit_update(c->engine, (uint32_t)pid, env->update) != 0)
-        logf_("rejected an update from %s: %s", who, fl_err_msg());
-      else
-        check_round(c);
+        plog(c, R_REJECTED, "rejected an update from %s: %s", who, fl_err_msg());
+      /* Accepted or rejected, it answered: the round may be decided. */
+      check_round(c);
     }
     break;
   default:
-    logf_("dropped a message of kind %d from %s: clients may not send it", (int)env->body_case,
-          who);
+    plog(c, R_WRONG_KIND, "dropped a message of kind %d from %s: clients may not send it",
+         (int)env->body_case, who);
     break;
   }
   fl_wire_free(&env);
@@ -716,7 +905,7 @@ static int sock_events(void *s) {
 static int drain(coord_t *c) {
   static uint8_t rid[RID_MAX];
   for (int handled = 0;; handled++) {
-    if (c->done) return 0;
+    if (c->closed) return 0;
     int events = sock_events(c->sock);
     if (events < 0 || !(events & ZMQ_POLLIN)) return 0;
     if (handled >= DRAIN_MAX) return 1;
@@ -744,13 +933,17 @@ static int drain(coord_t *c) {
         zmq_getsockopt(c->sock, ZMQ_RCVMORE, &more, &sz);
       }
       char hex[2 * RID_MAX + 1];
-      logf_("dropped a %zu-frame message (%zu bytes) from %s: messages are single-frame", frames,
-            bytes, rid_hex(rid, rid_len, hex, sizeof hex));
+      plog(c, R_MULTIPART,
+           "dropped a %zu-frame message (%zu bytes) from %s: messages are "
+           "single-frame",
+           frames, bytes, rid_hex(rid, rid_len, hex, sizeof hex));
       c->bytes_in += bytes;
     } else {
-      /* The authenticated name travels with every frame of the connection. */
+      /* The authenticated name and the connection's descriptor travel
+       * with every frame. */
       const char *uid = c->curve ? zmq_msg_gets(&msg, "User-Id") : NULL;
-      handle_message(c, rid, rid_len, uid, zmq_msg_data(&msg), zmq_msg_size(&msg));
+      int fd = zmq_msg_get(&msg, ZMQ_SRCFD);
+      handle_message(c, rid, rid_len, fd, uid, zmq_msg_data(&msg), zmq_msg_size(&msg));
     }
     zmq_msg_close(&msg);
   }
@@ -759,6 +952,7 @@ static int drain(coord_t *c) {
 /* ---- CurveZMQ: the ZAP handler and the socket monitor ---- */
 
 static void fatal(coord_t *c, const char *why);
+static void check_stopped(coord_t *c, double now);
 
 /* Sends one ZAP reply (RFC 27): version, request id, status, text, user id,
  * empty metadata. */
@@ -783,7 +977,7 @@ static int zap_send_reply(coord_t *c, zmq_msg_t *reqid, const char *status, cons
 static int handle_zap(coord_t *c) {
   enum { F_VERSION, F_REQID, F_DOMAIN, F_ADDRESS, F_IDENTITY, F_MECH, F_KEY, F_MAX };
   for (int handled = 0;; handled++) {
-    if (c->done) return 0;
+    if (c->closed) return 0;
     int events = sock_events(c->zap);
     if (events < 0) {
       fatal(c, "the ZAP handler's socket failed");
@@ -820,10 +1014,11 @@ static int handle_zap(coord_t *c) {
       fatal(c, "the ZAP handler cannot receive");
       return 0;
     }
-    char addr[ADDR_MAX] = "?", z85[FL_KEY_Z85_LEN + 1] = "?";
+    char addr[FL_CONNS_ADDR_MAX * 4 + 8] = "?", z85[FL_KEY_Z85_LEN + 1] = "?";
     const char *name = NULL, *why = "malformed ZAP request";
     if (nf > F_ADDRESS)
-      printable(zmq_msg_data(&f[F_ADDRESS]), zmq_msg_size(&f[F_ADDRESS]), addr, sizeof addr);
+      fl_wire_escape(zmq_msg_data(&f[F_ADDRESS]), zmq_msg_size(&f[F_ADDRESS]), 40, addr,
+                     sizeof addr);
     if (nf == F_MAX && !extra && zmq_msg_size(&f[F_VERSION]) == 3 &&
         !memcmp(zmq_msg_data(&f[F_VERSION]), "1.0", 3)) {
       if (zmq_msg_size(&f[F_MECH]) != 5 || memcmp(zmq_msg_data(&f[F_MECH]), "CURVE", 5)) {
@@ -840,7 +1035,7 @@ static int handle_zap(coord_t *c) {
         zap_send_reply(c, &f[F_REQID], name ? "200" : "400", name ? "OK" : why, name ? name : "");
     if (!name) {
       c->zap_refused++;
-      if (noisy_ok(c)) logf_("refused a CURVE client at %s with key %s: %s", addr, z85, why);
+      plog(c, R_HANDSHAKE, "refused a CURVE client at %s with key %s: %s", addr, z85, why);
     }
     for (int i = 0; i < F_MAX; i++)
       zmq_msg_close(&f[i]);
@@ -851,43 +1046,94 @@ static int handle_zap(coord_t *c) {
   }
 }
 
-static conn_info_t *conn_info(coord_t *c, uint32_t fd) {
-  if (fd >= (1u << 20) ||
-      grow_zeroed((void **)&c->conns, &c->cap_conns, (size_t)fd + 1, sizeof *c->conns, 256))
-    return NULL;
-  return &c->conns[fd];
-}
-
 /* Logs why a connection's handshake failed: the failure event comes first,
  * then its DISCONNECTED (with the fd, hence the address). */
-static void log_handshake_failure(coord_t *c, const conn_info_t *ci, double now) {
-  const char *addr = ci && ci->addr[0] ? ci->addr : "a peer";
+static void log_handshake_failure(coord_t *c, const fl_conn_t *cn, double now) {
+  const char *addr = cn && cn->addr[0] ? cn->addr : "a peer";
   uint32_t ev = c->hs_failed_event, v = c->hs_failed_value;
   c->hs_failed++;
   if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) return; /* the ZAP handler logged it */
-  if (!noisy_ok(c)) return;
   if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-    logf_("refused a connection from %s: %s", addr,
-          c->curve ? "it does not use CURVE (a plaintext client, without --curve-secret?)"
-                   : "it uses CURVE, and this coordinator is plaintext (no --curve-secret)");
+    plog(c, R_HANDSHAKE, "refused a connection from %s: %s", addr,
+         c->curve ? "it does not use CURVE (a plaintext client, without --curve-secret?)"
+                  : "it uses CURVE, and this coordinator is plaintext (no --curve-secret)");
   else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && v == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
-    logf_("refused a connection from %s: its CURVE handshake failed (a client with the wrong "
-          "--coordinator-key?)",
-          addr);
+    plog(c, R_HANDSHAKE,
+         "refused a connection from %s: its CURVE handshake failed (a client with the wrong "
+         "--coordinator-key?)",
+         addr);
   else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
-    logf_("refused a connection from %s: ZMTP protocol error 0x%08x in its handshake", addr, v);
-  else if (ci && ci->at > 0 && now - ci->at >= 0.9 * c->cfg.handshake_timeout)
-    logf_("dropped a connection from %s: no handshake within %g s (--handshake-timeout)", addr,
-          c->cfg.handshake_timeout);
+    plog(c, R_HANDSHAKE,
+         "refused a connection from %s: ZMTP protocol error 0x%08x in its handshake", addr, v);
+  else if (cn && now - cn->since >= 0.9 * c->cfg.handshake_timeout)
+    plog(c, R_HANDSHAKE,
+         "dropped a connection from %s: no handshake within %g s (--handshake-timeout)", addr,
+         c->cfg.handshake_timeout);
   else
-    logf_("a connection from %s closed during its handshake (%s)", addr, zmq_strerror((int)v));
+    plog(c, R_HANDSHAKE, "a connection from %s closed during its handshake (%s)", addr,
+         zmq_strerror((int)v));
+}
+
+/* A connection was accepted: tracked, or shut down at once beyond
+ * --max-connections (the open-file limit must never be what bites). */
+static void on_accepted(coord_t *c, int fd, double now) {
+  fl_conn_t *cn = fl_conns_accepted(c->conns, fd, now);
+  if (cn && fl_conns_open(c->conns) <= c->max_conns) return;
+  c->conns_closed_over++;
+  if (cn) fl_conns_shutdown(c->conns, fd);
+  plog(c, R_CONNECTION,
+       "closed a connection from %s: %zu connections are open, the limit is %zu "
+       "(--max-connections)",
+       cn && cn->addr[0] ? cn->addr : "a peer", fl_conns_open(c->conns), c->max_conns);
+}
+
+/* A connection is gone. A client whose connection it was no longer holds
+ * one (so the end of the run does not wait for it). A connection that
+ * ended after its handshake is logged: ZeroMQ also closes one whose frame
+ * is above ZMQ_MAXMSGSIZE, without telling which. */
+static void on_disconnected(coord_t *c, int fd, double now) {
+  const fl_conn_t *cn = fl_conns_closed(c->conns, fd);
+  if (c->hs_failed_event) {
+    log_handshake_failure(c, cn, now);
+    c->hs_failed_event = 0;
+    return;
+  }
+  if (!cn) return;
+  for (size_t i = 0; i < c->cap_peers; i++)
+    if (c->peers[i].fd == fd) c->peers[i].fd = -1;
+  if (c->stopping) check_stopped(c, now);
+  if (cn->closing || c->done) return; /* ours, logged when closed; or the run is over */
+  char who[300] = "no client";
+  if (cn->client >= 0) client_label(c, (uint32_t)cn->client, who, sizeof who);
+  plog(c, R_CONNECTION,
+       "the connection from %s (%s, %" PRIu64 " messages) closed: the peer closed it, or it sent "
+       "a frame over the %zu-byte limit (ZMQ_MAXMSGSIZE)",
+       cn->addr[0] ? cn->addr : "a peer", who, cn->messages,
+       fl_engine_limits(c->engine)->max_message);
+}
+
+/* Closes the connections that have carried no client for --join-timeout:
+ * a peer cannot hold descriptors open by connecting and never joining. */
+static void close_idle_connections(coord_t *c, double now) {
+  for (int fd = -1; fl_conns_next_idle(c->conns, now, c->cfg.join_timeout, &fd);) {
+    const fl_conn_t *cn = fl_conns_get(c->conns, fd);
+    char addr[FL_CONNS_ADDR_MAX];
+    snprintf(addr, sizeof addr, "%s", cn && cn->addr[0] ? cn->addr : "a peer");
+    uint64_t msgs = cn ? cn->messages : 0;
+    if (fl_conns_shutdown(c->conns, fd) != 0) continue;
+    c->conns_closed_idle++;
+    plog(c, R_CONNECTION,
+         "closed the connection from %s: no client joined on it within %g s (--join-timeout; "
+         "%" PRIu64 " messages)",
+         addr, c->cfg.join_timeout, msgs);
+  }
 }
 
 /* Reads up to DRAIN_MAX monitor events of the ROUTER. Returns 1 if it
  * stopped at its bound. */
 static int handle_monitor(coord_t *c) {
   for (int handled = 0;; handled++) {
-    if (c->done) return 0;
+    if (c->closed) return 0;
     int events = sock_events(c->mon);
     if (events < 0 || !(events & ZMQ_POLLIN)) return 0;
     if (handled >= DRAIN_MAX) return 1;
@@ -895,28 +1141,8 @@ static int handle_monitor(coord_t *c) {
     uint32_t value;
     if (!fl_zmon_recv(c->mon, &ev, &value)) return 0;
     double now = now_s();
-    conn_info_t *ci;
     switch (ev) {
-    case ZMQ_EVENT_ACCEPTED:
-      if ((ci = conn_info(c, value)) != NULL) {
-        struct sockaddr_storage sa;
-        socklen_t salen = sizeof sa;
-        char host[INET6_ADDRSTRLEN] = "";
-        ci->addr[0] = '\0';
-        ci->at = now;
-        if (getpeername((int)value, (struct sockaddr *)&sa, &salen) == 0) {
-          if (sa.ss_family == AF_INET) {
-            struct sockaddr_in *in = (struct sockaddr_in *)&sa;
-            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-            snprintf(ci->addr, sizeof ci->addr, "%s:%u", host, ntohs(in->sin_port));
-          } else if (sa.ss_family == AF_INET6) {
-            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa;
-            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-            snprintf(ci->addr, sizeof ci->addr, "[%s]:%u", host, ntohs(in6->sin6_port));
-          }
-        }
-      }
-      break;
+    case ZMQ_EVENT_ACCEPTED: on_accepted(c, (int)value, now); break;
     case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: c->hs_failed_event = 0; break;
     case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
     case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
@@ -924,12 +1150,7 @@ static int handle_monitor(coord_t *c) {
       c->hs_failed_event = ev;
       c->hs_failed_value = value;
       break;
-    case ZMQ_EVENT_DISCONNECTED:
-      ci = value < c->cap_conns ? &c->conns[value] : NULL;
-      if (c->hs_failed_event) log_handshake_failure(c, ci, now);
-      c->hs_failed_event = 0;
-      if (ci) memset(ci, 0, sizeof *ci);
-      break;
+    case ZMQ_EVENT_DISCONNECTED: on_disconnected(c, (int)value, now); break;
     default: break;
     }
   }
@@ -941,12 +1162,12 @@ static void on_more(uv_idle_t *h);
  * while any stopped at its bound, the idle handle brings the loop back
  * (without blocking, but after the timers and other I/O had their turn). */
 static void pump(coord_t *c) {
-  if (c->done) return;
+  if (c->closed) return;
   int more = 0;
   if (c->zap) more |= handle_zap(c);
   if (c->mon) more |= handle_monitor(c);
   more |= drain(c);
-  if (c->done) return;
+  if (c->closed) return;
   if (more)
     uv_idle_start(&c->more, on_more);
   else
@@ -979,7 +1200,10 @@ static void on_tick(uv_timer_t *t) {
       release_ack(c, (uint32_t)i); /* an old client, or a lost ack: do not stall the window */
   check_round(c);
   maybe_start_round(c);
-  noisy_window(c, now, 0);
+  check_waiting(c, now);
+  close_idle_connections(c, now);
+  fl_ratelog_tick(c->rl, now, 0);
+  if (c->stopping) check_stopped(c, now);
   pump(c); /* sends above may have changed ZMQ_EVENTS */
 }
 
@@ -987,47 +1211,10 @@ static void on_close(uv_handle_t *h) {
   (void)h;
 }
 
-/* Ends the run at once on a broken invariant of our own (the ZAP handler
- * failing): exit status 1. */
-static void fatal(coord_t *c, const char *why) {
-  char msg[256];
-  snprintf(msg, sizeof msg,
-           "fatal: %s (%s); stopping, since without it libzmq would admit any "
-           "client",
-           why, zmq_strerror(errno));
-  finish_run(c, msg, 0);
-  c->exit_code = 1;
-}
-
-/* Tells every client the run is over and stops the loop. */
-static void finish_run(coord_t *c, const char *why, int interrupted) {
-  if (c->done) return;
-  c->done = 1;
-  c->exit_code = interrupted ? EXIT_INTERRUPTED : 0;
-  logf_("%s", why);
-  for (size_t i = 0; i < c->cap_peers; i++)
-    if (c->peers[i].rid_len) send_stop(c, c->peers[i].rid, c->peers[i].rid_len, why, 0, 0);
-  write_outputs(c, 1); /* an interrupted run: the checkpoint of its last completed round */
-  if (c->cap_peers) {
-    uint32_t lo = UINT32_MAX, hi = 0, n = 0;
-    double sum = 0;
-    for (size_t i = 0; i < c->cap_peers; i++) {
-      if (!fl_engine_client_name(c->engine, (uint32_t)i)) continue;
-      uint32_t r = c->peers[i].rounds;
-      lo = r < lo ? r : lo;
-      hi = r > hi ? r : hi;
-      sum += r;
-      n++;
-    }
-    if (n)
-      logf_("participation: %u clients, rounds per client min %u, mean %.1f, max %u", n, lo,
-            sum / n, hi);
-  }
-  noisy_window(c, now_s(), 1);
-  if (c->joins_refused || c->zap_refused || c->hs_failed)
-    logf_("refused: %" PRIu64 " joins over the rate limit, %" PRIu64 " keys by ZAP, %" PRIu64
-          " failed handshakes",
-          c->joins_refused, c->zap_refused, c->hs_failed);
+/* Closes every handle of the loop, so that uv_run() returns. */
+static void end_loop(coord_t *c) {
+  if (c->closed) return;
+  c->closed = 1;
   uv_idle_stop(&c->more);
   uv_close((uv_handle_t *)&c->more, on_close);
   if (c->zap) {
@@ -1050,17 +1237,103 @@ static void finish_run(coord_t *c, const char *why, int interrupted) {
   uv_close((uv_handle_t *)&c->sigterm, on_close);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-  coord_t *c = s->data;
+/* Ends the run at once on a broken invariant of our own (the ZAP handler
+ * failing): exit status 1, no wait for the clients (without its ZAP handler
+ * libzmq would admit anyone). */
+static void fatal(coord_t *c, const char *why) {
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "fatal: %s (%s); stopping, since without it libzmq would admit any "
+           "client",
+           why, zmq_strerror(errno));
+  finish_run(c, msg, 1);
+  end_loop(c);
+}
+
+/* After the run ended, the coordinator stays until every peer has heard it
+ * and left: no connection has been open for STOP_GRACE_S (a client that
+ * missed the Stop because it was replacing its connection comes back on a
+ * new one within that time, and every message is answered with the Stop
+ * meanwhile: handle_message); or until the wait is up (a peer that keeps a
+ * connection open cannot keep the coordinator). Then the loop ends. */
+static void check_stopped(coord_t *c, double now) {
+  size_t open = fl_conns_open(c->conns);
+  if (open) c->stop_quiet_since = now;
+  if (!open && now - c->stop_quiet_since >= STOP_GRACE_S) {
+    end_loop(c);
+  } else if (now >= c->stop_deadline) {
+    if (open)
+      logf_("%zu connection(s) still open %.0f s after the end of the run: exiting anyway", open,
+            now - c->stop_t0);
+    end_loop(c);
+  }
+}
+
+/* Ends the run with exit status `status`: writes the final outputs, tells
+ * every client, and waits (check_stopped) until they have heard it. */
+static void finish_run(coord_t *c, const char *why, int status) {
+  if (c->done) return;
+  c->done = 1;
+  c->exit_code = status;
+  double now = now_s();
   if (c->round_open) {
     uv_timer_stop(&c->deadline);
-    fl_engine_abort_round(c->engine);
+    fl_engine_abort_round(c->engine); /* an error here only repeats that the run ends */
     c->round_open = 0;
+  }
+  logf_("%s", why);
+  Fedlr__Stop st = FEDLR__STOP__INIT;
+  st.reason = (char *)why;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_STOP;
+  env.stop = &st;
+  if (fl_wire_encode(&env, &c->final_stop, &c->final_stop_len) != 0) {
+    logf_("cannot encode the final Stop: %s", fl_err_msg());
+    c->final_stop = NULL;
+    c->final_stop_len = 0;
+  }
+  for (size_t i = 0; i < c->cap_peers && c->final_stop; i++)
+    if (c->peers[i].rid_len)
+      send_copy_quiet(c, c->peers[i].rid, c->peers[i].rid_len, c->final_stop, c->final_stop_len);
+  write_outputs(c, 1); /* an interrupted run: the checkpoint of its last completed round */
+  if (c->cap_peers) {
+    uint32_t lo = UINT32_MAX, hi = 0, n = 0;
+    double sum = 0;
+    for (size_t i = 0; i < c->cap_peers; i++) {
+      if (!fl_engine_client_name(c->engine, (uint32_t)i)) continue;
+      uint32_t r = c->peers[i].rounds;
+      lo = r < lo ? r : lo;
+      hi = r > hi ? r : hi;
+      sum += r;
+      n++;
+    }
+    if (n)
+      logf_("participation: %u clients, rounds per client min %u, mean %.1f, max %u", n, lo,
+            sum / n, hi);
+  }
+  fl_ratelog_tick(c->rl, now, 1);
+  if (c->joins_refused || c->zap_refused || c->hs_failed || c->conns_closed_idle ||
+      c->conns_closed_over)
+    logf_("refused: %" PRIu64 " joins over the rate limit, %" PRIu64 " keys by ZAP, %" PRIu64
+          " failed handshakes; closed %" PRIu64 " idle connections and %" PRIu64 " over the limit",
+          c->joins_refused, c->zap_refused, c->hs_failed, c->conns_closed_idle,
+          c->conns_closed_over);
+  c->stopping = 1;
+  c->stop_t0 = c->stop_quiet_since = now;
+  c->stop_deadline = now + fmax(STOP_WAIT_MIN, 6.0 * c->cfg.heartbeat);
+  check_stopped(c, now);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  coord_t *c = s->data;
+  if (c->done) { /* a second signal: no more waiting for the clients */
+    end_loop(c);
+    return;
   }
   char why[FL_PATH_MAX + 128];
   snprintf(why, sizeof why, "interrupted by signal %d after %u rounds; continue with --resume %s",
            signum, fl_engine_rounds_done(c->engine), c->cfg.out[0] ? c->cfg.out : "DIR");
-  finish_run(c, why, 1);
+  finish_run(c, why, EXIT_INTERRUPTED);
 }
 
 /* ---- setup ---- */
@@ -1142,6 +1415,61 @@ static int setup_socket(coord_t *c, fl_keypair_t *kp) {
     return fl_err_set(FL_EIO, "cannot monitor the socket: %s", zmq_strerror(errno));
   if (zmq_bind(c->sock, c->cfg.bind) != 0)
     return fl_err_set(FL_EINVAL, "cannot bind %s: %s", c->cfg.bind, zmq_strerror(errno));
+  return 0;
+}
+
+/* The most connections this process can hold: --max-connections (or 2 x
+ * --clients + 64), within the open-file limit, which is first raised to its
+ * hard maximum: our bound must bite before the kernel's does. */
+static size_t connection_limit(const fl_config_t *cfg) {
+  size_t want = cfg->max_connections ? cfg->max_connections : 2 * (size_t)cfg->clients + 64;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return want;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = old;
+  }
+  size_t fds = rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : (size_t)rl.rlim_cur;
+  size_t room = fds > 2 * FD_RESERVE ? fds - FD_RESERVE : fds / 2;
+  if (want > room) {
+    logf_("--max-connections %zu exceeds what the open-file limit (ulimit -n %zu) allows: "
+          "using %zu",
+          want, fds, room);
+    want = room;
+  }
+  return want;
+}
+
+/* Starts polling `fd` (a ZeroMQ socket's ZMQ_FD) on the loop. */
+static int start_poll(coord_t *c, void *zsock, uv_poll_t *h) {
+  int fd, rc;
+  size_t sz = sizeof fd;
+  if (zmq_getsockopt(zsock, ZMQ_FD, &fd, &sz) != 0)
+    return fl_err_set(FL_EIO, "ZMQ_FD: %s", zmq_strerror(errno));
+  if ((rc = uv_poll_init(c->loop, h, fd)) != 0 ||
+      (h->data = c, rc = uv_poll_start(h, UV_READABLE, on_poll)) != 0)
+    return fl_err_set(FL_EIO, "uv_poll: %s", uv_strerror(rc));
+  return 0;
+}
+
+/* The event loop's handles: the sockets' polls, the tick, the deadline,
+ * the idle handle and the signals. */
+static int setup_loop(coord_t *c) {
+  int rc;
+  c->loop = uv_default_loop();
+  if (!c->loop) return fl_err_set(FL_ENOMEM, "cannot create the event loop");
+  if (c->zap && (rc = start_poll(c, c->zap, &c->zap_poll))) return rc;
+  if ((rc = start_poll(c, c->mon, &c->mon_poll)) || (rc = start_poll(c, c->sock, &c->poll)))
+    return rc;
+  c->more.data = c->tick.data = c->deadline.data = c->sigint.data = c->sigterm.data = c;
+  if ((rc = uv_idle_init(c->loop, &c->more)) || (rc = uv_timer_init(c->loop, &c->tick)) ||
+      (rc = uv_timer_init(c->loop, &c->deadline)) || (rc = uv_signal_init(c->loop, &c->sigint)) ||
+      (rc = uv_signal_init(c->loop, &c->sigterm)) ||
+      (rc = uv_timer_start(&c->tick, on_tick, TICK_MS, TICK_MS)) ||
+      (rc = uv_signal_start(&c->sigint, on_signal, SIGINT)) ||
+      (rc = uv_signal_start(&c->sigterm, on_signal, SIGTERM)))
+    return fl_err_set(FL_EIO, "event loop: %s", uv_strerror(rc));
   return 0;
 }
 
@@ -1271,6 +1599,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-coordinator: --metrics: %s\n", fl_err_msg());
     goto out;
   }
+  c->rl =
+      fl_ratelog_new(stderr, "fedlr-coordinator: ", reason_names, R_NUM, NOISY_WINDOW_S, NOISY_MAX);
+  c->conns = fl_conns_new();
+  if (!c->rl || !c->conns) {
+    fprintf(stderr, "fedlr-coordinator: out of memory\n");
+    goto out;
+  }
+  c->max_conns = connection_limit(cfg);
   char server_key[FL_KEY_Z85_LEN + 1];
   memcpy(server_key, kp.public_z85, sizeof server_key);
   if ((rc = make_busy_stop(c)) || (rc = setup_socket(c, &kp))) {
@@ -1286,35 +1622,12 @@ int main(int argc, char **argv) {
         fl_blas_corename(), c->ec.model.spec, c->ec.model.num_params, cfg->bind,
         cfg->start_clients > cfg->min_clients ? cfg->start_clients : cfg->min_clients);
 
-  c->loop = uv_default_loop();
-  int fd;
-  size_t fdsz = sizeof fd;
-  zmq_getsockopt(c->sock, ZMQ_FD, &fd, &fdsz);
-  uv_poll_init(c->loop, &c->poll, fd);
-  if (c->zap) {
-    zmq_getsockopt(c->zap, ZMQ_FD, &fd, &fdsz);
-    uv_poll_init(c->loop, &c->zap_poll, fd);
-    c->zap_poll.data = c;
-    uv_poll_start(&c->zap_poll, UV_READABLE, on_poll);
+  if ((rc = setup_loop(c))) {
+    fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    goto out;
   }
-  zmq_getsockopt(c->mon, ZMQ_FD, &fd, &fdsz);
-  uv_poll_init(c->loop, &c->mon_poll, fd);
-  c->mon_poll.data = c;
-  uv_poll_start(&c->mon_poll, UV_READABLE, on_poll);
-  uv_idle_init(c->loop, &c->more);
-  c->more.data = c;
-  uv_timer_init(c->loop, &c->tick);
-  uv_timer_init(c->loop, &c->deadline);
-  uv_signal_init(c->loop, &c->sigint);
-  uv_signal_init(c->loop, &c->sigterm);
-  c->poll.data = c->tick.data = c->deadline.data = c->sigint.data = c->sigterm.data = c;
-  uv_poll_start(&c->poll, UV_READABLE, on_poll);
-  uv_timer_start(&c->tick, on_tick, TICK_MS, TICK_MS);
-  uv_signal_start(&c->sigint, on_signal, SIGINT);
-  uv_signal_start(&c->sigterm, on_signal, SIGTERM);
-  c->run_t0 = c->join_refill_t = c->noisy_window_t0 = now_s();
+  c->run_t0 = c->join_refill_t = c->wait_since = c->wait_logged = now_s();
   c->join_tokens = cfg->join_burst;
-  c->noisy_left = NOISY_MAX;
   if (fl_engine_finished(c->engine)) finish_run(c, "the checkpoint's run is already finished", 0);
   uv_run(c->loop, UV_RUN_DEFAULT);
   uv_loop_close(c->loop);
@@ -1329,8 +1642,10 @@ out:
   if (c->zap) zmq_close(c->zap);
   if (c->zctx) zmq_ctx_term(c->zctx);
   fl_allowlist_destroy(&c->allow);
-  free(c->conns);
+  fl_conns_destroy(&c->conns);
+  fl_ratelog_destroy(&c->rl);
   free(c->busy_stop);
+  free(c->final_stop);
   fl_metrics_destroy(&c->metrics);
   fl_engine_destroy(&c->engine);
   fl_dataset_destroy(&c->test);

@@ -1,13 +1,15 @@
 # A hostile peer (tests/tools/fl_badpeer) in a networked run: fedlr-coordinator
 # with 6 slots, 5 honest fedlr-client processes (slots 0..4) and fl_badpeer in
-# slot 5. The peer sends garbage, a truncated Join, a multipart message, an
-# Update before joining, an oversize frame, then joins and answers each
-# RoundStart with forged updates (wrong shapes, NaN, future round, another
-# client's id, 10^12 examples), a Welcome and a duplicate Join, and never a
-# valid update. The coordinator must log every rejection, stay up, drop the
-# peer from each round (as soon as the honest clients have reported: a
-# client whose update was rejected has had its say, so no round waits for
-# its deadline) and finish the run with the honest clients' model.
+# slot 5. The peer sends garbage, a truncated Join (refused with a reason), a
+# multipart message, an Update before joining, an oversize frame, then joins
+# and answers each RoundStart with forged updates (wrong shapes, NaN, future
+# round, another client's id, 10^12 examples), a Welcome and a duplicate
+# Join, and never a valid update. The coordinator must log every rejection,
+# stay up, drop the peer from each round (as soon as the honest clients have
+# reported: a client whose update was rejected has had its say, so no round
+# waits for its deadline) and finish the run with exactly the honest
+# clients' model: the weights come from accepted updates alone, so the run
+# is bit-identical to fedlr-sim with the 5 honest clients.
 source "$(dirname "$0")/lib.sh"
 
 BADPEER="$BUILD/tests/fl_badpeer"
@@ -19,17 +21,19 @@ LIMIT=300 # seconds, for every process of the run
 SEED=5
 # --min-clients 6: round 1 starts only once the attacker has joined, so it is
 # sampled. Rounds need 6 live clients, so the attacker stays alive
-# (heartbeats) through all 3 rounds (--rounds 3) and attacks each one; each
-# round closes with 5 of 6 reports (quorum 0.8 of 6 = 5) once the honest
-# clients have reported, the attacker's updates having been rejected. The
-# 20 s deadline would close a round too, so the test checks it never did.
+# (heartbeats) through all 3 rounds (--rounds 3); --quarantine 0 keeps it in
+# the sample of every round (a quarantined client would sit rounds 2 and 3
+# out: tests/it_net_livelock.sh covers that), so it attacks each one; each
+# round closes with the 5 honest reports once they are in, the attacker's
+# updates having been rejected. The 20 s deadline would close a round too,
+# so the test checks it never did.
 DATA=(--seed $SEED --dataset fashion-mnist --data-dir "$DATA_DIR")
 RUN=(--model softmax --fraction 1 --rounds 3 --local-epochs 1 --batch-size 20 --lr 0.05 "${DATA[@]}")
 PORT=$(free_port)
 EP="tcp://127.0.0.1:$PORT"
 t0=$SECONDS
 timeout -k 5 $LIMIT "$COORD" --bind "$EP" "${RUN[@]}" --clients 6 --min-clients 6 \
-  --round-timeout 20 --quorum 0.8 --client-timeout 3 --heartbeat 0.5 \
+  --round-timeout 20 --quorum 0.8 --client-timeout 3 --heartbeat 0.5 --quarantine 0 \
   --metrics "$TMP/net.jsonl" --out "$TMP/net" > "$TMP/coord.out" 2> "$TMP/coord.log" &
 CPID=$!; PIDS+=($CPID)
 if ! wait_until 30 grep -q "listening on" "$TMP/coord.log"; then
@@ -74,12 +78,20 @@ count_log() {
   n=$(grep -cE -- "$1" "$TMP/coord.log" || true)
   [ "$n" -ge "$2" ] && ok "$3: $n x '$1'" || bad "$3: '$1' logged $n times, want >= $2"
 }
-count_log "dropped a bad message from unknown peer" 4 "random bytes and truncated Join"
+count_log "dropped a bad message from unknown peer" 3 "random bytes"
+count_log "refused a join as .* join refused: undecodable" 1 "truncated Join, answered with its reason"
+if grep -q "b truncated join: ok: Stop" "$TMP/badpeer.out"; then
+  ok "the truncated Join got a Stop{error} with the reason"
+else
+  bad "truncated Join: $(grep "b truncated" "$TMP/badpeer.out")"
+fi
+count_log "closed: the peer closed it, or it sent a frame over the [0-9]+-byte limit" 1 "oversize frame logged"
 count_log "dropped a 2-frame message .*single-frame" 1 "multipart message"
 count_log "dropped an update from unknown peer .*not joined" 1 "update before joining"
 count_log "rejected an update from evil" 5 "forged updates"
 count_log "rejected an update from evil .*got \[10,783\]" 1 "wrong shapes"
 count_log "rejected an update from evil .*is NaN" 1 "NaN weight"
+count_log "rejected an update from evil .*not sampled again before round" 1 "quarantine announced"
 count_log "rejected an update from evil .*is for round 10[0-9]" 1 "future round"
 count_log "rejected an update from evil .*claims to be from client 6" 1 "impersonation"
 count_log "rejected an update from evil .*claims 1000000000000 examples" 1 "10^12 examples"
@@ -104,20 +116,17 @@ acc=$(jsonl_eval "$TMP/net.jsonl" "rows[-1]['test_accuracy']" 2>/dev/null || ech
   && ok "final test accuracy $acc >= 0.70" || bad "final test accuracy $acc < 0.70"
 
 # The same run without the attacker: fedlr-sim with the 5 honest clients.
-# Not bit-identical: the engine folds each update into a fixed-point sum as
-# trunc(n_k / N_sampled * delta * 2^40), and N_sampled counts the attacker's
-# declared examples (it was sampled), so every term lands on a different
-# grid point and the rescale by N_sampled / N_reported at the end rounds
-# differently. The difference is about 2^-40 per term (~1e-12 relative); it
-# can flip the last bit of a float32 weight, and 3 rounds of training carry
-# that along, but far below 1e-5.
+# Bit-identical: each accepted update is folded as trunc(n_k * delta * 2^40)
+# and the sum divided by the accepted examples, so the attacker, sampled,
+# registered with 12,000 examples and rejected, leaves no trace.
 timeout -k 5 $LIMIT "$SIM" --quiet "${RUN[@]}" --partition iid --clients 5 --out "$TMP/sim" > /dev/null 2> "$TMP/sim.log" \
   || bad "fedlr-sim failed: $(tail -3 "$TMP/sim.log")"
 if [ -f "$TMP/net/model.safetensors" ] && [ -f "$TMP/sim/model.safetensors" ]; then
-  d=$(st_maxdiff "$TMP/net/model.safetensors" "$TMP/sim/model.safetensors")
-  "$PY" -c "import sys; sys.exit(0 if $d <= 1e-5 else 1)" \
-    && ok "final model equals fedlr-sim's with the 5 honest clients (max abs diff $d)" \
-    || bad "final model differs from fedlr-sim's by $d > 1e-5"
+  if st_equal "$TMP/net/model.safetensors" "$TMP/sim/model.safetensors"; then
+    ok "final model is bit-identical to fedlr-sim's with the 5 honest clients"
+  else
+    bad "final model differs from fedlr-sim's (max diff $(st_maxdiff "$TMP/net/model.safetensors" "$TMP/sim/model.safetensors"))"
+  fi
 else
   bad "missing model.safetensors (net or sim)"
 fi

@@ -33,7 +33,8 @@ rc=0; wait $CPID || rc=$?
 [ $rc -eq 0 ] && ok "coordinator finished (exit 0)" || { bad "coordinator exit $rc"; tail -20 "$TMP/coord.log"; }
 for i in 1 3; do wait "${PIDS[$i]}" && ok "client exited 0" || bad "client exit $?"; done
 grep -q "joined with 4000 examples" "$TMP/coord.log" && ok "own-data clients joined: $(grep -c 'joined with 4000' "$TMP/coord.log") joins" || bad "joins"
-grep -q "retrying the round" "$TMP/coord.log" && ok "$(grep -m1 'retrying the round' "$TMP/coord.log" | cut -c1-150)" || bad "no retry logged"
+grep -q "abandoned (attempt 1); running it again with a fresh sample" "$TMP/coord.log" \
+  && ok "$(grep -m1 'abandoned (attempt 1)' "$TMP/coord.log" | cut -c1-200)" || bad "no retry logged"
 r=$(jsonl_eval "$TMP/m.jsonl" "[(x['round'], x['clients_sampled'], x['clients_reported']) for x in rows]")
 check=$(jsonl_eval "$TMP/m.jsonl" "len(rows) == 4 and all(x['clients_reported'] == x['clients_sampled'] for x in rows) and rows[-1]['clients_sampled'] == 2")
 [ "$check" = True ] && ok "every round closed with all its (re)sampled clients: $r" || bad "rounds $r"

@@ -6,7 +6,7 @@
  * Over one DEALER socket it sends, in order, and logs each step to stdout as
  * "badpeer: <step>: <result>":
  *   a) three random byte strings (fixed seed): no reply expected;
- *   b) the first half of an encoded Join: no reply expected;
+ *   b) the first half of an encoded Join: a Stop{error} with the reason;
  *   c) a 2-frame message (each frame a valid Heartbeat): no reply expected;
  *   d) an Update before joining: a Stop{rejoin} reply expected;
  *   e) one frame of max_message + 1 zero bytes: the coordinator's
@@ -33,7 +33,33 @@
  * Stop{rejoin}; refused: a Stop{error}). SIGTERM or SIGINT ends the flood
  * early, with the same line. Exit 0 once all N were sent, or when stopped
  * by a signal after sending some. Every send is ZMQ_DONTWAIT
- * (retried while the queue is full, within the timeout); LINGER is 1000 ms. */
+ * (retried while the queue is full, within the timeout); LINGER is 1000 ms.
+ *
+ *   fl_badpeer --connect EP --idle K [--duration SEC]
+ *
+ * opens K connections that finish the ZMTP handshake and then never send a
+ * byte (no reconnection), holds them SEC seconds (default 10) and prints
+ * "idle: K connected, C closed by the coordinator (first after A s, last
+ * after B s), O still open". Exit 0 if all K connected.
+ *
+ *   fl_badpeer --connect EP --spam KIND --count N
+ *
+ * sends N messages of one kind as fast as the socket takes them, never
+ * reading a reply: KIND update (an Update before joining), multipart (two
+ * frames), welcome (a message only coordinators send), garbage (undecodable
+ * bytes) or heartbeat (a Heartbeat before joining: each is answered, and
+ * the answers pile up unread). Prints "spam: sent N KIND in S s".
+ *
+ *   fl_badpeer --connect EP --bad-joins [--forbid NAME --taken-slot N]
+ *
+ * sends Joins that must each be refused with a Stop{error} that says why:
+ * an unsupported protocol version, empty, overlong (65 and 300 bytes),
+ * control-character, C1 and non-UTF-8 names, 2^63 examples, a slot beyond
+ * --clients, and (with --taken-slot) another client's slot. For each it
+ * prints "badjoin CASE: ok: Stop{error} 'reason'" when the reason is there,
+ * contains the expected words, is valid UTF-8 without control characters
+ * and does not contain --forbid (another client's name); else FAIL. Exit 0
+ * if every case passed. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -55,6 +81,10 @@
 
 typedef struct {
   const char *connect, *name, *model;
+  const char *spam, *forbid; /* --spam KIND; --forbid NAME */
+  uint32_t idle, count;      /* --idle K; --spam's --count N */
+  int bad_joins, have_taken;
+  uint32_t taken_slot;
   uint32_t slot, rounds;
   uint32_t flood, conns; /* join flood: joins in all, connections */
   double duration;       /* s the flood is spread over */
@@ -246,7 +276,17 @@ static int step_truncated_join(peer_t *p) {
   free(buf);
   if (rc) return -1;
   step("b truncated join", "sent %zu of %zu bytes", len / 2, len);
-  return expect_silence(p, "b truncated join", 500);
+  /* An undecodable Join is refused with a reason, like any refused Join. */
+  Fedlr__Envelope *r;
+  if (recv_env(p, (long)(p->o.timeout * 1000.0), &r) <= 0) {
+    step("b truncated join", "FAIL: no reply");
+    return -1;
+  }
+  int ok = r->body_case == FEDLR__ENVELOPE__BODY_STOP && r->stop->error && r->stop->reason[0];
+  step("b truncated join", "%s: %s '%s'", ok ? "ok" : "FAIL", kind_name(r->body_case),
+       r->body_case == FEDLR__ENVELOPE__BODY_STOP ? r->stop->reason : "");
+  fl_wire_free(&r);
+  return ok ? 0 : -1;
 }
 
 static int step_multipart(peer_t *p) {
@@ -549,14 +589,274 @@ out:
   return status;
 }
 
+/* ---- idle connections, spam, bad joins ---- */
+
+/* A DEALER connected to o->connect that never reconnects, with a monitor
+ * on inproc endpoint #k. */
+static void *connect_quiet(void *ctx, const opts_t *o, unsigned k, void **mon) {
+  int zero = 0, no_reconnect = -1;
+  char ep[64];
+  snprintf(ep, sizeof ep, "inproc://fl-badpeer-mon-%u", k);
+  void *s = zmq_socket(ctx, ZMQ_DEALER);
+  *mon = NULL;
+  if (!s) return NULL;
+  if (zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) ||
+      zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &no_reconnect, sizeof no_reconnect) ||
+      zmq_socket_monitor(s, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) ||
+      !(*mon = zmq_socket(ctx, ZMQ_PAIR)) || zmq_setsockopt(*mon, ZMQ_LINGER, &zero, sizeof zero) ||
+      zmq_connect(*mon, ep) || zmq_connect(s, o->connect)) {
+    fprintf(stderr, "fl_badpeer: connect %s: %s\n", o->connect, zmq_strerror(errno));
+    if (*mon) zmq_close(*mon);
+    zmq_close(s);
+    *mon = NULL;
+    return NULL;
+  }
+  return s;
+}
+
+/* The next monitor event of `mon` within ms, or -1. */
+static int next_event(void *mon, long ms) {
+  zmq_pollitem_t it = {mon, 0, ZMQ_POLLIN, 0};
+  if (zmq_poll(&it, 1, ms) <= 0) return -1;
+  zmq_msg_t f1, f2;
+  zmq_msg_init(&f1);
+  zmq_msg_init(&f2);
+  int ev = -1;
+  if (zmq_msg_recv(&f1, mon, ZMQ_DONTWAIT) >= 0 && zmq_msg_size(&f1) >= 2) {
+    uint16_t e16;
+    memcpy(&e16, zmq_msg_data(&f1), sizeof e16);
+    ev = e16;
+    zmq_msg_recv(&f2, mon, 0);
+  }
+  zmq_msg_close(&f1);
+  zmq_msg_close(&f2);
+  return ev;
+}
+
+static int run_idle(const opts_t *o) {
+  void *ctx = zmq_ctx_new();
+  void **socks = calloc(o->idle, sizeof *socks), **mons = calloc(o->idle, sizeof *mons);
+  double *closed_at = calloc(o->idle, sizeof *closed_at);
+  int *up = calloc(o->idle, sizeof *up), status = 1;
+  uint32_t connected = 0, closed = 0;
+  if (!ctx || !socks || !mons || !closed_at || !up) goto out;
+  double t0 = now_s(), hold = o->duration > 0 ? o->duration : 10.0;
+  for (uint32_t k = 0; k < o->idle; k++)
+    if (!(socks[k] = connect_quiet(ctx, o, k, &mons[k]))) goto out;
+  /* Every connection's handshake, then the hold: count who is closed. */
+  while (now_s() - t0 < hold + o->timeout) {
+    int any = 0;
+    for (uint32_t k = 0; k < o->idle; k++) {
+      int ev;
+      while ((ev = next_event(mons[k], 0)) >= 0) {
+        any = 1;
+        if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !up[k]) {
+          up[k] = 1;
+          connected++;
+        } else if (ev == ZMQ_EVENT_DISCONNECTED && up[k] == 1) {
+          up[k] = 2;
+          closed++;
+          closed_at[k] = now_s() - t0;
+        }
+      }
+    }
+    if (connected == o->idle && now_s() - t0 >= hold) break;
+    if (!any) zmq_poll(NULL, 0, 20);
+  }
+  double first = 1e9, last = 0;
+  for (uint32_t k = 0; k < o->idle; k++)
+    if (up[k] == 2) {
+      first = closed_at[k] < first ? closed_at[k] : first;
+      last = closed_at[k] > last ? closed_at[k] : last;
+    }
+  printf("idle: %u connected, %u closed by the coordinator (first after %.1f s, last after %.1f "
+         "s), %u still open\n",
+         connected, closed, closed ? first : 0.0, last, connected - closed);
+  fflush(stdout);
+  status = connected == o->idle ? 0 : 1;
+out:
+  for (uint32_t k = 0; socks && k < o->idle; k++) {
+    if (mons && mons[k]) zmq_close(mons[k]);
+    if (socks[k]) zmq_close(socks[k]);
+  }
+  free(socks);
+  free(mons);
+  free(closed_at);
+  free(up);
+  if (ctx) zmq_ctx_term(ctx);
+  return status;
+}
+
+static int run_spam(peer_t *p) {
+  const opts_t *o = &p->o;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  int frames = 1;
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  Fedlr__Heartbeat hb = FEDLR__HEARTBEAT__INIT;
+  Fedlr__Welcome w = FEDLR__WELCOME__INIT;
+  Fedlr__Update u = FEDLR__UPDATE__INIT;
+  Fedlr__Tensor t = FEDLR__TENSOR__INIT, *tp = &t;
+  float one = 1.0f;
+  uint32_t shape = 1;
+  if (!strcmp(o->spam, "update")) {
+    t.name = "layers.0.weight";
+    t.n_shape = 1;
+    t.shape = &shape;
+    t.n_data = 1;
+    t.data = &one;
+    u.round = 1;
+    u.num_examples = 1;
+    u.n_weights = 1;
+    u.weights = &tp;
+    env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
+    env.update = &u;
+  } else if (!strcmp(o->spam, "multipart") || !strcmp(o->spam, "heartbeat")) {
+    env.body_case = FEDLR__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    frames = o->spam[0] == 'm' ? 2 : 1;
+  } else if (!strcmp(o->spam, "welcome")) {
+    w.run_id = "spam";
+    w.model = "softmax";
+    env.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
+    env.welcome = &w;
+  } else if (strcmp(o->spam, "garbage") != 0) {
+    fprintf(stderr, "fl_badpeer: --spam: update, multipart, welcome, garbage or heartbeat\n");
+    return 2;
+  }
+  if (env.body_case != FEDLR__ENVELOPE__BODY__NOT_SET) {
+    if (fl_wire_encode(&env, &buf, &len) != 0) return 1;
+  } else {
+    len = 33;
+    buf = malloc(len);
+    if (!buf) return 1;
+    for (size_t i = 0; i < len; i++)
+      buf[i] = (uint8_t)(0xf7 ^ (i * 29));
+  }
+  double t0 = now_s();
+  uint32_t sent = 0;
+  for (; sent < o->count; sent++) {
+    int rc = 0;
+    for (int f = 0; f < frames && !rc; f++)
+      rc = send_frame(p, buf, len, f + 1 < frames);
+    if (rc) break;
+  }
+  free(buf);
+  printf("spam: sent %u %s in %.2f s\n", sent, o->spam, now_s() - t0);
+  fflush(stdout);
+  return sent == o->count ? 0 : 1;
+}
+
+/* 1 if s is valid UTF-8 without control characters (as a strict proto3
+ * reader and a terminal need). */
+static int clean_text(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    if (*p < 0x20 || *p == 0x7f) return 0;
+    if (*p < 0x80) {
+      p++;
+      continue;
+    }
+    int n = (*p >> 5) == 6 ? 1 : (*p >> 4) == 14 ? 2 : (*p >> 3) == 30 ? 3 : -1;
+    if (n < 0 || (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)) return 0; /* C1 */
+    for (int i = 1; i <= n; i++)
+      if ((p[i] & 0xc0) != 0x80) return 0;
+    p += n + 1;
+  }
+  return 1;
+}
+
+/* Sends Join j and expects a Stop{error} whose reason contains `want`. */
+static int bad_join_case(peer_t *p, const char *name, Fedlr__Join *j, const char *want) {
+  Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+  env.body_case = FEDLR__ENVELOPE__BODY_JOIN;
+  env.join = j;
+  if (send_env(p, &env)) return -1;
+  double t_end = now_s() + p->o.timeout;
+  while (now_s() < t_end) {
+    Fedlr__Envelope *r;
+    int got = recv_env(p, (long)((t_end - now_s()) * 1000.0) + 1, &r);
+    if (got < 0) {
+      step(name, "FAIL: an undecodable reply");
+      return -1;
+    }
+    if (got == 0) break;
+    if (r->body_case != FEDLR__ENVELOPE__BODY_STOP) {
+      step(name, "FAIL: a %s instead of a Stop", kind_name(r->body_case));
+      fl_wire_free(&r);
+      return -1;
+    }
+    const char *why = r->stop->reason;
+    int ok = r->stop->error && !r->stop->rejoin && strstr(why, want) && clean_text(why) &&
+             !(p->o.forbid && strstr(why, p->o.forbid));
+    step(name, "%s: Stop{error=%d} '%s'%s", ok ? "ok" : "FAIL", r->stop->error, why,
+         ok ? "" : (!strstr(why, want) ? " (lacks the reason)" : " (unclean or names another)"));
+    fl_wire_free(&r);
+    return ok ? 0 : -1;
+  }
+  step(name, "FAIL: no reply within %.1f s", p->o.timeout);
+  return -1;
+}
+
+static int run_bad_joins(peer_t *p) {
+  char n65[66], n300[301];
+  memset(n65, 'a', 65);
+  n65[65] = '\0';
+  memset(n300, 'b', 300);
+  n300[300] = '\0';
+  const struct {
+    const char *name, *join_name, *want;
+    uint32_t version, slot;
+    uint64_t examples;
+  } cases[] = {
+      {"version 7", "v7-client", "this coordinator speaks version 1", 7, 0, 10},
+      {"version 0", "v0-client", "speaks version 1", 0, 0, 10},
+      {"empty name", "", "the client name is empty", 1, 0, 10},
+      {"65-byte name", n65, "longer than 64 bytes", 1, 0, 10},
+      {"300-byte name", n300, "longer than 256 bytes", 1, 0, 10},
+      {"escape sequence", "\x1b[31mred", "has a control character", 1, 0, 10},
+      {"C1 control", "x\xc2\x85y", "has a control character", 1, 0, 10},
+      {"Latin-1", "caf\xe9", "is not valid UTF-8", 1, 0, 10},
+      {"2^63 examples", "greedy", "a client declares 1 to 4294967296", 1, 0, UINT64_C(1) << 63},
+      {"0 examples", "empty-handed", "a client declares 1 to", 1, 0, 0},
+      {"slot beyond --clients", "far-away", "beyond --clients", 1, 3999999, 10},
+  };
+  int bad = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    Fedlr__Join j = FEDLR__JOIN__INIT;
+    j.protocol_version = cases[i].version;
+    j.name = (char *)cases[i].join_name;
+    j.num_examples = cases[i].examples;
+    j.want_slot = cases[i].slot != 0;
+    j.slot = cases[i].slot;
+    char label[64];
+    snprintf(label, sizeof label, "badjoin %s", cases[i].name);
+    bad |= bad_join_case(p, label, &j, cases[i].want) != 0;
+  }
+  if (p->o.have_taken) {
+    Fedlr__Join j = FEDLR__JOIN__INIT;
+    j.protocol_version = FL_WIRE_PROTOCOL_VERSION;
+    j.name = "slot-thief";
+    j.num_examples = 10;
+    j.want_slot = 1;
+    j.slot = p->o.taken_slot;
+    bad |= bad_join_case(p, "badjoin taken slot", &j, "taken by another client") != 0;
+  }
+  return bad ? 1 : 0;
+}
+
 /* ---- main ---- */
 
 static int usage(const char *msg) {
   if (msg) fprintf(stderr, "fl_badpeer: %s\n", msg);
-  fprintf(stderr, "usage: fl_badpeer --connect EP --name NAME --slot N --model SPEC "
-                  "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E]\n"
-                  "       fl_badpeer --connect EP --flood N [--conns K] [--duration SEC] "
-                  "[--name PREFIX] [--timeout SEC]\n");
+  fprintf(stderr,
+          "usage: fl_badpeer --connect EP --name NAME --slot N --model SPEC "
+          "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E]\n"
+          "       fl_badpeer --connect EP --flood N [--conns K] [--duration SEC] "
+          "[--name PREFIX] [--timeout SEC]\n"
+          "       fl_badpeer --connect EP --idle K [--duration SEC]\n"
+          "       fl_badpeer --connect EP --spam KIND --count N\n"
+          "       fl_badpeer --connect EP --bad-joins all [--forbid NAME --taken-slot N]\n");
   return 2;
 }
 
@@ -602,6 +902,18 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
       if (*end || !(o->timeout > 0 && o->timeout < 86400)) return usage("bad --timeout");
     } else if (!strcmp(a, "--flood") && !parse_u64(v, 1, 10000000, &n)) {
       o->flood = (uint32_t)n;
+    } else if (!strcmp(a, "--idle") && !parse_u64(v, 1, 10000, &n)) {
+      o->idle = (uint32_t)n;
+    } else if (!strcmp(a, "--spam")) {
+      o->spam = v;
+    } else if (!strcmp(a, "--count") && !parse_u64(v, 1, 100000000, &n)) {
+      o->count = (uint32_t)n;
+    } else if (!strcmp(a, "--bad-joins") && !strcmp(v, "all")) {
+      o->bad_joins = 1;
+    } else if (!strcmp(a, "--forbid")) {
+      o->forbid = v;
+    } else if (!strcmp(a, "--taken-slot") && !parse_u64(v, 0, UINT32_MAX - 1, &n)) {
+      o->taken_slot = (uint32_t)n, o->have_taken = 1;
     } else if (!strcmp(a, "--conns") && !parse_u64(v, 1, 10000, &n)) {
       o->conns = (uint32_t)n;
     } else if (!strcmp(a, "--duration")) {
@@ -613,9 +925,10 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
       return usage(NULL);
     }
   }
-  if (o->flood) {
+  if (o->flood || o->idle || o->spam || o->bad_joins) {
     if (!o->connect) return usage("--connect is required");
     if (!o->conns) o->conns = 50;
+    if (o->spam && !o->count) return usage("--spam needs --count N");
     return 0;
   }
   if (!o->connect || !o->name || !o->model || !have_slot || !o->input_dim || !o->classes)
@@ -628,6 +941,24 @@ int main(int argc, char **argv) {
   memset(&p, 0, sizeof p);
   if (parse_opts(argc, argv, &p.o)) return 2;
   if (p.o.flood) return run_flood(&p.o);
+  if (p.o.idle) return run_idle(&p.o);
+  if (p.o.spam || p.o.bad_joins) {
+    /* One plain connection, control-message limits for the replies. */
+    int linger = 1000;
+    p.lim.max_message = 1 << 16;
+    p.lim.max_tensors = 16;
+    p.ctx = zmq_ctx_new();
+    p.sock = p.ctx ? zmq_socket(p.ctx, ZMQ_DEALER) : NULL;
+    int rc = 1;
+    if (p.sock && !zmq_setsockopt(p.sock, ZMQ_LINGER, &linger, sizeof linger) &&
+        !zmq_connect(p.sock, p.o.connect))
+      rc = p.o.spam ? run_spam(&p) : run_bad_joins(&p);
+    else
+      fprintf(stderr, "fl_badpeer: connect %s: %s\n", p.o.connect, zmq_strerror(errno));
+    if (p.sock) zmq_close(p.sock);
+    if (p.ctx) zmq_ctx_term(p.ctx);
+    return rc;
+  }
   int status = 1;
   if (fl_model_parse(p.o.model, p.o.input_dim, p.o.classes, &p.m) != 0 ||
       fl_model_parse(p.o.model, p.o.input_dim - 1, p.o.classes, &p.bad_m) != 0) {
