@@ -21,8 +21,8 @@ _Static_assert(sizeof(float) == 4, "fl_safetensors needs 32-bit floats");
 #endif
 
 #define ST_MAX_TENSORS (2 * FL_MODEL_MAX_LAYERS)
-#define ST_MAX_DIMS 8     /* shape entries accepted from a header */
-#define ST_NAME_MAX 256   /* longest key we keep; longer keys match nothing */
+#define ST_MAX_DIMS 8   /* shape entries accepted from a header */
+#define ST_NAME_MAX 256 /* longest key we keep; longer keys match nothing */
 
 /* ---- writer ------------------------------------------------------------ */
 
@@ -41,7 +41,8 @@ static void st_sb_append(st_sb_t *b, const char *s, size_t n) {
   }
   if (b->len + n + 1 > b->cap) {
     size_t ncap = b->cap ? b->cap : 1024;
-    while (ncap < b->len + n + 1) ncap *= 2;
+    while (ncap < b->len + n + 1)
+      ncap *= 2;
     char *np = realloc(b->p, ncap);
     if (!np) {
       b->err = FL_ENOMEM;
@@ -130,7 +131,8 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
   }
   st_sb_append(&h, "}", 1);
   /* The data section must start 8-byte aligned: pad the JSON with spaces. */
-  while (!h.err && h.len % 8) st_sb_append(&h, " ", 1);
+  while (!h.err && h.len % 8)
+    st_sb_append(&h, " ", 1);
   if (h.err) {
     rc = h.err == FL_ETOOBIG
              ? fl_err_set(FL_ETOOBIG, "'%s': metadata makes the header exceed %u bytes", path,
@@ -145,7 +147,8 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
     rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes for '%s'", total, path);
     goto out;
   }
-  for (int k = 0; k < 8; k++) file[k] = (uint8_t)((uint64_t)h.len >> (8 * k));
+  for (int k = 0; k < 8; k++)
+    file[k] = (uint8_t)((uint64_t)h.len >> (8 * k));
   memcpy(file + 8, h.p, h.len);
   /* Tensors are written in model order, which is the parameter layout: the
    * data section is the parameter buffer verbatim. */
@@ -179,9 +182,9 @@ typedef struct {
 } st_entry_t;
 
 typedef struct {
-  const fl_model_spec_t *m;    /* NULL: don't collect tensors */
+  const fl_model_spec_t *m; /* NULL: don't collect tensors */
   st_entry_t ent[ST_MAX_TENSORS];
-  const char *want_key;        /* NULL: don't look up metadata */
+  const char *want_key; /* NULL: don't look up metadata */
   char *want_buf;
   size_t want_cap;
   int want_found;
@@ -229,10 +232,14 @@ static int st_hex4(st_json_t *js, unsigned *v) {
   for (int i = 0; i < 4; i++) {
     char c = *js->p++;
     unsigned d;
-    if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-    else return st_syntax(js, "bad hex digit in \\u escape");
+    if (c >= '0' && c <= '9')
+      d = (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      d = (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      d = (unsigned)(c - 'A' + 10);
+    else
+      return st_syntax(js, "bad hex digit in \\u escape");
     *v = *v << 4 | d;
   }
   return 0;
@@ -263,7 +270,9 @@ static int st_string(st_json_t *js, char *out, size_t cap, size_t *len) {
     c = (unsigned char)*js->p++;
     unsigned cp;
     switch (c) {
-    case '"': case '\\': case '/': st_put(out, cap, &n, (char)c); continue;
+    case '"':
+    case '\\':
+    case '/': st_put(out, cap, &n, (char)c); continue;
     case 'b': st_put(out, cap, &n, '\b'); continue;
     case 'f': st_put(out, cap, &n, '\f'); continue;
     case 'n': st_put(out, cap, &n, '\n'); continue;
@@ -362,8 +371,8 @@ static int st_metadata(st_json_t *js, st_parse_t *ps) {
     if ((rc = st_string(js, want ? ps->want_buf : NULL, ps->want_cap, &vlen)) < 0) return rc;
     if (want) {
       if (vlen >= ps->want_cap)
-        return fl_err_set(FL_ERANGE, "'%s': metadata '%s' is %zu bytes, buffer holds %zu",
-                          js->path, key, vlen, ps->want_cap ? ps->want_cap - 1 : 0);
+        return fl_err_set(FL_ERANGE, "'%s': metadata '%s' is %zu bytes, buffer holds %zu", js->path,
+                          key, vlen, ps->want_cap ? ps->want_cap - 1 : 0);
       ps->want_found = 1;
     }
   } while ((rc = st_next(js, '}')) == 1);
@@ -400,7 +409,9 @@ static int st_tensor(st_json_t *js, const char *name, st_entry_t *e) {
   if (rc < 0) return rc;
   if (!have_dtype || !have_shape || !have_off)
     return fl_err_set(FL_EFORMAT, "'%s': tensor '%s' lacks %s", js->path, name,
-                      !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+                      !have_dtype   ? "dtype"
+                      : !have_shape ? "shape"
+                                    : "data_offsets");
   return 0;
 }
 
@@ -499,7 +510,8 @@ static int st_open(const char *path, int *fd, char **hdr, size_t *hlen, size_t *
     goto out;
   }
   uint64_t n = 0;
-  for (int k = 7; k >= 0; k--) n = n << 8 | lenb[k];
+  for (int k = 7; k >= 0; k--)
+    n = n << 8 | lenb[k];
   if (n > FL_SAFETENSORS_MAX_HEADER) {
     rc = fl_err_set(FL_EFORMAT, "'%s': header length %llu exceeds the limit of %u bytes", path,
                     (unsigned long long)n, FL_SAFETENSORS_MAX_HEADER);
@@ -558,7 +570,8 @@ static int st_validate(const char *path, const fl_model_spec_t *m, const st_pars
                         e->dtype);
     uint64_t ts[2] = {t.shape[0], t.shape[1]};
     int same = e->ndim == t.ndim;
-    for (size_t d = 0; same && d < t.ndim; d++) same = e->shape[d] == ts[d];
+    for (size_t d = 0; same && d < t.ndim; d++)
+      same = e->shape[d] == ts[d];
     if (!same)
       return fl_err_set(FL_ESHAPE, "'%s': tensor '%s' has shape %s, model '%s' expects %s", path,
                         t.name, st_fmt_shape(e->shape, e->ndim, got, sizeof got), m->spec,
@@ -568,15 +581,14 @@ static int st_validate(const char *path, const fl_model_spec_t *m, const st_pars
       return fl_err_set(FL_EFORMAT,
                         "'%s': tensor '%s' data_offsets [%llu,%llu] must span %zu bytes inside "
                         "the %zu-byte data section",
-                        path, t.name, (unsigned long long)b, (unsigned long long)end,
-                        4 * t.count, dlen);
+                        path, t.name, (unsigned long long)b, (unsigned long long)end, 4 * t.count,
+                        dlen);
     for (size_t j = 0; j < i; j++) {
       const st_entry_t *o = &ps->ent[j];
       if (b < o->off[1] && o->off[0] < end) {
         fl_tensor_info_t to;
         fl_model_tensor(m, j, &to);
-        return fl_err_set(FL_EFORMAT, "'%s': tensors '%s' and '%s' overlap", path, to.name,
-                          t.name);
+        return fl_err_set(FL_EFORMAT, "'%s': tensors '%s' and '%s' overlap", path, to.name, t.name);
       }
     }
     used += 4 * t.count;
@@ -608,8 +620,8 @@ int fl_safetensors_load(const char *path, const fl_model_spec_t *m, float *param
     goto out;
   }
   if ((r = st_pread_full(fd, data, dlen, (off_t)(8 + hlen))) <= 0) {
-    rc = fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading",
-                    path);
+    rc =
+        fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading", path);
     goto out;
   }
   for (size_t i = 0; i < nt; i++) {
