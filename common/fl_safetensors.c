@@ -1,13 +1,11 @@
 #include "fl_safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fl_error.h"
@@ -482,24 +480,17 @@ static int st_pread_full(int fd, void *buf, size_t n, off_t at) {
   return 1;
 }
 
-/* Opens `path` and reads its header (bounded before allocating). On success
+/* Opens `path` (a regular file: a FIFO, device or directory is refused
+ * without blocking) and reads its header (bounded before allocating). On success
  * *fd is open, *hdr a new NUL-terminated buffer of *hlen bytes and *dlen the
  * size of the data section after it. */
 static int st_open(const char *path, int *fd, char **hdr, size_t *hlen, size_t *dlen) {
-  struct stat st;
+  uint64_t size = 0;
   uint8_t lenb[8];
-  int rc = 0, r;
+  int rc, r;
   *hdr = NULL;
-  *fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (*fd < 0) {
-    if (errno == ENOENT) return fl_err_set(FL_ENOENT, "'%s' does not exist", path);
-    return fl_err_set(FL_EIO, "cannot open '%s': %s", path, strerror(errno));
-  }
-  if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    rc = fl_err_set(FL_EIO, "'%s' is not a readable regular file", path);
-    goto out;
-  }
-  uint64_t size = (uint64_t)st.st_size;
+  /* Refuses a FIFO, device or directory up front: open() never blocks. */
+  if ((rc = fl_file_open_input(path, FL_FILE_REGULAR, fd, &size)) < 0) return rc;
   if (size < 8) {
     rc = fl_err_set(FL_EFORMAT, "'%s' is %llu bytes, too short for a safetensors file", path,
                     (unsigned long long)size);

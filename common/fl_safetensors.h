@@ -21,7 +21,9 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
 /* Reads `path` into params (m->num_params floats), requiring exactly model
  * m's tensor names, F32 dtype, shapes and in-bounds, non-overlapping offsets.
  * Bounds the header before allocating; any mismatch is FL_EFORMAT/FL_ESHAPE
- * with a detail. params is unchanged on error. */
+ * with a detail. Only a regular file is read: a FIFO, device or directory is
+ * FL_EINVAL at once (fl_file_open_input), never a blocked open() or an
+ * endless read. params is unchanged on error. */
 int fl_safetensors_load(const char *path, const fl_model_spec_t *m, float *params);
 
 /* Reads one metadata value (e.g. "model") into buf; FL_ENOENT if absent. */

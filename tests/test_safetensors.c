@@ -308,7 +308,8 @@ TEST(corrupt_files_rejected_params_unchanged) {
   ASSERT_EQ(write_raw(path, "\x10\0\0", 3), 0);
   EXPECT_LOAD_FAILS(path, FL_EFORMAT, "too short");
   EXPECT_LOAD_FAILS(tpath("does-not-exist.safetensors"), FL_ENOENT, "does not exist");
-  EXPECT_LOAD_FAILS(fl_test_tmpdir(), FL_EIO, "not a readable regular file");
+  EXPECT_LOAD_FAILS(fl_test_tmpdir(), FL_EINVAL, "is a directory, expected a regular file");
+  EXPECT_LOAD_FAILS("/dev/zero", FL_EINVAL, "character device");
 
   /* A file saved for another model. */
   fl_model_spec_t big;
@@ -318,6 +319,27 @@ TEST(corrupt_files_rejected_params_unchanged) {
   free(bp);
   EXPECT_LOAD_FAILS(path, FL_ESHAPE,
                     "'layers.0.weight' has shape [5,3], model 'mlp:4' expects [4,3]");
+}
+
+/* A FIFO in place of the file (no writer will ever come) is refused at once
+ * by every reader, not waited on in open(). alarm() turns a hang into a
+ * loud failure instead of a ctest timeout. */
+TEST(fifo_refused_without_blocking) {
+  fl_model_spec_t m;
+  small_model(&m);
+  const char *fifo = tpath("fifo.safetensors");
+  unlink(fifo);
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  alarm(10);
+  double t0 = fl_test_now();
+  EXPECT_LOAD_FAILS(fifo, FL_EINVAL, "is a FIFO (named pipe), expected a regular file");
+  char buf[64];
+  ASSERT_EQ(fl_safetensors_meta(fifo, "model", buf, sizeof buf), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "FIFO");
+  double took = fl_test_now() - t0;
+  alarm(0);
+  ASSERT_DBL_OP(took, <, 1.0);
+  unlink(fifo);
 }
 
 TEST(malformed_json_rejected) {
