@@ -323,9 +323,67 @@ static int cmp_u32(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The rate of round `round` (1-based) from the schedule and plateau state. */
+static double round_lr(const fl_engine_t *e, uint32_t round) {
+  return fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
+}
+
+/* A RoundStart and what it points into; valid while the engine is. */
+typedef struct {
+  Fedlr__RoundStart rs;
+  Fedlr__Optimizer opt;
+  fl_wire_tensors_t tv;
+} round_start_t;
+
+/* The RoundStart of round `round` at rate `lr` with the global weights, for
+ * a client whose training seed is `seed`. */
+static void round_start_fill(const fl_engine_t *e, uint32_t round, double lr, uint64_t seed,
+                             round_start_t *m) {
+  const fl_engine_config_t *c = &e->cfg;
+  fl_wire_optim_to(&c->optim, &m->opt);
+  fl_wire_tensors_init(&m->tv, &c->model, e->weights);
+  Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;
+  rs.round = round;
+  rs.lr = (float)lr;
+  rs.local_schedule = (char *)c->local_schedule;
+  rs.local_unit = (Fedlr__RoundStart__LocalUnit)c->local_unit;
+  rs.optimizer = &m->opt;
+  rs.local_epochs = c->local_epochs;
+  rs.batch_size = c->batch_size;
+  rs.seed = seed;
+  rs.model = (char *)c->model.spec;
+  rs.n_weights = m->tv.n;
+  rs.weights = m->tv.ptrs;
+  m->rs = rs;
+}
+
+/* Refuses the next round if clients would refuse its RoundStart: the very
+ * check fl_wire_decode() runs on their side (fl_wire_check_round_start with
+ * a client's limits), on the message this engine would send. What changes
+ * from round to round is the rate (schedule, plateau state) and the weights
+ * (aggregation, a checkpoint); the rest is fixed by the config. */
+static int round_start_check(const fl_engine_t *e) {
+  uint32_t round = e->rounds_done + 1;
+  fl_wire_limits_t lim;
+  fl_wire_limits_for_model(&e->cfg.model, &lim);
+  round_start_t m;
+  round_start_fill(e, round, round_lr(e, round), 0, &m);
+  int rc = fl_wire_check_round_start(&m.rs, &lim);
+  if (rc == 0) return 0;
+  char why[512];
+  snprintf(why, sizeof why, "%s", fl_err_msg());
+  return fl_err_set(rc,
+                    "round %u cannot start: every client would refuse its RoundStart (%s); the "
+                    "rate comes from --lr and --schedule, the weights from the rounds so far or "
+                    "the checkpoint, so retrying cannot help",
+                    round, why);
+}
+
 int fl_engine_begin_round(fl_engine_t *e) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "round %u is still open", e->round);
   if (fl_engine_finished(e)) return fl_err_set(FL_ESTATE, "the run is finished");
+  int rc = round_start_check(e);
+  if (rc) return rc;
   /* The pool: available clients in ascending id order. With every client
    * available (fedlr-sim, or a full networked federation) the sample is the
    * same in both. */
@@ -399,7 +457,7 @@ int fl_engine_begin_round(fl_engine_t *e) {
   e->num_rejected = e->num_clipped = e->num_capped = 0;
   memset(e->acc, 0, e->cfg.model.num_params * sizeof *e->acc);
   e->round = round;
-  e->lr = fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
+  e->lr = round_lr(e, round);
   e->state = ROUND_OPEN;
   return 0;
 }
@@ -426,26 +484,11 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
   if (e->state != ROUND_OPEN) return fl_err_set(FL_ESTATE, "no round is open");
   if (sampled_slot(e, id) < 0)
     return fl_err_set(FL_EINVAL, "client %u is not sampled in round %u", id, e->round);
-  const fl_engine_config_t *c = &e->cfg;
-  Fedlr__Optimizer opt;
-  fl_wire_optim_to(&c->optim, &opt);
-  fl_wire_tensors_t tv;
-  fl_wire_tensors_init(&tv, &c->model, e->weights);
-  Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;
-  rs.round = e->round;
-  rs.lr = (float)e->lr;
-  rs.local_schedule = (char *)c->local_schedule;
-  rs.local_unit = (Fedlr__RoundStart__LocalUnit)c->local_unit;
-  rs.optimizer = &opt;
-  rs.local_epochs = c->local_epochs;
-  rs.batch_size = c->batch_size;
-  rs.seed = fl_rng_derive(c->seed, FL_RNG_CLIENT, e->round, id);
-  rs.model = (char *)c->model.spec;
-  rs.n_weights = tv.n;
-  rs.weights = tv.ptrs;
+  round_start_t m;
+  round_start_fill(e, e->round, e->lr, fl_rng_derive(e->cfg.seed, FL_RNG_CLIENT, e->round, id), &m);
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_ROUND_START;
-  env.round_start = &rs;
+  env.round_start = &m.rs;
   return fl_wire_encode(&env, buf, len);
 }
 

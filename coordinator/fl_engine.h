@@ -118,7 +118,16 @@ size_t fl_engine_num_available(const fl_engine_t *e);
 /* Starts the next round: samples max(ceil(C*A), min_clients) clients
  * (capped at A) without replacement from the A available clients, with a
  * random stream derived from (seed, round, attempt). FL_ESTATE if a round is
- * open or the run is finished; FL_EINVAL if no client is available. */
+ * open or the run is finished; FL_EINVAL if no client is available.
+ *
+ * Never opens a round whose RoundStart clients would refuse: the message it
+ * would send goes through the clients' own check first
+ * (fl_wire_check_round_start: the rate, as the float sent, finite and >= 0,
+ * every weight finite, ...). If it fails, FL_ENONFINITE or FL_ERANGE (the
+ * check's code) with a detail naming the round and the value, and nothing
+ * changes. That is fatal for the run, not a reason to retry: the same rate
+ * and weights would come back, and every client would refuse them again. A
+ * rate of 0 is allowed, as clients allow it (schedules that end at 0). */
 int fl_engine_begin_round(fl_engine_t *e);
 
 /* Gives up on the open round (no quorum by the deadline): its updates are

@@ -357,6 +357,45 @@ TEST(schedule_drives_round_lr_and_run_stops) {
   fl_engine_destroy(&e);
 }
 
+/* The engine runs the clients' own RoundStart check before it opens a round:
+ * a rate that becomes inf as the float sent is refused (a fatal error, the
+ * engine unchanged); a rate that becomes 0 is sent, as clients take it. */
+TEST(begin_round_refuses_what_clients_refuse) {
+  fl_engine_config_t c = base_config();
+  c.lr0 = 1e300; /* finite as a double, inf as the float on the wire */
+  fl_engine_t *e = make_engine(&c, 3, 10);
+  ASSERT_TRUE(e != NULL);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    ASSERT_EQ(fl_engine_begin_round(e), FL_ENONFINITE);
+    ASSERT_CONTAINS(fl_err_msg(), "round 1 cannot start: every client would refuse its "
+                                  "RoundStart (round_start: learning rate not finite)");
+    ASSERT_CONTAINS(fl_err_msg(), "retrying cannot help");
+    ASSERT_EQ(fl_engine_round(e), 0);
+    ASSERT_EQ(fl_engine_rounds_done(e), 0);
+    ASSERT_EQ(fl_engine_sampled(e, NULL), 0);
+    ASSERT_FALSE(fl_engine_finished(e));
+  }
+  uint8_t *msg = NULL;
+  size_t len = 0;
+  ASSERT_EQ(fl_engine_encode_round_start(e, 0, &msg, &len), FL_ESTATE);
+  fl_engine_destroy(&e);
+
+  c.lr0 = 1e-300; /* 0 as a float: allowed, like a schedule that ends at 0 */
+  e = make_engine(&c, 3, 10);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  const uint32_t *ids;
+  ASSERT_GT(fl_engine_sampled(e, &ids), 0);
+  ASSERT_EQ(fl_engine_encode_round_start(e, ids[0], &msg, &len), 0);
+  fl_wire_limits_t client;
+  fl_wire_limits_for_model(&c.model, &client);
+  Fedlr__Envelope *env = NULL;
+  ASSERT_EQ(fl_wire_decode(msg, len, &client, &env), 0);
+  ASSERT_DBL_OP(env->round_start->lr, ==, 0.0);
+  fl_wire_free(&env);
+  free(msg);
+  fl_engine_destroy(&e);
+}
+
 TEST(config_errors) {
   fl_engine_config_t c = base_config();
   int err = 0;
