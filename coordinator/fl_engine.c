@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -973,22 +975,24 @@ int fl_engine_has_answered(const fl_engine_t *e, uint32_t id) {
 
 /* Checkpoint metadata keys; doubles are written as hex floats (%a) so they
  * come back bit for bit. */
-#define CK_NUM 8
+enum { CK_ROUNDS, CK_SEED, CK_BEST, CK_SCALE, CK_BAD, CK_COOL, CK_ACC, CK_TARGET, CK_NUM };
 static const char *const ck_keys[CK_NUM] = {
-    "fedlr_rounds_done", "fedlr_seed",         "fedlr_plateau_best",  "fedlr_plateau_scale",
-    "fedlr_plateau_bad", "fedlr_plateau_cool", "fedlr_best_accuracy", "fedlr_target_reached"};
+    [CK_ROUNDS] = "fedlr_rounds_done", [CK_SEED] = "fedlr_seed",
+    [CK_BEST] = "fedlr_plateau_best",  [CK_SCALE] = "fedlr_plateau_scale",
+    [CK_BAD] = "fedlr_plateau_bad",    [CK_COOL] = "fedlr_plateau_cool",
+    [CK_ACC] = "fedlr_best_accuracy",  [CK_TARGET] = "fedlr_target_reached"};
 
 int fl_engine_save(const fl_engine_t *e, const char *path) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
   char v[CK_NUM][40];
-  snprintf(v[0], sizeof v[0], "%u", e->rounds_done);
-  snprintf(v[1], sizeof v[1], "%llu", (unsigned long long)e->cfg.seed);
-  snprintf(v[2], sizeof v[2], "%a", e->plateau.best);
-  snprintf(v[3], sizeof v[3], "%a", e->plateau.scale);
-  snprintf(v[4], sizeof v[4], "%u", e->plateau.num_bad);
-  snprintf(v[5], sizeof v[5], "%u", e->plateau.cooldown_left);
-  snprintf(v[6], sizeof v[6], "%a", e->best_accuracy);
-  snprintf(v[7], sizeof v[7], "%d", e->target_reached);
+  snprintf(v[CK_ROUNDS], sizeof v[0], "%u", e->rounds_done);
+  snprintf(v[CK_SEED], sizeof v[0], "%llu", (unsigned long long)e->cfg.seed);
+  snprintf(v[CK_BEST], sizeof v[0], "%a", e->plateau.best);
+  snprintf(v[CK_SCALE], sizeof v[0], "%a", e->plateau.scale);
+  snprintf(v[CK_BAD], sizeof v[0], "%u", e->plateau.num_bad);
+  snprintf(v[CK_COOL], sizeof v[0], "%u", e->plateau.cooldown_left);
+  snprintf(v[CK_ACC], sizeof v[0], "%a", e->best_accuracy);
+  snprintf(v[CK_TARGET], sizeof v[0], "%d", e->target_reached);
   const char *meta[2 * CK_NUM + 1];
   for (int i = 0; i < CK_NUM; i++) {
     meta[2 * i] = ck_keys[i];
@@ -998,48 +1002,211 @@ int fl_engine_save(const fl_engine_t *e, const char *path) {
   return fl_safetensors_save(path, &e->cfg.model, e->weights, meta);
 }
 
-static int ck_double(const char *path, const char *key, const char *txt, double *out) {
+/* The run state a checkpoint restores, checked before any of it is used. */
+typedef struct {
+  uint32_t rounds_done;
+  fl_plateau_t plateau;
+  double best_accuracy;
+  int target_reached;
+} ck_state_t;
+
+/* Decimal digits only, as fl_engine_save writes them (strtoull alone would
+ * take a sign or spaces). 0, or -1 if txt is not such a number. */
+static int ck_uint(const char *txt, uint64_t *out) {
+  char *end;
+  if (*txt < '0' || *txt > '9') return -1;
+  errno = 0;
+  *out = strtoull(txt, &end, 10);
+  return *end || errno == ERANGE ? -1 : 0;
+}
+
+/* A number as strtod reads it (hex floats, "inf", "nan" included); -1 if
+ * txt is not one, or a finite number beyond the double range. */
+static int ck_double(const char *txt, double *out) {
   char *end;
   errno = 0;
   *out = strtod(txt, &end);
-  if (end == txt || *end || errno == ERANGE)
-    return fl_err_set(FL_EFORMAT, "checkpoint %s: %s = '%s' is not a number", path, key, txt);
+  return end == txt || *end || (errno == ERANGE && isinf(*out)) ? -1 : 0;
+}
+
+/* Refuses value `txt` of checkpoint key `key`: what it is, what is allowed
+ * (the format), and what to make of it. */
+static int ck_bad(int rc, const char *path, const char *key, const char *txt, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int ck_bad(int rc, const char *path, const char *key, const char *txt, const char *fmt,
+                  ...) {
+  char allowed[320];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(allowed, sizeof allowed, fmt, ap);
+  va_end(ap);
+  /* A hex float (as saved) is also shown in decimal. */
+  char dec[40] = "";
+  double d;
+  if (strstr(txt, "0x") && ck_double(txt, &d) == 0) snprintf(dec, sizeof dec, " (%g)", d);
+  return fl_err_set(rc,
+                    "checkpoint %s: %s = '%s'%s: %s; the checkpoint is damaged or not from "
+                    "this run (resume from an intact one, or start afresh)",
+                    path, key, txt, dec, allowed);
+}
+
+/* 1 if `scale` is a multiplier the plateau schedule reaches in at most
+ * `max_k` reductions: factor^k as fl_plateau_observe() computes it (1 times
+ * factor, k times, in double). The floor `min` applies to the rate, not to
+ * the scale, so it does not limit k; a run reduces at most once per
+ * evaluation, and evaluates at most once per round. */
+static int ck_scale_reachable(double scale, double factor, uint32_t max_k) {
+  double s = 1;
+  for (uint32_t k = 0; k < max_k && s > scale && s > 0; k++)
+    s *= factor;
+  return s == scale;
+}
+
+/* Parses and checks the run state in `meta` against this engine's config:
+ * every fedlr_* key present (and no other), each value one this run can
+ * have produced. */
+static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors_meta_t *meta,
+                    ck_state_t *st) {
+  const fl_engine_config_t *c = &e->cfg;
+  const fl_sched_t *s = &c->sched;
+  const char *v[CK_NUM] = {0};
+  int have_model = 0;
+  for (size_t i = 0; i < meta->n; i++) {
+    const char *k = meta->e[i].key;
+    int j = 0;
+    while (j < CK_NUM && strcmp(k, ck_keys[j]) != 0)
+      j++;
+    if (j < CK_NUM)
+      v[j] = meta->e[i].value;
+    else if (!strcmp(k, "model")) /* fl_safetensors checked it is this run's */
+      have_model = 1;
+    else if (!strncmp(k, "fedlr_", 6))
+      return fl_err_set(FL_EFORMAT,
+                        "checkpoint %s: unknown key '%s' (written by a newer fedlr?): it "
+                        "cannot be resumed faithfully",
+                        path, k);
+  }
+  for (int j = 0; j < CK_NUM; j++)
+    if (!v[j])
+      return fl_err_set(FL_EFORMAT,
+                        "checkpoint %s: no %s (written by an older fedlr, or not a fedlr "
+                        "checkpoint)",
+                        path, ck_keys[j]);
+  if (!have_model)
+    return fl_err_set(FL_EFORMAT, "checkpoint %s: no model (not a fedlr checkpoint)", path);
+
+  uint64_t u, bad, cool;
+  if (ck_uint(v[CK_SEED], &u) < 0)
+    return ck_bad(FL_EFORMAT, path, ck_keys[CK_SEED], v[CK_SEED], "not a whole number");
+  if (u != c->seed)
+    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path,
+                      v[CK_SEED], (unsigned long long)c->seed);
+  if (ck_uint(v[CK_ROUNDS], &u) < 0 || u > c->rounds)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_ROUNDS], v[CK_ROUNDS],
+                  "must be a whole number of rounds in [0, %u] (this run's round limit)",
+                  c->rounds);
+  st->rounds_done = (uint32_t)u;
+
+  double acc;
+  if (ck_double(v[CK_ACC], &acc) < 0 || !(acc >= 0 && acc <= 1))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_ACC], v[CK_ACC], "must be an accuracy in [0, 1]");
+  st->best_accuracy = acc;
+  if (ck_uint(v[CK_TARGET], &u) < 0 || u > 1)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_TARGET], v[CK_TARGET], "must be 0 or 1");
+  if (u && !(c->target_accuracy > 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_TARGET], v[CK_TARGET],
+                  "this run has no target accuracy, so it cannot have reached one");
+  if (u && !(acc >= c->target_accuracy))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_TARGET], v[CK_TARGET],
+                  "its best accuracy %g (%s) is below this run's target %g", acc, ck_keys[CK_ACC],
+                  c->target_accuracy);
+  st->target_reached = (int)u;
+
+  /* The plateau state (fl_sched.h): best is +inf until an evaluation
+   * improves it, then finite; the scale is a power of the factor; num_bad
+   * never exceeds the patience, nor cooldown_left the cooldown, and a
+   * running cooldown keeps num_bad at 0. Other schedules never leave
+   * fl_plateau_init()'s state. */
+  fl_plateau_t *pl = &st->plateau;
+  const int plateau = s->kind == FL_SCHED_PLATEAU;
+  if (ck_double(v[CK_BEST], &pl->best) < 0 || !(isfinite(pl->best) || pl->best == INFINITY))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BEST], v[CK_BEST],
+                  "must be a finite loss, or inf before the first evaluation");
+  if (!plateau && pl->best != INFINITY)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BEST], v[CK_BEST],
+                  "must be inf: this run's schedule is not plateau");
+  if (ck_double(v[CK_SCALE], &pl->scale) < 0 ||
+      !ck_scale_reachable(pl->scale, s->factor, plateau ? st->rounds_done : 0))
+    return plateau ? ck_bad(FL_ERANGE, path, ck_keys[CK_SCALE], v[CK_SCALE],
+                            "must be in (0, 1], a power factor^k of the plateau factor %g with "
+                            "k <= %u (at most one reduction per round done)",
+                            s->factor, st->rounds_done)
+                   : ck_bad(FL_ERANGE, path, ck_keys[CK_SCALE], v[CK_SCALE],
+                            "must be 1: this run's schedule is not plateau");
+  if (ck_uint(v[CK_COOL], &cool) < 0 || cool > (plateau ? s->cooldown : 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_COOL], v[CK_COOL],
+                  "must be a whole number of evaluations in [0, %u] (%s)",
+                  plateau ? s->cooldown : 0,
+                  plateau ? "the schedule's cooldown" : "this run's schedule is not plateau");
+  if (ck_uint(v[CK_BAD], &bad) < 0 || bad > (plateau ? s->patience : 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BAD], v[CK_BAD],
+                  "must be a whole number of evaluations in [0, %u] (%s)",
+                  plateau ? s->patience : 0,
+                  plateau ? "the schedule's patience" : "this run's schedule is not plateau");
+  if (bad && cool)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BAD], v[CK_BAD],
+                  "must be 0 while a cooldown runs (%s = %s)", ck_keys[CK_COOL], v[CK_COOL]);
+  pl->num_bad = (uint32_t)bad;
+  pl->cooldown_left = (uint32_t)cool;
+  return 0;
+}
+
+/* Checks checkpoint weights w (num_params): every one finite and within
+ * FL_ENGINE_MAX_WEIGHT; the first that is not is named. */
+static int ck_weights(const fl_engine_t *e, const char *path, const float *w) {
+  const fl_model_spec_t *m = &e->cfg.model;
+  size_t nt = fl_model_num_tensors(m);
+  for (size_t t = 0; t < nt; t++) {
+    fl_tensor_info_t ti;
+    fl_model_tensor(m, t, &ti);
+    for (size_t i = 0; i < ti.count; i++) {
+      float x = w[ti.offset + i];
+      if (fabsf(x) <= (float)FL_ENGINE_MAX_WEIGHT) continue;
+      return fl_err_set(isfinite(x) ? FL_ERANGE : FL_ENONFINITE,
+                        "checkpoint %s: weight %zu of tensor '%s' is %g: weights must be finite "
+                        "and within +-%g (FL_ENGINE_MAX_WEIGHT); the checkpoint is damaged or "
+                        "its run diverged (resume from an intact one, or start afresh)",
+                        path, i, ti.name, (double)x, FL_ENGINE_MAX_WEIGHT);
+    }
+  }
   return 0;
 }
 
 int fl_engine_load(fl_engine_t *e, const char *path) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
-  char v[CK_NUM][64], model[FL_MODEL_SPEC_MAX];
-  int rc = fl_safetensors_meta(path, "model", model, sizeof model);
-  if (rc) return rc;
-  if (strcmp(model, e->cfg.model.spec) != 0)
-    return fl_err_set(FL_EINVAL, "checkpoint %s is for model '%s', this run is '%s'", path, model,
-                      e->cfg.model.spec);
-  for (int i = 0; i < CK_NUM; i++) {
-    if ((rc = fl_safetensors_meta(path, ck_keys[i], v[i], sizeof v[i])))
-      return fl_err_set(rc, "checkpoint %s: no %s (not a fedlr checkpoint?)", path, ck_keys[i]);
-  }
-  double d[CK_NUM];
-  for (int i = 0; i < CK_NUM; i++)
-    if ((rc = ck_double(path, ck_keys[i], v[i], &d[i]))) return rc;
-  if (strtoull(v[1], NULL, 10) != e->cfg.seed)
-    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path,
-                      v[1], (unsigned long long)e->cfg.seed);
-  if (d[0] < 0 || d[0] > e->cfg.rounds || d[0] != (uint32_t)d[0])
-    return fl_err_set(FL_EINVAL, "checkpoint %s: %s rounds done, this run has %u rounds", path,
-                      v[0], e->cfg.rounds);
-  /* Weights last: fl_safetensors_load leaves them unchanged on error. */
-  if ((rc = fl_safetensors_load(path, &e->cfg.model, e->weights))) return rc;
-  e->rounds_done = (uint32_t)d[0];
-  e->round = e->rounds_done;
-  e->plateau.best = d[2];
-  e->plateau.scale = d[3];
-  e->plateau.num_bad = (uint32_t)d[4];
-  e->plateau.cooldown_left = (uint32_t)d[5];
-  e->best_accuracy = d[6];
-  e->target_reached = d[7] != 0;
+  const size_t n = e->cfg.model.num_params;
+  float *w = malloc(n * sizeof *w); /* (num_params) staged: the engine changes only at the end */
+  fl_safetensors_meta_t *meta = malloc(sizeof *meta);
+  ck_state_t st = {0};
+  int rc = w && meta ? 0 : fl_err_set(FL_ENOMEM, "out of memory restoring %s", path);
+  if (rc) goto out;
+  /* One read of the file: the weights, the metadata and the checksum over
+   * both, so what is checked is what was checksummed. */
+  if ((rc = fl_safetensors_load_all(path, &e->cfg.model, w, FL_SAFETENSORS_NEED_CHECKSUM, meta)))
+    goto out;
+  if ((rc = ck_state(e, path, meta, &st))) goto out;
+  if ((rc = ck_weights(e, path, w))) goto out;
+  memcpy(e->weights, w, n * sizeof *w);
+  e->rounds_done = st.rounds_done;
+  e->round = st.rounds_done;
+  e->plateau = st.plateau;
+  e->best_accuracy = st.best_accuracy;
+  e->target_reached = st.target_reached;
   e->attempt = 0;
-  return 0;
+out:
+  free(w);
+  free(meta);
+  return rc;
 }
 
 const float *fl_engine_weights(const fl_engine_t *e) {
