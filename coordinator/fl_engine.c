@@ -1173,9 +1173,9 @@ static int ck_weights(const fl_engine_t *e, const char *path, const float *w) {
       float x = w[ti.offset + i];
       if (fabsf(x) <= (float)FL_ENGINE_MAX_WEIGHT) continue;
       return fl_err_set(isfinite(x) ? FL_ERANGE : FL_ENONFINITE,
-                        "checkpoint %s: weight %zu of tensor '%s' is %g: weights must be finite "
-                        "and within +-%g (FL_ENGINE_MAX_WEIGHT); the checkpoint is damaged or "
-                        "its run diverged (resume from an intact one, or start afresh)",
+                        "checkpoint %s: weight %zu of tensor '%s' is %.8g: weights must be "
+                        "finite and within +-%.0f (FL_ENGINE_MAX_WEIGHT); the checkpoint is "
+                        "damaged or its run diverged (resume from an intact one, or start afresh)",
                         path, i, ti.name, (double)x, FL_ENGINE_MAX_WEIGHT);
     }
   }

@@ -756,12 +756,12 @@ TEST(checkpoint_corrupt_values_refused) {
   } weights[] = {
       {3, NAN, FL_ENONFINITE,
        "weight 3 of tensor 'layers.0.weight' is nan: weights must be "
-       "finite and within +-1.04858e+06 (FL_ENGINE_MAX_WEIGHT)"},
+       "finite and within +-1048576 (FL_ENGINE_MAX_WEIGHT)"},
       {0, INFINITY, FL_ENONFINITE, "weight 0 of tensor 'layers.0.weight' is inf"},
       {IN * 4, -INFINITY, FL_ENONFINITE, "weight 0 of tensor 'layers.0.bias' is -inf"},
       {IN * 4 + 4 + 1, 1e30f, FL_ERANGE, "weight 1 of tensor 'layers.1.weight' is 1e+30"},
       {2, -1e30f, FL_ERANGE, "is -1e+30"},
-      {5, nextafterf((float)FL_ENGINE_MAX_WEIGHT, INFINITY), FL_ERANGE, "is 1.04858e+06"},
+      {5, nextafterf((float)FL_ENGINE_MAX_WEIGHT, INFINITY), FL_ERANGE, "is 1048576.1: weights"},
   };
   for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, weights[i].at, weights[i].v), 0);
