@@ -1,14 +1,14 @@
 #include "fl_safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
+
+#include <zlib.h>
 
 #include "fl_error.h"
 #include "fl_file.h"
@@ -21,8 +21,26 @@ _Static_assert(sizeof(float) == 4, "fl_safetensors needs 32-bit floats");
 #endif
 
 #define ST_MAX_TENSORS (2 * FL_MODEL_MAX_LAYERS)
-#define ST_MAX_DIMS 8     /* shape entries accepted from a header */
-#define ST_NAME_MAX 256   /* longest key we keep; longer keys match nothing */
+#define ST_MAX_DIMS 8   /* shape entries accepted from a header */
+#define ST_NAME_MAX 256 /* longest key we keep; longer keys match nothing */
+
+/* ---- checksum ---------------------------------------------------------- */
+
+/* crc = CRC-32 of the bytes before, continued over p[0..n) (zlib's crc32,
+ * the checksum of FL_SAFETENSORS_CHECKSUM_KEY; crc32_z takes a size_t). */
+static uint32_t st_crc(uint32_t crc, const void *p, size_t n) {
+  return (uint32_t)crc32_z(crc, p, n);
+}
+
+/* The placeholder the checksum is computed with, and its written form. */
+#define ST_CRC_DIGITS 8
+static const char st_crc_zero[ST_CRC_DIGITS + 1] = "00000000";
+
+static void st_crc_format(uint32_t crc, uint8_t out[ST_CRC_DIGITS]) {
+  static const char hex[] = "0123456789abcdef";
+  for (int i = ST_CRC_DIGITS - 1; i >= 0; i--, crc >>= 4)
+    out[i] = (uint8_t)hex[crc & 15];
+}
 
 /* ---- writer ------------------------------------------------------------ */
 
@@ -41,7 +59,8 @@ static void st_sb_append(st_sb_t *b, const char *s, size_t n) {
   }
   if (b->len + n + 1 > b->cap) {
     size_t ncap = b->cap ? b->cap : 1024;
-    while (ncap < b->len + n + 1) ncap *= 2;
+    while (ncap < b->len + n + 1)
+      ncap *= 2;
     char *np = realloc(b->p, ncap);
     if (!np) {
       b->err = FL_ENOMEM;
@@ -92,6 +111,9 @@ static int st_check_meta(const char *const *meta) {
      * contradict it. Duplicates would make readers disagree on the value. */
     if (!strcmp(meta[i], "model"))
       return fl_err_set(FL_EINVAL, "metadata key 'model' is reserved (it is the model spec)");
+    if (!strcmp(meta[i], FL_SAFETENSORS_CHECKSUM_KEY))
+      return fl_err_set(FL_EINVAL, "metadata key '%s' is reserved (it is the file's checksum)",
+                        meta[i]);
     for (size_t j = 0; j < i; j += 2)
       if (!strcmp(meta[i], meta[j]))
         return fl_err_set(FL_EINVAL, "metadata key '%s' given twice", meta[i]);
@@ -103,7 +125,7 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
                         const char *const *meta) {
   st_sb_t h = {0};
   uint8_t *file = NULL;
-  size_t nt = fl_model_num_tensors(m), off = 0, total = 0;
+  size_t nt = fl_model_num_tensors(m), off = 0, total = 0, crc_at;
   int rc = st_check_meta(meta);
   if (rc < 0) goto out;
 
@@ -115,7 +137,13 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
     st_sb_append(&h, ":", 1);
     st_sb_json_string(&h, meta[i + 1]);
   }
-  st_sb_append(&h, "}", 1);
+  /* The checksum goes in last, as the placeholder; its digits are filled in
+   * once the whole file is built. */
+  static const char crc_key[] = ",\"" FL_SAFETENSORS_CHECKSUM_KEY "\":\"";
+  st_sb_append(&h, crc_key, sizeof crc_key - 1);
+  crc_at = h.len;
+  st_sb_append(&h, st_crc_zero, ST_CRC_DIGITS);
+  st_sb_append(&h, "\"}", 2);
   for (size_t i = 0; i < nt; i++) {
     fl_tensor_info_t t;
     fl_model_tensor(m, i, &t);
@@ -130,7 +158,8 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
   }
   st_sb_append(&h, "}", 1);
   /* The data section must start 8-byte aligned: pad the JSON with spaces. */
-  while (!h.err && h.len % 8) st_sb_append(&h, " ", 1);
+  while (!h.err && h.len % 8)
+    st_sb_append(&h, " ", 1);
   if (h.err) {
     rc = h.err == FL_ETOOBIG
              ? fl_err_set(FL_ETOOBIG, "'%s': metadata makes the header exceed %u bytes", path,
@@ -145,11 +174,13 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
     rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes for '%s'", total, path);
     goto out;
   }
-  for (int k = 0; k < 8; k++) file[k] = (uint8_t)((uint64_t)h.len >> (8 * k));
+  for (int k = 0; k < 8; k++)
+    file[k] = (uint8_t)((uint64_t)h.len >> (8 * k));
   memcpy(file + 8, h.p, h.len);
   /* Tensors are written in model order, which is the parameter layout: the
    * data section is the parameter buffer verbatim. */
   memcpy(file + 8 + h.len, params, off);
+  st_crc_format(st_crc(0, file, total), file + 8 + crc_at);
   rc = fl_file_write_atomic(path, file, total);
 out:
   free(h.p);
@@ -179,12 +210,16 @@ typedef struct {
 } st_entry_t;
 
 typedef struct {
-  const fl_model_spec_t *m;    /* NULL: don't collect tensors */
+  const fl_model_spec_t *m; /* NULL: don't collect tensors (nor check "model") */
   st_entry_t ent[ST_MAX_TENSORS];
-  const char *want_key;        /* NULL: don't look up metadata */
+  const char *want_key; /* NULL: don't look up metadata */
   char *want_buf;
   size_t want_cap;
   int want_found;
+  fl_safetensors_meta_t *list; /* NULL: don't list metadata (never with want_key) */
+  int have_crc;                /* the checksum entry was found: */
+  size_t crc_at;               /* offset of its digits in the header */
+  uint32_t crc_want;           /* and their value */
 } st_parse_t;
 
 static int st_syntax(const st_json_t *js, const char *what) {
@@ -223,17 +258,21 @@ static int st_next(st_json_t *js, char close) {
   return st_syntax(js, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
 }
 
+/* Value of hex digit c, or -1. */
+static int st_hexdigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 static int st_hex4(st_json_t *js, unsigned *v) {
   *v = 0;
   if (js->end - js->p < 4) return st_syntax(js, "truncated \\u escape");
   for (int i = 0; i < 4; i++) {
-    char c = *js->p++;
-    unsigned d;
-    if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-    else return st_syntax(js, "bad hex digit in \\u escape");
-    *v = *v << 4 | d;
+    int d = st_hexdigit(*js->p++);
+    if (d < 0) return st_syntax(js, "bad hex digit in \\u escape");
+    *v = *v << 4 | (unsigned)d;
   }
   return 0;
 }
@@ -263,7 +302,9 @@ static int st_string(st_json_t *js, char *out, size_t cap, size_t *len) {
     c = (unsigned char)*js->p++;
     unsigned cp;
     switch (c) {
-    case '"': case '\\': case '/': st_put(out, cap, &n, (char)c); continue;
+    case '"':
+    case '\\':
+    case '/': st_put(out, cap, &n, (char)c); continue;
     case 'b': st_put(out, cap, &n, '\b'); continue;
     case 'f': st_put(out, cap, &n, '\f'); continue;
     case 'n': st_put(out, cap, &n, '\n'); continue;
@@ -341,9 +382,82 @@ static int st_uint_array(st_json_t *js, uint64_t *out, size_t maxn, size_t *n) {
   return rc;
 }
 
+/* The checksum entry's value, at js->p (its opening quote): exactly 8 hex
+ * digits written as they are (no escapes), since the checksum is computed
+ * over the raw bytes with those 8 read as '0'. */
+static int st_crc_value(st_json_t *js, st_parse_t *ps) {
+  const char *v = js->p + 1;
+  uint32_t x = 0;
+  int ok = js->end - v > ST_CRC_DIGITS && v[ST_CRC_DIGITS] == '"';
+  for (int i = 0; ok && i < ST_CRC_DIGITS; i++) {
+    int d = st_hexdigit(v[i]);
+    ok = d >= 0;
+    x = x << 4 | (uint32_t)(ok ? d : 0);
+  }
+  if (!ok)
+    return fl_err_set(FL_EFORMAT, "'%s': metadata '%s' must be a CRC-32 as %d hex digits", js->path,
+                      FL_SAFETENSORS_CHECKSUM_KEY, ST_CRC_DIGITS);
+  if (ps->have_crc)
+    return fl_err_set(FL_EFORMAT, "'%s': metadata key '%s' appears twice", js->path,
+                      FL_SAFETENSORS_CHECKSUM_KEY);
+  ps->have_crc = 1;
+  ps->crc_at = (size_t)(v - js->start);
+  ps->crc_want = x;
+  return 0;
+}
+
+/* One metadata entry `key` (klen bytes, truncated to ST_NAME_MAX - 1), its
+ * value's opening quote at js->p: decodes the value where it is wanted (the
+ * looked-up key, the list, or the model check) and skips it otherwise. */
+static int st_meta_entry(st_json_t *js, st_parse_t *ps, const char *key, size_t klen) {
+  char spec[FL_MODEL_SPEC_MAX];
+  char *dst = NULL;
+  size_t cap = 0, vlen;
+  fl_safetensors_meta_t *l = ps->list;
+  int whole = klen < ST_NAME_MAX, listed = 0, rc;
+  int is_crc = whole && !strcmp(key, FL_SAFETENSORS_CHECKSUM_KEY);
+  int is_model = whole && ps->m && !strcmp(key, "model");
+  int want = whole && ps->want_key && !strcmp(key, ps->want_key);
+  if (is_crc && (rc = st_crc_value(js, ps)) < 0) return rc;
+  if (want) {
+    if (ps->want_found)
+      return fl_err_set(FL_EFORMAT, "'%s': metadata key '%s' appears twice", js->path, key);
+    dst = ps->want_buf;
+    cap = ps->want_cap;
+  } else if (l && !is_crc) {
+    if (l->n == FL_SAFETENSORS_META_MAX)
+      return fl_err_set(FL_ETOOBIG, "'%s': more than %d metadata entries", js->path,
+                        FL_SAFETENSORS_META_MAX);
+    if (klen >= sizeof l->e[0].key)
+      return fl_err_set(FL_ETOOBIG, "'%s': metadata key '%.64s...' is longer than %zu bytes",
+                        js->path, key, sizeof l->e[0].key - 1);
+    for (size_t i = 0; i < l->n; i++)
+      if (!strcmp(l->e[i].key, key))
+        return fl_err_set(FL_EFORMAT, "'%s': metadata key '%s' appears twice", js->path, key);
+    memcpy(l->e[l->n].key, key, klen + 1);
+    listed = 1;
+    dst = l->e[l->n].value;
+    cap = sizeof l->e[0].value;
+  } else if (is_model) {
+    dst = spec;
+    cap = sizeof spec;
+  }
+  if ((rc = st_string(js, dst, cap, &vlen)) < 0) return rc;
+  if (is_model && (vlen >= cap || strcmp(dst, ps->m->spec) != 0))
+    return fl_err_set(FL_ESHAPE, "'%s' holds model '%.*s', expected '%s'", js->path,
+                      FL_MODEL_SPEC_MAX, dst, ps->m->spec);
+  if (dst && vlen >= cap)
+    return fl_err_set(want ? FL_ERANGE : FL_ETOOBIG,
+                      "'%s': metadata '%s' is %zu bytes, %s holds %zu", js->path, key, vlen,
+                      want ? "the buffer" : "a listed value", cap ? cap - 1 : 0);
+  if (want) ps->want_found = 1;
+  if (listed) l->n++;
+  return 0;
+}
+
 static int st_metadata(st_json_t *js, st_parse_t *ps) {
   char key[ST_NAME_MAX];
-  size_t klen, vlen;
+  size_t klen;
   int rc = st_expect(js, '{');
   if (rc < 0) return rc;
   st_ws(js);
@@ -356,16 +470,7 @@ static int st_metadata(st_json_t *js, st_parse_t *ps) {
     if ((rc = st_expect(js, ':')) < 0) return rc;
     st_ws(js);
     if (js->p >= js->end || *js->p != '"') return st_syntax(js, "metadata values must be strings");
-    int want = ps->want_key && klen < sizeof key && !strcmp(key, ps->want_key);
-    if (want && ps->want_found)
-      return fl_err_set(FL_EFORMAT, "'%s': metadata key '%s' appears twice", js->path, key);
-    if ((rc = st_string(js, want ? ps->want_buf : NULL, ps->want_cap, &vlen)) < 0) return rc;
-    if (want) {
-      if (vlen >= ps->want_cap)
-        return fl_err_set(FL_ERANGE, "'%s': metadata '%s' is %zu bytes, buffer holds %zu",
-                          js->path, key, vlen, ps->want_cap ? ps->want_cap - 1 : 0);
-      ps->want_found = 1;
-    }
+    if ((rc = st_meta_entry(js, ps, key, klen)) < 0) return rc;
   } while ((rc = st_next(js, '}')) == 1);
   return rc;
 }
@@ -400,7 +505,9 @@ static int st_tensor(st_json_t *js, const char *name, st_entry_t *e) {
   if (rc < 0) return rc;
   if (!have_dtype || !have_shape || !have_off)
     return fl_err_set(FL_EFORMAT, "'%s': tensor '%s' lacks %s", js->path, name,
-                      !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+                      !have_dtype   ? "dtype"
+                      : !have_shape ? "shape"
+                                    : "data_offsets");
   return 0;
 }
 
@@ -471,24 +578,17 @@ static int st_pread_full(int fd, void *buf, size_t n, off_t at) {
   return 1;
 }
 
-/* Opens `path` and reads its header (bounded before allocating). On success
+/* Opens `path` (a regular file: a FIFO, device or directory is refused
+ * without blocking) and reads its header (bounded before allocating). On success
  * *fd is open, *hdr a new NUL-terminated buffer of *hlen bytes and *dlen the
  * size of the data section after it. */
 static int st_open(const char *path, int *fd, char **hdr, size_t *hlen, size_t *dlen) {
-  struct stat st;
+  uint64_t size = 0;
   uint8_t lenb[8];
-  int rc = 0, r;
+  int rc, r;
   *hdr = NULL;
-  *fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (*fd < 0) {
-    if (errno == ENOENT) return fl_err_set(FL_ENOENT, "'%s' does not exist", path);
-    return fl_err_set(FL_EIO, "cannot open '%s': %s", path, strerror(errno));
-  }
-  if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-    rc = fl_err_set(FL_EIO, "'%s' is not a readable regular file", path);
-    goto out;
-  }
-  uint64_t size = (uint64_t)st.st_size;
+  /* Refuses a FIFO, device or directory up front: open() never blocks. */
+  if ((rc = fl_file_open_input(path, FL_FILE_REGULAR, fd, &size)) < 0) return rc;
   if (size < 8) {
     rc = fl_err_set(FL_EFORMAT, "'%s' is %llu bytes, too short for a safetensors file", path,
                     (unsigned long long)size);
@@ -499,7 +599,8 @@ static int st_open(const char *path, int *fd, char **hdr, size_t *hlen, size_t *
     goto out;
   }
   uint64_t n = 0;
-  for (int k = 7; k >= 0; k--) n = n << 8 | lenb[k];
+  for (int k = 7; k >= 0; k--)
+    n = n << 8 | lenb[k];
   if (n > FL_SAFETENSORS_MAX_HEADER) {
     rc = fl_err_set(FL_EFORMAT, "'%s': header length %llu exceeds the limit of %u bytes", path,
                     (unsigned long long)n, FL_SAFETENSORS_MAX_HEADER);
@@ -558,7 +659,8 @@ static int st_validate(const char *path, const fl_model_spec_t *m, const st_pars
                         e->dtype);
     uint64_t ts[2] = {t.shape[0], t.shape[1]};
     int same = e->ndim == t.ndim;
-    for (size_t d = 0; same && d < t.ndim; d++) same = e->shape[d] == ts[d];
+    for (size_t d = 0; same && d < t.ndim; d++)
+      same = e->shape[d] == ts[d];
     if (!same)
       return fl_err_set(FL_ESHAPE, "'%s': tensor '%s' has shape %s, model '%s' expects %s", path,
                         t.name, st_fmt_shape(e->shape, e->ndim, got, sizeof got), m->spec,
@@ -568,15 +670,14 @@ static int st_validate(const char *path, const fl_model_spec_t *m, const st_pars
       return fl_err_set(FL_EFORMAT,
                         "'%s': tensor '%s' data_offsets [%llu,%llu] must span %zu bytes inside "
                         "the %zu-byte data section",
-                        path, t.name, (unsigned long long)b, (unsigned long long)end,
-                        4 * t.count, dlen);
+                        path, t.name, (unsigned long long)b, (unsigned long long)end, 4 * t.count,
+                        dlen);
     for (size_t j = 0; j < i; j++) {
       const st_entry_t *o = &ps->ent[j];
       if (b < o->off[1] && o->off[0] < end) {
         fl_tensor_info_t to;
         fl_model_tensor(m, j, &to);
-        return fl_err_set(FL_EFORMAT, "'%s': tensors '%s' and '%s' overlap", path, to.name,
-                          t.name);
+        return fl_err_set(FL_EFORMAT, "'%s': tensors '%s' and '%s' overlap", path, to.name, t.name);
       }
     }
     used += 4 * t.count;
@@ -588,41 +689,81 @@ static int st_validate(const char *path, const fl_model_spec_t *m, const st_pars
   return 0;
 }
 
-int fl_safetensors_load(const char *path, const fl_model_spec_t *m, float *params) {
+/* The file's checksum, computed as the writer did: over the 8-byte length,
+ * the header with the checksum's digits read as '0' (hdr is modified), and
+ * the data section. */
+static uint32_t st_file_crc(char *hdr, size_t hlen, size_t crc_at, const uint8_t *data,
+                            size_t dlen) {
+  uint8_t lenb[8];
+  for (int k = 0; k < 8; k++)
+    lenb[k] = (uint8_t)((uint64_t)hlen >> (8 * k));
+  memcpy(hdr + crc_at, st_crc_zero, ST_CRC_DIGITS);
+  uint32_t crc = st_crc(0, lenb, sizeof lenb);
+  crc = st_crc(crc, hdr, hlen);
+  return st_crc(crc, data, dlen);
+}
+
+int fl_safetensors_load_all(const char *path, const fl_model_spec_t *m, float *params,
+                            unsigned flags, fl_safetensors_meta_t *meta) {
   int fd = -1, r;
   char *hdr = NULL;
   uint8_t *data = NULL;
   size_t hlen = 0, dlen = 0, nt = fl_model_num_tensors(m);
   st_parse_t *ps = calloc(1, sizeof *ps);
-  int rc = ps ? 0 : fl_err_set(FL_ENOMEM, "out of memory loading '%s'", path);
+  fl_safetensors_meta_t *list = meta ? calloc(1, sizeof *list) : NULL;
+  int rc = ps && (list || !meta) ? 0 : fl_err_set(FL_ENOMEM, "out of memory loading '%s'", path);
   if (rc < 0) goto out;
   if ((rc = st_open(path, &fd, &hdr, &hlen, &dlen)) < 0) goto out;
   ps->m = m;
+  ps->list = list;
   if ((rc = st_parse(path, hdr, hlen, ps)) < 0) goto out;
   if ((rc = st_validate(path, m, ps, dlen)) < 0) goto out;
+  if (!ps->have_crc && (flags & FL_SAFETENSORS_NEED_CHECKSUM)) {
+    rc = fl_err_set(FL_EFORMAT,
+                    "'%s' has no checksum (metadata '%s'): it was written by an older fedlr or "
+                    "another tool, or its header is damaged",
+                    path, FL_SAFETENSORS_CHECKSUM_KEY);
+    goto out;
+  }
   /* dlen == 4 * num_params now; stage it so params stay intact if the read
-   * fails halfway. */
+   * fails halfway or the checksum does not match. */
   data = malloc(dlen ? dlen : 1);
   if (!data) {
     rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to load '%s'", dlen, path);
     goto out;
   }
   if ((r = st_pread_full(fd, data, dlen, (off_t)(8 + hlen))) <= 0) {
-    rc = fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading",
-                    path);
+    rc =
+        fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading", path);
     goto out;
+  }
+  if (ps->have_crc) {
+    uint32_t got = st_file_crc(hdr, hlen, ps->crc_at, data, dlen);
+    if (got != ps->crc_want) {
+      rc = fl_err_set(FL_EFORMAT,
+                      "'%s': checksum mismatch: the file is corrupt (its content has CRC-32 "
+                      "%08x, its header records %08x)",
+                      path, (unsigned)got, (unsigned)ps->crc_want);
+      goto out;
+    }
   }
   for (size_t i = 0; i < nt; i++) {
     fl_tensor_info_t t;
     fl_model_tensor(m, i, &t);
     memcpy(params + t.offset, data + ps->ent[i].off[0], 4 * t.count);
   }
+  if (meta) *meta = *list;
 out:
   if (fd >= 0) close(fd);
   free(hdr);
   free(data);
   free(ps);
+  free(list);
   return rc;
+}
+
+int fl_safetensors_load(const char *path, const fl_model_spec_t *m, float *params) {
+  return fl_safetensors_load_all(path, m, params, 0, NULL);
 }
 
 int fl_safetensors_meta(const char *path, const char *key, char *buf, size_t len) {

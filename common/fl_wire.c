@@ -276,7 +276,7 @@ static int wire_check_optimizer(const Fedlr__Optimizer *o) {
   return 0;
 }
 
-static int wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limits_t *lim) {
+int fl_wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limits_t *lim) {
   int rc;
   if (r->round < 1) return fl_err_set(FL_ERANGE, "round_start: round 0 (rounds start at 1)");
   if (!isfinite(r->lr)) return fl_err_set(FL_ENONFINITE, "round_start: learning rate not finite");
@@ -354,7 +354,7 @@ static int wire_check_envelope(const Fedlr__Envelope *e, const fl_wire_limits_t 
     return wire_check_welcome(e->welcome);
   case FEDLR__ENVELOPE__BODY_ROUND_START:
     if (!e->round_start) break;
-    return wire_check_round_start(e->round_start, lim);
+    return fl_wire_check_round_start(e->round_start, lim);
   case FEDLR__ENVELOPE__BODY_UPDATE:
     if (!e->update) break;
     return wire_check_update(e->update, lim);

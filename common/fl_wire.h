@@ -71,6 +71,16 @@ const char *fl_wire_escape(const void *data, size_t len, size_t max_in, char *bu
  * reason rather than silence. */
 int fl_wire_peek_kind(const uint8_t *buf, size_t len);
 
+/* The checks fl_wire_decode() applies to a RoundStart after unpacking it
+ * (round >= 1, rate finite and >= 0, epochs and batch size in range, local
+ * unit, strings, optimizer values finite, tensor shapes, counts within `lim`
+ * and, unless lim->caller_checks_values, every value finite): the rule by
+ * which a client refuses a RoundStart. A sender runs it on the message it is
+ * about to send, so it never sends one that every client would refuse.
+ * FL_ERANGE, FL_ENONFINITE, FL_EFORMAT, FL_ESHAPE or FL_ETOOBIG with a
+ * detail. */
+int fl_wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limits_t *lim);
+
 /* Encodes into a new malloc'd buffer (*buf, *len), caller frees. */
 int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len);
 

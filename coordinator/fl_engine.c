@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +81,8 @@ struct fl_engine {
   fl_plateau_t plateau;
   double best_accuracy;
   int target_reached;
+  uint32_t *q_restore; /* (2 * num_q_restore) id, through: a checkpoint's quarantine */
+  size_t num_q_restore;
 };
 
 static int robust_rule(const fl_engine_t *e) {
@@ -219,6 +223,7 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->store);
   free(e->sel);
   free(e->net);
+  free(e->q_restore);
   free(e);
   *pe = NULL;
 }
@@ -281,6 +286,13 @@ const char *fl_engine_client_name(const fl_engine_t *e, uint32_t id) {
   return id < e->cap_clients ? e->clients[id].name : NULL;
 }
 
+/* The quarantine a restored checkpoint holds for client `id` (0: none). */
+static uint32_t restored_quarantine(const fl_engine_t *e, uint32_t id) {
+  for (size_t r = 0; r < e->num_q_restore; r++)
+    if (e->q_restore[2 * r] == id) return e->q_restore[2 * r + 1];
+  return 0;
+}
+
 int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint64_t num_examples) {
   if (!name || !name[0]) return fl_err_set(FL_EINVAL, "client name is empty");
   if (num_examples == 0) return fl_err_set(FL_EINVAL, "client '%s' has no examples", name);
@@ -308,7 +320,7 @@ int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint6
   if (2 * (e->num_clients + 1) > e->name_cap && (rc = name_index_grow(e))) return rc;
   char *copy = strdup(name);
   if (!copy) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
-  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1, 0};
+  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1, restored_quarantine(e, id)};
   e->name_index[name_slot(e, name)] = id + 1;
   e->num_clients++;
   e->num_available++;
@@ -354,9 +366,67 @@ static int cmp_u32(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The rate of round `round` (1-based) from the schedule and plateau state. */
+static double round_lr(const fl_engine_t *e, uint32_t round) {
+  return fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
+}
+
+/* A RoundStart and what it points into; valid while the engine is. */
+typedef struct {
+  Fedlr__RoundStart rs;
+  Fedlr__Optimizer opt;
+  fl_wire_tensors_t tv;
+} round_start_t;
+
+/* The RoundStart of round `round` at rate `lr` with the global weights, for
+ * a client whose training seed is `seed`. */
+static void round_start_fill(const fl_engine_t *e, uint32_t round, double lr, uint64_t seed,
+                             round_start_t *m) {
+  const fl_engine_config_t *c = &e->cfg;
+  fl_wire_optim_to(&c->optim, &m->opt);
+  fl_wire_tensors_init(&m->tv, &c->model, e->weights);
+  Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;
+  rs.round = round;
+  rs.lr = (float)lr;
+  rs.local_schedule = (char *)c->local_schedule;
+  rs.local_unit = (Fedlr__RoundStart__LocalUnit)c->local_unit;
+  rs.optimizer = &m->opt;
+  rs.local_epochs = c->local_epochs;
+  rs.batch_size = c->batch_size;
+  rs.seed = seed;
+  rs.model = (char *)c->model.spec;
+  rs.n_weights = m->tv.n;
+  rs.weights = m->tv.ptrs;
+  m->rs = rs;
+}
+
+/* Refuses the next round if clients would refuse its RoundStart: the very
+ * check fl_wire_decode() runs on their side (fl_wire_check_round_start with
+ * a client's limits), on the message this engine would send. What changes
+ * from round to round is the rate (schedule, plateau state) and the weights
+ * (aggregation, a checkpoint); the rest is fixed by the config. */
+static int round_start_check(const fl_engine_t *e) {
+  uint32_t round = e->rounds_done + 1;
+  fl_wire_limits_t lim;
+  fl_wire_limits_for_model(&e->cfg.model, &lim);
+  round_start_t m;
+  round_start_fill(e, round, round_lr(e, round), 0, &m);
+  int rc = fl_wire_check_round_start(&m.rs, &lim);
+  if (rc == 0) return 0;
+  char why[512];
+  snprintf(why, sizeof why, "%s", fl_err_msg());
+  return fl_err_set(rc,
+                    "round %u cannot start: every client would refuse its RoundStart (%s); the "
+                    "rate comes from --lr and --schedule, the weights from the rounds so far or "
+                    "the checkpoint, so retrying cannot help",
+                    round, why);
+}
+
 int fl_engine_begin_round(fl_engine_t *e) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "round %u is still open", e->round);
   if (fl_engine_finished(e)) return fl_err_set(FL_ESTATE, "the run is finished");
+  int rc = round_start_check(e);
+  if (rc) return rc;
   /* The pool: available clients in ascending id order. With every client
    * available (fedlr-sim, or a full networked federation) the sample is the
    * same in both. */
@@ -436,7 +506,7 @@ int fl_engine_begin_round(fl_engine_t *e) {
   memset(e->acc_lo, 0, e->cfg.model.num_params * sizeof *e->acc_lo);
   e->acc_terms = 0;
   e->round = round;
-  e->lr = fl_sched_lr(&e->cfg.sched, e->cfg.lr0, round - 1, &e->plateau);
+  e->lr = round_lr(e, round);
   e->state = ROUND_OPEN;
   return 0;
 }
@@ -463,26 +533,11 @@ int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **bu
   if (e->state != ROUND_OPEN) return fl_err_set(FL_ESTATE, "no round is open");
   if (sampled_slot(e, id) < 0)
     return fl_err_set(FL_EINVAL, "client %u is not sampled in round %u", id, e->round);
-  const fl_engine_config_t *c = &e->cfg;
-  Fedlr__Optimizer opt;
-  fl_wire_optim_to(&c->optim, &opt);
-  fl_wire_tensors_t tv;
-  fl_wire_tensors_init(&tv, &c->model, e->weights);
-  Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;
-  rs.round = e->round;
-  rs.lr = (float)e->lr;
-  rs.local_schedule = (char *)c->local_schedule;
-  rs.local_unit = (Fedlr__RoundStart__LocalUnit)c->local_unit;
-  rs.optimizer = &opt;
-  rs.local_epochs = c->local_epochs;
-  rs.batch_size = c->batch_size;
-  rs.seed = fl_rng_derive(c->seed, FL_RNG_CLIENT, e->round, id);
-  rs.model = (char *)c->model.spec;
-  rs.n_weights = tv.n;
-  rs.weights = tv.ptrs;
+  round_start_t m;
+  round_start_fill(e, e->round, e->lr, fl_rng_derive(e->cfg.seed, FL_RNG_CLIENT, e->round, id), &m);
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_ROUND_START;
-  env.round_start = &rs;
+  env.round_start = &m.rs;
   return fl_wire_encode(&env, buf, len);
 }
 
@@ -1044,73 +1099,333 @@ int fl_engine_has_answered(const fl_engine_t *e, uint32_t id) {
 
 /* Checkpoint metadata keys; doubles are written as hex floats (%a) so they
  * come back bit for bit. */
-#define CK_NUM 8
+enum {
+  CK_ROUNDS,
+  CK_SEED,
+  CK_BEST,
+  CK_SCALE,
+  CK_BAD,
+  CK_COOL,
+  CK_ACC,
+  CK_TARGET,
+  CK_QUARANTINE,
+  CK_NUM
+};
 static const char *const ck_keys[CK_NUM] = {
-    "fedlr_rounds_done", "fedlr_seed",         "fedlr_plateau_best",  "fedlr_plateau_scale",
-    "fedlr_plateau_bad", "fedlr_plateau_cool", "fedlr_best_accuracy", "fedlr_target_reached"};
+    [CK_ROUNDS] = "fedlr_rounds_done",   [CK_SEED] = "fedlr_seed",
+    [CK_BEST] = "fedlr_plateau_best",    [CK_SCALE] = "fedlr_plateau_scale",
+    [CK_BAD] = "fedlr_plateau_bad",      [CK_COOL] = "fedlr_plateau_cool",
+    [CK_ACC] = "fedlr_best_accuracy",    [CK_TARGET] = "fedlr_target_reached",
+    [CK_QUARANTINE] = "fedlr_quarantine"};
+
+/* Writes the quarantine still running after `rounds_done` as "ID:THROUGH"
+ * items, comma-separated, ascending ids: the registered clients', and the
+ * restored ones of clients that have not rejoined yet. FL_ETOOBIG if it
+ * does not fit `cap`. */
+static int quarantine_format(const fl_engine_t *e, char *buf, size_t cap) {
+  size_t at = 0;
+  buf[0] = '\0';
+  for (size_t i = 0, r = 0; i < e->cap_clients || r < e->num_q_restore;) {
+    uint32_t id, through;
+    if (r < e->num_q_restore && (i >= e->cap_clients || e->q_restore[2 * r] <= i)) {
+      id = e->q_restore[2 * r];
+      through = e->q_restore[2 * r + 1];
+      if (id == i) i++; /* a registered client: its own record wins */
+      if (id < e->cap_clients && e->clients[id].name) through = e->clients[id].quarantined_through;
+      r++;
+    } else {
+      id = (uint32_t)i;
+      through = e->clients[i].name ? e->clients[i].quarantined_through : 0;
+      i++;
+    }
+    if (through <= e->rounds_done) continue;
+    int n = snprintf(buf + at, cap - at, "%s%u:%u", at ? "," : "", id, through);
+    if (n < 0 || (size_t)n >= cap - at)
+      return fl_err_set(FL_ETOOBIG, "too many quarantined clients to checkpoint (%zu bytes)", cap);
+    at += (size_t)n;
+  }
+  return 0;
+}
 
 int fl_engine_save(const fl_engine_t *e, const char *path) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
   char v[CK_NUM][40];
-  snprintf(v[0], sizeof v[0], "%u", e->rounds_done);
-  snprintf(v[1], sizeof v[1], "%llu", (unsigned long long)e->cfg.seed);
-  snprintf(v[2], sizeof v[2], "%a", e->plateau.best);
-  snprintf(v[3], sizeof v[3], "%a", e->plateau.scale);
-  snprintf(v[4], sizeof v[4], "%u", e->plateau.num_bad);
-  snprintf(v[5], sizeof v[5], "%u", e->plateau.cooldown_left);
-  snprintf(v[6], sizeof v[6], "%a", e->best_accuracy);
-  snprintf(v[7], sizeof v[7], "%d", e->target_reached);
+  char *quarantine = malloc(FL_SAFETENSORS_META_VALUE);
+  if (!quarantine) return fl_err_set(FL_ENOMEM, "out of memory writing %s", path);
+  int rc = quarantine_format(e, quarantine, FL_SAFETENSORS_META_VALUE);
+  snprintf(v[CK_ROUNDS], sizeof v[0], "%u", e->rounds_done);
+  snprintf(v[CK_SEED], sizeof v[0], "%llu", (unsigned long long)e->cfg.seed);
+  snprintf(v[CK_BEST], sizeof v[0], "%a", e->plateau.best);
+  snprintf(v[CK_SCALE], sizeof v[0], "%a", e->plateau.scale);
+  snprintf(v[CK_BAD], sizeof v[0], "%u", e->plateau.num_bad);
+  snprintf(v[CK_COOL], sizeof v[0], "%u", e->plateau.cooldown_left);
+  snprintf(v[CK_ACC], sizeof v[0], "%a", e->best_accuracy);
+  snprintf(v[CK_TARGET], sizeof v[0], "%d", e->target_reached);
   const char *meta[2 * CK_NUM + 1];
   for (int i = 0; i < CK_NUM; i++) {
     meta[2 * i] = ck_keys[i];
-    meta[2 * i + 1] = v[i];
+    meta[2 * i + 1] = i == CK_QUARANTINE ? quarantine : v[i];
   }
   meta[2 * CK_NUM] = NULL;
-  return fl_safetensors_save(path, &e->cfg.model, e->weights, meta);
+  if (!rc) rc = fl_safetensors_save(path, &e->cfg.model, e->weights, meta);
+  free(quarantine);
+  return rc;
 }
 
-static int ck_double(const char *path, const char *key, const char *txt, double *out) {
+/* The run state a checkpoint restores, checked before any of it is used. */
+typedef struct {
+  uint32_t rounds_done;
+  fl_plateau_t plateau;
+  double best_accuracy;
+  int target_reached;
+  uint32_t *quarantine; /* (2 * num_quarantine) id, through; owned */
+  size_t num_quarantine;
+} ck_state_t;
+
+static int ck_bad(int rc, const char *path, const char *key, const char *txt, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Parses CK_QUARANTINE: "" or "ID:THROUGH,..." with ascending ids below
+ * FL_MAX_CLIENTS and each THROUGH in (rounds_done, rounds_done +
+ * quarantine_rounds]. */
+static int ck_quarantine(const fl_engine_t *e, const char *path, const char *txt, ck_state_t *st) {
+  size_t n = txt[0] ? 1 : 0;
+  for (const char *p = txt; *p; p++)
+    n += *p == ',';
+  st->quarantine = n ? malloc(2 * n * sizeof *st->quarantine) : NULL;
+  if (n && !st->quarantine) return fl_err_set(FL_ENOMEM, "out of memory restoring %s", path);
+  const char *p = txt;
+  for (size_t k = 0; k < n; k++) {
+    char *end;
+    if (*p < '0' || *p > '9') goto bad;
+    unsigned long long id = strtoull(p, &end, 10);
+    if (*end != ':' || end[1] < '0' || end[1] > '9') goto bad;
+    unsigned long long th = strtoull(end + 1, &end, 10);
+    if ((*end != ',' && *end != '\0') || id >= FL_MAX_CLIENTS || th <= st->rounds_done ||
+        th > (unsigned long long)st->rounds_done + e->cfg.quarantine_rounds ||
+        (k && id <= st->quarantine[2 * k - 2]))
+      goto bad;
+    st->quarantine[2 * k] = (uint32_t)id;
+    st->quarantine[2 * k + 1] = (uint32_t)th;
+    p = *end ? end + 1 : end;
+  }
+  st->num_quarantine = n;
+  return 0;
+bad:
+  return ck_bad(FL_EFORMAT, path, ck_keys[CK_QUARANTINE], txt,
+                "must be ID:ROUND items, ascending ids, each round after the rounds done and at "
+                "most --quarantine (%u) after them",
+                e->cfg.quarantine_rounds);
+}
+
+/* Decimal digits only, as fl_engine_save writes them (strtoull alone would
+ * take a sign or spaces). 0, or -1 if txt is not such a number. */
+static int ck_uint(const char *txt, uint64_t *out) {
+  char *end;
+  if (*txt < '0' || *txt > '9') return -1;
+  errno = 0;
+  *out = strtoull(txt, &end, 10);
+  return *end || errno == ERANGE ? -1 : 0;
+}
+
+/* A number as strtod reads it (hex floats, "inf", "nan" included); -1 if
+ * txt is not one, or a finite number beyond the double range. */
+static int ck_double(const char *txt, double *out) {
   char *end;
   errno = 0;
   *out = strtod(txt, &end);
-  if (end == txt || *end || errno == ERANGE)
-    return fl_err_set(FL_EFORMAT, "checkpoint %s: %s = '%s' is not a number", path, key, txt);
+  return end == txt || *end || (errno == ERANGE && isinf(*out)) ? -1 : 0;
+}
+
+/* Refuses value `txt` of checkpoint key `key`: what it is, what is allowed
+ * (the format), and what to make of it. */
+static int ck_bad(int rc, const char *path, const char *key, const char *txt, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int ck_bad(int rc, const char *path, const char *key, const char *txt, const char *fmt,
+                  ...) {
+  char allowed[320];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(allowed, sizeof allowed, fmt, ap);
+  va_end(ap);
+  /* A hex float (as saved) is also shown in decimal. */
+  char dec[40] = "";
+  double d;
+  if (strstr(txt, "0x") && ck_double(txt, &d) == 0) snprintf(dec, sizeof dec, " (%g)", d);
+  return fl_err_set(rc,
+                    "checkpoint %s: %s = '%s'%s: %s; the checkpoint is damaged or not from "
+                    "this run (resume from an intact one, or start afresh)",
+                    path, key, txt, dec, allowed);
+}
+
+/* 1 if `scale` is a multiplier the plateau schedule reaches in at most
+ * `max_k` reductions: factor^k as fl_plateau_observe() computes it (1 times
+ * factor, k times, in double). The floor `min` applies to the rate, not to
+ * the scale, so it does not limit k; a run reduces at most once per
+ * evaluation, and evaluates at most once per round. */
+static int ck_scale_reachable(double scale, double factor, uint32_t max_k) {
+  double s = 1;
+  for (uint32_t k = 0; k < max_k && s > scale && s > 0; k++)
+    s *= factor;
+  return s == scale;
+}
+
+/* Parses and checks the run state in `meta` against this engine's config:
+ * every fedlr_* key present (and no other), each value one this run can
+ * have produced. */
+static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors_meta_t *meta,
+                    ck_state_t *st) {
+  const fl_engine_config_t *c = &e->cfg;
+  const fl_sched_t *s = &c->sched;
+  const char *v[CK_NUM] = {0};
+  int have_model = 0;
+  for (size_t i = 0; i < meta->n; i++) {
+    const char *k = meta->e[i].key;
+    int j = 0;
+    while (j < CK_NUM && strcmp(k, ck_keys[j]) != 0)
+      j++;
+    if (j < CK_NUM)
+      v[j] = meta->e[i].value;
+    else if (!strcmp(k, "model")) /* fl_safetensors checked it is this run's */
+      have_model = 1;
+    else if (!strncmp(k, "fedlr_", 6))
+      return fl_err_set(FL_EFORMAT,
+                        "checkpoint %s: unknown key '%s' (written by a newer fedlr?): it "
+                        "cannot be resumed faithfully",
+                        path, k);
+  }
+  for (int j = 0; j < CK_NUM; j++)
+    if (!v[j])
+      return fl_err_set(FL_EFORMAT,
+                        "checkpoint %s: no %s (written by an older fedlr, or not a fedlr "
+                        "checkpoint)",
+                        path, ck_keys[j]);
+  if (!have_model)
+    return fl_err_set(FL_EFORMAT, "checkpoint %s: no model (not a fedlr checkpoint)", path);
+
+  uint64_t u, bad, cool;
+  if (ck_uint(v[CK_SEED], &u) < 0)
+    return ck_bad(FL_EFORMAT, path, ck_keys[CK_SEED], v[CK_SEED], "not a whole number");
+  if (u != c->seed)
+    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path,
+                      v[CK_SEED], (unsigned long long)c->seed);
+  if (ck_uint(v[CK_ROUNDS], &u) < 0 || u > c->rounds)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_ROUNDS], v[CK_ROUNDS],
+                  "must be a whole number of rounds in [0, %u] (this run's round limit)",
+                  c->rounds);
+  st->rounds_done = (uint32_t)u;
+
+  double acc;
+  if (ck_double(v[CK_ACC], &acc) < 0 || !(acc >= 0 && acc <= 1))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_ACC], v[CK_ACC], "must be an accuracy in [0, 1]");
+  st->best_accuracy = acc;
+  if (ck_uint(v[CK_TARGET], &u) < 0 || u > 1)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_TARGET], v[CK_TARGET], "must be 0 or 1");
+  if (u && !(c->target_accuracy > 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_TARGET], v[CK_TARGET],
+                  "this run has no target accuracy, so it cannot have reached one");
+  if (u && !(acc >= c->target_accuracy))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_TARGET], v[CK_TARGET],
+                  "its best accuracy %g (%s) is below this run's target %g", acc, ck_keys[CK_ACC],
+                  c->target_accuracy);
+  st->target_reached = (int)u;
+  int qrc = ck_quarantine(e, path, v[CK_QUARANTINE], st);
+  if (qrc) return qrc;
+
+  /* The plateau state (fl_sched.h): best is +inf until an evaluation
+   * improves it, then finite; the scale is a power of the factor; num_bad
+   * never exceeds the patience, nor cooldown_left the cooldown, and a
+   * running cooldown keeps num_bad at 0. Other schedules never leave
+   * fl_plateau_init()'s state. */
+  fl_plateau_t *pl = &st->plateau;
+  const int plateau = s->kind == FL_SCHED_PLATEAU;
+  if (ck_double(v[CK_BEST], &pl->best) < 0 || !(isfinite(pl->best) || pl->best == INFINITY))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BEST], v[CK_BEST],
+                  "must be a finite loss, or inf before the first evaluation");
+  if (!plateau && pl->best != INFINITY)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BEST], v[CK_BEST],
+                  "must be inf: this run's schedule is not plateau");
+  if (ck_double(v[CK_SCALE], &pl->scale) < 0 ||
+      !ck_scale_reachable(pl->scale, s->factor, plateau ? st->rounds_done : 0))
+    return plateau ? ck_bad(FL_ERANGE, path, ck_keys[CK_SCALE], v[CK_SCALE],
+                            "must be in (0, 1], a power factor^k of the plateau factor %g with "
+                            "k <= %u (at most one reduction per round done)",
+                            s->factor, st->rounds_done)
+                   : ck_bad(FL_ERANGE, path, ck_keys[CK_SCALE], v[CK_SCALE],
+                            "must be 1: this run's schedule is not plateau");
+  if (ck_uint(v[CK_COOL], &cool) < 0 || cool > (plateau ? s->cooldown : 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_COOL], v[CK_COOL],
+                  "must be a whole number of evaluations in [0, %u] (%s)",
+                  plateau ? s->cooldown : 0,
+                  plateau ? "the schedule's cooldown" : "this run's schedule is not plateau");
+  if (ck_uint(v[CK_BAD], &bad) < 0 || bad > (plateau ? s->patience : 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BAD], v[CK_BAD],
+                  "must be a whole number of evaluations in [0, %u] (%s)",
+                  plateau ? s->patience : 0,
+                  plateau ? "the schedule's patience" : "this run's schedule is not plateau");
+  if (bad && cool)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_BAD], v[CK_BAD],
+                  "must be 0 while a cooldown runs (%s = %s)", ck_keys[CK_COOL], v[CK_COOL]);
+  pl->num_bad = (uint32_t)bad;
+  pl->cooldown_left = (uint32_t)cool;
+  return 0;
+}
+
+/* Checks checkpoint weights w (num_params): every one finite and within
+ * FL_ENGINE_MAX_WEIGHT; the first that is not is named. */
+static int ck_weights(const fl_engine_t *e, const char *path, const float *w) {
+  const fl_model_spec_t *m = &e->cfg.model;
+  size_t nt = fl_model_num_tensors(m);
+  for (size_t t = 0; t < nt; t++) {
+    fl_tensor_info_t ti;
+    fl_model_tensor(m, t, &ti);
+    for (size_t i = 0; i < ti.count; i++) {
+      float x = w[ti.offset + i];
+      if (fabsf(x) <= (float)FL_ENGINE_MAX_WEIGHT) continue;
+      return fl_err_set(isfinite(x) ? FL_ERANGE : FL_ENONFINITE,
+                        "checkpoint %s: weight %zu of tensor '%s' is %.8g: weights must be "
+                        "finite and within +-%.0f (FL_ENGINE_MAX_WEIGHT); the checkpoint is "
+                        "damaged or its run diverged (resume from an intact one, or start afresh)",
+                        path, i, ti.name, (double)x, FL_ENGINE_MAX_WEIGHT);
+    }
+  }
   return 0;
 }
 
 int fl_engine_load(fl_engine_t *e, const char *path) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
-  char v[CK_NUM][64], model[FL_MODEL_SPEC_MAX];
-  int rc = fl_safetensors_meta(path, "model", model, sizeof model);
-  if (rc) return rc;
-  if (strcmp(model, e->cfg.model.spec) != 0)
-    return fl_err_set(FL_EINVAL, "checkpoint %s is for model '%s', this run is '%s'", path, model,
-                      e->cfg.model.spec);
-  for (int i = 0; i < CK_NUM; i++) {
-    if ((rc = fl_safetensors_meta(path, ck_keys[i], v[i], sizeof v[i])))
-      return fl_err_set(rc, "checkpoint %s: no %s (not a fedlr checkpoint?)", path, ck_keys[i]);
-  }
-  double d[CK_NUM];
-  for (int i = 0; i < CK_NUM; i++)
-    if ((rc = ck_double(path, ck_keys[i], v[i], &d[i]))) return rc;
-  if (strtoull(v[1], NULL, 10) != e->cfg.seed)
-    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path,
-                      v[1], (unsigned long long)e->cfg.seed);
-  if (d[0] < 0 || d[0] > e->cfg.rounds || d[0] != (uint32_t)d[0])
-    return fl_err_set(FL_EINVAL, "checkpoint %s: %s rounds done, this run has %u rounds", path,
-                      v[0], e->cfg.rounds);
-  /* Weights last: fl_safetensors_load leaves them unchanged on error. */
-  if ((rc = fl_safetensors_load(path, &e->cfg.model, e->weights))) return rc;
-  e->rounds_done = (uint32_t)d[0];
-  e->round = e->rounds_done;
-  e->plateau.best = d[2];
-  e->plateau.scale = d[3];
-  e->plateau.num_bad = (uint32_t)d[4];
-  e->plateau.cooldown_left = (uint32_t)d[5];
-  e->best_accuracy = d[6];
-  e->target_reached = d[7] != 0;
+  const size_t n = e->cfg.model.num_params;
+  float *w = malloc(n * sizeof *w); /* (num_params) staged: the engine changes only at the end */
+  fl_safetensors_meta_t *meta = malloc(sizeof *meta);
+  ck_state_t st = {0};
+  int rc = w && meta ? 0 : fl_err_set(FL_ENOMEM, "out of memory restoring %s", path);
+  if (rc) goto out;
+  /* One read of the file: the weights, the metadata and the checksum over
+   * both, so what is checked is what was checksummed. */
+  if ((rc = fl_safetensors_load_all(path, &e->cfg.model, w, FL_SAFETENSORS_NEED_CHECKSUM, meta)))
+    goto out;
+  if ((rc = ck_state(e, path, meta, &st))) goto out;
+  if ((rc = ck_weights(e, path, w))) goto out;
+  memcpy(e->weights, w, n * sizeof *w);
+  /* The quarantine goes on: for clients registered now, and for those
+   * that rejoin later (fl_engine_add_client_at). */
+  free(e->q_restore);
+  e->q_restore = st.quarantine;
+  e->num_q_restore = st.num_quarantine;
+  st.quarantine = NULL;
+  for (size_t i = 0; i < e->cap_clients; i++)
+    if (e->clients[i].name) e->clients[i].quarantined_through = restored_quarantine(e, (uint32_t)i);
+  e->rounds_done = st.rounds_done;
+  e->round = st.rounds_done;
+  e->plateau = st.plateau;
+  e->best_accuracy = st.best_accuracy;
+  e->target_reached = st.target_reached;
   e->attempt = 0;
-  return 0;
+out:
+  free(st.quarantine);
+  free(w);
+  free(meta);
+  return rc;
 }
 
 const float *fl_engine_weights(const fl_engine_t *e) {

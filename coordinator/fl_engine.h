@@ -72,6 +72,16 @@
 /* An update's train loss beyond this in magnitude is rejected. */
 #define FL_ENGINE_MAX_LOSS 1e30
 
+/* A checkpoint's weights may not exceed this in magnitude (2^20): fl_engine_load
+ * refuses a larger one, as it refuses NaN and infinity. Trained weights are
+ * small: initialised at about 1/sqrt(fan-in), and the 2NN after 5 rounds on
+ * Fashion-MNIST (lr 0.1) has max |w| = 0.93. At 2^20 a float's spacing is
+ * already 1/8, so steps of any sane rate no longer move a weight: a model
+ * there has diverged, and a value such as 1e30 overflows the next forward
+ * pass to inf/NaN on every client. The same bound as one update's delta
+ * (FL_ENGINE_MAX_DELTA). */
+#define FL_ENGINE_MAX_WEIGHT 1048576.0
+
 typedef struct {
   fl_model_spec_t model;
   const fl_dataset_t *test; /* borrowed, may be NULL: no evaluation */
@@ -147,7 +157,16 @@ size_t fl_engine_num_available(const fl_engine_t *e);
  * (capped at A) without replacement from the A available clients that are
  * not quarantined (all available ones if every one is), with a random
  * stream derived from (seed, round, attempt). FL_ESTATE if a round is open
- * or the run is finished; FL_EINVAL if no client is available. */
+ * or the run is finished; FL_EINVAL if no client is available.
+ *
+ * Never opens a round whose RoundStart clients would refuse: the message it
+ * would send goes through the clients' own check first
+ * (fl_wire_check_round_start: the rate, as the float sent, finite and >= 0,
+ * every weight finite, ...). If it fails, FL_ENONFINITE or FL_ERANGE (the
+ * check's code) with a detail naming the round and the value, and nothing
+ * changes. That is fatal for the run, not a reason to retry: the same rate
+ * and weights would come back, and every client would refuse them again. A
+ * rate of 0 is allowed, as clients allow it (schedules that end at 0). */
 int fl_engine_begin_round(fl_engine_t *e);
 
 /* Gives up on the open round (no quorum by the deadline): its updates are
@@ -221,13 +240,32 @@ uint32_t fl_engine_rounds_done(const fl_engine_t *e);
 
 /* Checkpoint: writes the global weights and the run state (rounds done,
  * plateau state, best accuracy, target reached, seed and model, all exact:
- * doubles as hex floats) to one safetensors file, atomically (temporary
- * file, fsync, rename, directory fsync). Only between rounds. */
+ * doubles as hex floats) to one safetensors file with its checksum
+ * (fl_safetensors.h), atomically (temporary file, fsync, rename, directory
+ * fsync). Only between rounds. */
 int fl_engine_save(const fl_engine_t *e, const char *path);
 
-/* Restores a checkpoint written by fl_engine_save() for the same model and
- * seed (FL_EINVAL naming the mismatch otherwise). Only between rounds; the
- * engine is unchanged on error. */
+/* Restores a checkpoint written by fl_engine_save(), trusting none of it.
+ * The file is read once (a FIFO, device or directory is refused at once,
+ * never waited on); its checksum must be present and match (FL_EFORMAT:
+ * "checksum mismatch: the file is corrupt", or no checksum: written by an
+ * older fedlr, or damaged). It must be for this model (FL_ESHAPE) and seed
+ * (FL_EINVAL), hold every fedlr_* key and no unknown one (FL_EFORMAT), and
+ * every value must be one this run can have produced (FL_ERANGE, or
+ * FL_ENONFINITE for a weight):
+ *   rounds done        a whole number <= cfg.rounds
+ *   best accuracy      in [0, 1]
+ *   target reached     0, or 1 if cfg.target_accuracy > 0 and the best
+ *                      accuracy reaches it
+ *   plateau best       finite, or +inf (before the first evaluation)
+ *   plateau scale      factor^k, k <= rounds done: in (0, 1] (0 only once
+ *                      factor^k underflows, after hundreds of reductions)
+ *   plateau num_bad    <= patience, and 0 while a cooldown runs
+ *   plateau cooldown   <= the schedule's cooldown
+ *   (a schedule other than plateau: the initial state, fl_plateau_init)
+ *   weights            finite, |w| <= FL_ENGINE_MAX_WEIGHT
+ * Each refusal names the checkpoint, the key, the value and what is allowed.
+ * Only between rounds; the engine is unchanged on error. */
 int fl_engine_load(fl_engine_t *e, const char *path);
 
 /* The global weights (num_params floats). */

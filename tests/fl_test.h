@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef void (*fl_test_fn)(int *fl__failed);
@@ -98,6 +99,13 @@ static inline const char *fl_test_tmpdir(void) {
 static inline const char *fl_test_data_dir(void) {
   const char *d = getenv("FEDLR_DATA_DIR");
   return d ? d : "/usr/share/datasets/fashion-mnist";
+}
+
+/* Monotonic clock in seconds, for tests that bound how long a call takes. */
+static inline double fl_test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 #define FL_TEST_MAIN()                                                           \

@@ -3,9 +3,13 @@
  * protobuf messages, as a client would send them. */
 #include "fl_test.h"
 
+#include <sys/stat.h>
+
 #include "fl_engine.h"
 #include "fl_error.h"
+#include "fl_file.h"
 #include "fl_rng.h"
+#include "fl_safetensors.h"
 #include "fl_wire.h"
 
 #define IN 6
@@ -357,6 +361,45 @@ TEST(schedule_drives_round_lr_and_run_stops) {
   fl_engine_destroy(&e);
 }
 
+/* The engine runs the clients' own RoundStart check before it opens a round:
+ * a rate that becomes inf as the float sent is refused (a fatal error, the
+ * engine unchanged); a rate that becomes 0 is sent, as clients take it. */
+TEST(begin_round_refuses_what_clients_refuse) {
+  fl_engine_config_t c = base_config();
+  c.lr0 = 1e300; /* finite as a double, inf as the float on the wire */
+  fl_engine_t *e = make_engine(&c, 3, 10);
+  ASSERT_TRUE(e != NULL);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    ASSERT_EQ(fl_engine_begin_round(e), FL_ENONFINITE);
+    ASSERT_CONTAINS(fl_err_msg(), "round 1 cannot start: every client would refuse its "
+                                  "RoundStart (round_start: learning rate not finite)");
+    ASSERT_CONTAINS(fl_err_msg(), "retrying cannot help");
+    ASSERT_EQ(fl_engine_round(e), 0);
+    ASSERT_EQ(fl_engine_rounds_done(e), 0);
+    ASSERT_EQ(fl_engine_sampled(e, NULL), 0);
+    ASSERT_FALSE(fl_engine_finished(e));
+  }
+  uint8_t *msg = NULL;
+  size_t len = 0;
+  ASSERT_EQ(fl_engine_encode_round_start(e, 0, &msg, &len), FL_ESTATE);
+  fl_engine_destroy(&e);
+
+  c.lr0 = 1e-300; /* 0 as a float: allowed, like a schedule that ends at 0 */
+  e = make_engine(&c, 3, 10);
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  const uint32_t *ids;
+  ASSERT_GT(fl_engine_sampled(e, &ids), 0);
+  ASSERT_EQ(fl_engine_encode_round_start(e, ids[0], &msg, &len), 0);
+  fl_wire_limits_t client;
+  fl_wire_limits_for_model(&c.model, &client);
+  Fedlr__Envelope *env = NULL;
+  ASSERT_EQ(fl_wire_decode(msg, len, &client, &env), 0);
+  ASSERT_DBL_OP(env->round_start->lr, ==, 0.0);
+  fl_wire_free(&env);
+  free(msg);
+  fl_engine_destroy(&e);
+}
+
 TEST(config_errors) {
   fl_engine_config_t c = base_config();
   int err = 0;
@@ -478,9 +521,394 @@ TEST(checkpoint_resume_is_bit_identical) {
   fl_model_parse("mlp:5", IN, CLASSES, &c2.model);
   c2.seed = 42;
   x = make_engine(&c2, 10, 10);
-  ASSERT_EQ(fl_engine_load(x, path), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "model");
+  ASSERT_EQ(fl_engine_load(x, path), FL_ESHAPE);
+  ASSERT_CONTAINS(fl_err_msg(), "holds model 'mlp:4', expected 'mlp:5'");
+  ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
+}
+
+/* ---- checkpoints are not trusted ---------------------------------------- */
+
+/* A test set of random points and labels: the loss of an unchanged model
+ * never improves, so a plateau schedule walks through its states. */
+static fl_dataset_t random_test_set(void) {
+  fl_dataset_t t = {300, IN, CLASSES, NULL, NULL};
+  t.x = malloc(t.n * IN * sizeof *t.x);
+  t.y = malloc(t.n * sizeof *t.y);
+  fl_rng_t r;
+  fl_rng_seed(&r, 5);
+  for (size_t i = 0; i < t.n * IN; i++)
+    t.x[i] = (float)fl_rng_normal(&r);
+  for (size_t i = 0; i < t.n; i++)
+    t.y[i] = (int32_t)fl_rng_below(&r, CLASSES);
+  return t;
+}
+
+/* The checkpointed run of these tests: plateau (factor 0.5, patience 1,
+ * cooldown 1), evaluated every round, a target accuracy it never reaches. */
+static fl_engine_config_t ck_config(const fl_dataset_t *t) {
+  fl_engine_config_t c = base_config();
+  c.test = t;
+  c.fraction = 1.0;
+  c.rounds = 12;
+  c.target_accuracy = 0.9;
+  fl_sched_parse("plateau:factor=0.5,patience=1,cooldown=1", &c.sched);
+  return c;
+}
+
+/* One round in which every sampled client sends a zero delta. */
+static int zero_round(fl_engine_t *e, const fl_model_spec_t *m) {
+  float *zero = calloc(m->num_params, sizeof *zero);
+  int rc = fl_engine_begin_round(e);
+  const uint32_t *ids;
+  size_t k = fl_engine_sampled(e, &ids);
+  for (size_t i = 0; rc == 0 && i < k; i++) {
+    uint8_t *buf;
+    size_t len;
+    rc = encode_update(m, fl_engine_round(e), ids[i], 10, zero, 1, 1.0, &buf, &len);
+    if (rc == 0) rc = fl_engine_submit(e, ids[i], buf, len);
+    free(buf);
+  }
+  fl_round_metrics_t rm;
+  if (rc == 0) rc = fl_engine_end_round(e, &rm);
+  free(zero);
+  return rc;
+}
+
+/* The engine's whole state as the bytes of a checkpoint of it. */
+static uint8_t *engine_bytes(fl_engine_t *e, size_t *len) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/state.safetensors", fl_test_tmpdir());
+  uint8_t *b = NULL;
+  if (fl_engine_save(e, path) != 0 || fl_file_read_all(path, 1 << 20, 0, &b, len) != 0) return NULL;
+  return b;
+}
+
+/* Copies checkpoint src to dst through fl_safetensors, so with a valid
+ * checksum: the metadata with each (key, value) pair of `edits` applied (a
+ * NULL value drops the key, a new key is added), and weight `widx` set to
+ * `wval` if widx < num_params. */
+static int ck_rewrite(const fl_model_spec_t *m, const char *src, const char *dst,
+                      const char *const *edits, size_t widx, float wval) {
+  float *w = malloc(m->num_params * sizeof *w);
+  fl_safetensors_meta_t *l = malloc(sizeof *l);
+  const char *meta[2 * FL_SAFETENSORS_META_MAX + 16];
+  size_t n = 0;
+  int rc = fl_safetensors_load_all(src, m, w, FL_SAFETENSORS_NEED_CHECKSUM, l);
+  for (size_t i = 0; rc == 0 && i < l->n; i++) {
+    const char *v = l->e[i].value;
+    for (size_t j = 0; edits && edits[j]; j += 2)
+      if (!strcmp(edits[j], l->e[i].key)) v = edits[j + 1];
+    if (v && strcmp(l->e[i].key, "model") != 0) {
+      meta[n++] = l->e[i].key;
+      meta[n++] = v;
+    }
+  }
+  for (size_t j = 0; rc == 0 && edits && edits[j]; j += 2) {
+    int found = 0;
+    for (size_t i = 0; i < l->n; i++)
+      found |= !strcmp(edits[j], l->e[i].key);
+    if (!found) {
+      meta[n++] = edits[j];
+      meta[n++] = edits[j + 1];
+    }
+  }
+  meta[n] = NULL;
+  if (widx < m->num_params) w[widx] = wval;
+  if (rc == 0) rc = fl_safetensors_save(dst, m, w, meta);
+  free(w);
+  free(l);
+  return rc;
+}
+
+/* Every state a real plateau run passes through (improvement, num_bad > 0,
+ * a reduction, a cooldown) is accepted on resume and comes back exactly. */
+TEST(checkpoint_every_real_plateau_state_resumes) {
+  fl_dataset_t t = random_test_set();
+  fl_engine_config_t c = ck_config(&t);
+  fl_engine_t *a = make_engine(&c, 3, 10);
+  char path[600];
+  snprintf(path, sizeof path, "%s/ck-states.safetensors", fl_test_tmpdir());
+  double lr_prev = 1;
+  int reduced = 0;
+  for (uint32_t r = 1; r <= c.rounds; r++) {
+    ASSERT_EQ(zero_round(a, &c.model), 0);
+    reduced += fl_engine_round_lr(a) < lr_prev;
+    lr_prev = fl_engine_round_lr(a);
+    ASSERT_EQ(fl_engine_save(a, path), 0);
+    fl_engine_t *b = make_engine(&c, 3, 10);
+    int rc = fl_engine_load(b, path);
+    if (rc) FL__FAIL("round %u: %s", r, fl_err_msg());
+    size_t la, lb;
+    uint8_t *sa = engine_bytes(a, &la), *sb = engine_bytes(b, &lb);
+    ASSERT_TRUE(sa && sb);
+    ASSERT_EQ(la, lb);
+    ASSERT_EQ(memcmp(sa, sb, la), 0);
+    free(sa);
+    free(sb);
+    fl_engine_destroy(&b);
+  }
+  ASSERT_TRUE(fl_engine_finished(a));
+  ASSERT_GE(reduced, 3); /* the schedule did reduce the rate, so k > 0 was seen */
+  fl_engine_destroy(&a);
+  free(t.x);
+  free(t.y);
+}
+
+/* Every corrupted value is refused with a message naming the checkpoint,
+ * the key, the value and the allowed range, and leaves the engine as it
+ * was. The corrupted files carry a valid checksum (rewritten through
+ * fl_safetensors), so it is the value check that refuses them. */
+TEST(checkpoint_corrupt_values_refused) {
+  fl_dataset_t t = random_test_set();
+  fl_engine_config_t c = ck_config(&t);
+  fl_engine_t *a = make_engine(&c, 3, 10);
+  for (int r = 0; r < 4; r++)
+    ASSERT_EQ(zero_round(a, &c.model), 0);
+  char good[600], bad[600];
+  snprintf(good, sizeof good, "%s/ck-good.safetensors", fl_test_tmpdir());
+  snprintf(bad, sizeof bad, "%s/ck-bad.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_engine_save(a, good), 0);
+  fl_engine_destroy(&a);
+  /* After 4 rounds: one reduction (scale 0.5), no cooldown, num_bad 0. */
+  char buf[64];
+  ASSERT_EQ(fl_safetensors_meta(good, "fedlr_plateau_scale", buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, "0x1p-1");
+
+  /* The victim: a fresh engine, whose state must survive every refusal. */
+  fl_engine_t *e = make_engine(&c, 3, 10);
+  size_t len0, len1;
+  uint8_t *before = engine_bytes(e, &len0);
+  ASSERT_TRUE(before != NULL);
+  const char *fmt = "must be a whole number of rounds in [0, 12] (this run's round limit)";
+  const struct {
+    const char *key, *value;
+    int code;
+    const char *needle;
+  } cases[] = {
+      {"fedlr_rounds_done", "4.5", FL_ERANGE, fmt},
+      {"fedlr_rounds_done", "-1", FL_ERANGE, fmt},
+      {"fedlr_rounds_done", "13", FL_ERANGE, fmt},
+      {"fedlr_rounds_done", "", FL_ERANGE, fmt},
+      {"fedlr_rounds_done", " 4", FL_ERANGE, fmt},
+      {"fedlr_rounds_done", "1e1", FL_ERANGE, fmt},
+      {"fedlr_rounds_done", "99999999999999999999999", FL_ERANGE, fmt},
+      {"fedlr_seed", "43", FL_EINVAL, "is for seed 43, this run uses seed 42"},
+      {"fedlr_seed", "x", FL_EFORMAT, "fedlr_seed = 'x': not a whole number"},
+      {"fedlr_best_accuracy", "nan", FL_ERANGE, "must be an accuracy in [0, 1]"},
+      {"fedlr_best_accuracy", "-0x1p-1", FL_ERANGE, "'-0x1p-1' (-0.5): must be an accuracy"},
+      {"fedlr_best_accuracy", "0x1.8p+0", FL_ERANGE, "'0x1.8p+0' (1.5): must be an accuracy"},
+      {"fedlr_best_accuracy", "inf", FL_ERANGE, "must be an accuracy in [0, 1]"},
+      {"fedlr_target_reached", "1", FL_ERANGE, "is below this run's target 0.9"},
+      {"fedlr_target_reached", "2", FL_ERANGE, "fedlr_target_reached = '2': must be 0 or 1"},
+      {"fedlr_target_reached", "-1", FL_ERANGE, "must be 0 or 1"},
+      {"fedlr_plateau_best", "nan", FL_ERANGE,
+       "fedlr_plateau_best = 'nan': must be a finite loss, or inf before the first evaluation"},
+      {"fedlr_plateau_best", "-inf", FL_ERANGE, "must be a finite loss, or inf"},
+      {"fedlr_plateau_best", "1e999", FL_ERANGE, "must be a finite loss, or inf"},
+      {"fedlr_plateau_scale", "nan", FL_ERANGE,
+       "fedlr_plateau_scale = 'nan': must be in (0, 1], a power factor^k of the plateau factor "
+       "0.5 with k <= 4 (at most one reduction per round done)"},
+      {"fedlr_plateau_scale", "0x0p+0", FL_ERANGE, "'0x0p+0' (0): must be in (0, 1]"},
+      {"fedlr_plateau_scale", "-0x1p+0", FL_ERANGE, "'-0x1p+0' (-1): must be in (0, 1]"},
+      {"fedlr_plateau_scale", "inf", FL_ERANGE, "must be in (0, 1]"},
+      {"fedlr_plateau_scale", "0x1.8p+0", FL_ERANGE, "must be in (0, 1]"}, /* 1.5 */
+      {"fedlr_plateau_scale", "0x1.8p-1", FL_ERANGE, "a power factor^k"},  /* 0.75 */
+      {"fedlr_plateau_scale", "0x1p-5", FL_ERANGE, "with k <= 4"},         /* 5 reductions */
+      {"fedlr_plateau_bad", "2", FL_ERANGE,
+       "fedlr_plateau_bad = '2': must be a whole number of evaluations in [0, 1] (the "
+       "schedule's patience)"},
+      {"fedlr_plateau_bad", "-1", FL_ERANGE, "(the schedule's patience)"},
+      {"fedlr_plateau_bad", "nan", FL_ERANGE, "(the schedule's patience)"},
+      {"fedlr_plateau_bad", "0.5", FL_ERANGE, "(the schedule's patience)"},
+      {"fedlr_plateau_cool", "2", FL_ERANGE,
+       "fedlr_plateau_cool = '2': must be a whole number of evaluations in [0, 1] (the "
+       "schedule's cooldown)"},
+      {"fedlr_plateau_cool", "inf", FL_ERANGE, "(the schedule's cooldown)"},
+      {"fedlr_plateau_cool", NULL, FL_EFORMAT,
+       "no fedlr_plateau_cool (written by an older fedlr, or not a fedlr checkpoint)"},
+      {"fedlr_rounds_done", NULL, FL_EFORMAT, "no fedlr_rounds_done"},
+      {"fedlr_future", "1", FL_EFORMAT, "unknown key 'fedlr_future' (written by a newer fedlr?)"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *edit[] = {cases[i].key, cases[i].value, NULL};
+    ASSERT_EQ(ck_rewrite(&c.model, good, bad, edit, SIZE_MAX, 0), 0);
+    int rc = fl_engine_load(e, bad);
+    if (rc != cases[i].code || !strstr(fl_err_msg(), cases[i].needle))
+      FL__FAIL("%s = '%s': rc %d, \"%s\" lacks \"%s\"", cases[i].key,
+               cases[i].value ? cases[i].value : "(dropped)", rc, fl_err_msg(), cases[i].needle);
+    ASSERT_CONTAINS(fl_err_msg(), bad); /* names the file */
+    uint8_t *after = engine_bytes(e, &len1);
+    ASSERT_TRUE(after && len1 == len0 && !memcmp(before, after, len0));
+    free(after);
+  }
+  /* Two values right, one wrong: a running cooldown with num_bad > 0. */
+  const char *cool_and_bad[] = {"fedlr_plateau_cool", "1", "fedlr_plateau_bad", "1", NULL};
+  ASSERT_EQ(ck_rewrite(&c.model, good, bad, cool_and_bad, SIZE_MAX, 0), 0);
+  ASSERT_EQ(fl_engine_load(e, bad), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "fedlr_plateau_bad = '1': must be 0 while a cooldown runs "
+                                "(fedlr_plateau_cool = 1)");
+
+  /* Weights: NaN, infinities and magnitudes beyond FL_ENGINE_MAX_WEIGHT. */
+  const struct {
+    size_t at;
+    float v;
+    int code;
+    const char *needle;
+  } weights[] = {
+      {3, NAN, FL_ENONFINITE,
+       "weight 3 of tensor 'layers.0.weight' is nan: weights must be "
+       "finite and within +-1048576 (FL_ENGINE_MAX_WEIGHT)"},
+      {0, INFINITY, FL_ENONFINITE, "weight 0 of tensor 'layers.0.weight' is inf"},
+      {IN * 4, -INFINITY, FL_ENONFINITE, "weight 0 of tensor 'layers.0.bias' is -inf"},
+      {IN * 4 + 4 + 1, 1e30f, FL_ERANGE, "weight 1 of tensor 'layers.1.weight' is 1e+30"},
+      {2, -1e30f, FL_ERANGE, "is -1e+30"},
+      {5, nextafterf((float)FL_ENGINE_MAX_WEIGHT, INFINITY), FL_ERANGE, "is 1048576.1: weights"},
+  };
+  for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++) {
+    ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, weights[i].at, weights[i].v), 0);
+    int rc = fl_engine_load(e, bad);
+    if (rc != weights[i].code || !strstr(fl_err_msg(), weights[i].needle))
+      FL__FAIL("weight %zu = %g: rc %d, \"%s\" lacks \"%s\"", weights[i].at, (double)weights[i].v,
+               rc, fl_err_msg(), weights[i].needle);
+    ASSERT_CONTAINS(fl_err_msg(), bad);
+    uint8_t *after = engine_bytes(e, &len1);
+    ASSERT_TRUE(after && len1 == len0 && !memcmp(before, after, len0));
+    free(after);
+  }
+
+  /* A run without a target cannot have reached one; a schedule other than
+   * plateau cannot have moved the plateau state. */
+  fl_engine_config_t c2 = c;
+  c2.target_accuracy = 0;
+  fl_engine_t *x = make_engine(&c2, 3, 10);
+  const char *reached[] = {"fedlr_target_reached", "1", NULL};
+  ASSERT_EQ(ck_rewrite(&c.model, good, bad, reached, SIZE_MAX, 0), 0);
+  ASSERT_EQ(fl_engine_load(x, bad), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "this run has no target accuracy, so it cannot have reached one");
+  ASSERT_EQ(fl_engine_rounds_done(x), 0);
+  fl_engine_destroy(&x);
+  c2 = c;
+  fl_sched_parse("exp:gamma=0.5", &c2.sched);
+  x = make_engine(&c2, 3, 10);
+  ASSERT_EQ(fl_engine_load(x, good), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "must be inf: this run's schedule is not plateau");
+  const char *fresh_best[] = {"fedlr_plateau_best", "inf", NULL};
+  ASSERT_EQ(ck_rewrite(&c.model, good, bad, fresh_best, SIZE_MAX, 0), 0);
+  ASSERT_EQ(fl_engine_load(x, bad), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "fedlr_plateau_scale = '0x1p-1' (0.5): must be 1: this run's "
+                                "schedule is not plateau");
+  ASSERT_EQ(fl_engine_rounds_done(x), 0);
+  fl_engine_destroy(&x);
+
+  /* The edges that are legal load. */
+  const char *legal[][5] = {
+      {"fedlr_plateau_best", "inf", NULL},
+      {"fedlr_plateau_scale", "0x1p-4", NULL}, /* 4 reductions in 4 rounds */
+      {"fedlr_plateau_scale", "0x1p+0", NULL},
+      {"fedlr_plateau_bad", "1", NULL},
+      {"fedlr_plateau_cool", "1", NULL},
+      {"fedlr_rounds_done", "12", NULL},
+      {"fedlr_best_accuracy", "0x1p+0", NULL},
+      {"fedlr_best_accuracy", "0x1.ccccccccccccdp-1", "fedlr_target_reached", "1", NULL},
+      {"note", "not a fedlr key", NULL},
+  };
+  for (size_t i = 0; i < sizeof legal / sizeof legal[0]; i++) {
+    ASSERT_EQ(ck_rewrite(&c.model, good, bad, legal[i], SIZE_MAX, 0), 0);
+    fl_engine_t *y = make_engine(&c, 3, 10);
+    int rc = fl_engine_load(y, bad);
+    if (rc) FL__FAIL("%s = '%s': %s", legal[i][0], legal[i][1], fl_err_msg());
+    fl_engine_destroy(&y);
+  }
+  for (int sign = -1; sign <= 1; sign += 2) {
+    ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, 7, (float)(sign * FL_ENGINE_MAX_WEIGHT)), 0);
+    ASSERT_EQ(fl_engine_load(e, bad), 0);
+  }
+  free(before);
+  fl_engine_destroy(&e);
+  free(t.x);
+  free(t.y);
+}
+
+/* The file's checksum: a flipped bit in the data or in a metadata value is
+ * caught; a checkpoint without one (an older fedlr) is refused; so are a
+ * FIFO (at once, never waited on) and a directory. */
+TEST(checkpoint_checksum_and_file_type) {
+  fl_engine_config_t c = base_config();
+  c.rounds = 5;
+  fl_engine_t *a = make_engine(&c, 3, 10);
+  run_rounds(a, &c.model, 2, 1);
+  char good[600], bad[600];
+  snprintf(good, sizeof good, "%s/ck-crc.safetensors", fl_test_tmpdir());
+  snprintf(bad, sizeof bad, "%s/ck-crc-bad.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_engine_save(a, good), 0);
+  fl_engine_destroy(&a);
+  uint8_t *raw = NULL;
+  size_t len = 0;
+  ASSERT_EQ(fl_file_read_all(good, 1 << 20, FL_FILE_REGULAR, &raw, &len), 0);
+  size_t hl = 0;
+  for (int k = 7; k >= 0; k--)
+    hl = hl << 8 | raw[k];
+  const char *rounds = strstr((const char *)raw + 8, "\"fedlr_rounds_done\":\"2\"");
+  const char *crc = strstr((const char *)raw + 8, ",\"fedlr_crc32\":\"");
+  ASSERT_TRUE(rounds && crc);
+
+  fl_engine_t *e = make_engine(&c, 3, 10);
+  size_t len0, len1;
+  uint8_t *before = engine_bytes(e, &len0);
+  uint8_t *b = malloc(len);
+  const struct {
+    const char *what;
+    int code;
+    const char *needle;
+  } cases[] = {
+      {"data bit", FL_EFORMAT, "checksum mismatch: the file is corrupt"},
+      {"metadata bit", FL_EFORMAT, "checksum mismatch: the file is corrupt"},
+      {"no checksum", FL_EFORMAT,
+       "has no checksum (metadata 'fedlr_crc32'): it was written by an older fedlr"},
+      {"fifo", FL_EINVAL, "is a FIFO (named pipe), expected a regular file"},
+      {"directory", FL_EINVAL, "is a directory, expected a regular file"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *w = cases[i].what, *path = bad;
+    memcpy(b, raw, len);
+    unlink(bad);
+    if (!strcmp(w, "data bit")) b[8 + hl + 17] ^= 0x04;
+    if (!strcmp(w, "metadata bit")) /* "2" -> "3" */
+      b[(size_t)(rounds - (const char *)raw) + strlen("\"fedlr_rounds_done\":\"")] ^= 0x01;
+    if (!strcmp(w, "no checksum")) {
+      /* An older fedlr's file: no entry, the header padded to the same length. */
+      size_t at = (size_t)(crc - (const char *)raw), n = strlen(",\"fedlr_crc32\":\"12345678\"");
+      memmove(b + at, b + at + n, 8 + hl - at - n);
+      memset(b + 8 + hl - n, ' ', n);
+    }
+    if (!strcmp(w, "fifo")) ASSERT_EQ(mkfifo(bad, 0600), 0);
+    if (!strcmp(w, "directory")) path = fl_test_tmpdir();
+    if (strcmp(w, "fifo") != 0 && strcmp(w, "directory") != 0) {
+      FILE *f = fopen(bad, "wb");
+      ASSERT_TRUE(f && fwrite(b, 1, len, f) == len && fclose(f) == 0);
+    }
+    alarm(10); /* a blocked open() fails the test loudly */
+    double t0 = fl_test_now();
+    int rc = fl_engine_load(e, path);
+    double took = fl_test_now() - t0;
+    alarm(0);
+    if (rc != cases[i].code || !strstr(fl_err_msg(), cases[i].needle))
+      FL__FAIL("%s: rc %d, \"%s\" lacks \"%s\"", w, rc, fl_err_msg(), cases[i].needle);
+    ASSERT_CONTAINS(fl_err_msg(), path);
+    ASSERT_DBL_OP(took, <, 1.0);
+    uint8_t *after = engine_bytes(e, &len1);
+    ASSERT_TRUE(after && len1 == len0 && !memcmp(before, after, len0));
+    free(after);
+  }
+  unlink(bad);
+  /* The intact file still loads into the same engine. */
+  ASSERT_EQ(fl_engine_load(e, good), 0);
+  ASSERT_EQ(fl_engine_rounds_done(e), 2);
+  free(b);
+  free(raw);
+  free(before);
+  fl_engine_destroy(&e);
 }
 
 /* A client that rejoins mid-round claiming more examples cannot raise its
@@ -1200,4 +1628,65 @@ TEST(retries_are_bounded) {
     ASSERT_EQ(fl_engine_abort_round(e), 0);
   }
   fl_engine_destroy(&e);
+}
+
+/* The quarantine is part of the checkpoint: a run resumed after a client
+ * was quarantined samples exactly as the uninterrupted run, whether the
+ * clients register before the checkpoint is loaded or after (they rejoin a
+ * restarted coordinator one by one). A damaged quarantine entry is refused. */
+TEST(quarantine_survives_a_checkpoint) {
+  fl_engine_config_t c = base_config();
+  c.fraction = 1.0;
+  c.quorum = 0.5;
+  c.quarantine_rounds = 3;
+  c.rounds = 6;
+  char path[600];
+  snprintf(path, sizeof path, "%s/ck-quarantine.safetensors", fl_test_tmpdir());
+  /* Client 2 sends NaN in round 1: quarantined through round 4. */
+  fl_engine_t *a = make_engine(&c, 4, 10);
+  ASSERT_EQ(fl_engine_begin_round(a), 0);
+  for (uint32_t k = 0; k < 4; k++)
+    ASSERT_EQ(submit(a, k, 10, NULL, k == 2 ? NAN : 0.01f * (float)(k + 1)),
+              k == 2 ? FL_ENONFINITE : 0);
+  fl_round_metrics_t m;
+  ASSERT_EQ(fl_engine_end_round(a, &m), 0);
+  ASSERT_EQ(fl_engine_save(a, path), 0);
+  for (int order = 0; order < 2; order++) {
+    int err;
+    fl_engine_t *b = fl_engine_new(&c, &err);
+    if (order == 0) ASSERT_EQ(fl_engine_load(b, path), 0);
+    for (uint32_t k = 0; k < 4; k++) {
+      char name[8];
+      snprintf(name, sizeof name, "c%u", k);
+      ASSERT_EQ(fl_engine_add_client_at(b, k, name, 10 + k), 0);
+    }
+    if (order == 1) ASSERT_EQ(fl_engine_load(b, path), 0);
+    for (uint32_t r = 2; r <= 5; r++) {
+      ASSERT_EQ(fl_engine_begin_round(b), 0);
+      ASSERT_EQ(fl_engine_is_sampled(b, 2), r == 5);
+      const uint32_t *ids;
+      size_t n = fl_engine_sampled(b, &ids);
+      for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(submit(b, ids[i], 10, NULL, 0.01f), 0);
+      ASSERT_EQ(fl_engine_end_round(b, &m), 0);
+    }
+    fl_engine_destroy(&b);
+  }
+  /* Tampered: a round beyond --quarantine, descending ids, junk. */
+  char meta[64];
+  ASSERT_EQ(fl_safetensors_meta(path, "fedlr_quarantine", meta, sizeof meta), 0);
+  ASSERT_STR_EQ(meta, "2:4");
+  char badpath[600];
+  snprintf(badpath, sizeof badpath, "%s/ck-quarantine-bad.safetensors", fl_test_tmpdir());
+  const char *bad[] = {"2:9", "3:4,2:4", "2:x", "2:1", "2:4,", "99999999:4"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *edits[] = {"fedlr_quarantine", bad[i], NULL};
+    ASSERT_EQ(ck_rewrite(&c.model, path, badpath, edits, (size_t)-1, 0), 0);
+    fl_engine_t *b = make_engine(&c, 4, 10);
+    ASSERT_EQ(fl_engine_load(b, badpath), FL_EFORMAT);
+    ASSERT_CONTAINS(fl_err_msg(), "fedlr_quarantine");
+    ASSERT_EQ(fl_engine_rounds_done(b), 0);
+    fl_engine_destroy(&b);
+  }
+  fl_engine_destroy(&a);
 }

@@ -4,11 +4,12 @@
 #include "fl_test.h"
 
 #include <dirent.h>
-#include <stdint.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "fl_error.h"
 #include "fl_file.h"
@@ -200,6 +201,177 @@ TEST(load_foreign_header) {
     ASSERT_EQ(memcmp(p_, q_, sizeof p_), 0);                                                       \
   } while (0)
 
+/* The file's bytes, and where the checksum's 8 digits are in them. */
+static uint8_t *read_file(const char *path, size_t *len, size_t *crc_at) {
+  uint8_t *raw = NULL;
+  if (fl_file_read_all(path, 1 << 20, FL_FILE_REGULAR, &raw, len) != 0) return NULL;
+  static const char key[] = "\"" FL_SAFETENSORS_CHECKSUM_KEY "\":\"";
+  *crc_at = 0;
+  for (size_t i = 0; i + sizeof key - 1 <= *len && !*crc_at; i++)
+    if (!memcmp(raw + i, key, sizeof key - 1)) *crc_at = i + sizeof key - 1;
+  return raw;
+}
+
+/* Writes raw[0..len) to path with one bit flipped at byte `at` (at == len:
+ * none). */
+static int write_flipped(const char *path, const uint8_t *raw, size_t len, size_t at, int bit) {
+  uint8_t *b = malloc(len);
+  memcpy(b, raw, len);
+  if (at < len) b[at] ^= (uint8_t)(1u << bit);
+  int rc = write_raw(path, b, len);
+  free(b);
+  return rc;
+}
+
+/* Every file fedlr writes carries the CRC-32 of its content (with the
+ * digits read as 0), and any changed bit fails the load with params intact. */
+TEST(checksum_written_and_verified) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float p[SMALL_P], q[SMALL_P];
+  fill(p, SMALL_P, 12);
+  const char *meta[] = {"round", "42", NULL};
+  const char *path = tpath("crc.safetensors"), *bad = tpath("crc-bad.safetensors");
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, meta), 0);
+  size_t len = 0, at = 0;
+  uint8_t *raw = read_file(path, &len, &at);
+  ASSERT_TRUE(raw != NULL);
+  ASSERT_GT(at, 0);
+  /* The recorded value is zlib's crc32 of the file with the digits as '0'. */
+  char digits[9], want[9];
+  memcpy(digits, raw + at, 8);
+  digits[8] = '\0';
+  uint8_t *z = malloc(len);
+  memcpy(z, raw, len);
+  memset(z + at, '0', 8);
+  snprintf(want, sizeof want, "%08lx", crc32(0L, z, (uInt)len));
+  free(z);
+  ASSERT_STR_EQ(digits, want);
+  char buf[16];
+  ASSERT_EQ(fl_safetensors_meta(path, FL_SAFETENSORS_CHECKSUM_KEY, buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, want);
+  ASSERT_EQ(fl_safetensors_load_all(path, &m, q, FL_SAFETENSORS_NEED_CHECKSUM, NULL), 0);
+  ASSERT_EQ(memcmp(p, q, sizeof p), 0);
+
+  /* One flipped bit that leaves a well-formed file: in a metadata key or
+   * value ("round" -> "sound", "42" -> "43"), in the data (first, middle,
+   * last byte). Flips that break the header's syntax or its tensor table
+   * fail before the checksum is looked at (mutated_files_never_crash). */
+  size_t hl = 0;
+  for (int k = 7; k >= 0; k--)
+    hl = hl << 8 | raw[k];
+  const char *key_at = strstr((const char *)raw + 8, "\"round\"");
+  const char *val_at = strstr((const char *)raw + 8, "\"42\"");
+  ASSERT_TRUE(key_at && val_at);
+  const struct {
+    size_t at;
+    int bit;
+  } flips[] = {
+      {(size_t)(key_at + 1 - (const char *)raw), 0},
+      {(size_t)(val_at + 2 - (const char *)raw), 0},
+      {8 + hl, 0},
+      {8 + hl + 4 * 13 + 1, 3},
+      {len - 1, 7},
+  };
+  for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+    ASSERT_EQ(write_flipped(bad, raw, len, flips[i].at, flips[i].bit), 0);
+    EXPECT_LOAD_FAILS(bad, FL_EFORMAT, "checksum mismatch: the file is corrupt");
+  }
+  ASSERT_CONTAINS(fl_err_msg(), bad); /* the message names the file */
+  /* Another value in the checksum's digits: the content no longer matches. */
+  raw[at + 3] = raw[at + 3] == '0' ? '1' : '0';
+  ASSERT_EQ(write_raw(bad, raw, len), 0);
+  EXPECT_LOAD_FAILS(bad, FL_EFORMAT, "its header records");
+  free(raw);
+
+  /* A file from another tool has no checksum: loadable by the plain path,
+   * refused when one is required. */
+  char hdr[2048];
+  header_from(hdr, sizeof hdr, GOOD, 4);
+  ASSERT_EQ(write_forged(bad, hdr, (uint64_t)-1, p, sizeof p), 0);
+  ASSERT_EQ(fl_safetensors_load(bad, &m, q), 0);
+  ASSERT_EQ(memcmp(p, q, sizeof p), 0);
+  fill(q, SMALL_P, 14);
+  float s[SMALL_P];
+  memcpy(s, q, sizeof q);
+  ASSERT_EQ(fl_safetensors_load_all(bad, &m, q, FL_SAFETENSORS_NEED_CHECKSUM, NULL), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "has no checksum (metadata 'fedlr_crc32'): it was written by an "
+                                "older fedlr or another tool, or its header is damaged");
+  ASSERT_EQ(memcmp(q, s, sizeof q), 0);
+
+  /* The checksum entry must be 8 plain hex digits, given once; the key is
+   * reserved for the writer. */
+  const char *forms[] = {"\"fedlr_crc32\":\"1234567\"", "\"fedlr_crc32\":\"123456789\"",
+                         "\"fedlr_crc32\":\"1234567g\"", "\"fedlr_crc32\":\"\\u00301234567\""};
+  for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+    snprintf(hdr, sizeof hdr,
+             "{\"__metadata__\":{%s},\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[4,3],"
+             "\"data_offsets\":[0,48]}}",
+             forms[i]);
+    ASSERT_EQ(write_forged(bad, hdr, (uint64_t)-1, p, 48), 0);
+    EXPECT_LOAD_FAILS(bad, FL_EFORMAT, "metadata 'fedlr_crc32' must be a CRC-32 as 8 hex digits");
+  }
+  snprintf(hdr, sizeof hdr,
+           "{\"__metadata__\":{\"fedlr_crc32\":\"00000000\",\"fedlr_crc32\":"
+           "\"00000000\"}}");
+  ASSERT_EQ(write_forged(bad, hdr, (uint64_t)-1, p, 0), 0);
+  EXPECT_LOAD_FAILS(bad, FL_EFORMAT, "metadata key 'fedlr_crc32' appears twice");
+  const char *reserved[] = {FL_SAFETENSORS_CHECKSUM_KEY, "x", NULL};
+  ASSERT_EQ(fl_safetensors_save(bad, &m, p, reserved), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'fedlr_crc32' is reserved");
+}
+
+/* fl_safetensors_load_all lists the metadata (not the checksum) in file
+ * order, within its limits. */
+TEST(load_all_lists_metadata) {
+  fl_model_spec_t m;
+  small_model(&m);
+  float p[SMALL_P], q[SMALL_P];
+  fill(p, SMALL_P, 15);
+  const char *path = tpath("list.safetensors");
+  const char *meta[] = {"b", "2", "a", "x\"y", NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, meta), 0);
+  fl_safetensors_meta_t *l = calloc(1, sizeof *l);
+  ASSERT_EQ(fl_safetensors_load_all(path, &m, q, FL_SAFETENSORS_NEED_CHECKSUM, l), 0);
+  ASSERT_EQ(l->n, 3);
+  ASSERT_STR_EQ(l->e[0].key, "model");
+  ASSERT_STR_EQ(l->e[0].value, "mlp:4");
+  ASSERT_STR_EQ(l->e[1].key, "b");
+  ASSERT_STR_EQ(l->e[2].key, "a");
+  ASSERT_STR_EQ(l->e[2].value, "x\"y");
+
+  /* Too many entries, a value too long to list, a repeated key: refused
+   * when listing (*l unchanged), while the plain load takes the file. */
+  const char *many[2 * FL_SAFETENSORS_META_MAX + 1];
+  char names[FL_SAFETENSORS_META_MAX][8];
+  for (int i = 0; i < FL_SAFETENSORS_META_MAX; i++) {
+    snprintf(names[i], sizeof names[i], "k%d", i);
+    many[2 * i] = names[i];
+    many[2 * i + 1] = "v";
+  }
+  many[2 * FL_SAFETENSORS_META_MAX] = NULL;
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, many), 0); /* with "model": one too many */
+  ASSERT_EQ(fl_safetensors_load_all(path, &m, q, 0, l), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "more than 32 metadata entries");
+  ASSERT_EQ(fl_safetensors_load(path, &m, q), 0);
+  static char longv[FL_SAFETENSORS_META_VALUE + 44];
+  memset(longv, 'v', sizeof longv - 1);
+  longv[sizeof longv - 1] = '\0';
+  const char *lm[] = {"long", longv, NULL};
+  ASSERT_EQ(fl_safetensors_save(path, &m, p, lm), 0);
+  ASSERT_EQ(fl_safetensors_load_all(path, &m, q, 0, l), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "metadata 'long' is 16427 bytes, a listed value holds 16383");
+  ASSERT_EQ(fl_safetensors_load(path, &m, q), 0);
+  char hdr[2048];
+  snprintf(hdr, sizeof hdr, "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}");
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, p, 0), 0);
+  ASSERT_EQ(fl_safetensors_load_all(path, &m, q, 0, l), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "metadata key 'k' appears twice");
+  ASSERT_EQ(l->n, 3); /* unchanged by the failed loads */
+  ASSERT_STR_EQ(l->e[2].key, "a");
+  free(l);
+}
+
 TEST(corrupt_files_rejected_params_unchanged) {
   fl_model_spec_t m;
   small_model(&m);
@@ -308,7 +480,8 @@ TEST(corrupt_files_rejected_params_unchanged) {
   ASSERT_EQ(write_raw(path, "\x10\0\0", 3), 0);
   EXPECT_LOAD_FAILS(path, FL_EFORMAT, "too short");
   EXPECT_LOAD_FAILS(tpath("does-not-exist.safetensors"), FL_ENOENT, "does not exist");
-  EXPECT_LOAD_FAILS(fl_test_tmpdir(), FL_EIO, "not a readable regular file");
+  EXPECT_LOAD_FAILS(fl_test_tmpdir(), FL_EINVAL, "is a directory, expected a regular file");
+  EXPECT_LOAD_FAILS("/dev/zero", FL_EINVAL, "character device");
 
   /* A file saved for another model. */
   fl_model_spec_t big;
@@ -316,8 +489,28 @@ TEST(corrupt_files_rejected_params_unchanged) {
   float *bp = calloc(big.num_params, sizeof(float));
   ASSERT_EQ(fl_safetensors_save(path, &big, bp, NULL), 0);
   free(bp);
-  EXPECT_LOAD_FAILS(path, FL_ESHAPE,
-                    "'layers.0.weight' has shape [5,3], model 'mlp:4' expects [4,3]");
+  EXPECT_LOAD_FAILS(path, FL_ESHAPE, "holds model 'mlp:5', expected 'mlp:4'");
+}
+
+/* A FIFO in place of the file (no writer will ever come) is refused at once
+ * by every reader, not waited on in open(). alarm() turns a hang into a
+ * loud failure instead of a ctest timeout. */
+TEST(fifo_refused_without_blocking) {
+  fl_model_spec_t m;
+  small_model(&m);
+  const char *fifo = tpath("fifo.safetensors");
+  unlink(fifo);
+  ASSERT_EQ(mkfifo(fifo, 0600), 0);
+  alarm(10);
+  double t0 = fl_test_now();
+  EXPECT_LOAD_FAILS(fifo, FL_EINVAL, "is a FIFO (named pipe), expected a regular file");
+  char buf[64];
+  ASSERT_EQ(fl_safetensors_meta(fifo, "model", buf, sizeof buf), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "FIFO");
+  double took = fl_test_now() - t0;
+  alarm(0);
+  ASSERT_DBL_OP(took, <, 1.0);
+  unlink(fifo);
 }
 
 TEST(malformed_json_rejected) {
@@ -424,8 +617,9 @@ TEST(malformed_json_rejected) {
   ASSERT_EQ(fl_safetensors_load(path, &m, p), 0);
 }
 
-/* Random bit flips in a valid file: never a crash, and a failed load never
- * touches the parameters. */
+/* Random bit flips in a valid file: never a crash, a failed load never
+ * touches the parameters, and with the checksum required no changed file
+ * loads (CRC-32 catches every 1 to 3 flipped bits in a file this small). */
 TEST(mutated_files_never_crash) {
   fl_model_spec_t m;
   small_model(&m);
@@ -440,7 +634,8 @@ TEST(mutated_files_never_crash) {
   uint8_t *b = malloc(len);
   fl_rng_t r;
   fl_rng_seed(&r, 8);
-  int ok = 0;
+  int ok = 0, ok_need = 0, same = 0;
+  fl_safetensors_meta_t *l = malloc(sizeof *l);
   for (int it = 0; it < 600; it++) {
     memcpy(b, orig, len);
     int nflip = 1 + (int)fl_rng_below(&r, 3);
@@ -453,6 +648,8 @@ TEST(mutated_files_never_crash) {
     float q[SMALL_P], s[SMALL_P];
     fill(q, SMALL_P, 9);
     memcpy(s, q, sizeof q);
+    int changed = cut < len || memcmp(b, orig, len) != 0;
+    same += !changed;
     int rc = fl_safetensors_load(mpath, &m, q);
     if (rc == 0) {
       ok++;
@@ -460,10 +657,22 @@ TEST(mutated_files_never_crash) {
       ASSERT_TRUE(fl_err_msg()[0] != '\0');
       ASSERT_EQ(memcmp(q, s, sizeof q), 0);
     }
+    fill(q, SMALL_P, 9);
+    rc = fl_safetensors_load_all(mpath, &m, q, FL_SAFETENSORS_NEED_CHECKSUM, l);
+    if (rc == 0 && changed) FL__FAIL("mutation %d loaded despite the checksum", it);
+    ok_need += rc == 0;
+    if (rc != 0) ASSERT_EQ(memcmp(q, s, sizeof q), 0);
     char mb[64];
     (void)fl_safetensors_meta(mpath, "k", mb, sizeof mb);
   }
-  fprintf(stderr, "  %d of 600 mutated files still loaded\n", ok);
+  /* The plain load takes a file whose checksum key itself was hit: it is
+   * then a file without a checksum, as another tool's. */
+  fprintf(stderr,
+          "  of 600 mutated files, %d still loaded, %d with the checksum required (%d were "
+          "flipped back unchanged)\n",
+          ok, ok_need, same);
+  ASSERT_EQ(ok_need, same);
+  free(l);
   free(b);
   free(orig);
 }
@@ -607,7 +816,14 @@ TEST(python_numpy_reads_file) {
            "b = open(sys.argv[1], 'rb').read()\n"
            "n = struct.unpack('<Q', b[:8])[0]\n"
            "h = json.loads(b[8:8 + n])\n"
-           "assert h['__metadata__'] == {'model': 'mlp:4', 'round': '7'}, h['__metadata__']\n"
+           "import zlib\n"
+           "meta = h['__metadata__']\n"
+           "crc = meta.pop('fedlr_crc32')\n"
+           "assert meta == {'model': 'mlp:4', 'round': '7'}, meta\n"
+           "at = b.index(b'\"fedlr_crc32\":\"') + len('\"fedlr_crc32\":\"')\n"
+           "assert crc == b[at:at + 8].decode()\n"
+           "want = '%%08x' %% zlib.crc32(b[:at] + b'00000000' + b[at + 8:])\n"
+           "assert crc == want, (crc, want)\n"
            "t = h['layers.1.weight']\n"
            "assert t['dtype'] == 'F32' and t['shape'] == [2, 4], t\n"
            "s, e = t['data_offsets']\n"

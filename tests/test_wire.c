@@ -485,6 +485,8 @@ TEST(round_start_rejections) {
       {"unit", FL_ERANGE, "unknown local_unit 2"},
       {"longsched", FL_ETOOBIG, "round_start: local_schedule is longer than 256 bytes"},
       {"noweights", FL_EFORMAT, "round_start: no weights"},
+      {"weightnan", FL_ENONFINITE, "round_start: tensor 0 'layers.0.weight' value 3 is NaN"},
+      {"weightinf", FL_ENONFINITE, "tensor 3 'layers.1.bias' value 0 is infinite"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     make_round_start(&e, &r, &o, &tv);
@@ -502,11 +504,19 @@ TEST(round_start_rejections) {
     if (!strcmp(w, "unit")) r.local_unit = (Fedlr__RoundStart__LocalUnit)2;
     if (!strcmp(w, "longsched")) r.local_schedule = longs;
     if (!strcmp(w, "noweights")) r.n_weights = 0;
+    float keep[2] = {p[3], p[20 * 30 + 20 + 10 * 20]};
+    if (!strcmp(w, "weightnan")) p[3] = NAN;
+    if (!strcmp(w, "weightinf")) p[20 * 30 + 20 + 10 * 20] = -INFINITY;
     int rc = reencode(&e, &lim, &d);
     if (rc != cases[i].code)
       FL__FAIL("case %s: rc %d (%s), expected %d", w, rc, fl_err_msg(), cases[i].code);
     ASSERT_TRUE(d == NULL);
     ASSERT_CONTAINS(fl_err_msg(), cases[i].needle);
+    /* The sender's check is the receiver's: same code, same detail. */
+    ASSERT_EQ(fl_wire_check_round_start(&r, &lim), cases[i].code);
+    ASSERT_CONTAINS(fl_err_msg(), cases[i].needle);
+    p[3] = keep[0];
+    p[20 * 30 + 20 + 10 * 20] = keep[1];
   }
   /* A zero rate is valid: schedules reach end=0 / min=0 after T rounds. */
   make_round_start(&e, &r, &o, &tv);
@@ -514,6 +524,7 @@ TEST(round_start_rejections) {
   ASSERT_EQ(reencode(&e, &lim, &d), 0);
   ASSERT_DBL_OP(d->round_start->lr, ==, 0.0f);
   fl_wire_free(&d);
+  ASSERT_EQ(fl_wire_check_round_start(&r, &lim), 0);
   free(p);
 }
 
