@@ -442,7 +442,7 @@ TEST(write_lists_only_the_programs_keys) {
   fclose(f);
   int ok = strstr(buf, "\nbind = tcp://0.0.0.0:7070\n") && strstr(buf, "\nrounds = 20\n") &&
            strstr(buf, "\nfraction = 0.10000000000000001\n") && strstr(buf, "\nquiet = false\n") &&
-           !strstr(buf, "workers") && !strstr(buf, "connect") && !strstr(buf, "config =");
+           !strstr(buf, "workers") && !strstr(buf, "\nconnect =") && !strstr(buf, "config =");
   if (!ok) fprintf(stderr, "%s", buf);
   free(buf);
   ASSERT_TRUE(ok);
