@@ -18,16 +18,16 @@ typedef enum {
   FL_OPT_ADAGRAD = 3,
   FL_OPT_RMSPROP = 4,
   FL_OPT_ADAM = 5
-} fl_optim_kind_t;   /* values match fedlr.Optimizer.Kind */
+} fl_optim_kind_t; /* values match fedlr.Optimizer.Kind */
 
 typedef struct {
   fl_optim_kind_t kind;
-  float momentum;      /* momentum, nesterov (default 0.9) */
-  float beta1, beta2;  /* adam (0.9, 0.999) */
-  float eps;           /* adagrad 1e-10, rmsprop 1e-8, adam 1e-8 */
-  float alpha;         /* rmsprop (0.99) */
-  float weight_decay;  /* 0 */
-  int keep_state;      /* 0: reset at round start */
+  float momentum;     /* momentum, nesterov (default 0.9) */
+  float beta1, beta2; /* adam (0.9, 0.999) */
+  float eps;          /* adagrad 1e-10, rmsprop 1e-8, adam 1e-8 */
+  float alpha;        /* rmsprop (0.99) */
+  float weight_decay; /* 0 */
+  int keep_state;     /* 0: reset at round start */
 } fl_optim_config_t;
 
 /* Parses a spec; errors name the bad part. */

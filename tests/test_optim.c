@@ -28,15 +28,9 @@ static double ref_step(const fl_optim_config_t *c, double p, double g, double *s
   double mu = c->momentum;
   switch (c->kind) {
   case FL_OPT_SGD: return p - lr * g;
-  case FL_OPT_MOMENTUM:
-    *s1 = t == 1 ? g : mu * *s1 + g;
-    return p - lr * *s1;
-  case FL_OPT_NESTEROV:
-    *s1 = t == 1 ? g : mu * *s1 + g;
-    return p - lr * (g + mu * *s1);
-  case FL_OPT_ADAGRAD:
-    *s1 += g * g;
-    return p - lr * g / (sqrt(*s1) + c->eps);
+  case FL_OPT_MOMENTUM: *s1 = t == 1 ? g : mu * *s1 + g; return p - lr * *s1;
+  case FL_OPT_NESTEROV: *s1 = t == 1 ? g : mu * *s1 + g; return p - lr * (g + mu * *s1);
+  case FL_OPT_ADAGRAD: *s1 += g * g; return p - lr * g / (sqrt(*s1) + c->eps);
   case FL_OPT_RMSPROP:
     *s1 = c->alpha * *s1 + (1 - (double)c->alpha) * g * g;
     return p - lr * g / (sqrt(*s1) + c->eps);
@@ -57,7 +51,8 @@ static double run_against_ref(fl_optim_t *o, const fl_optim_config_t *c, float l
   float p[N], g[N];
   double rp[N], s1[N] = {0}, s2[N] = {0}, worst = 0;
   memcpy(p, P0, sizeof p);
-  for (int i = 0; i < N; i++) rp[i] = P0[i];
+  for (int i = 0; i < N; i++)
+    rp[i] = P0[i];
   for (int t = 1; t <= STEPS; t++) {
     memcpy(g, G[t - 1], sizeof g);
     fl_optim_step(o, p, g, lr);
@@ -98,16 +93,36 @@ static void check_kind(int *fl__failed, const char *spec) {
   ASSERT_TRUE(o == NULL);
 }
 
-TEST(sgd_matches_torch) { check_kind(fl__failed, "sgd"); }
-TEST(momentum_matches_torch) { check_kind(fl__failed, "momentum:0.9"); }
-TEST(nesterov_matches_torch) { check_kind(fl__failed, "nesterov:0.8"); }
-TEST(adagrad_matches_torch) { check_kind(fl__failed, "adagrad"); }
-TEST(rmsprop_matches_torch) { check_kind(fl__failed, "rmsprop:alpha=0.9,eps=1e-6"); }
-TEST(adam_matches_torch) { check_kind(fl__failed, "adam"); }
-TEST(adam_custom_betas) { check_kind(fl__failed, "adam:beta1=0.5,beta2=0.9,eps=1e-3"); }
-TEST(weight_decay_sgd) { check_kind(fl__failed, "sgd:wd=0.1"); }
-TEST(weight_decay_momentum) { check_kind(fl__failed, "momentum:0.9,wd=1e-2"); }
-TEST(weight_decay_adam) { check_kind(fl__failed, "adam:wd=0.05"); }
+TEST(sgd_matches_torch) {
+  check_kind(fl__failed, "sgd");
+}
+TEST(momentum_matches_torch) {
+  check_kind(fl__failed, "momentum:0.9");
+}
+TEST(nesterov_matches_torch) {
+  check_kind(fl__failed, "nesterov:0.8");
+}
+TEST(adagrad_matches_torch) {
+  check_kind(fl__failed, "adagrad");
+}
+TEST(rmsprop_matches_torch) {
+  check_kind(fl__failed, "rmsprop:alpha=0.9,eps=1e-6");
+}
+TEST(adam_matches_torch) {
+  check_kind(fl__failed, "adam");
+}
+TEST(adam_custom_betas) {
+  check_kind(fl__failed, "adam:beta1=0.5,beta2=0.9,eps=1e-3");
+}
+TEST(weight_decay_sgd) {
+  check_kind(fl__failed, "sgd:wd=0.1");
+}
+TEST(weight_decay_momentum) {
+  check_kind(fl__failed, "momentum:0.9,wd=1e-2");
+}
+TEST(weight_decay_adam) {
+  check_kind(fl__failed, "adam:wd=0.05");
+}
 
 TEST(hand_computed_values) {
   /* Numbers worked out by hand, independent of ref_step. */
@@ -165,7 +180,8 @@ TEST(reset_zeroes_state) {
   /* A step after reset is a first step again: Adam moves by lr * sign(g). */
   float q[N] = {0}, gg[N] = {1, -1, 2, -2, 0.5f};
   fl_optim_step(o, q, gg, 0.1f);
-  for (int i = 0; i < N; i++) ASSERT_NEAR(q[i], gg[i] > 0 ? -0.1 : 0.1, 1e-6);
+  for (int i = 0; i < N; i++)
+    ASSERT_NEAR(q[i], gg[i] > 0 ? -0.1 : 0.1, 1e-6);
   fl_optim_destroy(&o);
 }
 
@@ -292,8 +308,12 @@ TEST(validate_wire_configs) {
 }
 
 TEST(format_round_trips) {
-  const char *specs[] = {"sgd",       "sgd:wd=1e-4,keep", "momentum:0.95",
-                         "nesterov",  "adagrad:eps=1e-7", "rmsprop:alpha=0.9",
+  const char *specs[] = {"sgd",
+                         "sgd:wd=1e-4,keep",
+                         "momentum:0.95",
+                         "nesterov",
+                         "adagrad:eps=1e-7",
+                         "rmsprop:alpha=0.9",
                          "adam:beta1=0.85,beta2=0.995,eps=1e-6,wd=3e-5"};
   for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
     fl_optim_config_t a, b;
