@@ -98,7 +98,8 @@ static const opt_t opts[] = {
     {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "softmax", CHECK(check_model),
      "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
     {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
-     "sgd, momentum, nesterov, adagrad, rmsprop, adam [,wd=W,keep]"},
+     "sgd, momentum[:M], nesterov[:M], adagrad, rmsprop or adam, then ,key=value... (wd=W for "
+     "any; eps, alpha, beta1, beta2) and ,keep; e.g. sgd,wd=1e-4 or adam:beta1=0.8,wd=1e-4"},
     {"lr", OPT_STR, FIELD(lr), SC, G_TRAIN, "RATE", "0.1", CHECK(check_lr),
      "a number, auto or auto:SCALE (= SCALE/sqrt(params))"},
     {"schedule", OPT_STR, FIELD(schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_sched),

@@ -45,7 +45,7 @@ static const char *kind_keys(fl_optim_kind_t k) {
   switch (k) {
   case FL_OPT_SGD: return "wd, keep";
   case FL_OPT_MOMENTUM:
-  case FL_OPT_NESTEROV: return "momentum (or a bare number), wd, keep";
+  case FL_OPT_NESTEROV: return "momentum (or a bare number right after ':'), wd, keep";
   case FL_OPT_ADAGRAD: return "eps, wd, keep";
   case FL_OPT_RMSPROP: return "alpha, eps, wd, keep";
   case FL_OPT_ADAM: return "beta1, beta2, eps, wd, keep";
@@ -139,8 +139,10 @@ int fl_optim_parse(const char *spec, fl_optim_config_t *out) {
   if (!spec || !out) return fl_err_set(FL_EINVAL, "optimizer: NULL spec");
   static const fl_optim_kind_t kinds[] = {FL_OPT_SGD,     FL_OPT_MOMENTUM, FL_OPT_NESTEROV,
                                           FL_OPT_ADAGRAD, FL_OPT_RMSPROP,  FL_OPT_ADAM};
-  const char *colon = strchr(spec, ':');
-  size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
+  /* The kind ends at the first ':' or ','; what follows is the parameters. */
+  size_t nlen = strcspn(spec, ":,");
+  const char *params = spec[nlen] ? spec + nlen + 1 : NULL;
+  int after_colon = spec[nlen] == ':';
   int kind = -1;
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
     const char *nm = kind_name(kinds[i]);
@@ -154,8 +156,8 @@ int fl_optim_parse(const char *spec, fl_optim_config_t *out) {
   fl_optim_kind_t k = (fl_optim_kind_t)kind;
   fl_optim_config_t c;
   defaults(k, &c);
-  if (colon) {
-    const char *p = colon + 1;
+  if (params) {
+    const char *p = params;
     int first = 1;
     for (;;) {
       const char *comma = strchr(p, ',');
@@ -166,9 +168,14 @@ int fl_optim_parse(const char *spec, fl_optim_config_t *out) {
       size_t vlen = eq ? len - klen - 1 : 0;
       float *dst = NULL;
 #define KEY_IS(s) (klen == strlen(s) && strncmp(p, s, klen) == 0)
-      if (!eq && first && (k == FL_OPT_MOMENTUM || k == FL_OPT_NESTEROV) && len > 0 &&
-          !KEY_IS("keep")) {
-        /* "momentum:0.9": a bare number is the momentum. */
+      if (len == 0) {
+        return fl_err_set(FL_EINVAL,
+                          "optimizer '%s': empty parameter (after the kind come key=value or "
+                          "keep, separated by commas; valid keys for %s: %s)",
+                          spec, kind_name(k), kind_keys(k));
+      } else if (!eq && first && after_colon && (k == FL_OPT_MOMENTUM || k == FL_OPT_NESTEROV) &&
+                 !KEY_IS("keep")) {
+        /* "momentum:0.9": a bare number right after the colon is the momentum. */
         dst = &c.momentum;
         val = p;
         vlen = len;

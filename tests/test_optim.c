@@ -242,6 +242,77 @@ TEST(parse_defaults_and_keys) {
   ASSERT_EQ(c.keep_state, 0);
 }
 
+/* Every form the README's "Client optimizers" section, fl_optim.h and
+ * --help document, with the config each must give. */
+typedef struct {
+  const char *spec;
+  fl_optim_kind_t kind;
+  float momentum, beta1, beta2, eps, alpha, wd;
+  int keep;
+} doc_case_t;
+
+TEST(parse_documented_forms) {
+  /* kind, momentum, beta1, beta2, eps, alpha, wd, keep */
+#define SGD(wd, keep) FL_OPT_SGD, 0.9f, 0.9f, 0.999f, 1e-8f, 0.99f, wd, keep
+#define MOM(k, m, wd, keep) k, m, 0.9f, 0.999f, 1e-8f, 0.99f, wd, keep
+#define ADAGRAD(eps, wd, keep) FL_OPT_ADAGRAD, 0.9f, 0.9f, 0.999f, eps, 0.99f, wd, keep
+#define RMS(a, eps, wd, keep) FL_OPT_RMSPROP, 0.9f, 0.9f, 0.999f, eps, a, wd, keep
+#define ADAM(b1, b2, eps, wd, keep) FL_OPT_ADAM, 0.9f, b1, b2, eps, 0.99f, wd, keep
+  static const doc_case_t cases[] = {
+      {"sgd", SGD(0, 0)},
+      {"sgd,wd=0.1", SGD(0.1f, 0)}, /* the README's and --help's form, refused before */
+      {"sgd:wd=0.1", SGD(0.1f, 0)},
+      {"sgd,keep", SGD(0, 1)},
+      {"sgd,wd=1e-4,keep", SGD(1e-4f, 1)},
+      {"momentum", MOM(FL_OPT_MOMENTUM, 0.9f, 0, 0)},
+      {"momentum:0.9", MOM(FL_OPT_MOMENTUM, 0.9f, 0, 0)},
+      {"momentum:0.5", MOM(FL_OPT_MOMENTUM, 0.5f, 0, 0)},
+      {"momentum,wd=0.1", MOM(FL_OPT_MOMENTUM, 0.9f, 0.1f, 0)},
+      {"momentum:0.9,wd=0.1", MOM(FL_OPT_MOMENTUM, 0.9f, 0.1f, 0)},
+      {"momentum:momentum=0.8,wd=0.1,keep", MOM(FL_OPT_MOMENTUM, 0.8f, 0.1f, 1)},
+      {"nesterov", MOM(FL_OPT_NESTEROV, 0.9f, 0, 0)},
+      {"nesterov:0.9", MOM(FL_OPT_NESTEROV, 0.9f, 0, 0)},
+      {"nesterov,wd=0.01", MOM(FL_OPT_NESTEROV, 0.9f, 0.01f, 0)},
+      {"nesterov:0.7,wd=0.01,keep", MOM(FL_OPT_NESTEROV, 0.7f, 0.01f, 1)},
+      {"adagrad", ADAGRAD(1e-10f, 0, 0)},
+      {"adagrad:eps=1e-10", ADAGRAD(1e-10f, 0, 0)},
+      {"adagrad,wd=0.1", ADAGRAD(1e-10f, 0.1f, 0)},
+      {"adagrad:eps=1e-6,wd=0.1,keep", ADAGRAD(1e-6f, 0.1f, 1)},
+      {"rmsprop", RMS(0.99f, 1e-8f, 0, 0)},
+      {"rmsprop:alpha=0.99,eps=1e-8", RMS(0.99f, 1e-8f, 0, 0)},
+      {"rmsprop,wd=0.1", RMS(0.99f, 1e-8f, 0.1f, 0)},
+      {"rmsprop:alpha=0.9,wd=0.1,keep", RMS(0.9f, 1e-8f, 0.1f, 1)},
+      {"adam", ADAM(0.9f, 0.999f, 1e-8f, 0, 0)},
+      {"adam:beta1=0.9,beta2=0.999,eps=1e-8", ADAM(0.9f, 0.999f, 1e-8f, 0, 0)},
+      {"adam,wd=0.1", ADAM(0.9f, 0.999f, 1e-8f, 0.1f, 0)},
+      {"adam,keep", ADAM(0.9f, 0.999f, 1e-8f, 0, 1)},
+      {"adam:beta1=0.8,wd=0.01,keep", ADAM(0.8f, 0.999f, 1e-8f, 0.01f, 1)},
+      {"adam:beta1=0.8,wd=1e-4", ADAM(0.8f, 0.999f, 1e-8f, 1e-4f, 0)},
+  };
+#undef SGD
+#undef MOM
+#undef ADAGRAD
+#undef RMS
+#undef ADAM
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const doc_case_t *k = &cases[i];
+    fl_optim_config_t c;
+    fl_err_clear();
+    int rc = fl_optim_parse(k->spec, &c);
+    if (rc != 0) fprintf(stderr, "  '%s': %s\n", k->spec, fl_err_msg());
+    ASSERT_EQ(rc, 0);
+    int same = c.kind == k->kind && c.momentum == k->momentum && c.beta1 == k->beta1 &&
+               c.beta2 == k->beta2 && c.eps == k->eps && c.alpha == k->alpha &&
+               c.weight_decay == k->wd && c.keep_state == k->keep;
+    if (!same)
+      fprintf(stderr,
+              "  '%s': kind %d momentum %g beta1 %g beta2 %g eps %g alpha %g wd %g keep %d\n",
+              k->spec, (int)c.kind, (double)c.momentum, (double)c.beta1, (double)c.beta2,
+              (double)c.eps, (double)c.alpha, (double)c.weight_decay, c.keep_state);
+    ASSERT_TRUE(same);
+  }
+}
+
 TEST(parse_errors_name_the_bad_part) {
   fl_optim_config_t c;
   ASSERT_EQ(fl_optim_parse("sdg", &c), FL_EINVAL);
@@ -260,6 +331,22 @@ TEST(parse_errors_name_the_bad_part) {
   ASSERT_CONTAINS(fl_err_msg(), "needs a value");
   ASSERT_EQ(fl_optim_parse("adam:eps=", &c), FL_EINVAL);
   ASSERT_EQ(fl_optim_parse("momentum:0.9,", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "empty parameter");
+  ASSERT_EQ(fl_optim_parse("sgd:", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "empty parameter");
+  ASSERT_EQ(fl_optim_parse("sgd,", &c), FL_EINVAL);
+  ASSERT_EQ(fl_optim_parse("sgd,,wd=0.1", &c), FL_EINVAL);
+  ASSERT_EQ(fl_optim_parse(",wd=0.1", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown optimizer ''");
+  /* The kind ends at ',' as at ':': an unknown kind is named alone. */
+  ASSERT_EQ(fl_optim_parse("sgdd,wd=0.1", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown optimizer 'sgdd'");
+  /* A bare momentum only right after ':'. */
+  ASSERT_EQ(fl_optim_parse("momentum,0.9", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown key '0.9'");
+  ASSERT_EQ(fl_optim_parse("sgd,momentum=0.9", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'momentum' for sgd");
+  ASSERT_EQ(fl_optim_parse("adam,wd=-1", &c), FL_ERANGE);
   ASSERT_EQ(fl_optim_parse("adam:keep=2", &c), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "keep");
   /* Parsed but out of range: names the value. */
