@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 #include "fl_error.h"
 #include "fl_model.h"
@@ -62,6 +63,8 @@ static int check_partition(const char *s);
 static int check_model(const char *s);
 static int check_aggregator(const char *s);
 static int check_attack(const char *s);
+static int check_bind(const char *s);
+static int check_connect(const char *s);
 
 #define FIELD(f) offsetof(fl_config_t, f), sizeof(((fl_config_t *)0)->f)
 #define SIM FL_PROG_SIM
@@ -145,10 +148,12 @@ static const opt_t opts[] = {
     {"attackers", OPT_U32, FIELD(attackers), SIM, G_ROBUST, "N", "0", RANGE(0, 1000000, 0),
      "how many virtual clients run --attack, chosen from --seed"},
 
-    {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070", NONE,
-     "ZeroMQ endpoint to listen on"},
-    {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
-     "coordinator endpoint"},
+    {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070",
+     CHECK(check_bind),
+     "ZeroMQ endpoint to listen on: tcp://HOST:PORT (HOST an IPv4 address, an interface name or * "
+     "for all; PORT 1..65535) or ipc://PATH"},
+    {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070",
+     CHECK(check_connect), "the coordinator's endpoint: tcp://HOST:PORT or ipc://PATH"},
     {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
      "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
     {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,
@@ -475,6 +480,73 @@ int fl_config_aggregator(const char *spec, fl_agg_kind_t *kind, double *beta) {
     return 0;
   }
   return fl_err_set(FL_EINVAL, "'%s' is not fedavg, median or trimmed-mean:BETA", spec);
+}
+
+int fl_config_check_endpoint(const char *ep, int bind) {
+  const char *flag = bind ? "--bind" : "--connect";
+  const char *forms = bind ? "tcp://HOST:PORT (HOST an IPv4 address, an interface name or * for "
+                             "every interface; PORT 1..65535) or ipc://PATH"
+                           : "tcp://HOST:PORT (HOST an IPv4 address or a host name; PORT "
+                             "1..65535) or ipc://PATH";
+  const size_t path_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+  char why[256];
+  if (!ep) return fl_err_set(FL_EINVAL, "fl_config_check_endpoint: NULL endpoint");
+  if (!strncmp(ep, "ipc://", 6)) {
+    const char *path = ep + 6;
+    size_t n = strlen(path);
+    if (n == 0)
+      snprintf(why, sizeof why, "no PATH after ipc://");
+    else if (!strcmp(path, "*"))
+      snprintf(why, sizeof why, "ipc://* makes up a path that no client would know");
+    else if (n > path_max)
+      snprintf(why, sizeof why, "PATH has %zu bytes, a Unix socket's at most %zu", n, path_max);
+    else
+      return 0;
+  } else if (!strncmp(ep, "tcp://", 6)) {
+    const char *host = ep + 6, *colon = strrchr(host, ':');
+    size_t hlen = colon ? (size_t)(colon - host) : strlen(host);
+    int any = hlen == 1 && host[0] == '*';
+    size_t ok = strspn(host, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_");
+    const char *port = colon ? colon + 1 : "";
+    size_t digits = strspn(port, "0123456789");
+    unsigned long v = 0; /* stops growing past 65535: no overflow */
+    for (size_t i = 0; i < digits && v <= 65535; i++)
+      v = v * 10 + (unsigned long)(port[i] - '0');
+    if (hlen == 0)
+      snprintf(why, sizeof why, "no HOST");
+    else if (host[0] == '[' || memchr(host, ':', hlen))
+      snprintf(why, sizeof why, "IPv6 addresses are not supported (ZMQ_IPV6 is not enabled)");
+    else if (any && !bind)
+      snprintf(why, sizeof why, "HOST * (every interface) is only for --bind");
+    else if (!any && ok < hlen)
+      snprintf(why, sizeof why, "HOST '%.*s' has '%c' (letters, digits, '.', '-' and '_' only)",
+               (int)(hlen < 64 ? hlen : 64), host, host[ok]);
+    else if (!colon)
+      snprintf(why, sizeof why, "no :PORT");
+    else if (!strcmp(port, "*") || (digits > 0 && !port[digits] && v == 0))
+      snprintf(why, sizeof why, "%s",
+               bind ? "an ephemeral port (* or 0) is reported to no one, so no client could "
+                      "connect: choose a port"
+                    : "port 0: give the port the coordinator listens on");
+    else if (digits == 0 || port[digits])
+      snprintf(why, sizeof why, "PORT '%.64s' is not a decimal number", port);
+    else if (v > 65535)
+      snprintf(why, sizeof why, "port %.64s is above 65535 (libzmq would wrap it modulo 65536)",
+               port);
+    else
+      return 0;
+  } else {
+    snprintf(why, sizeof why, "not a tcp:// or ipc:// endpoint");
+  }
+  return fl_err_set(FL_EINVAL, "'%s': %s; %s takes %s", ep, why, flag, forms);
+}
+
+static int check_bind(const char *s) {
+  return fl_config_check_endpoint(s, 1);
+}
+
+static int check_connect(const char *s) {
+  return fl_config_check_endpoint(s, 0);
 }
 
 static int check_aggregator(const char *s) {

@@ -92,6 +92,21 @@ int fl_config_load_file(fl_config_t *c, int prog, const char *path);
 /* Validates all values for program `prog`. */
 int fl_config_validate(const fl_config_t *c, int prog);
 
+/* Checks a ZeroMQ endpoint for --bind (bind = 1) or --connect (bind = 0).
+ * Accepted: "tcp://HOST:PORT" with PORT 1..65535 and HOST an IPv4 address
+ * or a host name (--connect), or an IPv4 address, an interface name or "*"
+ * for every interface (--bind: libzmq does not resolve names there);
+ * "ipc://PATH" with a PATH of 1..107 bytes (a Unix socket's sun_path holds
+ * 108 with the NUL; "@NAME" is Linux's abstract namespace). Refused: other
+ * transports; a port that is missing, not decimal digits or above 65535
+ * (libzmq would take 99999 modulo 65536, i.e. 34463); an ephemeral port
+ * ("*" or 0) or IPC path ("*"), since the coordinator does not report what
+ * the system picked and no client could find it; IPv6 addresses (fedlr
+ * does not enable ZMQ_IPV6: libzmq would fail or retry forever). Whether
+ * HOST exists is not checked. Returns 0, or FL_EINVAL with a message naming
+ * the endpoint, what is wrong, the flag and the accepted forms. */
+int fl_config_check_endpoint(const char *endpoint, int bind);
+
 /* Prints usage for `prog`: every key with its default and help. */
 void fl_config_print_help(FILE *f, int prog, const char *argv0);
 

@@ -30,14 +30,18 @@ PY
 }
 
 # expect_fail DESC EXPECTED_SUBSTRING CMD...: the command must exit non-zero
-# and print the substring on stderr.
-expect_fail() {
-  local desc=$1 want=$2
-  shift 2
+# and print the substring on stderr. expect_exit STATUS DESC EXPECTED_SUBSTRING
+# CMD...: the same with exactly that exit status.
+expect_fail() { expect_exit nonzero "$@"; }
+expect_exit() {
+  local status=$1 desc=$2 want=$3
+  shift 3
   local out rc=0
   out=$("$@" 2>&1 >/dev/null) || rc=$?
   if [ "$rc" -eq 0 ]; then
     bad "$desc: exited 0"
+  elif [ "$status" != nonzero ] && [ "$rc" -ne "$status" ]; then
+    bad "$desc: exit $rc, not $status: $out"
   elif ! grep -qF -- "$want" <<<"$out"; then
     bad "$desc: stderr lacks '$want': $out"
   else

@@ -278,6 +278,88 @@ TEST(file_errors) {
   ASSERT_CONTAINS(fl_err_msg(), ":3: unknown key 'lr0'");
 }
 
+static char *help_text(int prog);
+
+typedef struct {
+  const char *ep;
+  int bind;
+  const char *want; /* NULL: accepted; else a substring of the message */
+} ep_case_t;
+
+TEST(endpoints) {
+  static char long_ipc[200], max_ipc[200];
+  snprintf(max_ipc, sizeof max_ipc, "ipc:///tmp/%0102d", 0); /* PATH of 107 bytes */
+  snprintf(long_ipc, sizeof long_ipc, "ipc:///tmp/%0103d", 0);
+  const ep_case_t cases[] = {
+      {"tcp://0.0.0.0:7070", 1, NULL},
+      {"tcp://*:7070", 1, NULL},
+      {"tcp://127.0.0.1:1", 1, NULL},
+      {"tcp://127.0.0.1:65535", 1, NULL},
+      {"tcp://lo:7070", 1, NULL}, /* an interface */
+      {"tcp://eth0.100:7070", 1, NULL},
+      {"tcp://127.0.0.1:7070", 0, NULL},
+      {"tcp://coordinator:7070", 0, NULL}, /* compose's service name */
+      {"tcp://lab-7.example.org:07070", 0, NULL},
+      {"ipc:///run/fedlr/coord.sock", 1, NULL},
+      {"ipc://fedlr.sock", 0, NULL},
+      {"ipc://@fedlr", 1, NULL}, /* Linux abstract namespace */
+      {max_ipc, 1, NULL},
+      {long_ipc, 1, "PATH has 108 bytes, a Unix socket's at most 107"},
+      {long_ipc, 0, "PATH has 108 bytes"},
+      {"tcp://127.0.0.1:99999", 1, "port 99999 is above 65535 (libzmq would wrap it"},
+      {"tcp://127.0.0.1:65536", 0, "port 65536 is above 65535"},
+      {"tcp://127.0.0.1:99999999999999999999999", 1, "is above 65535"},
+      {"tcp://127.0.0.1:0", 1, "ephemeral port"},
+      {"tcp://*:*", 1, "ephemeral port"},
+      {"tcp://x:0", 0, "port 0: give the port the coordinator listens on"},
+      {"tcp://x:*", 0, "port 0"},
+      {"tcp://*:7070", 0, "HOST * (every interface) is only for --bind"},
+      {"tcp://127.0.0.1", 1, "no :PORT"},
+      {"tcp://127.0.0.1:", 0, "PORT '' is not a decimal number"},
+      {"tcp://127.0.0.1:70x", 0, "PORT '70x' is not a decimal number"},
+      {"tcp://127.0.0.1:+7070", 1, "PORT '+7070'"},
+      {"tcp://127.0.0.1: 7070", 1, "PORT ' 7070'"},
+      {"tcp://:7070", 0, "no HOST"},
+      {"tcp://[::1]:7070", 0, "IPv6 addresses are not supported"},
+      {"tcp://::1:7070", 1, "IPv6"},
+      {"tcp://10.0.0.1;10.0.0.2:7070", 0, "HOST '10.0.0.1;10.0.0.2' has ';'"},
+      {"tcp://a b:7070", 1, "has ' '"},
+      {"ipc://", 1, "no PATH after ipc://"},
+      {"ipc://*", 1, "ipc://* makes up a path"},
+      {"inproc://fedlr", 1, "not a tcp:// or ipc:// endpoint"},
+      {"udp://127.0.0.1:7070", 0, "not a tcp:// or ipc:// endpoint"},
+      {"127.0.0.1:7070", 0, "not a tcp:// or ipc:// endpoint"},
+      {"TCP://127.0.0.1:7070", 0, "not a tcp:// or ipc:// endpoint"},
+      {"", 1, "not a tcp:// or ipc:// endpoint"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const ep_case_t *k = &cases[i];
+    fl_err_clear();
+    int rc = fl_config_check_endpoint(k->ep, k->bind);
+    if (rc != (k->want ? FL_EINVAL : 0) || (k->want && !strstr(fl_err_msg(), k->want)))
+      fprintf(stderr, "  case %zu (%s, %s): rc %d, msg \"%s\"\n", i, k->ep,
+              k->bind ? "bind" : "connect", rc, fl_err_msg());
+    ASSERT_EQ(rc, k->want ? FL_EINVAL : 0);
+    if (!k->want) continue;
+    ASSERT_CONTAINS(fl_err_msg(), k->want);
+    /* Every refusal names the endpoint, the flag and the accepted forms. */
+    ASSERT_CONTAINS(fl_err_msg(), k->bind ? "; --bind takes tcp://HOST:PORT"
+                                          : "; --connect takes tcp://HOST:PORT");
+    ASSERT_CONTAINS(fl_err_msg(), "PORT 1..65535) or ipc://PATH");
+  }
+  /* Through the flags, and through a config file, the message names the flag. */
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", "tcp://127.0.0.1:99999"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--bind: 'tcp://127.0.0.1:99999': port 99999 is above 65535");
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--connect=tcp://x:0"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--connect: 'tcp://x:0': port 0");
+  const char *path = write_file("ep.ini", "[fedlr]\nbind = tcp://*:0\n");
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--bind: 'tcp://*:0': an ephemeral port");
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", "ipc:///tmp/fedlr.sock"), NULL), 0);
+  ASSERT_STR_EQ(c.bind, "ipc:///tmp/fedlr.sock");
+}
+
 TEST(file_spec_errors_name_the_flag) {
   /* Specs are checked after the merge, so the message names the flag. */
   const char *path = write_file("spec.ini", "schedule = bogus:1\n");
