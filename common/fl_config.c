@@ -37,6 +37,9 @@ static const char *const group_title[G_COUNT] = {"Data",       "Model and traini
 
 enum { OPT_LO_OPEN = 1 }; /* the lower bound is exclusive: (lo, hi] */
 
+/* --client-timeout >= this many --heartbeat intervals (see fl_config.h). */
+enum { HEARTBEATS_PER_TIMEOUT = 3 };
+
 /* Checks the syntax of a spec string; on error sets fl_err_msg(). */
 typedef int (*opt_check_fn)(const char *value);
 
@@ -156,8 +159,9 @@ static const opt_t opts[] = {
      CHECK(check_connect), "the coordinator's endpoint: tcp://HOST:PORT or ipc://PATH"},
     {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
      "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
-    {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,
-     "seconds to wait for the clients' updates"},
+    {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60",
+     RANGE(0, 604800, OPT_LO_OPEN),
+     "seconds to wait for the clients' updates; at least --client-timeout"},
     {"quorum", OPT_DOUBLE, FIELD(quorum), COORD, G_NET, "F", "0.8", RANGE(0, 1, OPT_LO_OPEN),
      "fraction of the sampled clients that must report"},
     {"resume", OPT_STR, FIELD(resume), COORD, G_NET, "DIR", "", NONE,
@@ -169,7 +173,9 @@ static const opt_t opts[] = {
     {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
      "clients send a heartbeat this often (also while training)"},
     {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10",
-     RANGE(0.1, 3600, 0), "a client silent this long is dead: dropped from its round, not sampled"},
+     RANGE(0.1, 3600, 0),
+     "a client silent this long is dead: dropped from its round, not sampled; at least 3 x "
+     "--heartbeat"},
     {"curve-secret", OPT_STR, FIELD(curve_secret), COORD | CLIENT, G_NET, "FILE", "", NONE,
      "CurveZMQ: this side's secret key file from fedlr-keygen (mode 0600); encrypts all traffic "
      "(default none: plaintext)"},
@@ -692,6 +698,24 @@ int fl_config_validate(const fl_config_t *c, int prog) {
     if (!attacking && c->attackers > 0)
       return fl_err_set(FL_EINVAL, "--attackers %" PRIu32 ": needs --attack SPEC (what they do)",
                         c->attackers);
+  }
+  if (prog == FL_PROG_COORD) {
+    /* The rules of fl_config.h; a relative margin so that 3 x 0.1 is 0.3. */
+    if (c->client_timeout < HEARTBEATS_PER_TIMEOUT * c->heartbeat * (1 - 1e-9))
+      return fl_err_set(FL_EINVAL,
+                        "--client-timeout %g: must be >= %d x --heartbeat (%g s), i.e. >= %g s: "
+                        "clients heartbeat every --heartbeat s, so a shorter timeout declares "
+                        "idle clients dead between two heartbeats (raise --client-timeout or "
+                        "lower --heartbeat)",
+                        c->client_timeout, HEARTBEATS_PER_TIMEOUT, c->heartbeat,
+                        HEARTBEATS_PER_TIMEOUT * c->heartbeat);
+    if (c->round_timeout < c->client_timeout)
+      return fl_err_set(FL_EINVAL,
+                        "--round-timeout %g: must be >= --client-timeout (%g s): a client that "
+                        "dies during a round would be noticed only after the deadline, and every "
+                        "retry of a round without quorum could sample it again (raise "
+                        "--round-timeout or lower --client-timeout)",
+                        c->round_timeout, c->client_timeout);
   }
   if (prog == FL_PROG_CLIENT && c->num_partitions > 0 && c->partition_index >= c->num_partitions)
     return fl_err_set(FL_EINVAL,

@@ -89,7 +89,17 @@ int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_h
 /* Loads an INI file into c (no validation; used by fl_config_parse). */
 int fl_config_load_file(fl_config_t *c, int prog, const char *path);
 
-/* Validates all values for program `prog`. */
+/* Validates all values for program `prog`: each key's range or spec, then
+ * the rules between keys, e.g. for the coordinator
+ *   --client-timeout >= 3 x --heartbeat   (a client heartbeats every
+ *       --heartbeat s and drops one it cannot queue; the coordinator checks
+ *       silence every 250 ms: three intervals survive a lost heartbeat and a
+ *       late one, a shorter timeout makes idle clients flap dead/alive)
+ *   --round-timeout >= --client-timeout   (a client that dies in a round is
+ *       noticed before the deadline, so a round retried without quorum does
+ *       not sample it again and again).
+ * Returns 0, or FL_EINVAL with a message naming the flag(s) and what to
+ * change. */
 int fl_config_validate(const fl_config_t *c, int prog);
 
 /* Checks a ZeroMQ endpoint for --bind (bind = 1) or --connect (bind = 0).

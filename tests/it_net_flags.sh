@@ -21,6 +21,24 @@ expect_exit 2 "--connect port 0" "--connect: 'tcp://x:0': port 0" "${T[@]}" "$CL
 expect_exit 2 "--connect refusal lists the accepted forms" "--connect $FORMS" "${T[@]}" "$CLIENT" --connect tcp://x:0
 expect_exit 2 "--connect to HOST *" "HOST * (every interface) is only for --bind" "${T[@]}" "$CLIENT" --connect 'tcp://*:7070'
 
+# Timeouts that contradict how clients heartbeat (--client-timeout >= 3 x
+# --heartbeat) or the round's deadline (--round-timeout >= --client-timeout).
+expect_exit 2 "--heartbeat 5 --client-timeout 1 (idle clients would flap dead/alive)" \
+  "--client-timeout 1: must be >= 3 x --heartbeat (5 s)" "${T[@]}" "$COORD" --heartbeat 5 --client-timeout 1
+expect_exit 2 "--round-timeout below --client-timeout" "--round-timeout 5: must be >= --client-timeout (10 s)" \
+  "${T[@]}" "$COORD" --round-timeout 5
+printf 'heartbeat = 5\nclient-timeout = 10\n' > "$TMP/hb.ini"
+expect_exit 2 "timeouts from a config file" "--client-timeout 10: must be >= 3 x --heartbeat (5 s)" \
+  "${T[@]}" "$COORD" --config "$TMP/hb.ini"
+
+# The shipped example configs pass validation: each gets as far as loading
+# data from a directory that does not exist (exit 1, not 2).
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+for prog in sim:"$SIM" coordinator:"$COORD" client:"$CLIENT"; do
+  expect_exit 1 "examples/${prog%%:*}.ini is accepted" "$TMP/nodata" \
+    "${T[@]}" "${prog#*:}" --config "$SRC/examples/${prog%%:*}.ini" --data-dir "$TMP/nodata"
+done
+
 # An ipc:// endpoint passes the check and works: one client, one round.
 EP="ipc://$TMP/coord.sock"
 timeout -k 5 120 "$COORD" --bind "$EP" --data-dir "$DATA_DIR" --model softmax --clients 1 --fraction 1 \

@@ -64,6 +64,8 @@ TEST(defaults) {
   ASSERT_NEAR(c.quorum, 0.8, 0);
   ASSERT_EQ(c.checkpoint_every, 1);
   ASSERT_EQ(c.num_partitions, 0);
+  ASSERT_NEAR(c.heartbeat, 1, 0);
+  ASSERT_NEAR(c.client_timeout, 10, 0);
   /* The defaults in the table must be valid for every program. */
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), 0);
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), 0);
@@ -194,7 +196,11 @@ TEST(flag_errors) {
        {"--workers", "2"},
        FL_EINVAL,
        {"--workers is not an option of fedlr-coordinator"}},
-      {FL_PROG_COORD, {"--round-timeout", "0"}, FL_EINVAL, {"--round-timeout 0: must be > 0"}},
+      {FL_PROG_COORD,
+       {"--round-timeout", "0"},
+       FL_EINVAL,
+       {"--round-timeout 0: must be in (0, 604800]"}},
+      {FL_PROG_COORD, {"--round-timeout", "1e300"}, FL_EINVAL, {"must be in (0, 604800]"}},
       {FL_PROG_COORD, {"--quorum", "0"}, FL_EINVAL, {"--quorum 0: must be in (0, 1]"}},
       {FL_PROG_COORD, {"--checkpoint-every", "0"}, FL_EINVAL, {"--checkpoint-every 0"}},
       {FL_PROG_CLIENT, {"--rounds", "2"}, FL_EINVAL, {"--rounds is not an option of fedlr-client"}},
@@ -360,6 +366,59 @@ TEST(endpoints) {
   ASSERT_STR_EQ(c.bind, "ipc:///tmp/fedlr.sock");
 }
 
+typedef struct {
+  char *args[6];
+  const char *want; /* NULL: accepted */
+} timeout_case_t;
+
+TEST(timeout_rules) {
+  const timeout_case_t cases[] = {
+      {{"--heartbeat", "5", "--client-timeout", "1"},
+       "--client-timeout 1: must be >= 3 x --heartbeat (5 s), i.e. >= 15 s"},
+      {{"--heartbeat", "5", "--client-timeout", "14.9", "--round-timeout", "60"},
+       "--client-timeout 14.9: must be >= 3 x --heartbeat"},
+      {{"--heartbeat", "5", "--client-timeout", "15", "--round-timeout", "15"}, NULL},
+      {{"--heartbeat", "0.1", "--client-timeout", "0.3", "--round-timeout", "0.3"}, NULL},
+      {{"--heartbeat", "0.5", "--client-timeout", "2"}, NULL}, /* the tests' usual pair */
+      {{"--client-timeout", "2.9"}, "--client-timeout 2.9: must be >= 3 x --heartbeat (1 s)"},
+      {{"--heartbeat", "60", "--client-timeout", "180", "--round-timeout", "180"}, NULL},
+      {{"--round-timeout", "5"},
+       "--round-timeout 5: must be >= --client-timeout (10 s): a client that dies during a "
+       "round"},
+      {{"--round-timeout", "5", "--client-timeout", "5", "--heartbeat", "1"}, NULL},
+      {{"--round-timeout", "2", "--client-timeout", "3"}, "--round-timeout 2: must be >="},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const timeout_case_t *k = &cases[i];
+    char *argv[8] = {"fedlr-coordinator"};
+    int argc = 1;
+    for (int j = 0; j < 6 && k->args[j]; j++)
+      argv[argc++] = k->args[j];
+    fl_config_t c;
+    int help = 0;
+    fl_err_clear();
+    int rc = fl_config_parse(&c, FL_PROG_COORD, argc, argv, &help);
+    if (rc != (k->want ? FL_EINVAL : 0))
+      fprintf(stderr, "  case %zu: rc %d, msg \"%s\"\n", i, rc, fl_err_msg());
+    ASSERT_EQ(rc, k->want ? FL_EINVAL : 0);
+    if (k->want) ASSERT_CONTAINS(fl_err_msg(), k->want);
+  }
+  /* The config file goes through the same rules, and a flag can mend it. */
+  const char *path = write_file("hb.ini", "heartbeat = 5\nclient-timeout = 1\n");
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--client-timeout 1: must be >= 3 x --heartbeat (5 s)");
+  ASSERT_EQ(
+      parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path, "--client-timeout", "20"), NULL), 0);
+  ASSERT_NEAR(c.client_timeout, 20, 0);
+  /* The rules are the coordinator's: its keys are not the others' business. */
+  fl_config_defaults(&c);
+  c.heartbeat = 5, c.client_timeout = 1, c.round_timeout = 0.5;
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_CLIENT), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), FL_EINVAL);
+}
+
 TEST(file_spec_errors_name_the_flag) {
   /* Specs are checked after the merge, so the message names the flag. */
   const char *path = write_file("spec.ini", "schedule = bogus:1\n");
@@ -465,6 +524,8 @@ static int round_trip(int prog, const char *name) {
   SET_STR(c.data, "/data/mine.csv");
   c.num_partitions = 10;
   c.partition_index = 3;
+  c.heartbeat = 0.5;
+  c.client_timeout = 4;
 
   char path[600];
   snprintf(path, sizeof path, "%s/%s", fl_test_tmpdir(), name);
@@ -504,6 +565,7 @@ static int round_trip(int prog, const char *name) {
     memcpy(d.data, c.data, sizeof d.data);
     d.num_partitions = c.num_partitions, d.partition_index = c.partition_index;
   }
+  if (prog != FL_PROG_COORD) d.heartbeat = c.heartbeat, d.client_timeout = c.client_timeout;
   return memcmp(&c, &d, sizeof c) == 0 ? 0 : -101;
 }
 
