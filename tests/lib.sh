@@ -110,5 +110,6 @@ wait_until() {
 }
 lines_at_least() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ]; }
 # kill9 PID: SIGKILL a process started as `timeout N prog &` — the program
-# itself (timeout's child) first, then the wrapper.
-kill9() { pkill -9 -P "$1" 2>/dev/null; kill -9 "$1" 2>/dev/null; return 0; }
+# itself (timeout's child) first, then the wrapper. Succeeds when either is
+# gone already (timeout exits as soon as its child dies), also under set -e.
+kill9() { pkill -9 -P "$1" 2>/dev/null || true; kill -9 "$1" 2>/dev/null || true; }
