@@ -157,6 +157,9 @@ static const opt_t opts[] = {
      "for all; PORT 1..65535) or ipc://PATH"},
     {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070",
      CHECK(check_connect), "the coordinator's endpoint: tcp://HOST:PORT or ipc://PATH"},
+    {"give-up", OPT_DOUBLE, FIELD(give_up), CLIENT, G_NET, "SEC", "300", RANGE(0, 604800, 0),
+     "exit with status 5 once nothing at all has come from the coordinator for SEC seconds "
+     "(before the first Welcome too), 0 = never"},
     {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
      "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
     {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60",

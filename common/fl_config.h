@@ -66,6 +66,7 @@ typedef struct {
   char data[FL_PATH_MAX];    /* client's own data file */
   uint32_t num_partitions;   /* 0 */
   uint32_t partition_index;  /* 0 */
+  double give_up;            /* 300 s: client exits after this long without a word, 0 = never */
   /* CurveZMQ and limits (issue 5) */
   char curve_secret[FL_PATH_MAX];    /* "" = plaintext: this side's secret key file */
   char allow_clients[FL_PATH_MAX];   /* coordinator: DIR of *.key files or a "KEY NAME" file */

@@ -66,6 +66,7 @@ TEST(defaults) {
   ASSERT_EQ(c.num_partitions, 0);
   ASSERT_NEAR(c.heartbeat, 1, 0);
   ASSERT_NEAR(c.client_timeout, 10, 0);
+  ASSERT_NEAR(c.give_up, 300, 0);
   /* The defaults in the table must be valid for every program. */
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), 0);
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), 0);
@@ -201,6 +202,11 @@ TEST(flag_errors) {
        FL_EINVAL,
        {"--round-timeout 0: must be in (0, 604800]"}},
       {FL_PROG_COORD, {"--round-timeout", "1e300"}, FL_EINVAL, {"must be in (0, 604800]"}},
+      {FL_PROG_CLIENT, {"--give-up", "-1"}, FL_EINVAL, {"--give-up -1: must be in [0, 604800]"}},
+      {FL_PROG_COORD,
+       {"--give-up", "10"},
+       FL_EINVAL,
+       {"--give-up is not an option of fedlr-coordinator"}},
       {FL_PROG_COORD, {"--quorum", "0"}, FL_EINVAL, {"--quorum 0: must be in (0, 1]"}},
       {FL_PROG_COORD, {"--checkpoint-every", "0"}, FL_EINVAL, {"--checkpoint-every 0"}},
       {FL_PROG_CLIENT, {"--rounds", "2"}, FL_EINVAL, {"--rounds is not an option of fedlr-client"}},
@@ -419,6 +425,24 @@ TEST(timeout_rules) {
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), FL_EINVAL);
 }
 
+TEST(give_up) {
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--give-up", "0"), NULL), 0);
+  ASSERT_NEAR(c.give_up, 0, 0); /* never */
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--give-up=2.5"), NULL), 0);
+  ASSERT_NEAR(c.give_up, 2.5, 0);
+  const char *path = write_file("gu.ini", "give_up = 30\n");
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--config", (char *)path), NULL), 0);
+  ASSERT_NEAR(c.give_up, 30, 0);
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--give-up", "never"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--give-up never: not a number");
+  char *h = help_text(FL_PROG_CLIENT);
+  ASSERT_TRUE(h != NULL);
+  int listed = strstr(h, "  --give-up SEC") && strstr(h, "0 = never") && strstr(h, "status 5");
+  free(h);
+  ASSERT_TRUE(listed);
+}
+
 TEST(file_spec_errors_name_the_flag) {
   /* Specs are checked after the merge, so the message names the flag. */
   const char *path = write_file("spec.ini", "schedule = bogus:1\n");
@@ -526,6 +550,7 @@ static int round_trip(int prog, const char *name) {
   c.partition_index = 3;
   c.heartbeat = 0.5;
   c.client_timeout = 4;
+  c.give_up = 42.5;
 
   char path[600];
   snprintf(path, sizeof path, "%s/%s", fl_test_tmpdir(), name);
@@ -564,6 +589,7 @@ static int round_trip(int prog, const char *name) {
     memcpy(d.name, c.name, sizeof d.name);
     memcpy(d.data, c.data, sizeof d.data);
     d.num_partitions = c.num_partitions, d.partition_index = c.partition_index;
+    d.give_up = c.give_up;
   }
   if (prog != FL_PROG_COORD) d.heartbeat = c.heartbeat, d.client_timeout = c.client_timeout;
   return memcmp(&c, &d, sizeof c) == 0 ? 0 : -101;
