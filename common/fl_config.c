@@ -105,7 +105,8 @@ static const opt_t opts[] = {
      "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
     {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
      "sgd, momentum[:M], nesterov[:M], adagrad, rmsprop or adam, then ,key=value... (wd=W for "
-     "any; eps, alpha, beta1, beta2) and ,keep; e.g. sgd,wd=1e-4 or adam:beta1=0.8,wd=1e-4"},
+     "any; eps, alpha, beta1, beta2) and ,keep (networked clients only); e.g. sgd,wd=1e-4 or "
+     "adam:beta1=0.8,wd=1e-4"},
     {"lr", OPT_STR, FIELD(lr), SC, G_TRAIN, "RATE", "0.1", CHECK(check_lr),
      "a number, auto or auto:SCALE (= SCALE/sqrt(params))"},
     {"schedule", OPT_STR, FIELD(schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_sched),
@@ -161,7 +162,8 @@ static const opt_t opts[] = {
      "exit with status 5 once nothing at all has come from the coordinator for SEC seconds "
      "(before the first Welcome too), 0 = never"},
     {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
-     "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
+     "client name, unique in the run (default: with --curve-secret the key file's name, else "
+     "HOST-pINDEX with --num-partitions, else HOST-PID)"},
     {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60",
      RANGE(0, 604800, OPT_LO_OPEN),
      "seconds to wait for the clients' updates; at least --client-timeout"},
@@ -170,7 +172,8 @@ static const opt_t opts[] = {
     {"resume", OPT_STR, FIELD(resume), COORD, G_NET, "DIR", "", NONE,
      "continue the run whose --out was DIR, from DIR/checkpoint.safetensors (default none)"},
     {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1",
-     RANGE(1, 1000000, 0), "write a checkpoint every N rounds"},
+     RANGE(1, 1000000, 0),
+     "write --out/checkpoint.safetensors every N rounds (none without --out)"},
     {"start-clients", OPT_U32, FIELD(start_clients), COORD, G_NET, "N", "0", RANGE(0, 1000000, 0),
      "the first round waits for N joined clients, 0 = --min-clients"},
     {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
