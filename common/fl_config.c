@@ -550,7 +550,10 @@ int fl_config_check_endpoint(const char *ep, int bind) {
   } else {
     snprintf(why, sizeof why, "not a tcp:// or ipc:// endpoint");
   }
-  return fl_err_set(FL_EINVAL, "'%s': %s; %s takes %s", ep, why, flag, forms);
+  /* At most 100 bytes of the endpoint: the whole message must fit the
+   * callers' 400-byte copies, forms included. */
+  return fl_err_set(FL_EINVAL, "'%.100s%s': %s; %s takes %s", ep, strlen(ep) > 100 ? "..." : "",
+                    why, flag, forms);
 }
 
 static int check_bind(const char *s) {

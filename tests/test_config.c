@@ -359,8 +359,17 @@ TEST(endpoints) {
                                           : "; --connect takes tcp://HOST:PORT");
     ASSERT_CONTAINS(fl_err_msg(), "PORT 1..65535) or ipc://PATH");
   }
-  /* Through the flags, and through a config file, the message names the flag. */
+  /* The longest endpoint the field holds: the message keeps its tail. */
+  char longest[256] = "tcp://";
+  memset(longest + 6, 'h', 240);
+  strcpy(longest + 246, ":99999");
+  ASSERT_EQ(fl_config_check_endpoint(longest, 1), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "hhh...': port 99999 is above 65535");
+  ASSERT_CONTAINS(fl_err_msg(), "; --bind takes tcp://HOST:PORT");
   fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", longest), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "or ipc://PATH");
+  /* Through the flags, and through a config file, the message names the flag. */
   ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", "tcp://127.0.0.1:99999"), NULL), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "--bind: 'tcp://127.0.0.1:99999': port 99999 is above 65535");
   ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--connect=tcp://x:0"), NULL), FL_EINVAL);
