@@ -15,8 +15,9 @@
  * coordinator, a model that does not fit the data, an unusable key file, or
  * a runtime error; 2 bad flags or config; 4 the handshake was refused or
  * kept failing (key not admitted, wrong --coordinator-key, one side
- * plaintext); 128 + signal number on SIGINT (130) or SIGTERM (143), after
- * closing the socket. A second signal kills at once. */
+ * plaintext); 5 nothing came from the coordinator for --give-up seconds
+ * (it is gone, or was never there); 128 + signal number on SIGINT (130) or
+ * SIGTERM (143), after closing the socket. A second signal kills at once. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -69,6 +70,7 @@ static int fail(const char *name, const char *what, int rc) {
 }
 
 #define EXIT_AUTH 4
+#define EXIT_GAVE_UP 5
 
 /* --name; under CURVE the key file's stem ("alice" for alice.key_secret:
  * the coordinator knows the client by its key); else "<host>-p<index>" for
@@ -147,8 +149,9 @@ int main(int argc, char **argv) {
            "--coordinator-key KEY|FILE (the coordinator's public key); the name defaults to the\n"
            "key file's name and must be the one the coordinator lists the key under.\n"
            "Exit status: 0 run over, 1 refused or error, 2 bad flags, 4 handshake refused or\n"
-           "failing (key not admitted, wrong --coordinator-key, one side plaintext), 130/143 on\n"
-           "SIGINT/SIGTERM.\n");
+           "failing (key not admitted, wrong --coordinator-key, one side plaintext), 5 nothing\n"
+           "from the coordinator for --give-up seconds (it is gone, or was never there),\n"
+           "130/143 on SIGINT/SIGTERM.\n");
     return 0;
   }
   if (rc) {
@@ -259,6 +262,7 @@ int main(int argc, char **argv) {
       .curve_secret = kp.secret_z85[0] ? kp.secret_z85 : NULL,
       .server_key = server_key[0] ? server_key : NULL,
       .handshake_timeout = cfg.handshake_timeout,
+      .give_up = cfg.give_up,
   };
   session = fl_session_new(&sc, &shard, &rc);
   explicit_bzero(&kp, sizeof kp); /* the session has its copy */
@@ -280,6 +284,10 @@ int main(int argc, char **argv) {
   case FL_SESSION_AUTH_FAILED:
     fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
     status = EXIT_AUTH;
+    break;
+  case FL_SESSION_GAVE_UP:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+    status = EXIT_GAVE_UP;
     break;
   default:
     (void)fail(name, "session", rc);

@@ -56,6 +56,7 @@ struct fl_session {
   /* timers, monotonic seconds */
   double last_recv, last_heartbeat, last_join_sent, next_join, last_interrupt_check;
   double backoff;   /* next gap between re-Joins */
+  double give_up;   /* s of silence before giving up, 0 = never */
   unsigned rejoins; /* re-Joins since the coordinator last spoke */
   int join_pending; /* a Join is due but not sent yet */
   int hb_dropped;   /* heartbeats are being dropped (logged once) */
@@ -197,6 +198,12 @@ static double rejoin_due(const fl_session_t *s) {
 }
 
 static void check_liveness(fl_session_t *s, double now) {
+  if (s->give_up > 0 && now - s->last_recv >= s->give_up) {
+    fl_err_set(FL_EIO, "no message from the coordinator at %s for %.0f s (--give-up %g): giving up",
+               s->endpoint, now - s->last_recv, s->give_up);
+    end(s, FL_SESSION_GAVE_UP);
+    return;
+  }
   if (now < rejoin_due(s)) return;
   s->rejoins++;
   /* Every step until the cap, then once a minute. */
@@ -283,6 +290,14 @@ static void on_welcome(fl_session_t *s, const Fedlr__Welcome *w) {
   slog(s, "joined run %s as client %u: model %s (%zu parameters), %u rounds, heartbeat %u ms",
        s->run_id[0] ? s->run_id : "(unnamed)", s->client_id, s->model.spec, s->model.num_params,
        w->rounds, w->heartbeat_ms);
+  /* An idle client hears from the coordinator once a heartbeat (its
+   * answer): a bound below the rejoin window gives up on a coordinator that
+   * is merely slow to answer. Said, not changed: the bound is the user's. */
+  if (s->give_up > 0 && s->give_up < silence_limit(s))
+    slog(s,
+         "warning: --give-up %g s is shorter than this run's rejoin window (%g s): this client "
+         "may give up on a coordinator that is only slow to answer",
+         s->give_up, silence_limit(s));
 }
 
 static void on_stop(fl_session_t *s, const Fedlr__Stop *st, double now) {
@@ -570,6 +585,11 @@ fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *sha
     rc = fl_err_set(FL_EINVAL, "--name: %s", fl_err_msg());
     goto out;
   }
+  if (!(c->give_up >= 0 && isfinite(c->give_up))) {
+    rc = fl_err_set(FL_EINVAL, "give_up %g: must be a finite number of seconds >= 0 (0 = never)",
+                    c->give_up);
+    goto out;
+  }
   if (strlen(c->endpoint) >= sizeof s->endpoint) {
     rc = fl_err_set(FL_EINVAL, "--connect: endpoint longer than %zu bytes", sizeof s->endpoint - 1);
     goto out;
@@ -592,6 +612,7 @@ fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *sha
   s->heartbeat = 1.0;
   s->backoff = SESSION_BACKOFF_MIN;
   s->handshake_ms = c->handshake_timeout > 0 ? (int)(c->handshake_timeout * 1000.0) : 0;
+  s->give_up = c->give_up;
   if (c->curve_public || c->curve_secret || c->server_key) {
     const char *keys[3] = {c->curve_public, c->curve_secret, c->server_key};
     char *dst[3] = {s->curve_public, s->curve_secret, s->server_key};
@@ -626,10 +647,12 @@ int fl_session_run(fl_session_t *s) {
   while (!s->ended && !s->interrupted) {
     now = now_s();
     check_liveness(s, now);
+    if (s->ended) break;
     flush(s, now);
     if (s->joined && now - s->last_heartbeat >= s->heartbeat) send_heartbeat(s, now);
 
     double wake = fmin(rejoin_due(s), now + SESSION_POLL_MAX);
+    if (s->give_up > 0) wake = fmin(wake, s->last_recv + s->give_up);
     if (s->joined) wake = fmin(wake, s->last_heartbeat + s->heartbeat);
     if (s->join_pending || s->update) wake = fmin(wake, now + SESSION_RETRY);
     long ms = wake > now ? (long)ceil((wake - now) * 1000.0) : 0;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 #include "fl_error.h"
 #include "fl_model.h"
@@ -35,6 +36,9 @@ static const char *const group_title[G_COUNT] = {"Data",       "Model and traini
                                                  "General"};
 
 enum { OPT_LO_OPEN = 1 }; /* the lower bound is exclusive: (lo, hi] */
+
+/* --client-timeout >= this many --heartbeat intervals (see fl_config.h). */
+enum { HEARTBEATS_PER_TIMEOUT = 3 };
 
 /* Checks the syntax of a spec string; on error sets fl_err_msg(). */
 typedef int (*opt_check_fn)(const char *value);
@@ -62,6 +66,8 @@ static int check_partition(const char *s);
 static int check_model(const char *s);
 static int check_aggregator(const char *s);
 static int check_attack(const char *s);
+static int check_bind(const char *s);
+static int check_connect(const char *s);
 
 #define FIELD(f) offsetof(fl_config_t, f), sizeof(((fl_config_t *)0)->f)
 #define SIM FL_PROG_SIM
@@ -98,7 +104,9 @@ static const opt_t opts[] = {
     {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "softmax", CHECK(check_model),
      "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
     {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
-     "sgd, momentum, nesterov, adagrad, rmsprop, adam [,wd=W,keep]"},
+     "sgd, momentum[:M], nesterov[:M], adagrad, rmsprop or adam, then ,key=value... (wd=W for "
+     "any; eps, alpha, beta1, beta2) and ,keep (networked clients only); e.g. sgd,wd=1e-4 or "
+     "adam:beta1=0.8,wd=1e-4"},
     {"lr", OPT_STR, FIELD(lr), SC, G_TRAIN, "RATE", "0.1", CHECK(check_lr),
      "a number, auto or auto:SCALE (= SCALE/sqrt(params))"},
     {"schedule", OPT_STR, FIELD(schedule), SC, G_TRAIN, "SPEC", "const", CHECK(check_sched),
@@ -149,20 +157,28 @@ static const opt_t opts[] = {
     {"attackers", OPT_U32, FIELD(attackers), SIM, G_ROBUST, "N", "0", RANGE(0, 1000000, 0),
      "how many virtual clients run --attack, chosen from --seed"},
 
-    {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070", NONE,
-     "ZeroMQ endpoint to listen on"},
-    {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070", NONE,
-     "coordinator endpoint"},
+    {"bind", OPT_STR, FIELD(bind), COORD, G_NET, "ENDPOINT", "tcp://0.0.0.0:7070",
+     CHECK(check_bind),
+     "ZeroMQ endpoint to listen on: tcp://HOST:PORT (HOST an IPv4 address, an interface name or * "
+     "for all; PORT 1..65535) or ipc://PATH"},
+    {"connect", OPT_STR, FIELD(connect), CLIENT, G_NET, "ENDPOINT", "tcp://127.0.0.1:7070",
+     CHECK(check_connect), "the coordinator's endpoint: tcp://HOST:PORT or ipc://PATH"},
+    {"give-up", OPT_DOUBLE, FIELD(give_up), CLIENT, G_NET, "SEC", "300", RANGE(0, 604800, 0),
+     "exit with status 5 once nothing at all has come from the coordinator for SEC seconds "
+     "(before the first Welcome too), 0 = never"},
     {"name", OPT_STR, FIELD(name), CLIENT, G_NET, "NAME", "", NONE,
-     "client name, unique in the run (default HOST-pINDEX with --num-partitions, else HOST-PID)"},
-    {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60", POSITIVE,
-     "seconds to wait for the clients' updates"},
+     "client name, unique in the run (default: with --curve-secret the key file's name, else "
+     "HOST-pINDEX with --num-partitions, else HOST-PID)"},
+    {"round-timeout", OPT_DOUBLE, FIELD(round_timeout), COORD, G_NET, "SEC", "60",
+     RANGE(0, 604800, OPT_LO_OPEN),
+     "seconds to wait for the clients' updates; at least --client-timeout"},
     {"quorum", OPT_DOUBLE, FIELD(quorum), COORD, G_NET, "F", "0.8", RANGE(0, 1, OPT_LO_OPEN),
      "fraction of the sampled clients that must report"},
     {"resume", OPT_STR, FIELD(resume), COORD, G_NET, "DIR", "", NONE,
      "continue the run whose --out was DIR, from DIR/checkpoint.safetensors (default none)"},
     {"checkpoint-every", OPT_U32, FIELD(checkpoint_every), COORD, G_NET, "N", "1",
-     RANGE(1, 1000000, 0), "write a checkpoint every N rounds"},
+     RANGE(1, 1000000, 0),
+     "write --out/checkpoint.safetensors every N rounds (none without --out)"},
     {"start-clients", OPT_U32, FIELD(start_clients), COORD, G_NET, "N", "0", RANGE(0, 1000000, 0),
      "the first round waits for N joined clients, 0 = --min-clients"},
     {"start-timeout", OPT_DOUBLE, FIELD(start_timeout), COORD, G_NET, "SEC", "600",
@@ -172,7 +188,9 @@ static const opt_t opts[] = {
     {"heartbeat", OPT_DOUBLE, FIELD(heartbeat), COORD, G_NET, "SEC", "1", RANGE(0.05, 60, 0),
      "clients send a heartbeat this often (also while training)"},
     {"client-timeout", OPT_DOUBLE, FIELD(client_timeout), COORD, G_NET, "SEC", "10",
-     RANGE(0.1, 3600, 0), "a client silent this long is dead: dropped from its round, not sampled"},
+     RANGE(0.1, 3600, 0),
+     "a client silent this long is dead: dropped from its round, not sampled; at least 3 x "
+     "--heartbeat"},
     {"curve-secret", OPT_STR, FIELD(curve_secret), COORD | CLIENT, G_NET, "FILE", "", NONE,
      "CurveZMQ: this side's secret key file from fedlr-keygen (mode 0600); encrypts all traffic "
      "(default none: plaintext)"},
@@ -491,6 +509,76 @@ int fl_config_aggregator(const char *spec, fl_agg_kind_t *kind, double *beta) {
   return fl_err_set(FL_EINVAL, "'%s' is not fedavg, median or trimmed-mean:BETA", spec);
 }
 
+int fl_config_check_endpoint(const char *ep, int bind) {
+  const char *flag = bind ? "--bind" : "--connect";
+  const char *forms = bind ? "tcp://HOST:PORT (HOST an IPv4 address, an interface name or * for "
+                             "every interface; PORT 1..65535) or ipc://PATH"
+                           : "tcp://HOST:PORT (HOST an IPv4 address or a host name; PORT "
+                             "1..65535) or ipc://PATH";
+  const size_t path_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+  char why[256];
+  if (!ep) return fl_err_set(FL_EINVAL, "fl_config_check_endpoint: NULL endpoint");
+  if (!strncmp(ep, "ipc://", 6)) {
+    const char *path = ep + 6;
+    size_t n = strlen(path);
+    if (n == 0)
+      snprintf(why, sizeof why, "no PATH after ipc://");
+    else if (!strcmp(path, "*"))
+      snprintf(why, sizeof why, "ipc://* makes up a path that no client would know");
+    else if (n > path_max)
+      snprintf(why, sizeof why, "PATH has %zu bytes, a Unix socket's at most %zu", n, path_max);
+    else
+      return 0;
+  } else if (!strncmp(ep, "tcp://", 6)) {
+    const char *host = ep + 6, *colon = strrchr(host, ':');
+    size_t hlen = colon ? (size_t)(colon - host) : strlen(host);
+    int any = hlen == 1 && host[0] == '*';
+    size_t ok = strspn(host, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_");
+    const char *port = colon ? colon + 1 : "";
+    size_t digits = strspn(port, "0123456789");
+    unsigned long v = 0; /* stops growing past 65535: no overflow */
+    for (size_t i = 0; i < digits && v <= 65535; i++)
+      v = v * 10 + (unsigned long)(port[i] - '0');
+    if (hlen == 0)
+      snprintf(why, sizeof why, "no HOST");
+    else if (host[0] == '[' || memchr(host, ':', hlen))
+      snprintf(why, sizeof why, "IPv6 addresses are not supported (ZMQ_IPV6 is not enabled)");
+    else if (any && !bind)
+      snprintf(why, sizeof why, "HOST * (every interface) is only for --bind");
+    else if (!any && ok < hlen)
+      snprintf(why, sizeof why, "HOST '%.*s' has '%c' (letters, digits, '.', '-' and '_' only)",
+               (int)(hlen < 64 ? hlen : 64), host, host[ok]);
+    else if (!colon)
+      snprintf(why, sizeof why, "no :PORT");
+    else if (!strcmp(port, "*") || (digits > 0 && !port[digits] && v == 0))
+      snprintf(why, sizeof why, "%s",
+               bind ? "an ephemeral port (* or 0) is reported to no one, so no client could "
+                      "connect: choose a port"
+                    : "port 0: give the port the coordinator listens on");
+    else if (digits == 0 || port[digits])
+      snprintf(why, sizeof why, "PORT '%.64s' is not a decimal number", port);
+    else if (v > 65535)
+      snprintf(why, sizeof why, "port %.64s is above 65535 (libzmq would wrap it modulo 65536)",
+               port);
+    else
+      return 0;
+  } else {
+    snprintf(why, sizeof why, "not a tcp:// or ipc:// endpoint");
+  }
+  /* At most 100 bytes of the endpoint: the whole message must fit the
+   * callers' 400-byte copies, forms included. */
+  return fl_err_set(FL_EINVAL, "'%.100s%s': %s; %s takes %s", ep, strlen(ep) > 100 ? "..." : "",
+                    why, flag, forms);
+}
+
+static int check_bind(const char *s) {
+  return fl_config_check_endpoint(s, 1);
+}
+
+static int check_connect(const char *s) {
+  return fl_config_check_endpoint(s, 0);
+}
+
 static int check_aggregator(const char *s) {
   fl_agg_kind_t k;
   double b;
@@ -634,6 +722,24 @@ int fl_config_validate(const fl_config_t *c, int prog) {
     if (!attacking && c->attackers > 0)
       return fl_err_set(FL_EINVAL, "--attackers %" PRIu32 ": needs --attack SPEC (what they do)",
                         c->attackers);
+  }
+  if (prog == FL_PROG_COORD) {
+    /* The rules of fl_config.h; a relative margin so that 3 x 0.1 is 0.3. */
+    if (c->client_timeout < HEARTBEATS_PER_TIMEOUT * c->heartbeat * (1 - 1e-9))
+      return fl_err_set(FL_EINVAL,
+                        "--client-timeout %g: must be >= %d x --heartbeat (%g s), i.e. >= %g s: "
+                        "clients heartbeat every --heartbeat s, so a shorter timeout declares "
+                        "idle clients dead between two heartbeats (raise --client-timeout or "
+                        "lower --heartbeat)",
+                        c->client_timeout, HEARTBEATS_PER_TIMEOUT, c->heartbeat,
+                        HEARTBEATS_PER_TIMEOUT * c->heartbeat);
+    if (c->round_timeout < c->client_timeout)
+      return fl_err_set(FL_EINVAL,
+                        "--round-timeout %g: must be >= --client-timeout (%g s): a client that "
+                        "dies during a round would be noticed only after the deadline, and every "
+                        "retry of a round without quorum could sample it again (raise "
+                        "--round-timeout or lower --client-timeout)",
+                        c->round_timeout, c->client_timeout);
   }
   if (prog == FL_PROG_CLIENT && c->num_partitions > 0 && c->partition_index >= c->num_partitions)
     return fl_err_set(FL_EINVAL,

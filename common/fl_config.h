@@ -71,6 +71,7 @@ typedef struct {
   char data[FL_PATH_MAX];    /* client's own data file */
   uint32_t num_partitions;   /* 0 */
   uint32_t partition_index;  /* 0 */
+  double give_up;            /* 300 s: client exits after this long without a word, 0 = never */
   /* CurveZMQ and limits (issue 5) */
   char curve_secret[FL_PATH_MAX];    /* "" = plaintext: this side's secret key file */
   char allow_clients[FL_PATH_MAX];   /* coordinator: DIR of *.key files or a "KEY NAME" file */
@@ -94,8 +95,33 @@ int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_h
 /* Loads an INI file into c (no validation; used by fl_config_parse). */
 int fl_config_load_file(fl_config_t *c, int prog, const char *path);
 
-/* Validates all values for program `prog`. */
+/* Validates all values for program `prog`: each key's range or spec, then
+ * the rules between keys, e.g. for the coordinator
+ *   --client-timeout >= 3 x --heartbeat   (a client heartbeats every
+ *       --heartbeat s and drops one it cannot queue; the coordinator checks
+ *       silence every 250 ms: three intervals survive a lost heartbeat and a
+ *       late one, a shorter timeout makes idle clients flap dead/alive)
+ *   --round-timeout >= --client-timeout   (a client that dies in a round is
+ *       noticed before the deadline, so a round retried without quorum does
+ *       not sample it again and again).
+ * Returns 0, or FL_EINVAL with a message naming the flag(s) and what to
+ * change. */
 int fl_config_validate(const fl_config_t *c, int prog);
+
+/* Checks a ZeroMQ endpoint for --bind (bind = 1) or --connect (bind = 0).
+ * Accepted: "tcp://HOST:PORT" with PORT 1..65535 and HOST an IPv4 address
+ * or a host name (--connect), or an IPv4 address, an interface name or "*"
+ * for every interface (--bind: libzmq does not resolve names there);
+ * "ipc://PATH" with a PATH of 1..107 bytes (a Unix socket's sun_path holds
+ * 108 with the NUL; "@NAME" is Linux's abstract namespace). Refused: other
+ * transports; a port that is missing, not decimal digits or above 65535
+ * (libzmq would take 99999 modulo 65536, i.e. 34463); an ephemeral port
+ * ("*" or 0) or IPC path ("*"), since the coordinator does not report what
+ * the system picked and no client could find it; IPv6 addresses (fedlr
+ * does not enable ZMQ_IPV6: libzmq would fail or retry forever). Whether
+ * HOST exists is not checked. Returns 0, or FL_EINVAL with a message naming
+ * the endpoint, what is wrong, the flag and the accepted forms. */
+int fl_config_check_endpoint(const char *endpoint, int bind);
 
 /* Prints usage for `prog`: every key with its default and help. */
 void fl_config_print_help(FILE *f, int prog, const char *argv0);

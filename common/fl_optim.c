@@ -19,13 +19,13 @@
 struct fl_optim {
   fl_optim_config_t c;
   size_t n;
-  long long step;  // steps taken since the last reset
+  long long step; // steps taken since the last reset
   /* Two state buffers of n floats, enough for every kind, so configure()
    * can switch kind without allocating (it cannot fail). They come from
    * calloc, so a kind that never touches one (SGD touches neither) costs
    * address space only, not memory. */
-  float *s1;  // (n) momentum buf | adagrad state_sum | rmsprop square_avg | adam exp_avg
-  float *s2;  // (n) adam exp_avg_sq
+  float *s1; // (n) momentum buf | adagrad state_sum | rmsprop square_avg | adam exp_avg
+  float *s2; // (n) adam exp_avg_sq
 };
 
 static const char *kind_name(fl_optim_kind_t k) {
@@ -45,7 +45,7 @@ static const char *kind_keys(fl_optim_kind_t k) {
   switch (k) {
   case FL_OPT_SGD: return "wd, keep";
   case FL_OPT_MOMENTUM:
-  case FL_OPT_NESTEROV: return "momentum (or a bare number), wd, keep";
+  case FL_OPT_NESTEROV: return "momentum (or a bare number right after ':'), wd, keep";
   case FL_OPT_ADAGRAD: return "eps, wd, keep";
   case FL_OPT_RMSPROP: return "alpha, eps, wd, keep";
   case FL_OPT_ADAM: return "beta1, beta2, eps, wd, keep";
@@ -92,7 +92,8 @@ int fl_optim_validate(const fl_optim_config_t *c) {
   if (!name)
     return fl_err_set(FL_EINVAL,
                       "optimizer: unknown kind %d (valid: 0 sgd, 1 momentum, 2 nesterov, "
-                      "3 adagrad, 4 rmsprop, 5 adam)", (int)c->kind);
+                      "3 adagrad, 4 rmsprop, 5 adam)",
+                      (int)c->kind);
   /* Negated comparisons so NaN fails them. */
   if (!(c->weight_decay >= 0.0f && isfinite(c->weight_decay)))
     return fl_err_set(FL_ERANGE, "optimizer %s: wd=%g must be finite and >= 0", name,
@@ -130,8 +131,7 @@ int fl_optim_validate(const fl_optim_config_t *c) {
     return fl_err_set(FL_ERANGE, "optimizer %s: eps=%g must be finite and > 0", name,
                       (double)c->eps);
   if (c->keep_state != 0 && c->keep_state != 1)
-    return fl_err_set(FL_EINVAL, "optimizer %s: keep_state=%d must be 0 or 1", name,
-                      c->keep_state);
+    return fl_err_set(FL_EINVAL, "optimizer %s: keep_state=%d must be 0 or 1", name, c->keep_state);
   return 0;
 }
 
@@ -139,21 +139,25 @@ int fl_optim_parse(const char *spec, fl_optim_config_t *out) {
   if (!spec || !out) return fl_err_set(FL_EINVAL, "optimizer: NULL spec");
   static const fl_optim_kind_t kinds[] = {FL_OPT_SGD,     FL_OPT_MOMENTUM, FL_OPT_NESTEROV,
                                           FL_OPT_ADAGRAD, FL_OPT_RMSPROP,  FL_OPT_ADAM};
-  const char *colon = strchr(spec, ':');
-  size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
+  /* The kind ends at the first ':' or ','; what follows is the parameters. */
+  size_t nlen = strcspn(spec, ":,");
+  const char *params = spec[nlen] ? spec + nlen + 1 : NULL;
+  int after_colon = spec[nlen] == ':';
   int kind = -1;
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
     const char *nm = kind_name(kinds[i]);
     if (strlen(nm) == nlen && strncmp(spec, nm, nlen) == 0) kind = (int)kinds[i];
   }
   if (kind < 0)
-    return fl_err_set(FL_EINVAL, "optimizer '%s': unknown optimizer '%.*s' (valid: sgd, "
-                      "momentum, nesterov, adagrad, rmsprop, adam)", spec, (int)nlen, spec);
+    return fl_err_set(FL_EINVAL,
+                      "optimizer '%s': unknown optimizer '%.*s' (valid: sgd, "
+                      "momentum, nesterov, adagrad, rmsprop, adam)",
+                      spec, (int)nlen, spec);
   fl_optim_kind_t k = (fl_optim_kind_t)kind;
   fl_optim_config_t c;
   defaults(k, &c);
-  if (colon) {
-    const char *p = colon + 1;
+  if (params) {
+    const char *p = params;
     int first = 1;
     for (;;) {
       const char *comma = strchr(p, ',');
@@ -164,9 +168,14 @@ int fl_optim_parse(const char *spec, fl_optim_config_t *out) {
       size_t vlen = eq ? len - klen - 1 : 0;
       float *dst = NULL;
 #define KEY_IS(s) (klen == strlen(s) && strncmp(p, s, klen) == 0)
-      if (!eq && first && (k == FL_OPT_MOMENTUM || k == FL_OPT_NESTEROV) && len > 0 &&
-          !KEY_IS("keep")) {
-        /* "momentum:0.9": a bare number is the momentum. */
+      if (len == 0) {
+        return fl_err_set(FL_EINVAL,
+                          "optimizer '%s': empty parameter (after the kind come key=value or "
+                          "keep, separated by commas; valid keys for %s: %s)",
+                          spec, kind_name(k), kind_keys(k));
+      } else if (!eq && first && after_colon && (k == FL_OPT_MOMENTUM || k == FL_OPT_NESTEROV) &&
+                 !KEY_IS("keep")) {
+        /* "momentum:0.9": a bare number right after the colon is the momentum. */
         dst = &c.momentum;
         val = p;
         vlen = len;
@@ -193,8 +202,8 @@ int fl_optim_parse(const char *spec, fl_optim_config_t *out) {
       } else if (KEY_IS("beta2") && k == FL_OPT_ADAM) {
         dst = &c.beta2;
       } else {
-        return fl_err_set(FL_EINVAL, "optimizer '%s': unknown key '%.*s' for %s (valid: %s)",
-                          spec, (int)klen, p, kind_name(k), kind_keys(k));
+        return fl_err_set(FL_EINVAL, "optimizer '%s': unknown key '%.*s' for %s (valid: %s)", spec,
+                          (int)klen, p, kind_name(k), kind_keys(k));
       }
 #undef KEY_IS
       if (dst) {
@@ -237,8 +246,8 @@ int fl_optim_format(const fl_optim_config_t *c, char *buf, size_t len) {
     w = snprintf(buf, len, "adagrad:eps=%.9g,wd=%.9g", (double)c->eps, (double)c->weight_decay);
     break;
   case FL_OPT_RMSPROP:
-    w = snprintf(buf, len, "rmsprop:alpha=%.9g,eps=%.9g,wd=%.9g", (double)c->alpha,
-                 (double)c->eps, (double)c->weight_decay);
+    w = snprintf(buf, len, "rmsprop:alpha=%.9g,eps=%.9g,wd=%.9g", (double)c->alpha, (double)c->eps,
+                 (double)c->weight_decay);
     break;
   case FL_OPT_ADAM:
   default:
@@ -305,11 +314,13 @@ void fl_optim_step(fl_optim_t *o, float *restrict params, float *restrict grad, 
   if (n == 0) return;
   if (c->weight_decay != 0.0f) {
     const float wd = c->weight_decay;
-    for (size_t i = 0; i < n; i++) grad[i] += wd * params[i];
+    for (size_t i = 0; i < n; i++)
+      grad[i] += wd * params[i];
   }
   switch (c->kind) {
   case FL_OPT_SGD:
-    for (size_t i = 0; i < n; i++) params[i] -= lr * grad[i];
+    for (size_t i = 0; i < n; i++)
+      params[i] -= lr * grad[i];
     break;
   case FL_OPT_MOMENTUM:
   case FL_OPT_NESTEROV: {
@@ -318,12 +329,15 @@ void fl_optim_step(fl_optim_t *o, float *restrict params, float *restrict grad, 
       /* torch: buf = clone(grad) on the first step. */
       memcpy(s1, grad, n * sizeof(float));
     } else {
-      for (size_t i = 0; i < n; i++) s1[i] = mu * s1[i] + grad[i];
+      for (size_t i = 0; i < n; i++)
+        s1[i] = mu * s1[i] + grad[i];
     }
     if (c->kind == FL_OPT_NESTEROV) {
-      for (size_t i = 0; i < n; i++) params[i] -= lr * (grad[i] + mu * s1[i]);
+      for (size_t i = 0; i < n; i++)
+        params[i] -= lr * (grad[i] + mu * s1[i]);
     } else {
-      for (size_t i = 0; i < n; i++) params[i] -= lr * s1[i];
+      for (size_t i = 0; i < n; i++)
+        params[i] -= lr * s1[i];
     }
     break;
   }

@@ -53,6 +53,18 @@ if command -v xmllint >/dev/null; then
 fi
 grep -q "<polyline" "$TMP/out/chart.svg" && ok "chart has data" || bad "chart has no polyline"
 
+# The README's optimizer forms run (",wd=W" right after the kind was once
+# refused as an unknown optimizer), and the decay is applied, not ignored.
+ONE=(--data-dir "$DATA_DIR" --clients 10 --fraction 0.2 --rounds 1 --quiet)
+for opt in sgd "sgd,wd=0.1" "momentum:0.9,wd=0.1"; do
+  rc=0; "$SIM" "${ONE[@]}" --optimizer "$opt" --metrics "$TMP/opt-$opt.jsonl" > /dev/null 2> "$TMP/opt.err" || rc=$?
+  [ $rc -eq 0 ] && [ "$(jsonl_eval "$TMP/opt-$opt.jsonl" "len(rows)")" = 1 ] \
+    && ok "--optimizer $opt runs" || bad "--optimizer $opt: exit $rc: $(cat "$TMP/opt.err")"
+done
+[ "$(jsonl_eval "$TMP/opt-sgd.jsonl" "rows[0]['train_loss']")" != \
+  "$(jsonl_eval "$TMP/opt-sgd,wd=0.1.jsonl" "rows[0]['train_loss']")" ] \
+  && ok "sgd,wd=0.1 trains differently from sgd" || bad "sgd,wd=0.1 has the same train loss as sgd"
+
 expect_fail "unknown flag" "--bogus" "$SIM" --bogus 1
 expect_fail "bad number" "--rounds" "$SIM" --rounds ten
 expect_fail "out of range" "--fraction" "$SIM" --fraction 1.5

@@ -30,14 +30,18 @@ PY
 }
 
 # expect_fail DESC EXPECTED_SUBSTRING CMD...: the command must exit non-zero
-# and print the substring on stderr.
-expect_fail() {
-  local desc=$1 want=$2
-  shift 2
+# and print the substring on stderr. expect_exit STATUS DESC EXPECTED_SUBSTRING
+# CMD...: the same with exactly that exit status.
+expect_fail() { expect_exit nonzero "$@"; }
+expect_exit() {
+  local status=$1 desc=$2 want=$3
+  shift 3
   local out rc=0
   out=$("$@" 2>&1 >/dev/null) || rc=$?
   if [ "$rc" -eq 0 ]; then
     bad "$desc: exited 0"
+  elif [ "$status" != nonzero ] && [ "$rc" -ne "$status" ]; then
+    bad "$desc: exit $rc, not $status: $out"
   elif ! grep -qF -- "$want" <<<"$out"; then
     bad "$desc: stderr lacks '$want': $out"
   else
@@ -106,5 +110,6 @@ wait_until() {
 }
 lines_at_least() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ]; }
 # kill9 PID: SIGKILL a process started as `timeout N prog &` — the program
-# itself (timeout's child) first, then the wrapper.
-kill9() { pkill -9 -P "$1" 2>/dev/null; kill -9 "$1" 2>/dev/null; return 0; }
+# itself (timeout's child) first, then the wrapper. Succeeds when either is
+# gone already (timeout exits as soon as its child dies), also under set -e.
+kill9() { pkill -9 -P "$1" 2>/dev/null || true; kill -9 "$1" 2>/dev/null || true; }

@@ -64,6 +64,9 @@ TEST(defaults) {
   ASSERT_NEAR(c.quorum, 0.8, 0);
   ASSERT_EQ(c.checkpoint_every, 1);
   ASSERT_EQ(c.num_partitions, 0);
+  ASSERT_NEAR(c.heartbeat, 1, 0);
+  ASSERT_NEAR(c.client_timeout, 10, 0);
+  ASSERT_NEAR(c.give_up, 300, 0);
   /* The defaults in the table must be valid for every program. */
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), 0);
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), 0);
@@ -194,7 +197,16 @@ TEST(flag_errors) {
        {"--workers", "2"},
        FL_EINVAL,
        {"--workers is not an option of fedlr-coordinator"}},
-      {FL_PROG_COORD, {"--round-timeout", "0"}, FL_EINVAL, {"--round-timeout 0: must be > 0"}},
+      {FL_PROG_COORD,
+       {"--round-timeout", "0"},
+       FL_EINVAL,
+       {"--round-timeout 0: must be in (0, 604800]"}},
+      {FL_PROG_COORD, {"--round-timeout", "1e300"}, FL_EINVAL, {"must be in (0, 604800]"}},
+      {FL_PROG_CLIENT, {"--give-up", "-1"}, FL_EINVAL, {"--give-up -1: must be in [0, 604800]"}},
+      {FL_PROG_COORD,
+       {"--give-up", "10"},
+       FL_EINVAL,
+       {"--give-up is not an option of fedlr-coordinator"}},
       {FL_PROG_COORD, {"--quorum", "0"}, FL_EINVAL, {"--quorum 0: must be in (0, 1]"}},
       {FL_PROG_COORD, {"--checkpoint-every", "0"}, FL_EINVAL, {"--checkpoint-every 0"}},
       {FL_PROG_CLIENT, {"--rounds", "2"}, FL_EINVAL, {"--rounds is not an option of fedlr-client"}},
@@ -276,6 +288,168 @@ TEST(file_errors) {
   char *argv[] = {"fedlr-sim", "--config", (char *)path, NULL};
   ASSERT_EQ(parse(&c, FL_PROG_SIM, argv, NULL), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), ":3: unknown key 'lr0'");
+}
+
+static char *help_text(int prog);
+
+typedef struct {
+  const char *ep;
+  int bind;
+  const char *want; /* NULL: accepted; else a substring of the message */
+} ep_case_t;
+
+TEST(endpoints) {
+  static char long_ipc[200], max_ipc[200];
+  snprintf(max_ipc, sizeof max_ipc, "ipc:///tmp/%0102d", 0); /* PATH of 107 bytes */
+  snprintf(long_ipc, sizeof long_ipc, "ipc:///tmp/%0103d", 0);
+  const ep_case_t cases[] = {
+      {"tcp://0.0.0.0:7070", 1, NULL},
+      {"tcp://*:7070", 1, NULL},
+      {"tcp://127.0.0.1:1", 1, NULL},
+      {"tcp://127.0.0.1:65535", 1, NULL},
+      {"tcp://lo:7070", 1, NULL}, /* an interface */
+      {"tcp://eth0.100:7070", 1, NULL},
+      {"tcp://127.0.0.1:7070", 0, NULL},
+      {"tcp://coordinator:7070", 0, NULL}, /* compose's service name */
+      {"tcp://lab-7.example.org:07070", 0, NULL},
+      {"ipc:///run/fedlr/coord.sock", 1, NULL},
+      {"ipc://fedlr.sock", 0, NULL},
+      {"ipc://@fedlr", 1, NULL}, /* Linux abstract namespace */
+      {max_ipc, 1, NULL},
+      {long_ipc, 1, "PATH has 108 bytes, a Unix socket's at most 107"},
+      {long_ipc, 0, "PATH has 108 bytes"},
+      {"tcp://127.0.0.1:99999", 1, "port 99999 is above 65535 (libzmq would wrap it"},
+      {"tcp://127.0.0.1:65536", 0, "port 65536 is above 65535"},
+      {"tcp://127.0.0.1:99999999999999999999999", 1, "is above 65535"},
+      {"tcp://127.0.0.1:0", 1, "ephemeral port"},
+      {"tcp://*:*", 1, "ephemeral port"},
+      {"tcp://x:0", 0, "port 0: give the port the coordinator listens on"},
+      {"tcp://x:*", 0, "port 0"},
+      {"tcp://*:7070", 0, "HOST * (every interface) is only for --bind"},
+      {"tcp://127.0.0.1", 1, "no :PORT"},
+      {"tcp://127.0.0.1:", 0, "PORT '' is not a decimal number"},
+      {"tcp://127.0.0.1:70x", 0, "PORT '70x' is not a decimal number"},
+      {"tcp://127.0.0.1:+7070", 1, "PORT '+7070'"},
+      {"tcp://127.0.0.1: 7070", 1, "PORT ' 7070'"},
+      {"tcp://:7070", 0, "no HOST"},
+      {"tcp://[::1]:7070", 0, "IPv6 addresses are not supported"},
+      {"tcp://::1:7070", 1, "IPv6"},
+      {"tcp://10.0.0.1;10.0.0.2:7070", 0, "HOST '10.0.0.1;10.0.0.2' has ';'"},
+      {"tcp://a b:7070", 1, "has ' '"},
+      {"ipc://", 1, "no PATH after ipc://"},
+      {"ipc://*", 1, "ipc://* makes up a path"},
+      {"inproc://fedlr", 1, "not a tcp:// or ipc:// endpoint"},
+      {"udp://127.0.0.1:7070", 0, "not a tcp:// or ipc:// endpoint"},
+      {"127.0.0.1:7070", 0, "not a tcp:// or ipc:// endpoint"},
+      {"TCP://127.0.0.1:7070", 0, "not a tcp:// or ipc:// endpoint"},
+      {"", 1, "not a tcp:// or ipc:// endpoint"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const ep_case_t *k = &cases[i];
+    fl_err_clear();
+    int rc = fl_config_check_endpoint(k->ep, k->bind);
+    if (rc != (k->want ? FL_EINVAL : 0) || (k->want && !strstr(fl_err_msg(), k->want)))
+      fprintf(stderr, "  case %zu (%s, %s): rc %d, msg \"%s\"\n", i, k->ep,
+              k->bind ? "bind" : "connect", rc, fl_err_msg());
+    ASSERT_EQ(rc, k->want ? FL_EINVAL : 0);
+    if (!k->want) continue;
+    ASSERT_CONTAINS(fl_err_msg(), k->want);
+    /* Every refusal names the endpoint, the flag and the accepted forms. */
+    ASSERT_CONTAINS(fl_err_msg(), k->bind ? "; --bind takes tcp://HOST:PORT"
+                                          : "; --connect takes tcp://HOST:PORT");
+    ASSERT_CONTAINS(fl_err_msg(), "PORT 1..65535) or ipc://PATH");
+  }
+  /* The longest endpoint the field holds: the message keeps its tail. */
+  char longest[256] = "tcp://";
+  memset(longest + 6, 'h', 240);
+  strcpy(longest + 246, ":99999");
+  ASSERT_EQ(fl_config_check_endpoint(longest, 1), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "hhh...': port 99999 is above 65535");
+  ASSERT_CONTAINS(fl_err_msg(), "; --bind takes tcp://HOST:PORT");
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", longest), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "or ipc://PATH");
+  /* Through the flags, and through a config file, the message names the flag. */
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", "tcp://127.0.0.1:99999"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--bind: 'tcp://127.0.0.1:99999': port 99999 is above 65535");
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--connect=tcp://x:0"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--connect: 'tcp://x:0': port 0");
+  const char *path = write_file("ep.ini", "[fedlr]\nbind = tcp://*:0\n");
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--bind: 'tcp://*:0': an ephemeral port");
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--bind", "ipc:///tmp/fedlr.sock"), NULL), 0);
+  ASSERT_STR_EQ(c.bind, "ipc:///tmp/fedlr.sock");
+}
+
+typedef struct {
+  char *args[6];
+  const char *want; /* NULL: accepted */
+} timeout_case_t;
+
+TEST(timeout_rules) {
+  const timeout_case_t cases[] = {
+      {{"--heartbeat", "5", "--client-timeout", "1"},
+       "--client-timeout 1: must be >= 3 x --heartbeat (5 s), i.e. >= 15 s"},
+      {{"--heartbeat", "5", "--client-timeout", "14.9", "--round-timeout", "60"},
+       "--client-timeout 14.9: must be >= 3 x --heartbeat"},
+      {{"--heartbeat", "5", "--client-timeout", "15", "--round-timeout", "15"}, NULL},
+      {{"--heartbeat", "0.1", "--client-timeout", "0.3", "--round-timeout", "0.3"}, NULL},
+      {{"--heartbeat", "0.5", "--client-timeout", "2"}, NULL}, /* the tests' usual pair */
+      {{"--client-timeout", "2.9"}, "--client-timeout 2.9: must be >= 3 x --heartbeat (1 s)"},
+      {{"--heartbeat", "60", "--client-timeout", "180", "--round-timeout", "180"}, NULL},
+      {{"--round-timeout", "5"},
+       "--round-timeout 5: must be >= --client-timeout (10 s): a client that dies during a "
+       "round"},
+      {{"--round-timeout", "5", "--client-timeout", "5", "--heartbeat", "1"}, NULL},
+      {{"--round-timeout", "2", "--client-timeout", "3"}, "--round-timeout 2: must be >="},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const timeout_case_t *k = &cases[i];
+    char *argv[8] = {"fedlr-coordinator"};
+    int argc = 1;
+    for (int j = 0; j < 6 && k->args[j]; j++)
+      argv[argc++] = k->args[j];
+    fl_config_t c;
+    int help = 0;
+    fl_err_clear();
+    int rc = fl_config_parse(&c, FL_PROG_COORD, argc, argv, &help);
+    if (rc != (k->want ? FL_EINVAL : 0))
+      fprintf(stderr, "  case %zu: rc %d, msg \"%s\"\n", i, rc, fl_err_msg());
+    ASSERT_EQ(rc, k->want ? FL_EINVAL : 0);
+    if (k->want) ASSERT_CONTAINS(fl_err_msg(), k->want);
+  }
+  /* The config file goes through the same rules, and a flag can mend it. */
+  const char *path = write_file("hb.ini", "heartbeat = 5\nclient-timeout = 1\n");
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--client-timeout 1: must be >= 3 x --heartbeat (5 s)");
+  ASSERT_EQ(
+      parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path, "--client-timeout", "20"), NULL), 0);
+  ASSERT_NEAR(c.client_timeout, 20, 0);
+  /* The rules are the coordinator's: its keys are not the others' business. */
+  fl_config_defaults(&c);
+  c.heartbeat = 5, c.client_timeout = 1, c.round_timeout = 0.5;
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_CLIENT), 0);
+  ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), FL_EINVAL);
+}
+
+TEST(give_up) {
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--give-up", "0"), NULL), 0);
+  ASSERT_NEAR(c.give_up, 0, 0); /* never */
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--give-up=2.5"), NULL), 0);
+  ASSERT_NEAR(c.give_up, 2.5, 0);
+  const char *path = write_file("gu.ini", "give_up = 30\n");
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--config", (char *)path), NULL), 0);
+  ASSERT_NEAR(c.give_up, 30, 0);
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--give-up", "never"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--give-up never: not a number");
+  char *h = help_text(FL_PROG_CLIENT);
+  ASSERT_TRUE(h != NULL);
+  int listed = strstr(h, "  --give-up SEC") && strstr(h, "0 = never") && strstr(h, "status 5");
+  free(h);
+  ASSERT_TRUE(listed);
 }
 
 TEST(file_spec_errors_name_the_flag) {
@@ -383,6 +557,9 @@ static int round_trip(int prog, const char *name) {
   SET_STR(c.data, "/data/mine.csv");
   c.num_partitions = 10;
   c.partition_index = 3;
+  c.heartbeat = 0.5;
+  c.client_timeout = 4;
+  c.give_up = 42.5;
 
   char path[600];
   snprintf(path, sizeof path, "%s/%s", fl_test_tmpdir(), name);
@@ -421,7 +598,9 @@ static int round_trip(int prog, const char *name) {
     memcpy(d.name, c.name, sizeof d.name);
     memcpy(d.data, c.data, sizeof d.data);
     d.num_partitions = c.num_partitions, d.partition_index = c.partition_index;
+    d.give_up = c.give_up;
   }
+  if (prog != FL_PROG_COORD) d.heartbeat = c.heartbeat, d.client_timeout = c.client_timeout;
   return memcmp(&c, &d, sizeof c) == 0 ? 0 : -101;
 }
 

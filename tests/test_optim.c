@@ -28,15 +28,9 @@ static double ref_step(const fl_optim_config_t *c, double p, double g, double *s
   double mu = c->momentum;
   switch (c->kind) {
   case FL_OPT_SGD: return p - lr * g;
-  case FL_OPT_MOMENTUM:
-    *s1 = t == 1 ? g : mu * *s1 + g;
-    return p - lr * *s1;
-  case FL_OPT_NESTEROV:
-    *s1 = t == 1 ? g : mu * *s1 + g;
-    return p - lr * (g + mu * *s1);
-  case FL_OPT_ADAGRAD:
-    *s1 += g * g;
-    return p - lr * g / (sqrt(*s1) + c->eps);
+  case FL_OPT_MOMENTUM: *s1 = t == 1 ? g : mu * *s1 + g; return p - lr * *s1;
+  case FL_OPT_NESTEROV: *s1 = t == 1 ? g : mu * *s1 + g; return p - lr * (g + mu * *s1);
+  case FL_OPT_ADAGRAD: *s1 += g * g; return p - lr * g / (sqrt(*s1) + c->eps);
   case FL_OPT_RMSPROP:
     *s1 = c->alpha * *s1 + (1 - (double)c->alpha) * g * g;
     return p - lr * g / (sqrt(*s1) + c->eps);
@@ -57,7 +51,8 @@ static double run_against_ref(fl_optim_t *o, const fl_optim_config_t *c, float l
   float p[N], g[N];
   double rp[N], s1[N] = {0}, s2[N] = {0}, worst = 0;
   memcpy(p, P0, sizeof p);
-  for (int i = 0; i < N; i++) rp[i] = P0[i];
+  for (int i = 0; i < N; i++)
+    rp[i] = P0[i];
   for (int t = 1; t <= STEPS; t++) {
     memcpy(g, G[t - 1], sizeof g);
     fl_optim_step(o, p, g, lr);
@@ -98,16 +93,36 @@ static void check_kind(int *fl__failed, const char *spec) {
   ASSERT_TRUE(o == NULL);
 }
 
-TEST(sgd_matches_torch) { check_kind(fl__failed, "sgd"); }
-TEST(momentum_matches_torch) { check_kind(fl__failed, "momentum:0.9"); }
-TEST(nesterov_matches_torch) { check_kind(fl__failed, "nesterov:0.8"); }
-TEST(adagrad_matches_torch) { check_kind(fl__failed, "adagrad"); }
-TEST(rmsprop_matches_torch) { check_kind(fl__failed, "rmsprop:alpha=0.9,eps=1e-6"); }
-TEST(adam_matches_torch) { check_kind(fl__failed, "adam"); }
-TEST(adam_custom_betas) { check_kind(fl__failed, "adam:beta1=0.5,beta2=0.9,eps=1e-3"); }
-TEST(weight_decay_sgd) { check_kind(fl__failed, "sgd:wd=0.1"); }
-TEST(weight_decay_momentum) { check_kind(fl__failed, "momentum:0.9,wd=1e-2"); }
-TEST(weight_decay_adam) { check_kind(fl__failed, "adam:wd=0.05"); }
+TEST(sgd_matches_torch) {
+  check_kind(fl__failed, "sgd");
+}
+TEST(momentum_matches_torch) {
+  check_kind(fl__failed, "momentum:0.9");
+}
+TEST(nesterov_matches_torch) {
+  check_kind(fl__failed, "nesterov:0.8");
+}
+TEST(adagrad_matches_torch) {
+  check_kind(fl__failed, "adagrad");
+}
+TEST(rmsprop_matches_torch) {
+  check_kind(fl__failed, "rmsprop:alpha=0.9,eps=1e-6");
+}
+TEST(adam_matches_torch) {
+  check_kind(fl__failed, "adam");
+}
+TEST(adam_custom_betas) {
+  check_kind(fl__failed, "adam:beta1=0.5,beta2=0.9,eps=1e-3");
+}
+TEST(weight_decay_sgd) {
+  check_kind(fl__failed, "sgd:wd=0.1");
+}
+TEST(weight_decay_momentum) {
+  check_kind(fl__failed, "momentum:0.9,wd=1e-2");
+}
+TEST(weight_decay_adam) {
+  check_kind(fl__failed, "adam:wd=0.05");
+}
 
 TEST(hand_computed_values) {
   /* Numbers worked out by hand, independent of ref_step. */
@@ -165,7 +180,8 @@ TEST(reset_zeroes_state) {
   /* A step after reset is a first step again: Adam moves by lr * sign(g). */
   float q[N] = {0}, gg[N] = {1, -1, 2, -2, 0.5f};
   fl_optim_step(o, q, gg, 0.1f);
-  for (int i = 0; i < N; i++) ASSERT_NEAR(q[i], gg[i] > 0 ? -0.1 : 0.1, 1e-6);
+  for (int i = 0; i < N; i++)
+    ASSERT_NEAR(q[i], gg[i] > 0 ? -0.1 : 0.1, 1e-6);
   fl_optim_destroy(&o);
 }
 
@@ -226,6 +242,77 @@ TEST(parse_defaults_and_keys) {
   ASSERT_EQ(c.keep_state, 0);
 }
 
+/* Every form the README's "Client optimizers" section, fl_optim.h and
+ * --help document, with the config each must give. */
+typedef struct {
+  const char *spec;
+  fl_optim_kind_t kind;
+  float momentum, beta1, beta2, eps, alpha, wd;
+  int keep;
+} doc_case_t;
+
+TEST(parse_documented_forms) {
+  /* kind, momentum, beta1, beta2, eps, alpha, wd, keep */
+#define SGD(wd, keep) FL_OPT_SGD, 0.9f, 0.9f, 0.999f, 1e-8f, 0.99f, wd, keep
+#define MOM(k, m, wd, keep) k, m, 0.9f, 0.999f, 1e-8f, 0.99f, wd, keep
+#define ADAGRAD(eps, wd, keep) FL_OPT_ADAGRAD, 0.9f, 0.9f, 0.999f, eps, 0.99f, wd, keep
+#define RMS(a, eps, wd, keep) FL_OPT_RMSPROP, 0.9f, 0.9f, 0.999f, eps, a, wd, keep
+#define ADAM(b1, b2, eps, wd, keep) FL_OPT_ADAM, 0.9f, b1, b2, eps, 0.99f, wd, keep
+  static const doc_case_t cases[] = {
+      {"sgd", SGD(0, 0)},
+      {"sgd,wd=0.1", SGD(0.1f, 0)}, /* the README's and --help's form, refused before */
+      {"sgd:wd=0.1", SGD(0.1f, 0)},
+      {"sgd,keep", SGD(0, 1)},
+      {"sgd,wd=1e-4,keep", SGD(1e-4f, 1)},
+      {"momentum", MOM(FL_OPT_MOMENTUM, 0.9f, 0, 0)},
+      {"momentum:0.9", MOM(FL_OPT_MOMENTUM, 0.9f, 0, 0)},
+      {"momentum:0.5", MOM(FL_OPT_MOMENTUM, 0.5f, 0, 0)},
+      {"momentum,wd=0.1", MOM(FL_OPT_MOMENTUM, 0.9f, 0.1f, 0)},
+      {"momentum:0.9,wd=0.1", MOM(FL_OPT_MOMENTUM, 0.9f, 0.1f, 0)},
+      {"momentum:momentum=0.8,wd=0.1,keep", MOM(FL_OPT_MOMENTUM, 0.8f, 0.1f, 1)},
+      {"nesterov", MOM(FL_OPT_NESTEROV, 0.9f, 0, 0)},
+      {"nesterov:0.9", MOM(FL_OPT_NESTEROV, 0.9f, 0, 0)},
+      {"nesterov,wd=0.01", MOM(FL_OPT_NESTEROV, 0.9f, 0.01f, 0)},
+      {"nesterov:0.7,wd=0.01,keep", MOM(FL_OPT_NESTEROV, 0.7f, 0.01f, 1)},
+      {"adagrad", ADAGRAD(1e-10f, 0, 0)},
+      {"adagrad:eps=1e-10", ADAGRAD(1e-10f, 0, 0)},
+      {"adagrad,wd=0.1", ADAGRAD(1e-10f, 0.1f, 0)},
+      {"adagrad:eps=1e-6,wd=0.1,keep", ADAGRAD(1e-6f, 0.1f, 1)},
+      {"rmsprop", RMS(0.99f, 1e-8f, 0, 0)},
+      {"rmsprop:alpha=0.99,eps=1e-8", RMS(0.99f, 1e-8f, 0, 0)},
+      {"rmsprop,wd=0.1", RMS(0.99f, 1e-8f, 0.1f, 0)},
+      {"rmsprop:alpha=0.9,wd=0.1,keep", RMS(0.9f, 1e-8f, 0.1f, 1)},
+      {"adam", ADAM(0.9f, 0.999f, 1e-8f, 0, 0)},
+      {"adam:beta1=0.9,beta2=0.999,eps=1e-8", ADAM(0.9f, 0.999f, 1e-8f, 0, 0)},
+      {"adam,wd=0.1", ADAM(0.9f, 0.999f, 1e-8f, 0.1f, 0)},
+      {"adam,keep", ADAM(0.9f, 0.999f, 1e-8f, 0, 1)},
+      {"adam:beta1=0.8,wd=0.01,keep", ADAM(0.8f, 0.999f, 1e-8f, 0.01f, 1)},
+      {"adam:beta1=0.8,wd=1e-4", ADAM(0.8f, 0.999f, 1e-8f, 1e-4f, 0)},
+  };
+#undef SGD
+#undef MOM
+#undef ADAGRAD
+#undef RMS
+#undef ADAM
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const doc_case_t *k = &cases[i];
+    fl_optim_config_t c;
+    fl_err_clear();
+    int rc = fl_optim_parse(k->spec, &c);
+    if (rc != 0) fprintf(stderr, "  '%s': %s\n", k->spec, fl_err_msg());
+    ASSERT_EQ(rc, 0);
+    int same = c.kind == k->kind && c.momentum == k->momentum && c.beta1 == k->beta1 &&
+               c.beta2 == k->beta2 && c.eps == k->eps && c.alpha == k->alpha &&
+               c.weight_decay == k->wd && c.keep_state == k->keep;
+    if (!same)
+      fprintf(stderr,
+              "  '%s': kind %d momentum %g beta1 %g beta2 %g eps %g alpha %g wd %g keep %d\n",
+              k->spec, (int)c.kind, (double)c.momentum, (double)c.beta1, (double)c.beta2,
+              (double)c.eps, (double)c.alpha, (double)c.weight_decay, c.keep_state);
+    ASSERT_TRUE(same);
+  }
+}
+
 TEST(parse_errors_name_the_bad_part) {
   fl_optim_config_t c;
   ASSERT_EQ(fl_optim_parse("sdg", &c), FL_EINVAL);
@@ -244,6 +331,22 @@ TEST(parse_errors_name_the_bad_part) {
   ASSERT_CONTAINS(fl_err_msg(), "needs a value");
   ASSERT_EQ(fl_optim_parse("adam:eps=", &c), FL_EINVAL);
   ASSERT_EQ(fl_optim_parse("momentum:0.9,", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "empty parameter");
+  ASSERT_EQ(fl_optim_parse("sgd:", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "empty parameter");
+  ASSERT_EQ(fl_optim_parse("sgd,", &c), FL_EINVAL);
+  ASSERT_EQ(fl_optim_parse("sgd,,wd=0.1", &c), FL_EINVAL);
+  ASSERT_EQ(fl_optim_parse(",wd=0.1", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown optimizer ''");
+  /* The kind ends at ',' as at ':': an unknown kind is named alone. */
+  ASSERT_EQ(fl_optim_parse("sgdd,wd=0.1", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown optimizer 'sgdd'");
+  /* A bare momentum only right after ':'. */
+  ASSERT_EQ(fl_optim_parse("momentum,0.9", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown key '0.9'");
+  ASSERT_EQ(fl_optim_parse("sgd,momentum=0.9", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'momentum' for sgd");
+  ASSERT_EQ(fl_optim_parse("adam,wd=-1", &c), FL_ERANGE);
   ASSERT_EQ(fl_optim_parse("adam:keep=2", &c), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "keep");
   /* Parsed but out of range: names the value. */
@@ -292,8 +395,12 @@ TEST(validate_wire_configs) {
 }
 
 TEST(format_round_trips) {
-  const char *specs[] = {"sgd",       "sgd:wd=1e-4,keep", "momentum:0.95",
-                         "nesterov",  "adagrad:eps=1e-7", "rmsprop:alpha=0.9",
+  const char *specs[] = {"sgd",
+                         "sgd:wd=1e-4,keep",
+                         "momentum:0.95",
+                         "nesterov",
+                         "adagrad:eps=1e-7",
+                         "rmsprop:alpha=0.9",
                          "adam:beta1=0.85,beta2=0.995,eps=1e-6,wd=3e-5"};
   for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
     fl_optim_config_t a, b;

@@ -226,6 +226,10 @@ static void config(void) {
           "schedule = step:size=2,gamma=0.5\nlocal-schedule = cosine\noptimizer = adam:beta1=0.8\n"
           "partition = dirichlet:0.1\nmodel = mlp:200,200,x\nlocal-unit = step\n");
   put_str("config", "nets", "bind = tcp://*:1\nconnect = ipc:///tmp/x\nquiet = yes\nquorum = 0\n");
+  put_str("config", "endpoints",
+          "bind = tcp://127.0.0.1:99999\nconnect = tcp://[::1]:0\ngive-up = 3\n"
+          "optimizer = sgd,wd=0.1,keep\n");
+  put_str("config", "timeouts", "heartbeat = 5\nclient-timeout = 14.9\nround-timeout = 1e300\n");
   char longv[1200] = "dataset = ";
   memset(longv + 10, 'a', 1100);
   longv[1110] = '\n';
