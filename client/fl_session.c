@@ -33,6 +33,7 @@
 #define SESSION_DRAIN_MAX 256        /* messages handled per wake-up */
 #define SESSION_HS_FAILURES 3        /* CURVE handshakes failing in a row before giving up */
 #define SESSION_KEY_LEN 40           /* a Z85 key */
+#define SESSION_LAST_LOOK_MS 100     /* ms to wait for messages before calling the peer silent */
 
 struct fl_session {
   char endpoint[256];
@@ -197,7 +198,26 @@ static double rejoin_due(const fl_session_t *s) {
   return s->rejoins == 0 ? s->last_recv + silence_limit(s) : s->next_join;
 }
 
+static void drain(fl_session_t *s);
+
+static int silence_due(const fl_session_t *s, double now) {
+  return (s->give_up > 0 && now - s->last_recv >= s->give_up) || now >= rejoin_due(s);
+}
+
 static void check_liveness(fl_session_t *s, double now) {
+  if (!silence_due(s, now)) return;
+  /* Before calling the coordinator silent, read what has come: after a
+   * long step, or a stall of this process (a loaded machine, a debugger),
+   * its messages, the final Stop among them, may be waiting here; a fresh
+   * socket would drop them. A short wait lets ZeroMQ's I/O thread, stalled
+   * too, hand over what the kernel holds. */
+  if (s->sock) {
+    zmq_pollitem_t it = {s->sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, SESSION_LAST_LOOK_MS) > 0) drain(s);
+    if (s->ended || s->interrupted) return;
+    now = now_s();
+    if (!silence_due(s, now)) return;
+  }
   if (s->give_up > 0 && now - s->last_recv >= s->give_up) {
     fl_err_set(FL_EIO, "no message from the coordinator at %s for %.0f s (--give-up %g): giving up",
                s->endpoint, now - s->last_recv, s->give_up);
