@@ -27,6 +27,15 @@ int fl_file_open_input(const char *path, unsigned flags, int *fd, uint64_t *size
 int fl_file_read_all(const char *path, size_t max_bytes, unsigned flags, uint8_t **buf,
                      size_t *len);
 
+/* The reading half of fl_file_read_all(), for a caller that checks more
+ * than the type between opening and reading (e.g. a secret file's mode):
+ * reads fd (from fl_file_open_input(), `size` as it returned) to its end
+ * into a new malloc'd, NUL-terminated buffer. At most max_bytes are read
+ * (a stream: the limit plus one byte), FL_ETOOBIG beyond; `path` is for
+ * the messages only. Does not close fd. */
+int fl_file_read_fd(int fd, const char *path, uint64_t size, size_t max_bytes, uint8_t **buf,
+                    size_t *len);
+
 /* Writes `len` bytes atomically: temporary file in the same directory, fsync,
  * rename over `path`, fsync of the directory. Readers see the old or the new
  * content, never a torn file, even across a crash. */
