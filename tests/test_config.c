@@ -1,6 +1,11 @@
 /* Tests of fl_config: defaults, flags, the INI file, errors, help, writer. */
 #include "fl_config.h"
 
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
 #include "fl_error.h"
 #include "fl_test.h"
 
@@ -205,7 +210,7 @@ TEST(flag_errors) {
       {FL_PROG_SIM,
        {"--config", "/nonexistent/x.ini"},
        FL_ENOENT,
-       {"cannot open config file '/nonexistent/x.ini'"}},
+       {"--config: '/nonexistent/x.ini' does not exist"}},
       {FL_PROG_SIM, {"--config=/nonexistent/x.ini"}, FL_ENOENT, {"/nonexistent/x.ini"}},
       {FL_PROG_SIM,
        {"--config", "a.ini", "--config", "b.ini"},
@@ -276,6 +281,94 @@ TEST(file_errors) {
   char *argv[] = {"fedlr-sim", "--config", (char *)path, NULL};
   ASSERT_EQ(parse(&c, FL_PROG_SIM, argv, NULL), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), ":3: unknown key 'lr0'");
+}
+
+/* Loads `path` for fedlr-sim into a fresh config, returns the code; the
+ * config must be unchanged on error. */
+static int load_sim(const char *path, fl_config_t *c) {
+  fl_config_defaults(c);
+  fl_config_t before = *c;
+  int rc = fl_config_load_file(c, FL_PROG_SIM, path);
+  if (rc && memcmp(c, &before, sizeof *c) != 0) return -100;
+  return rc;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+TEST(file_type_and_size) {
+  fl_config_t c;
+  /* A device is refused before anything is read: /dev/zero never ends. */
+  double t0 = now_s();
+  ASSERT_EQ(load_sim("/dev/zero", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'/dev/zero' is a character device");
+  ASSERT_LT(now_s() - t0, 1.0);
+  /* A directory says so (it used to be "read error"). */
+  ASSERT_EQ(load_sim(fl_test_tmpdir(), &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "is a directory, expected a regular file or a pipe");
+  /* Larger than the limit. */
+  const char *path = write_file("big.ini", "");
+  FILE *f = fopen(path, "w");
+  ASSERT_TRUE(f != NULL);
+  for (size_t i = 0; i <= FL_CONFIG_MAX_BYTES / 16; i++)
+    fputs("# 0123456789abc\n", f);
+  fclose(f);
+  ASSERT_EQ(load_sim(path, &c), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "the limit is 1048576");
+  /* Binary content. */
+  path = write_file("nul.ini", "rounds = 3\n");
+  f = fopen(path, "a");
+  ASSERT_TRUE(f != NULL);
+  fputc('\0', f);
+  fclose(f);
+  ASSERT_EQ(load_sim(path, &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "NUL byte");
+  /* A file without a final newline still has its last line read. */
+  path = write_file("nonl.ini", "clients = 7\nrounds = 3");
+  ASSERT_EQ(load_sim(path, &c), 0);
+  ASSERT_EQ(c.rounds, 3);
+  ASSERT_EQ(c.clients, 7);
+}
+
+/* A FIFO is read like a file once its writer comes, and bounded: an endless
+ * writer is cut off at the limit. */
+TEST(file_from_a_pipe) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/fifo.ini", fl_test_tmpdir());
+  unlink(path);
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  for (int endless = 0; endless <= 1; endless++) {
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+      signal(SIGPIPE, SIG_DFL);
+      FILE *f = fopen(path, "w");
+      if (!f) _exit(1);
+      fputs("[fedlr]\nrounds = 4\nlr = 0.05\n", f);
+      while (endless && fputs("# more and more\n", f) >= 0) {
+      }
+      fclose(f);
+      _exit(0);
+    }
+    fl_config_t c;
+    double t0 = now_s();
+    int rc = load_sim(path, &c);
+    int status;
+    waitpid(pid, &status, 0);
+    if (!endless) {
+      ASSERT_EQ(rc, 0);
+      ASSERT_EQ(c.rounds, 4);
+      ASSERT_STR_EQ(c.lr, "0.05");
+    } else {
+      ASSERT_EQ(rc, FL_ETOOBIG);
+      ASSERT_CONTAINS(fl_err_msg(), "holds more than the limit of 1048576 bytes");
+      ASSERT_LT(now_s() - t0, 5.0);
+    }
+  }
+  unlink(path);
 }
 
 TEST(file_spec_errors_name_the_flag) {
