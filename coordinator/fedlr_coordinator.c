@@ -132,7 +132,8 @@ typedef struct {
   size_t queue_head, queue_len, in_flight;
   uint32_t run_id;
   char ckpt_path[FL_PATH_MAX + 32];
-  int done; /* the loop is shutting down */
+  uint32_t ckpt_failed; /* checkpoints failed in a row (logged at the first and the last) */
+  int done;             /* the loop is shutting down */
   int exit_code;
   /* CurveZMQ */
   int curve;
@@ -385,14 +386,20 @@ static void maybe_start_round(coord_t *c) {
 }
 
 /* The checkpoint, and at the end (`final`) the outputs (fl_outputs_write)
- * and the metrics lines still queued. Each failure is logged; the run
- * goes on after a failed checkpoint, since the previous one stays intact
- * (atomic writes). Returns nonzero if anything failed. */
+ * and the metrics lines still queued. Failures are logged (a run of failed
+ * checkpoints at its first, its recovery and the end, not every round);
+ * the run goes on after a failed checkpoint, since the previous one stays
+ * intact (atomic writes). Returns nonzero if anything failed. */
 static int write_outputs(coord_t *c, int final) {
   int failed = 0;
   if (c->cfg.out[0] && fl_engine_save(c->engine, c->ckpt_path) != 0) {
-    logf_("checkpoint not written (an earlier one, if any, is kept): %s", fl_err_msg());
+    if (!c->ckpt_failed++ || final)
+      logf_("checkpoint not written (%u in a row; an earlier one, if any, is kept): %s",
+            c->ckpt_failed, fl_err_msg());
     failed = 1;
+  } else if (c->cfg.out[0] && c->ckpt_failed) {
+    logf_("checkpoint %s written again, after %u failed", c->ckpt_path, c->ckpt_failed);
+    c->ckpt_failed = 0;
   }
   if (!final) return failed;
   if (c->cfg.out[0] && fl_outputs_write(c->cfg.out, "fedlr-coordinator", &c->cfg, FL_PROG_COORD,
