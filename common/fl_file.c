@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,11 +49,20 @@ int fl_file_open_input(const char *path, unsigned flags, int *fd_out, uint64_t *
                       file_kind(st.st_mode), flags & FL_FILE_STREAM_OK ? " or a pipe" : "");
   }
   if (stream) {
-    /* A FIFO opened O_NONBLOCK reads as empty until its writer comes: open
-     * it again, waiting for the writer, as a reader of a pipe expects. */
-    close(fd);
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return fl_err_set(FL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    /* A FIFO reads as empty (EOF) until its writer comes: wait for the
+     * writer's data or its hang-up, as a reader of a pipe expects. poll()
+     * reports no hang-up for a writer that never came, so this waits for
+     * one. The descriptor is kept, not reopened blocking: closing it would
+     * leave a writer that its open released without a reader (SIGPIPE), and
+     * a blocking open would wait for yet another writer if the first had
+     * written and gone. */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    while (poll(&pfd, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      return fl_err_set(FL_EIO, "cannot wait for '%s': %s", path, strerror(e));
+    }
   }
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {

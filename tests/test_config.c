@@ -1,6 +1,7 @@
 /* Tests of fl_config: defaults, flags, the INI file, errors, help, writer. */
 #include "fl_config.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -333,41 +334,58 @@ TEST(file_type_and_size) {
   ASSERT_EQ(c.clients, 7);
 }
 
-/* A FIFO is read like a file once its writer comes, and bounded: an endless
- * writer is cut off at the limit. */
+/* A FIFO is read like a file whether its writer comes before the reader
+ * opens it, after, or has already written everything and gone (its data
+ * held by another reader: bash's <(...) can look like that), and bounded:
+ * an endless writer is cut off at the limit. (alarm: a hang fails the test
+ * instead of blocking ctest until its timeout.) */
 TEST(file_from_a_pipe) {
+  enum { READER_FIRST, WRITER_FIRST, EMPTY, WRITER_GONE, ENDLESS, NUM_MODES };
   char path[600];
   snprintf(path, sizeof path, "%s/fifo.ini", fl_test_tmpdir());
   unlink(path);
   ASSERT_EQ(mkfifo(path, 0600), 0);
-  for (int endless = 0; endless <= 1; endless++) {
+  alarm(20);
+  for (int mode = 0; mode < NUM_MODES; mode++) {
+    /* WRITER_GONE: this reader lets the writer in, and holds its data. */
+    int held = mode == WRITER_GONE ? open(path, O_RDONLY | O_NONBLOCK) : -1;
     pid_t pid = fork();
     ASSERT_TRUE(pid >= 0);
     if (pid == 0) {
+      /* Raw writes as soon as open() returns: a reader that dropped the
+       * FIFO for a moment after its open released this one would make
+       * them fail (SIGPIPE). */
       signal(SIGPIPE, SIG_DFL);
-      FILE *f = fopen(path, "w");
-      if (!f) _exit(1);
-      fputs("[fedlr]\nrounds = 4\nlr = 0.05\n", f);
-      while (endless && fputs("# more and more\n", f) >= 0) {
+      static const char text[] = "[fedlr]\nrounds = 4\nlr = 0.05\n", more[] = "# more and more\n";
+      int fd = open(path, O_WRONLY);
+      if (fd < 0) _exit(1);
+      if (mode != EMPTY && write(fd, text, sizeof text - 1) != (ssize_t)sizeof text - 1) _exit(1);
+      while (mode == ENDLESS && write(fd, more, sizeof more - 1) > 0) {
       }
-      fclose(f);
-      _exit(0);
+      _exit(close(fd) == 0 ? 0 : 1);
     }
+    int status = 0;
+    if (mode == WRITER_GONE) waitpid(pid, &status, 0);
+    /* The writer first: it waits in open() for a reader. */
+    if (mode == WRITER_FIRST || mode == ENDLESS) usleep(100 * 1000);
     fl_config_t c;
     double t0 = now_s();
     int rc = load_sim(path, &c);
-    int status;
-    waitpid(pid, &status, 0);
-    if (!endless) {
-      ASSERT_EQ(rc, 0);
-      ASSERT_EQ(c.rounds, 4);
-      ASSERT_STR_EQ(c.lr, "0.05");
-    } else {
+    if (mode != WRITER_GONE) waitpid(pid, &status, 0);
+    if (held >= 0) close(held);
+    fprintf(stderr, "  mode %d: rc %d, writer status %d\n", mode, rc, status);
+    if (mode == ENDLESS) {
       ASSERT_EQ(rc, FL_ETOOBIG);
       ASSERT_CONTAINS(fl_err_msg(), "holds more than the limit of 1048576 bytes");
       ASSERT_DBL_OP(now_s() - t0, <, 5.0);
+    } else {
+      ASSERT_EQ(rc, 0);
+      ASSERT_EQ(status, 0); /* the writer was never left without a reader */
+      ASSERT_EQ(c.rounds, mode == EMPTY ? 20 : 4);
+      ASSERT_STR_EQ(c.lr, mode == EMPTY ? "0.1" : "0.05");
     }
   }
+  alarm(0);
   unlink(path);
 }
 
