@@ -15,9 +15,11 @@ enum {
 /* Opens an input file for reading without ever blocking in open() (a FIFO
  * without a writer would) and checks its type first: a directory, a device
  * (/dev/zero, a tty), a socket, or a FIFO without FL_FILE_STREAM_OK is
- * refused with a message naming the path and what it is. On success *fd is
- * a blocking, close-on-exec descriptor and *size the file's size (0 for a
- * stream). FL_ENOENT if missing, FL_EINVAL for a wrong type, FL_EIO else. */
+ * refused with a message naming the path and what it is. A FIFO allowed
+ * as a stream is waited on until its writer has written or hung up (as
+ * reading a pipe would). On success *fd is a blocking, close-on-exec
+ * descriptor and *size the file's size (0 for a stream). FL_ENOENT if
+ * missing, FL_EINVAL for a wrong type, FL_EIO else. */
 int fl_file_open_input(const char *path, unsigned flags, int *fd, uint64_t *size);
 
 /* Reads a whole file into a new malloc'd buffer (NUL-terminated for
