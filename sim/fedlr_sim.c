@@ -13,7 +13,6 @@
  * engine rejects (NaN, ...) from an attacker is dropped, printed and
  * counted, and the round goes on with the valid ones; any other error is
  * fatal. */
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -34,7 +33,6 @@
 #include "fl_outputs.h"
 #include "fl_partition.h"
 #include "fl_rng.h"
-#include "fl_safetensors.h"
 #include "fl_trainer.h"
 
 #define SIM_MAX_WORKERS 256
