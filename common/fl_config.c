@@ -15,6 +15,7 @@
 #include <sys/un.h>
 
 #include "fl_error.h"
+#include "fl_file.h"
 #include "fl_model.h"
 #include "fl_optim.h"
 #include "fl_partition.h"
@@ -220,7 +221,8 @@ static const opt_t opts[] = {
     {"quiet", OPT_BOOL, FIELD(quiet), ALL, G_OUT, NULL, "false", NONE, "no progress lines"},
 
     {"config", OPT_CONFIG, 0, 0, ALL, G_GENERAL, "FILE", "", NONE,
-     "read options from an INI file first; flags override it"},
+     "read options from an INI file first (a regular file or a pipe such as <(...), at most 1 "
+     "MiB); flags override it"},
 };
 #define NUM_OPTS (sizeof opts / sizeof opts[0])
 
@@ -754,10 +756,10 @@ typedef struct {
   fl_config_t *c;
   int prog;
   const char *path;
-  FILE *f;
-  int line;      /* lines read so far: the line inih is working on */
-  int err_line;  /* line of our first error, 0 if none */
-  char msg[480]; /* its message */
+  const char *p, *end; /* the unread rest of the file's text */
+  int line;            /* lines read so far: the line inih is working on */
+  int err_line;        /* line of our first error, 0 if none */
+  char msg[480];       /* its message */
 } ini_ctx_t;
 
 /* Records the first error only (inih keeps going after a failed line);
@@ -774,21 +776,26 @@ __attribute__((format(printf, 2, 3))) static int ini_fail(ini_ctx_t *x, const ch
   return 0;
 }
 
-/* inih's line reader (fgets-like), so that we know the line number in the
- * handler and lines longer than inih's buffer are an error rather than being
- * silently split into two lines. */
-static char *file_read_line(char *str, int num, void *stream) {
+/* inih's line reader over the file's text (fgets-like), so that we know the
+ * line number in the handler and a line longer than inih's buffer is an
+ * error rather than being silently split into two lines. */
+static char *text_read_line(char *str, int num, void *stream) {
   ini_ctx_t *x = stream;
-  if (!fgets(str, num, x->f)) return NULL;
+  if (x->p >= x->end) return NULL;
   x->line++;
-  size_t n = strlen(str);
-  if (n > 0 && str[n - 1] == '\n') return str;
-  int ch = fgetc(x->f);
-  if (ch == EOF || ch == '\n') return str;
-  while ((ch = fgetc(x->f)) != EOF && ch != '\n') {
+  const char *nl = memchr(x->p, '\n', (size_t)(x->end - x->p));
+  size_t n = nl ? (size_t)(nl - x->p) : (size_t)(x->end - x->p); /* without the newline */
+  const char *line = x->p;
+  x->p = nl ? nl + 1 : x->end;
+  if (n > (size_t)num - 1) {
+    ini_fail(x, "line longer than %d characters", num - 1);
+    str[0] = '\0';
+    return str;
   }
-  ini_fail(x, "line longer than %d characters", num - 1);
-  str[0] = '\0';
+  /* The newline too if it fits; inih does not need it. */
+  size_t copy = nl && n < (size_t)num - 1 ? n + 1 : n;
+  memcpy(str, line, copy);
+  str[copy] = '\0';
   return str;
 }
 
@@ -813,19 +820,31 @@ static int file_handler(void *user, const char *section, const char *name, const
 int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
   if (!c || !path || !prog_valid(prog))
     return fl_err_set(FL_EINVAL, "fl_config_load_file: bad arguments");
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return fl_err_set(errno == ENOENT ? FL_ENOENT : FL_EIO, "cannot open config file '%s': %s",
-                      path, strerror(errno));
+  uint8_t *text = NULL;
+  size_t len = 0;
+  /* The whole file first, bounded, and parsed from memory: a device
+   * (/dev/zero), a directory or an endless pipe is refused at once instead
+   * of being read forever. A pipe is allowed (--config <(...)). */
+  int rc = fl_file_read_all(path, FL_CONFIG_MAX_BYTES, FL_FILE_STREAM_OK, &text, &len);
+  if (rc) {
+    char inner[400];
+    snprintf(inner, sizeof inner, "%s", fl_err_msg());
+    return fl_err_set(rc, "--config: %s", inner);
+  }
+  if (memchr(text, '\0', len)) {
+    free(text);
+    return fl_err_set(FL_EINVAL, "--config: '%s' holds a NUL byte: not a text (INI) file", path);
+  }
   /* Load into a copy so that c is unchanged on error. */
   fl_config_t tmp = *c;
-  ini_ctx_t x = {.c = &tmp, .prog = prog, .path = path, .f = f};
-  int rc = 0;
-  int ret = ini_parse_stream(file_read_line, &x, file_handler, &x);
+  ini_ctx_t x = {.c = &tmp,
+                 .prog = prog,
+                 .path = path,
+                 .p = (const char *)text,
+                 .end = (const char *)text + len};
+  int ret = ini_parse_stream(text_read_line, &x, file_handler, &x);
   if (ret < 0) {
     rc = fl_err_set(FL_ENOMEM, "%s: out of memory while parsing", path);
-  } else if (ferror(f)) {
-    rc = fl_err_set(FL_EIO, "%s: read error", path);
   } else if (ret > 0 && (!x.err_line || ret < x.err_line)) {
     /* inih reports its first failed line; one before ours is a syntax error. */
     rc = fl_err_set(FL_EINVAL, "%s:%d: syntax error (expected 'key = value' or '[fedlr]')", path,
@@ -833,7 +852,7 @@ int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
   } else if (x.err_line) {
     rc = fl_err_set(FL_EINVAL, "%s", x.msg);
   }
-  fclose(f);
+  free(text);
   if (rc == 0) *c = tmp;
   return rc;
 }

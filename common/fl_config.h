@@ -92,7 +92,15 @@ void fl_config_defaults(fl_config_t *c);
  * -h is given, sets *want_help = 1 and returns 0 without validating. */
 int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_help);
 
-/* Loads an INI file into c (no validation; used by fl_config_parse). */
+/* The largest config file read (a real one is a few KiB). */
+#define FL_CONFIG_MAX_BYTES ((size_t)1 << 20)
+
+/* Loads an INI file into c (no validation; used by fl_config_parse). The
+ * file is a regular file or a pipe (a FIFO, /dev/stdin, bash's <(...)) of
+ * at most FL_CONFIG_MAX_BYTES, read whole before parsing: a directory or a
+ * device (/dev/zero) is refused at once (FL_EINVAL), a larger file or
+ * stream with FL_ETOOBIG, a missing one with FL_ENOENT; a text with a NUL
+ * byte is FL_EINVAL. c is unchanged on error. */
 int fl_config_load_file(fl_config_t *c, int prog, const char *path);
 
 /* Validates all values for program `prog`: each key's range or spec, then

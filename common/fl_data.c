@@ -8,15 +8,20 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "fl_error.h"
+#include "fl_file.h"
 
 /* Decompressed bytes handed to the float conversion per gzread() call: large
  * enough that call overhead vanishes, small enough to stay in L2. */
 #define IDX_CHUNK (1u << 20)
 /* IDX allows 255 dims; real files use 1-4. More is a corrupt header. */
 #define IDX_MAX_DIMS 16
+/* deflate's largest compression ratio (258-byte matches in 2 bits each, a
+ * little over 1032:1); gzip framing only lowers it. */
+#define IDX_GZ_MAX_RATIO 1032
 
 static fl_dataset_t *dataset_alloc(size_t n, size_t dim) {
   fl_dataset_t *d = calloc(1, sizeof *d);
@@ -51,20 +56,41 @@ static const char *idx_type_name(unsigned t) {
   }
 }
 
-static int idx_open(const char *path, gzFile *out) {
-  /* gzopen() does not say why it failed reliably; stat first so a missing
-   * file is FL_ENOENT and everything else is FL_EIO. */
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    if (errno == ENOENT) return fl_err_set(FL_ENOENT, "%s: file not found", path);
-    return fl_err_set(FL_EIO, "%s: %s", path, strerror(errno));
+/* Opens an IDX file, raw or gzip; *size is its size on disk. Only a
+ * regular file: a FIFO or a device (/dev/zero) could be read forever. */
+static int idx_open(const char *path, gzFile *out, uint64_t *size) {
+  int fd;
+  int rc = fl_file_open_input(path, FL_FILE_REGULAR, &fd, size);
+  if (rc) return rc;
+  gzFile g = gzdopen(fd, "rb");
+  if (!g) {
+    close(fd);
+    return fl_err_set(FL_ENOMEM, "%s: out of memory opening it", path);
   }
-  if (S_ISDIR(st.st_mode))
-    return fl_err_set(FL_EIO, "%s: is a directory, expected an IDX file", path);
-  gzFile g = gzopen(path, "rb");
-  if (!g) return fl_err_set(FL_EIO, "%s: cannot open: %s", path, strerror(errno ? errno : ENOMEM));
   gzbuffer(g, 256 * 1024);
   *out = g;
+  return 0;
+}
+
+/* After the header: can the file hold the `total` data bytes the header
+ * declares? A raw file must have them; a gzip stream inflates to at most
+ * IDX_GZ_MAX_RATIO times its size. So a header that lies by more than
+ * that is refused before anything is allocated or inflated; a smaller lie
+ * is caught as truncation when the data runs out. */
+static int idx_check_size(gzFile g, const char *path, const char *what, uint64_t size,
+                          size_t total) {
+  uint64_t hdr = (uint64_t)gztell(g), need = hdr + total;
+  if (gzdirect(g)) {
+    if (need > size)
+      return fl_err_set(FL_EFORMAT, "%s: truncated: expected %zu bytes of %s, got %llu", path,
+                        total, what, (unsigned long long)(size > hdr ? size - hdr : 0));
+    return 0;
+  }
+  if (need / IDX_GZ_MAX_RATIO > size)
+    return fl_err_set(FL_EFORMAT,
+                      "%s: the header declares %zu bytes of %s, more than a gzip file of %llu "
+                      "bytes can hold (deflate inflates at most %dx): truncated or corrupt",
+                      path, total, what, (unsigned long long)size, IDX_GZ_MAX_RATIO);
   return 0;
 }
 
@@ -181,7 +207,8 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
   float *x = NULL;
   unsigned char *chunk = NULL;
   size_t n = 0, dim = 0;
-  int rc = idx_open(path, &g);
+  uint64_t size;
+  int rc = idx_open(path, &g, &size);
   if (rc) goto out;
   rc = idx_read_header(g, path, "an image file", 2, IDX_MAX_DIMS, &n, &dim);
   if (rc) goto out;
@@ -192,6 +219,7 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
                     dim, total * sizeof(float) >> 20, FL_DATA_MAX_BYTES >> 20);
     goto out;
   }
+  if ((rc = idx_check_size(g, path, "pixel data", size, total))) goto out;
   float lut[256];
   for (int i = 0; i < 256; i++)
     lut[i] = (float)i / 255.0f;
@@ -243,7 +271,8 @@ static int idx_read_labels(const char *path, size_t n, int32_t *y, size_t *max_l
   gzFile g = NULL;
   unsigned char *buf = NULL;
   size_t count = 0, per = 0;
-  int rc = idx_open(path, &g);
+  uint64_t size;
+  int rc = idx_open(path, &g, &size);
   if (rc) goto out;
   rc = idx_read_header(g, path, "a label file", 1, 1, &count, &per);
   if (rc) goto out;
@@ -252,6 +281,7 @@ static int idx_read_labels(const char *path, size_t n, int32_t *y, size_t *max_l
                     n);
     goto out;
   }
+  if ((rc = idx_check_size(g, path, "label data", size, n))) goto out;
   buf = malloc(n);
   if (!buf) {
     rc = fl_err_set(FL_ENOMEM, "%s: out of memory", path);
@@ -374,6 +404,13 @@ out:
 int fl_dataset_load_file(const char *path, fl_dataset_t **out) {
   char lab[4096];
   if (!path || !out) return fl_err_set(FL_EINVAL, "fl_dataset_load_file: NULL argument");
+  /* The type first: a directory (say, the folder of the IDX files given
+   * as --data) is named as such, not judged by the file naming rules. */
+  int fd;
+  uint64_t size;
+  int rc = fl_file_open_input(path, FL_FILE_REGULAR, &fd, &size);
+  if (rc) return rc;
+  close(fd);
   size_t len = strlen(path);
   if (len >= 4 && strcasecmp(path + len - 4, ".csv") == 0) return fl_dataset_load_csv(path, out);
   if (len >= sizeof lab) return fl_err_set(FL_EINVAL, "%s: path too long", path);
@@ -401,79 +438,6 @@ int fl_dataset_load_file(const char *path, fl_dataset_t **out) {
 }
 
 /* ---------------------------------------------------------------- CSV */
-
-/* Reads the whole file, refusing more than FL_DATA_MAX_CSV_BYTES. The buffer
- * is NUL-terminated so the parser can use strtof/strtol on it. */
-static int csv_slurp(const char *path, char **buf_out, size_t *len_out) {
-  FILE *f = NULL;
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  int rc = 0;
-  f = fopen(path, "rb");
-  if (!f) {
-    if (errno == ENOENT) return fl_err_set(FL_ENOENT, "%s: file not found", path);
-    return fl_err_set(FL_EIO, "%s: %s", path, strerror(errno));
-  }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
-    if ((uint64_t)st.st_size > FL_DATA_MAX_CSV_BYTES) {
-      rc = fl_err_set(FL_ETOOBIG, "%s: %lld bytes, CSV limit is %zu", path, (long long)st.st_size,
-                      (size_t)FL_DATA_MAX_CSV_BYTES);
-      goto out;
-    }
-    cap = (size_t)st.st_size + 1;
-  }
-  if (cap < 4096) cap = 4096;
-  buf = malloc(cap);
-  if (!buf) {
-    rc = fl_err_set(FL_ENOMEM, "%s: out of memory", path);
-    goto out;
-  }
-  /* Loop even when the size is known: the file may have grown, or be a pipe.
-   * A full buffer is probed for one more byte before it is doubled, so a
-   * file whose size fstat() told us is read without any reallocation. */
-  for (;;) {
-    if (len + 1 == cap) {
-      int c = fgetc(f);
-      if (c == EOF) break;
-      if (cap > FL_DATA_MAX_CSV_BYTES) {
-        rc = fl_err_set(FL_ETOOBIG, "%s: larger than the CSV limit of %zu bytes", path,
-                        (size_t)FL_DATA_MAX_CSV_BYTES);
-        goto out;
-      }
-      size_t ncap = cap * 2;
-      if (ncap > FL_DATA_MAX_CSV_BYTES + 2) ncap = FL_DATA_MAX_CSV_BYTES + 2;
-      char *nb = realloc(buf, ncap);
-      if (!nb) {
-        rc = fl_err_set(FL_ENOMEM, "%s: out of memory", path);
-        goto out;
-      }
-      buf = nb;
-      cap = ncap;
-      buf[len++] = (char)c;
-    }
-    size_t got = fread(buf + len, 1, cap - 1 - len, f);
-    len += got;
-    if (got == 0) break;
-  }
-  if (ferror(f)) {
-    rc = fl_err_set(FL_EIO, "%s: read error", path);
-    goto out;
-  }
-  if (len > FL_DATA_MAX_CSV_BYTES) {
-    rc = fl_err_set(FL_ETOOBIG, "%s: larger than the CSV limit of %zu bytes", path,
-                    (size_t)FL_DATA_MAX_CSV_BYTES);
-    goto out;
-  }
-  buf[len] = '\0';
-  *buf_out = buf;
-  buf = NULL;
-  *len_out = len;
-out:
-  free(buf);
-  fclose(f);
-  return rc;
-}
 
 /* Finds the line starting at *p: returns its start, stores its end (at the
  * newline, or before a CR preceding it) in *e and advances *p past it. The
@@ -564,7 +528,8 @@ int fl_dataset_load_csv(const char *path, fl_dataset_t **out) {
   fl_dataset_t *d = NULL;
   int rc;
   if (!path || !out) return fl_err_set(FL_EINVAL, "fl_dataset_load_csv: NULL argument");
-  rc = csv_slurp(path, &buf, &len);
+  /* NUL-terminated, so the parser can use strtof/strtol on it. */
+  rc = fl_file_read_all(path, FL_DATA_MAX_CSV_BYTES, FL_FILE_REGULAR, (uint8_t **)&buf, &len);
   if (rc) goto out;
   char *end = buf + len;
 

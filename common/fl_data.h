@@ -5,7 +5,17 @@
  * bytes scaled to [0,1]) and CSV (one example per line: label, then dim
  * features; optional header line is detected and skipped).
  * Every reader bounds sizes before allocating and reports what was wrong
- * (file, line/offset, expected vs found) through fl_err_set(). */
+ * (file, line/offset, expected vs found) through fl_err_set().
+ *
+ * Files must be regular files (or symlinks to them): a directory, FIFO or
+ * device is refused at once with what it is (FL_EINVAL), so nothing blocks
+ * or reads forever. A CSV file is read whole, at most
+ * FL_DATA_MAX_CSV_BYTES. An IDX file is read exactly as far as its header
+ * declares (plus a few bytes to detect trailing data), and the header may
+ * declare at most FL_DATA_MAX_BYTES of features: so a gzip bomb inflates
+ * no further than that, and a header declaring more than the file can hold
+ * (a raw file's size, or 1032 times a gzip file's size, deflate's largest
+ * ratio) is refused before anything is allocated. */
 #ifndef FL_DATA_H
 #define FL_DATA_H
 

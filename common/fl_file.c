@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,15 +45,24 @@ int fl_file_open_input(const char *path, unsigned flags, int *fd_out, uint64_t *
   int stream = S_ISFIFO(st.st_mode) && (flags & FL_FILE_STREAM_OK);
   if (!S_ISREG(st.st_mode) && !stream) {
     close(fd);
-    return fl_err_set(FL_EINVAL, "'%s' is %s, expected a regular file", path,
-                      file_kind(st.st_mode));
+    return fl_err_set(FL_EINVAL, "'%s' is %s, expected a regular file%s", path,
+                      file_kind(st.st_mode), flags & FL_FILE_STREAM_OK ? " or a pipe" : "");
   }
   if (stream) {
-    /* A FIFO opened O_NONBLOCK reads as empty until its writer comes: open
-     * it again, waiting for the writer, as a reader of a pipe expects. */
-    close(fd);
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return fl_err_set(FL_EIO, "cannot open '%s': %s", path, strerror(errno));
+    /* A FIFO reads as empty (EOF) until its writer comes: wait for the
+     * writer's data or its hang-up, as a reader of a pipe expects. poll()
+     * reports no hang-up for a writer that never came, so this waits for
+     * one. The descriptor is kept, not reopened blocking: closing it would
+     * leave a writer that its open released without a reader (SIGPIPE), and
+     * a blocking open would wait for yet another writer if the first had
+     * written and gone. */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    while (poll(&pfd, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      return fl_err_set(FL_EIO, "cannot wait for '%s': %s", path, strerror(e));
+    }
   }
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
@@ -67,16 +77,26 @@ int fl_file_open_input(const char *path, unsigned flags, int *fd_out, uint64_t *
 
 int fl_file_read_all(const char *path, size_t max_bytes, unsigned flags, uint8_t **buf,
                      size_t *len) {
-  int fd = -1, rc = 0;
+  int fd = -1, rc;
+  uint64_t size;
+  *buf = NULL;
+  *len = 0;
+  if ((rc = fl_file_open_input(path, flags, &fd, &size))) return rc;
+  rc = fl_file_read_fd(fd, path, size, max_bytes, buf, len);
+  close(fd);
+  return rc;
+}
+
+int fl_file_read_fd(int fd, const char *path, uint64_t size, size_t max_bytes, uint8_t **buf,
+                    size_t *len) {
+  int rc = 0;
   uint8_t *p = NULL;
   size_t used = 0, cap;
-  uint64_t size;
   *buf = NULL;
   *len = 0;
   /* One spare byte beyond max_bytes to tell "exactly at the limit" from "over",
    * one more for the NUL. */
   if (max_bytes > SIZE_MAX - 2) max_bytes = SIZE_MAX - 2;
-  if ((rc = fl_file_open_input(path, flags, &fd, &size))) return rc;
   if (size > max_bytes) {
     rc = fl_err_set(FL_ETOOBIG, "'%s' is %llu bytes, the limit is %zu", path,
                     (unsigned long long)size, max_bytes);
@@ -92,8 +112,10 @@ int fl_file_read_all(const char *path, size_t max_bytes, unsigned flags, uint8_t
   }
   for (;;) {
     if (used > max_bytes) {
-      rc = fl_err_set(FL_ETOOBIG, "'%s' grew beyond the limit of %zu bytes while reading", path,
-                      max_bytes);
+      rc = size ? fl_err_set(FL_ETOOBIG, "'%s' grew beyond the limit of %zu bytes while reading",
+                             path, max_bytes)
+                : fl_err_set(FL_ETOOBIG, "'%s' holds more than the limit of %zu bytes", path,
+                             max_bytes);
       goto out;
     }
     /* The file may have grown since fstat (or fstat said 0): grow to at
@@ -123,7 +145,6 @@ int fl_file_read_all(const char *path, size_t max_bytes, unsigned flags, uint8_t
   p = NULL;
 out:
   free(p);
-  if (fd >= 0) close(fd);
   return rc;
 }
 

@@ -15,9 +15,11 @@ enum {
 /* Opens an input file for reading without ever blocking in open() (a FIFO
  * without a writer would) and checks its type first: a directory, a device
  * (/dev/zero, a tty), a socket, or a FIFO without FL_FILE_STREAM_OK is
- * refused with a message naming the path and what it is. On success *fd is
- * a blocking, close-on-exec descriptor and *size the file's size (0 for a
- * stream). FL_ENOENT if missing, FL_EINVAL for a wrong type, FL_EIO else. */
+ * refused with a message naming the path and what it is. A FIFO allowed
+ * as a stream is waited on until its writer has written or hung up (as
+ * reading a pipe would). On success *fd is a blocking, close-on-exec
+ * descriptor and *size the file's size (0 for a stream). FL_ENOENT if
+ * missing, FL_EINVAL for a wrong type, FL_EIO else. */
 int fl_file_open_input(const char *path, unsigned flags, int *fd, uint64_t *size);
 
 /* Reads a whole file into a new malloc'd buffer (NUL-terminated for
@@ -26,6 +28,15 @@ int fl_file_open_input(const char *path, unsigned flags, int *fd, uint64_t *size
  * stream is read only up to the limit plus one byte). */
 int fl_file_read_all(const char *path, size_t max_bytes, unsigned flags, uint8_t **buf,
                      size_t *len);
+
+/* The reading half of fl_file_read_all(), for a caller that checks more
+ * than the type between opening and reading (e.g. a secret file's mode):
+ * reads fd (from fl_file_open_input(), `size` as it returned) to its end
+ * into a new malloc'd, NUL-terminated buffer. At most max_bytes are read
+ * (a stream: the limit plus one byte), FL_ETOOBIG beyond; `path` is for
+ * the messages only. Does not close fd. */
+int fl_file_read_fd(int fd, const char *path, uint64_t size, size_t max_bytes, uint8_t **buf,
+                    size_t *len);
 
 /* Writes `len` bytes atomically: temporary file in the same directory, fsync,
  * rename over `path`, fsync of the directory. Readers see the old or the new

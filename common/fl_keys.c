@@ -12,8 +12,11 @@
 #include <zmq.h>
 
 #include "fl_error.h"
+#include "fl_file.h"
 
 #define KEY_FILE_MAX ((size_t)64 << 10) /* a certificate is a few hundred bytes */
+/* A "KEY NAME" list of FL_ALLOWLIST_MAX entries is under 2 MiB. */
+#define ALLOW_FILE_MAX ((size_t)4 << 20)
 
 static const char z85_alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                    ".-:+=^!/*?&<>()[]{}@%$#";
@@ -64,22 +67,21 @@ void fl_keys_stem(const char *path, char *out, size_t cap) {
 
 /* ---- reading certificate files ---- */
 
-/* Reads a key file (NUL-terminated). With `secret`, refuses a file that its
- * group or others may access, like ssh does with private keys. */
-static int read_key_file(const char *path, int secret, char **out) {
+/* Reads a key file or an allowlist (NUL-terminated), at most `max` bytes,
+ * refusing anything but a regular file (a FIFO would block, a device never
+ * end). With `secret`, refuses a file that its group or others may access,
+ * like ssh does with private keys. */
+static int read_key_file(const char *path, int secret, size_t max, char **out) {
   *out = NULL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return fl_err_set(errno == ENOENT ? FL_ENOENT : FL_EIO, "%s: %s", path, strerror(errno));
+  int fd = -1;
+  uint64_t size;
+  uint8_t *buf = NULL;
+  size_t len = 0;
   struct stat st;
-  int rc = 0;
-  char *buf = NULL;
+  int rc = fl_file_open_input(path, FL_FILE_REGULAR, &fd, &size);
+  if (rc) return rc;
   if (fstat(fd, &st) != 0) {
     rc = fl_err_set(FL_EIO, "%s: %s", path, strerror(errno));
-    goto out;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    rc = fl_err_set(FL_EINVAL, "%s: not a regular file", path);
     goto out;
   }
   if (secret && (st.st_mode & 077)) {
@@ -89,36 +91,15 @@ static int read_key_file(const char *path, int secret, char **out) {
                     path, (unsigned)(st.st_mode & 07777), path);
     goto out;
   }
-  if ((size_t)st.st_size > KEY_FILE_MAX) {
-    rc = fl_err_set(FL_ETOOBIG, "%s: %lld bytes, too large for a key file", path,
-                    (long long)st.st_size);
-    goto out;
-  }
-  buf = malloc((size_t)st.st_size + 1);
-  if (!buf) {
-    rc = fl_err_set(FL_ENOMEM, "%s: out of memory", path);
-    goto out;
-  }
-  size_t len = 0;
-  while (len < (size_t)st.st_size) {
-    ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      rc = fl_err_set(FL_EIO, "%s: %s", path, strerror(errno));
-      goto out;
-    }
-    if (r == 0) break;
-    len += (size_t)r;
-  }
-  buf[len] = '\0';
-  if (strlen(buf) != len) rc = fl_err_set(FL_EINVAL, "%s: contains a NUL byte", path);
+  if ((rc = fl_file_read_fd(fd, path, size, max, &buf, &len))) goto out;
+  if (strlen((char *)buf) != len) rc = fl_err_set(FL_EINVAL, "%s: contains a NUL byte", path);
 out:
   close(fd);
   if (rc) {
-    if (buf) explicit_bzero(buf, (size_t)st.st_size + 1);
+    if (buf) explicit_bzero(buf, len);
     free(buf);
   } else {
-    *out = buf;
+    *out = (char *)buf;
   }
   return rc;
 }
@@ -211,7 +192,7 @@ static int parse_cert(const char *path, char *text, int want_secret, fl_keypair_
 int fl_keys_load_secret(const char *path, fl_keypair_t *kp) {
   if (!path || !path[0] || !kp) return fl_err_set(FL_EINVAL, "fl_keys_load_secret: no file");
   char *text;
-  int rc = read_key_file(path, 1, &text);
+  int rc = read_key_file(path, 1, KEY_FILE_MAX, &text);
   if (rc) return rc;
   size_t len = strlen(text);
   rc = parse_cert(path, text, 1, kp);
@@ -236,7 +217,7 @@ int fl_keys_load_public(const char *key_or_path, char out[FL_KEY_Z85_LEN + 1]) {
     return 0;
   }
   char *text;
-  int rc = read_key_file(key_or_path, 0, &text);
+  int rc = read_key_file(key_or_path, 0, KEY_FILE_MAX, &text);
   if (rc == FL_ENOENT)
     return fl_err_set(FL_ENOENT, "'%s' is neither a file nor a %d-character Z85 key", key_or_path,
                       FL_KEY_Z85_LEN);
@@ -373,6 +354,9 @@ static int allow_add(fl_allowlist_t *a, const char *where, const char *z85, cons
       return fl_err_set(FL_EINVAL, "%s: client name '%.*s' listed twice", where, (int)name_len,
                         name);
   }
+  if (a->n >= FL_ALLOWLIST_MAX)
+    return fl_err_set(FL_ETOOBIG, "%s: more than %d client keys (the limit of --allow-clients)",
+                      where, FL_ALLOWLIST_MAX);
   if (a->n == a->cap) {
     size_t cap = a->cap ? 2 * a->cap : 16;
     allow_entry_t *e = realloc(a->e, cap * sizeof *e);
@@ -397,13 +381,18 @@ static int allow_load_dir(fl_allowlist_t *a, const char *dir) {
   int n = scandir(dir, &names, key_file_filter, alphasort);
   if (n < 0) return fl_err_set(FL_EIO, "--allow-clients %s: %s", dir, strerror(errno));
   int rc = 0;
+  /* Before reading any: each is at most KEY_FILE_MAX bytes, so this bounds
+   * the bytes read too. */
+  if (n > FL_ALLOWLIST_MAX)
+    rc = fl_err_set(FL_ETOOBIG, "--allow-clients %s: %d .key files, the limit is %d", dir, n,
+                    FL_ALLOWLIST_MAX);
   for (int i = 0; i < n; i++) {
     char path[4096], stem[FL_KEY_NAME_MAX + 8];
     if (!rc) {
       snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
       char *text;
       fl_keypair_t kp;
-      if (!(rc = read_key_file(path, 0, &text))) {
+      if (!(rc = read_key_file(path, 0, KEY_FILE_MAX, &text))) {
         rc = parse_cert(path, text, 0, &kp);
         free(text);
       }
@@ -422,7 +411,7 @@ static int allow_load_dir(fl_allowlist_t *a, const char *dir) {
 
 static int allow_load_file(fl_allowlist_t *a, const char *path) {
   char *text;
-  int rc = read_key_file(path, 0, &text);
+  int rc = read_key_file(path, 0, ALLOW_FILE_MAX, &text);
   if (rc) return rc;
   int lineno = 0;
   char *save = NULL;

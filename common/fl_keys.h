@@ -22,7 +22,12 @@
  * file is one client named by the file's stem (alice.key is "alice"), or a
  * file of "KEY NAME" lines (Z85 key, blanks, a name; '#' comments and blank
  * lines allowed). Names are 1..127 printable ASCII bytes without blanks;
- * keys and names must be unique. */
+ * keys and names must be unique.
+ *
+ * Every file read must be a regular file (or a symlink to one): a
+ * directory, FIFO or device is refused with what it is, also as an entry
+ * NAME.key of an allowlist directory. A key file is at most 64 KiB, a list
+ * file 4 MiB; a list holds at most FL_ALLOWLIST_MAX keys. */
 #ifndef FL_KEYS_H
 #define FL_KEYS_H
 
@@ -31,7 +36,8 @@
 
 #define FL_KEY_BYTES 32
 #define FL_KEY_Z85_LEN 40
-#define FL_KEY_NAME_MAX 128 /* including the NUL */
+#define FL_KEY_NAME_MAX 128    /* including the NUL */
+#define FL_ALLOWLIST_MAX 10000 /* client keys in one --allow-clients list */
 
 /* A key pair as Z85 text (NUL-terminated); secret is "" when unknown. */
 typedef struct {
@@ -67,8 +73,8 @@ void fl_keys_stem(const char *path, char *out, size_t cap);
 typedef struct fl_allowlist fl_allowlist_t;
 
 /* Loads a directory of *.key files or a "KEY NAME" file. An empty list is
- * an error (it would refuse everyone). Returns 0 and *out, or an error
- * naming the file and line. */
+ * an error (it would refuse everyone), a longer one than FL_ALLOWLIST_MAX
+ * FL_ETOOBIG. Returns 0 and *out, or an error naming the file and line. */
 int fl_allowlist_load(const char *path, fl_allowlist_t **out);
 
 /* The name of the client with this 32-byte public key, or NULL. */

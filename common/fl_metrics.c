@@ -1,26 +1,88 @@
 /* fl_metrics: per-round records in memory, mirrored line by line to a JSON
- * Lines file (flushed, so a crashed or killed run keeps every finished
- * round), plus the progress line and an SVG chart drawn from the records. */
+ * Lines file, plus the progress line and an SVG chart drawn from the
+ * records.
+ *
+ * The file never holds a partial line, and loses none while the process
+ * lives and its queue (64 MiB) has room: each line goes out in one write() (O_APPEND, so it lands
+ * at the end); if the write comes up short or fails (a full disk), the
+ * file is cut back to its last complete line and the line stays queued,
+ * with every later one, to be written in order at the next add or at
+ * fl_metrics_flush(). */
 #include "fl_metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fl_error.h"
 #include "fl_file.h"
 
-/* Hard caps: a run with more rounds, or a chart larger than this, is a bug. */
+/* Hard caps: a run with more rounds, or a chart larger than this, is a bug.
+ * SB_MAX_BYTES also bounds the queue of unwritten lines. */
 #define FL_METRICS_MAX_ROUNDS ((size_t)10 * 1000 * 1000)
-#define SVG_MAX_BYTES ((size_t)64 << 20)
+#define SB_MAX_BYTES ((size_t)64 << 20)
+
+/* A growable text buffer; the first failure sticks in err. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int err;
+} sbuf_t;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
+  for (;;) {
+    if (b->err) return;
+    size_t room = b->cap - b->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->err = FL_EINVAL;
+      return;
+    }
+    if ((size_t)n < room) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = b->cap ? b->cap * 2 : 65536;
+    while (cap < b->len + (size_t)n + 1)
+      cap *= 2;
+    if (cap > SB_MAX_BYTES) {
+      b->err = FL_ENOMEM;
+      return;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p) {
+      b->err = FL_ENOMEM;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+}
 
 struct fl_metrics {
-  FILE *jsonl;             /* NULL: memory only */
   fl_round_metrics_t *rec; /* (n) records, cap allocated */
   size_t n, cap;
+  /* the JSON Lines file; fd -1: memory only */
+  int fd;
+  char *path;
+  int regular;     /* a regular file, which a partial line can be cut off */
+  uint64_t good;   /* the file's size up to its last complete line */
+  int cut_pending; /* a partial line is still in the file: cut it first */
+  sbuf_t queue;    /* lines not written yet, in order, each ending in '\n' */
+  size_t queue_at; /* the first of them starts here */
+  size_t queued;   /* how many */
+  size_t lost;     /* lines dropped because the queue was full */
+  int failing;     /* a failure was reported; quiet until the queue is empty */
+  int last_errno;  /* why the last write failed */
 };
 
 int fl_metrics_new(const char *jsonl_path, int append, fl_metrics_t **out) {
@@ -28,16 +90,37 @@ int fl_metrics_new(const char *jsonl_path, int append, fl_metrics_t **out) {
   *out = NULL;
   fl_metrics_t *m = calloc(1, sizeof *m);
   if (!m) return fl_err_set(FL_ENOMEM, "fl_metrics_new: out of memory");
-  if (jsonl_path && jsonl_path[0]) {
-    /* Append on resume: the file already holds the rounds before the
-     * checkpoint. (They are not read back into memory, so the chart of a
-     * resumed run starts at the resumed round.) */
-    m->jsonl = fopen(jsonl_path, append ? "a" : "w");
-    if (!m->jsonl) {
-      int rc = fl_err_set(FL_EIO, "cannot open metrics file '%s': %s", jsonl_path, strerror(errno));
-      free(m);
-      return rc;
-    }
+  m->fd = -1;
+  if (!jsonl_path || !jsonl_path[0]) {
+    *out = m;
+    return 0;
+  }
+  int rc = 0;
+  struct stat st;
+  if (!(m->path = strdup(jsonl_path))) {
+    rc = fl_err_set(FL_ENOMEM, "fl_metrics_new: out of memory");
+    goto out;
+  }
+  /* Append on resume: the file already holds the rounds before the
+   * checkpoint. (They are not read back into memory, so the chart of a
+   * resumed run starts at the resumed round.) O_APPEND in both cases, so
+   * that after a cut the next line goes where the cut was. */
+  m->fd = open(jsonl_path,
+               O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | (append ? 0 : O_TRUNC), 0644);
+  if (m->fd < 0) {
+    rc = fl_err_set(FL_EIO, "cannot open metrics file '%s': %s", jsonl_path, strerror(errno));
+    goto out;
+  }
+  if (fstat(m->fd, &st) != 0) {
+    rc = fl_err_set(FL_EIO, "cannot stat metrics file '%s': %s", jsonl_path, strerror(errno));
+    goto out;
+  }
+  m->regular = S_ISREG(st.st_mode);
+  m->good = m->regular ? (uint64_t)st.st_size : 0;
+out:
+  if (rc) {
+    fl_metrics_destroy(&m);
+    return rc;
   }
   *out = m;
   return 0;
@@ -45,7 +128,9 @@ int fl_metrics_new(const char *jsonl_path, int append, fl_metrics_t **out) {
 
 void fl_metrics_destroy(fl_metrics_t **m) {
   if (!m || !*m) return;
-  if ((*m)->jsonl) fclose((*m)->jsonl);
+  if ((*m)->fd >= 0) close((*m)->fd);
+  free((*m)->path);
+  free((*m)->queue.p);
   free((*m)->rec);
   free(*m);
   *m = NULL;
@@ -59,13 +144,111 @@ const fl_round_metrics_t *fl_metrics_get(const fl_metrics_t *m, size_t i) {
   return m && i < m->n ? &m->rec[i] : NULL;
 }
 
+size_t fl_metrics_pending(const fl_metrics_t *m) {
+  return m ? m->queued + m->lost : 0;
+}
+
 /* JSON has no NaN or Infinity; null marks "not measured". %.17g round-trips
  * a double exactly and is valid JSON for every finite value. */
-static void json_number(FILE *f, const char *key, double v) {
+static void json_number(sbuf_t *b, const char *key, double v) {
   if (isfinite(v))
-    fprintf(f, ",\"%s\":%.17g", key, v);
+    sb_printf(b, ",\"%s\":%.17g", key, v);
   else
-    fprintf(f, ",\"%s\":null", key);
+    sb_printf(b, ",\"%s\":null", key);
+}
+
+static void json_line(sbuf_t *b, const fl_round_metrics_t *r, const char *extra_json) {
+  sb_printf(b, "{\"round\":%" PRIu32 ",\"rounds_total\":%" PRIu32, r->round, r->rounds_total);
+  json_number(b, "lr", r->lr);
+  sb_printf(b, ",\"clients_sampled\":%" PRIu32 ",\"clients_reported\":%" PRIu32, r->clients_sampled,
+            r->clients_reported);
+  json_number(b, "train_loss", r->train_loss);
+  json_number(b, "test_loss", r->test_loss);
+  json_number(b, "test_accuracy", r->test_accuracy);
+  json_number(b, "seconds", r->seconds);
+  json_number(b, "elapsed", r->elapsed);
+  sb_printf(b, ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64, r->bytes_sent,
+            r->bytes_received);
+  sb_printf(b, ",\"rejected\":%" PRIu32 ",\"clipped\":%" PRIu32 ",\"capped\":%" PRIu32, r->rejected,
+            r->clipped, r->capped);
+  if (extra_json && extra_json[0]) sb_printf(b, ",%s", extra_json);
+  sb_printf(b, "}\n");
+}
+
+/* The round of the first queued line, for messages. */
+static unsigned long queue_first_round(const fl_metrics_t *m) {
+  return strtoul(m->queue.p + m->queue_at + strlen("{\"round\":"), NULL, 10);
+}
+
+/* Cuts the file back to its last complete line. */
+static int cut_partial(fl_metrics_t *m) {
+  if (!m->regular) return 0; /* a pipe or device keeps what it got */
+  while (ftruncate(m->fd, (off_t)m->good) != 0) {
+    if (errno == EINTR) continue;
+    m->cut_pending = 1;
+    return -1;
+  }
+  m->cut_pending = 0;
+  return 0;
+}
+
+/* Writes one line at the end of the file: in one write(), unless that
+ * comes up short (the file system ran out of room inside the line), when
+ * the rest is tried, which either fits after all or fails with the reason
+ * (ENOSPC, EFBIG, ...). On failure, cuts off whatever part got written,
+ * sets m->last_errno and returns -1. */
+static int write_line(fl_metrics_t *m, const char *line, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = write(m->fd, line + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      m->last_errno = w < 0 ? errno : EIO;
+      if (done > 0) cut_partial(m);
+      return -1;
+    }
+    done += (size_t)w;
+  }
+  m->good += len;
+  return 0;
+}
+
+/* Writes the queued lines in order; stops at the first that fails.
+ * 0 if the queue is empty. */
+static int write_queue(fl_metrics_t *m) {
+  if (m->cut_pending && cut_partial(m) != 0) {
+    m->last_errno = errno;
+    return -1;
+  }
+  while (m->queued) {
+    const char *line = m->queue.p + m->queue_at;
+    size_t len = (size_t)((const char *)memchr(line, '\n', m->queue.len - m->queue_at) - line) + 1;
+    if (write_line(m, line, len) != 0) return -1;
+    m->queue_at += len;
+    m->queued--;
+  }
+  m->queue.len = m->queue_at = 0;
+  return 0;
+}
+
+/* Appends the line to the queue, compacting it first when most of it has
+ * been written. 0, or -1 if the queue is full (SB_MAX_BYTES). */
+static int queue_line(fl_metrics_t *m, const fl_round_metrics_t *r, const char *extra_json) {
+  sbuf_t *q = &m->queue;
+  if (m->queue_at > 0 && m->queue_at >= q->len / 2) {
+    memmove(q->p, q->p + m->queue_at, q->len - m->queue_at);
+    q->len -= m->queue_at;
+    m->queue_at = 0;
+  }
+  size_t before = q->len;
+  json_line(q, r, extra_json);
+  if (q->err) {
+    q->err = 0;
+    q->len = before;
+    return -1;
+  }
+  m->queued++;
+  return 0;
 }
 
 int fl_metrics_add(fl_metrics_t *m, const fl_round_metrics_t *r, const char *extra_json) {
@@ -75,36 +258,82 @@ int fl_metrics_add(fl_metrics_t *m, const fl_round_metrics_t *r, const char *ext
     return fl_err_set(FL_EINVAL, "fl_metrics_add: extra_json must be on one line");
   if (m->n == m->cap) {
     if (m->cap >= FL_METRICS_MAX_ROUNDS)
-      return fl_err_set(FL_ENOMEM, "metrics: more than %zu rounds", FL_METRICS_MAX_ROUNDS);
+      return fl_err_set(FL_ENOMEM, "more than %zu rounds of metrics", FL_METRICS_MAX_ROUNDS);
     size_t cap = m->cap ? m->cap * 2 : 64;
     if (cap > FL_METRICS_MAX_ROUNDS) cap = FL_METRICS_MAX_ROUNDS;
     fl_round_metrics_t *rec = realloc(m->rec, cap * sizeof *rec);
-    if (!rec) return fl_err_set(FL_ENOMEM, "metrics: out of memory for %zu rounds", cap);
+    if (!rec) return fl_err_set(FL_ENOMEM, "out of memory for %zu rounds of metrics", cap);
     m->rec = rec;
     m->cap = cap;
   }
   m->rec[m->n++] = *r;
-  if (!m->jsonl) return 0;
+  if (m->fd < 0) return 0;
 
-  FILE *f = m->jsonl;
-  fprintf(f, "{\"round\":%" PRIu32 ",\"rounds_total\":%" PRIu32, r->round, r->rounds_total);
-  json_number(f, "lr", r->lr);
-  fprintf(f, ",\"clients_sampled\":%" PRIu32 ",\"clients_reported\":%" PRIu32, r->clients_sampled,
-          r->clients_reported);
-  json_number(f, "train_loss", r->train_loss);
-  json_number(f, "test_loss", r->test_loss);
-  json_number(f, "test_accuracy", r->test_accuracy);
-  json_number(f, "seconds", r->seconds);
-  json_number(f, "elapsed", r->elapsed);
-  fprintf(f, ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64, r->bytes_sent,
-          r->bytes_received);
-  fprintf(f, ",\"rejected\":%" PRIu32 ",\"clipped\":%" PRIu32 ",\"capped\":%" PRIu32, r->rejected,
-          r->clipped, r->capped);
-  if (extra_json && extra_json[0]) fprintf(f, ",%s", extra_json);
-  fputs("}\n", f);
-  if (fflush(f) != 0 || ferror(f))
-    return fl_err_set(FL_EIO, "metrics: write failed: %s", strerror(errno));
-  return 0;
+  /* A full queue: room is made by writing it, if the file takes it now. */
+  if (queue_line(m, r, extra_json) != 0 &&
+      (write_queue(m) != 0 || queue_line(m, r, extra_json) != 0)) {
+    if (m->lost++) return 0; /* the first loss was reported */
+    return fl_err_set(FL_EIO,
+                      "metrics file '%s': the line of round %" PRIu32 " and later are lost: %zu "
+                      "earlier lines are still waiting for room (%s)",
+                      m->path, r->round, m->queued, strerror(m->last_errno));
+  }
+  if (write_queue(m) == 0) {
+    m->failing = 0;
+    return 0;
+  }
+  if (m->failing) return 0; /* reported when it began */
+  m->failing = 1;
+  return fl_err_set(FL_EIO,
+                    "cannot write metrics file '%s': %s%s; round %lu and later are kept and "
+                    "written when there is room",
+                    m->path, strerror(m->last_errno),
+                    m->cut_pending ? " (and cannot cut off a partial line)" : "",
+                    queue_first_round(m));
+}
+
+int fl_metrics_flush(fl_metrics_t *m) {
+  if (!m || m->fd < 0) return 0;
+  if (write_queue(m) == 0) m->failing = 0;
+  if (!m->queued && !m->lost && !m->cut_pending) return 0;
+  if (!m->queued && !m->lost)
+    return fl_err_set(FL_EIO, "metrics file '%s': cannot cut off a partial line: %s", m->path,
+                      strerror(m->last_errno));
+  char lost[96] = "";
+  if (m->lost) snprintf(lost, sizeof lost, ", and %zu lines were lost", m->lost);
+  if (m->queued)
+    return fl_err_set(FL_EIO, "metrics file '%s': %zu lines from round %lu on not written: %s%s",
+                      m->path, m->queued, queue_first_round(m), strerror(m->last_errno), lost);
+  return fl_err_set(FL_EIO, "metrics file '%s': %zu lines lost", m->path, m->lost);
+}
+
+int fl_metrics_trim(const char *path, uint32_t rounds_done) {
+  uint8_t *buf = NULL;
+  char *out = NULL;
+  size_t len, at = 0;
+  int rc = fl_file_read_all(path, FL_METRICS_MAX_FILE_BYTES, FL_FILE_REGULAR, &buf, &len);
+  if (rc == FL_ENOENT) return 0;
+  if (rc) return rc;
+  if (!(out = malloc(len + 1))) {
+    rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to trim '%s'", len, path);
+    goto out;
+  }
+  for (char *line = (char *)buf; line < (char *)buf + len;) {
+    char *nl = memchr(line, '\n', len - (size_t)(line - (char *)buf));
+    if (!nl) break; /* a partial last line: never written whole */
+    size_t l = (size_t)(nl - line) + 1;
+    unsigned long round = !strncmp(line, "{\"round\":", 9) ? strtoul(line + 9, NULL, 10) : 0;
+    if (round >= 1 && round <= rounds_done) {
+      memcpy(out + at, line, l);
+      at += l;
+    }
+    line = nl + 1;
+  }
+  rc = fl_file_write_atomic(path, out, at);
+out:
+  free(out);
+  free(buf);
+  return rc;
 }
 
 /* ---- progress line ---- */
@@ -173,46 +402,6 @@ void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
 }
 
 /* ---- SVG chart ---- */
-
-/* A growable text buffer; the first failure sticks in err. */
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int err;
-} sbuf_t;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-  for (;;) {
-    if (b->err) return;
-    size_t room = b->cap - b->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->err = FL_EINVAL;
-      return;
-    }
-    if ((size_t)n < room) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 65536;
-    while (cap < b->len + (size_t)n + 1)
-      cap *= 2;
-    if (cap > SVG_MAX_BYTES) {
-      b->err = FL_ENOMEM;
-      return;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->err = FL_ENOMEM;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-}
 
 /* Text content and attribute values: escapes markup, drops control bytes
  * that XML 1.0 forbids. */
@@ -555,8 +744,8 @@ int fl_metrics_write_svg(const fl_metrics_t *m, const char *path, const char *ti
   svg_chart(&b, m, title ? title : "fedlr");
   int rc = 0;
   if (b.err)
-    rc = fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path,
-                    SVG_MAX_BYTES);
+    rc =
+        fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path, SB_MAX_BYTES);
   else
     rc = fl_file_write_atomic(path, b.p, b.len);
   free(b.p);

@@ -29,18 +29,54 @@ typedef struct {
 
 typedef struct fl_metrics fl_metrics_t;
 
+/* The largest metrics file fl_metrics_trim() reads (it holds it twice in
+ * memory): over a million rounds of 100 sampled clients. */
+#define FL_METRICS_MAX_FILE_BYTES ((size_t)1 << 30)
+
 /* jsonl_path may be NULL or "" (keep in memory only). The file is truncated,
- * unless append != 0 (resume). */
+ * unless append != 0 (resume). FL_EIO naming the file if it cannot be
+ * opened. */
 int fl_metrics_new(const char *jsonl_path, int append, fl_metrics_t **out);
+
+/* Lines still queued (see fl_metrics_add) are dropped: call
+ * fl_metrics_flush() first. NULL-safe; clears *m. */
 void fl_metrics_destroy(fl_metrics_t **m);
 
-/* Records a round: appends to memory and writes one JSON object line
- * (flushed) with keys round, lr, clients_sampled, clients_reported,
- * train_loss, test_loss, test_accuracy, seconds, elapsed, bytes_sent,
- * bytes_received, rejected, clipped, capped; NAN is written as null.
- * `extra_json` is NULL or extra members to append inside the object (e.g.
- * "\"participants\":[1,5]"). */
+/* Records a round in memory and writes it to the file as one JSON object
+ * line with keys round, lr, clients_sampled, clients_reported, train_loss,
+ * test_loss, test_accuracy, seconds, elapsed, bytes_sent, bytes_received,
+ * rejected, clipped, capped; NAN is written as null. `extra_json` is NULL
+ * or extra members to append inside the object (e.g.
+ * "\"participants\":[1,5]"); FL_EINVAL if it holds a newline.
+ *
+ * The file never holds a partial line: a line goes out in one write(), and
+ * if that fails or comes up short (a full disk), the file is cut back to
+ * its last complete line and the line is queued in memory (up to 64 MiB),
+ * with every later one, to be written in order at the next call or at
+ * fl_metrics_flush(). So if room comes back, no line is missing.
+ *
+ * Returns 0 when the record is kept: its line written, or queued while an
+ * earlier failure is still going on. Returns FL_EIO, with a message
+ * naming the file and the OS error, when a failure begins (the first line
+ * that could not be written since the file last held every line): a
+ * program logs that and carries on, and hears again only of a new failure
+ * after a recovery, not at every retry. FL_ENOMEM past 10 million rounds. */
 int fl_metrics_add(fl_metrics_t *m, const fl_round_metrics_t *r, const char *extra_json);
+
+/* Writes the lines still queued. 0 if the file now holds every line
+ * (always, without a file); else FL_EIO with a message naming the file, how
+ * many lines are missing from which round, and the OS error. The lines stay
+ * queued, so a later call may still succeed. */
+int fl_metrics_flush(fl_metrics_t *m);
+
+/* Lines not in the file yet (queued, or lost to a full queue). */
+size_t fl_metrics_pending(const fl_metrics_t *m);
+
+/* Rewrites the JSON Lines file `path` (atomically) keeping only the
+ * complete lines of rounds 1..rounds_done, for a resumed run, which redoes
+ * the round that was in flight. A missing file is fine (0); a file that is
+ * not regular or is larger than FL_METRICS_MAX_FILE_BYTES is refused. */
+int fl_metrics_trim(const char *path, uint32_t rounds_done);
 
 size_t fl_metrics_count(const fl_metrics_t *m);
 const fl_round_metrics_t *fl_metrics_get(const fl_metrics_t *m, size_t i);
@@ -51,7 +87,9 @@ const fl_round_metrics_t *fl_metrics_get(const fl_metrics_t *m, size_t i);
 void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r);
 
 /* Writes an SVG chart (test accuracy, test/train loss, learning rate per
- * round; three stacked panels with axes and labels) that a browser shows. */
+ * round; three stacked panels with axes and labels) that a browser shows,
+ * atomically (fl_file_write_atomic): the old chart or the new one, never a
+ * torn file. */
 int fl_metrics_write_svg(const fl_metrics_t *m, const char *path, const char *title);
 
 #endif

@@ -68,6 +68,7 @@
 #include "fl_file.h"
 #include "fl_keys.h"
 #include "fl_metrics.h"
+#include "fl_outputs.h"
 #include "fl_ratelog.h"
 #include "fl_rng.h"
 #include "fl_safetensors.h"
@@ -161,6 +162,7 @@ typedef struct {
   size_t queue_head, queue_len, in_flight;
   uint32_t run_id;
   char ckpt_path[FL_PATH_MAX + 32];
+  uint32_t ckpt_failed; /* checkpoints failed in a row (logged at the first and the last) */
   int done;     /* the run is over: no more rounds; the loop ends when `stopping` does */
   int stopping; /* the run is over; waiting (up to stop_deadline) for peers to hear it */
   double stop_t0, stop_quiet_since;
@@ -494,30 +496,34 @@ static void check_waiting(coord_t *c, double now) {
   }
 }
 
-static void write_outputs(coord_t *c, int final) {
-  if (!c->cfg.out[0]) return;
-  if (fl_engine_save(c->engine, c->ckpt_path) != 0)
-    logf_("checkpoint %s failed: %s", c->ckpt_path, fl_err_msg());
-  if (!final) return;
-  char path[FL_PATH_MAX + 64];
-  char rounds[32], seed[32];
-  snprintf(rounds, sizeof rounds, "%u", fl_engine_rounds_done(c->engine));
-  snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->cfg.seed);
-  const char *meta[] = {"rounds", rounds, "seed", seed, "producer", "fedlr-coordinator", NULL};
-  snprintf(path, sizeof path, "%s/model.safetensors", c->cfg.out);
-  if (fl_safetensors_save(path, fl_engine_model(c->engine), fl_engine_weights(c->engine), meta))
-    logf_("writing %s failed: %s", path, fl_err_msg());
-  snprintf(path, sizeof path, "%s/chart.svg", c->cfg.out);
-  char title[FL_PATH_MAX + 256];
-  snprintf(title, sizeof title, "fedlr-coordinator %s, C=%g, %s", c->cfg.model, c->cfg.fraction,
-           c->cfg.schedule);
-  if (fl_metrics_write_svg(c->metrics, path, title)) logf_("writing %s failed", path);
-  snprintf(path, sizeof path, "%s/config.ini", c->cfg.out);
-  FILE *f = fopen(path, "w");
-  if (f) {
-    fl_config_write(&c->cfg, FL_PROG_COORD, f);
-    fclose(f);
+/* The checkpoint, and at the end (`final`) the outputs (fl_outputs_write)
+ * and the metrics lines still queued. Failures are logged (a run of failed
+ * checkpoints at its first, its recovery and the end, not every round);
+ * the run goes on after a failed checkpoint, since the previous one stays
+ * intact (atomic writes). Returns nonzero if anything failed. */
+static int write_outputs(coord_t *c, int final) {
+  int failed = 0;
+  if (c->cfg.out[0] && fl_engine_save(c->engine, c->ckpt_path) != 0) {
+    if (!c->ckpt_failed++ || final)
+      logf_("checkpoint not written (%u in a row; an earlier one, if any, is kept): %s",
+            c->ckpt_failed, fl_err_msg());
+    failed = 1;
+  } else if (c->cfg.out[0] && c->ckpt_failed) {
+    logf_("checkpoint %s written again, after %u failed", c->ckpt_path, c->ckpt_failed);
+    c->ckpt_failed = 0;
   }
+  if (!final) return failed;
+  if (c->cfg.out[0] && fl_outputs_write(c->cfg.out, "fedlr-coordinator", &c->cfg, FL_PROG_COORD,
+                                        fl_engine_model(c->engine), fl_engine_weights(c->engine),
+                                        fl_engine_rounds_done(c->engine), c->metrics) != 0) {
+    logf_("%s", fl_err_msg());
+    failed = 1;
+  }
+  if (fl_metrics_flush(c->metrics) != 0) {
+    logf_("%s", fl_err_msg());
+    failed = 1;
+  }
+  return failed;
 }
 
 /* Closes the open round: with quorum, aggregate and evaluate; without,
@@ -585,7 +591,8 @@ static void close_round(coord_t *c, const char *why) {
     if (extra)
       snprintf(extra, 2 * cap + 64, "\"participants\":[%s],\"dropped\":[%s]", parts, dropped);
   }
-  if (fl_metrics_add(c->metrics, &rm, extra) != 0) logf_("metrics: %s", fl_err_msg());
+  /* Logged when a write failure begins; the lines are kept and retried. */
+  if (fl_metrics_add(c->metrics, &rm, extra) != 0) logf_("%s", fl_err_msg());
   free(extra);
   free(parts);
   free(dropped);
@@ -1295,7 +1302,9 @@ static void finish_run(coord_t *c, const char *why, int status) {
   for (size_t i = 0; i < c->cap_peers && c->final_stop; i++)
     if (c->peers[i].rid_len)
       send_copy_quiet(c, c->peers[i].rid, c->peers[i].rid_len, c->final_stop, c->final_stop_len);
-  write_outputs(c, 1); /* an interrupted run: the checkpoint of its last completed round */
+  /* An interrupted run: the checkpoint of its last completed round. A
+   * final output that cannot be written makes the exit status 1. */
+  if (write_outputs(c, 1) != 0) c->exit_code = 1;
   if (c->cap_peers) {
     uint32_t lo = UINT32_MAX, hi = 0, n = 0;
     double sum = 0;
@@ -1337,38 +1346,6 @@ static void on_signal(uv_signal_t *s, int signum) {
 }
 
 /* ---- setup ---- */
-
-/* Keeps only the metrics lines of rounds <= rounds_done (a resumed run
- * redoes the round that was in flight). */
-static int trim_metrics(const char *path, uint32_t rounds_done) {
-  uint8_t *buf;
-  size_t len;
-  int rc = fl_file_read_all(path, (size_t)1 << 30, FL_FILE_REGULAR, &buf, &len);
-  if (rc == FL_ENOENT) return 0;
-  if (rc) return rc;
-  char *out = malloc(len + 1);
-  size_t at = 0;
-  if (!out) {
-    free(buf);
-    return FL_ENOMEM;
-  }
-  char *line = (char *)buf;
-  while (line && *line) {
-    char *nl = strchr(line, '\n');
-    size_t l = nl ? (size_t)(nl - line) + 1 : strlen(line);
-    const char *r = strstr(line, "\"round\":");
-    unsigned long round = r && (!nl || r < nl) ? strtoul(r + 8, NULL, 10) : 0;
-    if (round >= 1 && round <= rounds_done) {
-      memcpy(out + at, line, l);
-      at += l;
-    }
-    line = nl ? nl + 1 : NULL;
-  }
-  rc = fl_file_write_atomic(path, out, at);
-  free(out);
-  free(buf);
-  return rc;
-}
 
 /* The ROUTER, and with CURVE its ZAP handler, bound first; a monitor on
  * the ROUTER for handshake failures. `kp` (CURVE only) is wiped. */
@@ -1573,27 +1550,35 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
     goto out;
   }
-  if (cfg->out[0]) {
-    if ((rc = fl_file_mkdirs(cfg->out))) {
-      fprintf(stderr, "fedlr-coordinator: --out %s: %s\n", cfg->out, fl_err_msg());
-      goto out;
-    }
-    snprintf(c->ckpt_path, sizeof c->ckpt_path, "%s/checkpoint.safetensors", cfg->out);
-  }
   int append = 0;
   if (cfg->resume[0]) {
+    /* Before anything is created: a wrong --resume DIR leaves no trace. */
     char path[FL_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", cfg->resume);
+    if (access(path, F_OK) != 0) {
+      fprintf(stderr,
+              "fedlr-coordinator: --resume %s: no checkpoint.safetensors there (DIR is the --out "
+              "of the run to continue)\n",
+              cfg->resume);
+      goto out;
+    }
     if ((rc = fl_engine_load(c->engine, path))) {
       fprintf(stderr, "fedlr-coordinator: --resume: %s\n", fl_err_msg());
       goto out;
     }
     logf_("resumed from %s after %u rounds", path, fl_engine_rounds_done(c->engine));
-    if (cfg->metrics[0] && (rc = trim_metrics(cfg->metrics, fl_engine_rounds_done(c->engine)))) {
-      fprintf(stderr, "fedlr-coordinator: --metrics %s: %s\n", cfg->metrics, fl_err_msg());
+    if (cfg->metrics[0] && (rc = fl_metrics_trim(cfg->metrics, fl_engine_rounds_done(c->engine)))) {
+      fprintf(stderr, "fedlr-coordinator: --metrics: %s\n", fl_err_msg());
       goto out;
     }
     append = 1;
+  }
+  if (cfg->out[0]) {
+    if ((rc = fl_file_mkdirs(cfg->out))) {
+      fprintf(stderr, "fedlr-coordinator: --out: %s\n", fl_err_msg());
+      goto out;
+    }
+    snprintf(c->ckpt_path, sizeof c->ckpt_path, "%s/checkpoint.safetensors", cfg->out);
   }
   if ((rc = fl_metrics_new(cfg->metrics, append, &c->metrics))) {
     fprintf(stderr, "fedlr-coordinator: --metrics: %s\n", fl_err_msg());

@@ -13,7 +13,6 @@
  * engine rejects (NaN, ...) from an attacker is dropped, printed and
  * counted, and the round goes on with the valid ones; any other error is
  * fatal. */
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -31,9 +30,9 @@
 #include "fl_error.h"
 #include "fl_file.h"
 #include "fl_metrics.h"
+#include "fl_outputs.h"
 #include "fl_partition.h"
 #include "fl_rng.h"
-#include "fl_safetensors.h"
 #include "fl_trainer.h"
 
 #define SIM_MAX_WORKERS 256
@@ -231,29 +230,6 @@ static int load_data(const fl_config_t *c, fl_dataset_t **train, fl_dataset_t **
   return 0;
 }
 
-static int write_outputs(const fl_config_t *c, const fl_engine_t *e, const fl_metrics_t *met) {
-  int rc;
-  if ((rc = fl_file_mkdirs(c->out))) return rc;
-  char path[FL_PATH_MAX + 64];
-  char rounds[32], seed[32];
-  snprintf(rounds, sizeof rounds, "%zu", fl_metrics_count(met));
-  snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
-  const char *meta[] = {"rounds", rounds, "seed", seed, "producer", "fedlr-sim", NULL};
-  snprintf(path, sizeof path, "%s/model.safetensors", c->out);
-  if ((rc = fl_safetensors_save(path, fl_engine_model(e), fl_engine_weights(e), meta))) return rc;
-  snprintf(path, sizeof path, "%s/chart.svg", c->out);
-  char title[1200];
-  snprintf(title, sizeof title, "fedlr-sim %s on %s, %u clients, C=%g, %s", c->model, c->dataset,
-           c->clients, c->fraction, c->schedule);
-  if ((rc = fl_metrics_write_svg(met, path, title))) return rc;
-  snprintf(path, sizeof path, "%s/config.ini", c->out);
-  FILE *f = fopen(path, "w");
-  if (!f) return fl_err_set(FL_EIO, "cannot write %s: %s", path, strerror(errno));
-  fl_config_write(c, FL_PROG_SIM, f);
-  if (fclose(f) != 0) return fl_err_set(FL_EIO, "cannot write %s", path);
-  return 0;
-}
-
 static int fail(const char *what, int rc) {
   const char *msg = fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc);
   if (strcmp(what, "configuration") == 0)
@@ -436,7 +412,12 @@ int main(int argc, char **argv) {
     double t1 = now_s();
     rm.seconds = t1 - t0;
     rm.elapsed = t1 - t_start;
-    if ((rc = fl_metrics_add(metrics, &rm, NULL))) {
+    /* A line that cannot be written (a full disk) is kept and retried;
+     * the failure is reported when it begins, and at the end if lines are
+     * still missing then. */
+    if ((rc = fl_metrics_add(metrics, &rm, NULL)) == FL_EIO) {
+      fprintf(stderr, "fedlr-sim: %s\n", fl_err_msg());
+    } else if (rc) {
       status = fail("--metrics", rc);
       goto out;
     }
@@ -454,15 +435,22 @@ int main(int argc, char **argv) {
     printf("; updates rejected %llu, clipped %llu, capped %llu", (unsigned long long)rejected,
            (unsigned long long)clipped, (unsigned long long)capped);
   printf("\n");
-  if (cfg.out[0]) {
-    if ((rc = write_outputs(&cfg, engine, metrics))) {
-      status = fail("--out", rc);
-      goto out;
-    }
-    if (!cfg.quiet)
-      fprintf(stderr, "fedlr-sim: wrote %s/{model.safetensors,chart.svg,config.ini}\n", cfg.out);
-  }
+  /* Every output is attempted; any that failed makes the status 1. */
   status = 0;
+  if (cfg.out[0]) {
+    if ((rc =
+             fl_outputs_write(cfg.out, "fedlr-sim", &cfg, FL_PROG_SIM, fl_engine_model(engine),
+                              fl_engine_weights(engine), fl_engine_rounds_done(engine), metrics))) {
+      fprintf(stderr, "fedlr-sim: %s\n", fl_err_msg());
+      status = 1;
+    } else if (!cfg.quiet) {
+      fprintf(stderr, "fedlr-sim: wrote %s/{model.safetensors,chart.svg,config.ini}\n", cfg.out);
+    }
+  }
+  if ((rc = fl_metrics_flush(metrics))) {
+    fprintf(stderr, "fedlr-sim: %s\n", fl_err_msg());
+    status = 1;
+  }
 out:
   if (sim) {
     stop_workers(sim);

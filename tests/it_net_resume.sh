@@ -1,7 +1,12 @@
 # SIGKILL of the coordinator mid-run, then a restart with --resume: the
 # clients rejoin by themselves, at most the round in flight is lost, and the
-# final weights are bit-identical to an uninterrupted fedlr-sim run.
+# final weights are bit-identical to an uninterrupted fedlr-sim run. First,
+# a --resume DIR without a checkpoint fails and creates nothing.
 source "$(dirname "$0")/lib.sh"
+
+expect_fail "--resume of a directory without a checkpoint" "--resume $TMP/nx1/deep: no checkpoint.safetensors there" \
+  timeout 60 "$COORD" --bind "tcp://127.0.0.1:$(free_port)" --resume "$TMP/nx1/deep" --metrics "$TMP/nx1/deep/m.jsonl"
+[ ! -e "$TMP/nx1" ] && ok "... and created nothing" || bad "--resume created $(find "$TMP/nx1")"
 
 FLAGS=(--model mlp:200,200 --clients 5 --fraction 1 --rounds 5 --local-epochs 1 --batch-size 10
        --lr 0.05 --schedule "plateau:factor=0.5,patience=0" --seed 9)

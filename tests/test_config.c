@@ -1,6 +1,12 @@
 /* Tests of fl_config: defaults, flags, the INI file, errors, help, writer. */
 #include "fl_config.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
 #include "fl_error.h"
 #include "fl_test.h"
 
@@ -217,7 +223,7 @@ TEST(flag_errors) {
       {FL_PROG_SIM,
        {"--config", "/nonexistent/x.ini"},
        FL_ENOENT,
-       {"cannot open config file '/nonexistent/x.ini'"}},
+       {"--config: '/nonexistent/x.ini' does not exist"}},
       {FL_PROG_SIM, {"--config=/nonexistent/x.ini"}, FL_ENOENT, {"/nonexistent/x.ini"}},
       {FL_PROG_SIM,
        {"--config", "a.ini", "--config", "b.ini"},
@@ -450,6 +456,111 @@ TEST(give_up) {
   int listed = strstr(h, "  --give-up SEC") && strstr(h, "0 = never") && strstr(h, "status 5");
   free(h);
   ASSERT_TRUE(listed);
+}
+
+/* Loads `path` for fedlr-sim into a fresh config, returns the code; the
+ * config must be unchanged on error. */
+static int load_sim(const char *path, fl_config_t *c) {
+  fl_config_defaults(c);
+  fl_config_t before = *c;
+  int rc = fl_config_load_file(c, FL_PROG_SIM, path);
+  if (rc && memcmp(c, &before, sizeof *c) != 0) return -100;
+  return rc;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+TEST(file_type_and_size) {
+  fl_config_t c;
+  /* A device is refused before anything is read: /dev/zero never ends. */
+  double t0 = now_s();
+  ASSERT_EQ(load_sim("/dev/zero", &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'/dev/zero' is a character device");
+  ASSERT_DBL_OP(now_s() - t0, <, 1.0);
+  /* A directory says so (it used to be "read error"). */
+  ASSERT_EQ(load_sim(fl_test_tmpdir(), &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "is a directory, expected a regular file or a pipe");
+  /* Larger than the limit. */
+  const char *path = write_file("big.ini", "");
+  FILE *f = fopen(path, "w");
+  ASSERT_TRUE(f != NULL);
+  for (size_t i = 0; i <= FL_CONFIG_MAX_BYTES / 16; i++)
+    fputs("# 0123456789abc\n", f);
+  fclose(f);
+  ASSERT_EQ(load_sim(path, &c), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "the limit is 1048576");
+  /* Binary content. */
+  path = write_file("nul.ini", "rounds = 3\n");
+  f = fopen(path, "a");
+  ASSERT_TRUE(f != NULL);
+  fputc('\0', f);
+  fclose(f);
+  ASSERT_EQ(load_sim(path, &c), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "NUL byte");
+  /* A file without a final newline still has its last line read. */
+  path = write_file("nonl.ini", "clients = 7\nrounds = 3");
+  ASSERT_EQ(load_sim(path, &c), 0);
+  ASSERT_EQ(c.rounds, 3);
+  ASSERT_EQ(c.clients, 7);
+}
+
+/* A FIFO is read like a file whether its writer comes before the reader
+ * opens it, after, or has already written everything and gone (its data
+ * held by another reader: bash's <(...) can look like that), and bounded:
+ * an endless writer is cut off at the limit. (alarm: a hang fails the test
+ * instead of blocking ctest until its timeout.) */
+TEST(file_from_a_pipe) {
+  enum { READER_FIRST, WRITER_FIRST, EMPTY, WRITER_GONE, ENDLESS, NUM_MODES };
+  char path[600];
+  snprintf(path, sizeof path, "%s/fifo.ini", fl_test_tmpdir());
+  unlink(path);
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  alarm(20);
+  for (int mode = 0; mode < NUM_MODES; mode++) {
+    /* WRITER_GONE: this reader lets the writer in, and holds its data. */
+    int held = mode == WRITER_GONE ? open(path, O_RDONLY | O_NONBLOCK) : -1;
+    pid_t pid = fork();
+    ASSERT_TRUE(pid >= 0);
+    if (pid == 0) {
+      /* Raw writes as soon as open() returns: a reader that dropped the
+       * FIFO for a moment after its open released this one would make
+       * them fail (SIGPIPE). */
+      signal(SIGPIPE, SIG_DFL);
+      static const char text[] = "[fedlr]\nrounds = 4\nlr = 0.05\n", more[] = "# more and more\n";
+      int fd = open(path, O_WRONLY);
+      if (fd < 0) _exit(1);
+      if (mode != EMPTY && write(fd, text, sizeof text - 1) != (ssize_t)sizeof text - 1) _exit(1);
+      while (mode == ENDLESS && write(fd, more, sizeof more - 1) > 0) {
+      }
+      _exit(close(fd) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    if (mode == WRITER_GONE) waitpid(pid, &status, 0);
+    /* The writer first: it waits in open() for a reader. */
+    if (mode == WRITER_FIRST || mode == ENDLESS) usleep(100 * 1000);
+    fl_config_t c;
+    double t0 = now_s();
+    int rc = load_sim(path, &c);
+    if (mode != WRITER_GONE) waitpid(pid, &status, 0);
+    if (held >= 0) close(held);
+    fprintf(stderr, "  mode %d: rc %d, writer status %d\n", mode, rc, status);
+    if (mode == ENDLESS) {
+      ASSERT_EQ(rc, FL_ETOOBIG);
+      ASSERT_CONTAINS(fl_err_msg(), "holds more than the limit of 1048576 bytes");
+      ASSERT_DBL_OP(now_s() - t0, <, 5.0);
+    } else {
+      ASSERT_EQ(rc, 0);
+      ASSERT_EQ(status, 0); /* the writer was never left without a reader */
+      ASSERT_EQ(c.rounds, mode == EMPTY ? 20 : 4);
+      ASSERT_STR_EQ(c.lr, mode == EMPTY ? "0.1" : "0.05");
+    }
+  }
+  alarm(0);
+  unlink(path);
 }
 
 TEST(file_spec_errors_name_the_flag) {

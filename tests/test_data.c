@@ -32,12 +32,14 @@ static int write_bytes(const char *path, const void *data, size_t len, int gz) {
   return fclose(f) == 0 && ok ? 0 : -1;
 }
 
-static int write_text(const char *path, const char *text) { return write_bytes(path, text, strlen(text), 0); }
+static int write_text(const char *path, const char *text) {
+  return write_bytes(path, text, strlen(text), 0);
+}
 
 /* Builds an IDX ubyte file in memory: header for `nd` dims then `payload`
  * bytes of data (which may disagree with the dims, to make broken files). */
-static size_t idx_build(uint8_t *out, uint8_t type, unsigned nd, const uint32_t *dims, const uint8_t *payload,
-                        size_t payload_len) {
+static size_t idx_build(uint8_t *out, uint8_t type, unsigned nd, const uint32_t *dims,
+                        const uint8_t *payload, size_t payload_len) {
   size_t o = 0;
   out[o++] = 0;
   out[o++] = 0;
@@ -56,7 +58,8 @@ static size_t idx_build(uint8_t *out, uint8_t type, unsigned nd, const uint32_t 
 /* A small valid pair: 5 images of 2x3 and their labels; returns paths. */
 static int write_small_idx(const char *img, const char *lab, int gz) {
   uint8_t pix[30], labels[5] = {3, 0, 7, 7, 1}, buf[256];
-  for (int i = 0; i < 30; i++) pix[i] = (uint8_t)(i * 8);
+  for (int i = 0; i < 30; i++)
+    pix[i] = (uint8_t)(i * 8);
   pix[29] = 255;
   uint32_t idims[3] = {5, 2, 3}, ldims[1] = {5};
   size_t len = idx_build(buf, 0x08, 3, idims, pix, sizeof pix);
@@ -103,7 +106,8 @@ TEST(fashion_mnist_train) {
     ASSERT_TRUE(d->y[i] >= 0 && d->y[i] < 10);
     per[d->y[i]]++;
   }
-  for (int k = 0; k < 10; k++) ASSERT_EQ(per[k], 6000);
+  for (int k = 0; k < 10; k++)
+    ASSERT_EQ(per[k], 6000);
   fl_dataset_destroy(&d);
   ASSERT_TRUE(d == NULL);
 }
@@ -176,7 +180,8 @@ static void check_small(int *fl__failed, const fl_dataset_t *d) {
   ASSERT_EQ(d->num_classes, 8); /* max label 7 + 1 */
   ASSERT_EQ(d->y[0], 3);
   ASSERT_EQ(d->y[4], 1);
-  for (int i = 0; i < 29; i++) ASSERT_NEAR(d->x[i], (double)(i * 8) / 255.0, 1e-7);
+  for (int i = 0; i < 29; i++)
+    ASSERT_NEAR(d->x[i], (double)(i * 8) / 255.0, 1e-7);
   ASSERT_NEAR(d->x[29], 1.0, 0);
 }
 
@@ -214,6 +219,9 @@ TEST(idx_gzip_detected_by_magic_not_name) {
 
 TEST(load_file_needs_images_in_name) {
   fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_file(tmp_path("train-idx3-ubyte.gz"), &d), FL_ENOENT);
+  ASSERT_CONTAINS(fl_err_msg(), "does not exist");
+  ASSERT_EQ(write_text(tmp_path("train-idx3-ubyte.gz"), "x"), 0);
   ASSERT_EQ(fl_dataset_load_file(tmp_path("train-idx3-ubyte.gz"), &d), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "'images'");
   ASSERT_CONTAINS(fl_err_msg(), "train-labels-idx1-ubyte.gz");
@@ -223,8 +231,8 @@ TEST(load_file_needs_images_in_name) {
 
 /* Writes images `ibuf` and the small valid labels, loads, expects `err`
  * and a message containing `needle`. */
-static void expect_idx_error(int *fl__failed, const char *name, const uint8_t *ibuf, size_t ilen, int gz, int err,
-                             const char *needle) {
+static void expect_idx_error(int *fl__failed, const char *name, const uint8_t *ibuf, size_t ilen,
+                             int gz, int err, const char *needle) {
   char iname[256], lname[256];
   snprintf(iname, sizeof iname, "%s-images", name);
   snprintf(lname, sizeof lname, "%s-labels", name);
@@ -252,7 +260,8 @@ TEST(idx_wrong_type_byte) {
   uint8_t buf[256], pix[120] = {0};
   uint32_t dims[3] = {5, 2, 3};
   size_t len = idx_build(buf, 0x0D, 3, dims, pix, 120); /* float32 */
-  expect_idx_error(fl__failed, "float32", buf, len, 0, FL_EUNSUPPORTED, "0x0d (float32) is not supported");
+  expect_idx_error(fl__failed, "float32", buf, len, 0, FL_EUNSUPPORTED,
+                   "0x0d (float32) is not supported");
   len = idx_build(buf, 0x42, 3, dims, pix, 30);
   expect_idx_error(fl__failed, "type42", buf, len, 0, FL_EFORMAT, "unknown element type byte 0x42");
 }
@@ -313,7 +322,8 @@ TEST(idx_corrupt_gz_body) {
   size_t n = fread(gzb, 1, sizeof gzb, f);
   fclose(f);
   ASSERT_GT(n, 20);
-  for (size_t i = 10; i < n - 8; i++) gzb[i] ^= 0xA5; /* garble the deflate data */
+  for (size_t i = 10; i < n - 8; i++)
+    gzb[i] ^= 0xA5; /* garble the deflate data */
   char name[] = "corruptgz";
   char iname[64];
   snprintf(iname, sizeof iname, "%s-images", name);
@@ -378,6 +388,125 @@ TEST(idx_empty_file) {
   expect_idx_error(fl__failed, "emptyidx", (const uint8_t *)"", 0, 0, FL_EFORMAT, "truncated");
 }
 
+/* One gzip member holding `len` bytes (malloc'd, length in *out_len). */
+static uint8_t *gz_encode(const void *data, size_t len, size_t *out_len) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
+  size_t cap = deflateBound(&z, (uLong)len);
+  uint8_t *out = malloc(cap);
+  z.next_in = (Bytef *)data;
+  z.avail_in = (uInt)len;
+  z.next_out = out;
+  z.avail_out = (uInt)cap;
+  int ok = out && deflate(&z, Z_FINISH) == Z_STREAM_END;
+  *out_len = z.total_out;
+  deflateEnd(&z);
+  if (!ok) {
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A gzip IDX file whose header promises more than deflate could inflate
+ * from the file is refused before reading any data; a header within the
+ * ratio but beyond the data is truncation; beyond the size limit, the
+ * header alone is refused. */
+TEST(idx_gz_header_beyond_the_data) {
+  enum { N = 50, D = 64 };
+  static uint8_t pix[N * D], buf[N * D + 64];
+  for (size_t i = 0; i < sizeof pix; i++)
+    pix[i] = (uint8_t)(i * 37);
+  /* Declares 60,000 x 28 x 28 (47 MB) in a gzip file of a few KB. */
+  uint32_t big[3] = {60000, 28, 28};
+  size_t len = idx_build(buf, 0x08, 3, big, pix, sizeof pix), gzlen;
+  uint8_t *gz = gz_encode(buf, len, &gzlen);
+  ASSERT_TRUE(gz != NULL);
+  expect_idx_error(fl__failed, "gzlie", gz, gzlen, 0, FL_EFORMAT,
+                   "the header declares 47040000 bytes of pixel data, more than a gzip file of");
+  free(gz);
+  if (*fl__failed) return;
+  /* Twice the data: within the ratio, so read until the stream ends. */
+  uint32_t twice[3] = {2 * N, 8, 8};
+  len = idx_build(buf, 0x08, 3, twice, pix, sizeof pix);
+  expect_idx_error(fl__failed, "gztwice", buf, len, 1, FL_EFORMAT,
+                   "truncated: expected 6400 bytes of pixel data, got 3200");
+  if (*fl__failed) return;
+  /* Over the size limit: refused on the header alone. */
+  uint32_t huge[3] = {FL_DATA_MAX_EXAMPLES, 28, 28};
+  len = idx_build(buf, 0x08, 3, huge, pix, 16);
+  expect_idx_error(fl__failed, "gzhuge", buf, len, 1, FL_ETOOBIG, "limit is 8192 MiB");
+}
+
+/* A gzip bomb: about 1 MB on disk, 1 GiB inflated (1024 gzip members of
+ * 1 MiB of zeros each), under a header for 5 images of 2x3. The reader
+ * inflates what the header declares plus a few bytes, finds trailing data
+ * and stops: in milliseconds, where inflating 1 GiB takes seconds. */
+TEST(idx_gzip_bomb_read_no_further_than_the_header) {
+  const size_t mib = (size_t)1 << 20;
+  uint8_t *plain = calloc(1, mib);
+  ASSERT_TRUE(plain != NULL);
+  uint32_t dims[3] = {5, 2, 3};
+  idx_build(plain, 0x08, 3, dims, NULL, 0); /* the 30 pixels are the zeros after it */
+  size_t first_len, rest_len;
+  uint8_t *first = gz_encode(plain, mib, &first_len);
+  memset(plain, 0, mib);
+  uint8_t *rest = gz_encode(plain, mib, &rest_len);
+  free(plain);
+  ASSERT_TRUE(first && rest);
+  const char *img = tmp_path("bomb-images"), *lab = tmp_path("bomb-labels");
+  ASSERT_EQ(write_small_idx(tmp_path("bomb-unused"), lab, 0), 0);
+  FILE *f = fopen(img, "wb");
+  ASSERT_TRUE(f != NULL);
+  fwrite(first, 1, first_len, f);
+  for (int i = 1; i < 1024; i++)
+    fwrite(rest, 1, rest_len, f);
+  ASSERT_EQ(fclose(f), 0);
+  free(first);
+  free(rest);
+  ASSERT_LT(file_size(img), 4 << 20);
+  fl_dataset_t *d = NULL;
+  double t0 = now_s();
+  ASSERT_EQ(fl_dataset_load_idx(img, lab, &d), FL_EFORMAT);
+  double dt = now_s() - t0;
+  unlink(img);
+  ASSERT_CONTAINS(fl_err_msg(), "trailing data after the 30 bytes the header declares");
+  ASSERT_DBL_OP(dt, <, 0.5);
+}
+
+/* Only regular files: a directory, a FIFO (without a writer: it must not
+ * block) and a device are refused at once, named. */
+TEST(non_regular_files_refused) {
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_file(fl_test_tmpdir(), &d), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "is a directory, expected a regular file");
+  const char *fifos[] = {tmp_path("fifo.csv"), tmp_path("fifo-images-idx3-ubyte")};
+  for (int i = 0; i < 2; i++) {
+    unlink(fifos[i]);
+    ASSERT_EQ(mkfifo(fifos[i], 0600), 0);
+    double t0 = now_s();
+    ASSERT_EQ(fl_dataset_load_file(fifos[i], &d), FL_EINVAL);
+    ASSERT_CONTAINS(fl_err_msg(), "is a FIFO (named pipe), expected a regular file");
+    ASSERT_DBL_OP(now_s() - t0, <, 1.0);
+    unlink(fifos[i]);
+  }
+  ASSERT_EQ(fl_dataset_load_csv("/dev/zero", &d), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'/dev/zero' is a character device");
+  /* The labels of an image file too. */
+  const char *img = tmp_path("devlab-images"), *lab = tmp_path("devlab-labels");
+  ASSERT_EQ(write_small_idx(img, lab, 0), 0);
+  ASSERT_EQ(fl_dataset_load_idx(img, "/dev/zero", &d), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'/dev/zero' is a character device");
+  ASSERT_TRUE(d == NULL);
+}
+
 /* ------------------------------------------------------------ CSV */
 
 TEST(csv_round_trip) {
@@ -420,7 +549,8 @@ TEST(csv_no_header_no_final_newline) {
   fl_dataset_destroy(&d);
 }
 
-static void expect_csv_error(int *fl__failed, const char *name, const char *text, int err, const char *needle) {
+static void expect_csv_error(int *fl__failed, const char *name, const char *text, int err,
+                             const char *needle) {
   const char *p = tmp_path(name);
   ASSERT_EQ(write_text(p, text), 0);
   fl_dataset_t *d = NULL;
@@ -439,15 +569,21 @@ TEST(csv_ragged_row) {
 TEST(csv_non_numeric_feature) {
   expect_csv_error(fl__failed, "nonnum.csv", "1,2,3\n0,1,abc\n", FL_EFORMAT,
                    "nonnum.csv:2: feature 2 ('abc') is not a number");
-  expect_csv_error(fl__failed, "trailjunk.csv", "1,2,3\n0,1,2x\n", FL_EFORMAT, "trailjunk.csv:2: feature 2");
-  expect_csv_error(fl__failed, "emptyfield.csv", "1,2,3\n0,1,\n5,5,5\n", FL_EFORMAT, "emptyfield.csv:2: feature 2");
-  expect_csv_error(fl__failed, "nan.csv", "1,2,3\n0,nan,1\n", FL_ENONFINITE, "nan.csv:2: feature 1");
-  expect_csv_error(fl__failed, "overflow.csv", "1,2,3\n0,1e60,1\n", FL_ENONFINITE, "overflow.csv:2: feature 1");
+  expect_csv_error(fl__failed, "trailjunk.csv", "1,2,3\n0,1,2x\n", FL_EFORMAT,
+                   "trailjunk.csv:2: feature 2");
+  expect_csv_error(fl__failed, "emptyfield.csv", "1,2,3\n0,1,\n5,5,5\n", FL_EFORMAT,
+                   "emptyfield.csv:2: feature 2");
+  expect_csv_error(fl__failed, "nan.csv", "1,2,3\n0,nan,1\n", FL_ENONFINITE,
+                   "nan.csv:2: feature 1");
+  expect_csv_error(fl__failed, "overflow.csv", "1,2,3\n0,1e60,1\n", FL_ENONFINITE,
+                   "overflow.csv:2: feature 1");
 }
 
 TEST(csv_bad_labels) {
-  expect_csv_error(fl__failed, "neg.csv", "1,2\n-1,3\n", FL_ERANGE, "neg.csv:2: label -1 is negative");
-  expect_csv_error(fl__failed, "biglab.csv", "1,2\n70000,3\n", FL_ERANGE, "biglab.csv:2: label '70000' is too large");
+  expect_csv_error(fl__failed, "neg.csv", "1,2\n-1,3\n", FL_ERANGE,
+                   "neg.csv:2: label -1 is negative");
+  expect_csv_error(fl__failed, "biglab.csv", "1,2\n70000,3\n", FL_ERANGE,
+                   "biglab.csv:2: label '70000' is too large");
   expect_csv_error(fl__failed, "fraclab.csv", "1,2\n1.5,3\n", FL_EFORMAT,
                    "fraclab.csv:2: label '1.5' is not an integer");
 }
@@ -455,8 +591,10 @@ TEST(csv_bad_labels) {
 TEST(csv_empty_and_header_only) {
   expect_csv_error(fl__failed, "empty.csv", "", FL_EFORMAT, "empty file");
   expect_csv_error(fl__failed, "hdronly.csv", "label,x\n\n", FL_EFORMAT, "no data lines");
-  expect_csv_error(fl__failed, "onecol.csv", "1\n2\n", FL_EFORMAT, "need a label and at least one feature");
-  expect_csv_error(fl__failed, "midblank.csv", "1,2\n\n3,4\n", FL_EFORMAT, "midblank.csv:2: blank line");
+  expect_csv_error(fl__failed, "onecol.csv", "1\n2\n", FL_EFORMAT,
+                   "need a label and at least one feature");
+  expect_csv_error(fl__failed, "midblank.csv", "1,2\n\n3,4\n", FL_EFORMAT,
+                   "midblank.csv:2: blank line");
   fl_dataset_t *d = NULL;
   ASSERT_EQ(fl_dataset_load_csv(tmp_path("absent.csv"), &d), FL_ENOENT);
   ASSERT_CONTAINS(fl_err_msg(), "absent.csv");

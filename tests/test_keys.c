@@ -224,4 +224,86 @@ TEST(allowlist_dir_and_file) {
   ASSERT_TRUE(al == NULL);
 }
 
+/* Only regular files are read: a FIFO (which would block in open()) or a
+ * device (which never ends) is refused at once, named, also as an entry of
+ * an allowlist directory. */
+TEST(non_regular_files_refused) {
+  char path[600], dir[600], entry[700];
+  fl_keypair_t kp;
+  char pub[FL_KEY_Z85_LEN + 1];
+  fl_allowlist_t *al = NULL;
+  path_in_tmp(path, sizeof path, "fifo.key_secret");
+  unlink(path);
+  ASSERT_EQ(mkfifo(path, 0600), 0);
+  ASSERT_EQ(fl_keys_load_secret(path, &kp), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "is a FIFO (named pipe), expected a regular file");
+  ASSERT_EQ(fl_keys_load_public(path, pub), FL_EINVAL);
+  ASSERT_EQ(fl_allowlist_load(path, &al), FL_EINVAL);
+  ASSERT_TRUE(al == NULL);
+  unlink(path);
+  ASSERT_EQ(fl_keys_load_public("/dev/zero", pub), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'/dev/zero' is a character device");
+  ASSERT_EQ(fl_allowlist_load("/dev/zero", &al), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "character device");
+  /* In an allowlist directory: a subdirectory or a FIFO named NAME.key. */
+  path_in_tmp(dir, sizeof dir, "allow-odd");
+  mkdir(dir, 0755);
+  ASSERT_EQ(fl_keys_generate(&kp), 0);
+  snprintf(entry, sizeof entry, "%s/alice", dir);
+  ASSERT_EQ(fl_keys_save(entry, "alice", &kp, 1), 0);
+  snprintf(entry, sizeof entry, "%s/sub.key", dir);
+  mkdir(entry, 0755);
+  ASSERT_EQ(fl_allowlist_load(dir, &al), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "sub.key' is a directory");
+  rmdir(entry);
+  snprintf(entry, sizeof entry, "%s/pipe.key", dir);
+  ASSERT_EQ(mkfifo(entry, 0644), 0);
+  ASSERT_EQ(fl_allowlist_load(dir, &al), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "pipe.key' is a FIFO");
+  unlink(entry);
+  ASSERT_EQ(fl_allowlist_load(dir, &al), 0);
+  ASSERT_EQ(fl_allowlist_count(al), 1);
+  fl_allowlist_destroy(&al);
+}
+
+/* Sizes are bounded: a key file of more than 64 KiB, a list of more than
+ * FL_ALLOWLIST_MAX keys or 4 MiB. */
+TEST(sizes_bounded) {
+  char path[600];
+  fl_keypair_t kp;
+  fl_allowlist_t *al = NULL;
+  path_in_tmp(path, sizeof path, "big.key_secret");
+  size_t big = (64 << 10) + 1;
+  char *text = malloc(big + 1);
+  ASSERT_TRUE(text != NULL);
+  memset(text, '#', big);
+  text[big] = '\0';
+  ASSERT_EQ(load_secret_text(path, text), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "the limit is 65536");
+  free(text);
+  /* FL_ALLOWLIST_MAX + 1 distinct keys: refused at the one too many. */
+  path_in_tmp(path, sizeof path, "many.txt");
+  FILE *f = fopen(path, "w");
+  ASSERT_TRUE(f != NULL);
+  for (int i = 0; i <= FL_ALLOWLIST_MAX; i++) {
+    ASSERT_EQ(fl_keys_generate(&kp), 0);
+    fprintf(f, "%s c%d\n", kp.public_z85, i);
+  }
+  fclose(f);
+  ASSERT_EQ(fl_allowlist_load(path, &al), FL_ETOOBIG);
+  char want[64];
+  snprintf(want, sizeof want, "many.txt:%d: more than %d client keys", FL_ALLOWLIST_MAX + 1,
+           FL_ALLOWLIST_MAX);
+  ASSERT_CONTAINS(fl_err_msg(), want);
+  ASSERT_TRUE(al == NULL);
+  /* A list file over 4 MiB (comments) is refused before parsing. */
+  f = fopen(path, "w");
+  ASSERT_TRUE(f != NULL);
+  for (int i = 0; i < (4 << 20) / 64 + 1; i++)
+    fprintf(f, "# %061d\n", i);
+  fclose(f);
+  ASSERT_EQ(fl_allowlist_load(path, &al), FL_ETOOBIG);
+  ASSERT_CONTAINS(fl_err_msg(), "the limit is 4194304");
+}
+
 FL_TEST_MAIN()

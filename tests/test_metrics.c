@@ -1,6 +1,11 @@
 /* Tests of fl_metrics: JSON Lines, progress line, SVG chart. */
 #include "fl_metrics.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
 #include "fl_error.h"
 #include "fl_test.h"
 
@@ -52,7 +57,8 @@ static char *slurp(const char *path) {
 
 static size_t count(const char *hay, const char *needle) {
   size_t n = 0;
-  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+    n++;
   return n;
 }
 
@@ -105,7 +111,8 @@ TEST(jsonl_lines) {
   text = slurp(path);
   ASSERT_TRUE(text != NULL);
   lines = count(text, "\n");
-  int inf_null = strstr(text, "\"round\":6,\"rounds_total\":6,") && strstr(text, "\"train_loss\":null");
+  int inf_null =
+      strstr(text, "\"round\":6,\"rounds_total\":6,") && strstr(text, "\"train_loss\":null");
   free(text);
   ASSERT_EQ(lines, 6);
   ASSERT_TRUE(inf_null);
@@ -115,7 +122,8 @@ TEST(jsonl_lines) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import json,sys\n"
-             "keys={\"round\",\"lr\",\"clients_sampled\",\"clients_reported\",\"train_loss\",\"test_loss\","
+             "keys={\"round\",\"lr\",\"clients_sampled\",\"clients_reported\",\"train_loss\","
+             "\"test_loss\","
              "\"test_accuracy\",\"seconds\",\"elapsed\",\"bytes_sent\",\"bytes_received\"}\n"
              "rows=[json.loads(l) for l in open(sys.argv[1])]\n"
              "assert len(rows)==6 and all(keys<=set(r) for r in rows)\n"
@@ -154,13 +162,21 @@ static char *progress(const fl_round_metrics_t *r) {
 }
 
 TEST(progress_line) {
-  fl_round_metrics_t r = {.round = 12, .rounds_total = 100, .lr = 0.05, .clients_sampled = 10,
-                          .clients_reported = 10, .train_loss = 0.4123, .test_loss = 0.4421,
-                          .test_accuracy = 0.8412, .seconds = 0.62, .elapsed = 7.2};
+  fl_round_metrics_t r = {.round = 12,
+                          .rounds_total = 100,
+                          .lr = 0.05,
+                          .clients_sampled = 10,
+                          .clients_reported = 10,
+                          .train_loss = 0.4123,
+                          .test_loss = 0.4421,
+                          .test_accuracy = 0.8412,
+                          .seconds = 0.62,
+                          .elapsed = 7.2};
   char *s = progress(&r);
   ASSERT_TRUE(s != NULL);
   /* ETA = 7.2 s / 12 rounds * 88 rounds left = 52.8 s. */
-  char want[] = "round  12/100  lr 0.0500  clients 10/10  train 0.4123  test acc 0.8412 loss 0.4421  0.62s  ETA 53s\n";
+  char want[] = "round  12/100  lr 0.0500  clients 10/10  train 0.4123  test acc 0.8412 loss "
+                "0.4421  0.62s  ETA 53s\n";
   int ok = !strcmp(s, want);
   if (!ok) fprintf(stderr, "  got  %s  want %s", s, want);
   free(s);
@@ -200,7 +216,8 @@ TEST(progress_line) {
  * groups, and (when installed) xmllint's well-formedness check. */
 static int svg_ok(const char *path, const char *svg) {
   size_t n = strlen(svg);
-  if (strncmp(svg, "<svg ", 5) != 0 || !strstr(svg, "xmlns=\"http://www.w3.org/2000/svg\"")) return 0;
+  if (strncmp(svg, "<svg ", 5) != 0 || !strstr(svg, "xmlns=\"http://www.w3.org/2000/svg\""))
+    return 0;
   if (n < 7 || strcmp(svg + n - 7, "</svg>\n") != 0) return 0;
   if (count(svg, "<g>") + count(svg, "<g ") != count(svg, "</g>")) return 0;
   if (count(svg, "<svg") != 1 || count(svg, "<text") != count(svg, "</text>")) return 0;
@@ -336,6 +353,137 @@ TEST(svg_size_is_bounded) {
   ASSERT_LT(len, 400000);
   ASSERT_NE(fl_metrics_write_svg(m, "/nonexistent-dir/x.svg", "x"), 0);
   fl_metrics_destroy(&m);
+}
+
+/* ---- a full disk ---- */
+
+/* A full disk as write() sees it: RLIMIT_FSIZE makes a write that crosses
+ * the cap come up short, and the next one fail (EFBIG; SIGXFSZ ignored).
+ * bytes 0 lifts the cap. Nothing may be printed to a file while capped, so
+ * the tests note results and assert after lifting it. */
+static int cap_file_size(off_t bytes) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_FSIZE, &rl) != 0) return -1;
+  signal(SIGXFSZ, SIG_IGN);
+  rl.rlim_cur = bytes ? (rlim_t)bytes : rl.rlim_max;
+  return setrlimit(RLIMIT_FSIZE, &rl);
+}
+
+static long fsize(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* The rounds of the file's lines, "1,2,3", or "partial" if a line lacks its
+ * newline or does not start as ours do. */
+static void file_rounds(const char *path, char *out, size_t cap) {
+  char *text = slurp(path);
+  size_t at = 0;
+  out[0] = '\0';
+  for (char *l = text; l && *l;) {
+    char *nl = strchr(l, '\n');
+    if (!nl || strncmp(l, "{\"round\":", 9) != 0 || nl[-1] != '}') {
+      snprintf(out, cap, "partial");
+      break;
+    }
+    at += (size_t)snprintf(out + at, cap - at, "%s%lu", at ? "," : "", strtoul(l + 9, NULL, 10));
+    l = nl + 1;
+  }
+  free(text);
+}
+
+TEST(full_disk_cuts_partial_line_keeps_and_retries) {
+  const char *path = tmp_path("full.jsonl");
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(path, 0, &m), 0);
+  fl_round_metrics_t x;
+  for (uint32_t r = 1; r <= 2; r++) {
+    x = rec(r, 9);
+    ASSERT_EQ(fl_metrics_add(m, &x, "\"participants\":[1,5]"), 0);
+  }
+  long two = fsize(path);
+  ASSERT_GT(two, 200);
+  /* Room for 100 more bytes: round 3's line is cut off after them. */
+  ASSERT_EQ(cap_file_size(two + 100), 0);
+  x = rec(3, 9);
+  int rc3 = fl_metrics_add(m, &x, "\"participants\":[1,5]");
+  char msg3[512];
+  snprintf(msg3, sizeof msg3, "%s", fl_err_msg());
+  long size3 = fsize(path);
+  x = rec(4, 9);
+  fl_err_clear();
+  int rc4 = fl_metrics_add(m, &x, NULL); /* still failing: quiet */
+  size_t pending4 = fl_metrics_pending(m);
+  int flush4 = fl_metrics_flush(m);
+  char msgf[512];
+  snprintf(msgf, sizeof msgf, "%s", fl_err_msg());
+  long size4 = fsize(path);
+  cap_file_size(0);
+  ASSERT_EQ(rc3, FL_EIO);
+  ASSERT_CONTAINS(msg3, path);
+  ASSERT_CONTAINS(msg3, strerror(EFBIG));
+  ASSERT_CONTAINS(msg3, "round 3 and later are kept");
+  ASSERT_EQ(size3, two); /* the 100 bytes written were cut off */
+  ASSERT_EQ(rc4, 0);
+  ASSERT_EQ(pending4, 2);
+  ASSERT_EQ(flush4, FL_EIO);
+  ASSERT_CONTAINS(msgf, "2 lines from round 3 on not written");
+  ASSERT_CONTAINS(msgf, strerror(EFBIG));
+  ASSERT_EQ(size4, two);
+  char rounds[256];
+  file_rounds(path, rounds, sizeof rounds);
+  ASSERT_STR_EQ(rounds, "1,2");
+
+  /* Room again: the next add writes the queue first, in order. */
+  x = rec(5, 9);
+  ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  ASSERT_EQ(fl_metrics_pending(m), 0);
+  file_rounds(path, rounds, sizeof rounds);
+  ASSERT_STR_EQ(rounds, "1,2,3,4,5");
+  ASSERT_EQ(fl_metrics_flush(m), 0);
+
+  /* A new failure after the recovery is reported again; a flush once
+   * there is room writes what was queued. */
+  ASSERT_EQ(cap_file_size(fsize(path) + 10), 0);
+  x = rec(6, 9);
+  int rc6 = fl_metrics_add(m, &x, NULL);
+  cap_file_size(0);
+  ASSERT_EQ(rc6, FL_EIO);
+  ASSERT_EQ(fl_metrics_flush(m), 0);
+  file_rounds(path, rounds, sizeof rounds);
+  ASSERT_STR_EQ(rounds, "1,2,3,4,5,6");
+  ASSERT_EQ(fl_metrics_count(m), 6);
+  fl_metrics_destroy(&m);
+
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd,
+           "/usr/bin/python3 -c 'import json,sys\n"
+           "rows=[json.loads(l) for l in open(sys.argv[1])]\n"
+           "assert [r[\"round\"] for r in rows]==[1,2,3,4,5,6]\n"
+           "assert rows[2][\"participants\"]==[1,5]' '%s'",
+           path);
+  ASSERT_EQ(system(cmd), 0);
+}
+
+/* A resumed run keeps the complete lines of the rounds its checkpoint holds. */
+TEST(trim_keeps_complete_lines_of_done_rounds) {
+  const char *path = tmp_path("trim.jsonl");
+  FILE *f = fopen(path, "w");
+  ASSERT_TRUE(f != NULL);
+  for (int r = 1; r <= 4; r++)
+    fprintf(f, "{\"round\":%d,\"rounds_total\":9}\n", r);
+  fputs("{\"round\":5,\"rounds_tot", f); /* cut by a crash */
+  fclose(f);
+  char rounds[256];
+  ASSERT_EQ(fl_metrics_trim(path, 9), 0);
+  file_rounds(path, rounds, sizeof rounds);
+  ASSERT_STR_EQ(rounds, "1,2,3,4");
+  ASSERT_EQ(fl_metrics_trim(path, 2), 0);
+  file_rounds(path, rounds, sizeof rounds);
+  ASSERT_STR_EQ(rounds, "1,2");
+  ASSERT_EQ(fl_metrics_trim(tmp_path("none.jsonl"), 2), 0); /* nothing to trim */
+  ASSERT_EQ(fl_metrics_trim(fl_test_tmpdir(), 2), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "is a directory");
 }
 
 FL_TEST_MAIN()
