@@ -163,8 +163,8 @@ typedef struct {
   uint32_t run_id;
   char ckpt_path[FL_PATH_MAX + 32];
   uint32_t ckpt_failed; /* checkpoints failed in a row (logged at the first and the last) */
-  int done;     /* the run is over: no more rounds; the loop ends when `stopping` does */
-  int stopping; /* the run is over; waiting (up to stop_deadline) for peers to hear it */
+  int done;             /* the run is over: no more rounds; the loop ends when `stopping` does */
+  int stopping;         /* the run is over; waiting (up to stop_deadline) for peers to hear it */
   double stop_t0, stop_quiet_since;
   int closed; /* the loop's handles are closing: nothing more is read */
   double stop_deadline;
@@ -531,8 +531,9 @@ static int write_outputs(coord_t *c, int final) {
  * of live clients, without those whose updates were rejected (the engine
  * quarantines them). After --max-retries abandoned attempts in a row the
  * engine refuses, and the run ends with its error: no progress is possible
- * with these clients. */
-static void close_round(coord_t *c, const char *why) {
+ * with these clients. `at_deadline`: the round's deadline passed, and its
+ * live clients that never answered are quarantined as well. */
+static void close_round(coord_t *c, const char *why, int at_deadline) {
   uv_timer_stop(&c->deadline);
   c->round_open = 0;
   c->queue_head = c->queue_len = c->in_flight = 0;
@@ -541,6 +542,18 @@ static void close_round(coord_t *c, const char *why) {
   const uint32_t *ids;
   size_t m = fl_engine_sampled(c->engine, &ids);
   char label[300];
+  if (at_deadline) {
+    /* A live client that kept the round waiting until its deadline without
+     * answering is quarantined like one that sent garbage: otherwise it
+     * could hold every round it is sampled in (and every retry) this long. */
+    for (size_t i = 0; i < m; i++)
+      if (!fl_engine_has_answered(c->engine, ids[i]) && c->peers[ids[i]].alive)
+        plog(c, R_REJECTED,
+             "round %u: %s did not answer by the deadline (--round-timeout %g); not sampled "
+             "again before round %u",
+             round, client_label(c, ids[i], label, sizeof label), c->cfg.round_timeout,
+             fl_engine_quarantine(c->engine, ids[i]) + 1);
+  }
   if (!fl_engine_has_quorum(c->engine)) {
     logf_("round %u: %zu of %zu sampled clients reported, %zu needed for the quorum %.2f (%s): "
           "abandoned (attempt %u); running it again with a fresh sample of live clients",
@@ -624,15 +637,15 @@ static void check_round(coord_t *c) {
     if (!fl_engine_has_answered(c->engine, ids[i]) && c->peers[ids[i]].alive) pending++;
   size_t reported = fl_engine_reported(c->engine);
   if (pending == 0)
-    close_round(c,
-                reported == m ? "all reported" : "the others' updates were rejected or they died");
+    close_round(
+        c, reported == m ? "all reported" : "the others' updates were rejected or they died", 0);
   else if (reported + pending < fl_engine_quorum_need(c->engine))
-    close_round(c, "sampled clients died: the quorum can no longer be reached");
+    close_round(c, "sampled clients died: the quorum can no longer be reached", 0);
 }
 
 static void on_deadline(uv_timer_t *t) {
   coord_t *c = t->data;
-  if (c->round_open) close_round(c, "round deadline");
+  if (c->round_open) close_round(c, "round deadline", 1);
 }
 
 /* ---- receiving ---- */
@@ -1194,7 +1207,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static void on_tick(uv_timer_t *t) {
   coord_t *c = t->data;
   double now = now_s();
-  for (size_t i = 0; i < c->cap_peers; i++) {
+  for (size_t i = 0; i < c->cap_peers && !c->done; i++) {
     peer_t *p = &c->peers[i];
     if (p->alive && now - p->last_seen > c->cfg.client_timeout) {
       char why[64];

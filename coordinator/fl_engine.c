@@ -813,15 +813,20 @@ out:
     if (e->reported[slot] != SLOT_REJECTED) e->num_answered_bad++;
     e->reported[slot] = SLOT_REJECTED;
     e->num_rejected++;
-    uint32_t through = e->round + e->cfg.quarantine_rounds;
-    fl_client_rec_t *cr = &e->clients[sender];
-    if (cr->quarantined_through < through) cr->quarantined_through = through;
     char msg[512];
     snprintf(msg, sizeof msg, "%s", fl_err_msg());
     fl_err_set(rc, "%s; client %u is not sampled again before round %u", msg, sender,
-               cr->quarantined_through + 1);
+               fl_engine_quarantine(e, sender) + 1);
   }
   return rc;
+}
+
+uint32_t fl_engine_quarantine(fl_engine_t *e, uint32_t id) {
+  if (id >= e->cap_clients || !e->clients[id].name) return 0;
+  uint32_t through = e->round + e->cfg.quarantine_rounds;
+  fl_client_rec_t *cr = &e->clients[id];
+  if (cr->quarantined_through < through) cr->quarantined_through = through;
+  return cr->quarantined_through;
 }
 
 size_t fl_engine_reported(const fl_engine_t *e) {

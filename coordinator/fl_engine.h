@@ -30,7 +30,8 @@
  * send garbage cannot hold a round below its quorum. Such a client is
  * quarantined: not sampled again for cfg.quarantine_rounds rounds after
  * this one (nor in this round's retries), unless every available client
- * is quarantined. A round abandoned
+ * is quarantined; so is a client that a transport saw keep a round waiting
+ * until its deadline (fl_engine_quarantine). A round abandoned
  * cfg.max_retries times in a row ends the run (fl_engine_abort_round()
  * fails): no progress is possible.
  *
@@ -216,6 +217,13 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u);
  * registration). A coordinator need not wait longer for such a client; a
  * valid update from it is still taken while the round is open. */
 int fl_engine_has_answered(const fl_engine_t *e, uint32_t id);
+
+/* Quarantines client `id` as a rejected update does: it is not sampled up
+ * to round r + cfg.quarantine_rounds, r the open (or last) round, its
+ * retries included (unless every available client is quarantined). For a
+ * transport whose client kept a round waiting until its deadline without
+ * answering. Returns that last round (0 for an unknown id). */
+uint32_t fl_engine_quarantine(fl_engine_t *e, uint32_t id);
 
 /* Number of sampled clients that have reported this round. */
 size_t fl_engine_reported(const fl_engine_t *e);

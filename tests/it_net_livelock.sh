@@ -15,7 +15,11 @@
 #   3. when no progress is possible (every client sends NaN) the run ends
 #      with a clear error after --max-retries abandoned attempts, in
 #      fedlr-coordinator (exit 1, the clients told and exiting) and in
-#      fedlr-sim alike.
+#      fedlr-sim alike;
+#   4. a client that stays alive (heartbeats) but never answers a RoundStart
+#      (tests/tools/fl_badpeer --mute) holds round 1 until its deadline, is
+#      then quarantined like a garbage sender, and the run completes; before,
+#      every retry sampled it again and the run failed at --max-retries.
 source "$(dirname "$0")/lib.sh"
 
 LIMIT=120
@@ -99,4 +103,33 @@ rc=0
   > /dev/null 2> "$TMP/simall.err" || rc=$?
 [ $rc -eq 1 ] && grep -q "round 1 was abandoned 4 times in a row" "$TMP/simall.err" \
   && ok "3: fedlr-sim ends the same way (exit 1)" || bad "3: fedlr-sim exit $rc: $(tail -2 "$TMP/simall.err")"
+
+# 4. A live client that never answers.
+BADPEER="$BUILD/tests/fl_badpeer"
+PORT=$(free_port)
+t0=$SECONDS
+timeout -k 5 $LIMIT "$COORD" --bind "tcp://127.0.0.1:$PORT" "${RUN[@]}" --start-clients 4 \
+  --round-timeout 4 --client-timeout 4 --heartbeat 0.5 --max-retries 2 --metrics "$TMP/mute.jsonl" \
+  > /dev/null 2> "$TMP/mute-coord.log" &
+CPID=$!; PIDS+=($CPID)
+timeout -k 5 $LIMIT "$BADPEER" --connect "tcp://127.0.0.1:$PORT" --name mute --slot 3 --model softmax \
+  --input-dim 784 --classes 10 --rounds 100 --timeout 60 --mute yes > "$TMP/mute.out" 2>&1 &
+BP=$!; PIDS+=($BP)
+CL=()
+for i in 0 1 2; do
+  timeout -k 5 $LIMIT "$CLIENT" --connect "tcp://127.0.0.1:$PORT" "${DATA[@]}" --partition iid \
+    --num-partitions 4 --partition-index $i --quiet 2> "$TMP/mute-c$i.log" &
+  CL+=($!); PIDS+=($!)
+done
+rc=0; wait $CPID || rc=$?
+[ $rc -eq 0 ] && ok "4: coordinator exited 0 in $((SECONDS - t0)) s" || { bad "4: coordinator exit $rc"; tail -5 "$TMP/mute-coord.log"; }
+grep -q "round 1: mute (id 3) did not answer by the deadline (--round-timeout 4); not sampled again before round 7" "$TMP/mute-coord.log" \
+  && ok "4: the silent client was quarantined at round 1's deadline" || bad "4: no quarantine: $(grep -m3 "round 1" "$TMP/mute-coord.log")"
+rows=$(jsonl_eval "$TMP/mute.jsonl" "[(r['clients_sampled'], r['clients_reported']) for r in rows]")
+[ "$rows" = "[(3, 3), (3, 3), (3, 3), (3, 3)]" ] && ok "4: every round closed with the 3 honest clients" \
+  || bad "4: rounds (sampled, reported): $rows"
+n=$(grep -c "round deadline" "$TMP/mute-coord.log" || true)
+[ "$n" -le 1 ] && ok "4: at most one round waited for its deadline ($n)" || bad "4: $n deadline waits"
+wait $BP || true
+for i in 0 1 2; do rc=0; wait "${CL[$i]}" || rc=$?; [ $rc -eq 0 ] || bad "4: client $i exit $rc"; done
 finish

@@ -18,6 +18,9 @@
  *      duplicate Join. It never sends a valid update; the coordinator's log
  *      is where the rejections show;
  *   g) closes its socket and exits 0.
+ * With --mute yes it skips a)-e) and, joined, answers no RoundStart at all
+ * while it heartbeats (a live client that holds its rounds until their
+ * deadline), until R RoundStarts came or the run ends.
  * Exit 1 if an expected reply does not come within --timeout, 2 on bad
  * usage.
  *
@@ -83,7 +86,7 @@ typedef struct {
   const char *connect, *name, *model;
   const char *spam, *forbid; /* --spam KIND; --forbid NAME */
   uint32_t idle, count;      /* --idle K; --spam's --count N */
-  int bad_joins, have_taken;
+  int bad_joins, have_taken, mute;
   uint32_t taken_slot;
   uint32_t slot, rounds;
   uint32_t flood, conns; /* join flood: joins in all, connections */
@@ -467,7 +470,8 @@ static int step_rounds(peer_t *p) {
         step("f roundstart", "round %u again (answer to the duplicate Join): ignored", round);
       } else {
         step("f roundstart", "ok: RoundStart for round %u", round);
-        int rc = attack_round(p, round);
+        int rc = p->o.mute ? 0 : attack_round(p, round);
+        if (p->o.mute) step("f mute", "round %u: no answer", round);
         last_round = hb_round = round;
         attacked++;
         t_end = now_s() + p->o.timeout;
@@ -851,7 +855,7 @@ static int usage(const char *msg) {
   if (msg) fprintf(stderr, "fl_badpeer: %s\n", msg);
   fprintf(stderr,
           "usage: fl_badpeer --connect EP --name NAME --slot N --model SPEC "
-          "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E]\n"
+          "--input-dim D --classes K [--timeout SEC] [--rounds R] [--examples E] [--mute yes]\n"
           "       fl_badpeer --connect EP --flood N [--conns K] [--duration SEC] "
           "[--name PREFIX] [--timeout SEC]\n"
           "       fl_badpeer --connect EP --idle K [--duration SEC]\n"
@@ -908,6 +912,8 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
       o->spam = v;
     } else if (!strcmp(a, "--count") && !parse_u64(v, 1, 100000000, &n)) {
       o->count = (uint32_t)n;
+    } else if (!strcmp(a, "--mute") && !strcmp(v, "yes")) {
+      o->mute = 1;
     } else if (!strcmp(a, "--bad-joins") && !strcmp(v, "all")) {
       o->bad_joins = 1;
     } else if (!strcmp(a, "--forbid")) {
@@ -1000,9 +1006,10 @@ int main(int argc, char **argv) {
     goto out;
   }
   step("connect", "ok: connected to %s", p.o.connect);
-  if (step_random(&p) || step_truncated_join(&p) || step_multipart(&p) ||
-      step_update_unjoined(&p) || step_oversize(&p) || step_join(&p) || step_rounds(&p))
+  if (!p.o.mute && (step_random(&p) || step_truncated_join(&p) || step_multipart(&p) ||
+                    step_update_unjoined(&p) || step_oversize(&p)))
     goto out;
+  if (step_join(&p) || step_rounds(&p)) goto out;
   step("g close", "closing the socket; never sent a valid update (%u heartbeats sent, %u answered)",
        p.hb_sent, p.hb_replies);
   status = 0;
