@@ -252,6 +252,12 @@ TEST(bad_updates_rejected_without_side_effects) {
   ASSERT_EQ(encode_update(&c.model, 1, in, 10, d, 1, 0.1, &buf, &len), 0);
   ASSERT_EQ(fl_engine_submit(e, in, buf, len), FL_ENONFINITE);
   free(buf);
+  /* a train loss beyond FL_ENGINE_MAX_LOSS (finite: the codec passes it) */
+  d[3] = 0.01f;
+  ASSERT_EQ(encode_update(&c.model, 1, in, 10, d, 1, 1e31, &buf, &len), 0);
+  ASSERT_EQ(fl_engine_submit(e, in, buf, len), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "train loss 1e+31 is beyond");
+  free(buf);
   /* absurdly large delta */
   d[3] = 1e30f;
   ASSERT_EQ(encode_update(&c.model, 1, in, 10, d, 1, 0.1, &buf, &len), 0);
