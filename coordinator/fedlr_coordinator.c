@@ -63,6 +63,7 @@
 #include "fl_config.h"
 #include "fl_conns.h"
 #include "fl_data.h"
+#include "fl_checkpoint.h"
 #include "fl_engine.h"
 #include "fl_error.h"
 #include "fl_file.h"
@@ -503,7 +504,7 @@ static void check_waiting(coord_t *c, double now) {
  * intact (atomic writes). Returns nonzero if anything failed. */
 static int write_outputs(coord_t *c, int final) {
   int failed = 0;
-  if (c->cfg.out[0] && fl_engine_save(c->engine, c->ckpt_path) != 0) {
+  if (c->cfg.out[0] && fl_checkpoint_save(c->engine, c->ckpt_path) != 0) {
     if (!c->ckpt_failed++ || final)
       logf_("checkpoint not written (%u in a row; an earlier one, if any, is kept): %s",
             c->ckpt_failed, fl_err_msg());
@@ -1575,7 +1576,7 @@ int main(int argc, char **argv) {
               cfg->resume);
       goto out;
     }
-    if ((rc = fl_engine_load(c->engine, path))) {
+    if ((rc = fl_checkpoint_load(c->engine, path))) {
       fprintf(stderr, "fedlr-coordinator: --resume: %s\n", fl_err_msg());
       goto out;
     }

@@ -13,15 +13,11 @@
  *                                  the schedule, returns the round's metrics
  *
  * Determinism. Sampling, per-client seeds and the schedule depend only on
- * (seed, round, attempt) and on which clients are sampleable. Aggregation is
- * exact and order-independent: each weighted delta n_k * delta_k is rounded
- * once to a fixed-point grid (2^-40) and summed exactly in integers (two
- * int64 limbs per parameter), then divided by the sum of the accepted
- * updates' example counts, so the result is bit-identical whatever order
- * updates arrive in, and the weights come from the accepted updates alone:
- * a client whose update is rejected, whatever it registered, changes
- * nothing. Memory is O(model): 16 bytes of accumulator per parameter, never
- * one buffer per client.
+ * (seed, round, attempt) and on which clients are sampleable. Aggregation
+ * (fl_agg.h) is exact and order-independent, so the result is bit-identical
+ * whatever order updates arrive in, and the weights come from the accepted
+ * updates alone: a client whose update is rejected, whatever it
+ * registered, changes nothing. Memory is O(model) for FedAvg.
  *
  * Misbehaving clients and stuck rounds. An update rejected for its content
  * (values, tensors, example claim) answers for its client: the round need
@@ -35,18 +31,10 @@
  * cfg.max_retries times in a row ends the run (fl_engine_abort_round()
  * fails): no progress is possible.
  *
- * Robust rules (cfg.aggregator). The coordinate-wise median and trimmed mean
- * (Yin et al. 2018) are unweighted and need every reported delta at once:
- * each is kept in the row of its client's position in the sample (not its
- * arrival), so the result is again bit-identical whatever the arrival order
- * and thread count. That costs O(sampled x model) memory: 4 bytes per
- * parameter per sampled client (the 2NN, 10 per round: 8 MB), allocated
- * only when a robust rule is selected. The rule runs at the end of the
- * round, a sorting network over the deltas, a block of coordinates at a
- * time. Clipping (cfg.clip_norm) scales each delta by
- * min(1, C / ||delta||_2), the norm summed in double in a fixed order, and
- * works with every rule; cfg.max_examples caps the example count a client
- * is weighted by (FedAvg and the train loss).
+ * Rules (cfg.aggregator, cfg.trim_beta, cfg.clip_norm): FedAvg, median and
+ * trimmed mean, with or without clipping, as fl_agg.h describes;
+ * cfg.max_examples caps the example count a client is weighted by (FedAvg
+ * and the train loss).
  *
  * Thread-safety: none inside. fl_engine_encode_round_start() only reads and
  * may run concurrently with itself; every other call needs exclusive access. */
@@ -56,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fl_agg.h"
 #include "fl_config.h"
 #include "fl_data.h"
 #include "fl_metrics.h"
@@ -64,16 +53,17 @@
 #include "fl_sched.h"
 #include "fl_wire.h"
 
-/* A single delta component may not exceed this in magnitude: keeps the
- * fixed-point sum far from overflow, and no sane update is near. */
-#define FL_ENGINE_MAX_DELTA 1048576.0
+/* The most clients an engine registers (ids 0 .. 10^7 - 1). */
+#define FL_ENGINE_MAX_CLIENTS 10000000u
+/* A single delta component may not exceed this in magnitude. */
+#define FL_ENGINE_MAX_DELTA FL_AGG_MAX_DELTA
 /* The most examples one client may register: a larger registration is
  * refused. With FL_ENGINE_MAX_DELTA it bounds the fixed-point sum. */
 #define FL_ENGINE_MAX_EXAMPLES FL_WIRE_MAX_EXAMPLES
 /* An update's train loss beyond this in magnitude is rejected. */
 #define FL_ENGINE_MAX_LOSS 1e30
 
-/* A checkpoint's weights may not exceed this in magnitude (2^20): fl_engine_load
+/* A checkpoint's weights may not exceed this in magnitude (2^20): fl_checkpoint_load
  * refuses a larger one, as it refuses NaN and infinity. Trained weights are
  * small: initialised at about 1/sqrt(fan-in), and the 2NN after 5 rounds on
  * Fashion-MNIST (lr 0.1) has max |w| = 0.93. At 2^20 a float's spacing is
@@ -246,35 +236,34 @@ int fl_engine_finished(const fl_engine_t *e);
 /* Rounds completed so far. */
 uint32_t fl_engine_rounds_done(const fl_engine_t *e);
 
-/* Checkpoint: writes the global weights and the run state (rounds done,
- * plateau state, best accuracy, target reached, seed and model, all exact:
- * doubles as hex floats) to one safetensors file with its checksum
- * (fl_safetensors.h), atomically (temporary file, fsync, rename, directory
- * fsync). Only between rounds. */
-int fl_engine_save(const fl_engine_t *e, const char *path);
+/* The run state besides the weights and the clients (what a checkpoint
+ * carries, fl_checkpoint.h). */
+typedef struct {
+  uint32_t rounds_done;
+  fl_plateau_t plateau;
+  double best_accuracy;
+  int target_reached;
+} fl_engine_state_t;
 
-/* Restores a checkpoint written by fl_engine_save(), trusting none of it.
- * The file is read once (a FIFO, device or directory is refused at once,
- * never waited on); its checksum must be present and match (FL_EFORMAT:
- * "checksum mismatch: the file is corrupt", or no checksum: written by an
- * older fedlr, or damaged). It must be for this model (FL_ESHAPE) and seed
- * (FL_EINVAL), hold every fedlr_* key and no unknown one (FL_EFORMAT), and
- * every value must be one this run can have produced (FL_ERANGE, or
- * FL_ENONFINITE for a weight):
- *   rounds done        a whole number <= cfg.rounds
- *   best accuracy      in [0, 1]
- *   target reached     0, or 1 if cfg.target_accuracy > 0 and the best
- *                      accuracy reaches it
- *   plateau best       finite, or +inf (before the first evaluation)
- *   plateau scale      factor^k, k <= rounds done: in (0, 1] (0 only once
- *                      factor^k underflows, after hundreds of reductions)
- *   plateau num_bad    <= patience, and 0 while a cooldown runs
- *   plateau cooldown   <= the schedule's cooldown
- *   (a schedule other than plateau: the initial state, fl_plateau_init)
- *   weights            finite, |w| <= FL_ENGINE_MAX_WEIGHT
- * Each refusal names the checkpoint, the key, the value and what is allowed.
- * Only between rounds; the engine is unchanged on error. */
-int fl_engine_load(fl_engine_t *e, const char *path);
+void fl_engine_get_state(const fl_engine_t *e, fl_engine_state_t *st);
+
+/* The quarantine still running after the rounds done, as (id, last round)
+ * pairs by ascending id, the restored entries of clients not registered
+ * yet included: writes up to `cap` pairs to `pairs` (may be NULL with cap
+ * 0) and returns how many there are. */
+size_t fl_engine_quarantine_list(const fl_engine_t *e, uint32_t *pairs, size_t cap);
+
+/* Restores a state, the weights (num_params) and the quarantine (`n`
+ * pairs, ascending ids; it also applies to clients that register later),
+ * between rounds (FL_ESTATE inside one, FL_ENOMEM). Values are the
+ * caller's to validate (fl_checkpoint_load does). */
+int fl_engine_set_state(fl_engine_t *e, const fl_engine_state_t *st, const float *weights,
+                        const uint32_t *quarantine, size_t n);
+
+/* The configuration the engine runs with (a copy of fl_engine_new's). */
+const fl_engine_config_t *fl_engine_config(const fl_engine_t *e);
+/* 1 while a round is open. */
+int fl_engine_round_open(const fl_engine_t *e);
 
 /* The global weights (num_params floats). */
 const float *fl_engine_weights(const fl_engine_t *e);

@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include "fl_checkpoint.h"
 #include "fl_engine.h"
 #include "fl_error.h"
 #include "fl_file.h"
@@ -493,10 +494,10 @@ static void check_resume(int *fl__failed, const fl_engine_config_t *c, const cha
   fl_engine_t *a = make_engine(c, 10, 10), *b = make_engine(c, 10, 10);
   run_rounds(a, &c->model, 5, 1);
   run_rounds(b, &c->model, 2, 1);
-  ASSERT_EQ(fl_engine_save(b, path), 0);
+  ASSERT_EQ(fl_checkpoint_save(b, path), 0);
   fl_engine_destroy(&b);
   b = make_engine(c, 10, 10);
-  ASSERT_EQ(fl_engine_load(b, path), 0);
+  ASSERT_EQ(fl_checkpoint_load(b, path), 0);
   ASSERT_EQ(fl_engine_rounds_done(b), 2);
   run_rounds(b, &c->model, 3, 1);
   ASSERT_TRUE(fl_engine_finished(b));
@@ -520,14 +521,14 @@ TEST(checkpoint_resume_is_bit_identical) {
   fl_engine_config_t c2 = base_config();
   c2.seed = 43;
   fl_engine_t *x = make_engine(&c2, 10, 10);
-  ASSERT_EQ(fl_engine_load(x, path), FL_EINVAL);
+  ASSERT_EQ(fl_checkpoint_load(x, path), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "seed");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
   fl_model_parse("mlp:5", IN, CLASSES, &c2.model);
   c2.seed = 42;
   x = make_engine(&c2, 10, 10);
-  ASSERT_EQ(fl_engine_load(x, path), FL_ESHAPE);
+  ASSERT_EQ(fl_checkpoint_load(x, path), FL_ESHAPE);
   ASSERT_CONTAINS(fl_err_msg(), "holds model 'mlp:4', expected 'mlp:5'");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
@@ -586,7 +587,8 @@ static uint8_t *engine_bytes(fl_engine_t *e, size_t *len) {
   char path[600];
   snprintf(path, sizeof path, "%s/state.safetensors", fl_test_tmpdir());
   uint8_t *b = NULL;
-  if (fl_engine_save(e, path) != 0 || fl_file_read_all(path, 1 << 20, 0, &b, len) != 0) return NULL;
+  if (fl_checkpoint_save(e, path) != 0 || fl_file_read_all(path, 1 << 20, 0, &b, len) != 0)
+    return NULL;
   return b;
 }
 
@@ -641,9 +643,9 @@ TEST(checkpoint_every_real_plateau_state_resumes) {
     ASSERT_EQ(zero_round(a, &c.model), 0);
     reduced += fl_engine_round_lr(a) < lr_prev;
     lr_prev = fl_engine_round_lr(a);
-    ASSERT_EQ(fl_engine_save(a, path), 0);
+    ASSERT_EQ(fl_checkpoint_save(a, path), 0);
     fl_engine_t *b = make_engine(&c, 3, 10);
-    int rc = fl_engine_load(b, path);
+    int rc = fl_checkpoint_load(b, path);
     if (rc) FL__FAIL("round %u: %s", r, fl_err_msg());
     size_t la, lb;
     uint8_t *sa = engine_bytes(a, &la), *sb = engine_bytes(b, &lb);
@@ -674,7 +676,7 @@ TEST(checkpoint_corrupt_values_refused) {
   char good[600], bad[600];
   snprintf(good, sizeof good, "%s/ck-good.safetensors", fl_test_tmpdir());
   snprintf(bad, sizeof bad, "%s/ck-bad.safetensors", fl_test_tmpdir());
-  ASSERT_EQ(fl_engine_save(a, good), 0);
+  ASSERT_EQ(fl_checkpoint_save(a, good), 0);
   fl_engine_destroy(&a);
   /* After 4 rounds: one reduction (scale 0.5), no cooldown, num_bad 0. */
   char buf[64];
@@ -739,7 +741,7 @@ TEST(checkpoint_corrupt_values_refused) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *edit[] = {cases[i].key, cases[i].value, NULL};
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, edit, SIZE_MAX, 0), 0);
-    int rc = fl_engine_load(e, bad);
+    int rc = fl_checkpoint_load(e, bad);
     if (rc != cases[i].code || !strstr(fl_err_msg(), cases[i].needle))
       FL__FAIL("%s = '%s': rc %d, \"%s\" lacks \"%s\"", cases[i].key,
                cases[i].value ? cases[i].value : "(dropped)", rc, fl_err_msg(), cases[i].needle);
@@ -751,7 +753,7 @@ TEST(checkpoint_corrupt_values_refused) {
   /* Two values right, one wrong: a running cooldown with num_bad > 0. */
   const char *cool_and_bad[] = {"fedlr_plateau_cool", "1", "fedlr_plateau_bad", "1", NULL};
   ASSERT_EQ(ck_rewrite(&c.model, good, bad, cool_and_bad, SIZE_MAX, 0), 0);
-  ASSERT_EQ(fl_engine_load(e, bad), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(e, bad), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "fedlr_plateau_bad = '1': must be 0 while a cooldown runs "
                                 "(fedlr_plateau_cool = 1)");
 
@@ -773,7 +775,7 @@ TEST(checkpoint_corrupt_values_refused) {
   };
   for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, weights[i].at, weights[i].v), 0);
-    int rc = fl_engine_load(e, bad);
+    int rc = fl_checkpoint_load(e, bad);
     if (rc != weights[i].code || !strstr(fl_err_msg(), weights[i].needle))
       FL__FAIL("weight %zu = %g: rc %d, \"%s\" lacks \"%s\"", weights[i].at, (double)weights[i].v,
                rc, fl_err_msg(), weights[i].needle);
@@ -790,18 +792,18 @@ TEST(checkpoint_corrupt_values_refused) {
   fl_engine_t *x = make_engine(&c2, 3, 10);
   const char *reached[] = {"fedlr_target_reached", "1", NULL};
   ASSERT_EQ(ck_rewrite(&c.model, good, bad, reached, SIZE_MAX, 0), 0);
-  ASSERT_EQ(fl_engine_load(x, bad), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(x, bad), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "this run has no target accuracy, so it cannot have reached one");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
   c2 = c;
   fl_sched_parse("exp:gamma=0.5", &c2.sched);
   x = make_engine(&c2, 3, 10);
-  ASSERT_EQ(fl_engine_load(x, good), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(x, good), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "must be inf: this run's schedule is not plateau");
   const char *fresh_best[] = {"fedlr_plateau_best", "inf", NULL};
   ASSERT_EQ(ck_rewrite(&c.model, good, bad, fresh_best, SIZE_MAX, 0), 0);
-  ASSERT_EQ(fl_engine_load(x, bad), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(x, bad), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "fedlr_plateau_scale = '0x1p-1' (0.5): must be 1: this run's "
                                 "schedule is not plateau");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
@@ -822,13 +824,13 @@ TEST(checkpoint_corrupt_values_refused) {
   for (size_t i = 0; i < sizeof legal / sizeof legal[0]; i++) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, legal[i], SIZE_MAX, 0), 0);
     fl_engine_t *y = make_engine(&c, 3, 10);
-    int rc = fl_engine_load(y, bad);
+    int rc = fl_checkpoint_load(y, bad);
     if (rc) FL__FAIL("%s = '%s': %s", legal[i][0], legal[i][1], fl_err_msg());
     fl_engine_destroy(&y);
   }
   for (int sign = -1; sign <= 1; sign += 2) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, 7, (float)(sign * FL_ENGINE_MAX_WEIGHT)), 0);
-    ASSERT_EQ(fl_engine_load(e, bad), 0);
+    ASSERT_EQ(fl_checkpoint_load(e, bad), 0);
   }
   free(before);
   fl_engine_destroy(&e);
@@ -847,7 +849,7 @@ TEST(checkpoint_checksum_and_file_type) {
   char good[600], bad[600];
   snprintf(good, sizeof good, "%s/ck-crc.safetensors", fl_test_tmpdir());
   snprintf(bad, sizeof bad, "%s/ck-crc-bad.safetensors", fl_test_tmpdir());
-  ASSERT_EQ(fl_engine_save(a, good), 0);
+  ASSERT_EQ(fl_checkpoint_save(a, good), 0);
   fl_engine_destroy(&a);
   uint8_t *raw = NULL;
   size_t len = 0;
@@ -896,7 +898,7 @@ TEST(checkpoint_checksum_and_file_type) {
     }
     alarm(10); /* a blocked open() fails the test loudly */
     double t0 = fl_test_now();
-    int rc = fl_engine_load(e, path);
+    int rc = fl_checkpoint_load(e, path);
     double took = fl_test_now() - t0;
     alarm(0);
     if (rc != cases[i].code || !strstr(fl_err_msg(), cases[i].needle))
@@ -909,7 +911,7 @@ TEST(checkpoint_checksum_and_file_type) {
   }
   unlink(bad);
   /* The intact file still loads into the same engine. */
-  ASSERT_EQ(fl_engine_load(e, good), 0);
+  ASSERT_EQ(fl_checkpoint_load(e, good), 0);
   ASSERT_EQ(fl_engine_rounds_done(e), 2);
   free(b);
   free(raw);
@@ -1656,17 +1658,17 @@ TEST(quarantine_survives_a_checkpoint) {
               k == 2 ? FL_ENONFINITE : 0);
   fl_round_metrics_t m;
   ASSERT_EQ(fl_engine_end_round(a, &m), 0);
-  ASSERT_EQ(fl_engine_save(a, path), 0);
+  ASSERT_EQ(fl_checkpoint_save(a, path), 0);
   for (int order = 0; order < 2; order++) {
     int err;
     fl_engine_t *b = fl_engine_new(&c, &err);
-    if (order == 0) ASSERT_EQ(fl_engine_load(b, path), 0);
+    if (order == 0) ASSERT_EQ(fl_checkpoint_load(b, path), 0);
     for (uint32_t k = 0; k < 4; k++) {
       char name[8];
       snprintf(name, sizeof name, "c%u", k);
       ASSERT_EQ(fl_engine_add_client_at(b, k, name, 10 + k), 0);
     }
-    if (order == 1) ASSERT_EQ(fl_engine_load(b, path), 0);
+    if (order == 1) ASSERT_EQ(fl_checkpoint_load(b, path), 0);
     for (uint32_t r = 2; r <= 5; r++) {
       ASSERT_EQ(fl_engine_begin_round(b), 0);
       ASSERT_EQ(fl_engine_is_sampled(b, 2), r == 5);
@@ -1689,7 +1691,7 @@ TEST(quarantine_survives_a_checkpoint) {
     const char *edits[] = {"fedlr_quarantine", bad[i], NULL};
     ASSERT_EQ(ck_rewrite(&c.model, path, badpath, edits, (size_t)-1, 0), 0);
     fl_engine_t *b = make_engine(&c, 4, 10);
-    ASSERT_EQ(fl_engine_load(b, badpath), FL_EFORMAT);
+    ASSERT_EQ(fl_checkpoint_load(b, badpath), FL_EFORMAT);
     ASSERT_CONTAINS(fl_err_msg(), "fedlr_quarantine");
     ASSERT_EQ(fl_engine_rounds_done(b), 0);
     fl_engine_destroy(&b);
