@@ -93,14 +93,6 @@ static void client_name(const fl_config_t *c, char *out, size_t cap) {
     snprintf(out, cap, "%s-%ld", host, (long)getpid());
 }
 
-/* The same reading of --dataset as fedlr-sim: a path or .csv is a file. */
-static int load_train(const fl_config_t *c, fl_dataset_t **train) {
-  const char *ds = c->dataset;
-  int is_file = !fl_dataset_is_named(ds);
-  if (is_file) return fl_dataset_load_file(ds, train);
-  return fl_dataset_load_named(ds, c->data_dir, 1, train);
-}
-
 /* Rows idx[0..n) of d as a dataset of their own, in that order, so the
  * rest of the training set can be freed. Training on it with idx NULL is
  * bit-identical to training on (d, idx): the trainer shuffles positions,
@@ -208,7 +200,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-client[%s]: %s: %zu examples, %zu features, %zu classes%s\n", name,
             cfg.data, data->n, data->dim, data->num_classes, labels);
   } else {
-    if ((rc = load_train(&cfg, &train))) {
+    /* --dataset is read as every program reads it (fl_dataset_load_flags). */
+    if ((rc = fl_dataset_load_flags(cfg.dataset, cfg.data_dir, NULL, &train, NULL))) {
       status = fail(name, "loading --dataset", rc);
       goto out;
     }

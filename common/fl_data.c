@@ -624,3 +624,26 @@ out:
   fl_dataset_destroy(&d);
   return rc;
 }
+
+int fl_dataset_load_flags(const char *dataset, const char *data_dir, const char *test_data,
+                          fl_dataset_t **train, fl_dataset_t **test) {
+  int rc = 0, named = fl_dataset_is_named(dataset);
+  fl_dataset_t *tr = NULL, *te = NULL;
+  if (train)
+    rc = named ? fl_dataset_load_named(dataset, data_dir, 1, &tr)
+               : fl_dataset_load_file(dataset, &tr);
+  if (!rc && test) {
+    if (test_data && test_data[0])
+      rc = fl_dataset_load_file(test_data, &te);
+    else if (named)
+      rc = fl_dataset_load_named(dataset, data_dir, 0, &te);
+  }
+  if (rc) {
+    fl_dataset_destroy(&tr);
+    fl_dataset_destroy(&te);
+    return rc;
+  }
+  if (train) *train = tr;
+  if (test) *test = te;
+  return 0;
+}

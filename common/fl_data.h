@@ -57,6 +57,15 @@ int fl_dataset_load_named(const char *name, const char *dir, int train, fl_datas
  * it is a file to read with fl_dataset_load_file(). */
 int fl_dataset_is_named(const char *dataset);
 
+/* The data that the flags --dataset NAME|FILE, --data-dir DIR and
+ * --test-data FILE name, resolved the same way by every program: the
+ * training set (if `train` is not NULL) is the named dataset's training
+ * split, or the file; the test set (if `test` is not NULL) is --test-data
+ * when given, else the named dataset's test split, else none (*test =
+ * NULL, for a file without --test-data). On error nothing is returned. */
+int fl_dataset_load_flags(const char *dataset, const char *data_dir, const char *test_data,
+                          fl_dataset_t **train, fl_dataset_t **test);
+
 /* Loads `path` as CSV if it ends in .csv, else as an IDX image file whose
  * labels are found by replacing "images" with "labels" in its name. */
 int fl_dataset_load_file(const char *path, fl_dataset_t **out);

@@ -299,6 +299,10 @@ size_t fl_engine_num_available(const fl_engine_t *e) {
   return e->num_available;
 }
 
+int fl_engine_is_available(const fl_engine_t *e, uint32_t id) {
+  return id < e->cap_clients && e->clients[id].name && e->clients[id].available;
+}
+
 void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available) {
   if (id >= e->cap_clients || !e->clients[id].name) return;
   available = available != 0;

@@ -143,6 +143,8 @@ size_t fl_engine_num_clients(const fl_engine_t *e);
  * clients start available). A coordinator marks dead clients unavailable. */
 void fl_engine_set_available(fl_engine_t *e, uint32_t id, int available);
 size_t fl_engine_num_available(const fl_engine_t *e);
+/* 1 if client `id` is registered and available. */
+int fl_engine_is_available(const fl_engine_t *e, uint32_t id);
 
 /* Starts the next round: samples max(ceil(C*A), min_clients) clients
  * (capped at A) without replacement from the A available clients that are

@@ -10,7 +10,7 @@ timeout 300 "$COORD" --bind "tcp://127.0.0.1:$PORT" --model mlp:200,200 --client
   --metrics "$TMP/m.jsonl" > "$TMP/coord.out" 2> "$TMP/coord.log" &
 CPID=$!; PIDS+=($CPID)
 for i in 0 1 2 3 4; do
-  timeout 60 "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --dataset fashion-mnist --data-dir "$DATA_DIR" \
+  timeout 300 "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --dataset fashion-mnist --data-dir "$DATA_DIR" \
     --partition iid --num-partitions 5 --partition-index $i --seed 3 2> "$TMP/c$i.log" &
   PIDS+=($!)
 done

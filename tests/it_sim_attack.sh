@@ -66,7 +66,7 @@ for seed in 1 2 3; do
   kept "$seed" "$a0" "FedAvg rejecting NaN updates" "$a"
   n=$(metric nan-fedavg "$seed" rejected)
   miss=$(jsonl_eval "$TMP/nan-fedavg-$seed.jsonl" "sum(r['clients_sampled'] - r['clients_reported'] for r in rows)")
-  lines=$(grep -c "rejected the update of attacker .*NaN" "$TMP/nan-fedavg-$seed.err" || true)
+  lines=$(grep -c "rejected an update from sim-[0-9]* (id [0-9]*): .*NaN" "$TMP/nan-fedavg-$seed.err" || true)
   if [ "$n" -gt 0 ] && [ "$n" = "$miss" ] && [ "$n" = "$lines" ]; then
     ok "seed $seed: $n NaN updates rejected, counted and printed; the rounds went on"
   else
