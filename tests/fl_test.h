@@ -1,53 +1,117 @@
 /* fl_test: a minimal test harness. Each tests/test_*.c file is one ctest
  * executable holding several TEST()s; main() comes from FL_TEST_MAIN().
  * Assertions are typed and print both sides; a failed assertion fails the
- * current test and returns from it. The final line is "N passed, N failed". */
+ * current test and returns from it.
+ *
+ * Outcomes. A test passes, fails, or is skipped: SKIP(why) says it cannot
+ * run here (a missing tool or data set) and returns; SKIP_PART(why) says a
+ * part of it cannot, and lets the rest run. A failure beats a skip. The
+ * executable then reports "N passed, K skipped, M failed" and exits
+ *   1  if a test failed, or if no test ran (a run that checks nothing is
+ *      not a pass);
+ *   77 (FL_TEST_SKIP_CODE) if none failed but something was skipped: ctest
+ *      reports the whole executable as skipped (SKIP_RETURN_CODE), since
+ *      "passed" would claim checks that did not run;
+ *   0  if every test ran and passed.
+ * tests/lib.sh applies the same rule to the integration tests.
+ *
+ * Registration. TEST(name) defines a statically allocated fl_test_case and
+ * a constructor that links it into the executable's list, sorted by its
+ * place in the source, so there is no limit on the number of tests and they
+ * run in the order they are written. */
 #ifndef FL_TEST_H
 #define FL_TEST_H
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#define FL_TEST_SKIP_CODE 77
+
+/* A test's status, kept in the int its function gets as fl__failed (the
+ * name predates skips): 0 while nothing went wrong. */
+enum { FL__PASSED = 0, FL__FAILED = 1, FL__SKIPPED = 2 };
+
 typedef void (*fl_test_fn)(int *fl__failed);
-typedef struct {
+typedef struct fl_test_case {
   const char *name;
   fl_test_fn fn;
+  unsigned order;            /* __COUNTER__ at its TEST(): the source order */
+  int status;                /* FL__PASSED, FL__FAILED, FL__SKIPPED; -1 before it ran */
+  struct fl_test_case *next; /* the next test in source order */
 } fl_test_case;
 
-#define FL_MAX_TESTS 256
-static fl_test_case fl__tests[FL_MAX_TESTS];
-static int fl__ntests;
+/* The executable's tests, in source order. */
+static fl_test_case *fl__tests;
 
-#define TEST(name)                                                               \
-  static void test_##name(int *fl__failed);                                      \
-  __attribute__((constructor)) static void fl__reg_##name(void) {                \
-    if (fl__ntests < FL_MAX_TESTS) fl__tests[fl__ntests++] = (fl_test_case){#name, test_##name}; \
-  }                                                                              \
+/* Links t into *list before the first test that comes after it. */
+static inline void fl__register(fl_test_case **list, fl_test_case *t) {
+  while (*list && (*list)->order < t->order)
+    list = &(*list)->next;
+  t->next = *list;
+  *list = t;
+}
+
+/* FL__TEST_IN(list, name): TEST(name) registered in another list (the
+ * harness's own test runs the registration on a list of its own). */
+#define FL__TEST_IN(list, name)                                                                    \
+  static void test_##name(int *fl__failed);                                                        \
+  static fl_test_case fl__case_##name = {#name, test_##name, __COUNTER__, -1, NULL};               \
+  __attribute__((constructor)) static void fl__reg_##name(void) {                                  \
+    fl__register(&(list), &fl__case_##name);                                                       \
+  }                                                                                                \
   static void test_##name(int *fl__failed)
+#define TEST(name) FL__TEST_IN(fl__tests, name)
 
-#define FL__FAIL(...)                                                            \
-  do {                                                                           \
-    fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__);                            \
-    fprintf(stderr, __VA_ARGS__);                                                \
-    fprintf(stderr, "\n");                                                       \
-    *fl__failed = 1;                                                             \
-    return;                                                                      \
+/* Marks the test skipped (unless it already failed) and prints why. */
+__attribute__((format(printf, 4, 5))) static inline void fl__skip(int *status, const char *file,
+                                                                  int line, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "  %s:%d: SKIP: ", file, line);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n");
+  if (*status == FL__PASSED) *status = FL__SKIPPED;
+}
+/* SKIP(fmt, ...): the test cannot run here; says why and returns from the
+ * current function (in a helper that takes fl__failed, like a failed
+ * assertion, from the helper: the test then checks *fl__failed).
+ * SKIP_PART(fmt, ...): a part of it cannot; says why and goes on, the test
+ * ending skipped unless something else fails. Both take printf arguments. */
+#define SKIP(...)                                                                                  \
+  do {                                                                                             \
+    fl__skip(fl__failed, __FILE__, __LINE__, __VA_ARGS__);                                         \
+    return;                                                                                        \
+  } while (0)
+#define SKIP_PART(...) fl__skip(fl__failed, __FILE__, __LINE__, __VA_ARGS__)
+
+#define FL__FAIL(...)                                                                              \
+  do {                                                                                             \
+    fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__);                                              \
+    fprintf(stderr, __VA_ARGS__);                                                                  \
+    fprintf(stderr, "\n");                                                                         \
+    *fl__failed = FL__FAILED;                                                                      \
+    return;                                                                                        \
   } while (0)
 
-#define ASSERT_TRUE(c)                                                           \
-  do { if (!(c)) FL__FAIL("ASSERT_TRUE(%s) failed", #c); } while (0)
-#define ASSERT_FALSE(c)                                                          \
-  do { if (c) FL__FAIL("ASSERT_FALSE(%s) failed", #c); } while (0)
-#define ASSERT_INT_OP(a, op, b)                                                  \
-  do {                                                                           \
-    long long fl__a = (long long)(a), fl__b = (long long)(b);                    \
-    if (!(fl__a op fl__b))                                                       \
-      FL__FAIL("ASSERT %s %s %s: %lld vs %lld", #a, #op, #b, fl__a, fl__b);      \
+#define ASSERT_TRUE(c)                                                                             \
+  do {                                                                                             \
+    if (!(c)) FL__FAIL("ASSERT_TRUE(%s) failed", #c);                                              \
+  } while (0)
+#define ASSERT_FALSE(c)                                                                            \
+  do {                                                                                             \
+    if (c) FL__FAIL("ASSERT_FALSE(%s) failed", #c);                                                \
+  } while (0)
+#define ASSERT_INT_OP(a, op, b)                                                                    \
+  do {                                                                                             \
+    long long fl__a = (long long)(a), fl__b = (long long)(b);                                      \
+    if (!(fl__a op fl__b)) FL__FAIL("ASSERT %s %s %s: %lld vs %lld", #a, #op, #b, fl__a, fl__b);   \
   } while (0)
 #define ASSERT_EQ(a, b) ASSERT_INT_OP(a, ==, b)
 #define ASSERT_NE(a, b) ASSERT_INT_OP(a, !=, b)
@@ -56,30 +120,31 @@ static int fl__ntests;
 #define ASSERT_GT(a, b) ASSERT_INT_OP(a, >, b)
 #define ASSERT_GE(a, b) ASSERT_INT_OP(a, >=, b)
 /* Passes when |a-b| <= tol (absolute). */
-#define ASSERT_NEAR(a, b, tol)                                                   \
-  do {                                                                           \
-    double fl__a = (double)(a), fl__b = (double)(b), fl__t = (double)(tol);      \
-    if (!(fabs(fl__a - fl__b) <= fl__t))                                         \
-      FL__FAIL("ASSERT_NEAR(%s, %s): %.10g vs %.10g (tol %g)", #a, #b, fl__a, fl__b, fl__t); \
+#define ASSERT_NEAR(a, b, tol)                                                                     \
+  do {                                                                                             \
+    double fl__a = (double)(a), fl__b = (double)(b), fl__t = (double)(tol);                        \
+    if (!(fabs(fl__a - fl__b) <= fl__t))                                                           \
+      FL__FAIL("ASSERT_NEAR(%s, %s): %.10g vs %.10g (tol %g)", #a, #b, fl__a, fl__b, fl__t);       \
   } while (0)
-#define ASSERT_DBL_OP(a, op, b)                                                  \
-  do {                                                                           \
-    double fl__a = (double)(a), fl__b = (double)(b);                             \
-    if (!(fl__a op fl__b))                                                       \
-      FL__FAIL("ASSERT %s %s %s: %.10g vs %.10g", #a, #op, #b, fl__a, fl__b);    \
+#define ASSERT_DBL_OP(a, op, b)                                                                    \
+  do {                                                                                             \
+    double fl__a = (double)(a), fl__b = (double)(b);                                               \
+    if (!(fl__a op fl__b)) FL__FAIL("ASSERT %s %s %s: %.10g vs %.10g", #a, #op, #b, fl__a, fl__b); \
   } while (0)
-#define ASSERT_STR_EQ(a, b)                                                      \
-  do {                                                                           \
-    const char *fl__a = (a), *fl__b = (b);                                       \
-    if (!fl__a || !fl__b || strcmp(fl__a, fl__b) != 0)                           \
-      FL__FAIL("ASSERT_STR_EQ(%s, %s): \"%s\" vs \"%s\"", #a, #b, fl__a ? fl__a : "(null)", fl__b ? fl__b : "(null)"); \
+#define ASSERT_STR_EQ(a, b)                                                                        \
+  do {                                                                                             \
+    const char *fl__a = (a), *fl__b = (b);                                                         \
+    if (!fl__a || !fl__b || strcmp(fl__a, fl__b) != 0)                                             \
+      FL__FAIL("ASSERT_STR_EQ(%s, %s): \"%s\" vs \"%s\"", #a, #b, fl__a ? fl__a : "(null)",        \
+               fl__b ? fl__b : "(null)");                                                          \
   } while (0)
 /* Passes when needle occurs in haystack. */
-#define ASSERT_CONTAINS(hay, needle)                                             \
-  do {                                                                           \
-    const char *fl__h = (hay), *fl__n = (needle);                                \
-    if (!fl__h || !strstr(fl__h, fl__n))                                         \
-      FL__FAIL("ASSERT_CONTAINS(%s, %s): \"%s\" lacks \"%s\"", #hay, #needle, fl__h ? fl__h : "(null)", fl__n); \
+#define ASSERT_CONTAINS(hay, needle)                                                               \
+  do {                                                                                             \
+    const char *fl__h = (hay), *fl__n = (needle);                                                  \
+    if (!fl__h || !strstr(fl__h, fl__n))                                                           \
+      FL__FAIL("ASSERT_CONTAINS(%s, %s): \"%s\" lacks \"%s\"", #hay, #needle,                      \
+               fl__h ? fl__h : "(null)", fl__n);                                                   \
   } while (0)
 
 /* A scratch directory for this test binary (created on demand). */
@@ -95,11 +160,34 @@ static inline const char *fl_test_tmpdir(void) {
   return dir;
 }
 
-/* Fashion-MNIST directory, or NULL (the test should then fail loudly). */
+/* The Fashion-MNIST directory: $FEDLR_DATA_DIR, else the Debian package's. */
 static inline const char *fl_test_data_dir(void) {
   const char *d = getenv("FEDLR_DATA_DIR");
   return d ? d : "/usr/share/datasets/fashion-mnist";
 }
+
+/* 1 if fl_test_data_dir() holds the four Fashion-MNIST files that
+ * fl_dataset_load_named reads (each gzipped or not). */
+static inline int fl_test_have_fashion_mnist(void) {
+  static const char *const stems[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                      "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+  for (size_t i = 0; i < sizeof stems / sizeof stems[0]; i++) {
+    char gz[1024], raw[1024];
+    snprintf(gz, sizeof gz, "%s/%s.gz", fl_test_data_dir(), stems[i]);
+    snprintf(raw, sizeof raw, "%s/%s", fl_test_data_dir(), stems[i]);
+    if (access(gz, R_OK) != 0 && access(raw, R_OK) != 0) return 0;
+  }
+  return 1;
+}
+
+/* Skips the test where Fashion-MNIST is not installed. Where it is, a test
+ * that cannot load it fails. */
+#define SKIP_UNLESS_FASHION_MNIST()                                                                \
+  do {                                                                                             \
+    if (!fl_test_have_fashion_mnist())                                                             \
+      SKIP("Fashion-MNIST is not in %s (install dataset-fashion-mnist or set FEDLR_DATA_DIR)",     \
+           fl_test_data_dir());                                                                    \
+  } while (0)
 
 /* Monotonic clock in seconds, for tests that bound how long a call takes. */
 static inline double fl_test_now(void) {
@@ -108,19 +196,43 @@ static inline double fl_test_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-#define FL_TEST_MAIN()                                                           \
-  int main(int argc, char **argv) {                                              \
-    int passed = 0, failed = 0;                                                  \
-    for (int i = 0; i < fl__ntests; i++) {                                       \
-      if (argc > 1 && !strstr(fl__tests[i].name, argv[1])) continue;            \
-      int f = 0;                                                                 \
-      fprintf(stderr, "[ RUN  ] %s\n", fl__tests[i].name);                       \
-      fl__tests[i].fn(&f);                                                       \
-      fprintf(stderr, "[ %s ] %s\n", f ? "FAIL" : " OK ", fl__tests[i].name);    \
-      if (f) failed++; else passed++;                                            \
-    }                                                                            \
-    printf("%d passed, %d failed\n", passed, failed);                            \
-    return failed ? 1 : 0;                                                       \
+/* Runs the tests of list whose name contains filter (every test if filter
+ * is NULL), each test's lines on stderr, then the names of the skipped
+ * tests and "N passed, K skipped, M failed" on summary. Returns the exit
+ * status of the rule above: 1, FL_TEST_SKIP_CODE or 0. */
+static inline int fl_test_run(fl_test_case *list, const char *filter, FILE *summary) {
+  int passed = 0, skipped = 0, failed = 0;
+  for (fl_test_case *t = list; t; t = t->next) {
+    t->status = -1;
+    if (filter && !strstr(t->name, filter)) continue;
+    int status = FL__PASSED;
+    fprintf(stderr, "[ RUN  ] %s\n", t->name);
+    t->fn(&status);
+    t->status = status;
+    const char *word = status == FL__FAILED ? "FAIL" : status == FL__SKIPPED ? "SKIP" : " OK ";
+    fprintf(stderr, "[ %s ] %s\n", word, t->name);
+    if (status == FL__FAILED)
+      failed++;
+    else if (status == FL__SKIPPED)
+      skipped++;
+    else
+      passed++;
+  }
+  if (passed + skipped + failed == 0) {
+    fprintf(summary, "no test%s%s%s: nothing was checked\n", filter ? " matches '" : "",
+            filter ? filter : "", filter ? "'" : "");
+    return 1;
+  }
+  for (fl_test_case *t = list; t; t = t->next)
+    if (t->status == FL__SKIPPED) fprintf(summary, "skipped: %s\n", t->name);
+  fprintf(summary, "%d passed, %d skipped, %d failed\n", passed, skipped, failed);
+  return failed ? 1 : skipped ? FL_TEST_SKIP_CODE : 0;
+}
+
+/* main(): `test_X [FILTER]` runs the tests whose name contains FILTER. */
+#define FL_TEST_MAIN()                                                                             \
+  int main(int argc, char **argv) {                                                                \
+    return fl_test_run(fl__tests, argc > 1 ? argv[1] : NULL, stdout);                              \
   }
 
 #endif

@@ -21,12 +21,12 @@ fi
 source "$(dirname "$0")/lib.sh"
 trap 'cleanup_pids; for d in "$TMP"/disk*; do umount "$d" 2>/dev/null; done; rm -rf "$TMP"' EXIT
 
-# disk NAME SIZE: a tmpfs of SIZE at $TMP/NAME (skip the test if not allowed).
+# disk NAME SIZE: a tmpfs of SIZE at $TMP/NAME (skip the rest of the test if
+# not allowed; a failure before that still fails it).
 disk() {
   mkdir -p "$TMP/$1"
   if ! mount -t tmpfs -o "size=$2" fedlr-test "$TMP/$1" 2> "$TMP/mount.err"; then
-    echo "skip: cannot mount a tmpfs: $(cat "$TMP/mount.err")"
-    exit 77
+    skip_rest "cannot mount a tmpfs: $(cat "$TMP/mount.err")"
   fi
 }
 # fill DIR [FREE_BYTES]: fills DIR's file system, then frees FREE_BYTES.

@@ -21,19 +21,13 @@ source "$(dirname "$0")/lib.sh"
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 T0=$SECONDS
 step() { echo "== [$((SECONDS - T0)) s] $*"; }
-skip() {
-  echo "SKIP: $*"
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ] && exit 77
-  exit 1
-}
 # abort MSG: a failure after which the rest cannot run.
 abort() { bad "$*"; finish; exit 1; }
 
 if grep -qE '^FEDLR_(SANITIZE|TSAN):BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
-  skip "sanitizer build: packaging is tested in a normal build"
+  skip_rest "sanitizer build: packaging is tested in a normal build"
 fi
-[ -z "${FEDLR_SKIP_DOCKER:-}" ] || skip "FEDLR_SKIP_DOCKER is set"
+[ -z "${FEDLR_SKIP_DOCKER:-}" ] || skip_rest "FEDLR_SKIP_DOCKER is set"
 
 # ---- cleanup: everything this test started, in reverse ----
 DOCKER=docker
@@ -143,25 +137,25 @@ command -v dockerd > /dev/null || pkgs+=(docker.io)
 command -v debootstrap > /dev/null || pkgs+=(debootstrap)
 if ! { docker compose version || command -v docker-compose; } > /dev/null 2>&1; then pkgs+=(docker-compose); fi
 if ((${#pkgs[@]})); then
-  [ "$(id -u)" -eq 0 ] || skip "needs ${pkgs[*]} and is not root to install them"
+  [ "$(id -u)" -eq 0 ] || skip_rest "needs ${pkgs[*]} and is not root to install them"
   echo "installing ${pkgs[*]}"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq \
            --no-install-recommends "${pkgs[@]}"; } > "$TMP/apt.log" 2>&1; then
-    skip "cannot install ${pkgs[*]}: $(tail -3 "$TMP/apt.log")"
+    skip_rest "cannot install ${pkgs[*]}: $(tail -3 "$TMP/apt.log")"
   fi
 fi
 # Debian's client (the daemon's version) over any other docker on PATH.
 [ -x /usr/bin/docker ] && DOCKER=/usr/bin/docker
 if "$DOCKER" compose version > /dev/null 2>&1; then COMPOSE=("$DOCKER" compose); else COMPOSE=(docker-compose); fi
 if ! timeout 20 "$DOCKER" info > /dev/null 2>&1; then
-  [ "$(id -u)" -eq 0 ] || skip "no Docker daemon runs and this is not root to start one"
+  [ "$(id -u)" -eq 0 ] || skip_rest "no Docker daemon runs and this is not root to start one"
   echo "starting dockerd --iptables=false --bridge=none --storage-driver=vfs"
   dockerd --iptables=false --bridge=none --storage-driver=vfs > "$TMP/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
   docker_up() { [ -S /var/run/docker.sock ] && timeout 10 "$DOCKER" info > /dev/null 2>&1; }
   if ! wait_until 60 docker_up; then
     kill -0 "$DOCKERD_PID" 2>/dev/null || DOCKERD_PID=""
-    skip "the Docker daemon did not come up in 60 s: $(tail -5 "$TMP/dockerd.log")"
+    skip_rest "the Docker daemon did not come up in 60 s: $(tail -5 "$TMP/dockerd.log")"
   fi
 fi
 echo "docker: $("$DOCKER" version -f 'client {{.Client.Version}}, daemon {{.Server.Version}}'), storage $("$DOCKER" info -f '{{.Driver}}'); compose: $("${COMPOSE[@]}" version 2>/dev/null | head -1)"
@@ -175,7 +169,7 @@ else
   abort "scripts/docker-base-images.sh failed"
 fi
 if ! timeout 120 "$DOCKER" run --rm --network host debian:bookworm-slim true > "$TMP/run.log" 2>&1; then
-  skip "the Docker daemon cannot run a container: $(tail -3 "$TMP/run.log")"
+  skip_rest "the Docker daemon cannot run a container: $(tail -3 "$TMP/run.log")"
 fi
 
 step "docker build (docker/Dockerfile)"

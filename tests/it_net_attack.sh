@@ -40,13 +40,13 @@ net_run() {
       --partition iid --num-partitions 6 --partition-index $i --seed 11 "${extra[@]}" 2> "$TMP/$name-c$i.log" &
     pids+=($!); PIDS+=($!)
   done
-  local rc=0; wait $cpid || rc=$?
+  local rc=0 cfail=0; wait $cpid || rc=$?
   [ $rc -eq 0 ] && ok "$name: coordinator exited 0" || { bad "$name: coordinator exit $rc"; tail -20 "$TMP/$name-coord.log"; }
   for i in 0 1 2 3 4 5; do
     rc=0; wait "${pids[$i]}" || rc=$?
-    [ $rc -eq 0 ] || { bad "$name: client $i exit $rc"; tail -5 "$TMP/$name-c$i.log"; }
+    [ $rc -eq 0 ] || { cfail=1; bad "$name: client $i exit $rc"; tail -5 "$TMP/$name-c$i.log"; }
   done
-  ok "$name: clients exited"
+  [ $cfail -eq 0 ] && ok "$name: all 6 clients exited 0"
   local n; n=$(grep -l "ATTACKING" "$TMP/$name"-c*.log | wc -l)
   [ "$n" -eq "$na" ] && ok "$name: $na clients said they attack" || bad "$name: $n clients said they attack"
   local rows; rows=$(jsonl_eval "$TMP/$name.jsonl" "len(rows)")

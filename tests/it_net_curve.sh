@@ -179,8 +179,10 @@ start_client 0 "$TMP/h-c0.log"; H0=$!
 start_client 1 "$TMP/h-c1.log"; H1=$!
 if wait_until 120 lines_at_least "$TMP/h.jsonl" 2; then
   kill9 "$H0"
+  rc=0; wait "$H0" || rc=$?
   start_client 0 "$TMP/h-c0b.log"; H0B=$!
-  ok "h) c0 SIGKILLed after round 2 and restarted with the same key"
+  [ $rc -eq 137 ] && ok "h) c0 SIGKILLed after round 2 and restarted with the same key" \
+    || bad "h) c0 had exited ($rc) before the kill"
 else
   bad "h) the run did not reach round 2: $(tail -5 "$TMP/h-coord.log")"
 fi

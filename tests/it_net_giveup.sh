@@ -66,8 +66,9 @@ done
 if wait_until 60 lines_at_least "$TMP/m.jsonl" 3; then
   kill9 $CPID
   t0=$EPOCHREALTIME
-  wait $CPID 2>/dev/null || true
-  ok "killed the coordinator (SIGKILL) after $(wc -l < "$TMP/m.jsonl") rounds"
+  rc=0; wait $CPID 2>/dev/null || rc=$?
+  [ $rc -eq 137 ] && ok "killed the coordinator (SIGKILL) after $(wc -l < "$TMP/m.jsonl") rounds" \
+    || bad "the coordinator had exited ($rc) before the kill"
 else
   bad "round 3 never finished"; tail -5 "$TMP/coord.log"
   t0=$EPOCHREALTIME

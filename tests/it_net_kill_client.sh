@@ -18,7 +18,9 @@ VICTIM=${PIDS[3]} # client 2
 # Round 1 done, round 2 under way: kill client 2 while it trains.
 wait_until 120 lines_at_least "$TMP/m.jsonl" 1 || bad "round 1 never finished"
 sleep 0.3
-kill9 "$VICTIM" && ok "killed client 2 (pid $VICTIM) during round 2"
+kill9 "$VICTIM"
+rc=0; wait "$VICTIM" || rc=$?
+[ $rc -eq 137 ] && ok "killed client 2 (pid $VICTIM) during round 2" || bad "client 2 had exited ($rc) before the kill"
 rc=0; wait $CPID || rc=$?
 [ $rc -eq 0 ] && ok "coordinator finished the run (exit 0)" || { bad "coordinator exit $rc"; tail -20 "$TMP/coord.log"; }
 for i in 1 2 4 5; do

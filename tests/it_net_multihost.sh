@@ -102,7 +102,7 @@ if [ "${IPT_LOSS:-0}" = 1 ]; then
     done
     ok "1 % random packet loss on every link: $(in_ns "$NS_COORD" iptables -S INPUT | tail -1)"
   else
-    echo "NOTE: iptables is not installed: no loss emulated"
+    skip "1 % packet loss: iptables is not installed, no loss emulated"
     LINK="tbf 2 Mbit/s each way, no loss, no delay"
   fi
 fi

@@ -28,7 +28,9 @@ for k in 0 1 2; do
 done
 wait_until 120 lines_at_least "$TMP/m.jsonl" 1 || bad "round 1 never finished"
 sleep 0.2
-kill9 "${PIDS[2]}" && ok "killed lab-1 during round 2"
+kill9 "${PIDS[2]}"
+rc=0; wait "${PIDS[2]}" || rc=$?
+[ $rc -eq 137 ] && ok "killed lab-1 during round 2" || bad "lab-1 had exited ($rc) before the kill"
 rc=0; wait $CPID || rc=$?
 [ $rc -eq 0 ] && ok "coordinator finished (exit 0)" || { bad "coordinator exit $rc"; tail -20 "$TMP/coord.log"; }
 for i in 1 3; do wait "${PIDS[$i]}" && ok "client exited 0" || bad "client exit $?"; done

@@ -23,7 +23,8 @@ clients() {
 coord
 clients
 wait_until 120 lines_at_least "$TMP/m.jsonl" 2 || bad "round 2 never finished"
-kill -TERM "$(pgrep -P $CPID)" && ok "sent SIGTERM to the coordinator after $(wc -l < "$TMP/m.jsonl") rounds"
+kill -TERM "$(pgrep -P $CPID)" && ok "sent SIGTERM to the coordinator after $(wc -l < "$TMP/m.jsonl") rounds" \
+  || bad "could not send SIGTERM to the coordinator"
 rc=0; wait $CPID || rc=$?
 [ $rc -eq 3 ] && ok "coordinator exited 3 (interrupted)" || { bad "coordinator exit $rc"; tail "$TMP/coord.log"; }
 grep -q "interrupted by signal 15" "$TMP/coord.log" && ok "$(grep -m1 'interrupted by signal' "$TMP/coord.log" | cut -c1-120)" || bad "no interruption logged"

@@ -19,12 +19,13 @@ HURT=0.05
 BASE=(--data-dir "$DATA_DIR" --model softmax --clients 50 --fraction 0.2 --rounds 15 --lr 0.05)
 
 # run NAME SEED ARGS...: runs fedlr-sim, metrics in $TMP/NAME-SEED.jsonl,
-# stderr in $TMP/NAME-SEED.err; prints the final test accuracy.
+# stderr in $TMP/NAME-SEED.err; prints the final test accuracy, or "failed"
+# (which no comparison below accepts).
 run() {
   local name=$1 seed=$2
   shift 2
   "$SIM" "${BASE[@]}" --seed "$seed" --metrics "$TMP/$name-$seed.jsonl" "$@" \
-    > /dev/null 2> "$TMP/$name-$seed.err" || { echo "fedlr-sim $name failed: $(tail -3 "$TMP/$name-$seed.err")" >&2; echo 0; return; }
+    > /dev/null 2> "$TMP/$name-$seed.err" || { echo "fedlr-sim $name failed: $(tail -3 "$TMP/$name-$seed.err")" >&2; echo failed; return; }
   jsonl_eval "$TMP/$name-$seed.jsonl" "rows[-1]['test_accuracy']"
 }
 # metric NAME SEED KEY: the key summed over the run's rounds.

@@ -15,7 +15,7 @@ echo "peak RSS: 10 clients $small MiB, 1000 clients $big MiB, dataset features $
 # ASan/TSan shadow memory and quarantine inflate absolute RSS: there only the
 # relative check above is meaningful.
 if grep -qE '^FEDLR_(SANITIZE|TSAN):BOOL=ON' "$BUILD/CMakeCache.txt" 2>/dev/null; then
-  echo "skip: absolute memory check under a sanitizer build ($big MiB)"
+  skip "absolute memory check: a sanitizer build ($big MiB)"
 else
 [ -n "$big" ] && [ $((big - data_mib)) -le 64 ] && ok "memory is dominated by the dataset ($big MiB vs $data_mib MiB)" || bad "memory $big MiB vs dataset $data_mib MiB"
 fi

@@ -1,5 +1,11 @@
 # Shared helpers for the integration tests (tests/it_*.sh). Each test is run
 # by ctest as `bash tests/it_X.sh BUILD_DIR`; exit 0 pass, 77 skip, else fail.
+# The rule is tests/fl_test.h's: every check is an `ok` (it held), a `bad`
+# (it did not) or a `skip` (it cannot run here, and why); `finish` prints
+# "N passed, K skipped, M failed" and exits 1 if anything failed or nothing
+# was checked, 77 if something was skipped (ctest then reports the test as
+# skipped: a pass would claim checks that did not run), else 0. An `ok` must
+# be able to fail: print it only under the condition it reports.
 set -euo pipefail
 BUILD=${1:?usage: it_X.sh BUILD_DIR}
 BUILD=$(cd "$BUILD" && pwd)
@@ -11,12 +17,28 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 PASS=0
 FAIL=0
+SKIP=0
 
 ok() { echo "ok: $*"; PASS=$((PASS + 1)); }
 bad() { echo "FAIL: $*"; FAIL=$((FAIL + 1)); }
+# skip WHAT: WHY: a part of the test that cannot run here; the rest goes on.
+skip() { echo "skip: $*"; SKIP=$((SKIP + 1)); }
 finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
+  echo "$PASS passed, $SKIP skipped, $FAIL failed"
+  if [ "$FAIL" -ne 0 ]; then return 1; fi
+  if [ "$SKIP" -ne 0 ]; then return 77; fi
+  if [ "$PASS" -eq 0 ]; then
+    echo "FAIL: nothing was checked"
+    return 1
+  fi
+}
+# skip_rest WHY: nothing more of the test can run here: a skip, then finish
+# and exit (77, or 1 if something failed before).
+skip_rest() {
+  skip "$@"
+  local rc=0
+  finish || rc=$?
+  exit "$rc"
 }
 
 # jsonl_field FILE EXPR: evaluates a python expression over `rows` (the list

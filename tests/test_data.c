@@ -76,6 +76,7 @@ static long file_size(const char *path) {
 /* ------------------------------------------------------------ Fashion-MNIST */
 
 TEST(fashion_mnist_train) {
+  SKIP_UNLESS_FASHION_MNIST();
   fl_dataset_t *d = NULL;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -113,6 +114,7 @@ TEST(fashion_mnist_train) {
 }
 
 TEST(fashion_mnist_test) {
+  SKIP_UNLESS_FASHION_MNIST();
   fl_dataset_t *d = NULL;
   int rc = fl_dataset_load_named("fashion-mnist", fl_test_data_dir(), 0, &d);
   if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
@@ -125,6 +127,7 @@ TEST(fashion_mnist_test) {
 }
 
 TEST(fashion_mnist_via_load_file) {
+  SKIP_UNLESS_FASHION_MNIST();
   char path[1024];
   snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte.gz", fl_test_data_dir());
   fl_dataset_t *d = NULL;

@@ -104,6 +104,7 @@ static const char *const kinds[] = {"iid", "shards:2", "dirichlet:0.5"};
 /* ------------------------------------------------------------ tests */
 
 TEST(every_index_once_all_kinds) {
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *d = fmnist();
   ASSERT_TRUE(d != NULL);
   for (size_t i = 0; i < 3; i++) {
@@ -140,6 +141,7 @@ TEST(every_index_once_small_uneven) {
 }
 
 TEST(deterministic_by_seed) {
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *d = fmnist();
   ASSERT_TRUE(d != NULL);
   for (size_t i = 0; i < 3; i++) {
@@ -169,6 +171,7 @@ TEST(iid_sizes_near_equal) {
   fl_partition_destroy(&p);
   fl_dataset_destroy(&d);
   /* On real data iid clients see (nearly) every class. */
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *fm = fmnist();
   ASSERT_TRUE(fm != NULL);
   ASSERT_EQ(fl_partition_new(fm, "iid", 100, 3, &p), 0);
@@ -180,6 +183,7 @@ TEST(iid_sizes_near_equal) {
 TEST(shards_two_labels_per_client) {
   /* 100 clients x 2 shards = 200 shards of 300; each class has 6000
    * examples = exactly 20 shards, so each shard holds one label. */
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *d = fmnist();
   ASSERT_TRUE(d != NULL);
   fl_partition_t *p = NULL;
@@ -218,6 +222,7 @@ TEST(shards_remainder_spread) {
 }
 
 TEST(dirichlet_skew_follows_alpha) {
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *d = fmnist();
   ASSERT_TRUE(d != NULL);
   fl_partition_t *lo = NULL, *hi = NULL;
@@ -239,6 +244,7 @@ TEST(dirichlet_skew_follows_alpha) {
 }
 
 TEST(dirichlet_no_empty_clients) {
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *d = fmnist();
   ASSERT_TRUE(d != NULL);
   const char *specs[] = {"dirichlet:0.1", "dirichlet:0.001", "dirichlet:1e-9"};
@@ -324,6 +330,7 @@ TEST(new_rejects_bad_sizes) {
 }
 
 TEST(print_summary) {
+  SKIP_UNLESS_FASHION_MNIST();
   const fl_dataset_t *d = fmnist();
   ASSERT_TRUE(d != NULL);
   fl_partition_t *p = NULL;

@@ -798,10 +798,7 @@ TEST(python_numpy_reads_file) {
     snprintf(probe, sizeof probe, "%s -c 'import numpy' >/dev/null 2>&1", cands[i]);
     if (system(probe) == 0) py = cands[i];
   }
-  if (!py) {
-    fprintf(stderr, "  SKIP: no python3 with numpy, interop check not run\n");
-    return;
-  }
+  if (!py) SKIP("no python3 with numpy (python3-numpy): the interop check cannot run");
   fl_model_spec_t m;
   small_model(&m);
   float p[SMALL_P];
