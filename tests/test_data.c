@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "fl_data.h"
+#include "fl_clock.h"
 #include "fl_error.h"
 #include "fl_test.h"
 
@@ -412,12 +413,6 @@ static uint8_t *gz_encode(const void *data, size_t len, size_t *out_len) {
   return out;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* A gzip IDX file whose header promises more than deflate could inflate
  * from the file is refused before reading any data; a header within the
  * ratio but beyond the data is truncation; beyond the size limit, the
@@ -476,9 +471,9 @@ TEST(idx_gzip_bomb_read_no_further_than_the_header) {
   free(rest);
   ASSERT_LT(file_size(img), 4 << 20);
   fl_dataset_t *d = NULL;
-  double t0 = now_s();
+  double t0 = fl_clock_now();
   ASSERT_EQ(fl_dataset_load_idx(img, lab, &d), FL_EFORMAT);
-  double dt = now_s() - t0;
+  double dt = fl_clock_now() - t0;
   unlink(img);
   ASSERT_CONTAINS(fl_err_msg(), "trailing data after the 30 bytes the header declares");
   ASSERT_DBL_OP(dt, <, 0.5);
@@ -494,10 +489,10 @@ TEST(non_regular_files_refused) {
   for (int i = 0; i < 2; i++) {
     unlink(fifos[i]);
     ASSERT_EQ(mkfifo(fifos[i], 0600), 0);
-    double t0 = now_s();
+    double t0 = fl_clock_now();
     ASSERT_EQ(fl_dataset_load_file(fifos[i], &d), FL_EINVAL);
     ASSERT_CONTAINS(fl_err_msg(), "is a FIFO (named pipe), expected a regular file");
-    ASSERT_DBL_OP(now_s() - t0, <, 1.0);
+    ASSERT_DBL_OP(fl_clock_now() - t0, <, 1.0);
     unlink(fifos[i]);
   }
   ASSERT_EQ(fl_dataset_load_csv("/dev/zero", &d), FL_EINVAL);
