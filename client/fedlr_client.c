@@ -127,6 +127,135 @@ static void label_summary(const fl_dataset_t *d, char *out, size_t cap) {
   if (len < cap) snprintf(out + len, cap - len, "]");
 }
 
+static void print_help(void) {
+  fl_config_print_help(stdout, FL_PROG_CLIENT, "fedlr-client");
+  printf("\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
+         "--partition, --seed and --partition-index as given to the coordinator).\n"
+         "CurveZMQ: --curve-secret FILE (this client's key pair, from fedlr-keygen) with\n"
+         "--coordinator-key KEY|FILE (the coordinator's public key); the name defaults to the\n"
+         "key file's name and must be the one the coordinator lists the key under.\n"
+         "Exit status: 0 run over, 1 refused or error, 2 bad flags, 4 handshake refused or\n"
+         "failing (key not admitted, wrong --coordinator-key, one side plaintext), 5 nothing\n"
+         "from the coordinator for --give-up seconds (it is gone, or was never there),\n"
+         "130/143 on SIGINT/SIGTERM.\n");
+}
+
+/* Checks the flags that go together: 0, or an exit status (2) with the
+ * error printed. */
+static int check_flags(const fl_config_t *cfg) {
+  if (!cfg->data[0] == !cfg->num_partitions) {
+    fprintf(stderr, "fedlr-client: %s\n",
+            cfg->data[0]
+                ? "--data and --num-partitions exclude each other: train on your own file "
+                  "or on a partition of --dataset, not both"
+                : "no data: give --data FILE, or --num-partitions N and --partition-index I "
+                  "to train on one partition of --dataset");
+    return 2;
+  }
+  if (!cfg->curve_secret[0] != !cfg->coordinator_key[0]) {
+    fprintf(stderr,
+            "fedlr-client: %s without %s: CurveZMQ needs both, this client's secret key "
+            "(--curve-secret FILE) and the coordinator's public key (--coordinator-key KEY|FILE)\n",
+            cfg->curve_secret[0] ? "--curve-secret" : "--coordinator-key",
+            cfg->curve_secret[0] ? "--coordinator-key" : "--curve-secret");
+    return 2;
+  }
+  return 0;
+}
+
+/* The CurveZMQ keys, if any: 0, or an exit status with the error printed. */
+static int load_keys(const fl_config_t *cfg, const char *name, fl_keypair_t *kp,
+                     char server_key[FL_KEY_Z85_LEN + 1]) {
+  if (!cfg->curve_secret[0]) return 0;
+  if (fl_keys_load_secret(cfg->curve_secret, kp) != 0) {
+    fprintf(stderr, "fedlr-client[%s]: --curve-secret: %s\n", name, fl_err_msg());
+    return 1;
+  }
+  if (fl_keys_load_public(cfg->coordinator_key, server_key) != 0) {
+    fprintf(stderr, "fedlr-client[%s]: --coordinator-key: %s\n", name, fl_err_msg());
+    explicit_bzero(kp, sizeof *kp);
+    return 1;
+  }
+  return 0;
+}
+
+/* This client's examples: --data FILE, or partition --partition-index of
+ * --dataset (copied out, the rest freed). 0, or an exit status with the
+ * error printed. */
+static int load_examples(const fl_config_t *cfg, const char *name, fl_dataset_t **out) {
+  int rc, status = 1;
+  fl_dataset_t *train = NULL, *data = NULL;
+  fl_partition_t *part = NULL;
+  char labels[256];
+  if (cfg->data[0]) {
+    if ((rc = fl_dataset_load_file(cfg->data, &data))) {
+      status = fail(name, "--data", rc);
+      goto out;
+    }
+    label_summary(data, labels, sizeof labels);
+    fprintf(stderr, "fedlr-client[%s]: %s: %zu examples, %zu features, %zu classes%s\n", name,
+            cfg->data, data->n, data->dim, data->num_classes, labels);
+  } else {
+    /* --dataset is read as every program reads it (fl_dataset_load_flags). */
+    if ((rc = fl_dataset_load_flags(cfg->dataset, cfg->data_dir, NULL, &train, NULL))) {
+      status = fail(name, "loading --dataset", rc);
+      goto out;
+    }
+    if (cfg->num_partitions > train->n) {
+      fprintf(stderr, "fedlr-client[%s]: --num-partitions %u exceeds the %zu examples of %s\n",
+              name, cfg->num_partitions, train->n, cfg->dataset);
+      status = 2;
+      goto out;
+    }
+    if ((rc = fl_partition_new(train, cfg->partition, cfg->num_partitions, cfg->seed, &part))) {
+      status = fail(name, "--partition", rc);
+      goto out;
+    }
+    size_t n;
+    const uint32_t *idx = fl_partition_indices(part, cfg->partition_index, &n);
+    if ((rc = shard_copy(train, idx, n, &data))) {
+      status = fail(name, "partition", rc);
+      goto out;
+    }
+    label_summary(data, labels, sizeof labels);
+    fprintf(
+        stderr,
+        "fedlr-client[%s]: %s partition %u of %u (%s, seed %llu): %zu examples, %zu features%s\n",
+        name, cfg->dataset, cfg->partition_index, cfg->num_partitions, cfg->partition,
+        (unsigned long long)cfg->seed, data->n, data->dim, labels);
+  }
+  if (data->n == 0) {
+    fprintf(stderr, "fedlr-client[%s]: no examples to train on\n", name);
+    goto out;
+  }
+  *out = data;
+  data = NULL;
+  status = 0;
+out:
+  fl_partition_destroy(&part);
+  fl_dataset_destroy(&train);
+  fl_dataset_destroy(&data);
+  return status;
+}
+
+/* The exit status for how the session ended (printing why). */
+static int session_status(int rc, const char *name) {
+  switch (rc) {
+  case FL_SESSION_DONE: return 0;
+  case FL_SESSION_INTERRUPTED:
+    fprintf(stderr, "fedlr-client[%s]: %s: leaving\n", name, strsignal(sig_caught));
+    return 128 + (sig_caught ? sig_caught : SIGTERM);
+  case FL_SESSION_REFUSED: fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg()); return 1;
+  case FL_SESSION_AUTH_FAILED:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+    return EXIT_AUTH;
+  case FL_SESSION_GAVE_UP:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+    return EXIT_GAVE_UP;
+  default: (void)fail(name, "session", rc); return 1;
+  }
+}
+
 int main(int argc, char **argv) {
   fl_blas_setup(argc, argv);
   fl_config_t cfg;
@@ -134,107 +263,26 @@ int main(int argc, char **argv) {
   int want_help = 0;
   int rc = fl_config_parse(&cfg, FL_PROG_CLIENT, argc, argv, &want_help);
   if (want_help) {
-    fl_config_print_help(stdout, FL_PROG_CLIENT, "fedlr-client");
-    printf("\nData: exactly one of --data FILE or --num-partitions N (with --dataset,\n"
-           "--partition, --seed and --partition-index as given to the coordinator).\n"
-           "CurveZMQ: --curve-secret FILE (this client's key pair, from fedlr-keygen) with\n"
-           "--coordinator-key KEY|FILE (the coordinator's public key); the name defaults to the\n"
-           "key file's name and must be the one the coordinator lists the key under.\n"
-           "Exit status: 0 run over, 1 refused or error, 2 bad flags, 4 handshake refused or\n"
-           "failing (key not admitted, wrong --coordinator-key, one side plaintext), 5 nothing\n"
-           "from the coordinator for --give-up seconds (it is gone, or was never there),\n"
-           "130/143 on SIGINT/SIGTERM.\n");
+    print_help();
     return 0;
   }
   if (rc) {
     fprintf(stderr, "fedlr-client: %s\n", fl_err_msg());
     return 2;
   }
-  if (!cfg.data[0] == !cfg.num_partitions) {
-    fprintf(stderr, "fedlr-client: %s\n",
-            cfg.data[0]
-                ? "--data and --num-partitions exclude each other: train on your own file "
-                  "or on a partition of --dataset, not both"
-                : "no data: give --data FILE, or --num-partitions N and --partition-index I "
-                  "to train on one partition of --dataset");
-    return 2;
-  }
-  if (!cfg.curve_secret[0] != !cfg.coordinator_key[0]) {
-    fprintf(stderr,
-            "fedlr-client: %s without %s: CurveZMQ needs both, this client's secret key "
-            "(--curve-secret FILE) and the coordinator's public key (--coordinator-key KEY|FILE)\n",
-            cfg.curve_secret[0] ? "--curve-secret" : "--coordinator-key",
-            cfg.curve_secret[0] ? "--coordinator-key" : "--curve-secret");
-    return 2;
-  }
+  int status;
+  if ((status = check_flags(&cfg))) return status;
   char name[FL_WIRE_MAX_STRING];
   client_name(&cfg, name, sizeof name);
   /* Keys before the data: a key problem is found in a moment. */
   fl_keypair_t kp;
   char server_key[FL_KEY_Z85_LEN + 1] = "";
   memset(&kp, 0, sizeof kp);
-  if (cfg.curve_secret[0]) {
-    if (fl_keys_load_secret(cfg.curve_secret, &kp) != 0) {
-      fprintf(stderr, "fedlr-client[%s]: --curve-secret: %s\n", name, fl_err_msg());
-      return 1;
-    }
-    if (fl_keys_load_public(cfg.coordinator_key, server_key) != 0) {
-      fprintf(stderr, "fedlr-client[%s]: --coordinator-key: %s\n", name, fl_err_msg());
-      explicit_bzero(&kp, sizeof kp);
-      return 1;
-    }
-  }
-
-  int status = 1;
-  fl_dataset_t *train = NULL, *data = NULL;
-  fl_partition_t *part = NULL;
+  if ((status = load_keys(&cfg, name, &kp, server_key))) return status;
+  fl_dataset_t *data = NULL;
   fl_session_t *session = NULL;
-  char labels[256];
-
-  if (cfg.data[0]) {
-    if ((rc = fl_dataset_load_file(cfg.data, &data))) {
-      status = fail(name, "--data", rc);
-      goto out;
-    }
-    label_summary(data, labels, sizeof labels);
-    fprintf(stderr, "fedlr-client[%s]: %s: %zu examples, %zu features, %zu classes%s\n", name,
-            cfg.data, data->n, data->dim, data->num_classes, labels);
-  } else {
-    /* --dataset is read as every program reads it (fl_dataset_load_flags). */
-    if ((rc = fl_dataset_load_flags(cfg.dataset, cfg.data_dir, NULL, &train, NULL))) {
-      status = fail(name, "loading --dataset", rc);
-      goto out;
-    }
-    if (cfg.num_partitions > train->n) {
-      fprintf(stderr, "fedlr-client[%s]: --num-partitions %u exceeds the %zu examples of %s\n",
-              name, cfg.num_partitions, train->n, cfg.dataset);
-      status = 2;
-      goto out;
-    }
-    if ((rc = fl_partition_new(train, cfg.partition, cfg.num_partitions, cfg.seed, &part))) {
-      status = fail(name, "--partition", rc);
-      goto out;
-    }
-    size_t n;
-    const uint32_t *idx = fl_partition_indices(part, cfg.partition_index, &n);
-    if ((rc = shard_copy(train, idx, n, &data))) {
-      status = fail(name, "partition", rc);
-      goto out;
-    }
-    fl_partition_destroy(&part);
-    fl_dataset_destroy(&train);
-    label_summary(data, labels, sizeof labels);
-    fprintf(
-        stderr,
-        "fedlr-client[%s]: %s partition %u of %u (%s, seed %llu): %zu examples, %zu features%s\n",
-        name, cfg.dataset, cfg.partition_index, cfg.num_partitions, cfg.partition,
-        (unsigned long long)cfg.seed, data->n, data->dim, labels);
-  }
-  if (data->n == 0) {
-    fprintf(stderr, "fedlr-client[%s]: no examples to train on\n", name);
-    goto out;
-  }
-
+  if ((status = load_examples(&cfg, name, &data))) goto out;
+  status = 1;
   if ((rc = install_signals())) {
     status = fail(name, "signals", rc);
     goto out;
@@ -263,35 +311,10 @@ int main(int argc, char **argv) {
     status = fail(name, "session", rc);
     goto out;
   }
-  rc = fl_session_run(session);
-  switch (rc) {
-  case FL_SESSION_DONE: status = 0; break;
-  case FL_SESSION_INTERRUPTED:
-    fprintf(stderr, "fedlr-client[%s]: %s: leaving\n", name, strsignal(sig_caught));
-    status = 128 + (sig_caught ? sig_caught : SIGTERM);
-    break;
-  case FL_SESSION_REFUSED:
-    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
-    status = 1;
-    break;
-  case FL_SESSION_AUTH_FAILED:
-    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
-    status = EXIT_AUTH;
-    break;
-  case FL_SESSION_GAVE_UP:
-    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
-    status = EXIT_GAVE_UP;
-    break;
-  default:
-    (void)fail(name, "session", rc);
-    status = 1;
-    break;
-  }
+  status = session_status(fl_session_run(session), name);
 out:
   explicit_bzero(&kp, sizeof kp);
   fl_session_destroy(&session);
-  fl_partition_destroy(&part);
-  fl_dataset_destroy(&train);
   fl_dataset_destroy(&data);
   return status;
 }

@@ -241,6 +241,86 @@ static void print_final(const fl_run_t *run, double seconds) {
   printf("\n");
 }
 
+/* The data, the engine's configuration from the flags and the partition:
+ * 0, or an exit status with the error printed. */
+static int setup_data(const fl_config_t *cfg, fl_dataset_t **train, fl_dataset_t **test,
+                      fl_engine_config_t *ec, fl_partition_t **part) {
+  int rc = fl_dataset_load_flags(cfg->dataset, cfg->data_dir, cfg->test_data, train, test);
+  if (rc) return fail("loading data", rc);
+  if (cfg->clients > (*train)->n) {
+    fprintf(stderr, PROG ": --clients %u exceeds the %zu training examples\n", cfg->clients,
+            (*train)->n);
+    return 2;
+  }
+  size_t classes = (*train)->num_classes;
+  if (*test && (*test)->num_classes > classes) classes = (*test)->num_classes;
+  if ((rc = fl_engine_config_from(ec, cfg, (*train)->dim, classes, *test))) return fail(NULL, rc);
+  if (ec->optim.keep_state) {
+    fprintf(stderr, PROG ": --optimizer ...,keep: optimizer state kept across rounds needs one "
+                         "state per client (O(clients x model) memory); it is supported by "
+                         "networked clients, not by the simulator\n");
+    return 2;
+  }
+  /* Every sampled virtual client answers before the round closes; one valid
+   * update is enough, as the others may be attacks the engine rejected. */
+  ec->quorum = DBL_MIN;
+  if ((rc = fl_partition_new(*train, cfg->partition, cfg->clients, cfg->seed, part)))
+    return fail("--partition", rc);
+  if (!cfg->quiet) {
+    fprintf(stderr,
+            PROG ": %s: %zu train / %zu test examples, %zu features, %zu classes; model %s (%zu "
+                 "parameters), lr0 %g, schedule %s\n",
+            cfg->dataset, (*train)->n, *test ? (*test)->n : 0, (*train)->dim, classes, cfg->model,
+            ec->model.num_params, ec->lr0, cfg->schedule);
+    fl_partition_print_summary(*part, *train, stderr, 5);
+  }
+  if (!*test) fprintf(stderr, PROG ": no test set (--test-data): no evaluation\n");
+  return 0;
+}
+
+/* The attack and which clients run it (printed, always: a run under attack
+ * should say so): 0, or an exit status with the error printed. */
+static int setup_attack(const fl_config_t *cfg, fl_attack_t *attack, uint8_t **attacker) {
+  int rc = fl_config_attack(cfg->attack, attack); /* validated by fl_config_parse() */
+  if (rc) return fail("--attack", rc);
+  if (!(*attacker = choose_attackers(cfg->seed, cfg->clients, cfg->attackers))) {
+    fprintf(stderr, PROG ": out of memory\n");
+    return 1;
+  }
+  if (cfg->attackers) {
+    fprintf(stderr, PROG ": %u of %u clients attack (%s):", cfg->attackers, cfg->clients,
+            cfg->attack);
+    for (uint32_t i = 0, k = 0; i < cfg->clients && k < 100; i++)
+      if ((*attacker)[i]) fprintf(stderr, " %u", i), k++;
+    fprintf(stderr, "%s\n", cfg->attackers > 100 ? " ..." : "");
+  }
+  return 0;
+}
+
+/* Runs the simulation to its end on `workers` threads: its exit status. */
+static int simulate(sim_t *s, const fl_config_t *cfg, const fl_engine_config_t *ec,
+                    size_t workers) {
+  int rc;
+  fl_run_config_t rcfg = {.cfg = cfg, .engine = ec, .prog = FL_PROG_SIM, .producer = PROG};
+  if (!(s->run = fl_run_new(&rcfg, &rc))) return fail(NULL, rc);
+  fl_run_transport_t tp = {
+      .ctx = s, .send_round_start = tp_send_round_start, .finished = tp_finished, .log = tp_log};
+  fl_run_set_transport(s->run, &tp);
+  if ((rc = register_clients(s, cfg))) return fail("registering clients", rc);
+  if ((rc = start_workers(s, &ec->model, workers))) return fail("workers", rc);
+  double t0 = fl_clock_now();
+  pthread_mutex_lock(&s->mu);
+  fl_run_start(s->run);
+  while (!fl_run_done(s->run))
+    pthread_cond_wait(&s->finished, &s->mu);
+  pthread_mutex_unlock(&s->mu);
+  print_final(s->run, fl_clock_now() - t0);
+  int status = fl_run_status(s->run);
+  if (status == FL_RUN_OK && cfg->out[0] && !cfg->quiet)
+    fprintf(stderr, PROG ": wrote %s/{model.safetensors,chart.svg,config.ini}\n", cfg->out);
+  return status;
+}
+
 int main(int argc, char **argv) {
   fl_blas_setup(argc, argv);
   fl_config_t cfg;
@@ -252,13 +332,16 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (rc) return fail(NULL, FL_EINVAL);
+  size_t workers = cfg.workers ? cfg.workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
+  if (workers < 1) workers = 1;
+  if (workers > SIM_MAX_WORKERS) workers = SIM_MAX_WORKERS;
   if (!cfg.quiet)
-    fprintf(stderr, PROG ": OpenBLAS core %s, %u worker(s)\n", fl_blas_corename(),
-            cfg.workers ? cfg.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+    fprintf(stderr, PROG ": OpenBLAS core %s, %zu worker(s)\n", fl_blas_corename(), workers);
 
-  int status = 1;
+  int status;
   fl_dataset_t *train = NULL, *test = NULL;
   fl_partition_t *part = NULL;
+  fl_engine_config_t ec;
   uint8_t *attacker = NULL;
   fl_attack_t attack;
   sim_t *sim = calloc(1, sizeof *sim);
@@ -266,97 +349,15 @@ int main(int argc, char **argv) {
   pthread_mutex_init(&sim->mu, NULL);
   pthread_cond_init(&sim->work, NULL);
   pthread_cond_init(&sim->finished, NULL);
-
-  if ((rc = fl_dataset_load_flags(cfg.dataset, cfg.data_dir, cfg.test_data, &train, &test))) {
-    status = fail("loading data", rc);
+  if ((status = setup_data(&cfg, &train, &test, &ec, &part)) ||
+      (status = setup_attack(&cfg, &attack, &attacker)))
     goto out;
-  }
-  if (cfg.clients > train->n) {
-    fprintf(stderr, PROG ": --clients %u exceeds the %zu training examples\n", cfg.clients,
-            train->n);
-    status = 2;
-    goto out;
-  }
-  size_t classes = train->num_classes;
-  if (test && test->num_classes > classes) classes = test->num_classes;
-  fl_engine_config_t ec;
-  if ((rc = fl_engine_config_from(&ec, &cfg, train->dim, classes, test))) {
-    status = fail(NULL, rc);
-    goto out;
-  }
-  if (ec.optim.keep_state) {
-    fprintf(stderr, PROG ": --optimizer ...,keep: optimizer state kept across rounds needs one "
-                         "state per client (O(clients x model) memory); it is supported by "
-                         "networked clients, not by the simulator\n");
-    status = 2;
-    goto out;
-  }
-  /* Every sampled virtual client answers before the round closes; one valid
-   * update is enough, as the others may be attacks the engine rejected. */
-  ec.quorum = DBL_MIN;
-  if ((rc = fl_partition_new(train, cfg.partition, cfg.clients, cfg.seed, &part))) {
-    status = fail("--partition", rc);
-    goto out;
-  }
-  if (!cfg.quiet) {
-    fprintf(stderr,
-            PROG ": %s: %zu train / %zu test examples, %zu features, %zu classes; model %s (%zu "
-                 "parameters), lr0 %g, schedule %s\n",
-            cfg.dataset, train->n, test ? test->n : 0, train->dim, classes, cfg.model,
-            ec.model.num_params, ec.lr0, cfg.schedule);
-    fl_partition_print_summary(part, train, stderr, 5);
-  }
-  if ((rc = fl_config_attack(cfg.attack, &attack))) { /* validated by fl_config_parse() */
-    status = fail("--attack", rc);
-    goto out;
-  }
-  if (!(attacker = choose_attackers(cfg.seed, cfg.clients, cfg.attackers))) {
-    fprintf(stderr, PROG ": out of memory\n");
-    goto out;
-  }
-  if (cfg.attackers) {
-    /* Always printed: a run under attack should say so, and which clients. */
-    fprintf(stderr, PROG ": %u of %u clients attack (%s):", cfg.attackers, cfg.clients, cfg.attack);
-    for (uint32_t i = 0, k = 0; i < cfg.clients && k < 100; i++)
-      if (attacker[i]) fprintf(stderr, " %u", i), k++;
-    fprintf(stderr, "%s\n", cfg.attackers > 100 ? " ..." : "");
-  }
-  if (!test) fprintf(stderr, PROG ": no test set (--test-data): no evaluation\n");
-
-  fl_run_config_t rcfg = {.cfg = &cfg, .engine = &ec, .prog = FL_PROG_SIM, .producer = PROG};
-  if (!(sim->run = fl_run_new(&rcfg, &rc))) {
-    status = fail(NULL, rc);
-    goto out;
-  }
   sim->train = train;
   sim->part = part;
   sim->attack = &attack;
   sim->attacker = attacker;
   sim->quiet = cfg.quiet;
-  fl_run_transport_t tp = {
-      .ctx = sim, .send_round_start = tp_send_round_start, .finished = tp_finished, .log = tp_log};
-  fl_run_set_transport(sim->run, &tp);
-  if ((rc = register_clients(sim, &cfg))) {
-    status = fail("registering clients", rc);
-    goto out;
-  }
-  size_t nw = cfg.workers ? cfg.workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
-  if (nw < 1) nw = 1;
-  if (nw > SIM_MAX_WORKERS) nw = SIM_MAX_WORKERS;
-  if ((rc = start_workers(sim, &ec.model, nw))) {
-    status = fail("workers", rc);
-    goto out;
-  }
-  double t0 = fl_clock_now();
-  pthread_mutex_lock(&sim->mu);
-  fl_run_start(sim->run);
-  while (!fl_run_done(sim->run))
-    pthread_cond_wait(&sim->finished, &sim->mu);
-  pthread_mutex_unlock(&sim->mu);
-  status = fl_run_status(sim->run);
-  print_final(sim->run, fl_clock_now() - t0);
-  if (status == FL_RUN_OK && cfg.out[0] && !cfg.quiet)
-    fprintf(stderr, PROG ": wrote %s/{model.safetensors,chart.svg,config.ini}\n", cfg.out);
+  status = simulate(sim, &cfg, &ec, workers);
 out:
   stop_workers(sim);
   fl_run_destroy(&sim->run);
