@@ -142,27 +142,53 @@ int fl_agg_added(const fl_agg_t *a, size_t slot) {
  * depends only on this update and integer addition is associative, so the
  * sum does not depend on arrival order. trunc(-y) is -trunc(y), so folding
  * the same data with -s undoes a fold exactly: that is how a rejected
- * update is taken back. The range test works on the float's bits (|x| as an
- * integer) so the loop has no FP compares and vectorizes; the AVX-512
- * variant converts 8 doubles to int64 per instruction (vcvttpd2qq). Every
- * step is an exact IEEE operation, so both variants give the same bits. */
+ * update is taken back.
+ *
+ * Speed: a block of FOLD_BLOCK values is scanned first (range test and the
+ * largest |x|, on the float's bits: integer ops that vectorize); when every
+ * |t| of the block is below 2^54, h is 0 for all of them and only lo is
+ * touched (the same bits as the full split, at the single limb's memory
+ * traffic: 20 bytes a value instead of 36). Real updates (|delta * n_k| <
+ * 2^14) always take that path. The AVX-512 variant converts 8 doubles to
+ * int64 per instruction (vcvttpd2qq); every step is an exact IEEE
+ * operation, so both variants give the same bits. */
+#define FOLD_BLOCK 512
 #define FOLD_BODY                                                                                  \
   uint32_t lim_bits;                                                                               \
   const float lim = (float)FL_AGG_MAX_DELTA;                                                       \
   memcpy(&lim_bits, &lim, sizeof lim_bits);                                                        \
   uint32_t bad = 0;                                                                                \
-  for (size_t i = 0; i < n; i++) {                                                                 \
-    uint32_t u;                                                                                    \
-    memcpy(&u, &x[i], sizeof u);                                                                   \
-    uint32_t out = (u & 0x7fffffffu) > lim_bits;                                                   \
-    bad |= out;                                                                                    \
-    u &= out - 1u; /* zero when out of range */                                                    \
-    float v;                                                                                       \
-    memcpy(&v, &u, sizeof v);                                                                      \
-    double t = (double)v * s;                                                                      \
-    int64_t h = (int64_t)(t * (1.0 / AGG_LIMB));                                                   \
-    hi[i] += h;                                                                                    \
-    lo[i] += (int64_t)(t - (double)h * AGG_LIMB);                                                  \
+  for (size_t b = 0; b < n; b += FOLD_BLOCK) {                                                     \
+    const size_t e = n - b < FOLD_BLOCK ? n : b + FOLD_BLOCK;                                      \
+    uint32_t top = 0, badb = 0;                                                                    \
+    for (size_t i = b; i < e; i++) {                                                               \
+      uint32_t u;                                                                                  \
+      memcpy(&u, &x[i], sizeof u);                                                                 \
+      u &= 0x7fffffffu;                                                                            \
+      uint32_t out = u > lim_bits;                                                                 \
+      badb |= out;                                                                                 \
+      u &= out - 1u; /* zero when out of range */                                                  \
+      top = u > top ? u : top;                                                                     \
+    }                                                                                              \
+    bad |= badb;                                                                                   \
+    float topf;                                                                                    \
+    memcpy(&topf, &top, sizeof topf);                                                              \
+    const int split = (double)topf * s >= AGG_LIMB;                                                \
+    for (size_t i = b; i < e; i++) {                                                               \
+      uint32_t u;                                                                                  \
+      memcpy(&u, &x[i], sizeof u);                                                                 \
+      u &= ((u & 0x7fffffffu) > lim_bits) - 1u;                                                    \
+      float v;                                                                                     \
+      memcpy(&v, &u, sizeof v);                                                                    \
+      double t = (double)v * s;                                                                    \
+      if (!split) {                                                                                \
+        lo[i] += (int64_t)t;                                                                       \
+      } else {                                                                                     \
+        int64_t h = (int64_t)(t * (1.0 / AGG_LIMB));                                               \
+        hi[i] += h;                                                                                \
+        lo[i] += (int64_t)(t - (double)h * AGG_LIMB);                                              \
+      }                                                                                            \
+    }                                                                                              \
   }                                                                                                \
   return bad != 0;
 
