@@ -135,14 +135,7 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   fl_wire_optim_from(rs->optimizer, &oc);
   if ((rc = fl_optim_validate(&oc))) goto out;
   fl_sched_t local;
-  if ((rc = fl_sched_parse(rs->local_schedule, &local))) goto out;
-  if (local.kind == FL_SCHED_PLATEAU) {
-    rc = fl_err_set(FL_EINVAL,
-                    "local schedule '%s': plateau needs an evaluation metric and "
-                    "cannot be a local schedule",
-                    rs->local_schedule);
-    goto out;
-  }
+  if ((rc = fl_sched_parse_local(rs->local_schedule, &local))) goto out;
   const fl_dataset_t *d = shard->data;
   size_t n = shard->n;
   if (n == 0 || d->dim != m->dims[0]) {

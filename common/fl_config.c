@@ -431,30 +431,8 @@ void fl_config_defaults(fl_config_t *c) {
 
 /* ---- spec checks, delegated to the modules that own the specs ---- */
 
-/* "0.05", "auto" or "auto:SCALE". Sets *is_auto and *v (the rate or SCALE). */
-static int lr_parse(const char *s, int *is_auto, double *v) {
-  char why[64];
-  const char *num = s;
-  *is_auto = 0;
-  *v = 1.0;
-  if (!strcmp(s, "auto")) {
-    *is_auto = 1;
-    return 0;
-  }
-  if (!strncmp(s, "auto:", 5)) {
-    *is_auto = 1;
-    num = s + 5;
-  }
-  if (parse_double(num, v, why, sizeof why) != 0 || !(*v > 0))
-    return fl_err_set(FL_EINVAL, "'%s' is not a positive number, auto or auto:SCALE (SCALE > 0)",
-                      s);
-  return 0;
-}
-
 static int check_lr(const char *s) {
-  int is_auto;
-  double v;
-  return lr_parse(s, &is_auto, &v);
+  return fl_sched_parse_lr0(s, 0, NULL);
 }
 
 static int check_sched(const char *s) {
@@ -464,15 +442,7 @@ static int check_sched(const char *s) {
 
 static int check_local_sched(const char *s) {
   fl_sched_t sc;
-  int rc = fl_sched_parse(s, &sc);
-  if (rc != 0) return rc;
-  /* Plateau reacts to evaluation losses, which exist per round, not per
-   * local step. */
-  if (sc.kind == FL_SCHED_PLATEAU)
-    return fl_err_set(
-        FL_EINVAL, "schedule '%s': plateau follows the evaluation loss, so it is only a --schedule",
-        s);
-  return 0;
+  return fl_sched_parse_local(s, &sc);
 }
 
 static int check_optim(const char *s) {
@@ -639,27 +609,6 @@ int fl_config_attack_active(const fl_attack_t *a) {
 static int check_attack(const char *s) {
   fl_attack_t a;
   return fl_config_attack(s, &a);
-}
-
-int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0) {
-  if (!c || !lr0) return fl_err_set(FL_EINVAL, "fl_config_lr0: NULL argument");
-  int is_auto;
-  double v;
-  char lr[sizeof c->lr + 1];
-  snprintf(lr, sizeof lr, "%.*s", (int)sizeof c->lr, c->lr);
-  if (lr_parse(lr, &is_auto, &v) != 0) {
-    char inner[400];
-    snprintf(inner, sizeof inner, "%s", fl_err_msg());
-    return fl_err_set(FL_EINVAL, "--lr: %s", inner);
-  }
-  if (!is_auto) {
-    *lr0 = v;
-    return 0;
-  }
-  if (num_params == 0)
-    return fl_err_set(FL_EINVAL, "--lr %s: needs the model's parameter count", lr);
-  *lr0 = fl_sched_lr_heuristic(num_params, v);
-  return 0;
 }
 
 /* ---- validation ---- */

@@ -137,9 +137,6 @@ void fl_config_print_help(FILE *f, int prog, const char *argv0);
 /* Writes the config as an INI file body (for --out and checkpoints). */
 void fl_config_write(const fl_config_t *c, int prog, FILE *f);
 
-/* Resolves lr: a number, or "auto[:SCALE]" = SCALE/sqrt(num_params). */
-int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0);
-
 /* Aggregation rules (--aggregator). FedAvg is the example-weighted mean;
  * the others are coordinate-wise and unweighted (Yin et al. 2018). */
 typedef enum { FL_AGG_FEDAVG = 0, FL_AGG_MEDIAN = 1, FL_AGG_TRIMMED_MEAN = 2 } fl_agg_kind_t;

@@ -75,11 +75,12 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t i
   memset(ec, 0, sizeof *ec);
   if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model)))
     return flag_error("--model", rc);
-  if ((rc = fl_config_lr0(c, ec->model.num_params, &ec->lr0))) return flag_error("--lr", rc);
+  if ((rc = fl_sched_parse_lr0(c->lr, ec->model.num_params, &ec->lr0)))
+    return flag_error("--lr", rc);
   if ((rc = fl_sched_parse(c->schedule, &ec->sched))) return flag_error("--schedule", rc);
   if ((rc = fl_optim_parse(c->optimizer, &ec->optim))) return flag_error("--optimizer", rc);
-  fl_sched_t local;
-  if ((rc = fl_sched_parse(c->local_schedule, &local))) return flag_error("--local-schedule", rc);
+  /* Checked by fl_config_parse() (fl_sched_parse_local), as every client
+   * checks what it receives. */
   snprintf(ec->local_schedule, sizeof ec->local_schedule, "%s", c->local_schedule);
   ec->local_unit = strcmp(c->local_unit, "step") == 0 ? FEDLR__ROUND_START__LOCAL_UNIT__STEP
                                                       : FEDLR__ROUND_START__LOCAL_UNIT__EPOCH;

@@ -738,26 +738,6 @@ TEST(write_lists_only_the_programs_keys) {
   ASSERT_TRUE(ok);
 }
 
-TEST(lr0) {
-  fl_config_t c;
-  fl_config_defaults(&c);
-  double lr = 0;
-  ASSERT_EQ(fl_config_lr0(&c, 7850, &lr), 0);
-  ASSERT_NEAR(lr, 0.1, 0);
-  snprintf(c.lr, sizeof c.lr, "auto");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), 0);
-  ASSERT_NEAR(lr, 0.1, 1e-12);
-  snprintf(c.lr, sizeof c.lr, "auto:2");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), 0);
-  ASSERT_NEAR(lr, 0.2, 1e-12);
-  ASSERT_EQ(fl_config_lr0(&c, 0, &lr), FL_EINVAL);
-  snprintf(c.lr, sizeof c.lr, "1e400");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "--lr: ");
-  snprintf(c.lr, sizeof c.lr, "0");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), FL_EINVAL);
-}
-
 TEST(validate_catches_programmatic_values) {
   fl_config_t c;
   fl_config_defaults(&c);
