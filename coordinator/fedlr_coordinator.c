@@ -1538,6 +1538,13 @@ int main(int argc, char **argv) {
     return want_help ? 0 : 2;
   }
   fl_config_t *cfg = &c->cfg;
+  /* --aggregator, which fl_config only stores, parsed once by fl_agg. */
+  fl_agg_config_t agg;
+  if ((rc = fl_engine_agg_from(&agg, cfg))) {
+    fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
+    free(c);
+    return 2;
+  }
   if (cfg->resume[0] && !cfg->out[0]) snprintf(cfg->out, sizeof cfg->out, "%s", cfg->resume);
   if (cfg->min_clients > cfg->clients || cfg->start_clients > cfg->clients) {
     fprintf(stderr,
@@ -1554,7 +1561,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-coordinator: loading test data: %s\n", fl_err_msg());
     goto out;
   }
-  if ((rc = fl_engine_config_from(&c->ec, cfg, c->test->dim, c->test->num_classes, c->test))) {
+  rc = fl_engine_config_from(&c->ec, cfg, &agg, c->test->dim, c->test->num_classes, c->test);
+  if (rc) {
     fprintf(stderr, "fedlr-coordinator: %s\n", fl_err_msg());
     status = 2;
     goto out;

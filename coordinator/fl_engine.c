@@ -69,8 +69,16 @@ static int flag_error(const char *flag, int rc) {
   return fl_err_set(rc, "%s: %s", flag, msg);
 }
 
-int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t input_dim,
-                          size_t num_classes, const fl_dataset_t *test) {
+int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c) {
+  fl_agg_config_t a = {.clip_norm = c->clip_norm};
+  int rc = fl_agg_parse(c->aggregator, &a);
+  if (rc) return flag_error("--aggregator", rc);
+  *agg = a;
+  return 0;
+}
+
+int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
+                          size_t input_dim, size_t num_classes, const fl_dataset_t *test) {
   int rc;
   memset(ec, 0, sizeof *ec);
   if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model)))
@@ -94,9 +102,9 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t i
   ec->eval_every = c->eval_every;
   ec->target_accuracy = c->target_accuracy;
   ec->quorum = c->quorum;
-  if ((rc = fl_config_aggregator(c->aggregator, &ec->aggregator, &ec->trim_beta)))
-    return flag_error("--aggregator", rc);
-  ec->clip_norm = c->clip_norm;
+  ec->aggregator = agg->kind;
+  ec->trim_beta = agg->trim_beta;
+  ec->clip_norm = agg->clip_norm;
   ec->max_examples = c->max_examples;
   ec->quarantine_rounds = c->quarantine;
   ec->max_retries = c->max_retries;

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fl_attack.h"
 #include "fl_blas.h"
 #include "fl_config.h"
 #include "fl_data.h"
@@ -253,6 +254,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-sim: %s\n", fl_err_msg());
     return 2;
   }
+  /* The specs fl_config only stores, parsed once by their own modules. */
+  fl_agg_config_t agg;
+  fl_attack_t attack;
+  if ((rc = fl_engine_agg_from(&agg, &cfg))) {
+    fprintf(stderr, "fedlr-sim: %s\n", fl_err_msg());
+    return 2;
+  }
+  if ((rc = fl_attack_parse(cfg.attack, &attack))) {
+    fprintf(stderr, "fedlr-sim: --attack: %s\n", fl_err_msg());
+    return 2;
+  }
   if (!cfg.quiet) {
     fprintf(stderr, "fedlr-sim: OpenBLAS core %s, %u worker(s)\n", fl_blas_corename(),
             cfg.workers ? cfg.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
@@ -265,7 +277,6 @@ int main(int argc, char **argv) {
   fl_metrics_t *metrics = NULL;
   sim_t *sim = NULL;
   uint8_t *attacker = NULL;
-  fl_attack_t attack;
   fl_engine_config_t ec;
   memset(&ec, 0, sizeof ec);
 
@@ -281,7 +292,7 @@ int main(int argc, char **argv) {
   }
   size_t classes = train->num_classes;
   if (test && test->num_classes > classes) classes = test->num_classes;
-  if ((rc = fl_engine_config_from(&ec, &cfg, train->dim, classes, test))) {
+  if ((rc = fl_engine_config_from(&ec, &cfg, &agg, train->dim, classes, test))) {
     status = fail("configuration", rc);
     goto out;
   }
@@ -307,11 +318,6 @@ int main(int argc, char **argv) {
             cfg.dataset, train->n, test ? test->n : 0, train->dim, classes, cfg.model,
             ec.model.num_params, ec.lr0, cfg.schedule);
     fl_partition_print_summary(part, train, stderr, 5);
-  }
-  /* Validated by fl_config_parse(). */
-  if ((rc = fl_config_attack(cfg.attack, &attack))) {
-    status = fail("--attack", rc);
-    goto out;
   }
   if (!(attacker = choose_attackers(cfg.seed, cfg.clients, cfg.attackers))) {
     fprintf(stderr, "fedlr-sim: out of memory\n");

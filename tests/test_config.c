@@ -738,6 +738,27 @@ TEST(write_lists_only_the_programs_keys) {
   ASSERT_TRUE(ok);
 }
 
+/* The specs whose parsers live in coordinator/ and client/ are stored as
+ * given, from a flag or a file: each program parses them right after
+ * fl_config_parse() (fl_engine_agg_from, fl_attack_parse). */
+TEST(module_specs_are_stored_as_given) {
+  fl_config_t c;
+  ASSERT_EQ(parse(&c, FL_PROG_SIM,
+                  ARGV("--aggregator", "bogus", "--attack", "x,y", "--attackers", "1"), NULL),
+            0);
+  ASSERT_STR_EQ(c.aggregator, "bogus");
+  ASSERT_STR_EQ(c.attack, "x,y");
+  const char *path = write_file("specs.ini", "aggregator = trimmed-mean:0.7\nattack = nan\n");
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--config", (char *)path), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'aggregator' is not an option of fedlr-client");
+  path = write_file("specs.ini", "aggregator = trimmed-mean:0.7\n");
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path), NULL), 0);
+  ASSERT_STR_EQ(c.aggregator, "trimmed-mean:0.7");
+  /* The rule between --attack and --attackers is fl_config's. */
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, ARGV("--attack", "bogus"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--attack bogus: needs --attackers N");
+}
+
 TEST(validate_catches_programmatic_values) {
   fl_config_t c;
   fl_config_defaults(&c);

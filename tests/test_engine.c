@@ -1044,27 +1044,49 @@ static float ref_robust(float w0, const float *vals, size_t r, fl_agg_kind_t kin
 }
 
 TEST(aggregator_and_robust_config) {
-  fl_agg_kind_t k;
-  double b;
-  ASSERT_EQ(fl_config_aggregator("fedavg", &k, &b), 0);
-  ASSERT_EQ(k, FL_AGG_FEDAVG);
-  ASSERT_EQ(fl_config_aggregator("median", &k, &b), 0);
-  ASSERT_EQ(k, FL_AGG_MEDIAN);
-  ASSERT_EQ(fl_config_aggregator("trimmed-mean:0.1", &k, &b), 0);
-  ASSERT_EQ(k, FL_AGG_TRIMMED_MEAN);
-  ASSERT_NEAR(b, 0.1, 0);
+  fl_agg_config_t a = {FL_AGG_MEDIAN, 0.3, 1.5};
+  ASSERT_EQ(fl_agg_parse("fedavg", &a), 0);
+  ASSERT_EQ(a.kind, FL_AGG_FEDAVG);
+  ASSERT_NEAR(a.trim_beta, 0, 0);
+  ASSERT_NEAR(a.clip_norm, 1.5, 0); /* a setting of its own: left alone */
+  ASSERT_EQ(fl_agg_parse("median", &a), 0);
+  ASSERT_EQ(a.kind, FL_AGG_MEDIAN);
+  ASSERT_EQ(fl_agg_parse("trimmed-mean:0.1", &a), 0);
+  ASSERT_EQ(a.kind, FL_AGG_TRIMMED_MEAN);
+  ASSERT_NEAR(a.trim_beta, 0.1, 0);
   const char *bad[] = {"",
                        "mean",
                        "median:1",
                        "trimmed-mean",
                        "trimmed-mean:",
+                       "trimmed-mean: 0.1",
                        "trimmed-mean:0.5",
                        "trimmed-mean:-0.1",
                        "trimmed-mean:nan"};
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    ASSERT_EQ(fl_config_aggregator(bad[i], &k, &b), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "BETA must be a number in [0, 0.5)");
-  /* The flags reach the engine config through fl_engine_config_from(). */
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fl_agg_config_t before = a;
+    ASSERT_EQ(fl_agg_parse(bad[i], &a), FL_EINVAL);
+    ASSERT_EQ(memcmp(&a, &before, sizeof a), 0); /* unchanged on error */
+  }
+  ASSERT_CONTAINS(fl_err_msg(), "'trimmed-mean:nan': BETA must be a number in [0, 0.5)");
+  ASSERT_EQ(fl_agg_parse("mean", &a), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'mean' is not fedavg, median or trimmed-mean:BETA");
+  /* The canonical spec reads back to the same rule, BETA in the fewest digits. */
+  const char *canon[] = {"fedavg", "median", "trimmed-mean:0.1", "trimmed-mean:0",
+                         "trimmed-mean:0.49999999999999994"};
+  for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
+    char buf[64];
+    ASSERT_EQ(fl_agg_parse(canon[i], &a), 0);
+    ASSERT_EQ(fl_agg_format(&a, buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, canon[i]);
+  }
+  ASSERT_EQ(fl_agg_parse("trimmed-mean:0.100", &a), 0);
+  char small[8], buf[64];
+  ASSERT_EQ(fl_agg_format(&a, buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, "trimmed-mean:0.1");
+  ASSERT_EQ(fl_agg_format(&a, small, sizeof small), FL_ETOOBIG);
+  /* The flags reach the engine config through fl_engine_agg_from() and
+   * fl_engine_config_from(); fl_config stores the spec as given. */
   fl_config_t cfg;
   char *argv[] = {"fedlr-sim",
                   "--aggregator",
@@ -1076,15 +1098,22 @@ TEST(aggregator_and_robust_config) {
                   NULL};
   int help;
   ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_SIM, 7, argv, &help), 0);
+  fl_agg_config_t agg;
+  ASSERT_EQ(fl_engine_agg_from(&agg, &cfg), 0);
   fl_engine_config_t ec;
-  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, 784, 10, NULL), 0);
+  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, &agg, 784, 10, NULL), 0);
   ASSERT_EQ(ec.aggregator, FL_AGG_TRIMMED_MEAN);
   ASSERT_NEAR(ec.trim_beta, 0.25, 0);
   ASSERT_NEAR(ec.clip_norm, 2.5, 0);
   ASSERT_EQ(ec.max_examples, 600);
   char *bad_argv[] = {"fedlr-coordinator", "--aggregator", "trimmed-mean:0.5", NULL};
-  ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_COORD, 3, bad_argv, &help), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "--aggregator");
+  ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_COORD, 3, bad_argv, &help), 0);
+  ASSERT_STR_EQ(cfg.aggregator, "trimmed-mean:0.5");
+  agg = (fl_agg_config_t){FL_AGG_MEDIAN, 0, 0};
+  ASSERT_EQ(fl_engine_agg_from(&agg, &cfg), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(),
+                  "--aggregator: 'trimmed-mean:0.5': BETA must be a number in [0, 0.5)");
+  ASSERT_EQ(agg.kind, FL_AGG_MEDIAN); /* unchanged */
   /* --attack and --attackers go together in fedlr-sim. */
   char *lone[] = {"fedlr-sim", "--attackers", "3", NULL};
   ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_SIM, 3, lone, &help), FL_EINVAL);
