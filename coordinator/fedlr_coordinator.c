@@ -1584,11 +1584,18 @@ int main(int argc, char **argv) {
               cfg->resume);
       goto out;
     }
-    if ((rc = fl_checkpoint_load(c->engine, path))) {
+    /* Exit 2 for FL_EINVAL, a bad flag: one the checkpoint's run did not
+     * have, --rounds below its rounds done, a --resume DIR whose checkpoint
+     * is not a regular file; 1 for a checkpoint that cannot be used
+     * (damaged, or written by an older fedlr). */
+    char changes[128];
+    if ((rc = fl_checkpoint_load(c->engine, path, changes, sizeof changes))) {
       fprintf(stderr, "fedlr-coordinator: --resume: %s\n", fl_err_msg());
+      if (rc == FL_EINVAL) status = 2;
       goto out;
     }
-    logf_("resumed from %s after %u rounds", path, fl_engine_rounds_done(c->engine));
+    logf_("resumed from %s after %u rounds%s%s", path, fl_engine_rounds_done(c->engine),
+          changes[0] ? "; changed: " : "", changes);
     if (cfg->metrics[0] && (rc = fl_metrics_trim(cfg->metrics, fl_engine_rounds_done(c->engine)))) {
       fprintf(stderr, "fedlr-coordinator: --metrics: %s\n", fl_err_msg());
       goto out;

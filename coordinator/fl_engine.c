@@ -108,6 +108,8 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl
   ec->max_examples = c->max_examples;
   ec->quarantine_rounds = c->quarantine;
   ec->max_retries = c->max_retries;
+  snprintf(ec->lr_spec, sizeof ec->lr_spec, "%s", c->lr);
+  ec->clients = c->clients;
   return 0;
 }
 

@@ -101,6 +101,10 @@ typedef struct {
                                * up to round r + quarantine_rounds (0: only r's retries) */
   uint32_t max_retries;       /* abandoned attempts of one round before the run fails; 0 = no
                                * bound */
+  /* Not used by the engine: recorded in checkpoints as part of the run's
+   * identity (fl_checkpoint.h), with the settings above. */
+  char lr_spec[64]; /* --lr as given ("0.05", "auto:10"); lr0 is what it resolved to */
+  uint32_t clients; /* --clients: the federation's size K */
 } fl_engine_config_t;
 
 typedef struct fl_engine fl_engine_t;
@@ -118,7 +122,8 @@ int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c);
  * 1/sqrt(n) heuristic), round schedule, optimizer, the local schedule as
  * given (fl_config_parse() checked it, fl_sched_parse_local, and every
  * client checks it again with the same function), round settings, the
- * aggregation rule `agg` (from fl_engine_agg_from()) and the example cap.
+ * aggregation rule `agg` (from fl_engine_agg_from()), the example cap,
+ * and --lr as given and --clients for the checkpoint's run identity.
  * `test` may be NULL. quorum is taken from c (fedlr-sim sets 1). Errors
  * name the flag ("--model: ..."). Shared by fedlr-sim and
  * fedlr-coordinator so both build exactly the same engine from the same
