@@ -270,6 +270,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fedlr-client: %s\n", fl_err_msg());
     return 2;
   }
+  fl_attack_t attack; /* --attack, which fl_config only stores */
+  if ((rc = fl_attack_parse(cfg.attack, &attack))) {
+    fprintf(stderr, "fedlr-client: --attack: %s\n", fl_err_msg());
+    return 2;
+  }
   int status;
   if ((status = check_flags(&cfg))) return status;
   char name[FL_WIRE_MAX_STRING];
@@ -287,9 +292,7 @@ int main(int argc, char **argv) {
     status = fail(name, "signals", rc);
     goto out;
   }
-  fl_attack_t attack; /* --attack, validated by fl_config_parse() */
-  fl_config_attack(cfg.attack, &attack);
-  if (fl_config_attack_active(&attack))
+  if (fl_attack_active(&attack))
     fprintf(stderr, "fedlr-client[%s]: ATTACKING: %s\n", name, cfg.attack);
   fl_shard_t shard = {data, NULL, data->n, &attack};
   fl_session_config_t sc = {

@@ -97,17 +97,6 @@ uint64_t fl_trainer_claimed_examples(const fl_shard_t *shard) {
   return shard->attack && shard->attack->examples ? shard->attack->examples : shard->n;
 }
 
-/* Turns the honest delta d (n floats) into the attack's (see fl_trainer.h).
- * After training's finiteness check: the point is to send what an honest
- * client would not. */
-static void apply_attack(const fl_attack_t *a, float *d, size_t n, uint64_t seed) {
-  double f = (a->sign_flip ? -1.0 : 1.0) * a->scale;
-  if (f != 1.0)
-    for (size_t i = 0; i < n; i++)
-      d[i] = (float)((double)d[i] * f);
-  if (a->nan) d[seed % n] = NAN;
-}
-
 int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id, const uint8_t *msg,
                    size_t len, uint8_t **out, size_t *out_len) {
   Fedlr__Envelope *env = NULL;
@@ -135,14 +124,7 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   fl_wire_optim_from(rs->optimizer, &oc);
   if ((rc = fl_optim_validate(&oc))) goto out;
   fl_sched_t local;
-  if ((rc = fl_sched_parse(rs->local_schedule, &local))) goto out;
-  if (local.kind == FL_SCHED_PLATEAU) {
-    rc = fl_err_set(FL_EINVAL,
-                    "local schedule '%s': plateau needs an evaluation metric and "
-                    "cannot be a local schedule",
-                    rs->local_schedule);
-    goto out;
-  }
+  if ((rc = fl_sched_parse_local(rs->local_schedule, &local))) goto out;
   const fl_dataset_t *d = shard->data;
   size_t n = shard->n;
   if (n == 0 || d->dim != m->dims[0]) {
@@ -209,7 +191,7 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
     }
   }
 
-  if (shard->attack) apply_attack(shard->attack, t->params, m->num_params, rs->seed);
+  if (shard->attack) fl_attack_apply(shard->attack, t->params, m->num_params, rs->seed);
 
   fl_wire_tensors_t tv;
   fl_wire_tensors_init(&tv, m, t->params);

@@ -12,22 +12,22 @@
  * bit-identical update out.
  *
  * Attacks (for research and tests): a shard may carry an fl_attack_t
- * (fl_config.h), which the trainer applies to the trained delta just
+ * (fl_attack.h), which the trainer applies to the trained delta just
  * before encoding, so fedlr-sim's virtual clients and a fedlr-client
- * process attack identically:
- *   sign-flip     sends -delta
- *   scale:K       sends K * delta (with sign-flip: -K * delta)
- *   nan           one coordinate of the delta (index: the round's client
- *                 seed mod the parameter count) is NaN
- *   examples:N    the update claims N examples (training uses the real
- *                 ones); fedlr-sim also registers the client with N */
+ * process attack identically.
+ *
+ * A RoundStart is checked before any training: model spec and tensor
+ * shapes against the trainer's model, the optimizer (fl_optim_validate)
+ * and the local schedule (fl_sched_parse_local, the command line's own
+ * check), so a coordinator cannot make a client train with what its flags
+ * would have refused. */
 #ifndef FL_TRAINER_H
 #define FL_TRAINER_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fl_config.h"
+#include "fl_attack.h"
 #include "fl_data.h"
 #include "fl_model.h"
 #include "fl_wire.h"

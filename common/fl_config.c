@@ -65,8 +65,6 @@ static int check_local_sched(const char *s);
 static int check_optim(const char *s);
 static int check_partition(const char *s);
 static int check_model(const char *s);
-static int check_aggregator(const char *s);
-static int check_attack(const char *s);
 static int check_bind(const char *s);
 static int check_connect(const char *s);
 
@@ -139,8 +137,9 @@ static const opt_t opts[] = {
     {"target-accuracy", OPT_DOUBLE, FIELD(target_accuracy), SC, G_FED, "A", "0", RANGE(0, 1, 0),
      "stop once test accuracy reaches A, 0 = off"},
 
-    {"aggregator", OPT_STR, FIELD(aggregator), SC, G_ROBUST, "RULE", "fedavg",
-     CHECK(check_aggregator),
+    /* --aggregator and --attack are parsed by the programs, with the modules
+     * that own them (fl_agg_parse, fl_attack_parse). */
+    {"aggregator", OPT_STR, FIELD(aggregator), SC, G_ROBUST, "RULE", "fedavg", NONE,
      "fedavg (example-weighted mean), median or trimmed-mean:BETA (coordinate-wise, unweighted; "
      "BETA in [0, 0.5) is cut from each end)"},
     {"clip-norm", OPT_DOUBLE, FIELD(clip_norm), SC, G_ROBUST, "C", "0", RANGE(0, HUGE_VAL, 0),
@@ -152,7 +151,7 @@ static const opt_t opts[] = {
      "round's retries)"},
     {"max-retries", OPT_U32, FIELD(max_retries), SC, G_ROBUST, "N", "10", RANGE(0, 1000000, 0),
      "a round abandoned N times in a row (no quorum) ends the run with an error, 0 = never"},
-    {"attack", OPT_STR, FIELD(attack), SIM | CLIENT, G_ROBUST, "SPEC", "none", CHECK(check_attack),
+    {"attack", OPT_STR, FIELD(attack), SIM | CLIENT, G_ROBUST, "SPEC", "none", NONE,
      "make this client (fedlr-sim: the --attackers) malicious: none, or sign-flip, scale:K, nan, "
      "examples:N, comma-combined"},
     {"attackers", OPT_U32, FIELD(attackers), SIM, G_ROBUST, "N", "0", RANGE(0, 1000000, 0),
@@ -431,30 +430,8 @@ void fl_config_defaults(fl_config_t *c) {
 
 /* ---- spec checks, delegated to the modules that own the specs ---- */
 
-/* "0.05", "auto" or "auto:SCALE". Sets *is_auto and *v (the rate or SCALE). */
-static int lr_parse(const char *s, int *is_auto, double *v) {
-  char why[64];
-  const char *num = s;
-  *is_auto = 0;
-  *v = 1.0;
-  if (!strcmp(s, "auto")) {
-    *is_auto = 1;
-    return 0;
-  }
-  if (!strncmp(s, "auto:", 5)) {
-    *is_auto = 1;
-    num = s + 5;
-  }
-  if (parse_double(num, v, why, sizeof why) != 0 || !(*v > 0))
-    return fl_err_set(FL_EINVAL, "'%s' is not a positive number, auto or auto:SCALE (SCALE > 0)",
-                      s);
-  return 0;
-}
-
 static int check_lr(const char *s) {
-  int is_auto;
-  double v;
-  return lr_parse(s, &is_auto, &v);
+  return fl_sched_parse_lr0(s, 0, NULL);
 }
 
 static int check_sched(const char *s) {
@@ -464,15 +441,7 @@ static int check_sched(const char *s) {
 
 static int check_local_sched(const char *s) {
   fl_sched_t sc;
-  int rc = fl_sched_parse(s, &sc);
-  if (rc != 0) return rc;
-  /* Plateau reacts to evaluation losses, which exist per round, not per
-   * local step. */
-  if (sc.kind == FL_SCHED_PLATEAU)
-    return fl_err_set(
-        FL_EINVAL, "schedule '%s': plateau follows the evaluation loss, so it is only a --schedule",
-        s);
-  return 0;
+  return fl_sched_parse_local(s, &sc);
 }
 
 static int check_optim(const char *s) {
@@ -489,26 +458,6 @@ static int check_model(const char *s) {
    * 784 x 10 is Fashion-MNIST's and accepts every well-formed spec. */
   fl_model_spec_t m;
   return fl_model_parse(s, 784, 10, &m);
-}
-
-int fl_config_aggregator(const char *spec, fl_agg_kind_t *kind, double *beta) {
-  char why[64];
-  *kind = FL_AGG_FEDAVG;
-  *beta = 0;
-  if (!strcmp(spec, "fedavg")) return 0;
-  if (!strcmp(spec, "median")) {
-    *kind = FL_AGG_MEDIAN;
-    return 0;
-  }
-  if (!strncmp(spec, "trimmed-mean:", 13)) {
-    double b;
-    if (parse_double(spec + 13, &b, why, sizeof why) != 0 || !(b >= 0 && b < 0.5))
-      return fl_err_set(FL_EINVAL, "'%s': BETA must be a number in [0, 0.5)", spec);
-    *kind = FL_AGG_TRIMMED_MEAN;
-    *beta = b;
-    return 0;
-  }
-  return fl_err_set(FL_EINVAL, "'%s' is not fedavg, median or trimmed-mean:BETA", spec);
 }
 
 int fl_config_check_endpoint(const char *ep, int bind) {
@@ -579,87 +528,6 @@ static int check_bind(const char *s) {
 
 static int check_connect(const char *s) {
   return fl_config_check_endpoint(s, 0);
-}
-
-static int check_aggregator(const char *s) {
-  fl_agg_kind_t k;
-  double b;
-  return fl_config_aggregator(s, &k, &b);
-}
-
-int fl_config_attack(const char *spec, fl_attack_t *a) {
-  *a = (fl_attack_t){0, 1.0, 0, 0};
-  if (!strcmp(spec, "none")) return 0;
-  fl_attack_t r = {0, 1.0, 0, 0};
-  unsigned seen = 0; /* bit per kind: each at most once */
-  for (const char *p = spec;;) {
-    size_t n = strcspn(p, ",");
-    char tok[64], why[64];
-    if (n == 0 || n >= sizeof tok)
-      return fl_err_set(FL_EINVAL,
-                        "'%s': empty or overlong part (none, or sign-flip, scale:K, "
-                        "nan, examples:N separated by commas)",
-                        spec);
-    memcpy(tok, p, n);
-    tok[n] = '\0';
-    unsigned bit;
-    if (!strcmp(tok, "sign-flip")) {
-      bit = 1;
-      r.sign_flip = 1;
-    } else if (!strcmp(tok, "nan")) {
-      bit = 2;
-      r.nan = 1;
-    } else if (!strncmp(tok, "scale:", 6)) {
-      bit = 4;
-      if (parse_double(tok + 6, &r.scale, why, sizeof why) != 0 || r.scale == 0)
-        return fl_err_set(FL_EINVAL, "'%s': scale:K needs a finite K other than 0", spec);
-    } else if (!strncmp(tok, "examples:", 9)) {
-      bit = 8;
-      if (parse_u64(tok + 9, &r.examples, why, sizeof why) != 0 || r.examples == 0)
-        return fl_err_set(FL_EINVAL, "'%s': examples:N needs an integer N >= 1", spec);
-    } else {
-      return fl_err_set(FL_EINVAL,
-                        "'%s': unknown attack '%s' (none, or sign-flip, scale:K, nan, "
-                        "examples:N separated by commas)",
-                        spec, tok);
-    }
-    if (seen & bit) return fl_err_set(FL_EINVAL, "'%s': '%s' given twice", spec, tok);
-    seen |= bit;
-    if (!p[n]) break;
-    p += n + 1;
-  }
-  *a = r;
-  return 0;
-}
-
-int fl_config_attack_active(const fl_attack_t *a) {
-  return a && (a->sign_flip || a->scale != 1.0 || a->nan || a->examples);
-}
-
-static int check_attack(const char *s) {
-  fl_attack_t a;
-  return fl_config_attack(s, &a);
-}
-
-int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0) {
-  if (!c || !lr0) return fl_err_set(FL_EINVAL, "fl_config_lr0: NULL argument");
-  int is_auto;
-  double v;
-  char lr[sizeof c->lr + 1];
-  snprintf(lr, sizeof lr, "%.*s", (int)sizeof c->lr, c->lr);
-  if (lr_parse(lr, &is_auto, &v) != 0) {
-    char inner[400];
-    snprintf(inner, sizeof inner, "%s", fl_err_msg());
-    return fl_err_set(FL_EINVAL, "--lr: %s", inner);
-  }
-  if (!is_auto) {
-    *lr0 = v;
-    return 0;
-  }
-  if (num_params == 0)
-    return fl_err_set(FL_EINVAL, "--lr %s: needs the model's parameter count", lr);
-  *lr0 = fl_sched_lr_heuristic(num_params, v);
-  return 0;
 }
 
 /* ---- validation ---- */

@@ -43,12 +43,12 @@ typedef struct {
   uint32_t eval_every;    /* 1 */
   double target_accuracy; /* 0 = off */
   /* robust aggregation (engine) and attacks (client trainer) */
-  char aggregator[64];   /* "fedavg", "median" or "trimmed-mean:BETA" */
+  char aggregator[64];   /* "fedavg": a spec for fl_agg_parse() (coordinator/fl_agg.h) */
   double clip_norm;      /* 0 = off */
   uint64_t max_examples; /* 0 = off */
   uint32_t quarantine;   /* 5: rounds a client with a rejected update is not sampled */
   uint32_t max_retries;  /* 10: abandoned attempts of one round before the run fails */
-  char attack[128];      /* "none" */
+  char attack[128];      /* "none": a spec for fl_attack_parse() (client/fl_attack.h) */
   uint32_t attackers;    /* 0: fedlr-sim's malicious virtual clients */
   /* output */
   char metrics[FL_PATH_MAX]; /* "" = none */
@@ -86,8 +86,12 @@ void fl_config_defaults(fl_config_t *c);
 
 /* Parses argv for program `prog` (one FL_PROG_* bit): reads --config FILE
  * first, then applies the flags. Flags take "--key value" or "--key=value".
- * Keys of other programs are rejected. Validates every value (ranges, and
- * specs: schedule, local schedule, optimizer, partition, model syntax).
+ * Keys of other programs are rejected. Validates every value (ranges,
+ * choices, endpoints, the rules between keys, and the specs whose parsers
+ * live in common/: schedule, local schedule, rate, optimizer, partition,
+ * model syntax). The specs of coordinator/ and client/ modules are stored
+ * as given, for the program to parse right after this call (--aggregator:
+ * fl_agg_parse via fl_engine_agg_from; --attack: fl_attack_parse).
  * Returns 0, or FL_EINVAL with a message naming the flag/line. If --help or
  * -h is given, sets *want_help = 1 and returns 0 without validating. */
 int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_help);
@@ -103,8 +107,9 @@ int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_h
  * byte is FL_EINVAL. c is unchanged on error. */
 int fl_config_load_file(fl_config_t *c, int prog, const char *path);
 
-/* Validates all values for program `prog`: each key's range or spec, then
- * the rules between keys, e.g. for the coordinator
+/* Validates all values for program `prog`: each key's range, choices or
+ * spec (as fl_config_parse; --aggregator and --attack are the program's),
+ * then the rules between keys, e.g. for the coordinator
  *   --client-timeout >= 3 x --heartbeat   (a client heartbeats every
  *       --heartbeat s and drops one it cannot queue; the coordinator checks
  *       silence every 250 ms: three intervals survive a lost heartbeat and a
@@ -136,38 +141,5 @@ void fl_config_print_help(FILE *f, int prog, const char *argv0);
 
 /* Writes the config as an INI file body (for --out and checkpoints). */
 void fl_config_write(const fl_config_t *c, int prog, FILE *f);
-
-/* Resolves lr: a number, or "auto[:SCALE]" = SCALE/sqrt(num_params). */
-int fl_config_lr0(const fl_config_t *c, size_t num_params, double *lr0);
-
-/* Aggregation rules (--aggregator). FedAvg is the example-weighted mean;
- * the others are coordinate-wise and unweighted (Yin et al. 2018). */
-typedef enum { FL_AGG_FEDAVG = 0, FL_AGG_MEDIAN = 1, FL_AGG_TRIMMED_MEAN = 2 } fl_agg_kind_t;
-
-/* Parses an aggregator spec: "fedavg", "median" or "trimmed-mean:BETA"
- * with 0 <= BETA < 0.5, the fraction trimmed from each end (*beta is 0
- * for the others). 0, or FL_EINVAL with a message. */
-int fl_config_aggregator(const char *spec, fl_agg_kind_t *kind, double *beta);
-
-/* A malicious client's behaviour (--attack), applied by the client trainer
- * to its update just before encoding: the sent delta is
- * (sign_flip ? -1 : 1) * scale * delta, then one coordinate is NaN if
- * `nan`; the update (and fedlr-sim's registration) claims `examples`
- * examples instead of the true count if that is not 0. "none" gives
- * {0, 1.0, 0, 0}: an honest client. */
-typedef struct {
-  int sign_flip;     /* send -delta */
-  double scale;      /* send scale * delta; 1 = off */
-  int nan;           /* one coordinate is NaN */
-  uint64_t examples; /* examples claimed; 0 = the true count */
-} fl_attack_t;
-
-/* Parses an attack spec: "none", or a comma-separated combination of
- * "sign-flip", "scale:K" (K finite and not 0), "nan" and "examples:N"
- * (N >= 1), each at most once. 0, or FL_EINVAL with a message. */
-int fl_config_attack(const char *spec, fl_attack_t *a);
-
-/* 1 if *a changes anything (is not "none"). */
-int fl_config_attack_active(const fl_attack_t *a);
 
 #endif

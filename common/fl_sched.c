@@ -443,6 +443,16 @@ int fl_sched_parse(const char *spec, fl_sched_t *out) {
   return rc;
 }
 
+int fl_sched_parse_local(const char *spec, fl_sched_t *out) {
+  int rc = fl_sched_parse(spec, out);
+  if (rc || out->kind != FL_SCHED_PLATEAU) return rc;
+  memset(out, 0, sizeof *out);
+  return fl_err_set(FL_EINVAL,
+                    "schedule '%s': plateau follows the evaluation loss, which exists once per "
+                    "round, so it cannot be a local schedule (it is a round schedule, --schedule)",
+                    spec);
+}
+
 /* ---- rates -------------------------------------------------------------- */
 
 /* First t of restart cycle n: T * (1 + mult + ... + mult^(n-1)), mult > 1. */
@@ -625,4 +635,24 @@ double fl_sched_lr_heuristic(size_t num_params, double scale) {
   /* A model without parameters has no rate to scale; avoid returning inf. */
   if (num_params == 0) return scale;
   return scale / sqrt((double)num_params);
+}
+
+int fl_sched_parse_lr0(const char *text, size_t num_params, double *lr0) {
+  if (!text) return fl_err_set(FL_EINVAL, "fl_sched_parse_lr0: NULL text");
+  int is_auto = !strcmp(text, "auto") || !strncmp(text, "auto:", 5);
+  const char *num = !strcmp(text, "auto") ? "1" : is_auto ? text + 5 : text;
+  char *end;
+  errno = 0;
+  double v = strtod(num, &end);
+  /* A number from the first character (strtod would skip blanks) to the
+   * end, neither underflowing to a denormal nor overflowing to inf. */
+  if (isspace((unsigned char)num[0]) || end == num || *end || errno == ERANGE || !isfinite(v) ||
+      !(v > 0))
+    return fl_err_set(FL_EINVAL, "'%s' is not a positive number, auto or auto:SCALE (SCALE > 0)",
+                      text);
+  if (!lr0) return 0;
+  if (is_auto && num_params == 0)
+    return fl_err_set(FL_EINVAL, "'%s' needs the model's parameter count", text);
+  *lr0 = is_auto ? fl_sched_lr_heuristic(num_params, v) : v;
+  return 0;
 }

@@ -22,7 +22,8 @@
  * warmup:W[,start=F] (F default 1/W): for t < W, lr = inner(0) * (F + (1-F)*t/W);
  *   for t >= W, inner(t - W). Composes with any KIND.
  *
- * The 1/sqrt(n_params) initial-rate heuristic is fl_sched_lr_heuristic().
+ * The initial rate lr0 is a number or auto[:SCALE], SCALE/sqrt(n_params)
+ * (fl_sched_parse_lr0, fl_sched_lr_heuristic).
  */
 #ifndef FL_SCHED_H
 #define FL_SCHED_H
@@ -80,6 +81,14 @@ typedef struct {
  * NULL or "" parses as const. */
 int fl_sched_parse(const char *spec, fl_sched_t *out);
 
+/* Parses a local schedule (one within a round, over local epochs or steps):
+ * fl_sched_parse(), and plateau is refused, since it follows the evaluation
+ * loss, which exists once per round. The one check of a local schedule: the
+ * command line uses it (--local-schedule), and a client on every RoundStart
+ * it receives. 0, or FL_EINVAL with a message naming the spec; *out is
+ * zeroed on error. */
+int fl_sched_parse_local(const char *spec, fl_sched_t *out);
+
 /* Rate at time t for initial rate lr0. `pl` is the plateau state (used only
  * by plateau schedules; may be NULL, meaning scale 1). Pure. */
 double fl_sched_lr(const fl_sched_t *s, double lr0, uint64_t t, const fl_plateau_t *pl);
@@ -96,5 +105,13 @@ int fl_sched_format(const fl_sched_t *s, char *buf, size_t len);
 
 /* The 1/sqrt(n_params) initial-rate heuristic, times `scale`. */
 double fl_sched_lr_heuristic(size_t num_params, double scale);
+
+/* Parses an initial rate (--lr): a positive finite number ("0.05"), "auto"
+ * or "auto:SCALE" (SCALE > 0) = fl_sched_lr_heuristic(num_params, SCALE).
+ * With lr0 NULL only the text is checked (num_params is not needed); else
+ * *lr0 receives the rate, and "auto" needs num_params >= 1. 0, or FL_EINVAL
+ * with a message naming the text (without a flag: the caller adds it);
+ * *lr0 is unchanged on error. */
+int fl_sched_parse_lr0(const char *text, size_t num_params, double *lr0);
 
 #endif

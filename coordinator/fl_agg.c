@@ -1,6 +1,8 @@
 /* fl_agg: see fl_agg.h. */
 #include "fl_agg.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,47 @@ struct fl_agg {
   size_t cap_slots, slots, num_added;
   uint64_t examples; /* sum of the added updates' examples (FedAvg's divisor) */
 };
+
+int fl_agg_parse(const char *spec, fl_agg_config_t *out) {
+  if (!spec || !out) return fl_err_set(FL_EINVAL, "fl_agg_parse: NULL argument");
+  if (!strcmp(spec, "fedavg") || !strcmp(spec, "median")) {
+    out->kind = spec[0] == 'f' ? FL_AGG_FEDAVG : FL_AGG_MEDIAN;
+    out->trim_beta = 0;
+    return 0;
+  }
+  if (strncmp(spec, "trimmed-mean:", 13) != 0)
+    return fl_err_set(FL_EINVAL, "'%s' is not fedavg, median or trimmed-mean:BETA", spec);
+  const char *num = spec + 13;
+  char *end;
+  errno = 0;
+  double b = strtod(num, &end);
+  if (isspace((unsigned char)num[0]) || end == num || *end || errno == ERANGE ||
+      !(b >= 0 && b < 0.5))
+    return fl_err_set(FL_EINVAL, "'%s': BETA must be a number in [0, 0.5)", spec);
+  out->kind = FL_AGG_TRIMMED_MEAN;
+  out->trim_beta = b + 0.0; /* -0 -> +0, so it formats as "0" */
+  return 0;
+}
+
+int fl_agg_format(const fl_agg_config_t *c, char *buf, size_t len) {
+  int w = -1;
+  switch (c->kind) {
+  case FL_AGG_FEDAVG: w = snprintf(buf, len, "fedavg"); break;
+  case FL_AGG_MEDIAN: w = snprintf(buf, len, "median"); break;
+  case FL_AGG_TRIMMED_MEAN:
+    /* The shortest of %.15g..%.17g that reads back to the same beta. */
+    for (int digits = 15; digits <= 17; digits++) {
+      w = snprintf(buf, len, "trimmed-mean:%.*g", digits, c->trim_beta);
+      if (w < 0 || (size_t)w >= len || strtod(buf + 13, NULL) == c->trim_beta) break;
+    }
+    break;
+  default: return fl_err_set(FL_EINVAL, "unknown aggregator %d", (int)c->kind);
+  }
+  if (w < 0 || (size_t)w >= len)
+    return fl_err_set(FL_ETOOBIG, "aggregator spec: needs %d bytes, the buffer has %zu", w + 1,
+                      len);
+  return 0;
+}
 
 static int robust(const fl_agg_t *a) {
   return a->cfg.kind != FL_AGG_FEDAVG;

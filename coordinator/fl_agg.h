@@ -30,7 +30,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fl_config.h"
 #include "fl_wire.h"
 
 /* A single delta component may not exceed this in magnitude. */
@@ -39,11 +38,30 @@
 #define FL_AGG_MAX_EXAMPLES FL_WIRE_MAX_EXAMPLES
 #define FL_AGG_MAX_SLOTS (1u << 24)
 
+/* The rules: FedAvg, the example-weighted mean; the others coordinate-wise
+ * and unweighted (Yin et al. 2018). */
+typedef enum { FL_AGG_FEDAVG = 0, FL_AGG_MEDIAN = 1, FL_AGG_TRIMMED_MEAN = 2 } fl_agg_kind_t;
+
 typedef struct {
   fl_agg_kind_t kind; /* FL_AGG_FEDAVG, FL_AGG_MEDIAN or FL_AGG_TRIMMED_MEAN */
   double trim_beta;   /* trimmed mean: floor(beta * r) of r values cut from each end, [0, 0.5) */
   double clip_norm;   /* > 0: deltas scaled to L2 norm <= clip_norm; 0 = off */
 } fl_agg_config_t;
+
+/* Parses a rule's spec (--aggregator): "fedavg", "median" or
+ * "trimmed-mean:BETA" with BETA a number in [0, 0.5), the fraction cut from
+ * each end. Sets out->kind and out->trim_beta (0 but for the trimmed mean)
+ * and leaves out->clip_norm, a setting of its own (--clip-norm). 0, or
+ * FL_EINVAL with a message naming the spec and the forms (without a flag:
+ * the caller adds it); *out is unchanged on error. */
+int fl_agg_parse(const char *spec, fl_agg_config_t *out);
+
+/* The canonical spec of c's rule ("median", "trimmed-mean:0.25"; BETA in
+ * the fewest digits that read back to the same double), which
+ * fl_agg_parse() reads back to the same kind and trim_beta. 0, or
+ * FL_ETOOBIG if it does not fit `len` bytes, FL_EINVAL for a kind that is
+ * none of the rules. */
+int fl_agg_format(const fl_agg_config_t *c, char *buf, size_t len);
 
 typedef struct fl_agg fl_agg_t;
 

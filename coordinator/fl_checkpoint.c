@@ -8,14 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fl_agg.h"
 #include "fl_error.h"
+#include "fl_optim.h"
 #include "fl_safetensors.h"
+#include "fl_sched.h"
 
-/* Checkpoint metadata keys; doubles are written as hex floats (%a) so they
- * come back bit for bit. */
+/* Checkpoint metadata keys of the run state; doubles are written as hex
+ * floats (%a) so they come back bit for bit. */
 enum {
   CK_ROUNDS,
-  CK_SEED,
   CK_BEST,
   CK_SCALE,
   CK_BAD,
@@ -23,14 +25,112 @@ enum {
   CK_ACC,
   CK_TARGET,
   CK_QUARANTINE,
+  CK_LIMIT, /* the round limit (--rounds): the identity's one allowed change */
   CK_NUM
 };
 static const char *const ck_keys[CK_NUM] = {
-    [CK_ROUNDS] = "fedlr_rounds_done",   [CK_SEED] = "fedlr_seed",
-    [CK_BEST] = "fedlr_plateau_best",    [CK_SCALE] = "fedlr_plateau_scale",
-    [CK_BAD] = "fedlr_plateau_bad",      [CK_COOL] = "fedlr_plateau_cool",
-    [CK_ACC] = "fedlr_best_accuracy",    [CK_TARGET] = "fedlr_target_reached",
-    [CK_QUARANTINE] = "fedlr_quarantine"};
+    [CK_ROUNDS] = "fedlr_rounds_done",    [CK_BEST] = "fedlr_plateau_best",
+    [CK_SCALE] = "fedlr_plateau_scale",   [CK_BAD] = "fedlr_plateau_bad",
+    [CK_COOL] = "fedlr_plateau_cool",     [CK_ACC] = "fedlr_best_accuracy",
+    [CK_TARGET] = "fedlr_target_reached", [CK_QUARANTINE] = "fedlr_quarantine",
+    [CK_LIMIT] = "fedlr_rounds"};
+
+/* The run's identity (fl_checkpoint.h): one key per setting, its flag, and
+ * how its value is written: text compared as is, a whole number, or a
+ * double as a hex float compared bit for bit. */
+typedef enum { ID_TEXT, ID_UINT, ID_REAL } id_kind_t;
+enum {
+  ID_SEED,
+  ID_LR,
+  ID_LR0,
+  ID_SCHEDULE,
+  ID_LOCAL_SCHEDULE,
+  ID_LOCAL_UNIT,
+  ID_OPTIMIZER,
+  ID_LOCAL_EPOCHS,
+  ID_BATCH_SIZE,
+  ID_FRACTION,
+  ID_MIN_CLIENTS,
+  ID_CLIENTS,
+  ID_AGGREGATOR,
+  ID_CLIP_NORM,
+  ID_MAX_EXAMPLES,
+  ID_QUARANTINE,
+  ID_EVAL_EVERY,
+  ID_TARGET,
+  ID_NUM
+};
+static const struct {
+  const char *key, *flag;
+  id_kind_t kind;
+} id_items[ID_NUM] = {
+    [ID_SEED] = {"fedlr_seed", "--seed", ID_UINT},
+    [ID_LR] = {"fedlr_lr", "--lr", ID_TEXT},
+    [ID_LR0] = {"fedlr_lr0", "--lr (the initial rate)", ID_REAL},
+    [ID_SCHEDULE] = {"fedlr_schedule", "--schedule", ID_TEXT},
+    [ID_LOCAL_SCHEDULE] = {"fedlr_local_schedule", "--local-schedule", ID_TEXT},
+    [ID_LOCAL_UNIT] = {"fedlr_local_unit", "--local-unit", ID_TEXT},
+    [ID_OPTIMIZER] = {"fedlr_optimizer", "--optimizer", ID_TEXT},
+    [ID_LOCAL_EPOCHS] = {"fedlr_local_epochs", "--local-epochs", ID_UINT},
+    [ID_BATCH_SIZE] = {"fedlr_batch_size", "--batch-size", ID_UINT},
+    [ID_FRACTION] = {"fedlr_fraction", "--fraction", ID_REAL},
+    [ID_MIN_CLIENTS] = {"fedlr_min_clients", "--min-clients", ID_UINT},
+    [ID_CLIENTS] = {"fedlr_clients", "--clients", ID_UINT},
+    [ID_AGGREGATOR] = {"fedlr_aggregator", "--aggregator", ID_TEXT},
+    [ID_CLIP_NORM] = {"fedlr_clip_norm", "--clip-norm", ID_REAL},
+    [ID_MAX_EXAMPLES] = {"fedlr_max_examples", "--max-examples", ID_UINT},
+    [ID_QUARANTINE] = {"fedlr_quarantine_rounds", "--quarantine", ID_UINT},
+    [ID_EVAL_EVERY] = {"fedlr_eval_every", "--eval-every", ID_UINT},
+    [ID_TARGET] = {"fedlr_target_accuracy", "--target-accuracy", ID_REAL},
+};
+
+/* Every key, "model" and the checksum fit fl_safetensors' metadata list. */
+_Static_assert(CK_NUM + ID_NUM + 2 <= FL_SAFETENSORS_META_MAX, "too many checkpoint keys");
+
+/* The longest identity value: a canonical schedule writes every key. */
+#define ID_VALUE_MAX 1024
+typedef struct {
+  char v[ID_NUM][ID_VALUE_MAX];
+} ck_identity_t;
+
+/* This run's identity, from its engine configuration, in the form
+ * fl_checkpoint_save() writes. FL_ETOOBIG if a value does not fit. */
+static int ck_identity(const fl_engine_config_t *c, ck_identity_t *id) {
+  for (int i = 0; i < ID_NUM; i++) {
+    char *b = id->v[i];
+    const size_t cap = sizeof id->v[i];
+    int w = 0, rc = 0;
+    fl_agg_config_t agg = {c->aggregator, c->trim_beta, 0};
+    switch (i) {
+    case ID_SEED: w = snprintf(b, cap, "%llu", (unsigned long long)c->seed); break;
+    case ID_LR: w = snprintf(b, cap, "%s", c->lr_spec); break;
+    case ID_LR0: w = snprintf(b, cap, "%a", c->lr0); break;
+    case ID_SCHEDULE: w = fl_sched_format(&c->sched, b, cap); break;
+    case ID_LOCAL_SCHEDULE: w = snprintf(b, cap, "%s", c->local_schedule); break;
+    case ID_LOCAL_UNIT:
+      w = snprintf(b, cap, "%s",
+                   c->local_unit == FEDLR__ROUND_START__LOCAL_UNIT__STEP ? "step" : "epoch");
+      break;
+    case ID_OPTIMIZER: rc = fl_optim_format(&c->optim, b, cap); break;
+    case ID_LOCAL_EPOCHS: w = snprintf(b, cap, "%u", c->local_epochs); break;
+    case ID_BATCH_SIZE: w = snprintf(b, cap, "%u", c->batch_size); break;
+    case ID_FRACTION: w = snprintf(b, cap, "%a", c->fraction); break;
+    case ID_MIN_CLIENTS: w = snprintf(b, cap, "%u", c->min_clients); break;
+    case ID_CLIENTS: w = snprintf(b, cap, "%u", c->clients); break;
+    case ID_AGGREGATOR: rc = fl_agg_format(&agg, b, cap); break;
+    case ID_CLIP_NORM: w = snprintf(b, cap, "%a", c->clip_norm); break;
+    case ID_MAX_EXAMPLES: w = snprintf(b, cap, "%llu", (unsigned long long)c->max_examples); break;
+    case ID_QUARANTINE: w = snprintf(b, cap, "%u", c->quarantine_rounds); break;
+    case ID_EVAL_EVERY: w = snprintf(b, cap, "%u", c->eval_every); break;
+    case ID_TARGET: w = snprintf(b, cap, "%a", c->target_accuracy); break;
+    }
+    if (rc) return rc;
+    if (w < 0 || (size_t)w >= cap)
+      return fl_err_set(FL_ETOOBIG, "the run's %s is longer than a checkpoint holds (%zu bytes)",
+                        id_items[i].flag, cap - 1);
+  }
+  return 0;
+}
 
 /* Writes the quarantine still running as "ID:THROUGH" items,
  * comma-separated, ascending ids. FL_ETOOBIG if it does not fit `cap`. */
@@ -59,24 +159,34 @@ int fl_checkpoint_save(const fl_engine_t *e, const char *path) {
   fl_engine_get_state(e, &es);
   char v[CK_NUM][40];
   char *quarantine = malloc(FL_SAFETENSORS_META_VALUE);
-  if (!quarantine) return fl_err_set(FL_ENOMEM, "out of memory writing %s", path);
-  int rc = quarantine_format(e, quarantine, FL_SAFETENSORS_META_VALUE);
+  ck_identity_t *id = malloc(sizeof *id);
+  int rc = quarantine && id ? 0 : fl_err_set(FL_ENOMEM, "out of memory writing %s", path);
+  if (rc) goto out;
+  if ((rc = quarantine_format(e, quarantine, FL_SAFETENSORS_META_VALUE))) goto out;
+  if ((rc = ck_identity(c, id))) goto out;
   snprintf(v[CK_ROUNDS], sizeof v[0], "%u", es.rounds_done);
-  snprintf(v[CK_SEED], sizeof v[0], "%llu", (unsigned long long)c->seed);
   snprintf(v[CK_BEST], sizeof v[0], "%a", es.plateau.best);
   snprintf(v[CK_SCALE], sizeof v[0], "%a", es.plateau.scale);
   snprintf(v[CK_BAD], sizeof v[0], "%u", es.plateau.num_bad);
   snprintf(v[CK_COOL], sizeof v[0], "%u", es.plateau.cooldown_left);
   snprintf(v[CK_ACC], sizeof v[0], "%a", es.best_accuracy);
   snprintf(v[CK_TARGET], sizeof v[0], "%d", es.target_reached);
-  const char *meta[2 * CK_NUM + 1];
+  snprintf(v[CK_LIMIT], sizeof v[0], "%u", c->rounds);
+  const char *meta[2 * (CK_NUM + ID_NUM) + 1];
+  size_t n = 0;
   for (int i = 0; i < CK_NUM; i++) {
-    meta[2 * i] = ck_keys[i];
-    meta[2 * i + 1] = i == CK_QUARANTINE ? quarantine : v[i];
+    meta[n++] = ck_keys[i];
+    meta[n++] = i == CK_QUARANTINE ? quarantine : v[i];
   }
-  meta[2 * CK_NUM] = NULL;
-  if (!rc) rc = fl_safetensors_save(path, &c->model, fl_engine_weights(e), meta);
+  for (int i = 0; i < ID_NUM; i++) {
+    meta[n++] = id_items[i].key;
+    meta[n++] = id->v[i];
+  }
+  meta[n] = NULL;
+  rc = fl_safetensors_save(path, &c->model, fl_engine_weights(e), meta);
+out:
   free(quarantine);
+  free(id);
   return rc;
 }
 
@@ -88,6 +198,7 @@ typedef struct {
   int target_reached;
   uint32_t *quarantine; /* (2 * num_quarantine) id, through; owned */
   size_t num_quarantine;
+  uint32_t limit; /* the round limit it was written with (--rounds) */
 } ck_state_t;
 
 static int ck_bad(int rc, const char *path, const char *key, const char *txt, const char *fmt, ...)
@@ -178,22 +289,85 @@ static int ck_scale_reachable(double scale, double factor, uint32_t max_k) {
   return s == scale;
 }
 
+/* A value of identity item i as shown in a message: as written, but a
+ * double in decimal, with all its digits if `other` (the value it is
+ * compared with) looks the same in fewer. */
+static const char *id_show(int i, const char *txt, const char *other, char *buf, size_t cap) {
+  double a, b;
+  if (id_items[i].kind != ID_REAL || ck_double(txt, &a) < 0 || ck_double(other, &b) < 0) return txt;
+  char sa[40], sb[40];
+  snprintf(sa, sizeof sa, "%g", a);
+  snprintf(sb, sizeof sb, "%g", b);
+  snprintf(buf, cap, strcmp(sa, sb) ? "%g" : "%.17g", a);
+  return buf;
+}
+
+/* Compares the identity the checkpoint was written with (v, by ID_*) with
+ * this run's (`run`): FL_EFORMAT for a value that is not of its kind,
+ * FL_EINVAL naming the first setting that differs, both values, and the
+ * flags of the others that differ. */
+static int ck_check_identity(const char *path, const char *const *v, const ck_identity_t *run) {
+  int first = -1, lr_differs = 0;
+  char others[200] = "";
+  size_t at = 0;
+  for (int i = 0; i < ID_NUM; i++) {
+    const char *key = id_items[i].key;
+    int same;
+    if (id_items[i].kind == ID_UINT) {
+      uint64_t a, b = 0;
+      if (ck_uint(v[i], &a) < 0) return ck_bad(FL_EFORMAT, path, key, v[i], "not a whole number");
+      (void)ck_uint(run->v[i], &b);
+      same = a == b;
+    } else if (id_items[i].kind == ID_REAL) {
+      double a, b = 0;
+      if (ck_double(v[i], &a) < 0 || !isfinite(a))
+        return ck_bad(FL_EFORMAT, path, key, v[i], "not a finite number");
+      (void)ck_double(run->v[i], &b);
+      same = memcmp(&a, &b, sizeof a) == 0; /* bit for bit */
+    } else {
+      same = !strcmp(v[i], run->v[i]);
+    }
+    /* A different --lr resolves to a different rate: one change, not two. */
+    if (same || (i == ID_LR0 && lr_differs)) continue;
+    lr_differs |= i == ID_LR;
+    if (first < 0) {
+      first = i;
+    } else if (at < sizeof others) {
+      int w = snprintf(others + at, sizeof others - at, "%s%s", at ? ", " : "", id_items[i].flag);
+      at += w > 0 ? (size_t)w : 0;
+    }
+  }
+  if (first < 0) return 0;
+  char was[48], now[48];
+  const char *flag = id_items[first].flag;
+  return fl_err_set(FL_EINVAL,
+                    "checkpoint %s was written with %s %s; this run has %s %s%s%s%s: resume with "
+                    "the same flags (or start a new run)",
+                    path, flag, id_show(first, v[first], run->v[first], was, sizeof was), flag,
+                    id_show(first, run->v[first], v[first], now, sizeof now),
+                    others[0] ? " (and a different " : "", others, others[0] ? ")" : "");
+}
+
 /* Parses and checks the run state in `meta` against this engine's config:
- * every fedlr_* key present (and no other), each value one this run can
- * have produced. */
+ * every fedlr_* key present (and no other), the identity this run's (but
+ * the round limit), each value one this run can have produced. */
 static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors_meta_t *meta,
                     ck_state_t *st) {
   const fl_engine_config_t *c = fl_engine_config(e);
   const fl_sched_t *s = &c->sched;
-  const char *v[CK_NUM] = {0};
+  const char *v[CK_NUM] = {0}, *idv[ID_NUM] = {0};
   int have_model = 0;
   for (size_t i = 0; i < meta->n; i++) {
     const char *k = meta->e[i].key;
-    int j = 0;
+    int j = 0, d = 0;
     while (j < CK_NUM && strcmp(k, ck_keys[j]) != 0)
       j++;
+    while (d < ID_NUM && strcmp(k, id_items[d].key) != 0)
+      d++;
     if (j < CK_NUM)
       v[j] = meta->e[i].value;
+    else if (d < ID_NUM)
+      idv[d] = meta->e[i].value;
     else if (!strcmp(k, "model")) /* fl_safetensors checked it is this run's */
       have_model = 1;
     else if (!strncmp(k, "fedlr_", 6))
@@ -203,25 +377,49 @@ static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors
                         path, k);
   }
   for (int j = 0; j < CK_NUM; j++)
-    if (!v[j])
+    if (!v[j] && j != CK_LIMIT)
       return fl_err_set(FL_EFORMAT,
                         "checkpoint %s: no %s (written by an older fedlr, or not a fedlr "
                         "checkpoint)",
                         path, ck_keys[j]);
+  const char *missing = v[CK_LIMIT] ? NULL : ck_keys[CK_LIMIT];
+  for (int d = 0; d < ID_NUM && !missing; d++)
+    if (!idv[d]) missing = id_items[d].key;
+  if (missing)
+    return fl_err_set(FL_EFORMAT,
+                      "checkpoint %s: no %s: it was written by an older fedlr, which did not "
+                      "record the run's flags, so it cannot be checked against this run's "
+                      "(start a new run, or finish it with the fedlr that wrote it)",
+                      path, missing);
   if (!have_model)
     return fl_err_set(FL_EFORMAT, "checkpoint %s: no model (not a fedlr checkpoint)", path);
 
-  uint64_t u, bad, cool;
-  if (ck_uint(v[CK_SEED], &u) < 0)
-    return ck_bad(FL_EFORMAT, path, ck_keys[CK_SEED], v[CK_SEED], "not a whole number");
-  if (u != c->seed)
-    return fl_err_set(FL_EINVAL, "checkpoint %s is for seed %s, this run uses seed %llu", path,
-                      v[CK_SEED], (unsigned long long)c->seed);
-  if (ck_uint(v[CK_ROUNDS], &u) < 0 || u > c->rounds)
+  ck_identity_t *run = malloc(sizeof *run);
+  if (!run) return fl_err_set(FL_ENOMEM, "out of memory restoring %s", path);
+  int rc = ck_identity(c, run);
+  if (!rc) rc = ck_check_identity(path, idv, run);
+  free(run);
+  if (rc) return rc;
+
+  /* The round limit may change (fl_checkpoint.h), but not below the rounds
+   * done; the rounds done are within the limit the run had. */
+  uint64_t u, bad, cool, limit;
+  if (ck_uint(v[CK_LIMIT], &limit) < 0 || limit < 1 || limit > UINT32_MAX)
+    return ck_bad(FL_ERANGE, path, ck_keys[CK_LIMIT], v[CK_LIMIT],
+                  "must be a whole number of rounds in [1, %u]", UINT32_MAX);
+  if (ck_uint(v[CK_ROUNDS], &u) < 0 || u > limit)
     return ck_bad(FL_ERANGE, path, ck_keys[CK_ROUNDS], v[CK_ROUNDS],
-                  "must be a whole number of rounds in [0, %u] (this run's round limit)",
-                  c->rounds);
+                  "must be a whole number of rounds in [0, %llu] (the round limit it was "
+                  "written with, %s)",
+                  (unsigned long long)limit, ck_keys[CK_LIMIT]);
+  if (u > c->rounds)
+    return fl_err_set(FL_EINVAL,
+                      "checkpoint %s was written after %llu rounds (of --rounds %llu); this run "
+                      "has --rounds %u: resume with --rounds %llu or more (or start a new run)",
+                      path, (unsigned long long)u, (unsigned long long)limit, c->rounds,
+                      (unsigned long long)u);
   st->rounds_done = (uint32_t)u;
+  st->limit = (uint32_t)limit;
 
   double acc;
   if (ck_double(v[CK_ACC], &acc) < 0 || !(acc >= 0 && acc <= 1))
@@ -300,9 +498,25 @@ static int ck_weights(const fl_engine_t *e, const char *path, const float *w) {
   return 0;
 }
 
-int fl_checkpoint_load(fl_engine_t *e, const char *path) {
+/* After fl_safetensors_load_all() failed with FL_ESHAPE (rc): if the file
+ * names another model, the identity's refusal for --model; else rc with
+ * its message. The name is read from the header alone: the checksum cannot
+ * be verified without reading the tensors, and those are another model's. */
+static int ck_model(const char *path, const fl_model_spec_t *model, int rc) {
+  char msg[512], spec[FL_MODEL_SPEC_MAX];
+  snprintf(msg, sizeof msg, "%s", fl_err_msg());
+  if (fl_safetensors_meta(path, "model", spec, sizeof spec) == 0 && strcmp(spec, model->spec))
+    return fl_err_set(FL_EINVAL,
+                      "checkpoint %s was written with --model %s; this run has --model %s: "
+                      "resume with the same flags (or start a new run)",
+                      path, spec, model->spec);
+  return fl_err_set(rc, "%s", msg);
+}
+
+int fl_checkpoint_load(fl_engine_t *e, const char *path, char *changes, size_t cap) {
   if (fl_engine_round_open(e)) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
-  const fl_model_spec_t *model = &fl_engine_config(e)->model;
+  const fl_engine_config_t *c = fl_engine_config(e);
+  const fl_model_spec_t *model = &c->model;
   const size_t n = model->num_params;
   float *w = malloc(n * sizeof *w); /* (num_params) staged: the engine changes only at the end */
   fl_safetensors_meta_t *meta = malloc(sizeof *meta);
@@ -311,11 +525,17 @@ int fl_checkpoint_load(fl_engine_t *e, const char *path) {
   if (rc) goto out;
   /* One read of the file: the weights, the metadata and the checksum over
    * both, so what is checked is what was checksummed. */
-  if ((rc = fl_safetensors_load_all(path, model, w, FL_SAFETENSORS_NEED_CHECKSUM, meta))) goto out;
+  rc = fl_safetensors_load_all(path, model, w, FL_SAFETENSORS_NEED_CHECKSUM, meta);
+  if (rc == FL_ESHAPE) rc = ck_model(path, model, rc);
+  if (rc) goto out;
   if ((rc = ck_state(e, path, meta, &st))) goto out;
   if ((rc = ck_weights(e, path, w))) goto out;
   fl_engine_state_t es = {st.rounds_done, st.plateau, st.best_accuracy, st.target_reached};
-  rc = fl_engine_set_state(e, &es, w, st.quarantine, st.num_quarantine);
+  if ((rc = fl_engine_set_state(e, &es, w, st.quarantine, st.num_quarantine))) goto out;
+  if (changes && cap) {
+    changes[0] = '\0';
+    if (st.limit != c->rounds) snprintf(changes, cap, "--rounds %u -> %u", st.limit, c->rounds);
+  }
 out:
   free(st.quarantine);
   free(w);

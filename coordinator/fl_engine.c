@@ -69,17 +69,26 @@ static int flag_error(const char *flag, int rc) {
   return fl_err_set(rc, "%s: %s", flag, msg);
 }
 
-int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t input_dim,
-                          size_t num_classes, const fl_dataset_t *test) {
+int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c) {
+  fl_agg_config_t a = {.clip_norm = c->clip_norm};
+  int rc = fl_agg_parse(c->aggregator, &a);
+  if (rc) return flag_error("--aggregator", rc);
+  *agg = a;
+  return 0;
+}
+
+int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
+                          size_t input_dim, size_t num_classes, const fl_dataset_t *test) {
   int rc;
   memset(ec, 0, sizeof *ec);
   if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model)))
     return flag_error("--model", rc);
-  if ((rc = fl_config_lr0(c, ec->model.num_params, &ec->lr0))) return flag_error("--lr", rc);
+  if ((rc = fl_sched_parse_lr0(c->lr, ec->model.num_params, &ec->lr0)))
+    return flag_error("--lr", rc);
   if ((rc = fl_sched_parse(c->schedule, &ec->sched))) return flag_error("--schedule", rc);
   if ((rc = fl_optim_parse(c->optimizer, &ec->optim))) return flag_error("--optimizer", rc);
-  fl_sched_t local;
-  if ((rc = fl_sched_parse(c->local_schedule, &local))) return flag_error("--local-schedule", rc);
+  /* Checked by fl_config_parse() (fl_sched_parse_local), as every client
+   * checks what it receives. */
   snprintf(ec->local_schedule, sizeof ec->local_schedule, "%s", c->local_schedule);
   ec->local_unit = strcmp(c->local_unit, "step") == 0 ? FEDLR__ROUND_START__LOCAL_UNIT__STEP
                                                       : FEDLR__ROUND_START__LOCAL_UNIT__EPOCH;
@@ -93,12 +102,14 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t i
   ec->eval_every = c->eval_every;
   ec->target_accuracy = c->target_accuracy;
   ec->quorum = c->quorum;
-  if ((rc = fl_config_aggregator(c->aggregator, &ec->aggregator, &ec->trim_beta)))
-    return flag_error("--aggregator", rc);
-  ec->clip_norm = c->clip_norm;
+  ec->aggregator = agg->kind;
+  ec->trim_beta = agg->trim_beta;
+  ec->clip_norm = agg->clip_norm;
   ec->max_examples = c->max_examples;
   ec->quarantine_rounds = c->quarantine;
   ec->max_retries = c->max_retries;
+  snprintf(ec->lr_spec, sizeof ec->lr_spec, "%s", c->lr);
+  ec->clients = c->clients;
   return 0;
 }
 

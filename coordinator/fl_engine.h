@@ -101,19 +101,35 @@ typedef struct {
                                * up to round r + quarantine_rounds (0: only r's retries) */
   uint32_t max_retries;       /* abandoned attempts of one round before the run fails; 0 = no
                                * bound */
+  /* Not used by the engine: recorded in checkpoints as part of the run's
+   * identity (fl_checkpoint.h), with the settings above. */
+  char lr_spec[64]; /* --lr as given ("0.05", "auto:10"); lr0 is what it resolved to */
+  uint32_t clients; /* --clients: the federation's size K */
 } fl_engine_config_t;
 
 typedef struct fl_engine fl_engine_t;
 
+/* The aggregation rule of a validated run config: --aggregator parsed by
+ * fl_agg_parse() (fl_config only stores it), with --clip-norm. fedlr-sim
+ * and fedlr-coordinator call it right after fl_config_parse(), so a bad
+ * spec (a flag or a --config line) is refused before any data is loaded,
+ * and hand the result to fl_engine_config_from(). 0, or FL_EINVAL with a
+ * message naming the flag ("--aggregator: 'mean' is not fedavg, ..."). */
+int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c);
+
 /* Fills *ec from a validated run config for data with `input_dim` features
  * and `num_classes` classes: model, initial rate (a number or the
- * 1/sqrt(n) heuristic), schedules, optimizer, round settings and the
- * aggregation rule (aggregator, clip norm, example cap). `test` may
- * be NULL. quorum is taken from c (fedlr-sim sets 1). Errors name the flag
- * ("--model: ..."). Shared by fedlr-sim and fedlr-coordinator so both build
- * exactly the same engine from the same flags. */
-int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, size_t input_dim,
-                          size_t num_classes, const fl_dataset_t *test);
+ * 1/sqrt(n) heuristic), round schedule, optimizer, the local schedule as
+ * given (fl_config_parse() checked it, fl_sched_parse_local, and every
+ * client checks it again with the same function), round settings, the
+ * aggregation rule `agg` (from fl_engine_agg_from()), the example cap,
+ * and --lr as given and --clients for the checkpoint's run identity.
+ * `test` may be NULL. quorum is taken from c (fedlr-sim sets 1). Errors
+ * name the flag ("--model: ..."). Shared by fedlr-sim and
+ * fedlr-coordinator so both build exactly the same engine from the same
+ * flags. */
+int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
+                          size_t input_dim, size_t num_classes, const fl_dataset_t *test);
 
 /* Creates an engine with freshly initialised global weights (from seed).
  * Returns NULL and sets *err (with fl_err_msg()) on failure. */

@@ -431,14 +431,15 @@ fl_run_t *fl_run_new(const fl_run_config_t *rc, int *err) {
                        rc->resume);
       goto fail;
     }
-    if ((rc_ = fl_checkpoint_load(r->engine, path))) {
+    char changes[128];
+    if ((rc_ = fl_checkpoint_load(r->engine, path, changes, sizeof changes))) {
       char m[1024];
       snprintf(m, sizeof m, "%s", fl_err_msg());
       rc_ = fl_err_set(rc_, "--resume: %s", m);
       goto fail;
     }
-    say(r, FL_RUN_LOG_INFO, "resumed from %s after %u rounds", path,
-        fl_engine_rounds_done(r->engine));
+    say(r, FL_RUN_LOG_INFO, "resumed from %s after %u rounds%s%s", path,
+        fl_engine_rounds_done(r->engine), changes[0] ? "; changed: " : "", changes);
     if (c->metrics[0] && (rc_ = fl_metrics_trim(c->metrics, fl_engine_rounds_done(r->engine)))) {
       char m[1024];
       snprintf(m, sizeof m, "%s", fl_err_msg());

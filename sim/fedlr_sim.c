@@ -243,8 +243,8 @@ static void print_final(const fl_run_t *run, double seconds) {
 
 /* The data, the engine's configuration from the flags and the partition:
  * 0, or an exit status with the error printed. */
-static int setup_data(const fl_config_t *cfg, fl_dataset_t **train, fl_dataset_t **test,
-                      fl_engine_config_t *ec, fl_partition_t **part) {
+static int setup_data(const fl_config_t *cfg, const fl_agg_config_t *agg, fl_dataset_t **train,
+                      fl_dataset_t **test, fl_engine_config_t *ec, fl_partition_t **part) {
   int rc = fl_dataset_load_flags(cfg->dataset, cfg->data_dir, cfg->test_data, train, test);
   if (rc) return fail("loading data", rc);
   if (cfg->clients > (*train)->n) {
@@ -254,7 +254,8 @@ static int setup_data(const fl_config_t *cfg, fl_dataset_t **train, fl_dataset_t
   }
   size_t classes = (*train)->num_classes;
   if (*test && (*test)->num_classes > classes) classes = (*test)->num_classes;
-  if ((rc = fl_engine_config_from(ec, cfg, (*train)->dim, classes, *test))) return fail(NULL, rc);
+  if ((rc = fl_engine_config_from(ec, cfg, agg, (*train)->dim, classes, *test)))
+    return fail(NULL, rc);
   if (ec->optim.keep_state) {
     fprintf(stderr, PROG ": --optimizer ...,keep: optimizer state kept across rounds needs one "
                          "state per client (O(clients x model) memory); it is supported by "
@@ -278,11 +279,9 @@ static int setup_data(const fl_config_t *cfg, fl_dataset_t **train, fl_dataset_t
   return 0;
 }
 
-/* The attack and which clients run it (printed, always: a run under attack
- * should say so): 0, or an exit status with the error printed. */
-static int setup_attack(const fl_config_t *cfg, fl_attack_t *attack, uint8_t **attacker) {
-  int rc = fl_config_attack(cfg->attack, attack); /* validated by fl_config_parse() */
-  if (rc) return fail("--attack", rc);
+/* Which clients run --attack (printed, always: a run under attack should
+ * say so): 0, or an exit status with the error printed. */
+static int setup_attackers(const fl_config_t *cfg, uint8_t **attacker) {
   if (!(*attacker = choose_attackers(cfg->seed, cfg->clients, cfg->attackers))) {
     fprintf(stderr, PROG ": out of memory\n");
     return 1;
@@ -332,6 +331,11 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (rc) return fail(NULL, FL_EINVAL);
+  /* The specs fl_config only stores, parsed once by their own modules. */
+  fl_agg_config_t agg;
+  fl_attack_t attack;
+  if ((rc = fl_engine_agg_from(&agg, &cfg))) return fail(NULL, FL_EINVAL);
+  if ((rc = fl_attack_parse(cfg.attack, &attack))) return fail("--attack", FL_EINVAL);
   size_t workers = cfg.workers ? cfg.workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
   if (workers > SIM_MAX_WORKERS) workers = SIM_MAX_WORKERS;
@@ -343,14 +347,13 @@ int main(int argc, char **argv) {
   fl_partition_t *part = NULL;
   fl_engine_config_t ec;
   uint8_t *attacker = NULL;
-  fl_attack_t attack;
   sim_t *sim = calloc(1, sizeof *sim);
   if (!sim) return 1;
   pthread_mutex_init(&sim->mu, NULL);
   pthread_cond_init(&sim->work, NULL);
   pthread_cond_init(&sim->finished, NULL);
-  if ((status = setup_data(&cfg, &train, &test, &ec, &part)) ||
-      (status = setup_attack(&cfg, &attack, &attacker)))
+  if ((status = setup_data(&cfg, &agg, &train, &test, &ec, &part)) ||
+      (status = setup_attackers(&cfg, &attacker)))
     goto out;
   sim->train = train;
   sim->part = part;

@@ -31,6 +31,19 @@ printf 'heartbeat = 5\nclient-timeout = 10\n' > "$TMP/hb.ini"
 expect_exit 2 "timeouts from a config file" "--client-timeout 10: must be >= 3 x --heartbeat (5 s)" \
   "${T[@]}" "$COORD" --config "$TMP/hb.ini"
 
+# The specs that fl_config only stores (--aggregator, --attack) are parsed
+# right after it, from a flag or a file alike: exit 2 before any data.
+expect_exit 2 "coordinator: bad --aggregator" "fedlr-coordinator: --aggregator: 'median:1' is not fedavg, median" \
+  "${T[@]}" "$COORD" --aggregator median:1 --data-dir "$TMP/nodata"
+printf '[fedlr]\naggregator = trimmed-mean:x\n' > "$TMP/agg.ini"
+expect_exit 2 "coordinator: bad aggregator in a config file" "--aggregator: 'trimmed-mean:x': BETA must be" \
+  "${T[@]}" "$COORD" --config "$TMP/agg.ini" --data-dir "$TMP/nodata"
+expect_exit 2 "client: bad --attack" "fedlr-client: --attack: 'scale:0': scale:K needs a finite K other than 0" \
+  "${T[@]}" "$CLIENT" --attack scale:0 --num-partitions 2 --data-dir "$TMP/nodata"
+printf 'attack = nan,nan\n' > "$TMP/attack.ini"
+expect_exit 2 "client: bad attack in a config file" "fedlr-client: --attack: 'nan,nan': 'nan' given twice" \
+  "${T[@]}" "$CLIENT" --config "$TMP/attack.ini" --num-partitions 2 --data-dir "$TMP/nodata"
+
 # The shipped example configs pass validation: each gets as far as loading
 # data from a directory that does not exist (exit 1, not 2).
 SRC=$(cd "$(dirname "$0")/.." && pwd)

@@ -77,6 +77,17 @@ expect_fail "bad optimizer" "--optimizer" "$SIM" --optimizer adamw
 expect_fail "bad partition" "--partition" "$SIM" --partition shards:x
 expect_fail "bad model" "--model" "$SIM" --model mlp:200,x
 expect_fail "missing config file" "nope.ini" "$SIM" --config "$TMP/nope.ini"
+# The specs that fl_config only stores are parsed right after it, from a
+# flag or a file alike: exit 2, naming the flag, before any data is read.
+expect_exit 2 "bad --aggregator" "fedlr-sim: --aggregator: 'mean' is not fedavg, median or trimmed-mean:BETA" \
+  "$SIM" --aggregator mean --data-dir "$TMP/nodata"
+printf 'aggregator = trimmed-mean:0.5\n' > "$TMP/agg.ini"
+expect_exit 2 "bad aggregator in a config file" "fedlr-sim: --aggregator: 'trimmed-mean:0.5': BETA must be a number in [0, 0.5)" \
+  "$SIM" --config "$TMP/agg.ini" --data-dir "$TMP/nodata"
+expect_exit 2 "bad --attack" "fedlr-sim: --attack: 'sign-flip,flip': unknown attack 'flip'" \
+  "$SIM" --attack sign-flip,flip --attackers 2 --data-dir "$TMP/nodata"
+expect_exit 2 "plateau as --local-schedule" "--local-schedule: schedule 'plateau': plateau follows the evaluation loss" \
+  "$SIM" --local-schedule plateau --data-dir "$TMP/nodata"
 printf 'rounds = 3\nlr0 = 0.1\n' > "$TMP/bad.ini"
 expect_fail "unknown config key" "lr0" "$SIM" --config "$TMP/bad.ini"
 expect_fail "missing dataset" "dataset-fashion-mnist" "$SIM" --data-dir "$TMP/empty"

@@ -733,24 +733,25 @@ TEST(write_lists_only_the_programs_keys) {
   ASSERT_TRUE(ok);
 }
 
-TEST(lr0) {
+/* The specs whose parsers live in coordinator/ and client/ are stored as
+ * given, from a flag or a file: each program parses them right after
+ * fl_config_parse() (fl_engine_agg_from, fl_attack_parse). */
+TEST(module_specs_are_stored_as_given) {
   fl_config_t c;
-  fl_config_defaults(&c);
-  double lr = 0;
-  ASSERT_EQ(fl_config_lr0(&c, 7850, &lr), 0);
-  ASSERT_NEAR(lr, 0.1, 0);
-  snprintf(c.lr, sizeof c.lr, "auto");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), 0);
-  ASSERT_NEAR(lr, 0.1, 1e-12);
-  snprintf(c.lr, sizeof c.lr, "auto:2");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), 0);
-  ASSERT_NEAR(lr, 0.2, 1e-12);
-  ASSERT_EQ(fl_config_lr0(&c, 0, &lr), FL_EINVAL);
-  snprintf(c.lr, sizeof c.lr, "1e400");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "--lr: ");
-  snprintf(c.lr, sizeof c.lr, "0");
-  ASSERT_EQ(fl_config_lr0(&c, 100, &lr), FL_EINVAL);
+  ASSERT_EQ(parse(&c, FL_PROG_SIM,
+                  ARGV("--aggregator", "bogus", "--attack", "x,y", "--attackers", "1"), NULL),
+            0);
+  ASSERT_STR_EQ(c.aggregator, "bogus");
+  ASSERT_STR_EQ(c.attack, "x,y");
+  const char *path = write_file("specs.ini", "aggregator = trimmed-mean:0.7\nattack = nan\n");
+  ASSERT_EQ(parse(&c, FL_PROG_CLIENT, ARGV("--config", (char *)path), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'aggregator' is not an option of fedlr-client");
+  path = write_file("specs.ini", "aggregator = trimmed-mean:0.7\n");
+  ASSERT_EQ(parse(&c, FL_PROG_COORD, ARGV("--config", (char *)path), NULL), 0);
+  ASSERT_STR_EQ(c.aggregator, "trimmed-mean:0.7");
+  /* The rule between --attack and --attackers is fl_config's. */
+  ASSERT_EQ(parse(&c, FL_PROG_SIM, ARGV("--attack", "bogus"), NULL), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--attack bogus: needs --attackers N");
 }
 
 TEST(validate_catches_programmatic_values) {

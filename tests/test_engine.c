@@ -497,7 +497,7 @@ static void check_resume(int *fl__failed, const fl_engine_config_t *c, const cha
   ASSERT_EQ(fl_checkpoint_save(b, path), 0);
   fl_engine_destroy(&b);
   b = make_engine(c, 10, 10);
-  ASSERT_EQ(fl_checkpoint_load(b, path), 0);
+  ASSERT_EQ(fl_checkpoint_load(b, path, NULL, 0), 0);
   ASSERT_EQ(fl_engine_rounds_done(b), 2);
   run_rounds(b, &c->model, 3, 1);
   ASSERT_TRUE(fl_engine_finished(b));
@@ -521,15 +521,15 @@ TEST(checkpoint_resume_is_bit_identical) {
   fl_engine_config_t c2 = base_config();
   c2.seed = 43;
   fl_engine_t *x = make_engine(&c2, 10, 10);
-  ASSERT_EQ(fl_checkpoint_load(x, path), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "seed");
+  ASSERT_EQ(fl_checkpoint_load(x, path, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written with --seed 42; this run has --seed 43");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
   fl_model_parse("mlp:5", IN, CLASSES, &c2.model);
   c2.seed = 42;
   x = make_engine(&c2, 10, 10);
-  ASSERT_EQ(fl_checkpoint_load(x, path), FL_ESHAPE);
-  ASSERT_CONTAINS(fl_err_msg(), "holds model 'mlp:4', expected 'mlp:5'");
+  ASSERT_EQ(fl_checkpoint_load(x, path, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written with --model mlp:4; this run has --model mlp:5");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
 }
@@ -645,7 +645,7 @@ TEST(checkpoint_every_real_plateau_state_resumes) {
     lr_prev = fl_engine_round_lr(a);
     ASSERT_EQ(fl_checkpoint_save(a, path), 0);
     fl_engine_t *b = make_engine(&c, 3, 10);
-    int rc = fl_checkpoint_load(b, path);
+    int rc = fl_checkpoint_load(b, path, NULL, 0);
     if (rc) FL__FAIL("round %u: %s", r, fl_err_msg());
     size_t la, lb;
     uint8_t *sa = engine_bytes(a, &la), *sb = engine_bytes(b, &lb);
@@ -688,7 +688,9 @@ TEST(checkpoint_corrupt_values_refused) {
   size_t len0, len1;
   uint8_t *before = engine_bytes(e, &len0);
   ASSERT_TRUE(before != NULL);
-  const char *fmt = "must be a whole number of rounds in [0, 12] (this run's round limit)";
+  const char *fmt =
+      "must be a whole number of rounds in [0, 12] (the round limit it was written with, "
+      "fedlr_rounds)";
   const struct {
     const char *key, *value;
     int code;
@@ -701,7 +703,7 @@ TEST(checkpoint_corrupt_values_refused) {
       {"fedlr_rounds_done", " 4", FL_ERANGE, fmt},
       {"fedlr_rounds_done", "1e1", FL_ERANGE, fmt},
       {"fedlr_rounds_done", "99999999999999999999999", FL_ERANGE, fmt},
-      {"fedlr_seed", "43", FL_EINVAL, "is for seed 43, this run uses seed 42"},
+      {"fedlr_seed", "43", FL_EINVAL, "was written with --seed 43; this run has --seed 42"},
       {"fedlr_seed", "x", FL_EFORMAT, "fedlr_seed = 'x': not a whole number"},
       {"fedlr_best_accuracy", "nan", FL_ERANGE, "must be an accuracy in [0, 1]"},
       {"fedlr_best_accuracy", "-0x1p-1", FL_ERANGE, "'-0x1p-1' (-0.5): must be an accuracy"},
@@ -741,7 +743,7 @@ TEST(checkpoint_corrupt_values_refused) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     const char *edit[] = {cases[i].key, cases[i].value, NULL};
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, edit, SIZE_MAX, 0), 0);
-    int rc = fl_checkpoint_load(e, bad);
+    int rc = fl_checkpoint_load(e, bad, NULL, 0);
     if (rc != cases[i].code || !strstr(fl_err_msg(), cases[i].needle))
       FL__FAIL("%s = '%s': rc %d, \"%s\" lacks \"%s\"", cases[i].key,
                cases[i].value ? cases[i].value : "(dropped)", rc, fl_err_msg(), cases[i].needle);
@@ -753,7 +755,7 @@ TEST(checkpoint_corrupt_values_refused) {
   /* Two values right, one wrong: a running cooldown with num_bad > 0. */
   const char *cool_and_bad[] = {"fedlr_plateau_cool", "1", "fedlr_plateau_bad", "1", NULL};
   ASSERT_EQ(ck_rewrite(&c.model, good, bad, cool_and_bad, SIZE_MAX, 0), 0);
-  ASSERT_EQ(fl_checkpoint_load(e, bad), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "fedlr_plateau_bad = '1': must be 0 while a cooldown runs "
                                 "(fedlr_plateau_cool = 1)");
 
@@ -775,7 +777,7 @@ TEST(checkpoint_corrupt_values_refused) {
   };
   for (size_t i = 0; i < sizeof weights / sizeof weights[0]; i++) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, weights[i].at, weights[i].v), 0);
-    int rc = fl_checkpoint_load(e, bad);
+    int rc = fl_checkpoint_load(e, bad, NULL, 0);
     if (rc != weights[i].code || !strstr(fl_err_msg(), weights[i].needle))
       FL__FAIL("weight %zu = %g: rc %d, \"%s\" lacks \"%s\"", weights[i].at, (double)weights[i].v,
                rc, fl_err_msg(), weights[i].needle);
@@ -786,24 +788,28 @@ TEST(checkpoint_corrupt_values_refused) {
   }
 
   /* A run without a target cannot have reached one; a schedule other than
-   * plateau cannot have moved the plateau state. */
+   * plateau cannot have moved the plateau state. (The run's identity is
+   * rewritten to match, so that it is the state check that refuses.) */
   fl_engine_config_t c2 = c;
   c2.target_accuracy = 0;
   fl_engine_t *x = make_engine(&c2, 3, 10);
-  const char *reached[] = {"fedlr_target_reached", "1", NULL};
+  const char *reached[] = {"fedlr_target_reached", "1", "fedlr_target_accuracy", "0x0p+0", NULL};
   ASSERT_EQ(ck_rewrite(&c.model, good, bad, reached, SIZE_MAX, 0), 0);
-  ASSERT_EQ(fl_checkpoint_load(x, bad), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(x, bad, NULL, 0), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "this run has no target accuracy, so it cannot have reached one");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
   fl_engine_destroy(&x);
   c2 = c;
   fl_sched_parse("exp:gamma=0.5", &c2.sched);
   x = make_engine(&c2, 3, 10);
-  ASSERT_EQ(fl_checkpoint_load(x, good), FL_ERANGE);
+  const char *exp_sched[] = {"fedlr_schedule", "exp:gamma=0.5,every=1", NULL};
+  ASSERT_EQ(ck_rewrite(&c.model, good, bad, exp_sched, SIZE_MAX, 0), 0);
+  ASSERT_EQ(fl_checkpoint_load(x, bad, NULL, 0), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "must be inf: this run's schedule is not plateau");
-  const char *fresh_best[] = {"fedlr_plateau_best", "inf", NULL};
+  const char *fresh_best[] = {"fedlr_plateau_best", "inf", "fedlr_schedule",
+                              "exp:gamma=0.5,every=1", NULL};
   ASSERT_EQ(ck_rewrite(&c.model, good, bad, fresh_best, SIZE_MAX, 0), 0);
-  ASSERT_EQ(fl_checkpoint_load(x, bad), FL_ERANGE);
+  ASSERT_EQ(fl_checkpoint_load(x, bad, NULL, 0), FL_ERANGE);
   ASSERT_CONTAINS(fl_err_msg(), "fedlr_plateau_scale = '0x1p-1' (0.5): must be 1: this run's "
                                 "schedule is not plateau");
   ASSERT_EQ(fl_engine_rounds_done(x), 0);
@@ -824,13 +830,13 @@ TEST(checkpoint_corrupt_values_refused) {
   for (size_t i = 0; i < sizeof legal / sizeof legal[0]; i++) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, legal[i], SIZE_MAX, 0), 0);
     fl_engine_t *y = make_engine(&c, 3, 10);
-    int rc = fl_checkpoint_load(y, bad);
+    int rc = fl_checkpoint_load(y, bad, NULL, 0);
     if (rc) FL__FAIL("%s = '%s': %s", legal[i][0], legal[i][1], fl_err_msg());
     fl_engine_destroy(&y);
   }
   for (int sign = -1; sign <= 1; sign += 2) {
     ASSERT_EQ(ck_rewrite(&c.model, good, bad, NULL, 7, (float)(sign * FL_ENGINE_MAX_WEIGHT)), 0);
-    ASSERT_EQ(fl_checkpoint_load(e, bad), 0);
+    ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), 0);
   }
   free(before);
   fl_engine_destroy(&e);
@@ -898,7 +904,7 @@ TEST(checkpoint_checksum_and_file_type) {
     }
     alarm(10); /* a blocked open() fails the test loudly */
     double t0 = fl_test_now();
-    int rc = fl_checkpoint_load(e, path);
+    int rc = fl_checkpoint_load(e, path, NULL, 0);
     double took = fl_test_now() - t0;
     alarm(0);
     if (rc != cases[i].code || !strstr(fl_err_msg(), cases[i].needle))
@@ -911,11 +917,304 @@ TEST(checkpoint_checksum_and_file_type) {
   }
   unlink(bad);
   /* The intact file still loads into the same engine. */
-  ASSERT_EQ(fl_checkpoint_load(e, good), 0);
+  ASSERT_EQ(fl_checkpoint_load(e, good, NULL, 0), 0);
   ASSERT_EQ(fl_engine_rounds_done(e), 2);
   free(b);
   free(raw);
   free(before);
+  fl_engine_destroy(&e);
+}
+
+/* ---- a checkpoint carries the run's identity ---------------------------- */
+
+/* A run whose every identity setting differs from the defaults. */
+static fl_engine_config_t id_config(void) {
+  fl_engine_config_t c = base_config();
+  snprintf(c.lr_spec, sizeof c.lr_spec, "auto:2");
+  c.lr0 = fl_sched_lr_heuristic(c.model.num_params, 2);
+  c.rounds = 6;
+  snprintf(c.local_schedule, sizeof c.local_schedule, "exp:gamma=0.9");
+  c.local_unit = FEDLR__ROUND_START__LOCAL_UNIT__STEP;
+  fl_optim_parse("momentum:0.5", &c.optim);
+  c.local_epochs = 2;
+  c.fraction = 0.5;
+  c.min_clients = 2;
+  c.clients = 10;
+  c.aggregator = FL_AGG_TRIMMED_MEAN;
+  c.trim_beta = 0.2;
+  c.clip_norm = 1.5;
+  c.max_examples = 100;
+  c.quarantine_rounds = 3;
+  c.eval_every = 2;
+  c.target_accuracy = 0.95;
+  return c;
+}
+
+/* Every setting of the identity, changed alone, is refused with its flag
+ * and both values, and leaves the engine as it was; the checkpoint holds
+ * them in the documented form. */
+TEST(checkpoint_identity_refuses_each_change) {
+  fl_engine_config_t c = id_config();
+  fl_engine_t *a = make_engine(&c, 10, 10);
+  run_rounds(a, &c.model, 2, 1);
+  char good[600];
+  snprintf(good, sizeof good, "%s/ck-id.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_checkpoint_save(a, good), 0);
+  fl_engine_destroy(&a);
+  const char *stored[][2] = {{"fedlr_seed", "42"},
+                             {"fedlr_lr", "auto:2"},
+                             {"fedlr_schedule", "exp:gamma=0.5,every=1"},
+                             {"fedlr_local_schedule", "exp:gamma=0.9"},
+                             {"fedlr_local_unit", "step"},
+                             {"fedlr_optimizer", "momentum:momentum=0.5,wd=0"},
+                             {"fedlr_local_epochs", "2"},
+                             {"fedlr_batch_size", "4"},
+                             {"fedlr_fraction", "0x1p-1"},
+                             {"fedlr_min_clients", "2"},
+                             {"fedlr_clients", "10"},
+                             {"fedlr_aggregator", "trimmed-mean:0.2"},
+                             {"fedlr_clip_norm", "0x1.8p+0"},
+                             {"fedlr_max_examples", "100"},
+                             {"fedlr_quarantine_rounds", "3"},
+                             {"fedlr_eval_every", "2"},
+                             {"fedlr_target_accuracy", "0x1.e666666666666p-1"},
+                             {"fedlr_rounds", "6"},
+                             {"model", "mlp:4"}};
+  for (size_t i = 0; i < sizeof stored / sizeof stored[0]; i++) {
+    char v[128];
+    ASSERT_EQ(fl_safetensors_meta(good, stored[i][0], v, sizeof v), 0);
+    if (strcmp(v, stored[i][1]))
+      FL__FAIL("%s = '%s', expected '%s'", stored[i][0], v, stored[i][1]);
+  }
+
+  const char *cases[] = {
+      "--seed 42; this run has --seed 43",
+      "--lr auto:2; this run has --lr auto:3",
+      "--lr (the initial rate) 0.4; this run has --lr (the initial rate) 0.5",
+      "--schedule exp:gamma=0.5,every=1; this run has --schedule exp:gamma=0.5,every=2",
+      "--local-schedule exp:gamma=0.9; this run has --local-schedule const",
+      "--local-unit step; this run has --local-unit epoch",
+      "--optimizer momentum:momentum=0.5,wd=0; this run has --optimizer sgd:wd=0",
+      "--local-epochs 2; this run has --local-epochs 3",
+      "--batch-size 4; this run has --batch-size 5",
+      "--fraction 0.5; this run has --fraction 0.3",
+      "--fraction 0.5; this run has --fraction 0.50000000000000011",
+      "--min-clients 2; this run has --min-clients 1",
+      "--clients 10; this run has --clients 11",
+      "--aggregator trimmed-mean:0.2; this run has --aggregator median",
+      "--aggregator trimmed-mean:0.2; this run has --aggregator trimmed-mean:0.25",
+      "--clip-norm 1.5; this run has --clip-norm 0",
+      "--max-examples 100; this run has --max-examples 0",
+      "--quarantine 3; this run has --quarantine 5",
+      "--eval-every 2; this run has --eval-every 1",
+      "--target-accuracy 0.95; this run has --target-accuracy 0",
+      "--model mlp:4; this run has --model mlp:5",
+      "--lr auto:2; this run has --lr 0.5", /* and the rate it gives: one change */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fl_engine_config_t x = c;
+    switch (i) {
+    case 0: x.seed = 43; break;
+    case 1: snprintf(x.lr_spec, sizeof x.lr_spec, "auto:3"); break;
+    case 2: x.lr0 = 0.5; break; /* the same --lr resolved otherwise (another fedlr) */
+    case 3: fl_sched_parse("exp:gamma=0.5,every=2", &x.sched); break;
+    case 4: snprintf(x.local_schedule, sizeof x.local_schedule, "const"); break;
+    case 5: x.local_unit = FEDLR__ROUND_START__LOCAL_UNIT__EPOCH; break;
+    case 6: fl_optim_parse("sgd", &x.optim); break;
+    case 7: x.local_epochs = 3; break;
+    case 8: x.batch_size = 5; break;
+    case 9: x.fraction = 0.3; break;
+    case 10: x.fraction = nextafter(0.5, 1); break; /* one bit: shown with every digit */
+    case 11: x.min_clients = 1; break;
+    case 12: x.clients = 11; break;
+    case 13: x.aggregator = FL_AGG_MEDIAN, x.trim_beta = 0; break;
+    case 14: x.trim_beta = 0.25; break;
+    case 15: x.clip_norm = 0; break;
+    case 16: x.max_examples = 0; break;
+    case 17: x.quarantine_rounds = 5; break;
+    case 18: x.eval_every = 1; break;
+    case 19: x.target_accuracy = 0; break;
+    case 20: fl_model_parse("mlp:5", IN, CLASSES, &x.model); break;
+    case 21: snprintf(x.lr_spec, sizeof x.lr_spec, "0.5"), x.lr0 = 0.5; break;
+    }
+    if (i == 2) {
+      /* 0.4 is what the test expects to see for lr0: make it so. */
+      fl_engine_config_t y = c;
+      y.lr0 = 0.4;
+      fl_engine_t *w = make_engine(&y, 10, 10);
+      run_rounds(w, &y.model, 2, 1);
+      ASSERT_EQ(fl_checkpoint_save(w, good), 0);
+      fl_engine_destroy(&w);
+      x.lr0 = 0.5;
+    }
+    fl_engine_t *e = make_engine(&x, 10, 10);
+    ASSERT_TRUE(e != NULL);
+    size_t len0, len1;
+    uint8_t *before = engine_bytes(e, &len0);
+    fl_err_clear();
+    int rc = fl_checkpoint_load(e, good, NULL, 0);
+    char want[1000];
+    snprintf(want, sizeof want,
+             "checkpoint %s was written with %s: resume with the same flags "
+             "(or start a new run)",
+             good, cases[i]);
+    if (rc != FL_EINVAL || !strstr(fl_err_msg(), want))
+      FL__FAIL("case %zu: rc %d, \"%s\" lacks \"%s\"", i, rc, fl_err_msg(), want);
+    uint8_t *after = engine_bytes(e, &len1);
+    ASSERT_TRUE(before && after && len1 == len0 && !memcmp(before, after, len0));
+    ASSERT_EQ(fl_engine_rounds_done(e), 0);
+    free(before);
+    free(after);
+    fl_engine_destroy(&e);
+    if (i == 2) { /* back to the checkpoint of c */
+      fl_engine_t *w = make_engine(&c, 10, 10);
+      run_rounds(w, &c.model, 2, 1);
+      ASSERT_EQ(fl_checkpoint_save(w, good), 0);
+      fl_engine_destroy(&w);
+    }
+  }
+
+  /* Several changes: the first is named with its values, the others by flag. */
+  fl_engine_config_t x = c;
+  fl_sched_parse("const", &x.sched);
+  x.aggregator = FL_AGG_FEDAVG, x.trim_beta = 0, x.clip_norm = 0;
+  fl_engine_t *e = make_engine(&x, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(e, good, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written with --schedule exp:gamma=0.5,every=1; this run has "
+                                "--schedule const (and a different --aggregator, --clip-norm): "
+                                "resume with the same flags");
+  fl_engine_destroy(&e);
+
+  /* The unchanged run resumes, and says nothing changed. */
+  e = make_engine(&c, 10, 10);
+  char changes[64] = "x";
+  ASSERT_EQ(fl_checkpoint_load(e, good, changes, sizeof changes), 0);
+  ASSERT_STR_EQ(changes, "");
+  ASSERT_EQ(fl_engine_rounds_done(e), 2);
+  fl_engine_destroy(&e);
+}
+
+/* --rounds may change, down to the rounds done, and the change is
+ * reported; a run extended so continues as an uninterrupted longer run. */
+TEST(checkpoint_identity_allows_rounds) {
+  fl_engine_config_t c = id_config();
+  c.rounds = 2;
+  fl_engine_t *a = make_engine(&c, 10, 10);
+  run_rounds(a, &c.model, 2, 1);
+  ASSERT_TRUE(fl_engine_finished(a));
+  char path[600];
+  snprintf(path, sizeof path, "%s/ck-rounds.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_checkpoint_save(a, path), 0);
+  fl_engine_destroy(&a);
+
+  fl_engine_config_t longer = c;
+  longer.rounds = 5;
+  fl_engine_t *ref = make_engine(&longer, 10, 10), *b = make_engine(&longer, 10, 10);
+  run_rounds(ref, &c.model, 5, 1);
+  char changes[64];
+  ASSERT_EQ(fl_checkpoint_load(b, path, changes, sizeof changes), 0);
+  ASSERT_STR_EQ(changes, "--rounds 2 -> 5");
+  ASSERT_EQ(fl_engine_rounds_done(b), 2);
+  ASSERT_FALSE(fl_engine_finished(b));
+  run_rounds(b, &c.model, 3, 1);
+  ASSERT_TRUE(fl_engine_finished(b));
+  ASSERT_EQ(
+      memcmp(fl_engine_weights(ref), fl_engine_weights(b), c.model.num_params * sizeof(float)), 0);
+  fl_engine_destroy(&ref);
+  fl_engine_destroy(&b);
+
+  /* A checkpoint of a longer run, resumed with its limit lowered to the
+   * rounds done (the run is then over), or below them (refused). */
+  fl_engine_config_t x = c;
+  x.rounds = 9;
+  a = make_engine(&x, 10, 10);
+  run_rounds(a, &x.model, 2, 1);
+  ASSERT_EQ(fl_checkpoint_save(a, path), 0);
+  fl_engine_destroy(&a);
+  b = make_engine(&c, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(b, path, changes, sizeof changes), 0);
+  ASSERT_STR_EQ(changes, "--rounds 9 -> 2");
+  ASSERT_TRUE(fl_engine_finished(b));
+  fl_engine_destroy(&b);
+  x.rounds = 1;
+  b = make_engine(&x, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(b, path, changes, sizeof changes), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written after 2 rounds (of --rounds 9); this run has "
+                                "--rounds 1: resume with --rounds 2 or more (or start a new run)");
+  ASSERT_EQ(fl_engine_rounds_done(b), 0);
+  fl_engine_destroy(&b);
+}
+
+/* A checkpoint without an identity key (an older fedlr's) cannot be checked
+ * and is refused; so are identity values that are not of their kind. */
+TEST(checkpoint_identity_missing_or_malformed) {
+  fl_engine_config_t c = id_config();
+  fl_engine_t *a = make_engine(&c, 10, 10);
+  run_rounds(a, &c.model, 2, 1);
+  char good[600], bad[600];
+  snprintf(good, sizeof good, "%s/ck-idm.safetensors", fl_test_tmpdir());
+  snprintf(bad, sizeof bad, "%s/ck-idm-bad.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_checkpoint_save(a, good), 0);
+  fl_engine_destroy(&a);
+  const char *keys[] = {"fedlr_seed",
+                        "fedlr_lr",
+                        "fedlr_lr0",
+                        "fedlr_schedule",
+                        "fedlr_local_schedule",
+                        "fedlr_local_unit",
+                        "fedlr_optimizer",
+                        "fedlr_local_epochs",
+                        "fedlr_batch_size",
+                        "fedlr_fraction",
+                        "fedlr_min_clients",
+                        "fedlr_clients",
+                        "fedlr_aggregator",
+                        "fedlr_clip_norm",
+                        "fedlr_max_examples",
+                        "fedlr_quarantine_rounds",
+                        "fedlr_eval_every",
+                        "fedlr_target_accuracy",
+                        "fedlr_rounds"};
+  fl_engine_t *e = make_engine(&c, 10, 10);
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    const char *drop[] = {keys[i], NULL, NULL};
+    ASSERT_EQ(ck_rewrite(&c.model, good, bad, drop, SIZE_MAX, 0), 0);
+    int rc = fl_checkpoint_load(e, bad, NULL, 0);
+    char want[128];
+    snprintf(want, sizeof want,
+             "no %s: it was written by an older fedlr, which did not record "
+             "the run's flags",
+             keys[i]);
+    if (rc != FL_EFORMAT || !strstr(fl_err_msg(), want))
+      FL__FAIL("without %s: rc %d, \"%s\" lacks \"%s\"", keys[i], rc, fl_err_msg(), want);
+    ASSERT_EQ(fl_engine_rounds_done(e), 0);
+  }
+  const struct {
+    const char *key, *value;
+    int code;
+    const char *needle;
+  } cases[] = {
+      {"fedlr_local_epochs", "2x", FL_EFORMAT, "fedlr_local_epochs = '2x': not a whole number"},
+      {"fedlr_seed", "-42", FL_EFORMAT, "fedlr_seed = '-42': not a whole number"},
+      {"fedlr_fraction", "nan", FL_EFORMAT, "fedlr_fraction = 'nan': not a finite number"},
+      {"fedlr_clip_norm", "1.5x", FL_EFORMAT, "fedlr_clip_norm = '1.5x': not a finite number"},
+      {"fedlr_rounds", "0", FL_ERANGE, "fedlr_rounds = '0': must be a whole number of rounds"},
+      {"fedlr_rounds", "1", FL_ERANGE,
+       "fedlr_rounds_done = '2': must be a whole number of rounds in [0, 1] (the round limit it "
+       "was written with, fedlr_rounds)"},
+      /* The same value written otherwise is the same setting. */
+      {"fedlr_fraction", "0.5", 0, NULL},
+      {"fedlr_seed", "0042", 0, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *edit[] = {cases[i].key, cases[i].value, NULL};
+    ASSERT_EQ(ck_rewrite(&c.model, good, bad, edit, SIZE_MAX, 0), 0);
+    fl_engine_t *y = make_engine(&c, 10, 10);
+    int rc = fl_checkpoint_load(y, bad, NULL, 0);
+    if (rc != cases[i].code || (cases[i].needle && !strstr(fl_err_msg(), cases[i].needle)))
+      FL__FAIL("%s = '%s': rc %d, \"%s\"", cases[i].key, cases[i].value, rc, fl_err_msg());
+    fl_engine_destroy(&y);
+  }
   fl_engine_destroy(&e);
 }
 
@@ -1044,27 +1343,49 @@ static float ref_robust(float w0, const float *vals, size_t r, fl_agg_kind_t kin
 }
 
 TEST(aggregator_and_robust_config) {
-  fl_agg_kind_t k;
-  double b;
-  ASSERT_EQ(fl_config_aggregator("fedavg", &k, &b), 0);
-  ASSERT_EQ(k, FL_AGG_FEDAVG);
-  ASSERT_EQ(fl_config_aggregator("median", &k, &b), 0);
-  ASSERT_EQ(k, FL_AGG_MEDIAN);
-  ASSERT_EQ(fl_config_aggregator("trimmed-mean:0.1", &k, &b), 0);
-  ASSERT_EQ(k, FL_AGG_TRIMMED_MEAN);
-  ASSERT_NEAR(b, 0.1, 0);
+  fl_agg_config_t a = {FL_AGG_MEDIAN, 0.3, 1.5};
+  ASSERT_EQ(fl_agg_parse("fedavg", &a), 0);
+  ASSERT_EQ(a.kind, FL_AGG_FEDAVG);
+  ASSERT_NEAR(a.trim_beta, 0, 0);
+  ASSERT_NEAR(a.clip_norm, 1.5, 0); /* a setting of its own: left alone */
+  ASSERT_EQ(fl_agg_parse("median", &a), 0);
+  ASSERT_EQ(a.kind, FL_AGG_MEDIAN);
+  ASSERT_EQ(fl_agg_parse("trimmed-mean:0.1", &a), 0);
+  ASSERT_EQ(a.kind, FL_AGG_TRIMMED_MEAN);
+  ASSERT_NEAR(a.trim_beta, 0.1, 0);
   const char *bad[] = {"",
                        "mean",
                        "median:1",
                        "trimmed-mean",
                        "trimmed-mean:",
+                       "trimmed-mean: 0.1",
                        "trimmed-mean:0.5",
                        "trimmed-mean:-0.1",
                        "trimmed-mean:nan"};
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    ASSERT_EQ(fl_config_aggregator(bad[i], &k, &b), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "BETA must be a number in [0, 0.5)");
-  /* The flags reach the engine config through fl_engine_config_from(). */
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fl_agg_config_t before = a;
+    ASSERT_EQ(fl_agg_parse(bad[i], &a), FL_EINVAL);
+    ASSERT_EQ(memcmp(&a, &before, sizeof a), 0); /* unchanged on error */
+  }
+  ASSERT_CONTAINS(fl_err_msg(), "'trimmed-mean:nan': BETA must be a number in [0, 0.5)");
+  ASSERT_EQ(fl_agg_parse("mean", &a), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'mean' is not fedavg, median or trimmed-mean:BETA");
+  /* The canonical spec reads back to the same rule, BETA in the fewest digits. */
+  const char *canon[] = {"fedavg", "median", "trimmed-mean:0.1", "trimmed-mean:0",
+                         "trimmed-mean:0.49999999999999994"};
+  for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
+    char buf[64];
+    ASSERT_EQ(fl_agg_parse(canon[i], &a), 0);
+    ASSERT_EQ(fl_agg_format(&a, buf, sizeof buf), 0);
+    ASSERT_STR_EQ(buf, canon[i]);
+  }
+  ASSERT_EQ(fl_agg_parse("trimmed-mean:0.100", &a), 0);
+  char small[8], buf[64];
+  ASSERT_EQ(fl_agg_format(&a, buf, sizeof buf), 0);
+  ASSERT_STR_EQ(buf, "trimmed-mean:0.1");
+  ASSERT_EQ(fl_agg_format(&a, small, sizeof small), FL_ETOOBIG);
+  /* The flags reach the engine config through fl_engine_agg_from() and
+   * fl_engine_config_from(); fl_config stores the spec as given. */
   fl_config_t cfg;
   char *argv[] = {"fedlr-sim",
                   "--aggregator",
@@ -1076,15 +1397,22 @@ TEST(aggregator_and_robust_config) {
                   NULL};
   int help;
   ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_SIM, 7, argv, &help), 0);
+  fl_agg_config_t agg;
+  ASSERT_EQ(fl_engine_agg_from(&agg, &cfg), 0);
   fl_engine_config_t ec;
-  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, 784, 10, NULL), 0);
+  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, &agg, 784, 10, NULL), 0);
   ASSERT_EQ(ec.aggregator, FL_AGG_TRIMMED_MEAN);
   ASSERT_NEAR(ec.trim_beta, 0.25, 0);
   ASSERT_NEAR(ec.clip_norm, 2.5, 0);
   ASSERT_EQ(ec.max_examples, 600);
   char *bad_argv[] = {"fedlr-coordinator", "--aggregator", "trimmed-mean:0.5", NULL};
-  ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_COORD, 3, bad_argv, &help), FL_EINVAL);
-  ASSERT_CONTAINS(fl_err_msg(), "--aggregator");
+  ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_COORD, 3, bad_argv, &help), 0);
+  ASSERT_STR_EQ(cfg.aggregator, "trimmed-mean:0.5");
+  agg = (fl_agg_config_t){FL_AGG_MEDIAN, 0, 0};
+  ASSERT_EQ(fl_engine_agg_from(&agg, &cfg), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(),
+                  "--aggregator: 'trimmed-mean:0.5': BETA must be a number in [0, 0.5)");
+  ASSERT_EQ(agg.kind, FL_AGG_MEDIAN); /* unchanged */
   /* --attack and --attackers go together in fedlr-sim. */
   char *lone[] = {"fedlr-sim", "--attackers", "3", NULL};
   ASSERT_EQ(fl_config_parse(&cfg, FL_PROG_SIM, 3, lone, &help), FL_EINVAL);
@@ -1662,13 +1990,13 @@ TEST(quarantine_survives_a_checkpoint) {
   for (int order = 0; order < 2; order++) {
     int err;
     fl_engine_t *b = fl_engine_new(&c, &err);
-    if (order == 0) ASSERT_EQ(fl_checkpoint_load(b, path), 0);
+    if (order == 0) ASSERT_EQ(fl_checkpoint_load(b, path, NULL, 0), 0);
     for (uint32_t k = 0; k < 4; k++) {
       char name[8];
       snprintf(name, sizeof name, "c%u", k);
       ASSERT_EQ(fl_engine_add_client_at(b, k, name, 10 + k), 0);
     }
-    if (order == 1) ASSERT_EQ(fl_checkpoint_load(b, path), 0);
+    if (order == 1) ASSERT_EQ(fl_checkpoint_load(b, path, NULL, 0), 0);
     for (uint32_t r = 2; r <= 5; r++) {
       ASSERT_EQ(fl_engine_begin_round(b), 0);
       ASSERT_EQ(fl_engine_is_sampled(b, 2), r == 5);
@@ -1691,7 +2019,7 @@ TEST(quarantine_survives_a_checkpoint) {
     const char *edits[] = {"fedlr_quarantine", bad[i], NULL};
     ASSERT_EQ(ck_rewrite(&c.model, path, badpath, edits, (size_t)-1, 0), 0);
     fl_engine_t *b = make_engine(&c, 4, 10);
-    ASSERT_EQ(fl_checkpoint_load(b, badpath), FL_EFORMAT);
+    ASSERT_EQ(fl_checkpoint_load(b, badpath, NULL, 0), FL_EFORMAT);
     ASSERT_CONTAINS(fl_err_msg(), "fedlr_quarantine");
     ASSERT_EQ(fl_engine_rounds_done(b), 0);
     fl_engine_destroy(&b);

@@ -510,4 +510,55 @@ TEST(heuristic) {
   ASSERT_NEAR(fl_sched_lr_heuristic(0, 0.3), 0.3, TOL);
 }
 
+/* --lr: a number, auto or auto:SCALE; auto resolved for a parameter count. */
+TEST(parse_lr0) {
+  double lr = -1;
+  ASSERT_EQ(fl_sched_parse_lr0("0.1", 7850, &lr), 0);
+  ASSERT_NEAR(lr, 0.1, 0);
+  ASSERT_EQ(fl_sched_parse_lr0("auto", 100, &lr), 0);
+  ASSERT_NEAR(lr, fl_sched_lr_heuristic(100, 1.0), 0);
+  ASSERT_EQ(fl_sched_parse_lr0("auto:2", 100, &lr), 0);
+  ASSERT_NEAR(lr, fl_sched_lr_heuristic(100, 2.0), 0);
+  ASSERT_NEAR(lr, 0.2, TOL);
+  /* Without lr0, the text alone is checked, auto included. */
+  ASSERT_EQ(fl_sched_parse_lr0("auto:2", 0, NULL), 0);
+  ASSERT_EQ(fl_sched_parse_lr0("5e-2", 0, NULL), 0);
+  lr = -1;
+  ASSERT_EQ(fl_sched_parse_lr0("auto", 0, &lr), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'auto' needs the model's parameter count");
+  ASSERT_NEAR(lr, -1, 0); /* unchanged on error */
+  const char *bad[] = {"",    "fast", "0",     "-0.1",   "1e400",   "1e-320", " 0.1",  "0.1 ",
+                       "nan", "inf",  "auto:", "auto:0", "auto:-1", "auto:x", "auto2", "AUTO"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (fl_sched_parse_lr0(bad[i], 100, &lr) != FL_EINVAL)
+      FL__FAIL("'%s' was accepted (%g)", bad[i], lr);
+    ASSERT_EQ(fl_sched_parse_lr0(bad[i], 0, NULL), FL_EINVAL);
+    char want[64];
+    snprintf(want, sizeof want, "'%s' is not a positive number, auto or auto:SCALE", bad[i]);
+    ASSERT_CONTAINS(fl_err_msg(), want);
+  }
+  ASSERT_NEAR(lr, -1, 0);
+}
+
+/* A local schedule is any schedule but plateau, which needs an evaluation
+ * loss: one function says so, for the command line and for a client. */
+TEST(parse_local) {
+  fl_sched_t s, r;
+  ASSERT_EQ(fl_sched_parse_local("warmup:2+exp:gamma=0.5", &s), 0);
+  PARSE_OK("warmup:2+exp:gamma=0.5", &r);
+  ASSERT_TRUE(sched_equal(&s, &r));
+  ASSERT_EQ(fl_sched_parse_local(NULL, &s), 0);
+  ASSERT_EQ(s.kind, FL_SCHED_CONST);
+  const char *bad[] = {"plateau", "plateau:factor=0.5", "warmup:3+plateau"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ASSERT_EQ(fl_sched_parse_local(bad[i], &s), FL_EINVAL);
+    ASSERT_CONTAINS(fl_err_msg(), "plateau follows the evaluation loss");
+    ASSERT_CONTAINS(fl_err_msg(), bad[i]);
+    ASSERT_EQ(s.kind, FL_SCHED_CONST); /* zeroed */
+  }
+  /* Other errors are fl_sched_parse()'s. */
+  ASSERT_EQ(fl_sched_parse_local("exp:gama=0.9", &s), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "unknown key 'gama'");
+}
+
 FL_TEST_MAIN()

@@ -209,23 +209,23 @@ static float *update_delta(const fl_engine_t *e, const uint8_t *buf, size_t len,
   return d;
 }
 
-/* Each attack turns the honest update into exactly what fl_trainer.h says,
+/* Each attack turns the honest update into exactly what fl_attack.h says,
  * and specs parse (or fail) as documented. */
 TEST(attacks_change_the_update_as_documented) {
   fl_attack_t a;
-  ASSERT_EQ(fl_config_attack("none", &a), 0);
-  ASSERT_FALSE(fl_config_attack_active(&a));
-  ASSERT_EQ(fl_config_attack("sign-flip,scale:-2.5,examples:1000000000,nan", &a), 0);
+  ASSERT_EQ(fl_attack_parse("none", &a), 0);
+  ASSERT_FALSE(fl_attack_active(&a));
+  ASSERT_EQ(fl_attack_parse("sign-flip,scale:-2.5,examples:1000000000,nan", &a), 0);
   ASSERT_TRUE(a.sign_flip && a.nan);
   ASSERT_NEAR(a.scale, -2.5, 0);
   ASSERT_EQ(a.examples, 1000000000ULL);
   const char *bad[] = {"",          "sign-flip,", "flip",        "scale:0", "scale:x",
                        "scale:inf", "examples:0", "examples:-3", "nan,nan", "none,nan"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    ASSERT_EQ(fl_config_attack(bad[i], &a), FL_EINVAL);
-    ASSERT_FALSE(fl_config_attack_active(&a));
+    ASSERT_EQ(fl_attack_parse(bad[i], &a), FL_EINVAL);
+    ASSERT_FALSE(fl_attack_active(&a));
   }
-  ASSERT_EQ(fl_config_attack("nan,nan", &a), FL_EINVAL);
+  ASSERT_EQ(fl_attack_parse("nan,nan", &a), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "twice");
 
   fl_dataset_t *d = synthetic(3);
@@ -243,7 +243,7 @@ TEST(attacks_change_the_update_as_documented) {
                          "nan",  "examples:123456789"};
   float *honest = NULL;
   for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
-    ASSERT_EQ(fl_config_attack(specs[k], &a), 0);
+    ASSERT_EQ(fl_attack_parse(specs[k], &a), 0);
     fl_shard_t shard = {d, NULL, N, &a};
     ASSERT_EQ(fl_trainer_claimed_examples(&shard), a.examples ? a.examples : N);
     uint8_t *u;

@@ -87,6 +87,12 @@ int main(int argc, char **argv) {
       fprintf(stderr, PROG ": %s\n", fl_err_msg());
     return want_help ? 0 : 2;
   }
+  /* --aggregator, which fl_config only stores, parsed once by fl_agg. */
+  fl_agg_config_t agg;
+  if ((rc = fl_engine_agg_from(&agg, &cfg))) {
+    fprintf(stderr, PROG ": %s\n", fl_err_msg());
+    return 2;
+  }
   if (cfg.resume[0] && !cfg.out[0]) snprintf(cfg.out, sizeof cfg.out, "%s", cfg.resume);
   if (cfg.start_clients > cfg.clients) {
     fprintf(stderr, PROG ": --start-clients %u exceeds --clients %u\n", cfg.start_clients,
@@ -107,7 +113,7 @@ int main(int argc, char **argv) {
     goto out;
   }
   fl_engine_config_t ec;
-  if ((rc = fl_engine_config_from(&ec, &cfg, test->dim, test->num_classes, test))) {
+  if ((rc = fl_engine_config_from(&ec, &cfg, &agg, test->dim, test->num_classes, test))) {
     fprintf(stderr, PROG ": %s\n", fl_err_msg());
     status = 2;
     goto out;
@@ -122,7 +128,11 @@ int main(int argc, char **argv) {
                           .resume = cfg.resume[0] ? cfg.resume : NULL,
                           .participants = 1};
   if (!(run = fl_run_new(&rcfg, &rc))) {
+    /* FL_EINVAL: a flag that the checkpoint's run did not have, --rounds
+     * below its rounds done (fl_checkpoint_load); else the checkpoint or a
+     * file cannot be used. */
     fprintf(stderr, PROG ": %s\n", fl_err_msg());
+    if (rc == FL_EINVAL) status = 2;
     goto out;
   }
   char server_key[FL_KEY_Z85_LEN + 1];
