@@ -15,27 +15,10 @@ coord() {
     --round-timeout 60 --heartbeat 0.5 --client-timeout 5 "$@" >> "$TMP/coord.out" 2>> "$TMP/coord.log" &
   CPID=$!; PIDS+=($CPID)
 }
-clients() {
-  CL=()
-  for i in 0 1; do
-    timeout 120 "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --dataset fashion-mnist --data-dir "$DATA_DIR" \
-      --partition iid --num-partitions 2 --partition-index $i --seed 3 2>> "$TMP/c$i.log" &
-    CL+=($!); PIDS+=($!)
-  done
-}
-finish_run() { # DESC: the coordinator and both clients exit 0
-  local rc=0
-  wait $CPID || rc=$?
-  [ $rc -eq 0 ] && ok "$1: coordinator exit 0" || { bad "$1: coordinator exit $rc"; tail -5 "$TMP/coord.log"; }
-  for i in 0 1; do
-    rc=0; wait "${CL[$i]}" || rc=$?
-    [ $rc -eq 0 ] || { bad "$1: client $i exit $rc"; tail -3 "$TMP/c$i.log"; }
-  done
-}
 
 coord --rounds 2 --out "$TMP/run"
-clients
-finish_run "2-round run with --out"
+start_clients 2 3
+wait_run "2-round run with --out"
 CK="$TMP/run/checkpoint.safetensors"
 [ -s "$CK" ] || { bad "no checkpoint written"; finish; exit 1; }
 
@@ -121,8 +104,8 @@ done
 # The intact checkpoint resumes: round 3 runs and the run ends normally.
 mkdir -p "$TMP/good" && cp "$CK" "$TMP/good/"
 coord --rounds 3 --resume "$TMP/good" --metrics "$TMP/good.jsonl"
-clients
-finish_run "intact checkpoint resumed"
+start_clients 2 3
+wait_run "intact checkpoint resumed"
 grep -q "resumed from .* after 2 rounds" "$TMP/coord.log" && ok "$(grep -m1 'resumed from' "$TMP/coord.log" | cut -c1-160)" || bad "no 'resumed from' in the log"
 rounds=$(jsonl_eval "$TMP/good.jsonl" "[r['round'] for r in rows]")
 [ "$rounds" = "[3]" ] && ok "the resumed run ran round 3 only" || bad "resumed run rounds $rounds"

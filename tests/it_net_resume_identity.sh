@@ -18,27 +18,10 @@ coord() {
     --heartbeat 0.5 --client-timeout 5 --metrics "$TMP/m.jsonl" "$@" >> "$TMP/coord.out" 2>> "$TMP/coord.log" &
   CPID=$!; PIDS+=($CPID)
 }
-clients() {
-  CL=()
-  for i in 0 1; do
-    timeout 120 "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --dataset fashion-mnist --data-dir "$DATA_DIR" \
-      --partition iid --num-partitions 2 --partition-index $i --seed 4 2>> "$TMP/c$i.log" &
-    CL+=($!); PIDS+=($!)
-  done
-}
-finish_run() { # DESC: the coordinator and both clients exit 0
-  local rc=0
-  wait $CPID || rc=$?
-  [ $rc -eq 0 ] && ok "$1: coordinator exit 0" || { bad "$1: coordinator exit $rc"; tail -5 "$TMP/coord.log"; }
-  for i in 0 1; do
-    rc=0; wait "${CL[$i]}" || rc=$?
-    [ $rc -eq 0 ] || { bad "$1: client $i exit $rc"; tail -3 "$TMP/c$i.log"; }
-  done
-}
 
 coord "${FLAGS[@]}" --rounds 2 --round-timeout 60 --out "$TMP/run"
-clients
-finish_run "2-round run with --out"
+start_clients 2 4
+wait_run "2-round run with --out"
 CK="$TMP/run/checkpoint.safetensors"
 [ -s "$CK" ] || { bad "no checkpoint written"; finish; exit 1; }
 sum0=$(cksum < "$CK"); msum0=$(cksum < "$TMP/m.jsonl")
@@ -111,8 +94,8 @@ expect_exit 1 "a checkpoint without the identity (an older fedlr)" \
 
 # The same flags, --rounds raised and another --round-timeout: the run goes on.
 coord "${FLAGS[@]}" --rounds 4 --round-timeout 90 --resume "$TMP/run"
-clients
-finish_run "resumed with --rounds 4"
+start_clients 2 4
+wait_run "resumed with --rounds 4"
 line=$(grep -m1 "resumed from" "$TMP/coord.log" || true)
 [[ "$line" == *"resumed from $CK after 2 rounds; changed: --rounds 2 -> 4"* ]] \
   && ok "the change is logged: ${line#*fedlr-coordinator: }" || bad "no change logged: '$line'"

@@ -135,3 +135,28 @@ lines_at_least() { [ -f "$1" ] && [ "$(wc -l < "$1")" -ge "$2" ]; }
 # itself (timeout's child) first, then the wrapper. Succeeds when either is
 # gone already (timeout exits as soon as its child dies), also under set -e.
 kill9() { pkill -9 -P "$1" 2>/dev/null || true; kill -9 "$1" 2>/dev/null || true; }
+
+# start_clients N SEED: N fedlr-client processes training partitions 0..N-1
+# of Fashion-MNIST (IID, --seed SEED) for the coordinator on $PORT; their
+# pids in CL (and PIDS), their logs appended to $TMP/cI.log.
+start_clients() {
+  local n=$1 seed=$2 i
+  CL=()
+  for ((i = 0; i < n; i++)); do
+    timeout 120 "$CLIENT" --connect "tcp://127.0.0.1:$PORT" --dataset fashion-mnist --data-dir "$DATA_DIR" \
+      --partition iid --num-partitions "$n" --partition-index $i --seed "$seed" 2>> "$TMP/c$i.log" &
+    CL+=($!); PIDS+=($!)
+  done
+}
+
+# wait_run DESC: the coordinator ($CPID, its log $TMP/coord.log) and the
+# clients started by start_clients must all exit 0.
+wait_run() {
+  local rc=0 i
+  wait $CPID || rc=$?
+  [ $rc -eq 0 ] && ok "$1: coordinator exit 0" || { bad "$1: coordinator exit $rc"; tail -5 "$TMP/coord.log"; }
+  for i in "${!CL[@]}"; do
+    rc=0; wait "${CL[$i]}" || rc=$?
+    [ $rc -eq 0 ] || { bad "$1: client $i exit $rc"; tail -3 "$TMP/c$i.log"; }
+  done
+}
