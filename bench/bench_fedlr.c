@@ -204,6 +204,7 @@ static double aggregation_gbs(const fl_model_spec_t *m, uint32_t K, const bench_
       env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
       env.update = &u;
       fl_wire_encode(&env, &bufs[k], &lens[k]);
+      fl_wire_tensors_free(&tv);
     }
     double t = now_s();
     for (uint32_t k = 0; k < K; k++) {

@@ -20,8 +20,10 @@
  * session's lifetime (a 64M-parameter model), checked against the model's
  * own limit at each Welcome. */
 #define SESSION_MAX_MSGSIZE ((size_t)256 << 20)
-#define SESSION_CTL_MAX_MESSAGE ((size_t)64 << 10)
-#define SESSION_CTL_MAX_TENSORS 16
+/* Control messages: a Welcome lists the model's tensors (up to 4096, with
+ * names of up to 255 bytes and 8 dimensions). */
+#define SESSION_CTL_MAX_MESSAGE ((size_t)2 << 20)
+#define SESSION_CTL_MAX_TENSORS FL_LAYOUT_MAX_TENSORS
 
 #define SESSION_WELCOME_WAIT 2.0     /* s of silence before re-Joining while not joined */
 #define SESSION_MIN_SILENCE 3.0      /* s, floor of 5 heartbeats once joined */

@@ -27,7 +27,15 @@ struct fl_trainer {
   fl_trainer_tick_fn tick;
   void *tick_arg;
   uint64_t tick_every;
+  /* evaluation (fl_trainer_evaluate), allocated on first use */
+  fl_model_ws_t *eval_ws; /* batch TRAINER_EVAL_BATCH */
+  float *eval_x;          /* (TRAINER_EVAL_BATCH, dims[0]) gathered rows */
+  int32_t *eval_y;
 };
+
+/* Rows evaluated per forward pass. The loss is summed row by row in shard
+ * order whatever the batch, so this only affects speed. */
+#define TRAINER_EVAL_BATCH 500
 
 fl_trainer_t *fl_trainer_new(const fl_model_spec_t *m) {
   fl_trainer_t *t = calloc(1, sizeof *t);
@@ -53,6 +61,9 @@ void fl_trainer_destroy(fl_trainer_t **pt) {
   free(t->bx);
   free(t->by);
   free(t->order);
+  fl_model_ws_destroy(&t->eval_ws);
+  free(t->eval_x);
+  free(t->eval_y);
   free(t);
   *pt = NULL;
 }
@@ -194,7 +205,7 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   if (shard->attack) fl_attack_apply(shard->attack, t->params, m->num_params, rs->seed);
 
   fl_wire_tensors_t tv;
-  fl_wire_tensors_init(&tv, m, t->params);
+  if ((rc = fl_wire_tensors_init(&tv, m, t->params))) goto out;
   Fedlr__Update up = FEDLR__UPDATE__INIT;
   up.round = rs->round;
   up.client_id = client_id;
@@ -204,10 +215,84 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
   up.weights = tv.ptrs;
   up.train_loss = loss_sum / (double)seen;
   up.steps = step;
+  up.attempt = rs->attempt;
   Fedlr__Envelope reply = FEDLR__ENVELOPE__INIT;
   reply.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
   reply.update = &up;
   rc = fl_wire_encode(&reply, out, out_len);
+  fl_wire_tensors_free(&tv);
 out:
   return rc;
+}
+
+/* Checks that a shard's data fits model m (features, labels). */
+static int check_shard(const fl_model_spec_t *m, const fl_shard_t *shard) {
+  const fl_dataset_t *d = shard->data;
+  if (shard->n == 0 || d->dim != m->dims[0])
+    return fl_err_set(FL_ESHAPE, "client data: %zu examples of %zu features, model needs %zu",
+                      shard->n, d->dim, m->dims[0]);
+  if (d->num_classes > m->dims[m->num_layers])
+    return fl_err_set(FL_ESHAPE, "client data has labels up to %zu, the model has %zu classes",
+                      d->num_classes - 1, m->dims[m->num_layers]);
+  return 0;
+}
+
+int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *params,
+                        double *loss, double *accuracy) {
+  const fl_model_spec_t *m = &t->model;
+  int rc = check_shard(m, shard);
+  if (rc) return rc;
+  if (!t->eval_ws) {
+    t->eval_ws = fl_model_ws_new(m, TRAINER_EVAL_BATCH);
+    t->eval_x = malloc(TRAINER_EVAL_BATCH * m->dims[0] * sizeof *t->eval_x);
+    t->eval_y = malloc(TRAINER_EVAL_BATCH * sizeof *t->eval_y);
+    if (!t->eval_ws || !t->eval_x || !t->eval_y) {
+      fl_model_ws_destroy(&t->eval_ws);
+      return fl_err_set(FL_ENOMEM, "trainer: out of memory for evaluation");
+    }
+  }
+  const fl_dataset_t *d = shard->data;
+  const size_t dim = m->dims[0];
+  double loss_sum = 0;
+  size_t correct = 0;
+  for (size_t b0 = 0; b0 < shard->n; b0 += TRAINER_EVAL_BATCH) {
+    size_t bs = shard->n - b0 < TRAINER_EVAL_BATCH ? shard->n - b0 : TRAINER_EVAL_BATCH;
+    for (size_t j = 0; j < bs; j++) {
+      size_t r = shard->idx ? shard->idx[b0 + j] : b0 + j;
+      memcpy(t->eval_x + j * dim, d->x + r * dim, dim * sizeof *t->eval_x);
+      t->eval_y[j] = d->y[r];
+    }
+    fl_model_evaluate(m, t->eval_ws, params, t->eval_x, t->eval_y, bs, &loss_sum, &correct);
+  }
+  *loss = loss_sum / (double)shard->n;
+  *accuracy = (double)correct / (double)shard->n;
+  return 0;
+}
+
+int fl_trainer_evaluate_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
+                                const Fedlr__Evaluate *ev, uint8_t **out, size_t *out_len) {
+  const fl_model_spec_t *m = &t->model;
+  int rc;
+  if (strcmp(ev->model, m->spec) != 0)
+    return fl_err_set(FL_ESHAPE, "evaluation of round %u is for model '%s', this client runs '%s'",
+                      ev->round, ev->model, m->spec);
+  if ((rc = fl_wire_check_tensors(ev->weights, ev->n_weights, m))) return rc;
+  fl_wire_tensors_copy(ev->weights, ev->n_weights, m, t->params);
+  double loss, acc;
+  if ((rc = fl_trainer_evaluate(t, shard, t->params, &loss, &acc))) return rc;
+  Fedlr__Metric accuracy = FEDLR__METRIC__INIT;
+  accuracy.name = "accuracy";
+  accuracy.value = acc;
+  Fedlr__Metric *mets[1] = {&accuracy};
+  Fedlr__EvalResult r = FEDLR__EVAL_RESULT__INIT;
+  r.round = ev->round;
+  r.client_id = client_id;
+  r.num_examples = shard->n;
+  r.loss = loss;
+  r.n_metrics = 1;
+  r.metrics = mets;
+  Fedlr__Envelope reply = FEDLR__ENVELOPE__INIT;
+  reply.body_case = FEDLR__ENVELOPE__BODY_EVAL_RESULT;
+  reply.eval_result = &r;
+  return fl_wire_encode(&reply, out, out_len);
 }

@@ -65,6 +65,22 @@ int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
 int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
                            const Fedlr__RoundStart *rs, uint8_t **out, size_t *out_len);
 
+/* Evaluates `params` (the model's num_params floats) on every row of
+ * `shard` (a client's held-out examples), in shard order: the mean
+ * cross-entropy and the fraction classified correctly. The same rows and
+ * weights give the same bits, whatever else the trainer did before.
+ * FL_ESHAPE if the data does not fit the model. */
+int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *params,
+                        double *loss, double *accuracy);
+
+/* Answers a decoded Evaluate (model spec and tensors checked against the
+ * trainer's model): evaluates its weights on `shard` and writes the encoded
+ * EvalResult for `client_id` (num_examples = shard->n, the loss, and the
+ * metric "accuracy") to a new malloc'd *out. Uses the trainer's parameter
+ * buffer: not during a round. */
+int fl_trainer_evaluate_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
+                                const Fedlr__Evaluate *ev, uint8_t **out, size_t *out_len);
+
 /* Optional hook called after every `every` local steps (e.g. to send a
  * heartbeat while training). Returning non-zero aborts the round
  * (fl_trainer_run returns FL_ESTATE). */

@@ -89,6 +89,10 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
       if (!comma) break;
       p = comma + 1;
     }
+  } else if (strcmp(spec, FL_MODEL_CUSTOM) == 0) {
+    return fl_err_set(FL_EINVAL,
+                      "model 'custom': a custom model is given by its tensors "
+                      "(fedlr-coordinator --init FILE.safetensors), not by a spec");
   } else {
     return fl_err_set(FL_EINVAL, "model '%s': unknown model; valid: 'softmax', 'mlp:H1,H2,...'",
                       spec);
@@ -111,9 +115,25 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
   return 0;
 }
 
-size_t fl_model_num_tensors(const fl_model_spec_t *m) { return 2 * m->num_layers; }
+int fl_model_custom(const fl_layout_t *layout, fl_model_spec_t *out) {
+  if (!layout || layout->n == 0) return fl_err_set(FL_EINVAL, "a custom model needs tensors");
+  memset(out, 0, sizeof *out);
+  out->num_params = layout->num_params;
+  out->layout = layout;
+  snprintf(out->spec, sizeof out->spec, "%s", FL_MODEL_CUSTOM);
+  return 0;
+}
+
+size_t fl_model_num_tensors(const fl_model_spec_t *m) {
+  return m->layout ? m->layout->n : 2 * m->num_layers;
+}
 
 void fl_model_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out) {
+  if (m->layout) {
+    assert(i < m->layout->n);
+    *out = m->layout->t[i];
+    return;
+  }
   assert(i < 2 * m->num_layers);
   size_t l = i / 2, off = 0;
   for (size_t k = 0; k < l; k++) off += m->dims[k + 1] * m->dims[k] + m->dims[k + 1];

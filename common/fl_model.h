@@ -9,38 +9,47 @@
  * Tensor names (wire, safetensors) are "layers.<l>.weight" / "layers.<l>.bias".
  *
  * Specs: "softmax" (L=1), "mlp:H1,H2,..." (ReLU hidden layers). The FedAvg
- * paper's 2NN is "mlp:200,200" on 784 inputs: 199,210 parameters. */
+ * paper's 2NN is "mlp:200,200" on 784 inputs: 199,210 parameters.
+ *
+ * A custom model (spec "custom", fl_model_custom) is only a table of named
+ * tensors (fl_layout.h) that fedlr aggregates, clips and stores without
+ * knowing what they compute: the clients bring the code. Everything that
+ * works on a model's tensors (fl_model_num_tensors, fl_model_tensor, the
+ * codec, checkpoints) takes both; training and evaluation (the workspace
+ * functions, fl_model_init) are for built-in models only. */
 #ifndef FL_MODEL_H
 #define FL_MODEL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fl_layout.h"
+
 #define FL_MODEL_MAX_LAYERS 8
-#define FL_MODEL_MAX_PARAMS ((size_t)1 << 28)
 #define FL_MODEL_SPEC_MAX 128
+#define FL_MODEL_CUSTOM "custom" /* the spec of a custom model */
 
 typedef struct {
-  size_t num_layers;                       /* L, linear layers */
+  size_t num_layers;                       /* L, linear layers (0: custom) */
   size_t dims[FL_MODEL_MAX_LAYERS + 1];    /* dims[0] input, dims[L] classes */
   size_t num_params;
-  char spec[FL_MODEL_SPEC_MAX];            /* the spec it was parsed from */
+  char spec[FL_MODEL_SPEC_MAX];            /* the spec it was parsed from, or "custom" */
+  const fl_layout_t *layout;               /* custom: its tensors (borrowed); NULL: built-in */
 } fl_model_spec_t;
-
-/* A view of one named tensor inside the parameter buffer. */
-typedef struct {
-  char name[32];
-  size_t offset;   /* in floats, into the parameter buffer */
-  size_t count;    /* number of floats */
-  uint32_t ndim;   /* 1 or 2 */
-  uint32_t shape[2];
-} fl_tensor_info_t;
 
 /* Parses a spec for the given input width and class count. Errors name the
  * bad part ("model 'mlp:200,x': hidden width 'x' is not a positive integer"). */
 int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_model_spec_t *out);
 
-/* Number of tensors (2 * num_layers) and the i-th tensor's info. */
+/* A custom model over `layout` (borrowed: it must outlive every copy of
+ * *out). FL_EINVAL for an empty layout. */
+int fl_model_custom(const fl_layout_t *layout, fl_model_spec_t *out);
+
+/* 1 for a built-in model (one that fedlr can train and evaluate). */
+static inline int fl_model_is_builtin(const fl_model_spec_t *m) { return m->layout == NULL; }
+
+/* Number of tensors (2 * num_layers, or the layout's) and the i-th
+ * tensor's info. */
 size_t fl_model_num_tensors(const fl_model_spec_t *m);
 void fl_model_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out);
 

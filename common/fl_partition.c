@@ -351,3 +351,43 @@ void fl_partition_print_summary(const fl_partition_t *p, const fl_dataset_t *d, 
   fprintf(f, "\n");
   free(cnt);
 }
+
+int fl_partition_holdout(const uint32_t *idx, size_t n, double fraction, uint64_t seed,
+                         uint64_t client, uint32_t *train, size_t *n_train, uint32_t *eval,
+                         size_t *n_eval) {
+  if (!(fraction >= 0 && fraction < 1))
+    return fl_err_set(FL_EINVAL, "holdout fraction %g is not in [0, 1)", fraction);
+  size_t k = (size_t)floor(fraction * (double)n);
+  if (n > 0 && k > n - 1) k = n - 1;
+  uint32_t *pos = malloc((n ? n : 1) * sizeof *pos);
+  uint8_t *held = calloc(n ? n : 1, 1);
+  if (!pos || !held) {
+    free(pos);
+    free(held);
+    return fl_err_set(FL_ENOMEM, "out of memory holding out %zu of %zu examples", k, n);
+  }
+  /* A partial Fisher-Yates over positions: the first k are held out. */
+  fl_rng_t r;
+  fl_rng_seed(&r, fl_rng_derive(seed, FL_RNG_HOLDOUT, client, 0));
+  for (size_t i = 0; i < n; i++)
+    pos[i] = (uint32_t)i;
+  for (size_t i = 0; i < k; i++) {
+    size_t j = i + (size_t)fl_rng_below(&r, n - i);
+    uint32_t t = pos[i];
+    pos[i] = pos[j];
+    pos[j] = t;
+    held[pos[i]] = 1;
+  }
+  size_t a = 0, b = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (held[i])
+      eval[b++] = idx[i];
+    else
+      train[a++] = idx[i];
+  }
+  *n_train = a;
+  *n_eval = b;
+  free(pos);
+  free(held);
+  return 0;
+}

@@ -29,6 +29,18 @@ size_t fl_partition_num_clients(const fl_partition_t *p);
  * The pointer stays valid for the partition's lifetime. */
 const uint32_t *fl_partition_indices(const fl_partition_t *p, size_t c, size_t *n);
 
+/* Holds out a client's evaluation examples: floor(fraction * n) of its n
+ * examples idx[0..n), at most n - 1 (one is left to train on), chosen at
+ * random from a stream of (seed, client); train[] receives the others and
+ * eval[] the held-out ones, each in their order in idx (stable). Both
+ * arrays hold n entries. fraction in [0, 1): 0 holds out nothing (train is
+ * idx). fedlr-sim and fedlr-client (--holdout) split the same way, so a
+ * virtual client and a process on the same partition evaluate on the same
+ * examples. Returns 0, FL_EINVAL (bad fraction) or FL_ENOMEM. */
+int fl_partition_holdout(const uint32_t *idx, size_t n, double fraction, uint64_t seed,
+                         uint64_t client, uint32_t *train, size_t *n_train, uint32_t *eval,
+                         size_t *n_eval);
+
 /* Prints one line per client (up to max_rows, then a "..." line and totals):
  * "client 3: 612 examples, labels [0:61 1:58 ...]". */
 void fl_partition_print_summary(const fl_partition_t *p, const fl_dataset_t *d, FILE *f,

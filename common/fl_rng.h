@@ -20,6 +20,8 @@ enum {
   FL_RNG_SAMPLE = 3,    /* per-round client sampling */
   FL_RNG_CLIENT = 4,    /* per-round, per-client training seed */
   FL_RNG_ATTACKERS = 5, /* fedlr-sim: which virtual clients attack */
+  FL_RNG_HOLDOUT = 6,   /* a client's held-out evaluation examples */
+  FL_RNG_EVAL = 7,      /* per-round sampling of evaluating clients */
   FL_RNG_TEST = 99
 };
 

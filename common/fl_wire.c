@@ -18,7 +18,7 @@ void fl_wire_limits_for_model(const fl_model_spec_t *m, fl_wire_limits_t *out) {
   out->caller_checks_values = 0;
   out->max_values = m->num_params;
   out->max_tensors = fl_model_num_tensors(m);
-  out->max_message = 4 * m->num_params + ((size_t)64 << 10);
+  out->max_message = 4 * m->num_params + ((size_t)64 << 10) + 512 * out->max_tensors;
 }
 
 /* ---- size-capped allocator ------------------------------------------- */
@@ -104,18 +104,20 @@ static size_t wire_first_nonfinite(const float *x, size_t n) {
   return n;
 }
 
+/* One tensor of a message; `layout`: of a Welcome's layout (a name and a
+ * shape, no data). */
 static int wire_check_tensor(const char *kind, size_t idx, const Fedlr__Tensor *t, size_t *total,
-                             const fl_wire_limits_t *lim) {
-  char echo[WIRE_ECHO_MAX + 4], sbuf[64];
+                             const fl_wire_limits_t *lim, int layout) {
+  char echo[WIRE_ECHO_MAX + 4], sbuf[128];
   if (!t) return fl_err_set(FL_EFORMAT, "%s: tensor %zu is missing", kind, idx);
   if (!t->name) return fl_err_set(FL_EFORMAT, "%s: tensor %zu has no name", kind, idx);
   if (strnlen(t->name, FL_WIRE_MAX_STRING + 1) > FL_WIRE_MAX_STRING)
     return fl_err_set(FL_ETOOBIG, "%s: tensor %zu name is longer than %d bytes", kind, idx,
                       FL_WIRE_MAX_STRING);
   const char *name = wire_echo(t->name, echo);
-  if (t->n_shape < 1 || t->n_shape > 4)
-    return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' has %zu dimensions, expected 1 to 4", kind,
-                      idx, name, t->n_shape);
+  if (t->n_shape > FL_WIRE_MAX_DIMS)
+    return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' has %zu dimensions, at most %d", kind, idx,
+                      name, t->n_shape, FL_WIRE_MAX_DIMS);
   size_t prod = 1;
   for (size_t d = 0; d < t->n_shape; d++) {
     if (t->shape[d] == 0)
@@ -125,6 +127,17 @@ static int wire_check_tensor(const char *kind, size_t idx, const Fedlr__Tensor *
       return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' shape %s overflows", kind, idx, name,
                         wire_fmt_shape(t->shape, t->n_shape, sbuf, sizeof sbuf));
     prod *= t->shape[d];
+  }
+  if (layout) {
+    /* A layout entry: name and shape, no values. */
+    if (t->n_data != 0)
+      return fl_err_set(FL_EFORMAT, "%s: layout tensor %zu '%s' carries %zu values (none allowed)",
+                        kind, idx, name, t->n_data);
+    if (prod > FL_MODEL_MAX_PARAMS - *total)
+      return fl_err_set(FL_ETOOBIG, "%s: the layout holds more than %zu values (limit)", kind,
+                        (size_t)FL_MODEL_MAX_PARAMS);
+    *total += prod;
+    return 0;
   }
   if (prod != t->n_data)
     return fl_err_set(FL_ESHAPE, "%s: tensor %zu '%s' has %zu values, shape %s needs %zu", kind,
@@ -141,17 +154,22 @@ static int wire_check_tensor(const char *kind, size_t idx, const Fedlr__Tensor *
   return 0;
 }
 
-static int wire_check_tensors(const char *kind, Fedlr__Tensor *const *t, size_t n,
-                              const fl_wire_limits_t *lim) {
-  if (n == 0) return fl_err_set(FL_EFORMAT, "%s: no weights", kind);
+static int wire_check_tensors_as(const char *kind, Fedlr__Tensor *const *t, size_t n,
+                                 const fl_wire_limits_t *lim, int layout) {
+  if (n == 0 && !layout) return fl_err_set(FL_EFORMAT, "%s: no weights", kind);
   if (n > lim->max_tensors)
     return fl_err_set(FL_ETOOBIG, "%s: %zu tensors, limit is %zu", kind, n, lim->max_tensors);
   size_t total = 0;
   for (size_t i = 0; i < n; i++) {
-    int rc = wire_check_tensor(kind, i, t[i], &total, lim);
+    int rc = wire_check_tensor(kind, i, t[i], &total, lim, layout);
     if (rc < 0) return rc;
   }
   return 0;
+}
+
+static int wire_check_tensors(const char *kind, Fedlr__Tensor *const *t, size_t n,
+                              const fl_wire_limits_t *lim) {
+  return wire_check_tensors_as(kind, t, n, lim, 0);
 }
 
 const char *fl_wire_escape(const void *data, size_t len, size_t max_in, char *buf, size_t cap) {
@@ -229,7 +247,7 @@ int fl_wire_peek_kind(const uint8_t *buf, size_t len) {
     if (!(buf[i] & 0x80)) {
       uint64_t field = tag >> 3;
       if ((tag & 7) != 2 || field < FEDLR__ENVELOPE__BODY_JOIN ||
-          field > FEDLR__ENVELOPE__BODY_STOP)
+          field > FEDLR__ENVELOPE__BODY_EVAL_RESULT)
         return FEDLR__ENVELOPE__BODY__NOT_SET;
       return (int)field;
     }
@@ -237,26 +255,74 @@ int fl_wire_peek_kind(const uint8_t *buf, size_t len) {
   return FEDLR__ENVELOPE__BODY__NOT_SET;
 }
 
+int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chosen) {
+  uint32_t lo = min_version ? min_version : max_version;
+  uint32_t v = max_version < FL_WIRE_PROTOCOL_VERSION ? max_version : FL_WIRE_PROTOCOL_VERSION;
+  if (lo > max_version)
+    return fl_err_set(FL_EFORMAT,
+                      "min_protocol_version %u is above protocol_version %u (the lowest and the "
+                      "highest version the client speaks)",
+                      (unsigned)min_version, (unsigned)max_version);
+  if (v < FL_WIRE_MIN_PROTOCOL_VERSION || v < lo) {
+    if (lo == max_version)
+      return fl_err_set(FL_EUNSUPPORTED,
+                        "protocol version %u is not supported: this coordinator speaks versions "
+                        "%d to %d",
+                        (unsigned)max_version, FL_WIRE_MIN_PROTOCOL_VERSION,
+                        FL_WIRE_PROTOCOL_VERSION);
+    return fl_err_set(FL_EUNSUPPORTED,
+                      "protocol versions %u to %u are not supported: this coordinator speaks "
+                      "versions %d to %d",
+                      (unsigned)lo, (unsigned)max_version, FL_WIRE_MIN_PROTOCOL_VERSION,
+                      FL_WIRE_PROTOCOL_VERSION);
+  }
+  *chosen = v;
+  return 0;
+}
+
+int fl_wire_check_metric_name(const char *name) {
+  char esc[4 * FL_WIRE_MAX_METRIC_NAME + 16];
+  size_t n = name ? strnlen(name, FL_WIRE_MAX_METRIC_NAME + 1) : 0;
+  if (n == 0) return fl_err_set(FL_EFORMAT, "a metric has no name");
+  if (n > FL_WIRE_MAX_METRIC_NAME)
+    return fl_err_set(FL_ETOOBIG, "metric name '%s' is longer than %d bytes",
+                      fl_wire_escape(name, n, 32, esc, sizeof esc), FL_WIRE_MAX_METRIC_NAME);
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == '-'))
+      return fl_err_set(FL_EFORMAT,
+                        "metric name '%s' has '%s' at byte %zu (names are letters, digits, '_', "
+                        "'.' and '-')",
+                        fl_wire_escape(name, n, n, esc, sizeof esc),
+                        fl_wire_escape(name + i, 1, 1, esc + 2 * FL_WIRE_MAX_METRIC_NAME + 8, 8),
+                        i);
+  }
+  return 0;
+}
+
 static int wire_check_join(const Fedlr__Join *j) {
   int rc;
-  if (j->protocol_version != FL_WIRE_PROTOCOL_VERSION)
-    return fl_err_set(FL_EUNSUPPORTED,
-                      "protocol version %u is not supported: this coordinator speaks version %d",
-                      (unsigned)j->protocol_version, FL_WIRE_PROTOCOL_VERSION);
+  /* The versions are negotiated by the coordinator (fl_wire_negotiate),
+   * which answers an unsupported one with a Stop listing its own. */
   if (j->num_examples < 1 || j->num_examples > FL_WIRE_MAX_EXAMPLES)
     return fl_err_set(FL_ERANGE, "%llu examples: a client declares 1 to %llu",
                       (unsigned long long)j->num_examples,
+                      (unsigned long long)FL_WIRE_MAX_EXAMPLES);
+  if (j->num_eval_examples > FL_WIRE_MAX_EXAMPLES)
+    return fl_err_set(FL_ERANGE, "%llu evaluation examples: a client declares 0 to %llu",
+                      (unsigned long long)j->num_eval_examples,
                       (unsigned long long)FL_WIRE_MAX_EXAMPLES);
   if ((rc = wire_check_string("join", "name", j->name)) < 0) return rc;
   /* Names end up in logs, metrics and replies. */
   return fl_wire_check_name(j->name);
 }
 
-static int wire_check_welcome(const Fedlr__Welcome *w) {
+static int wire_check_welcome(const Fedlr__Welcome *w, const fl_wire_limits_t *lim) {
   int rc;
   if ((rc = wire_check_string("welcome", "run_id", w->run_id)) < 0) return rc;
   if ((rc = wire_check_string("welcome", "model", w->model)) < 0) return rc;
-  return 0;
+  return wire_check_tensors_as("welcome", w->layout, w->n_layout, lim, 1);
 }
 
 static int wire_check_optimizer(const Fedlr__Optimizer *o) {
@@ -308,6 +374,44 @@ static int wire_check_update(const Fedlr__Update *u, const fl_wire_limits_t *lim
   return wire_check_tensors("update", u->weights, u->n_weights, lim);
 }
 
+static int wire_check_evaluate(const Fedlr__Evaluate *ev, const fl_wire_limits_t *lim) {
+  int rc;
+  if (ev->round < 1) return fl_err_set(FL_ERANGE, "evaluate: round 0 (rounds start at 1)");
+  if ((rc = wire_check_string("evaluate", "model", ev->model)) < 0) return rc;
+  return wire_check_tensors("evaluate", ev->weights, ev->n_weights, lim);
+}
+
+static int wire_check_eval_result(const Fedlr__EvalResult *r) {
+  if (r->round < 1) return fl_err_set(FL_ERANGE, "eval_result: round 0 (rounds start at 1)");
+  if (r->num_examples < 1 || r->num_examples > FL_WIRE_MAX_EXAMPLES)
+    return fl_err_set(FL_ERANGE, "eval_result: %llu examples, outside [1, %llu]",
+                      (unsigned long long)r->num_examples,
+                      (unsigned long long)FL_WIRE_MAX_EXAMPLES);
+  if (!isfinite(r->loss)) return fl_err_set(FL_ENONFINITE, "eval_result: loss not finite");
+  if (r->n_metrics > FL_WIRE_MAX_METRICS)
+    return fl_err_set(FL_ETOOBIG, "eval_result: %zu metrics, at most %d", r->n_metrics,
+                      FL_WIRE_MAX_METRICS);
+  for (size_t i = 0; i < r->n_metrics; i++) {
+    const Fedlr__Metric *m = r->metrics[i];
+    int rc;
+    if (!m) return fl_err_set(FL_EFORMAT, "eval_result: metric %zu is missing", i);
+    if ((rc = fl_wire_check_metric_name(m->name)) < 0) return rc;
+    if (!isfinite(m->value))
+      return fl_err_set(FL_ENONFINITE, "eval_result: metric '%s' is not finite", m->name);
+    for (size_t k = 0; k < i; k++)
+      if (strcmp(r->metrics[k]->name, m->name) == 0)
+        return fl_err_set(FL_EFORMAT, "eval_result: metric '%s' appears twice", m->name);
+  }
+  return 0;
+}
+
+static int wire_check_stop(const Fedlr__Stop *st) {
+  if (st->n_supported_versions > FL_WIRE_MAX_VERSIONS)
+    return fl_err_set(FL_ETOOBIG, "stop: %zu supported versions, at most %d",
+                      st->n_supported_versions, FL_WIRE_MAX_VERSIONS);
+  return wire_check_string("stop", "reason", st->reason);
+}
+
 /* protobuf-c keeps fields it does not know (forward compatibility), but it
  * also keeps field number 0, which protobuf forbids, when the tag is written
  * as an over-long varint (0x85 0x00); re-encoded, that tag is the one byte
@@ -341,6 +445,13 @@ static int wire_check_unknown_all(const Fedlr__Envelope *e) {
   }
   if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_UPDATE && e->update)
     rc = wire_check_unknown_tensors(e->update->weights, e->update->n_weights);
+  if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_WELCOME && e->welcome)
+    rc = wire_check_unknown_tensors(e->welcome->layout, e->welcome->n_layout);
+  if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_EVALUATE && e->evaluate)
+    rc = wire_check_unknown_tensors(e->evaluate->weights, e->evaluate->n_weights);
+  if (rc == 0 && e->body_case == FEDLR__ENVELOPE__BODY_EVAL_RESULT && e->eval_result)
+    for (size_t i = 0; rc == 0 && i < e->eval_result->n_metrics; i++)
+      rc = wire_check_unknown(&e->eval_result->metrics[i]->base);
   return rc;
 }
 
@@ -351,7 +462,7 @@ static int wire_check_envelope(const Fedlr__Envelope *e, const fl_wire_limits_t 
     return wire_check_join(e->join);
   case FEDLR__ENVELOPE__BODY_WELCOME:
     if (!e->welcome) break;
-    return wire_check_welcome(e->welcome);
+    return wire_check_welcome(e->welcome, lim);
   case FEDLR__ENVELOPE__BODY_ROUND_START:
     if (!e->round_start) break;
     return fl_wire_check_round_start(e->round_start, lim);
@@ -363,7 +474,13 @@ static int wire_check_envelope(const Fedlr__Envelope *e, const fl_wire_limits_t 
     return 0;
   case FEDLR__ENVELOPE__BODY_STOP:
     if (!e->stop) break;
-    return wire_check_string("stop", "reason", e->stop->reason);
+    return wire_check_stop(e->stop);
+  case FEDLR__ENVELOPE__BODY_EVALUATE:
+    if (!e->evaluate) break;
+    return wire_check_evaluate(e->evaluate, lim);
+  case FEDLR__ENVELOPE__BODY_EVAL_RESULT:
+    if (!e->eval_result) break;
+    return wire_check_eval_result(e->eval_result);
   default: return fl_err_set(FL_EFORMAT, "envelope: no message body set");
   }
   return fl_err_set(FL_EFORMAT, "envelope: body case %d has no message", (int)e->body_case);
@@ -421,29 +538,49 @@ int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len) {
   return 0;
 }
 
-void fl_wire_tensors_init(fl_wire_tensors_t *tv, const fl_model_spec_t *m, const float *params) {
+int fl_wire_tensors_init(fl_wire_tensors_t *tv, const fl_model_spec_t *m, const float *params) {
   size_t n = fl_model_num_tensors(m);
+  memset(tv, 0, sizeof *tv);
+  tv->t = calloc(n ? n : 1, sizeof *tv->t);
+  tv->ptrs = calloc(n ? n : 1, sizeof *tv->ptrs);
+  tv->info = calloc(n ? n : 1, sizeof *tv->info);
+  if (!tv->t || !tv->ptrs || !tv->info) {
+    fl_wire_tensors_free(tv);
+    return fl_err_set(FL_ENOMEM, "out of memory for %zu tensors", n);
+  }
   tv->n = n;
   for (size_t i = 0; i < n; i++) {
-    fl_tensor_info_t info;
-    fl_model_tensor(m, i, &info);
+    fl_tensor_info_t *info = &tv->info[i];
+    fl_model_tensor(m, i, info);
     Fedlr__Tensor *t = &tv->t[i];
     fedlr__tensor__init(t);
-    snprintf(tv->names[i], sizeof tv->names[i], "%s", info.name);
-    tv->shape[i][0] = info.shape[0];
-    tv->shape[i][1] = info.shape[1];
-    t->name = tv->names[i];
-    t->n_shape = info.ndim;
-    t->shape = tv->shape[i];
-    t->n_data = info.count;
-    /* protobuf-c's struct is not const-correct; packing only reads it. */
-    t->data = (float *)(params + info.offset);
+    t->name = info->name;
+    t->n_shape = info->ndim;
+    t->shape = info->shape;
     tv->ptrs[i] = t;
+  }
+  fl_wire_tensors_point(tv, params);
+  return 0;
+}
+
+void fl_wire_tensors_point(fl_wire_tensors_t *tv, const float *params) {
+  for (size_t i = 0; i < tv->n; i++) {
+    /* protobuf-c's struct is not const-correct; packing only reads it. */
+    tv->t[i].n_data = params ? tv->info[i].count : 0;
+    tv->t[i].data = params ? (float *)(params + tv->info[i].offset) : NULL;
   }
 }
 
+void fl_wire_tensors_free(fl_wire_tensors_t *tv) {
+  if (!tv) return;
+  free(tv->t);
+  free(tv->ptrs);
+  free(tv->info);
+  memset(tv, 0, sizeof *tv);
+}
+
 int fl_wire_check_tensors(Fedlr__Tensor *const *t, size_t n, const fl_model_spec_t *m) {
-  char echo[WIRE_ECHO_MAX + 4], want[64], got[64];
+  char echo[WIRE_ECHO_MAX + 4], want[128], got[128];
   size_t nt = fl_model_num_tensors(m);
   if (n != nt)
     return fl_err_set(FL_ESHAPE, "expected %zu tensors for model '%s', got %zu", nt, m->spec, n);
@@ -458,7 +595,7 @@ int fl_wire_check_tensors(Fedlr__Tensor *const *t, size_t n, const fl_model_spec
     for (size_t d = 0; same && d < info.ndim; d++)
       same = t[i]->shape[d] == info.shape[d];
     if (!same) {
-      size_t ns = t[i]->n_shape < 8 ? t[i]->n_shape : 8;
+      size_t ns = t[i]->n_shape < FL_WIRE_MAX_DIMS ? t[i]->n_shape : FL_WIRE_MAX_DIMS;
       return fl_err_set(FL_ESHAPE, "expected '%s' %s, got %s", info.name,
                         wire_fmt_shape(info.shape, info.ndim, want, sizeof want),
                         wire_fmt_shape(t[i]->shape, ns, got, sizeof got));

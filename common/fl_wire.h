@@ -19,8 +19,10 @@
 #include "fl_model.h"
 #include "fl_optim.h"
 
-#define FL_WIRE_PROTOCOL_VERSION 1
-#define FL_WIRE_MAX_STRING 256 /* specs, reasons, run ids */
+/* Protocol versions this code speaks (docs/protocol.md, "Versions"). */
+#define FL_WIRE_PROTOCOL_VERSION 2
+#define FL_WIRE_MIN_PROTOCOL_VERSION 1
+#define FL_WIRE_MAX_STRING 256 /* specs, reasons, run ids, tensor names */
 #define FL_WIRE_MAX_NAME 64    /* client names, bytes of UTF-8 */
 /* The most examples a client may declare in a Join or claim in an Update
  * (2^32): beyond any single client's data, and with |delta| <= 2^20 what
@@ -28,6 +30,10 @@
 #define FL_WIRE_MAX_EXAMPLES 4294967296ULL
 #define FL_WIRE_MAX_EPOCHS 1000
 #define FL_WIRE_MAX_BATCH 65536
+#define FL_WIRE_MAX_DIMS 8     /* dimensions of a tensor (0: a scalar) */
+#define FL_WIRE_MAX_METRICS 16 /* metrics in one EvalResult */
+#define FL_WIRE_MAX_METRIC_NAME 32
+#define FL_WIRE_MAX_VERSIONS 16 /* entries of Stop.supported_versions */
 
 typedef struct {
   size_t max_message; /* bytes of one encoded message */
@@ -41,7 +47,9 @@ typedef struct {
 } fl_wire_limits_t;
 
 /* Limits that admit exactly the messages a run with model `m` can produce:
- * max_values = num_params, max_message = 4*num_params + 64 KiB of framing. */
+ * max_values = num_params, max_tensors = its tensors, max_message =
+ * 4*num_params + framing (64 KiB, plus 512 bytes a tensor for names and
+ * shapes). */
 void fl_wire_limits_for_model(const fl_model_spec_t *m, fl_wire_limits_t *out);
 
 /* Decodes and validates one message. On success *out is a new envelope to
@@ -51,6 +59,19 @@ void fl_wire_limits_for_model(const fl_model_spec_t *m, fl_wire_limits_t *out);
 int fl_wire_decode(const uint8_t *buf, size_t len, const fl_wire_limits_t *lim,
                    Fedlr__Envelope **out);
 void fl_wire_free(Fedlr__Envelope **env);
+
+/* Negotiates a session's protocol version from a Join's protocol_version
+ * (the highest the client speaks) and min_protocol_version (the lowest; 0
+ * means the same as the highest): the highest version both sides speak,
+ * this side speaking FL_WIRE_MIN_PROTOCOL_VERSION .. FL_WIRE_PROTOCOL_VERSION.
+ * 0 and *chosen, or FL_EUNSUPPORTED with a detail that names both ranges
+ * ("protocol version 7 is not supported: this coordinator speaks versions 1
+ * to 2"). */
+int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chosen);
+
+/* Checks a metric name: 1 to FL_WIRE_MAX_METRIC_NAME bytes of
+ * [A-Za-z0-9_.-] (it becomes part of a JSON key, "fed_eval_NAME"). */
+int fl_wire_check_metric_name(const char *name);
 
 /* Checks a client name: 1 to FL_WIRE_MAX_NAME bytes of valid UTF-8 (proto3
  * strings must be), without control characters (C0, DEL, C1), line or
@@ -88,17 +109,21 @@ int fl_wire_encode(const Fedlr__Envelope *env, uint8_t **buf, size_t *len);
 void fl_wire_optim_to(const fl_optim_config_t *c, Fedlr__Optimizer *o);
 void fl_wire_optim_from(const Fedlr__Optimizer *o, fl_optim_config_t *c);
 
-/* A zero-copy tensor list over a parameter buffer, for encoding RoundStart
- * and Update messages. A plain value; `ptrs`/`n` go into the message's
- * weights/n_weights. Valid while `params` is. */
+/* A zero-copy tensor list over a parameter buffer, for encoding RoundStart,
+ * Update and Evaluate messages (params given), or a Welcome's layout
+ * (params NULL: names and shapes, no data). `ptrs`/`n` go into the
+ * message's weights/n_weights. Valid while `params` and the model's layout
+ * are; fl_wire_tensors_free() releases it (NULL-safe, zeroed tv too). */
 typedef struct {
-  Fedlr__Tensor t[2 * FL_MODEL_MAX_LAYERS];
-  Fedlr__Tensor *ptrs[2 * FL_MODEL_MAX_LAYERS];
-  uint32_t shape[2 * FL_MODEL_MAX_LAYERS][2];
-  char names[2 * FL_MODEL_MAX_LAYERS][32];
+  Fedlr__Tensor *t;
+  Fedlr__Tensor **ptrs;
+  fl_tensor_info_t *info;
   size_t n;
 } fl_wire_tensors_t;
-void fl_wire_tensors_init(fl_wire_tensors_t *tv, const fl_model_spec_t *m, const float *params);
+int fl_wire_tensors_init(fl_wire_tensors_t *tv, const fl_model_spec_t *m, const float *params);
+void fl_wire_tensors_free(fl_wire_tensors_t *tv);
+/* Points the tensors at another parameter buffer of the same model. */
+void fl_wire_tensors_point(fl_wire_tensors_t *tv, const float *params);
 
 /* Checks that `t[0..n)` are exactly model m's tensors (names, order,
  * shapes); FL_ESHAPE with a detail otherwise. */

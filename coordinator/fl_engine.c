@@ -30,6 +30,7 @@ struct fl_engine {
   fl_engine_config_t cfg;
   fl_wire_limits_t limits;
   float *weights;          /* (num_params) global model */
+  fl_wire_tensors_t tv;    /* the global model as wire tensors (points into weights) */
   fl_agg_t *agg;           /* the round's aggregate (see fl_agg.h) */
   fl_model_ws_t **eval_ws; /* (eval_threads) one workspace per evaluation thread */
   size_t eval_threads;
@@ -145,6 +146,7 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   e->limits.caller_checks_values = 1; /* fold() rejects NaN/Inf/huge values */
   e->weights = malloc(n * sizeof *e->weights);
   if (!e->weights) goto fail;
+  if ((rc = fl_wire_tensors_init(&e->tv, &cfg->model, e->weights))) goto fail;
   fl_agg_config_t ac = {cfg->aggregator, cfg->trim_beta, cfg->clip_norm};
   if (!(e->agg = fl_agg_new(&ac, n, &rc))) goto fail;
   if (cfg->test) {
@@ -179,6 +181,7 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->name_index);
   free(e->pool);
   free(e->weights);
+  fl_wire_tensors_free(&e->tv);
   fl_agg_destroy(&e->agg);
   for (size_t i = 0; e->eval_ws && i < e->eval_threads; i++)
     fl_model_ws_destroy(&e->eval_ws[i]);
@@ -346,7 +349,6 @@ static double round_lr(const fl_engine_t *e, uint32_t round) {
 typedef struct {
   Fedlr__RoundStart rs;
   Fedlr__Optimizer opt;
-  fl_wire_tensors_t tv;
 } round_start_t;
 
 /* The RoundStart of round `round` at rate `lr` with the global weights, for
@@ -355,7 +357,6 @@ static void round_start_fill(const fl_engine_t *e, uint32_t round, double lr, ui
                              round_start_t *m) {
   const fl_engine_config_t *c = &e->cfg;
   fl_wire_optim_to(&c->optim, &m->opt);
-  fl_wire_tensors_init(&m->tv, &c->model, e->weights);
   Fedlr__RoundStart rs = FEDLR__ROUND_START__INIT;
   rs.round = round;
   rs.lr = (float)lr;
@@ -366,8 +367,8 @@ static void round_start_fill(const fl_engine_t *e, uint32_t round, double lr, ui
   rs.batch_size = c->batch_size;
   rs.seed = seed;
   rs.model = (char *)c->model.spec;
-  rs.n_weights = m->tv.n;
-  rs.weights = m->tv.ptrs;
+  rs.n_weights = e->tv.n;
+  rs.weights = e->tv.ptrs;
   m->rs = rs;
 }
 

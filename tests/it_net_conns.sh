@@ -2,6 +2,7 @@
 # by connecting and never joining. A real run (fedlr-coordinator and 2
 # fedlr-client processes) while fl_badpeer opens 200 connections that finish
 # the ZMTP handshake and then stay silent:
+#   (100 rounds: the run must outlast the idle connections.)
 #   1. --join-timeout 2: every idle connection is closed about 2 s after it
 #      was accepted, the coordinator's descriptors go back to where they
 #      were, and the run is unaffected (bit-identical to fedlr-sim);
@@ -21,9 +22,9 @@ BADPEER="$BUILD/tests/fl_badpeer"
 command -v prlimit > /dev/null || { echo "skip: no prlimit (util-linux)"; exit 77; }
 LIMIT=300
 DATA=(--dataset fashion-mnist --data-dir "$DATA_DIR" --seed 9)
-RUN=(--model softmax --clients 2 --fraction 1 --rounds 30 --local-epochs 1 --batch-size 20 --lr 0.05 "${DATA[@]}")
+RUN=(--model softmax --clients 2 --fraction 1 --rounds 100 --local-epochs 1 --batch-size 20 --lr 0.05 "${DATA[@]}")
 
-fds() { ls "/proc/$1/fd" 2> /dev/null | wc -l; }
+fds() { { ls "/proc/$1/fd" 2> /dev/null || true; } | wc -l; }
 
 # start_run NAME PRLIMIT_ARGS... -- COORD_FLAGS...: a coordinator (its pid in
 # COORD_PID, the timeout wrapper's in CPID) and 2 clients (in CL).
@@ -77,6 +78,7 @@ BP=$!; PIDS+=($BP)
 peak=$(max_fds "$COORD_PID" 3)
 wait $BP || true
 cat "$TMP/idle.out"
+kill -0 "$COORD_PID" 2> /dev/null || bad "1: the run ended before its descriptors could be counted"
 after=$(fds "$COORD_PID")
 read -r conn closed first last <<< "$(sed -nE 's/^idle: ([0-9]+) connected, ([0-9]+) closed .*first after ([0-9.]+) s, last after ([0-9.]+) s.*/\1 \2 \3 \4/p' "$TMP/idle.out")"
 [ "${conn:-0}" -eq 200 ] && ok "1: 200 idle connections made the handshake" || bad "1: ${conn:-0} connected"
@@ -115,7 +117,7 @@ grep -q "the limit is 68 (--max-connections)" "$TMP/capped-coord.log" \
 if grep -qiE "too many open files|EMFILE" "$TMP/capped-coord.log"; then bad "2: the open-file limit bit"; else ok "2: the open-file limit never bit"; fi
 end_run capped
 rows=$(jsonl_eval "$TMP/capped.jsonl" "len(rows)")
-[ "$rows" = 30 ] && ok "2: all 30 rounds completed" || bad "2: $rows rounds"
+[ "$rows" = 100 ] && ok "2: all 100 rounds completed" || bad "2: $rows rounds"
 
 # 3. --max-connections beyond what the open-file limit allows is lowered.
 timeout 20 prlimit --nofile=100:100 "$COORD" --bind "tcp://127.0.0.1:$(free_port)" "${RUN[@]}" --max-connections 5000 \

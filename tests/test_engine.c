@@ -66,7 +66,9 @@ static int encode_update(const fl_model_spec_t *m, uint32_t round, uint32_t clie
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
   env.update = &u;
-  return fl_wire_encode(&env, buf, len);
+  int rc = fl_wire_encode(&env, buf, len);
+  fl_wire_tensors_free(&tv);
+  return rc;
 }
 
 static float *random_delta(size_t n, uint64_t seed) {

@@ -126,6 +126,62 @@ TEST(tensor_layout) {
   ASSERT_EQ(t.count, 3);
 }
 
+/* A custom model: any named tensors, back to back in one buffer. */
+TEST(custom_layout) {
+  fl_layout_t *l = fl_layout_new();
+  ASSERT_TRUE(l != NULL);
+  uint32_t conv[4] = {8, 1, 3, 3}, fc[2] = {10, 72}, bias[1] = {10};
+  ASSERT_EQ(fl_layout_add(l, "conv1.weight", 4, conv), 0);
+  ASSERT_EQ(fl_layout_add(l, "fc.weight", 2, fc), 0);
+  ASSERT_EQ(fl_layout_add(l, "fc.bias", 1, bias), 0);
+  ASSERT_EQ(fl_layout_add(l, "temperature", 0, NULL), 0); /* a scalar */
+  ASSERT_EQ(fl_layout_add(l, "fc.bias", 1, bias), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "tensor 'fc.bias' appears twice");
+  ASSERT_EQ(fl_layout_add(l, "bad name", 1, bias), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "byte 0x20 at 3");
+  ASSERT_EQ(fl_layout_add(l, "q\"", 1, bias), FL_EINVAL);
+  uint32_t zero[2] = {3, 0};
+  ASSERT_EQ(fl_layout_add(l, "empty", 2, zero), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "tensor 'empty' has an empty dimension [3,0]");
+  uint32_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  ASSERT_EQ(fl_layout_add(l, "deep", 9, nine), FL_EINVAL);
+  uint32_t huge[2] = {1u << 20, 1u << 20};
+  ASSERT_EQ(fl_layout_add(l, "huge", 2, huge), FL_ETOOBIG);
+  ASSERT_EQ(l->n, 4);
+  ASSERT_EQ(l->num_params, 72 + 720 + 10 + 1);
+
+  fl_model_spec_t m;
+  ASSERT_EQ(fl_model_custom(l, &m), 0);
+  ASSERT_STR_EQ(m.spec, "custom");
+  ASSERT_FALSE(fl_model_is_builtin(&m));
+  ASSERT_EQ(m.num_params, 803);
+  ASSERT_EQ(fl_model_num_tensors(&m), 4);
+  fl_tensor_info_t t;
+  fl_model_tensor(&m, 2, &t);
+  ASSERT_STR_EQ(t.name, "fc.bias");
+  ASSERT_EQ(t.offset, 792);
+  ASSERT_EQ(t.count, 10);
+  fl_model_tensor(&m, 3, &t);
+  ASSERT_EQ(t.ndim, 0);
+  ASSERT_EQ(t.count, 1);
+  ASSERT_EQ(fl_model_parse("custom", 10, 2, &m), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--init");
+
+  fl_layout_t *l2 = fl_layout_new();
+  ASSERT_EQ(fl_layout_add(l2, "conv1.weight", 4, conv), 0);
+  ASSERT_EQ(fl_layout_add(l2, "fc.weight", 2, fc), 0);
+  ASSERT_EQ(fl_layout_add(l2, "fc.bias", 1, bias), 0);
+  ASSERT_FALSE(fl_layout_equal(l, l2));
+  char f1[32], f2[32];
+  ASSERT_TRUE(strcmp(fl_layout_fingerprint(l, f1, sizeof f1), fl_layout_fingerprint(l2, f2, sizeof f2)) != 0);
+  ASSERT_EQ(fl_layout_add(l2, "temperature", 0, NULL), 0);
+  ASSERT_TRUE(fl_layout_equal(l, l2));
+  ASSERT_STR_EQ(fl_layout_fingerprint(l, f1, sizeof f1), fl_layout_fingerprint(l2, f2, sizeof f2));
+  fl_layout_destroy(&l);
+  fl_layout_destroy(&l2);
+  fl_layout_destroy(&l2); /* NULL-safe */
+}
+
 TEST(init_bounds_and_determinism) {
   fl_model_spec_t m;
   ASSERT_EQ(fl_model_parse("mlp:200,200", 784, 10, &m), 0);

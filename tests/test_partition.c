@@ -350,4 +350,41 @@ TEST(print_summary) {
   ASSERT_TRUE(ok);
 }
 
+/* A client's held-out examples: the count, disjoint and complete, stable
+ * order, deterministic per (seed, client), nothing held out at 0. */
+TEST(holdout_split) {
+  enum { N = 103 };
+  uint32_t idx[N], tr[N], ev[N], tr2[N], ev2[N];
+  for (uint32_t i = 0; i < N; i++)
+    idx[i] = 1000 + 7 * (N - i); /* descending: "stable" is visible */
+  size_t nt, ne, nt2, ne2;
+  ASSERT_EQ(fl_partition_holdout(idx, N, 0.2, 5, 3, tr, &nt, ev, &ne), 0);
+  ASSERT_EQ(ne, 20);
+  ASSERT_EQ(nt, 83);
+  uint8_t seen[N] = {0};
+  for (size_t i = 0; i < nt; i++)
+    seen[(idx[0] - tr[i]) / 7]++;
+  for (size_t i = 0; i < ne; i++)
+    seen[(idx[0] - ev[i]) / 7]++;
+  for (size_t i = 0; i < N; i++)
+    ASSERT_EQ(seen[i], 1);
+  for (size_t i = 1; i < nt; i++)
+    ASSERT_GT(tr[i - 1], tr[i]);
+  for (size_t i = 1; i < ne; i++)
+    ASSERT_GT(ev[i - 1], ev[i]);
+  ASSERT_EQ(fl_partition_holdout(idx, N, 0.2, 5, 3, tr2, &nt2, ev2, &ne2), 0);
+  ASSERT_EQ(memcmp(ev, ev2, ne * sizeof ev[0]), 0);
+  ASSERT_EQ(fl_partition_holdout(idx, N, 0.2, 5, 4, tr2, &nt2, ev2, &ne2), 0);
+  ASSERT_NE(memcmp(ev, ev2, ne * sizeof ev[0]), 0); /* another client, another choice */
+  ASSERT_EQ(fl_partition_holdout(idx, N, 0, 5, 3, tr2, &nt2, ev2, &ne2), 0);
+  ASSERT_EQ(ne2, 0);
+  ASSERT_EQ(nt2, N);
+  ASSERT_EQ(memcmp(tr2, idx, sizeof idx), 0);
+  ASSERT_EQ(fl_partition_holdout(idx, 1, 0.9, 5, 3, tr2, &nt2, ev2, &ne2), 0);
+  ASSERT_EQ(nt2, 1); /* one example stays to train on */
+  ASSERT_EQ(ne2, 0);
+  ASSERT_EQ(fl_partition_holdout(idx, N, 1.0, 5, 3, tr2, &nt2, ev2, &ne2), FL_EINVAL);
+  ASSERT_EQ(fl_partition_holdout(idx, N, -0.1, 5, 3, tr2, &nt2, ev2, &ne2), FL_EINVAL);
+}
+
 FL_TEST_MAIN()

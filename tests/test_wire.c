@@ -157,6 +157,7 @@ TEST(roundtrip_round_start) {
   fl_wire_tensors_copy(g->weights, g->n_weights, &m, q);
   ASSERT_EQ(memcmp(p, q, m.num_params * sizeof(float)), 0);
   fl_wire_free(&d);
+  fl_wire_tensors_free(&tv);
   free(p);
   free(q);
 }
@@ -185,6 +186,7 @@ TEST(roundtrip_update) {
   fl_wire_tensors_copy(d->update->weights, d->update->n_weights, &m, q);
   ASSERT_EQ(memcmp(p, q, m.num_params * sizeof(float)), 0);
   fl_wire_free(&d);
+  fl_wire_tensors_free(&tv);
   free(p);
   free(q);
 }
@@ -298,6 +300,7 @@ TEST(mutated_messages_never_crash) {
   fprintf(stderr, "  %d of 2000 mutated messages still valid\n", accepted);
   free(buf);
   free(enc);
+  fl_wire_tensors_free(&tv);
   free(p);
 }
 
@@ -329,6 +332,7 @@ TEST(truncated_update_rejected) {
   ASSERT_EQ(fl_wire_decode(enc, len, &lim, &d), 0);
   fl_wire_free(&d);
   free(enc);
+  fl_wire_tensors_free(&tv);
   free(p);
 }
 
@@ -355,6 +359,7 @@ TEST(oversize_rejected_before_decoding) {
   ASSERT_EQ(fl_wire_decode(enc, len, &small, &d), 0);
   fl_wire_free(&d);
   free(enc);
+  fl_wire_tensors_free(&tv);
   free(p);
 }
 
@@ -385,6 +390,7 @@ TEST(no_body_rejected) {
     Fedlr__Envelope *d_ = NULL;                                                                    \
     int rc_ = reencode(&e_, &lim, &d_);                                                            \
     fl_wire_free(&d_);                                                                             \
+    fl_wire_tensors_free(&tv_);                                                                    \
     if (rc_ != (code)) FL__FAIL("%s: rc %d (%s), expected %d", #tweak, rc_, fl_err_msg(), code);   \
     ASSERT_CONTAINS(fl_err_msg(), needle);                                                         \
   } while (0)
@@ -412,11 +418,14 @@ TEST(update_field_rejections) {
   EXPECT_UPDATE_REJECT(tv_.t[2].n_data -= 1, FL_ESHAPE,
                        "update: tensor 2 'layers.1.weight' has 199 values, "
                        "shape [10,20] needs 200");
-  EXPECT_UPDATE_REJECT(tv_.shape[0][1] = 0, FL_ESHAPE,
+  EXPECT_UPDATE_REJECT(tv_.info[0].shape[1] = 0, FL_ESHAPE,
                        "update: tensor 0 'layers.0.weight' has a zero dimension [20,0]");
-  EXPECT_UPDATE_REJECT(tv_.t[1].n_shape = 0, FL_ESHAPE, "has 0 dimensions");
-  uint32_t five[5] = {1, 1, 1, 1, 10};
-  EXPECT_UPDATE_REJECT((tv_.t[5].shape = five, tv_.t[5].n_shape = 5), FL_ESHAPE, "5 dimensions");
+  /* No dimensions is a scalar: one value. */
+  EXPECT_UPDATE_REJECT(tv_.t[1].n_shape = 0, FL_ESHAPE,
+                       "tensor 1 'layers.0.bias' has 20 values, shape [] needs 1");
+  uint32_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 5};
+  EXPECT_UPDATE_REJECT((tv_.t[5].shape = nine, tv_.t[5].n_shape = 9), FL_ESHAPE,
+                       "9 dimensions, at most 8");
   /* Shape product that overflows 64 bits must not wrap around to n_data. */
   uint32_t huge[4] = {65536, 65536, 65536, 65536};
   EXPECT_UPDATE_REJECT((tv_.t[5].shape = huge, tv_.t[5].n_shape = 4), FL_ESHAPE, "overflows");
@@ -444,6 +453,7 @@ TEST(tensor_count_and_value_limits) {
       seven[i] = tv0.ptrs[i % 6];
     EXPECT_UPDATE_REJECT((u_.weights = seven, u_.n_weights = 7), FL_ETOOBIG,
                          "update: 7 tensors, limit is 6");
+    fl_wire_tensors_free(&tv0);
   }
   /* Within the tensor count but over the value budget. */
   lim.max_values = m.num_params - 1;
@@ -525,6 +535,7 @@ TEST(round_start_rejections) {
   ASSERT_DBL_OP(d->round_start->lr, ==, 0.0f);
   fl_wire_free(&d);
   ASSERT_EQ(fl_wire_check_round_start(&r, &lim), 0);
+  fl_wire_tensors_free(&tv);
   free(p);
 }
 
@@ -539,13 +550,16 @@ TEST(join_rejections) {
   e.join = &j;
   j.name = "alice";
   j.num_examples = 10;
-  j.protocol_version = FL_WIRE_PROTOCOL_VERSION + 1;
-  ASSERT_EQ(reencode(&e, &lim, &d), FL_EUNSUPPORTED);
-  ASSERT_CONTAINS(fl_err_msg(), "protocol version 2 is not supported");
-  ASSERT_CONTAINS(fl_err_msg(), "speaks version 1");
-  j.protocol_version = 0;
-  ASSERT_EQ(reencode(&e, &lim, &d), FL_EUNSUPPORTED);
+  /* Versions are the coordinator's to negotiate (it answers with a Stop
+   * that lists its own): any decodes. */
+  j.protocol_version = 99;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  fl_wire_free(&d);
   j.protocol_version = FL_WIRE_PROTOCOL_VERSION;
+  j.num_eval_examples = FL_WIRE_MAX_EXAMPLES + 1;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ERANGE);
+  ASSERT_CONTAINS(fl_err_msg(), "evaluation examples");
+  j.num_eval_examples = 0;
 
   char name[FL_WIRE_MAX_STRING + 2];
   memset(name, 'n', sizeof name - 1);
@@ -633,7 +647,7 @@ TEST(peek_kind) {
   ASSERT_EQ(fl_wire_encode(&e, &buf, &len), 0);
   ASSERT_EQ(fl_wire_peek_kind(buf, len), FEDLR__ENVELOPE__BODY_HEARTBEAT);
   free(buf);
-  const uint8_t junk[][3] = {{0x08, 0x01, 0}, {0x3a, 0x00, 0}, {0xff, 0xff, 0xff}};
+  const uint8_t junk[][3] = {{0x08, 0x01, 0}, {0x4a, 0x00, 0}, {0xff, 0xff, 0xff}};
   for (size_t i = 0; i < 3; i++)
     ASSERT_EQ(fl_wire_peek_kind(junk[i], 3), FEDLR__ENVELOPE__BODY__NOT_SET);
   ASSERT_EQ(fl_wire_peek_kind(junk[0], 0), FEDLR__ENVELOPE__BODY__NOT_SET);
@@ -766,7 +780,7 @@ TEST(check_tensors_against_model) {
   tv.t[3].name = "layers.1.bais";
   ASSERT_EQ(fl_wire_check_tensors(tv.ptrs, tv.n, &m), FL_ESHAPE);
   ASSERT_CONTAINS(fl_err_msg(), "tensor 3: expected 'layers.1.bias', got 'layers.1.bais'");
-  tv.t[3].name = tv.names[3];
+  tv.t[3].name = tv.info[3].name;
 
   /* Swapped order. */
   Fedlr__Tensor *sw[6];
@@ -777,16 +791,18 @@ TEST(check_tensors_against_model) {
   ASSERT_CONTAINS(fl_err_msg(), "tensor 0: expected 'layers.0.weight', got 'layers.0.bias'");
 
   /* Same count, transposed shape. */
-  tv.shape[2][0] = 20;
-  tv.shape[2][1] = 10;
+  tv.info[2].shape[0] = 20;
+  tv.info[2].shape[1] = 10;
   ASSERT_EQ(fl_wire_check_tensors(tv.ptrs, tv.n, &m), FL_ESHAPE);
   ASSERT_CONTAINS(fl_err_msg(), "expected 'layers.1.weight' [10,20], got [20,10]");
 
   /* A different model with the same tensor names. */
   ASSERT_EQ(fl_model_parse("mlp:20,11", 30, 5, &other), 0);
+  fl_wire_tensors_free(&tv);
   fl_wire_tensors_init(&tv, &m, p);
   ASSERT_EQ(fl_wire_check_tensors(tv.ptrs, tv.n, &other), FL_ESHAPE);
   ASSERT_CONTAINS(fl_err_msg(), "expected 'layers.1.weight' [11,20], got [10,20]");
+  fl_wire_tensors_free(&tv);
   free(p);
 }
 
@@ -812,6 +828,7 @@ TEST(weights_are_packed_floats) {
   ASSERT_EQ(fl_wire_check_tensors(d->update->weights, d->update->n_weights, &m), 0);
   fl_wire_free(&d);
   free(enc);
+  fl_wire_tensors_free(&tv);
   free(p);
 }
 
@@ -828,3 +845,143 @@ TEST(field_number_zero_rejected) {
 }
 
 FL_TEST_MAIN()
+
+/* Version negotiation: the highest version both sides speak. */
+TEST(negotiate_versions) {
+  uint32_t v = 0;
+  ASSERT_EQ(fl_wire_negotiate(1, 0, &v), 0); /* a version-1 client (no min field) */
+  ASSERT_EQ(v, 1);
+  ASSERT_EQ(fl_wire_negotiate(2, 0, &v), 0);
+  ASSERT_EQ(v, 2);
+  ASSERT_EQ(fl_wire_negotiate(5, 1, &v), 0); /* a newer client that still speaks 1..5 */
+  ASSERT_EQ(v, FL_WIRE_PROTOCOL_VERSION);
+  ASSERT_EQ(fl_wire_negotiate(2, 1, &v), 0);
+  ASSERT_EQ(v, 2);
+  v = 77;
+  ASSERT_EQ(fl_wire_negotiate(7, 0, &v), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "protocol version 7 is not supported: this coordinator speaks "
+                                "versions 1 to 2");
+  ASSERT_EQ(v, 77);
+  ASSERT_EQ(fl_wire_negotiate(9, 3, &v), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "protocol versions 3 to 9 are not supported");
+  ASSERT_EQ(fl_wire_negotiate(0, 0, &v), FL_EUNSUPPORTED); /* no version at all */
+  ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT);      /* min above max */
+  ASSERT_CONTAINS(fl_err_msg(), "min_protocol_version 2 is above protocol_version 1");
+}
+
+/* Protocol version 2's messages round-trip, and each field is checked. */
+TEST(evaluation_messages) {
+  fl_model_spec_t m;
+  ASSERT_EQ(make_model(&m), 0);
+  fl_wire_limits_t lim;
+  fl_wire_limits_for_model(&m, &lim);
+  float *p = make_params(&m, 3);
+  fl_wire_tensors_t tv;
+  ASSERT_EQ(fl_wire_tensors_init(&tv, &m, p), 0);
+  Fedlr__Envelope e = FEDLR__ENVELOPE__INIT, *d = NULL;
+
+  Fedlr__Evaluate ev = FEDLR__EVALUATE__INIT;
+  ev.round = 3;
+  ev.model = m.spec;
+  ev.n_weights = tv.n;
+  ev.weights = tv.ptrs;
+  e.body_case = FEDLR__ENVELOPE__BODY_EVALUATE;
+  e.evaluate = &ev;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  ASSERT_EQ(d->evaluate->round, 3);
+  ASSERT_EQ(fl_wire_check_tensors(d->evaluate->weights, d->evaluate->n_weights, &m), 0);
+  ASSERT_EQ(memcmp(d->evaluate->weights[5]->data, p + tv.info[5].offset, 5 * sizeof(float)), 0);
+  fl_wire_free(&d);
+  ev.round = 0;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ERANGE);
+  ev.round = 3;
+  p[2] = NAN;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ENONFINITE);
+  p[2] = 0;
+
+  Fedlr__Metric acc = FEDLR__METRIC__INIT, other = FEDLR__METRIC__INIT;
+  acc.name = "accuracy";
+  acc.value = 0.5;
+  other.name = "top-5.acc_x";
+  other.value = -2;
+  Fedlr__Metric *mets[FL_WIRE_MAX_METRICS + 1];
+  mets[0] = &acc;
+  mets[1] = &other;
+  Fedlr__EvalResult r = FEDLR__EVAL_RESULT__INIT;
+  r.round = 3;
+  r.client_id = 1;
+  r.num_examples = 40;
+  r.loss = 0.25;
+  r.n_metrics = 2;
+  r.metrics = mets;
+  e.body_case = FEDLR__ENVELOPE__BODY_EVAL_RESULT;
+  e.eval_result = &r;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  ASSERT_EQ(d->eval_result->n_metrics, 2);
+  ASSERT_STR_EQ(d->eval_result->metrics[1]->name, "top-5.acc_x");
+  ASSERT_NEAR(d->eval_result->loss, 0.25, 0);
+  fl_wire_free(&d);
+  r.num_examples = 0;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ERANGE);
+  r.num_examples = 40;
+  r.loss = INFINITY;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ENONFINITE);
+  r.loss = 0.25;
+  other.value = NAN;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ENONFINITE);
+  ASSERT_CONTAINS(fl_err_msg(), "metric 'top-5.acc_x' is not finite");
+  other.value = 1;
+  other.name = "accuracy";
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "metric 'accuracy' appears twice");
+  other.name = "bad name";
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "metric name 'bad name' has ' ' at byte 3");
+  other.name = "";
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
+  other.name = "a23456789012345678901234567890123"; /* 33 bytes */
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ETOOBIG);
+  other.name = "ok";
+  for (size_t i = 0; i <= FL_WIRE_MAX_METRICS; i++)
+    mets[i] = i ? &other : &acc;
+  r.n_metrics = FL_WIRE_MAX_METRICS + 1;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ETOOBIG);
+
+  /* A Welcome's layout: names and shapes, no values. */
+  Fedlr__Welcome w = FEDLR__WELCOME__INIT;
+  w.run_id = "r";
+  w.model = m.spec;
+  w.protocol_version = 2;
+  fl_wire_tensors_point(&tv, NULL);
+  w.n_layout = tv.n;
+  w.layout = tv.ptrs;
+  e.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
+  e.welcome = &w;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  ASSERT_EQ(d->welcome->n_layout, 6);
+  ASSERT_EQ(d->welcome->protocol_version, 2);
+  ASSERT_EQ(d->welcome->layout[2]->n_shape, 2);
+  ASSERT_EQ(d->welcome->layout[2]->shape[1], 20);
+  fl_wire_free(&d);
+  fl_wire_tensors_point(&tv, p);
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT); /* values in a layout */
+  ASSERT_CONTAINS(fl_err_msg(), "carries 600 values");
+
+  /* A Stop that lists versions. */
+  uint32_t vs[FL_WIRE_MAX_VERSIONS + 1] = {1, 2};
+  Fedlr__Stop st = FEDLR__STOP__INIT;
+  st.reason = "no";
+  st.error = 1;
+  st.n_supported_versions = 2;
+  st.supported_versions = vs;
+  e.body_case = FEDLR__ENVELOPE__BODY_STOP;
+  e.stop = &st;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  ASSERT_EQ(d->stop->n_supported_versions, 2);
+  ASSERT_EQ(d->stop->supported_versions[1], 2);
+  fl_wire_free(&d);
+  st.n_supported_versions = FL_WIRE_MAX_VERSIONS + 1;
+  ASSERT_EQ(reencode(&e, &lim, &d), FL_ETOOBIG);
+  fl_wire_tensors_free(&tv);
+  free(p);
+}

@@ -401,6 +401,7 @@ fl_host_t *fl_host_new(const fl_host_config_t *hc, fl_run_t *run, int *err) {
   h->rl = fl_ratelog_new(stderr, "fedlr-coordinator: ", fl_admit_reasons, FL_ADMIT_R_NUM,
                          NOISY_WINDOW_S, NOISY_MAX);
   if (!h->rl || (rc = make_busy_stop(h))) goto fail;
+  if ((rc = fl_wire_tensors_init(&h->layout, fl_engine_model(h->engine), NULL))) goto fail;
   if (!(h->zctx = zmq_ctx_new())) {
     rc = fl_err_set(FL_ENOMEM, "zmq_ctx_new: %s", zmq_strerror(errno));
     goto fail;
@@ -455,6 +456,7 @@ void fl_host_destroy(fl_host_t **ph) {
   if (h->sock) zmq_close(h->sock);
   if (h->zctx) zmq_ctx_term(h->zctx);
   fl_ratelog_destroy(&h->rl);
+  fl_wire_tensors_free(&h->layout);
   free(h->busy_stop);
   free(h->final_stop);
   free(h->peers);

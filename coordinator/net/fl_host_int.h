@@ -40,6 +40,7 @@ typedef struct {
   int awaiting_ack; /* a RoundStart sent, not yet acknowledged */
   double sent_at;
   int proven; /* heartbeat or update on the current connection since its Join: sampleable */
+  uint32_t version; /* protocol version of its session (fl_wire_negotiate) */
 } peer_t;
 
 struct fl_host {
@@ -60,6 +61,7 @@ struct fl_host {
   uint32_t *queue; /* sampled ids whose RoundStart is not sent yet */
   size_t queue_head, queue_len, queue_cap, in_flight;
   uint32_t run_id;
+  fl_wire_tensors_t layout; /* the model's tensors, names and shapes: every Welcome's */
   uint8_t *busy_stop; /* encoded once: Stop{rejoin} for joins over the rate */
   size_t busy_stop_len;
   uint8_t *final_stop; /* encoded once: the Stop that ends the run, for every late peer */

@@ -134,16 +134,31 @@ void fl_host__send_copy_quiet(fl_host_t *h, const uint8_t *rid, size_t rid_len, 
   fl_run_account(h->run, len, 0);
 }
 
-static void send_stop(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *reason,
-                      int error, int rejoin) {
+/* The versions this coordinator speaks, for a Stop refusing a Join's. */
+static uint32_t spoken_versions[FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1];
+
+static void send_stop_versions(fl_host_t *h, const uint8_t *rid, size_t rid_len,
+                               const char *reason, int error, int rejoin, int versions) {
   Fedlr__Stop st = FEDLR__STOP__INIT;
   st.reason = (char *)reason;
   st.error = error;
   st.rejoin = rejoin;
+  if (versions) {
+    size_t n = sizeof spoken_versions / sizeof spoken_versions[0];
+    for (size_t i = 0; i < n; i++)
+      spoken_versions[i] = FL_WIRE_MIN_PROTOCOL_VERSION + (uint32_t)i;
+    st.n_supported_versions = n;
+    st.supported_versions = spoken_versions;
+  }
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_STOP;
   env.stop = &st;
   send_env(h, rid, rid_len, &env);
+}
+
+static void send_stop(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *reason,
+                      int error, int rejoin) {
+  send_stop_versions(h, rid, rid_len, reason, error, rejoin, 0);
 }
 
 static void send_round_start(fl_host_t *h, uint32_t id) {
@@ -183,14 +198,20 @@ void fl_host__release_ack(fl_host_t *h, uint32_t id) {
 /* ---- receiving ---- */
 
 /* Refuses a Join with a Stop{error} that says why (never naming another
- * client), and logs it. */
-static void refuse_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *uid,
-                        const char *name, const char *reason) {
-  char hex[2 * RID_MAX + 1];
-  plog(h, FL_ADMIT_R_JOIN_REFUSED, "refused a join as '%s' from %s%s%s: %s", name,
+ * client), and logs it; `versions`: the Stop lists the versions spoken. */
+static void refuse_join_v(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *uid,
+                          const char *name, const char *reason, int versions) {
+  char hex[2 * RID_MAX + 1], esc[4 * FL_WIRE_MAX_NAME + 8];
+  plog(h, FL_ADMIT_R_JOIN_REFUSED, "refused a join as '%s' from %s%s%s: %s",
+       fl_wire_escape(name, strlen(name), FL_WIRE_MAX_NAME, esc, sizeof esc),
        fl_host__rid_hex(rid, rid_len, hex, sizeof hex), uid ? ", key of " : "", uid ? uid : "",
        reason);
-  send_stop(h, rid, rid_len, reason, 1, 0);
+  send_stop_versions(h, rid, rid_len, reason, 1, 0, versions);
+}
+
+static void refuse_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *uid,
+                        const char *name, const char *reason) {
+  refuse_join_v(h, rid, rid_len, uid, name, reason, 0);
 }
 
 static void send_welcome(fl_host_t *h, const uint8_t *rid, size_t rid_len, uint32_t id) {
@@ -201,10 +222,15 @@ static void send_welcome(fl_host_t *h, const uint8_t *rid, size_t rid_len, uint3
   w.client_id = id;
   w.run_id = run_id;
   w.model = (char *)m->spec;
-  w.input_dim = (uint32_t)m->dims[0];
-  w.num_classes = (uint32_t)m->dims[m->num_layers];
+  if (fl_model_is_builtin(m)) {
+    w.input_dim = (uint32_t)m->dims[0];
+    w.num_classes = (uint32_t)m->dims[m->num_layers];
+  }
   w.heartbeat_ms = (uint32_t)(h->cfg->heartbeat * 1000.0);
   w.rounds = h->cfg->rounds;
+  w.protocol_version = h->peers[id].version;
+  w.n_layout = h->layout.n;
+  w.layout = h->layout.ptrs;
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
   env.welcome = &w;
@@ -215,9 +241,14 @@ static void send_welcome(fl_host_t *h, const uint8_t *rid, size_t rid_len, uint3
  * under CURVE, else NULL. */
 static void handle_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, int fd, const char *uid,
                         const Fedlr__Join *j) {
-  uint32_t id;
+  uint32_t id, version = 0;
   int rc;
   char reason[512];
+  if (fl_wire_negotiate(j->protocol_version, j->min_protocol_version, &version) != 0) {
+    snprintf(reason, sizeof reason, "join refused: %s", fl_err_msg());
+    refuse_join_v(h, rid, rid_len, uid, j->name, reason, 1);
+    return;
+  }
   if (uid && strcmp(j->name, uid) != 0)
     /* Under CURVE the key is the identity: the name only has to agree. */
     rc = fl_err_set(FL_EPROTO,
@@ -256,6 +287,7 @@ static void handle_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, int fd
   memcpy(p->rid, rid, rid_len);
   p->rid_len = rid_len;
   p->fd = fd;
+  p->version = version;
   bind_conn(h, fd, id);
   p->alive = 1;
   p->last_seen = fl_clock_now();

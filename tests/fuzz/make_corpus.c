@@ -114,12 +114,55 @@ static void wire(const fl_model_spec_t *m, float *params) {
   params[5] = 0.0f / 0.0f;
   put_env("update-nan", &e, 0);
   params[5] = saved;
-  tv.shape[0][0] = 15;
+  tv.info[0].shape[0] = 15;
   put_env("update-badshape", &e, 0);
-  tv.shape[0][0] = (uint32_t)m->dims[1];
+  tv.info[0].shape[0] = (uint32_t)m->dims[1];
   u.n_weights = tv.n - 1;
   put_env("update-missing-tensor", &e, 0);
   u.n_weights = tv.n;
+  u.attempt = 2;
+  put_env("update-v2", &e, 0);
+
+  /* Protocol version 2: the evaluation exchange and the Welcome's layout. */
+  Fedlr__Evaluate ev = FEDLR__EVALUATE__INIT;
+  ev.round = 4;
+  ev.model = "mlp:16";
+  ev.n_weights = tv.n;
+  ev.weights = tv.ptrs;
+  e.body_case = FEDLR__ENVELOPE__BODY_EVALUATE;
+  e.evaluate = &ev;
+  put_env("evaluate", &e, 0);
+  Fedlr__Metric acc = FEDLR__METRIC__INIT, f1 = FEDLR__METRIC__INIT;
+  acc.name = "accuracy";
+  acc.value = 0.81;
+  f1.name = "f1.macro";
+  f1.value = 0.77;
+  Fedlr__Metric *mets[] = {&acc, &f1};
+  Fedlr__EvalResult er = FEDLR__EVAL_RESULT__INIT;
+  er.round = 4;
+  er.client_id = 3;
+  er.num_examples = 60;
+  er.loss = 0.52;
+  er.n_metrics = 2;
+  er.metrics = mets;
+  e.body_case = FEDLR__ENVELOPE__BODY_EVAL_RESULT;
+  e.eval_result = &er;
+  put_env("eval_result", &e, 0);
+  f1.name = "accuracy";
+  put_env("eval_result-dup-metric", &e, 0);
+  j.min_protocol_version = 1;
+  j.num_eval_examples = 60;
+  e.body_case = FEDLR__ENVELOPE__BODY_JOIN;
+  e.join = &j;
+  put_env("join-v2", &e, 0);
+  fl_wire_tensors_point(&tv, NULL);
+  w.protocol_version = 2;
+  w.n_layout = tv.n;
+  w.layout = tv.ptrs;
+  e.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
+  e.welcome = &w;
+  put_env("welcome-v2", &e, 0);
+  fl_wire_tensors_free(&tv);
 
   Fedlr__Heartbeat h = FEDLR__HEARTBEAT__INIT;
   h.client_id = 3;
@@ -134,6 +177,13 @@ static void wire(const fl_model_spec_t *m, float *params) {
   e.body_case = FEDLR__ENVELOPE__BODY_STOP;
   e.stop = &s;
   put_env("stop", &e, 0);
+  uint32_t versions[] = {1, 2};
+  s.reason = "protocol version 7 is not supported: this coordinator speaks versions 1 to 2";
+  s.rejoin = 0;
+  s.error = 1;
+  s.n_supported_versions = 2;
+  s.supported_versions = versions;
+  put_env("stop-versions", &e, 0);
 
   put("wire", "empty", "", 0);
   /* field 4 (update), length 0x7fffffff: a length far past the buffer */

@@ -249,7 +249,9 @@ static int send_update(peer_t *p, const fl_model_spec_t *m, const float *params,
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
   env.update = &u;
-  return send_env(p, &env);
+  int rc = send_env(p, &env);
+  fl_wire_tensors_free(&tv);
+  return rc;
 }
 
 /* ---- steps ---- */
@@ -793,6 +795,18 @@ static int bad_join_case(peer_t *p, const char *name, Fedlr__Join *j, const char
     const char *why = r->stop->reason;
     int ok = r->stop->error && !r->stop->rejoin && strstr(why, want) && clean_text(why) &&
              !(p->o.forbid && strstr(why, p->o.forbid));
+    /* A version refusal lists the versions spoken (protocol version 2). */
+    int versions = strstr(want, "speaks versions") != NULL;
+    if (versions &&
+        !(r->stop->n_supported_versions == FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1 &&
+          r->stop->supported_versions[0] == FL_WIRE_MIN_PROTOCOL_VERSION &&
+          r->stop->supported_versions[r->stop->n_supported_versions - 1] ==
+              FL_WIRE_PROTOCOL_VERSION)) {
+      step(name, "FAIL: Stop '%s' does not list the versions spoken (%zu listed)", why,
+           r->stop->n_supported_versions);
+      fl_wire_free(&r);
+      return -1;
+    }
     step(name, "%s: Stop{error=%d} '%s'%s", ok ? "ok" : "FAIL", r->stop->error, why,
          ok ? "" : (!strstr(why, want) ? " (lacks the reason)" : " (unclean or names another)"));
     fl_wire_free(&r);
@@ -813,8 +827,8 @@ static int run_bad_joins(peer_t *p) {
     uint32_t version, slot;
     uint64_t examples;
   } cases[] = {
-      {"version 7", "v7-client", "this coordinator speaks version 1", 7, 0, 10},
-      {"version 0", "v0-client", "speaks version 1", 0, 0, 10},
+      {"version 7", "v7-client", "this coordinator speaks versions 1 to 2", 7, 0, 10},
+      {"version 0", "v0-client", "this coordinator speaks versions 1 to 2", 0, 0, 10},
       {"empty name", "", "the client name is empty", 1, 0, 10},
       {"65-byte name", n65, "longer than 64 bytes", 1, 0, 10},
       {"300-byte name", n300, "longer than 256 bytes", 1, 0, 10},
