@@ -430,6 +430,9 @@ class _Session(threading.Thread):
         self.heartbeat = w.heartbeat_ms / 1000.0 if w.heartbeat_ms else 1.0
         self.joined = True
         c._welcome = w
+        # At once: the coordinator samples a client only after it has heard
+        # from it on this connection after the Join.
+        self.send_heartbeat(time.monotonic())
         log.info("joined run %s as client %d: model %s (%d parameters in %d tensors), %d rounds, heartbeat %d ms",
                  w.run_id or "(unnamed)", w.client_id, w.model, self.max_values, len(w.layout), w.rounds, w.heartbeat_ms)
         if 0 < c.give_up < self.silence_limit():

@@ -66,7 +66,7 @@ MAX_VALUES = 2**28  # floats of a model
 MAX_METRICS = 16
 MAX_METRIC_NAME = 32
 MAX_VERSIONS = 16
-MAX_LOSS = 1e30  # the coordinator rejects an update whose |train_loss| is beyond
+MAX_LOSS = 1e30  # the coordinator rejects a train_loss, evaluation loss or metric beyond
 CONTROL_MAX_MESSAGE = 2 << 20  # bytes of a message before the Welcome said the model
 
 OPTIMIZER_KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
@@ -586,10 +586,12 @@ def encode_eval_result(round: int, client_id: int, num_examples: int, loss: floa
     for name, v in metrics.items():
         check_metric_name(name)
         v = float(v)
-        if not math.isfinite(v):
-            raise ValueError("metric '%s' is %r: values must be finite" % (name, v))
+        if not (math.isfinite(v) and abs(v) <= MAX_LOSS):
+            raise ValueError("metric '%s' is %r: values must be finite, |value| <= %g" % (name, v, MAX_LOSS))
         ms.append(pb.Metric(name=name, value=v))
-    if not math.isfinite(loss):
-        raise ValueError("evaluation loss %r is not finite" % loss)
+    if not (math.isfinite(loss) and abs(loss) <= MAX_LOSS):
+        raise ValueError("evaluation loss %r is not finite or beyond %g" % (loss, MAX_LOSS))
+    if not 1 <= num_examples <= MAX_EXAMPLES:
+        raise ValueError("evaluated %d examples: 1 to %d" % (num_examples, MAX_EXAMPLES))
     return _env(eval_result=pb.EvalResult(round=round, client_id=client_id, num_examples=num_examples,
                                           loss=float(loss), metrics=ms))
