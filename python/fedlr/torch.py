@@ -207,13 +207,13 @@ class Trainer:
         state cleared unless ``info.optimizer.keep_state``, as fedlr's
         built-in trainer does."""
         cfg = info.optimizer
-        if self.optimizer is None or self._kind != cfg.kind:
+        # A fresh optimizer is fresh state for every kind (torch's Adagrad
+        # creates its state at construction, so clearing it would not do).
+        if self.optimizer is None or self._kind != cfg.kind or not cfg.keep_state:
             self.optimizer = make_optimizer(self.model.parameters(), cfg, info.lr)
             self._kind = cfg.kind
         else:
             configure_optimizer(self.optimizer, cfg)
-        if not cfg.keep_state:
-            self.optimizer.state.clear()
         return self.optimizer
 
     def _tensor(self, a, dtype=None) -> torch.Tensor:
