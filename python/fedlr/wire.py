@@ -455,7 +455,7 @@ def decode(data: Union[bytes, bytearray, memoryview], max_values: int = MAX_VALU
             rejoin=st.rejoin,
             supported_versions=tuple(st.supported_versions),
         )
-    raise WireError("a %s message: not one a coordinator sends" % kind)
+    raise WireError("a message of kind %s: not one a coordinator sends" % kind)
 
 
 # ---- encoding ----
