@@ -111,15 +111,13 @@ class JoinRefused(FedlrError):
     its reason, ``supported_versions`` the protocol versions it speaks
     (listed when it refused the version)."""
 
-    def __init__(self, reason: str, supported_versions: Tuple[int, ...] = ()):
+    def __init__(self, reason: str, supported_versions: Tuple[int, ...] = (), spoken: Tuple[int, int] = (2, 2)):
         self.reason = reason
         self.supported_versions = tuple(supported_versions)
         msg = "refused by the coordinator: %s" % reason
         if self.supported_versions:
             msg += " (the coordinator speaks versions %s; this client speaks %s)" % (
-                ", ".join(map(str, self.supported_versions)),
-                ", ".join(map(str, range(Client.PROTOCOL_VERSIONS[0], Client.PROTOCOL_VERSIONS[1] + 1))),
-            )
+                ", ".join(map(str, self.supported_versions)), ", ".join(map(str, range(spoken[0], spoken[1] + 1))))
         super().__init__(msg)
 
 
@@ -293,6 +291,7 @@ class _Session(threading.Thread):
         self.active: Dict[Tuple[int, int], RoundInfo] = {}  # rounds queued or training
         self.hb_dropped = False
         self.ended = False
+        self.ended_normally = False
 
     # ---- sockets ----
 
@@ -355,6 +354,7 @@ class _Session(threading.Thread):
 
     def end(self, kind: str, payload) -> None:
         self.ended = True
+        self.ended_normally = kind == "done"
         self.events.put((kind, payload))
 
     def cancel(self, pred, why: str) -> None:
@@ -486,7 +486,7 @@ class _Session(threading.Thread):
             return
         self.cancel(lambda k: True, "the run ended")
         if st.error:
-            self.end("error", JoinRefused(why, st.supported_versions))
+            self.end("error", JoinRefused(why, st.supported_versions, self.c.PROTOCOL_VERSIONS))
         else:
             log.info("the run is over: %s", why)
             self.end("done", why)
@@ -645,7 +645,9 @@ class _Session(threading.Thread):
         except Exception as e:  # noqa: BLE001 - handed to the application's thread
             self.events.put(("error", e))
         finally:
-            self.close_socket(1000 if self.ended else 0)
+            # Linger only after a normal end, for what is still queued;
+            # after a failure nothing queued is worth waiting for.
+            self.close_socket(1000 if self.ended_normally else 0)
             self.pipe.close(0)
 
     def loop(self) -> None:
