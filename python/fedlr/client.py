@@ -727,7 +727,7 @@ class Client:
                  slot: Optional[int] = None, layout: Optional[Mapping[str, Sequence[int]]] = None,
                  curve_secret: Optional[str] = None, coordinator_key: Optional[str] = None,
                  give_up: float = 300.0, handshake_timeout: float = 5.0):
-        if not isinstance(connect, str) or not connect.startswith(("tcp://", "ipc://", "inproc://")):
+        if not isinstance(connect, str) or not connect.startswith(("tcp://", "ipc://")):
             raise ValueError("connect %r: give tcp://HOST:PORT or ipc://PATH" % (connect,))
         if len(connect) >= 256:
             raise ValueError("connect: endpoint longer than 255 bytes")
