@@ -50,7 +50,6 @@ What the session does (the same as the C client, client/fl_session.c):
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import math

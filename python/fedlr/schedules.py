@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
-from typing import Iterable, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 __all__ = [
     "ScheduleError",

@@ -23,9 +23,8 @@ date).
 from __future__ import annotations
 
 import math
-import struct
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from google.protobuf.message import DecodeError
