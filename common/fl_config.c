@@ -93,6 +93,9 @@ static const opt_t opts[] = {
      "test set file when --dataset is a file (default none)"},
     {"partition", OPT_STR, FIELD(partition), SIM | CLIENT, G_DATA, "SPEC", "iid",
      CHECK(check_partition), "split among clients: iid, shards:K or dirichlet:ALPHA"},
+    {"holdout", OPT_DOUBLE, FIELD(holdout), SIM | CLIENT, G_DATA, "F", "0", RANGE(0, 0.9, 0),
+     "fraction of each client's examples held out to evaluate the global model on (federated "
+     "evaluation)"},
     {"data", OPT_STR, FIELD(data), CLIENT, G_DATA, "FILE", "", NONE,
      "this client's own data file (default none)"},
     {"num-partitions", OPT_U32, FIELD(num_partitions), CLIENT, G_DATA, "N", "0",

@@ -24,6 +24,8 @@ typedef struct {
   char data_dir[FL_PATH_MAX];  /* "" = /usr/share/datasets/<dataset> */
   char test_data[FL_PATH_MAX]; /* test file when dataset is a file ("" = none) */
   char partition[64];          /* "iid" */
+  double holdout;              /* 0: fraction of each client's examples held out for federated
+                                * evaluation (fl_partition_holdout) */
   /* model and training */
   char model[128];          /* "softmax" */
   char optimizer[128];      /* "sgd" */
