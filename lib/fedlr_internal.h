@@ -1,83 +1,142 @@
-/* fl_session: a networked client's conversation with its coordinator.
+/* lib/: libfedlr, the C client library (include/fedlr.h is its contract).
  *
- * One DEALER socket, one thread, no background work: the session joins,
- * trains each round it is sent (fl_trainer), sends the update, and keeps a
- * heartbeat going every heartbeat_ms, idle or training (from the trainer's
- * tick, on the same socket). Every message is one fedlr.Envelope in one
- * ZeroMQ frame; everything received goes through fl_wire_decode() with
- * control-message limits until a Welcome names the model, model limits
- * after. A peer can make the session log and ignore a message, rejoin, or
- * end; never crash.
+ * What lives here: the library's public functions (fedlr_*) and its
+ * internals (fedlr__*, hidden: the .so exports only fedlr_*):
+ *   fedlr_io.c       the I/O thread: the DEALER socket, Join/Welcome,
+ *                    heartbeats, liveness, rejoin and backoff, the CURVE
+ *                    handshake watch, the job queue for the caller's thread
+ *   fedlr_client.c   fedlr_client_new/run/stop/destroy: the caller's thread,
+ *                    which runs the callbacks and encodes Update/EvalResult
+ *   fedlr_tensors.c  tensors and layouts, schedules, rounds, metrics, errors
+ * What it may touch: common/ (compiled into the library: the codec fl_wire,
+ * fl_sched, fl_layout, fl_keys, fl_error, the generated protobuf code) and
+ * ZeroMQ. Never client/, coordinator/ or sim/: fedlr-client is built on
+ * this library, not the other way round.
  *
- * Liveness: if nothing arrives from the coordinator for
- * max(5 heartbeats, 3 s) (2 s while waiting for a Welcome), the session
- * assumes it restarted or is unreachable: it opens a fresh socket (dropping
- * whatever queued for the silent peer) and sends Join again, backing off
- * 0.5 s, 1 s, 2 s, ... up to 10 s between Joins; anything received resets
- * the backoff. A Stop{rejoin} (the coordinator does not know us) sends Join
- * on the live connection. With give_up > 0, once nothing at all has arrived
- * for give_up seconds (counted from fl_session_run() until the first
- * message, so an absent coordinator counts too) the session ends with
- * FL_SESSION_GAVE_UP instead of rejoining forever. A round being trained is
- * finished first: the coordinator's answers to the heartbeats sent while
- * training are read only afterwards, so the bound is checked between
- * rounds. The transport reconnects by itself (100 ms .. 5 s exponential).
- * Sends never block: a Join or update that cannot be queued is retried, a
- * heartbeat is dropped.
- *
- * CurveZMQ: with keys in the config the socket is a CURVE client of the
- * coordinator's public key. A monitor on the socket watches the handshakes:
- * the coordinator refusing our key (ZAP status 400), a mechanism mismatch
- * (one side plaintext), or, under CURVE, SESSION_HS_FAILURES handshakes in
- * a row failing without one succeeding (a wrong coordinator key) end the
- * session with FL_SESSION_AUTH_FAILED instead of retrying forever.
- */
-#ifndef FL_SESSION_H
-#define FL_SESSION_H
+ * Threads: the I/O thread owns the DEALER socket and its monitor; the
+ * caller's thread owns everything the callbacks see. They talk over an
+ * inproc PAIR: the caller's thread asks for work (RUN_NEXT), the I/O thread
+ * answers with one job (io_job_t: Welcome, RoundStart, Evaluate, or the
+ * end); results go back as encoded messages (RUN_SEND). Only the atomics
+ * of fedlr__shared_t are read by both while they run. */
+#ifndef FEDLR_INTERNAL_H
+#define FEDLR_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
-#include "fl_trainer.h"
+#include "fedlr.h"
+#include "fl_keys.h"
+#include "fl_layout.h"
+#include "fl_model.h"
+#include "fl_sched.h"
+#include "fl_wire.h"
 
-typedef struct fl_session fl_session_t;
+#define FEDLR__KEY_LEN 40 /* a Z85 key */
 
-typedef struct {
-  const char *endpoint; /* e.g. "tcp://127.0.0.1:7070" */
-  const char *name;     /* Join name: see fl_wire_check_name() */
-  int want_slot;        /* ask for client id `slot` (the partition index) */
-  uint32_t slot;
-  int quiet;        /* no per-round lines */
-  int interrupt_fd; /* readable = stop now (e.g. a signal self-pipe); -1 = none */
-  /* CurveZMQ: all three Z85 keys, or all NULL for plaintext. Copied. */
-  const char *curve_public, *curve_secret; /* this client's key pair */
-  const char *server_key;                  /* the coordinator's public key */
-  double handshake_timeout;                /* s, 0 = libzmq's default (30 s) */
-  double give_up; /* s without any message from the coordinator before giving up; 0 = never */
-} fl_session_config_t;
-
-/* How fl_session_run() ended (>= 0), or a negative FL_E* code. */
-enum {
-  FL_SESSION_DONE = 0,        /* Stop{error=false}: the run is over */
-  FL_SESSION_REFUSED = 1,     /* Stop{error=true} or an unusable Welcome (model, shapes) */
-  FL_SESSION_INTERRUPTED = 2, /* interrupt_fd became readable */
-  FL_SESSION_AUTH_FAILED = 3, /* the handshake was refused or kept failing (fl_err_msg()) */
-  FL_SESSION_GAVE_UP = 4      /* nothing from the coordinator for give_up s (fl_err_msg()) */
+struct fedlr_tensors {
+  fl_layout_t *layout; /* owned */
+  float *values;       /* layout->num_params floats, owned; NULL: a layout only */
+  size_t cap;          /* floats allocated */
 };
 
-/* A session for the examples in `shard` (borrowed: must outlive the
- * session). Creates its own ZeroMQ context and connects (connecting never
- * waits for the peer). Strings in `c` are copied. Returns NULL with the
- * code in *err and a detail in fl_err_msg() on failure (FL_EINVAL for a bad
- * name, endpoint, keys, or a give_up that is negative or not finite). */
-fl_session_t *fl_session_new(const fl_session_config_t *c, const fl_shard_t *shard, int *err);
+struct fedlr_schedule {
+  fl_sched_t s;
+};
 
-/* Runs until the coordinator ends the run or refuses us, the handshake
- * fails for good, the coordinator stays silent for give_up seconds, or
- * interrupt_fd is readable. Progress and every event go to stderr, one line
- * each, prefixed "fedlr-client[NAME]: ". The reason of a REFUSED end is in fl_err_msg(). */
-int fl_session_run(fl_session_t *s);
+/* A copy of a layout, with zeroed values if with_values. NULL and an
+ * fl_err_msg() on failure. */
+fedlr_tensors *fedlr__tensors_from_layout(const fl_layout_t *l, int with_values);
 
-/* Closes the socket (linger 1 s) and terminates the context. NULL-safe. */
-void fl_session_destroy(fl_session_t **s);
+/* A model as a Welcome gives it: its name, its layout and the spec over
+ * that layout (fl_model_custom), which fl_wire_check_tensors() and
+ * fl_wire_limits_for_model() take whatever the model is. */
+typedef struct {
+  char name[FL_WIRE_MAX_STRING];
+  fl_layout_t *layout; /* owned */
+  fl_model_spec_t spec;
+} fedlr__model_t;
+
+/* Builds *m from a Welcome's layout (protocol version 2). FL_EUNSUPPORTED
+ * for an older protocol, FL_EINVAL/FL_ETOOBIG for a bad layout. */
+int fedlr__model_from_welcome(const Fedlr__Welcome *w, fedlr__model_t *m);
+void fedlr__model_clear(fedlr__model_t *m);
+
+/* What the session was asked: the checked, copied configuration. */
+typedef struct {
+  char endpoint[256];
+  char name[FL_WIRE_MAX_STRING];
+  int want_slot;
+  uint32_t slot;
+  uint64_t num_examples, num_eval_examples;
+  int curve;
+  char curve_public[FEDLR__KEY_LEN + 1], curve_secret[FEDLR__KEY_LEN + 1];
+  char server_key[FEDLR__KEY_LEN + 1];
+  int handshake_ms;
+  double give_up;
+  fedlr_log_fn log;
+  int log_level;
+  void *user;
+  fl_layout_t *layout; /* expected, owned; NULL: any */
+} fedlr__settings_t;
+
+/* What both threads read: the log lock and the cancellation atomics. */
+typedef struct {
+  pthread_mutex_t log_mu;
+  atomic_int stopping;        /* the session is ending */
+  atomic_uint_fast64_t epoch; /* bumped at each rejoin: older work is void */
+  atomic_uint_fast64_t seq;   /* bumped at each RoundStart received */
+} fedlr__shared_t;
+
+/* One line to the log (level filtered, serialized between threads). */
+void fedlr__log(const fedlr__settings_t *st, fedlr__shared_t *sh, int level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- the I/O thread and its jobs ---- */
+
+enum { IO_JOB_WELCOME = 1, IO_JOB_ROUND, IO_JOB_EVAL, IO_JOB_END };
+
+typedef struct {
+  int kind;
+  uint64_t epoch;       /* of the connection it came on */
+  uint64_t seq;         /* ROUND: its RoundStart number */
+  Fedlr__Envelope *env; /* WELCOME, ROUND, EVAL: owned by the receiver */
+  fl_sched_t local;     /* ROUND: the parsed local schedule */
+  double received;      /* monotonic s */
+  int result;           /* END: how the session ended (FEDLR_DONE ...) */
+} fedlr__job_t;
+
+enum { RUN_NEXT = 1, RUN_SEND, RUN_QUIT };
+
+typedef struct {
+  int kind;
+  uint64_t epoch; /* SEND: of the job it answers */
+  int is_update;  /* SEND: an Update (else an EvalResult) */
+  uint32_t round; /* SEND */
+  uint8_t *buf;   /* SEND: the encoded message, owned by the receiver */
+  size_t len;
+} fedlr__run_msg_t;
+
+typedef struct fedlr__io fedlr__io_t;
+
+/* The I/O side of a session over settings `st` and `sh` (borrowed), in
+ * ZeroMQ context ctx: creates the DEALER (connecting in the background)
+ * and the PAIR end bound to `pair_ep`. stop_fd readable = stop. NULL and
+ * fl_err_msg() on failure. */
+fedlr__io_t *fedlr__io_new(const fedlr__settings_t *st, fedlr__shared_t *sh, void *ctx,
+                           const char *pair_ep, int stop_fd, int *err);
+
+/* The thread body: runs the session until it ends and the caller's thread
+ * has been sent IO_JOB_END. */
+void *fedlr__io_main(void *io);
+
+/* The end's detail message and the last client id (read after the join). */
+const char *fedlr__io_end_msg(const fedlr__io_t *io);
+uint32_t fedlr__io_client_id(const fedlr__io_t *io);
+
+void fedlr__io_destroy(fedlr__io_t **io);
+
+double fedlr__now(void);
 
 #endif
