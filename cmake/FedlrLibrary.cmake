@@ -62,6 +62,7 @@ set_target_properties(fedlr_static PROPERTIES OUTPUT_NAME fedlr LINKER_LANGUAGE 
 
 # pkg-config, relocatable: the prefix is found from the .pc file's place.
 file(RELATIVE_PATH FEDLR_PC_TO_PREFIX ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
+string(REGEX REPLACE "/$" "" FEDLR_PC_TO_PREFIX "${FEDLR_PC_TO_PREFIX}")
 configure_file(${CMAKE_SOURCE_DIR}/cmake/fedlr.pc.in ${CMAKE_CURRENT_BINARY_DIR}/fedlr.pc @ONLY)
 
 install(TARGETS fedlr fedlr_static
