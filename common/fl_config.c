@@ -103,8 +103,12 @@ static const opt_t opts[] = {
     {"partition-index", OPT_U32, FIELD(partition_index), CLIENT, G_DATA, "I", "0",
      RANGE(0, 999999, 0), "the partition this client trains on, 0-based"},
 
-    {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "softmax", CHECK(check_model),
-     "softmax or mlp:H1,H2,... (ReLU hidden layers)"},
+    {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "", CHECK(check_model),
+     "softmax, mlp:H1,H2,... (ReLU hidden layers) or, with --init, custom (default softmax; "
+     "with --init, the model the file holds)"},
+    {"init", OPT_STR, FIELD(init), SC, G_TRAIN, "FILE", "", NONE,
+     "start from the weights in a safetensors FILE: a fedlr model.safetensors, or (coordinator) "
+     "any named float32 tensors of a model of your own (default none)"},
     {"optimizer", OPT_STR, FIELD(optimizer), SC, G_TRAIN, "SPEC", "sgd", CHECK(check_optim),
      "sgd, momentum[:M], nesterov[:M], adagrad, rmsprop or adam, then ,key=value... (wd=W for "
      "any; eps, alpha, beta1, beta2) and ,keep (networked clients only); e.g. sgd,wd=1e-4 or "
@@ -137,6 +141,9 @@ static const opt_t opts[] = {
      "worker threads, 0 = one per core"},
     {"eval-every", OPT_U32, FIELD(eval_every), SC, G_FED, "N", "1", RANGE(1, 1000000, 0),
      "evaluate every N rounds and after the last one"},
+    {"eval-fraction", OPT_DOUBLE, FIELD(eval_fraction), SC, G_FED, "F", "1", RANGE(0, 1, 0),
+     "federated evaluation: fraction of the clients holding evaluation examples (--holdout) "
+     "asked to evaluate each evaluated round, 0 = none"},
     {"target-accuracy", OPT_DOUBLE, FIELD(target_accuracy), SC, G_FED, "A", "0", RANGE(0, 1, 0),
      "stop once test accuracy reaches A, 0 = off"},
 
@@ -457,6 +464,9 @@ static int check_partition(const char *s) {
 }
 
 static int check_model(const char *s) {
+  /* "": not given (fl_config_parse resolves it); "custom": --init's tensors
+   * (a rule between keys, fl_config_validate). */
+  if (!s[0] || !strcmp(s, FL_MODEL_CUSTOM)) return 0;
   /* Syntax only: the real input width and class count come with the data;
    * 784 x 10 is Fashion-MNIST's and accepts every well-formed spec. */
   fl_model_spec_t m;
@@ -579,6 +589,15 @@ int fl_config_validate(const fl_config_t *c, int prog) {
     int rc = opt_validate(&opts[i], c);
     if (rc != 0) return rc;
   }
+  if ((prog & SC) && !strcmp(c->model, FL_MODEL_CUSTOM) && !c->init[0])
+    return fl_err_set(FL_EINVAL,
+                      "--model custom: needs --init FILE.safetensors, the model's tensors and "
+                      "their initial values");
+  if (prog == FL_PROG_SIM && !strcmp(c->model, FL_MODEL_CUSTOM))
+    return fl_err_set(FL_EINVAL,
+                      "--model custom: fedlr-sim trains the built-in models only (softmax, "
+                      "mlp:...); a model of your own trains on its clients under "
+                      "fedlr-coordinator");
   if ((prog & SC) && c->min_clients > c->clients)
     return fl_err_set(FL_EINVAL, "--min-clients %" PRIu32 ": must be <= --clients (%" PRIu32 ")",
                       c->min_clients, c->clients);
@@ -824,7 +843,12 @@ int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_h
     if (opt_set(fl.opt, c, fl.value, why, sizeof why) != 0)
       return fl_err_set(FL_EINVAL, "--%s %.64s: %s", fl.opt->name, fl.value, why);
   }
-  return fl_config_validate(c, prog);
+  int rc = fl_config_validate(c, prog);
+  /* No --model: softmax, or with --init the model the file holds (the
+   * program reads it). */
+  if (rc == 0 && (prog & SC) && !c->model[0] && !c->init[0])
+    snprintf(c->model, sizeof c->model, "softmax");
+  return rc;
 }
 
 /* ---- help ---- */

@@ -27,7 +27,10 @@ typedef struct {
   double holdout;              /* 0: fraction of each client's examples held out for federated
                                 * evaluation (fl_partition_holdout) */
   /* model and training */
-  char model[128];          /* "softmax" */
+  char model[128];          /* "softmax"; "custom" (a model given by --init); fl_config_parse
+                             * sets "softmax" when neither --model nor --init is given, and
+                             * leaves "" with --init alone: the model the file holds */
+  char init[FL_PATH_MAX];   /* "": a safetensors file of initial weights */
   char optimizer[128];      /* "sgd" */
   char lr[64];              /* "0.1", or "auto" / "auto:SCALE" (1/sqrt(n_params)) */
   char schedule[256];       /* "const" */
@@ -43,6 +46,7 @@ typedef struct {
   uint64_t seed;          /* 1 */
   uint32_t workers;       /* 0 = one per core */
   uint32_t eval_every;    /* 1 */
+  double eval_fraction;   /* 1: of the clients holding evaluation examples, asked to evaluate */
   double target_accuracy; /* 0 = off */
   /* robust aggregation (engine) and attacks (client trainer) */
   char aggregator[64];   /* "fedavg": a spec for fl_agg_parse() (coordinator/fl_agg.h) */

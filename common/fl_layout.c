@@ -49,8 +49,8 @@ int fl_layout_add(fl_layout_t *l, const char *name, uint32_t ndim, const uint32_
   int rc = fl_layout_check_name(name);
   if (rc) return rc;
   if (ndim > FL_LAYOUT_MAX_DIMS)
-    return fl_err_set(FL_EINVAL, "tensor '%s' has %u dimensions, at most %d", name,
-                      (unsigned)ndim, FL_LAYOUT_MAX_DIMS);
+    return fl_err_set(FL_EINVAL, "tensor '%s' has %u dimensions, at most %d", name, (unsigned)ndim,
+                      FL_LAYOUT_MAX_DIMS);
   if (l->n >= FL_LAYOUT_MAX_TENSORS)
     return fl_err_set(FL_ETOOBIG, "more than %d tensors (at '%s')", FL_LAYOUT_MAX_TENSORS, name);
   size_t count = 1;

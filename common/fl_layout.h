@@ -35,9 +35,9 @@ typedef struct {
 } fl_tensor_info_t;
 
 typedef struct {
-  size_t n;             /* tensors */
-  size_t num_params;    /* floats in all, the sum of the counts */
-  fl_tensor_info_t *t;  /* n entries, offsets back to back in order */
+  size_t n;            /* tensors */
+  size_t num_params;   /* floats in all, the sum of the counts */
+  fl_tensor_info_t *t; /* n entries, offsets back to back in order */
   size_t cap;
 } fl_layout_t;
 

@@ -171,6 +171,12 @@ static void json_line(sbuf_t *b, const fl_round_metrics_t *r, const char *extra_
             r->bytes_received);
   sb_printf(b, ",\"rejected\":%" PRIu32 ",\"clipped\":%" PRIu32 ",\"capped\":%" PRIu32, r->rejected,
             r->clipped, r->capped);
+  if (r->fed_eval_clients) {
+    json_number(b, "fed_eval_loss", r->fed_eval_loss);
+    json_number(b, "fed_eval_accuracy", r->fed_eval_accuracy);
+    sb_printf(b, ",\"fed_eval_examples\":%" PRIu64 ",\"fed_eval_clients\":%" PRIu32,
+              r->fed_eval_examples, r->fed_eval_clients);
+  }
   if (extra_json && extra_json[0]) sb_printf(b, ",%s", extra_json);
   sb_printf(b, "}\n");
 }
@@ -398,6 +404,9 @@ void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
   if (r->rejected) fprintf(f, "  rejected %" PRIu32, r->rejected);
   if (r->clipped) fprintf(f, "  clipped %" PRIu32, r->clipped);
   if (r->capped) fprintf(f, "  capped %" PRIu32, r->capped);
+  if (r->fed_eval_clients)
+    fprintf(f, "  fed acc %s loss %s", fmt_metric(acc, sizeof acc, r->fed_eval_accuracy),
+            fmt_metric(loss, sizeof loss, r->fed_eval_loss));
   fputc('\n', f);
 }
 
@@ -430,6 +439,12 @@ static double get_acc(const fl_round_metrics_t *r) {
 static double get_test_loss(const fl_round_metrics_t *r) {
   return r->test_loss;
 }
+static double get_fed_acc(const fl_round_metrics_t *r) {
+  return r->fed_eval_clients ? r->fed_eval_accuracy : NAN;
+}
+static double get_fed_loss(const fl_round_metrics_t *r) {
+  return r->fed_eval_clients ? r->fed_eval_loss : NAN;
+}
 static double get_train_loss(const fl_round_metrics_t *r) {
   return r->train_loss;
 }
@@ -449,15 +464,20 @@ typedef struct {
   const char *title;
   int yk;
   size_t num_series;
-  series_t series[2];
+  series_t series[3];
 } panel_t;
 
 static const panel_t panels[NUM_PANELS] = {
-    {"test accuracy", Y_UNIT, 1, {{"test accuracy", "#1f77b4", get_acc}}},
+    {"accuracy",
+     Y_UNIT,
+     2,
+     {{"test accuracy", "#1f77b4", get_acc}, {"federated accuracy", "#9467bd", get_fed_acc}}},
     {"loss",
      Y_AUTO,
-     2,
-     {{"test loss", "#d62728", get_test_loss}, {"train loss", "#ff7f0e", get_train_loss}}},
+     3,
+     {{"test loss", "#d62728", get_test_loss},
+      {"train loss", "#ff7f0e", get_train_loss},
+      {"federated loss", "#8c564b", get_fed_loss}}},
     {"learning rate", Y_RATE, 1, {{"learning rate", "#2ca02c", get_lr}}},
 };
 

@@ -25,6 +25,15 @@ typedef struct {
   uint32_t clipped;        /* updates scaled down to --clip-norm */
   uint32_t capped;         /* updates whose example count was capped at --max-examples
                             * (these three end the progress line, "  rejected N", when not 0) */
+  /* Federated evaluation of this round's model by clients on their own
+   * held-out examples (protocol version 2): example-weighted means over
+   * the fed_eval_clients whose results were accepted. In the metrics line
+   * (fed_eval_loss, fed_eval_accuracy, fed_eval_examples, fed_eval_clients)
+   * and the progress line only in rounds that had one. */
+  double fed_eval_loss;      /* NAN if no client evaluated */
+  double fed_eval_accuracy;  /* NAN if no client reported "accuracy" */
+  uint32_t fed_eval_clients; /* 0: no federated evaluation this round */
+  uint64_t fed_eval_examples;
 } fl_round_metrics_t;
 
 typedef struct fl_metrics fl_metrics_t;

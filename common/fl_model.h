@@ -30,11 +30,11 @@
 #define FL_MODEL_CUSTOM "custom" /* the spec of a custom model */
 
 typedef struct {
-  size_t num_layers;                       /* L, linear layers (0: custom) */
-  size_t dims[FL_MODEL_MAX_LAYERS + 1];    /* dims[0] input, dims[L] classes */
+  size_t num_layers;                    /* L, linear layers (0: custom) */
+  size_t dims[FL_MODEL_MAX_LAYERS + 1]; /* dims[0] input, dims[L] classes */
   size_t num_params;
-  char spec[FL_MODEL_SPEC_MAX];            /* the spec it was parsed from, or "custom" */
-  const fl_layout_t *layout;               /* custom: its tensors (borrowed); NULL: built-in */
+  char spec[FL_MODEL_SPEC_MAX]; /* the spec it was parsed from, or "custom" */
+  const fl_layout_t *layout;    /* custom: its tensors (borrowed); NULL: built-in */
 } fl_model_spec_t;
 
 /* Parses a spec for the given input width and class count. Errors name the
@@ -46,7 +46,9 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
 int fl_model_custom(const fl_layout_t *layout, fl_model_spec_t *out);
 
 /* 1 for a built-in model (one that fedlr can train and evaluate). */
-static inline int fl_model_is_builtin(const fl_model_spec_t *m) { return m->layout == NULL; }
+static inline int fl_model_is_builtin(const fl_model_spec_t *m) {
+  return m->layout == NULL;
+}
 
 /* Number of tensors (2 * num_layers, or the layout's) and the i-th
  * tensor's info. */

@@ -20,9 +20,8 @@ _Static_assert(sizeof(float) == 4, "fl_safetensors needs 32-bit floats");
 #error "fl_safetensors assumes a little-endian host"
 #endif
 
-#define ST_MAX_TENSORS (2 * FL_MODEL_MAX_LAYERS)
-#define ST_MAX_DIMS 8   /* shape entries accepted from a header */
-#define ST_NAME_MAX 256 /* longest key we keep; longer keys match nothing */
+#define ST_MAX_DIMS FL_LAYOUT_MAX_DIMS /* shape entries accepted from a header */
+#define ST_NAME_MAX 256                /* longest key we keep; longer keys match nothing */
 
 /* ---- checksum ---------------------------------------------------------- */
 
@@ -149,10 +148,10 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
     fl_model_tensor(m, i, &t);
     st_sb_append(&h, ",", 1);
     st_sb_json_string(&h, t.name);
-    if (t.ndim == 2)
-      st_sb_printf(&h, ":{\"dtype\":\"F32\",\"shape\":[%u,%u],", t.shape[0], t.shape[1]);
-    else
-      st_sb_printf(&h, ":{\"dtype\":\"F32\",\"shape\":[%u],", t.shape[0]);
+    st_sb_printf(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+    for (uint32_t d = 0; d < t.ndim; d++)
+      st_sb_printf(&h, "%s%u", d ? "," : "", t.shape[d]);
+    st_sb_append(&h, "],", 2);
     st_sb_printf(&h, "\"data_offsets\":[%zu,%zu]}", off, off + 4 * t.count);
     off += 4 * t.count;
   }
@@ -202,6 +201,7 @@ typedef struct {
 
 typedef struct {
   int seen;
+  char *name; /* reading any tensors (st_parse_t.any): its name, owned */
   char dtype[16];
   size_t dtype_len;
   uint64_t shape[ST_MAX_DIMS];
@@ -211,7 +211,9 @@ typedef struct {
 
 typedef struct {
   const fl_model_spec_t *m; /* NULL: don't collect tensors (nor check "model") */
-  st_entry_t ent[ST_MAX_TENSORS];
+  int any;                  /* collect every tensor, whatever its name (fl_safetensors_read) */
+  st_entry_t *ent;          /* (n_ent) m's tensors in model order, or any in file order */
+  size_t n_ent, cap_ent;
   const char *want_key; /* NULL: don't look up metadata */
   char *want_buf;
   size_t want_cap;
@@ -522,6 +524,46 @@ static int st_model_index(const fl_model_spec_t *m, const char *name) {
   return -1;
 }
 
+/* A new entry for tensor `key` when reading any tensors: a valid name
+ * (fl_layout_check_name), not seen before, within FL_LAYOUT_MAX_TENSORS. */
+static int st_any_entry(st_json_t *js, st_parse_t *ps, const char *key, size_t klen,
+                        st_entry_t **out) {
+  if (klen >= ST_NAME_MAX)
+    return fl_err_set(FL_EFORMAT, "'%s': tensor name '%.40s...' is longer than %d bytes", js->path,
+                      key, FL_LAYOUT_MAX_NAME);
+  if (fl_layout_check_name(key) != 0) {
+    char m[512];
+    snprintf(m, sizeof m, "%s", fl_err_msg());
+    return fl_err_set(FL_EFORMAT, "'%s': %s", js->path, m);
+  }
+  for (size_t i = 0; i < ps->n_ent; i++)
+    if (!strcmp(ps->ent[i].name, key))
+      return fl_err_set(FL_EFORMAT, "'%s': tensor '%s' appears twice", js->path, key);
+  if (ps->n_ent == FL_LAYOUT_MAX_TENSORS)
+    return fl_err_set(FL_ETOOBIG, "'%s': more than %d tensors", js->path, FL_LAYOUT_MAX_TENSORS);
+  if (ps->n_ent == ps->cap_ent) {
+    size_t cap = ps->cap_ent ? 2 * ps->cap_ent : 64;
+    st_entry_t *e = realloc(ps->ent, cap * sizeof *e);
+    if (!e) return fl_err_set(FL_ENOMEM, "out of memory reading '%s'", js->path);
+    ps->ent = e;
+    ps->cap_ent = cap;
+  }
+  st_entry_t *e = &ps->ent[ps->n_ent];
+  memset(e, 0, sizeof *e);
+  if (!(e->name = strdup(key)))
+    return fl_err_set(FL_ENOMEM, "out of memory reading '%s'", js->path);
+  ps->n_ent++;
+  e->seen = 1;
+  *out = e;
+  return 0;
+}
+
+static void st_free_entries(st_parse_t *ps) {
+  for (size_t i = 0; ps && ps->any && i < ps->n_ent; i++)
+    free(ps->ent[i].name);
+  if (ps) free(ps->ent);
+}
+
 static int st_parse(const char *path, const char *hdr, size_t hlen, st_parse_t *ps) {
   st_json_t js = {path, hdr, hdr, hdr + hlen};
   char key[ST_NAME_MAX];
@@ -543,7 +585,10 @@ static int st_parse(const char *path, const char *hdr, size_t hlen, st_parse_t *
       rc = st_metadata(&js, ps);
     } else {
       st_entry_t scratch, *e = &scratch;
-      if (ps->m) {
+      memset(&scratch, 0, sizeof scratch);
+      if (ps->any) {
+        if ((rc = st_any_entry(&js, ps, key, klen, &e)) < 0) return rc;
+      } else if (ps->m) {
         int i = klen < sizeof key ? st_model_index(ps->m, key) : -1;
         if (i < 0)
           return fl_err_set(FL_ESHAPE, "'%s': unexpected tensor '%.64s' for model '%s'", path, key,
@@ -645,7 +690,7 @@ static const char *st_fmt_shape(const uint64_t *s, size_t n, char *buf, size_t c
  * bytes. */
 static int st_validate(const char *path, const fl_model_spec_t *m, const st_parse_t *ps,
                        size_t dlen) {
-  char want[64], got[96];
+  char want[128], got[160];
   size_t nt = fl_model_num_tensors(m), used = 0;
   for (size_t i = 0; i < nt; i++) {
     fl_tensor_info_t t;
@@ -657,7 +702,9 @@ static int st_validate(const char *path, const fl_model_spec_t *m, const st_pars
     if (e->dtype_len != 3 || strcmp(e->dtype, "F32") != 0)
       return fl_err_set(FL_EFORMAT, "'%s': tensor '%s' has dtype '%s', expected F32", path, t.name,
                         e->dtype);
-    uint64_t ts[2] = {t.shape[0], t.shape[1]};
+    uint64_t ts[FL_LAYOUT_MAX_DIMS];
+    for (uint32_t d = 0; d < t.ndim; d++)
+      ts[d] = t.shape[d];
     int same = e->ndim == t.ndim;
     for (size_t d = 0; same && d < t.ndim; d++)
       same = e->shape[d] == ts[d];
@@ -711,7 +758,10 @@ int fl_safetensors_load_all(const char *path, const fl_model_spec_t *m, float *p
   size_t hlen = 0, dlen = 0, nt = fl_model_num_tensors(m);
   st_parse_t *ps = calloc(1, sizeof *ps);
   fl_safetensors_meta_t *list = meta ? calloc(1, sizeof *list) : NULL;
-  int rc = ps && (list || !meta) ? 0 : fl_err_set(FL_ENOMEM, "out of memory loading '%s'", path);
+  if (ps) ps->ent = calloc(nt ? nt : 1, sizeof *ps->ent);
+  int rc = ps && ps->ent && (list || !meta)
+               ? 0
+               : fl_err_set(FL_ENOMEM, "out of memory loading '%s'", path);
   if (rc < 0) goto out;
   if ((rc = st_open(path, &fd, &hdr, &hlen, &dlen)) < 0) goto out;
   ps->m = m;
@@ -757,6 +807,7 @@ out:
   if (fd >= 0) close(fd);
   free(hdr);
   free(data);
+  st_free_entries(ps);
   free(ps);
   free(list);
   return rc;
@@ -778,5 +829,119 @@ int fl_safetensors_meta(const char *path, const char *key, char *buf, size_t len
 out:
   if (fd >= 0) close(fd);
   free(hdr);
+  return rc;
+}
+
+/* ---- reading any tensors ------------------------------------------------ */
+
+static int st_cmp_offset(const void *a, const void *b) {
+  const st_entry_t *x = a, *y = b;
+  return (x->off[0] > y->off[0]) - (x->off[0] < y->off[0]);
+}
+
+/* The parsed entries as a layout, in data order: every one F32, with a
+ * shape of at most FL_LAYOUT_MAX_DIMS dimensions >= 1, together tiling the
+ * data section of dlen bytes. */
+static int st_any_layout(const char *path, st_parse_t *ps, size_t dlen, fl_layout_t *l) {
+  char sb[160];
+  if (ps->n_ent == 0) return fl_err_set(FL_EFORMAT, "'%s' holds no tensors", path);
+  qsort(ps->ent, ps->n_ent, sizeof *ps->ent, st_cmp_offset);
+  uint64_t at = 0;
+  for (size_t i = 0; i < ps->n_ent; i++) {
+    const st_entry_t *e = &ps->ent[i];
+    if (strcmp(e->dtype, "F32") != 0)
+      return fl_err_set(FL_EFORMAT,
+                        "'%s': tensor '%s' is %s: fedlr aggregates float32 tensors only (export "
+                        "it as float32, or keep it out of the file and local to the clients)",
+                        path, e->name, e->dtype);
+    uint32_t shape[FL_LAYOUT_MAX_DIMS];
+    uint64_t count = 1;
+    for (size_t d = 0; d < e->ndim; d++) {
+      if (e->shape[d] == 0 || e->shape[d] > UINT32_MAX)
+        return fl_err_set(FL_EFORMAT, "'%s': tensor '%s' has shape %s (dimensions are 1 to %u)",
+                          path, e->name, st_fmt_shape(e->shape, e->ndim, sb, sizeof sb),
+                          (unsigned)UINT32_MAX);
+      shape[d] = (uint32_t)e->shape[d];
+      count = count <= UINT64_MAX / e->shape[d] ? count * e->shape[d] : UINT64_MAX;
+    }
+    if (e->off[0] != at || e->off[1] < e->off[0] || count > FL_MODEL_MAX_PARAMS ||
+        e->off[1] - e->off[0] != 4 * count)
+      return fl_err_set(FL_EFORMAT,
+                        "'%s': tensor '%s' %s has data_offsets [%llu,%llu]: the tensors must "
+                        "tile the data section, each 4 bytes per value",
+                        path, e->name, st_fmt_shape(e->shape, e->ndim, sb, sizeof sb),
+                        (unsigned long long)e->off[0], (unsigned long long)e->off[1]);
+    at = e->off[1];
+    int rc = fl_layout_add(l, e->name, (uint32_t)e->ndim, shape);
+    if (rc) {
+      char m[512];
+      snprintf(m, sizeof m, "%s", fl_err_msg());
+      return fl_err_set(rc == FL_ENOMEM ? FL_ENOMEM : FL_EFORMAT, "'%s': %s", path, m);
+    }
+  }
+  if (at != dlen)
+    return fl_err_set(FL_EFORMAT, "'%s': data section is %zu bytes, the tensors use %llu", path,
+                      dlen, (unsigned long long)at);
+  return 0;
+}
+
+int fl_safetensors_read(const char *path, unsigned flags, fl_layout_t **layout, float **weights,
+                        fl_safetensors_meta_t *meta) {
+  int fd = -1, r;
+  char *hdr = NULL;
+  uint8_t *data = NULL;
+  size_t hlen = 0, dlen = 0;
+  *layout = NULL;
+  *weights = NULL;
+  fl_layout_t *l = fl_layout_new();
+  st_parse_t *ps = calloc(1, sizeof *ps);
+  fl_safetensors_meta_t *list = meta ? calloc(1, sizeof *list) : NULL;
+  int rc =
+      l && ps && (list || !meta) ? 0 : fl_err_set(FL_ENOMEM, "out of memory reading '%s'", path);
+  if (rc < 0) goto out;
+  if ((rc = st_open(path, &fd, &hdr, &hlen, &dlen)) < 0) goto out;
+  ps->any = 1;
+  ps->list = list;
+  if ((rc = st_parse(path, hdr, hlen, ps)) < 0) goto out;
+  if ((rc = st_any_layout(path, ps, dlen, l)) < 0) goto out;
+  if (!ps->have_crc && (flags & FL_SAFETENSORS_NEED_CHECKSUM)) {
+    rc = fl_err_set(FL_EFORMAT, "'%s' has no checksum (metadata '%s')", path,
+                    FL_SAFETENSORS_CHECKSUM_KEY);
+    goto out;
+  }
+  data = malloc(dlen ? dlen : 1);
+  if (!data) {
+    rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to read '%s'", dlen, path);
+    goto out;
+  }
+  if ((r = st_pread_full(fd, data, dlen, (off_t)(8 + hlen))) <= 0) {
+    rc =
+        fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading", path);
+    goto out;
+  }
+  if (ps->have_crc) {
+    uint32_t got = st_file_crc(hdr, hlen, ps->crc_at, data, dlen);
+    if (got != ps->crc_want) {
+      rc = fl_err_set(FL_EFORMAT,
+                      "'%s': checksum mismatch: the file is corrupt (its content has CRC-32 "
+                      "%08x, its header records %08x)",
+                      path, (unsigned)got, (unsigned)ps->crc_want);
+      goto out;
+    }
+  }
+  /* The data section is the parameter buffer, tensors in data order. */
+  *weights = (float *)(void *)data;
+  data = NULL;
+  *layout = l;
+  l = NULL;
+  if (meta) *meta = *list;
+out:
+  if (fd >= 0) close(fd);
+  free(hdr);
+  free(data);
+  st_free_entries(ps);
+  free(ps);
+  free(list);
+  fl_layout_destroy(&l);
   return rc;
 }

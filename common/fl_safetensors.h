@@ -69,6 +69,17 @@ int fl_safetensors_load_all(const char *path, const fl_model_spec_t *m, float *p
  * also takes files from other tools (without a checksum). */
 int fl_safetensors_load(const char *path, const fl_model_spec_t *m, float *params);
 
+/* Reads every tensor of `path`, whatever their names (a model exported by
+ * PyTorch or numpy, for --init): *layout receives them in data order
+ * (fl_layout.h: names checked by fl_layout_check_name, 0 to 8 dimensions)
+ * and *weights a new buffer of layout->num_params floats, the file's data
+ * section (free() it; fl_layout_destroy the layout). Every tensor must be
+ * F32 (FL_EFORMAT naming the tensor and its dtype otherwise) and together
+ * they must tile the data section. Checksum and `flags` and `meta` as
+ * fl_safetensors_load_all. Nothing is returned on error. */
+int fl_safetensors_read(const char *path, unsigned flags, fl_layout_t **layout, float **weights,
+                        fl_safetensors_meta_t *meta);
+
 /* Reads one metadata value (e.g. "model") into buf; FL_ENOENT if absent.
  * Reads the header only, so it does not verify the checksum. */
 int fl_safetensors_meta(const char *path, const char *key, char *buf, size_t len);

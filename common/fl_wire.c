@@ -289,8 +289,8 @@ int fl_wire_check_metric_name(const char *name) {
                       fl_wire_escape(name, n, 32, esc, sizeof esc), FL_WIRE_MAX_METRIC_NAME);
   for (size_t i = 0; i < n; i++) {
     char c = name[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '_' || c == '.' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '.' || c == '-'))
       return fl_err_set(FL_EFORMAT,
                         "metric name '%s' has '%s' at byte %zu (names are letters, digits, '_', "
                         "'.' and '-')",

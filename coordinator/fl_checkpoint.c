@@ -153,7 +153,8 @@ static int quarantine_format(const fl_engine_t *e, char *buf, size_t cap) {
 }
 
 int fl_checkpoint_save(const fl_engine_t *e, const char *path) {
-  if (fl_engine_round_open(e)) return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
+  if (fl_engine_round_open(e) || fl_engine_eval_open(e))
+    return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
   const fl_engine_config_t *c = fl_engine_config(e);
   fl_engine_state_t es;
   fl_engine_get_state(e, &es);
@@ -514,7 +515,8 @@ static int ck_model(const char *path, const fl_model_spec_t *model, int rc) {
 }
 
 int fl_checkpoint_load(fl_engine_t *e, const char *path, char *changes, size_t cap) {
-  if (fl_engine_round_open(e)) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
+  if (fl_engine_round_open(e) || fl_engine_eval_open(e))
+    return fl_err_set(FL_ESTATE, "cannot restore inside a round");
   const fl_engine_config_t *c = fl_engine_config(e);
   const fl_model_spec_t *model = &c->model;
   const size_t n = model->num_params;

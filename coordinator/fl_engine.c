@@ -1,5 +1,6 @@
-#include "fl_engine.h"
-
+/* fl_engine.c: the round engine (fl_engine.h): configuration, clients,
+ * sampling, updates and aggregation, the run state. Its evaluation is in
+ * fl_engine_eval.c; the state both share in fl_engine_int.h. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -8,60 +9,9 @@
 #include <string.h>
 
 #include "fl_agg.h"
+#include "fl_engine_int.h"
 #include "fl_error.h"
-#include "fl_parallel.h"
 #include "fl_rng.h"
-
-#define FL_EVAL_BATCH 1000
-
-typedef struct {
-  char *name; /* NULL: free id */
-  uint64_t num_examples;
-  int available;
-  uint32_t quarantined_through; /* not sampled up to this round (a rejected update); 0 = never */
-} fl_client_rec_t;
-
-enum { ROUND_IDLE = 0, ROUND_OPEN = 1 };
-/* A sampled slot this round: no answer yet, an accepted update, or a
- * rejected one. */
-enum { SLOT_NONE = 0, SLOT_REPORTED = 1, SLOT_REJECTED = 2 };
-
-struct fl_engine {
-  fl_engine_config_t cfg;
-  fl_wire_limits_t limits;
-  float *weights;          /* (num_params) global model */
-  fl_wire_tensors_t tv;    /* the global model as wire tensors (points into weights) */
-  fl_agg_t *agg;           /* the round's aggregate (see fl_agg.h) */
-  fl_model_ws_t **eval_ws; /* (eval_threads) one workspace per evaluation thread */
-  size_t eval_threads;
-  double *chunk_loss;    /* (eval chunks) summed loss of each chunk */
-  size_t *chunk_correct; /* (eval chunks) */
-
-  fl_client_rec_t *clients; /* (cap_clients) indexed by id */
-  size_t num_clients, cap_clients, num_available;
-  uint32_t *name_index; /* (name_cap) open-addressing hash: id + 1, 0 = empty */
-  size_t name_cap;
-  uint32_t attempt; /* retries of the current round index */
-  uint32_t *pool;   /* (cap_clients) scratch for sampling */
-
-  int state;
-  uint32_t round; /* open round, or last closed one; 0 before the first */
-  uint32_t rounds_done;
-  double lr;                 /* this round's rate */
-  uint32_t *sampled;         /* (num_sampled) ascending client ids */
-  uint8_t *reported;         /* (num_sampled) SLOT_* state of each sampled slot */
-  double *slot_loss;         /* (num_sampled) train loss per slot */
-  uint64_t *slot_examples;   /* (num_sampled) examples per reported slot (capped) */
-  uint64_t *slot_registered; /* (num_sampled) registered examples when the round began
-                              * (capped at max_examples) */
-  size_t num_sampled, num_reported, num_answered_bad, cap_sampled;
-  uint32_t num_rejected, num_clipped, num_capped; /* this round's counts, see fl_round_metrics_t */
-  fl_plateau_t plateau;
-  double best_accuracy;
-  int target_reached;
-  uint32_t *q_restore; /* (2 * num_q_restore) id, through: a checkpoint's quarantine */
-  size_t num_q_restore;
-};
 
 /* Prefixes the detail message of a failed parse with the flag's name. */
 static int flag_error(const char *flag, int rc) {
@@ -79,11 +29,17 @@ int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c) {
 }
 
 int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
-                          size_t input_dim, size_t num_classes, const fl_dataset_t *test) {
+                          const fl_init_t *init, size_t input_dim, size_t num_classes,
+                          const fl_dataset_t *test) {
   int rc;
   memset(ec, 0, sizeof *ec);
-  if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model)))
+  if (init) {
+    if ((rc = fl_init_model(init, input_dim, num_classes, &ec->model)))
+      return init->layout ? rc : flag_error("--model", rc);
+    ec->init_weights = init->weights;
+  } else if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model))) {
     return flag_error("--model", rc);
+  }
   if ((rc = fl_sched_parse_lr0(c->lr, ec->model.num_params, &ec->lr0)))
     return flag_error("--lr", rc);
   if ((rc = fl_sched_parse(c->schedule, &ec->sched))) return flag_error("--schedule", rc);
@@ -101,6 +57,7 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl
   ec->rounds = c->rounds;
   ec->seed = c->seed;
   ec->eval_every = c->eval_every;
+  ec->eval_fraction = c->eval_fraction;
   ec->target_accuracy = c->target_accuracy;
   ec->quorum = c->quorum;
   ec->aggregator = agg->kind;
@@ -135,6 +92,14 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
     rc = fl_err_set(FL_EINVAL, "rounds, local epochs and batch size must be positive");
     goto fail;
   }
+  if (!(cfg->eval_fraction >= 0 && cfg->eval_fraction <= 1)) {
+    rc = fl_err_set(FL_EINVAL, "evaluation fraction %g must be in [0, 1]", cfg->eval_fraction);
+    goto fail;
+  }
+  if (!fl_model_is_builtin(&cfg->model) && (cfg->test || !cfg->init_weights)) {
+    rc = fl_err_set(FL_EINVAL, "a custom model needs its initial weights and has no test set");
+    goto fail;
+  }
   if (cfg->test && cfg->test->dim != cfg->model.dims[0]) {
     rc = fl_err_set(FL_ESHAPE, "test set has %zu features, model expects %zu", cfg->test->dim,
                     cfg->model.dims[0]);
@@ -149,20 +114,22 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   if ((rc = fl_wire_tensors_init(&e->tv, &cfg->model, e->weights))) goto fail;
   fl_agg_config_t ac = {cfg->aggregator, cfg->trim_beta, cfg->clip_norm};
   if (!(e->agg = fl_agg_new(&ac, n, &rc))) goto fail;
-  if (cfg->test) {
-    size_t chunks = (cfg->test->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
-    size_t th = cfg->eval_threads ? cfg->eval_threads : fl_parallel_ncpu();
-    if (th > chunks) th = chunks;
-    if (th < 1) th = 1;
-    e->eval_ws = calloc(th, sizeof *e->eval_ws);
-    e->chunk_loss = calloc(chunks, sizeof *e->chunk_loss);
-    e->chunk_correct = calloc(chunks, sizeof *e->chunk_correct);
-    if (!e->eval_ws || !e->chunk_loss || !e->chunk_correct) goto fail;
-    e->eval_threads = th;
-    for (size_t i = 0; i < th; i++)
-      if (!(e->eval_ws[i] = fl_model_ws_new(&cfg->model, FL_EVAL_BATCH))) goto fail;
+  if ((rc = fl_engine__eval_setup(e))) goto fail;
+  if (!(e->fedeval = fl_fedeval_new())) goto fail;
+  if (cfg->init_weights) {
+    size_t bad = n;
+    for (size_t i = 0; i < n && bad == n; i++)
+      if (!(fabs(cfg->init_weights[i]) <= FL_ENGINE_MAX_WEIGHT)) bad = i;
+    if (bad < n) {
+      rc = fl_err_set(FL_ERANGE, "initial weight %zu is %g: weights must be finite and at most %g",
+                      bad, (double)cfg->init_weights[bad], FL_ENGINE_MAX_WEIGHT);
+      goto fail;
+    }
+    memcpy(e->weights, cfg->init_weights, n * sizeof *e->weights);
+  } else {
+    fl_model_init(&cfg->model, e->weights, fl_rng_derive(cfg->seed, FL_RNG_INIT, 0, 0));
   }
-  fl_model_init(&cfg->model, e->weights, fl_rng_derive(cfg->seed, FL_RNG_INIT, 0, 0));
+  e->cfg.init_weights = NULL; /* borrowed: not kept */
   fl_plateau_init(&e->plateau);
   return e;
 fail:
@@ -183,17 +150,15 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->weights);
   fl_wire_tensors_free(&e->tv);
   fl_agg_destroy(&e->agg);
-  for (size_t i = 0; e->eval_ws && i < e->eval_threads; i++)
-    fl_model_ws_destroy(&e->eval_ws[i]);
-  free(e->eval_ws);
-  free(e->chunk_loss);
-  free(e->chunk_correct);
+  fl_engine__eval_free(e);
   free(e->sampled);
   free(e->reported);
   free(e->slot_loss);
   free(e->slot_examples);
   free(e->slot_registered);
   free(e->q_restore);
+  fl_fedeval_destroy(&e->fedeval);
+  free(e->eval_max);
   free(e);
   *pe = NULL;
 }
@@ -240,6 +205,9 @@ static int ensure_client_cap(fl_engine_t *e, size_t need) {
   uint32_t *p = realloc(e->pool, cap * sizeof *p);
   if (!p) return fl_err_set(FL_ENOMEM, "out of memory registering clients");
   e->pool = p;
+  uint64_t *em = realloc(e->eval_max, cap * sizeof *em);
+  if (!em) return fl_err_set(FL_ENOMEM, "out of memory registering clients");
+  e->eval_max = em;
   e->cap_clients = cap;
   return 0;
 }
@@ -290,7 +258,7 @@ int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint6
   if (2 * (e->num_clients + 1) > e->name_cap && (rc = name_index_grow(e))) return rc;
   char *copy = strdup(name);
   if (!copy) return fl_err_set(FL_ENOMEM, "out of memory registering client '%s'", name);
-  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1, restored_quarantine(e, id)};
+  e->clients[id] = (fl_client_rec_t){copy, num_examples, 1, restored_quarantine(e, id), 0, 0};
   e->name_index[name_slot(e, name)] = id + 1;
   e->num_clients++;
   e->num_available++;
@@ -304,6 +272,16 @@ int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples
   int rc = fl_engine_add_client_at(e, i, name, num_examples);
   if (!rc && id) *id = i;
   return rc;
+}
+
+int fl_engine_set_eval_examples(fl_engine_t *e, uint32_t id, uint64_t n) {
+  if (id >= e->cap_clients || !e->clients[id].name)
+    return fl_err_set(FL_ENOENT, "no client %u", id);
+  if (n > FL_ENGINE_MAX_EXAMPLES)
+    return fl_err_set(FL_ERANGE, "client %u declares %llu evaluation examples, more than %llu", id,
+                      (unsigned long long)n, (unsigned long long)FL_ENGINE_MAX_EXAMPLES);
+  e->clients[id].eval_examples = n;
+  return 0;
 }
 
 size_t fl_engine_num_clients(const fl_engine_t *e) {
@@ -335,7 +313,7 @@ static int sampleable(const fl_engine_t *e, size_t i, uint32_t round) {
   return c->name && c->available && c->quarantined_through < round;
 }
 
-static int cmp_u32(const void *a, const void *b) {
+int fl_engine__cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return (x > y) - (x < y);
 }
@@ -369,6 +347,7 @@ static void round_start_fill(const fl_engine_t *e, uint32_t round, double lr, ui
   rs.model = (char *)c->model.spec;
   rs.n_weights = e->tv.n;
   rs.weights = e->tv.ptrs;
+  rs.attempt = e->attempt + 1;
   m->rs = rs;
 }
 
@@ -396,6 +375,8 @@ static int round_start_check(const fl_engine_t *e) {
 
 int fl_engine_begin_round(fl_engine_t *e) {
   if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "round %u is still open", e->round);
+  if (e->state == EVAL_OPEN)
+    return fl_err_set(FL_ESTATE, "round %u is still being evaluated", e->round);
   if (fl_engine_finished(e)) return fl_err_set(FL_ESTATE, "the run is finished");
   int rc = round_start_check(e);
   if (rc) return rc;
@@ -443,7 +424,7 @@ int fl_engine_begin_round(fl_engine_t *e) {
     ids[j] = t;
   }
   memcpy(e->sampled, ids, m * sizeof *ids);
-  qsort(e->sampled, m, sizeof *e->sampled, cmp_u32);
+  qsort(e->sampled, m, sizeof *e->sampled, fl_engine__cmp_u32);
   e->num_sampled = m;
   e->num_reported = 0;
   memset(e->reported, 0, m);
@@ -476,7 +457,7 @@ size_t fl_engine_sampled(const fl_engine_t *e, const uint32_t **ids) {
 
 /* Slot of client `id` in the sample, or -1. */
 static long sampled_slot(const fl_engine_t *e, uint32_t id) {
-  const uint32_t *p = bsearch(&id, e->sampled, e->num_sampled, sizeof id, cmp_u32);
+  const uint32_t *p = bsearch(&id, e->sampled, e->num_sampled, sizeof id, fl_engine__cmp_u32);
   return p ? (long)(p - e->sampled) : -1;
 }
 
@@ -510,6 +491,13 @@ int fl_engine_submit_update(fl_engine_t *e, uint32_t sender, Fedlr__Update *u) {
   if (e->state != ROUND_OPEN || u->round != e->round) {
     rc = fl_err_set(FL_ESTALE, "update from client %u is for round %u, current round is %u%s",
                     sender, u->round, e->round, e->state == ROUND_OPEN ? "" : " (closed)");
+    goto out;
+  }
+  if (u->attempt != 0 && u->attempt != e->attempt + 1) {
+    rc = fl_err_set(FL_ESTALE,
+                    "update from client %u is for attempt %u of round %u, the current attempt "
+                    "is %u",
+                    sender, u->attempt, e->round, e->attempt + 1);
     goto out;
   }
   if (u->client_id != sender) {
@@ -606,35 +594,6 @@ int fl_engine_has_quorum(const fl_engine_t *e) {
   return e->num_reported >= fl_engine_quorum_need(e);
 }
 
-/* Evaluation in fixed chunks of FL_EVAL_BATCH test examples: thread t takes
- * chunks t, t+T, t+2T, ... and the per-chunk sums are added in chunk order,
- * so the result is the same bits whatever the number of threads T. */
-static void eval_task(void *arg, size_t t) {
-  fl_engine_t *e = arg;
-  const fl_dataset_t *d = e->cfg.test;
-  size_t chunks = (d->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
-  for (size_t c = t; c < chunks; c += e->eval_threads) {
-    size_t at = c * FL_EVAL_BATCH, n = d->n - at < FL_EVAL_BATCH ? d->n - at : FL_EVAL_BATCH;
-    e->chunk_loss[c] = 0;
-    e->chunk_correct[c] = 0;
-    fl_model_evaluate(&e->cfg.model, e->eval_ws[t], e->weights, d->x + at * d->dim, d->y + at, n,
-                      &e->chunk_loss[c], &e->chunk_correct[c]);
-  }
-}
-
-static void evaluate(fl_engine_t *e, double *loss, double *acc) {
-  const fl_dataset_t *t = e->cfg.test;
-  fl_parallel_for(e->eval_threads, eval_task, e);
-  double loss_sum = 0;
-  size_t correct = 0, chunks = (t->n + FL_EVAL_BATCH - 1) / FL_EVAL_BATCH;
-  for (size_t c = 0; c < chunks; c++) {
-    loss_sum += e->chunk_loss[c];
-    correct += e->chunk_correct[c];
-  }
-  *loss = loss_sum / (double)t->n;
-  *acc = (double)correct / (double)t->n;
-}
-
 int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   if (!fl_engine_has_quorum(e))
     return fl_err_set(FL_ESTATE, "round %u has %zu of %zu updates, below quorum", e->round,
@@ -661,20 +620,10 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   m->rejected = e->num_rejected;
   m->clipped = e->num_clipped;
   m->capped = e->num_capped;
-  m->test_loss = NAN;
-  m->test_accuracy = NAN;
   e->rounds_done = e->round;
   e->attempt = 0;
   e->state = ROUND_IDLE;
-  int last = e->rounds_done >= e->cfg.rounds;
-  if (e->cfg.test && (e->round % e->cfg.eval_every == 0 || last)) {
-    evaluate(e, &m->test_loss, &m->test_accuracy);
-    fl_plateau_observe(&e->cfg.sched, &e->plateau, m->test_loss);
-    if (m->test_accuracy > e->best_accuracy) e->best_accuracy = m->test_accuracy;
-    if (e->cfg.target_accuracy > 0 && m->test_accuracy >= e->cfg.target_accuracy)
-      e->target_reached = 1;
-  }
-  return 0;
+  return fl_engine__after_round(e, m);
 }
 
 int fl_engine_finished(const fl_engine_t *e) {
@@ -754,7 +703,7 @@ size_t fl_engine_quarantine_list(const fl_engine_t *e, uint32_t *pairs, size_t c
 
 int fl_engine_set_state(fl_engine_t *e, const fl_engine_state_t *st, const float *weights,
                         const uint32_t *quarantine, size_t nq) {
-  if (e->state == ROUND_OPEN) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
+  if (e->state != ROUND_IDLE) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
   uint32_t *q = nq ? malloc(2 * nq * sizeof *q) : NULL;
   if (nq && !q) return fl_err_set(FL_ENOMEM, "out of memory restoring the quarantine");
   if (nq) memcpy(q, quarantine, 2 * nq * sizeof *q);

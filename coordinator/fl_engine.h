@@ -9,8 +9,16 @@
  *   fl_engine_submit()             each Update: decoded, validated, clipped,
  *                                  folded into the running FedAvg sum at
  *                                  once (or stored, for a robust rule)
- *   fl_engine_end_round()          applies the aggregate, evaluates, steps
- *                                  the schedule, returns the round's metrics
+ *   fl_engine_end_round()          applies the aggregate, evaluates on the
+ *                                  test set, steps the schedule, returns the
+ *                                  round's metrics
+ * and, when federated evaluation is due (fl_engine_eval_open() after
+ * fl_engine_end_round), the round's evaluation by clients:
+ *   fl_engine_encode_evaluate()    one Evaluate per sampled evaluator
+ *   fl_engine_submit_eval()        each EvalResult (fl_fedeval.h)
+ *   fl_engine_end_eval()           the fed_eval_* metrics; the plateau
+ *                                  schedule and the target accuracy follow
+ *                                  them when there is no test set
  *
  * Determinism. Sampling, per-client seeds and the schedule depend only on
  * (seed, round, attempt) and on which clients are sampleable. Aggregation
@@ -47,6 +55,8 @@
 #include "fl_agg.h"
 #include "fl_config.h"
 #include "fl_data.h"
+#include "fl_fedeval.h"
+#include "fl_init.h"
 #include "fl_metrics.h"
 #include "fl_model.h"
 #include "fl_optim.h"
@@ -74,10 +84,15 @@
 #define FL_ENGINE_MAX_WEIGHT 1048576.0
 
 typedef struct {
-  fl_model_spec_t model;
-  const fl_dataset_t *test; /* borrowed, may be NULL: no evaluation */
-  double lr0;               /* initial round rate */
-  fl_sched_t sched;         /* round schedule */
+  fl_model_spec_t model;     /* built-in or custom (its layout borrowed) */
+  const float *init_weights; /* borrowed, num_params floats (--init), or NULL: initialised
+                              * from the seed (built-in models only) */
+  const fl_dataset_t *test;  /* borrowed, may be NULL: no evaluation on a test set */
+  double eval_fraction;      /* federated evaluation: fraction of the clients holding
+                              * evaluation examples asked to evaluate, when evaluation is due
+                              * (eval_every); 0 = none */
+  double lr0;                /* initial round rate */
+  fl_sched_t sched;          /* round schedule */
   char local_schedule[FL_SCHED_SPEC_MAX];
   int local_unit; /* FEDLR__ROUND_START__LOCAL_UNIT__EPOCH / __STEP */
   fl_optim_config_t optim;
@@ -118,7 +133,9 @@ typedef struct fl_engine fl_engine_t;
 int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c);
 
 /* Fills *ec from a validated run config for data with `input_dim` features
- * and `num_classes` classes: model, initial rate (a number or the
+ * and `num_classes` classes (0 and 0 for a custom model): the model and
+ * its initial weights from `init` (fl_init_read(); NULL: the --model spec,
+ * initialised from the seed; the weights stay borrowed), initial rate (a number or the
  * 1/sqrt(n) heuristic), round schedule, optimizer, the local schedule as
  * given (fl_config_parse() checked it, fl_sched_parse_local, and every
  * client checks it again with the same function), round settings, the
@@ -129,10 +146,12 @@ int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c);
  * fedlr-coordinator so both build exactly the same engine from the same
  * flags. */
 int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
-                          size_t input_dim, size_t num_classes, const fl_dataset_t *test);
+                          const fl_init_t *init, size_t input_dim, size_t num_classes,
+                          const fl_dataset_t *test);
 
-/* Creates an engine with freshly initialised global weights (from seed).
- * Returns NULL and sets *err (with fl_err_msg()) on failure. */
+/* Creates an engine with global weights from cfg->init_weights or freshly
+ * initialised from the seed (a custom model needs init_weights). Returns
+ * NULL and sets *err (with fl_err_msg()) on failure. */
 fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err);
 void fl_engine_destroy(fl_engine_t **e);
 
@@ -149,6 +168,11 @@ int fl_engine_add_client(fl_engine_t *e, const char *name, uint64_t num_examples
  * allowed and updates num_examples (a rejoin); FL_EINVAL if the id belongs to
  * another name or the name to another id. */
 int fl_engine_add_client_at(fl_engine_t *e, uint32_t id, const char *name, uint64_t num_examples);
+
+/* Sets how many held-out examples client `id` evaluates on (its Join's
+ * num_eval_examples; 0 = it does not evaluate: the default). FL_ERANGE
+ * beyond FL_ENGINE_MAX_EXAMPLES, FL_ENOENT for an unknown id. */
+int fl_engine_set_eval_examples(fl_engine_t *e, uint32_t id, uint64_t n);
 
 /* Id of the client called `name`: 0, or FL_ENOENT. */
 int fl_engine_find_client(const fl_engine_t *e, const char *name, uint32_t *id);
@@ -199,12 +223,15 @@ double fl_engine_round_lr(const fl_engine_t *e);
 size_t fl_engine_sampled(const fl_engine_t *e, const uint32_t **ids);
 
 /* Encodes the RoundStart message for sampled client `id` into a new malloc'd
- * buffer. Read-only on the engine. */
+ * buffer: the round, its rate, the local schedule and settings, the
+ * client's seed for this attempt, the global weights and the attempt
+ * (1-based: fl_engine_attempt() + 1). Read-only on the engine. */
 int fl_engine_encode_round_start(const fl_engine_t *e, uint32_t id, uint8_t **buf, size_t *len);
 
 /* Takes one encoded Update from client `sender`. Rejects, with a detail
  * message and without changing any state: undecodable or invalid messages,
- * a non-Update body, wrong round (FL_ESTALE), a sender that was not sampled
+ * a non-Update body, wrong round or attempt (FL_ESTALE; an attempt of 0 is
+ * "not given", as from a protocol version 1 client), a sender that was not sampled
  * or a client_id that is not the sender's (FL_EPROTO), a duplicate
  * (FL_ESTALE), wrong tensors (FL_ESHAPE), non-finite values, more examples
  * than the client registered, deltas beyond FL_ENGINE_MAX_DELTA (FL_ERANGE).
@@ -249,7 +276,37 @@ int fl_engine_has_quorum(const fl_engine_t *e);
  * get its scratch memory. */
 int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m);
 
-/* 1 when the round limit or the target accuracy has been reached. */
+/* Federated evaluation. After fl_engine_end_round(), when evaluation is
+ * due (every eval_every rounds and the last) and eval_fraction > 0, the
+ * engine samples max(1, ceil(eval_fraction * A)) of the A available
+ * clients that declared evaluation examples and are not kept from
+ * evaluating (fl_engine_quarantine_eval), with a random stream of (seed,
+ * round); if A > 0 an evaluation opens: fl_engine_eval_open() is 1 until
+ * fl_engine_end_eval(), and no round can begin meanwhile. */
+int fl_engine_eval_open(const fl_engine_t *e);
+/* The open evaluation's clients (ascending). */
+size_t fl_engine_eval_sampled(const fl_engine_t *e, const uint32_t **ids);
+/* Encodes the Evaluate for evaluator `id`: the round and the new global
+ * weights. Read-only on the engine. */
+int fl_engine_encode_evaluate(const fl_engine_t *e, uint32_t id, uint8_t **buf, size_t *len);
+/* Takes an EvalResult (decoded with fl_engine_limits) from `sender`, as
+ * fl_fedeval_submit() does: *content says whether a rejection was about
+ * what the client sent (it then counts as answered). */
+int fl_engine_submit_eval(fl_engine_t *e, uint32_t sender, const Fedlr__EvalResult *r,
+                          int *content);
+/* 1 if evaluator `id` of the open evaluation has answered. */
+int fl_engine_eval_answered(const fl_engine_t *e, uint32_t id);
+/* Keeps client `id` from evaluating up to round r + quarantine_rounds
+ * (its result was rejected, or it let the evaluation's deadline pass). */
+void fl_engine_quarantine_eval(fl_engine_t *e, uint32_t id);
+/* Closes the evaluation, whatever has arrived: m's fed_eval_* fields and
+ * the other metrics as JSON members in extra (fl_fedeval_end). Without a
+ * test set, fed_eval_loss then drives the plateau schedule and
+ * fed_eval_accuracy the target accuracy. FL_ESTATE if none is open. */
+int fl_engine_end_eval(fl_engine_t *e, fl_round_metrics_t *m, char *extra, size_t cap);
+
+/* 1 when the round limit or the target accuracy has been reached (and no
+ * evaluation is open). */
 int fl_engine_finished(const fl_engine_t *e);
 /* Rounds completed so far. */
 uint32_t fl_engine_rounds_done(const fl_engine_t *e);

@@ -33,8 +33,11 @@ struct fl_run {
   uint32_t *rounds_in; /* (cap_ids) rounds its update was aggregated in */
   size_t cap_ids;
   /* the run */
-  int started; /* this process has started a round: --min-clients from now on */
-  int open;    /* a round is open */
+  int started;                /* this process has started a round: --min-clients from now on */
+  int open;                   /* a round is open */
+  int evaluating;             /* the closed round's federated evaluation is open */
+  fl_round_metrics_t pending; /* that round's metrics, waiting for its evaluation */
+  char *pending_extra;        /* and its extra JSON members (malloc'd, may be NULL) */
   double t0, round_t0, deadline;
   double wait_since, wait_logged;
   uint64_t sent, received; /* bytes of the open round */
@@ -131,10 +134,13 @@ static int write_outputs(fl_run_t *r, int final) {
 
 /* ---- the end ---- */
 
+static void end_eval(fl_run_t *r, int early);
+
 static void finish(fl_run_t *r, const char *why, int status) {
   if (r->done) return;
   r->done = 1;
   r->status = status;
+  if (r->evaluating) end_eval(r, 1); /* the round is recorded with the results that came */
   if (r->open) {
     fl_engine_abort_round(r->engine); /* an error here only repeats that the run ends */
     r->open = 0;
@@ -230,7 +236,7 @@ static void describe_wait(const fl_run_t *r, char *buf, size_t cap) {
  * engine refuses to start (weights or rate every client would refuse) ends
  * the run with that error: retrying could not help. */
 static void maybe_start(fl_run_t *r) {
-  if (r->done || r->open || fl_engine_finished(r->engine)) return;
+  if (r->done || r->open || r->evaluating || fl_engine_finished(r->engine)) return;
   const char *flag;
   if (fl_engine_num_available(r->engine) < clients_needed(r, &flag)) return;
   r->started = 1;
@@ -262,7 +268,7 @@ static void maybe_start(fl_run_t *r) {
  * start_timeout ends the run (a client that died before joining must not
  * make the run wait forever). */
 static void check_waiting(fl_run_t *r, double t) {
-  if (r->done || r->open) {
+  if (r->done || r->open || r->evaluating) {
     r->wait_since = r->wait_logged = t;
     return;
   }
@@ -286,6 +292,11 @@ static void check_waiting(fl_run_t *r, double t) {
 }
 
 /* ---- closing rounds ---- */
+
+static void record_round(fl_run_t *r, fl_round_metrics_t *rm, char *extra);
+static void begin_eval(fl_run_t *r, const fl_round_metrics_t *rm, char *extra);
+static void end_eval(fl_run_t *r, int early);
+static void check_eval(fl_run_t *r);
 
 /* The "participants" and "dropped" members of the round's metrics line
  * (malloc'd, NULL without memory), and the drop-outs logged. */
@@ -362,6 +373,18 @@ static void close_round(fl_run_t *r, const char *why, int at_deadline) {
     finish(r, msg, FL_RUN_FAILED);
     return;
   }
+  if (fl_engine_eval_open(r->engine)) {
+    begin_eval(r, &rm, extra);
+    return;
+  }
+  record_round(r, &rm, extra);
+}
+
+/* The round's metrics line and progress line, the checkpoint, and the end
+ * of the run or the next round. Takes `extra` (malloc'd or NULL). */
+static void record_round(fl_run_t *r, fl_round_metrics_t *rm_, char *extra) {
+  fl_round_metrics_t rm = *rm_;
+  char msg[1300];
   double t = now(r);
   rm.seconds = t - r->round_t0;
   rm.elapsed = t - r->t0;
@@ -378,14 +401,102 @@ static void close_round(fl_run_t *r, const char *why, int at_deadline) {
     fflush(stdout);
   }
   int last = fl_engine_finished(r->engine);
-  if (!last && rm.round % r->cfg.checkpoint_every == 0) write_outputs(r, 0);
-  if (last) {
-    snprintf(msg, sizeof msg, "run finished after %u rounds, test accuracy %.4f", rm.round,
-             rm.test_accuracy);
+  if (!last && !r->done && rm.round % r->cfg.checkpoint_every == 0) write_outputs(r, 0);
+  if (last && !r->done) {
+    if (isnan(rm.test_accuracy) && rm.fed_eval_clients)
+      snprintf(msg, sizeof msg, "run finished after %u rounds, federated accuracy %.4f", rm.round,
+               rm.fed_eval_accuracy);
+    else
+      snprintf(msg, sizeof msg, "run finished after %u rounds, test accuracy %.4f", rm.round,
+               rm.test_accuracy);
     finish(r, msg, FL_RUN_OK);
     return;
   }
   maybe_start(r);
+}
+
+/* ---- federated evaluation ---- */
+
+/* The closed round's evaluation opens: the round's metrics wait for it;
+ * each evaluator gets its Evaluate; a deadline of --round-timeout. */
+static void begin_eval(fl_run_t *r, const fl_round_metrics_t *rm, char *extra) {
+  r->evaluating = 1;
+  r->pending = *rm;
+  r->pending_extra = extra;
+  if (r->rc.round_timeout > 0) {
+    r->deadline = now(r) + r->rc.round_timeout;
+    if (r->tp.wake_at) r->tp.wake_at(r->tp.ctx, r->deadline);
+  }
+  const uint32_t *ids;
+  size_t m = fl_engine_eval_sampled(r->engine, &ids);
+  /* As for RoundStarts: the transport may answer at once, and the sample
+   * does not change while the evaluation is open. */
+  for (size_t i = 0; i < m && r->tp.send_evaluate; i++)
+    r->tp.send_evaluate(r->tp.ctx, ids[i]);
+  if (!r->tp.send_evaluate) end_eval(r, 0);
+}
+
+/* Closes the evaluation with the results that came and records the round.
+ * `early`: the run is ending (no deadline passed). Evaluators still
+ * silent at the deadline are kept from evaluating for --quarantine rounds:
+ * otherwise one could hold every evaluation this long. */
+static void end_eval(fl_run_t *r, int early) {
+  const uint32_t *ids;
+  size_t m = fl_engine_eval_sampled(r->engine, &ids);
+  uint32_t round = fl_engine_round(r->engine);
+  char lb[300];
+  size_t silent = 0;
+  for (size_t i = 0; i < m; i++) {
+    if (fl_engine_eval_answered(r->engine, ids[i])) continue;
+    silent++;
+    if (early || !is_alive(r, ids[i])) continue;
+    say(r, FL_RUN_LOG_PEER,
+        "round %u: %s did not send its evaluation by the deadline (--round-timeout %g); not "
+        "asked to evaluate again before round %u",
+        round, label(r, ids[i], lb, sizeof lb), r->rc.round_timeout, round + r->cfg.quarantine + 1);
+    fl_engine_quarantine_eval(r->engine, ids[i]);
+  }
+  char fed[FL_FEDEVAL_EXTRA_MAX];
+  fl_round_metrics_t rm = r->pending;
+  fl_engine_end_eval(r->engine, &rm, fed, sizeof fed);
+  r->evaluating = 0;
+  char *extra = r->pending_extra;
+  r->pending_extra = NULL;
+  if (fed[0]) {
+    size_t n = (extra ? strlen(extra) : 0) + strlen(fed) + 2;
+    char *both = malloc(n);
+    if (both) snprintf(both, n, "%s%s%s", extra ? extra : "", extra ? "," : "", fed);
+    free(extra);
+    extra = both;
+  }
+  if (silent && !early)
+    say(r, FL_RUN_LOG_INFO, "round %u: evaluated by %u of %zu clients", round, rm.fed_eval_clients,
+        m);
+  record_round(r, &rm, extra);
+}
+
+/* Closes the evaluation once every evaluator has answered or died. */
+static void check_eval(fl_run_t *r) {
+  if (!r->evaluating) return;
+  const uint32_t *ids;
+  size_t m = fl_engine_eval_sampled(r->engine, &ids);
+  for (size_t i = 0; i < m; i++)
+    if (!fl_engine_eval_answered(r->engine, ids[i]) && is_alive(r, ids[i])) return;
+  end_eval(r, 0);
+}
+
+int fl_run_eval_result(fl_run_t *r, uint32_t id, const Fedlr__EvalResult *res) {
+  if (r->done) return 0;
+  int content = 0, rc = fl_engine_submit_eval(r->engine, id, res, &content);
+  if (rc) {
+    char lb[300];
+    say(r, FL_RUN_LOG_PEER, "rejected an evaluation result from %s: %s%s",
+        label(r, id, lb, sizeof lb), fl_err_msg(),
+        content ? "; not asked to evaluate for --quarantine rounds" : "");
+    if (content) fl_engine_quarantine_eval(r->engine, id);
+  }
+  check_eval(r);
+  return 0;
 }
 
 /* Closes the round before its deadline once the outcome is known: every
@@ -476,6 +587,7 @@ void fl_run_destroy(fl_run_t **pr) {
   if (!r) return;
   fl_metrics_destroy(&r->metrics);
   fl_engine_destroy(&r->engine);
+  free(r->pending_extra);
   free(r->alive);
   free(r->rounds_in);
   free(r);
@@ -495,8 +607,8 @@ void fl_run_start(fl_run_t *r) {
   maybe_start(r);
 }
 
-int fl_run_register(fl_run_t *r, const char *name, uint64_t num_examples, int want_slot,
-                    uint32_t slot, uint32_t *id) {
+int fl_run_register(fl_run_t *r, const char *name, uint64_t num_examples, uint64_t eval_examples,
+                    int want_slot, uint32_t slot, uint32_t *id) {
   fl_engine_t *e = r->engine;
   uint32_t have;
   int rc;
@@ -516,6 +628,7 @@ int fl_run_register(fl_run_t *r, const char *name, uint64_t num_examples, int wa
       return fl_err_set(FL_ERANGE, "the run is full (--clients %u)", r->cfg.clients);
     rc = fl_engine_add_client(e, name, num_examples, id);
   }
+  if (!rc) rc = fl_engine_set_eval_examples(e, *id, eval_examples);
   if (!rc) rc = ensure_ids(r, (size_t)*id + 1);
   return rc;
 }
@@ -526,7 +639,10 @@ void fl_run_client(fl_run_t *r, uint32_t id, int alive, int ready) {
   r->alive[id] = alive != 0;
   fl_engine_set_available(r->engine, id, alive && ready);
   if (r->done) return;
-  if (was_alive && !alive) check_round(r);
+  if (was_alive && !alive) {
+    check_round(r);
+    check_eval(r);
+  }
   if (!was_ready && alive && ready) maybe_start(r);
 }
 
@@ -558,6 +674,7 @@ void fl_run_tick(fl_run_t *r) {
   if (r->done) return;
   double t = now(r);
   if (r->open && r->rc.round_timeout > 0 && t >= r->deadline) close_round(r, "round deadline", 1);
+  if (r->evaluating && r->rc.round_timeout > 0 && t >= r->deadline) end_eval(r, 0);
   check_round(r);
   maybe_start(r);
   check_waiting(r, t);

@@ -10,8 +10,9 @@
  *   transport -> fl_run (events)      fl_run -> transport (actions)
  *   fl_run_register() a client joins   round_opened()        RoundStarts follow
  *                                      send_round_start(id) train this round
- *   fl_run_client()   alive / ready    wake_at(t)            call fl_run_tick
- *   fl_run_update()   an Update        finished(why, status) the run is over
+ *   fl_run_client()   alive / ready    send_evaluate(id)     evaluate the new model
+ *   fl_run_update()   an Update        wake_at(t)            call fl_run_tick
+ *   fl_run_eval_result() an EvalResult finished(why, status) the run is over
  *   fl_run_tick()     time passed      log(reason, line)     a log line
  *   fl_run_stop()     stop requested
  *
@@ -24,7 +25,11 @@
  * closes as soon as every sampled client has answered (an update accepted
  * or rejected) or died, or the live ones still to answer could no longer
  * make the quorum, or at its deadline (--round-timeout; a transport without
- * deadlines passes 0). Then it is aggregated, or abandoned and run again
+ * deadlines passes 0). Then it is aggregated (and, when the engine opens a
+ * federated evaluation, the round's line waits for it: it closes once every
+ * evaluator has answered or died, or at a deadline of --round-timeout,
+ * with the results that came; evaluators silent at the deadline are not
+ * asked again for --quarantine rounds), or abandoned and run again
  * with a fresh sample; clients whose update was rejected, or that let the
  * deadline pass without answering, are quarantined. The run ends when the
  * engine is finished (round limit, target accuracy), after --max-retries
@@ -60,6 +65,10 @@ typedef struct {
   /* Send the open round's RoundStart (fl_engine_encode_round_start) to
    * client `id`. */
   void (*send_round_start)(void *ctx, uint32_t id);
+  /* Send the open evaluation's Evaluate (fl_engine_encode_evaluate) to
+   * client `id`. NULL: the transport has no evaluating clients (an
+   * evaluation closes at once, empty). */
+  void (*send_evaluate)(void *ctx, uint32_t id);
   /* Call fl_run_tick() at time t (the round's deadline); NULL when the
    * transport has no deadlines. */
   void (*wake_at)(void *ctx, double t);
@@ -99,13 +108,15 @@ void fl_run_set_transport(fl_run_t *r, const fl_run_transport_t *t);
  * at once if a resumed run is already finished. */
 void fl_run_start(fl_run_t *r);
 
-/* A client asks to join as `name` with `num_examples`, at client id `slot`
- * if want_slot. Registers it (or re-registers it: a rejoin) and sets *id.
+/* A client asks to join as `name` with `num_examples` (and
+ * `eval_examples` held out for evaluation, 0 if it does not evaluate), at
+ * client id `slot` if want_slot. Registers it (or re-registers it: a
+ * rejoin) and sets *id.
  * FL_EINVAL / FL_ERANGE with a reason fit for the peer (never naming
  * another client) if refused. The client is not ready until fl_run_client
  * says so. */
-int fl_run_register(fl_run_t *r, const char *name, uint64_t num_examples, int want_slot,
-                    uint32_t slot, uint32_t *id);
+int fl_run_register(fl_run_t *r, const char *name, uint64_t num_examples, uint64_t eval_examples,
+                    int want_slot, uint32_t slot, uint32_t *id);
 
 /* Client `id` is alive (the transport hears from it) and ready (it may be
  * sampled: alive and proven on its connection). A sampled client that died
@@ -116,6 +127,12 @@ void fl_run_client(fl_run_t *r, uint32_t id, int alive, int ready);
  * may be modified). A rejection is logged and may decide the round;
  * nonzero only for an error of ours (FL_ENOMEM), which ends the run. */
 int fl_run_update(fl_run_t *r, uint32_t id, Fedlr__Update *u);
+
+/* An EvalResult from client `id` (decoded with fl_engine_limits). A
+ * rejection is logged (the client, if its content was at fault, is not
+ * asked to evaluate for --quarantine rounds); the evaluation may close.
+ * Always 0. */
+int fl_run_eval_result(fl_run_t *r, uint32_t id, const Fedlr__EvalResult *res);
 
 /* Bytes the transport sent and received for the open round (metrics). */
 void fl_run_account(fl_run_t *r, uint64_t sent, uint64_t received);

@@ -12,6 +12,11 @@
  * each client's training is a pure function of its message and data, and
  * the aggregation is order-independent.
  *
+ * Federated evaluation: with --holdout F each virtual client keeps a
+ * fraction of its partition to evaluate on (fl_partition_holdout, as a
+ * fedlr-client with the same flags does); when the run opens an
+ * evaluation, the workers answer its Evaluate messages the same way.
+ *
  * Attacks: --attackers N virtual clients, chosen from the seed, run
  * --attack (applied by the same trainer a fedlr-client uses); their updates
  * meet the same checks as any other. A virtual client that cannot train at
@@ -31,6 +36,7 @@
 #include "fl_data.h"
 #include "fl_engine.h"
 #include "fl_error.h"
+#include "fl_init.h"
 #include "fl_partition.h"
 #include "fl_rng.h"
 #include "fl_run.h"
@@ -38,6 +44,7 @@
 
 #define PROG "fedlr-sim"
 #define SIM_MAX_WORKERS 256
+#define SIM_EVAL_JOB 0x80000000u /* a job id with this bit: evaluate, not train */
 
 typedef struct sim sim_t;
 
@@ -53,12 +60,16 @@ struct sim {
   fl_run_t *run;
   const fl_dataset_t *train;
   const fl_partition_t *part;
+  /* --holdout: each client's partition split into training and evaluation
+   * rows, client i's at [off[i], off[i+1]) of idx (NULL: no holdout) */
+  uint32_t *train_idx, *eval_idx;
+  size_t *train_off, *eval_off;
   const fl_attack_t *attack; /* what attackers do */
   const uint8_t *attacker;   /* (clients) 1 = this client runs the attack */
   int quiet;
   pthread_mutex_t mu;
   pthread_cond_t work, finished;
-  uint32_t *jobs; /* client ids whose RoundStart is due (a FIFO) */
+  uint32_t *jobs; /* client ids whose RoundStart (| SIM_EVAL_JOB: Evaluate) is due, a FIFO */
   size_t jobs_head, jobs_len, jobs_cap;
   int quit;
   size_t num_workers;
@@ -67,8 +78,7 @@ struct sim {
 
 /* ---- the run's transport (called with mu held) ---- */
 
-static void tp_send_round_start(void *ctx, uint32_t id) {
-  sim_t *s = ctx;
+static void queue_job(sim_t *s, uint32_t id) {
   if (s->jobs_head == s->jobs_len) s->jobs_head = s->jobs_len = 0;
   if (s->jobs_len == s->jobs_cap) {
     size_t cap = s->jobs_cap ? 2 * s->jobs_cap : 64;
@@ -82,6 +92,14 @@ static void tp_send_round_start(void *ctx, uint32_t id) {
   }
   s->jobs[s->jobs_len++] = id;
   pthread_cond_signal(&s->work);
+}
+
+static void tp_send_round_start(void *ctx, uint32_t id) {
+  queue_job(ctx, id);
+}
+
+static void tp_send_evaluate(void *ctx, uint32_t id) {
+  queue_job(ctx, id | SIM_EVAL_JOB);
 }
 
 static void tp_finished(void *ctx, const char *why, int status) {
@@ -100,6 +118,18 @@ static void tp_log(void *ctx, int reason, const char *line) {
 
 /* ---- the workers ---- */
 
+/* Client `id`'s training rows (its partition, less its held-out rows). */
+static fl_shard_t train_shard(const sim_t *s, uint32_t id) {
+  fl_shard_t shard = {s->train, NULL, 0, s->attacker[id] ? s->attack : NULL};
+  if (s->train_idx) {
+    shard.idx = s->train_idx + s->train_off[id];
+    shard.n = s->train_off[id + 1] - s->train_off[id];
+  } else {
+    shard.idx = fl_partition_indices(s->part, id, &shard.n);
+  }
+  return shard;
+}
+
 /* Virtual client `id`'s round: RoundStart out, training, Update back. */
 static void run_client(sim_t *s, fl_trainer_t *tr, uint32_t id) {
   uint8_t *msg = NULL, *upd = NULL;
@@ -110,8 +140,7 @@ static void run_client(sim_t *s, fl_trainer_t *tr, uint32_t id) {
   const fl_engine_t *e = fl_run_engine(s->run);
   int rc = fl_engine_encode_round_start(e, id, &msg, &msg_len);
   if (!rc) {
-    fl_shard_t shard = {s->train, NULL, 0, s->attacker[id] ? s->attack : NULL};
-    shard.idx = fl_partition_indices(s->part, id, &shard.n);
+    fl_shard_t shard = train_shard(s, id);
     rc = fl_trainer_run(tr, &shard, id, msg, msg_len, &upd, &upd_len);
   }
   if (!rc) rc = fl_wire_decode(upd, upd_len, fl_engine_limits(e), &env);
@@ -130,6 +159,35 @@ static void run_client(sim_t *s, fl_trainer_t *tr, uint32_t id) {
   free(upd);
 }
 
+/* Virtual client `id`'s evaluation: Evaluate out (decoded as a client
+ * decodes it), its held-out rows evaluated, EvalResult back. */
+static void run_eval(sim_t *s, fl_trainer_t *tr, uint32_t id) {
+  uint8_t *msg = NULL, *res = NULL;
+  size_t msg_len = 0, res_len = 0;
+  Fedlr__Envelope *in = NULL, *out = NULL;
+  const fl_engine_t *e = fl_run_engine(s->run);
+  fl_wire_limits_t lim;
+  fl_wire_limits_for_model(fl_engine_model(e), &lim);
+  fl_shard_t shard = {s->train, s->eval_idx + s->eval_off[id],
+                      s->eval_off[id + 1] - s->eval_off[id], NULL};
+  int rc = fl_engine_encode_evaluate(e, id, &msg, &msg_len);
+  if (!rc) rc = fl_wire_decode(msg, msg_len, &lim, &in);
+  if (!rc) rc = fl_trainer_evaluate_decoded(tr, &shard, id, in->evaluate, &res, &res_len);
+  if (!rc) rc = fl_wire_decode(res, res_len, fl_engine_limits(e), &out);
+  char why[700];
+  if (rc) snprintf(why, sizeof why, "client %u cannot evaluate: %s", id, fl_err_msg());
+  pthread_mutex_lock(&s->mu);
+  if (rc)
+    fl_run_stop(s->run, why, FL_RUN_FAILED);
+  else
+    fl_run_eval_result(s->run, id, out->eval_result);
+  pthread_mutex_unlock(&s->mu);
+  fl_wire_free(&in);
+  fl_wire_free(&out);
+  free(msg);
+  free(res);
+}
+
 static void *worker_main(void *arg) {
   sim_worker_t *w = arg;
   sim_t *s = w->sim;
@@ -140,7 +198,10 @@ static void *worker_main(void *arg) {
     if (s->quit) break;
     uint32_t id = s->jobs[s->jobs_head++];
     pthread_mutex_unlock(&s->mu);
-    run_client(s, w->trainer, id);
+    if (id & SIM_EVAL_JOB)
+      run_eval(s, w->trainer, id & ~SIM_EVAL_JOB);
+    else
+      run_client(s, w->trainer, id);
     pthread_mutex_lock(&s->mu);
   }
   pthread_mutex_unlock(&s->mu);
@@ -212,15 +273,42 @@ static int fail(const char *what, int rc) {
 /* Registers the virtual clients 0 .. clients-1, all alive and ready. */
 static int register_clients(sim_t *s, const fl_config_t *cfg) {
   for (uint32_t i = 0; i < cfg->clients; i++) {
-    fl_shard_t shard = {s->train, NULL, 0, s->attacker[i] ? s->attack : NULL};
-    fl_partition_indices(s->part, i, &shard.n);
+    fl_shard_t shard = train_shard(s, i);
     char name[32];
     uint32_t id;
     snprintf(name, sizeof name, "sim-%u", i);
-    int rc = fl_run_register(s->run, name, fl_trainer_claimed_examples(&shard), 1, i, &id);
+    uint64_t held = s->eval_idx ? s->eval_off[i + 1] - s->eval_off[i] : 0;
+    int rc = fl_run_register(s->run, name, fl_trainer_claimed_examples(&shard), held, 1, i, &id);
     if (rc) return rc;
     fl_run_client(s->run, id, 1, 1);
   }
+  return 0;
+}
+
+/* --holdout: every client's partition split into training and evaluation
+ * rows (fl_partition_holdout, client index = its id). */
+static int split_holdout(sim_t *s, const fl_config_t *cfg) {
+  if (!(cfg->holdout > 0)) return 0;
+  size_t total = s->train->n, at_t = 0, at_e = 0;
+  s->train_idx = malloc(total * sizeof *s->train_idx);
+  s->eval_idx = malloc(total * sizeof *s->eval_idx);
+  s->train_off = malloc((cfg->clients + 1) * sizeof *s->train_off);
+  s->eval_off = malloc((cfg->clients + 1) * sizeof *s->eval_off);
+  if (!s->train_idx || !s->eval_idx || !s->train_off || !s->eval_off)
+    return fl_err_set(FL_ENOMEM, "out of memory holding out evaluation examples");
+  for (uint32_t i = 0; i < cfg->clients; i++) {
+    size_t n, nt, ne;
+    const uint32_t *idx = fl_partition_indices(s->part, i, &n);
+    s->train_off[i] = at_t;
+    s->eval_off[i] = at_e;
+    int rc = fl_partition_holdout(idx, n, cfg->holdout, cfg->seed, i, s->train_idx + at_t, &nt,
+                                  s->eval_idx + at_e, &ne);
+    if (rc) return rc;
+    at_t += nt;
+    at_e += ne;
+  }
+  s->train_off[cfg->clients] = at_t;
+  s->eval_off[cfg->clients] = at_e;
   return 0;
 }
 
@@ -243,8 +331,17 @@ static void print_final(const fl_run_t *run, double seconds) {
 
 /* The data, the engine's configuration from the flags and the partition:
  * 0, or an exit status with the error printed. */
-static int setup_data(const fl_config_t *cfg, const fl_agg_config_t *agg, fl_dataset_t **train,
-                      fl_dataset_t **test, fl_engine_config_t *ec, fl_partition_t **part) {
+static int setup_data(const fl_config_t *cfg, const fl_agg_config_t *agg, const fl_init_t *init,
+                      fl_dataset_t **train, fl_dataset_t **test, fl_engine_config_t *ec,
+                      fl_partition_t **part) {
+  if (init->custom) {
+    fprintf(stderr,
+            PROG ": --init %s holds a model of your own (not a fedlr model.safetensors of a "
+                 "built-in model): fedlr-sim trains the built-in models only (give --model "
+                 "SPEC if the file holds one)\n",
+            cfg->init);
+    return 2;
+  }
   int rc = fl_dataset_load_flags(cfg->dataset, cfg->data_dir, cfg->test_data, train, test);
   if (rc) return fail("loading data", rc);
   if (cfg->clients > (*train)->n) {
@@ -254,7 +351,7 @@ static int setup_data(const fl_config_t *cfg, const fl_agg_config_t *agg, fl_dat
   }
   size_t classes = (*train)->num_classes;
   if (*test && (*test)->num_classes > classes) classes = (*test)->num_classes;
-  if ((rc = fl_engine_config_from(ec, cfg, agg, (*train)->dim, classes, *test)))
+  if ((rc = fl_engine_config_from(ec, cfg, agg, init, (*train)->dim, classes, *test)))
     return fail(NULL, rc);
   if (ec->optim.keep_state) {
     fprintf(stderr, PROG ": --optimizer ...,keep: optimizer state kept across rounds needs one "
@@ -302,9 +399,13 @@ static int simulate(sim_t *s, const fl_config_t *cfg, const fl_engine_config_t *
   int rc;
   fl_run_config_t rcfg = {.cfg = cfg, .engine = ec, .prog = FL_PROG_SIM, .producer = PROG};
   if (!(s->run = fl_run_new(&rcfg, &rc))) return fail(NULL, rc);
-  fl_run_transport_t tp = {
-      .ctx = s, .send_round_start = tp_send_round_start, .finished = tp_finished, .log = tp_log};
+  fl_run_transport_t tp = {.ctx = s,
+                           .send_round_start = tp_send_round_start,
+                           .send_evaluate = tp_send_evaluate,
+                           .finished = tp_finished,
+                           .log = tp_log};
   fl_run_set_transport(s->run, &tp);
+  if ((rc = split_holdout(s, cfg))) return fail("--holdout", rc);
   if ((rc = register_clients(s, cfg))) return fail("registering clients", rc);
   if ((rc = start_workers(s, &ec->model, workers))) return fail("workers", rc);
   double t0 = fl_clock_now();
@@ -347,12 +448,17 @@ int main(int argc, char **argv) {
   fl_partition_t *part = NULL;
   fl_engine_config_t ec;
   uint8_t *attacker = NULL;
+  fl_init_t init;
+  if ((rc = fl_init_read(&cfg, &init))) {
+    fl_init_free(&init);
+    return fail(NULL, rc);
+  }
   sim_t *sim = calloc(1, sizeof *sim);
   if (!sim) return 1;
   pthread_mutex_init(&sim->mu, NULL);
   pthread_cond_init(&sim->work, NULL);
   pthread_cond_init(&sim->finished, NULL);
-  if ((status = setup_data(&cfg, &agg, &train, &test, &ec, &part)) ||
+  if ((status = setup_data(&cfg, &agg, &init, &train, &test, &ec, &part)) ||
       (status = setup_attackers(&cfg, &attacker)))
     goto out;
   sim->train = train;
@@ -368,7 +474,12 @@ out:
   pthread_cond_destroy(&sim->work);
   pthread_cond_destroy(&sim->finished);
   free(sim->jobs);
+  free(sim->train_idx);
+  free(sim->eval_idx);
+  free(sim->train_off);
+  free(sim->eval_off);
   free(sim);
+  fl_init_free(&init);
   free(attacker);
   fl_partition_destroy(&part);
   fl_dataset_destroy(&train);

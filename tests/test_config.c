@@ -46,7 +46,10 @@ TEST(defaults) {
   ASSERT_STR_EQ(c.dataset, "fashion-mnist");
   ASSERT_STR_EQ(c.data_dir, ""); /* = /usr/share/datasets/<dataset> */
   ASSERT_STR_EQ(c.partition, "iid");
-  ASSERT_STR_EQ(c.model, "softmax");
+  ASSERT_STR_EQ(c.model, ""); /* softmax, or --init's model: fl_config_parse resolves it */
+  ASSERT_STR_EQ(c.init, "");
+  ASSERT_NEAR(c.eval_fraction, 1, 0);
+  ASSERT_NEAR(c.holdout, 0, 0);
   ASSERT_STR_EQ(c.optimizer, "sgd");
   ASSERT_STR_EQ(c.lr, "0.1");
   ASSERT_STR_EQ(c.schedule, "const");
@@ -82,6 +85,8 @@ TEST(defaults) {
   fl_config_t d;
   char *argv[] = {"fedlr-sim", NULL};
   ASSERT_EQ(parse(&d, FL_PROG_SIM, argv, NULL), 0);
+  ASSERT_STR_EQ(d.model, "softmax"); /* the one key parsing resolves */
+  snprintf(c.model, sizeof c.model, "softmax");
   ASSERT_EQ(memcmp(&c, &d, sizeof c), 0);
 }
 
@@ -770,6 +775,37 @@ TEST(validate_catches_programmatic_values) {
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_COORD), 0);
   ASSERT_EQ(fl_config_validate(&c, FL_PROG_SIM), FL_EINVAL);
   ASSERT_EQ(fl_config_validate(&c, 3), FL_EINVAL);
+}
+
+/* --model: softmax by default; with --init alone the file decides; custom
+ * needs --init and the coordinator. */
+TEST(model_and_init) {
+  fl_config_t c;
+  int help;
+  char *a1[] = {"fedlr-coordinator"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_COORD, 1, a1, &help), 0);
+  ASSERT_STR_EQ(c.model, "softmax");
+  char *a2[] = {"fedlr-coordinator", "--init", "cnn.safetensors"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_COORD, 3, a2, &help), 0);
+  ASSERT_STR_EQ(c.model, "");
+  ASSERT_STR_EQ(c.init, "cnn.safetensors");
+  char *a3[] = {"fedlr-coordinator", "--model", "custom"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_COORD, 3, a3, &help), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--model custom: needs --init FILE.safetensors");
+  char *a4[] = {"fedlr-coordinator", "--model", "custom", "--init", "x.safetensors"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_COORD, 5, a4, &help), 0);
+  ASSERT_STR_EQ(c.model, "custom");
+  char *a5[] = {"fedlr-sim", "--model", "custom", "--init", "x.safetensors"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_SIM, 5, a5, &help), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "fedlr-sim trains the built-in models only");
+  char *a6[] = {"fedlr-sim", "--holdout", "0.95"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_SIM, 3, a6, &help), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--holdout 0.95: must be in [0, 0.9]");
+  char *a7[] = {"fedlr-coordinator", "--eval-fraction", "1.5"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_COORD, 3, a7, &help), FL_EINVAL);
+  char *a8[] = {"fedlr-client", "--holdout", "0.2", "--data", "x.csv"};
+  ASSERT_EQ(fl_config_parse(&c, FL_PROG_CLIENT, 5, a8, &help), 0);
+  ASSERT_NEAR(c.holdout, 0.2, 0);
 }
 
 FL_TEST_MAIN()

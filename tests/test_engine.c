@@ -1402,7 +1402,7 @@ TEST(aggregator_and_robust_config) {
   fl_agg_config_t agg;
   ASSERT_EQ(fl_engine_agg_from(&agg, &cfg), 0);
   fl_engine_config_t ec;
-  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, &agg, 784, 10, NULL), 0);
+  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, &agg, NULL, 784, 10, NULL), 0);
   ASSERT_EQ(ec.aggregator, FL_AGG_TRIMMED_MEAN);
   ASSERT_NEAR(ec.trim_beta, 0.25, 0);
   ASSERT_NEAR(ec.clip_norm, 2.5, 0);

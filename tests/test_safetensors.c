@@ -789,6 +789,88 @@ TEST(file_read_all_limits) {
 }
 
 /* Interop: plain json + numpy reads what we wrote. */
+/* Any named float32 tensors (a model exported by PyTorch, for --init):
+ * read in data order whatever the header's key order; a custom model's
+ * file round-trips bit for bit; wrong dtypes, bad names and gaps are
+ * refused with the tensor named. */
+TEST(read_any_tensors) {
+  /* Keys out of data order; a 4-D conv weight, a scalar. */
+  float data[2 * 1 * 2 * 2 + 1 + 2];
+  for (size_t i = 0; i < sizeof data / sizeof data[0]; i++)
+    data[i] = (float)i * 0.5f - 1;
+  const char *path = tpath("any.safetensors");
+  const char *hdr =
+      "{\"fc.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[36,44]},"
+      "\"conv.weight\":{\"dtype\":\"F32\",\"shape\":[2,1,2,2],\"data_offsets\":[0,32]},"
+      "\"__metadata__\":{\"format\":\"pt\"},"
+      "\"scale\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[32,36]}}";
+  ASSERT_EQ(write_forged(path, hdr, (uint64_t)-1, data, sizeof data), 0);
+  fl_layout_t *l = NULL;
+  float *w = NULL;
+  fl_safetensors_meta_t meta;
+  ASSERT_EQ(fl_safetensors_read(path, 0, &l, &w, &meta), 0);
+  ASSERT_EQ(l->n, 3);
+  ASSERT_STR_EQ(l->t[0].name, "conv.weight");
+  ASSERT_EQ(l->t[0].ndim, 4);
+  ASSERT_EQ(l->t[0].shape[3], 2);
+  ASSERT_STR_EQ(l->t[1].name, "scale");
+  ASSERT_EQ(l->t[1].ndim, 0);
+  ASSERT_STR_EQ(l->t[2].name, "fc.bias");
+  ASSERT_EQ(l->t[2].offset, 9);
+  ASSERT_EQ(l->num_params, 11);
+  ASSERT_EQ(memcmp(w, data, sizeof data), 0);
+  ASSERT_EQ(meta.n, 1);
+  ASSERT_STR_EQ(meta.e[0].key, "format");
+
+  /* Saved by fedlr as a custom model and loaded back, checksum and all. */
+  fl_model_spec_t m;
+  ASSERT_EQ(fl_model_custom(l, &m), 0);
+  const char *p2 = tpath("custom.safetensors");
+  ASSERT_EQ(fl_safetensors_save(p2, &m, w, NULL), 0);
+  float back[11] = {0};
+  ASSERT_EQ(fl_safetensors_load_all(p2, &m, back, FL_SAFETENSORS_NEED_CHECKSUM, NULL), 0);
+  ASSERT_EQ(memcmp(back, data, sizeof data), 0);
+  char spec[32];
+  ASSERT_EQ(fl_safetensors_meta(p2, "model", spec, sizeof spec), 0);
+  ASSERT_STR_EQ(spec, "custom");
+  fl_layout_t *l2 = NULL;
+  float *w2 = NULL;
+  ASSERT_EQ(fl_safetensors_read(p2, FL_SAFETENSORS_NEED_CHECKSUM, &l2, &w2, NULL), 0);
+  ASSERT_TRUE(fl_layout_equal(l, l2));
+  ASSERT_EQ(memcmp(w2, data, sizeof data), 0);
+  free(w2);
+  fl_layout_destroy(&l2);
+  free(w);
+  fl_layout_destroy(&l);
+
+  const struct {
+    const char *hdr, *want;
+  } bad[] = {
+      {"{\"steps\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]},"
+       "\"w\":{\"dtype\":\"F32\",\"shape\":[9],\"data_offsets\":[8,44]}}",
+       "tensor 'steps' is I64: fedlr aggregates float32 tensors only"},
+      {"{\"w\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[0,20]},"
+       "\"v\":{\"dtype\":\"F32\",\"shape\":[5],\"data_offsets\":[24,44]}}",
+       "tensor 'v' [5] has data_offsets [24,44]"},
+      {"{\"a b\":{\"dtype\":\"F32\",\"shape\":[11],\"data_offsets\":[0,44]}}",
+       "has byte 0x20 at 1"},
+      {"{\"w\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[0,0]},"
+       "\"v\":{\"dtype\":\"F32\",\"shape\":[11],\"data_offsets\":[0,44]}}",
+       "dimensions are 1 to"},
+      {"{\"__metadata__\":{}}", "holds no tensors"},
+      {"{\"w\":{\"dtype\":\"F32\",\"shape\":[10],\"data_offsets\":[0,40]}}",
+       "data section is 44 bytes, the tensors use 40"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ASSERT_EQ(write_forged(path, bad[i].hdr, (uint64_t)-1, data, sizeof data), 0);
+    l = (fl_layout_t *)1;
+    w = (float *)1;
+    ASSERT_EQ(fl_safetensors_read(path, 0, &l, &w, NULL), FL_EFORMAT);
+    ASSERT_CONTAINS(fl_err_msg(), bad[i].want);
+    ASSERT_TRUE(l == NULL && w == NULL);
+  }
+}
+
 TEST(python_numpy_reads_file) {
   /* The first python3 on PATH may be a virtualenv or pyenv without numpy
    * while the system one has it. */

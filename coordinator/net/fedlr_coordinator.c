@@ -106,18 +106,31 @@ int main(int argc, char **argv) {
   fl_dataset_t *test = NULL;
   fl_run_t *run = NULL;
   fl_host_t *host = NULL;
+  fl_init_t init;
+  if ((rc = fl_init_read(&cfg, &init))) {
+    fprintf(stderr, PROG ": %s\n", fl_err_msg());
+    status = rc == FL_EINVAL ? 2 : 1;
+    goto out;
+  }
   if ((status = load_curve(&cfg, &allow, &kp)) != 0) goto out;
   status = 1;
-  if ((rc = load_test(&cfg, &test))) {
+  /* A custom model has no test set here: its clients evaluate it. */
+  if (!init.custom && (rc = load_test(&cfg, &test))) {
     fprintf(stderr, PROG ": loading test data: %s\n", fl_err_msg());
     goto out;
   }
   fl_engine_config_t ec;
-  if ((rc = fl_engine_config_from(&ec, &cfg, &agg, test->dim, test->num_classes, test))) {
+  if ((rc = fl_engine_config_from(&ec, &cfg, &agg, &init, test ? test->dim : 0,
+                                  test ? test->num_classes : 0, test))) {
     fprintf(stderr, PROG ": %s\n", fl_err_msg());
     status = 2;
     goto out;
   }
+  if (init.custom)
+    fprintf(stderr,
+            PROG ": model: %zu tensors from --init %s; no test set: clients evaluate it "
+                 "(federated evaluation, --eval-fraction %g)\n",
+            init.layout->n, cfg.init, cfg.eval_fraction);
   fl_run_config_t rcfg = {.cfg = &cfg,
                           .engine = &ec,
                           .prog = FL_PROG_COORD,
@@ -163,5 +176,6 @@ out:
   fl_run_destroy(&run);
   fl_allowlist_destroy(&allow);
   fl_dataset_destroy(&test);
+  fl_init_free(&init);
   return status;
 }

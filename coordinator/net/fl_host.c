@@ -46,6 +46,52 @@ static void tp_send_round_start(void *ctx, uint32_t id) {
   fl_host__pump_round_starts(h);
 }
 
+static void free_eval(void *data, void *hint) {
+  (void)hint;
+  free(data);
+}
+
+/* Evaluate messages are the same for every evaluator of a round: encoded
+ * once, and each send is a reference-counted copy (zmq_msg_copy shares
+ * the buffer), not a copy of the model per client. */
+static void tp_send_evaluate(void *ctx, uint32_t id) {
+  fl_host_t *h = ctx;
+  if (id >= h->cap_peers || !h->peers[id].alive || !h->peers[id].rid_len) return;
+  peer_t *p = &h->peers[id];
+  uint32_t round = fl_engine_round(h->engine);
+  if (!h->have_eval_msg || h->eval_msg_round != round) {
+    uint8_t *buf;
+    size_t len;
+    if (h->have_eval_msg) zmq_msg_close(&h->eval_msg);
+    h->have_eval_msg = 0;
+    if (fl_engine_encode_evaluate(h->engine, id, &buf, &len) != 0) {
+      fl_host__log("cannot encode the evaluation of round %u: %s", round, fl_err_msg());
+      return;
+    }
+    if (zmq_msg_init_data(&h->eval_msg, buf, len, free_eval, NULL) != 0) {
+      free(buf);
+      return;
+    }
+    h->have_eval_msg = 1;
+    h->eval_msg_round = round;
+  }
+  zmq_msg_t m;
+  zmq_msg_init(&m);
+  if (zmq_msg_copy(&m, &h->eval_msg) != 0) {
+    zmq_msg_close(&m);
+    return;
+  }
+  size_t len = zmq_msg_size(&m);
+  if (zmq_send(h->sock, p->rid, p->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+      zmq_msg_send(&m, h->sock, ZMQ_DONTWAIT) < 0) {
+    /* It misses the evaluation: the deadline deals with it. */
+    zmq_msg_close(&m);
+    fl_ratelog_count(h->rl, FL_ADMIT_R_SEND_FAILED, fl_clock_now());
+    return;
+  }
+  fl_run_account(h->run, len, 0);
+}
+
 static void on_deadline(uv_timer_t *t) {
   fl_host_t *h = t->data;
   fl_run_tick(h->run);
@@ -422,6 +468,7 @@ fl_host_t *fl_host_new(const fl_host_config_t *hc, fl_run_t *run, int *err) {
   fl_run_transport_t tp = {.ctx = h,
                            .round_opened = tp_round_opened,
                            .send_round_start = tp_send_round_start,
+                           .send_evaluate = tp_send_evaluate,
                            .wake_at = tp_wake_at,
                            .finished = tp_finished,
                            .log = tp_log};
@@ -457,6 +504,7 @@ void fl_host_destroy(fl_host_t **ph) {
   if (h->zctx) zmq_ctx_term(h->zctx);
   fl_ratelog_destroy(&h->rl);
   fl_wire_tensors_free(&h->layout);
+  if (h->have_eval_msg) zmq_msg_close(&h->eval_msg);
   free(h->busy_stop);
   free(h->final_stop);
   free(h->peers);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include <uv.h>
+#include <zmq.h>
 
 #include "fl_admit.h"
 #include "fl_clock.h"
@@ -39,7 +40,7 @@ typedef struct {
   double last_seen;
   int awaiting_ack; /* a RoundStart sent, not yet acknowledged */
   double sent_at;
-  int proven; /* heartbeat or update on the current connection since its Join: sampleable */
+  int proven;       /* heartbeat or update on the current connection since its Join: sampleable */
   uint32_t version; /* protocol version of its session (fl_wire_negotiate) */
 } peer_t;
 
@@ -62,6 +63,9 @@ struct fl_host {
   size_t queue_head, queue_len, queue_cap, in_flight;
   uint32_t run_id;
   fl_wire_tensors_t layout; /* the model's tensors, names and shapes: every Welcome's */
+  zmq_msg_t eval_msg;       /* the open evaluation's Evaluate, encoded once (have_eval_msg) */
+  int have_eval_msg;
+  uint32_t eval_msg_round;
   uint8_t *busy_stop; /* encoded once: Stop{rejoin} for joins over the rate */
   size_t busy_stop_len;
   uint8_t *final_stop; /* encoded once: the Stop that ends the run, for every late peer */

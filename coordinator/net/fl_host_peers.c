@@ -137,8 +137,8 @@ void fl_host__send_copy_quiet(fl_host_t *h, const uint8_t *rid, size_t rid_len, 
 /* The versions this coordinator speaks, for a Stop refusing a Join's. */
 static uint32_t spoken_versions[FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1];
 
-static void send_stop_versions(fl_host_t *h, const uint8_t *rid, size_t rid_len,
-                               const char *reason, int error, int rejoin, int versions) {
+static void send_stop_versions(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *reason,
+                               int error, int rejoin, int versions) {
   Fedlr__Stop st = FEDLR__STOP__INIT;
   st.reason = (char *)reason;
   st.error = error;
@@ -256,7 +256,8 @@ static void handle_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, int fd
                     "joined as '%s': run it with --name %s, or without --name",
                     uid, j->name, uid);
   else
-    rc = fl_run_register(h->run, j->name, j->num_examples, j->want_slot, j->slot, &id);
+    rc = fl_run_register(h->run, j->name, j->num_examples, version >= 2 ? j->num_eval_examples : 0,
+                         j->want_slot, j->slot, &id);
   if (!rc && ensure_peers(h, (size_t)id + 1) != 0)
     rc = fl_err_set(FL_ENOMEM, "out of memory for client %u", id);
   if (rc) {
@@ -427,6 +428,15 @@ void fl_host__handle_message(fl_host_t *h, const uint8_t *rid, size_t rid_len, i
     } else {
       fl_host__release_ack(h, (uint32_t)pid); /* an update also acknowledges its round start */
       fl_run_update(h->run, (uint32_t)pid, env->update);
+    }
+    break;
+  case FEDLR__ENVELOPE__BODY_EVAL_RESULT:
+    if (pid < 0) {
+      plog(h, FL_ADMIT_R_UNKNOWN_PEER,
+           "dropped an evaluation result from %s: not joined (asked to join again)", who);
+      send_stop(h, rid, rid_len, "unknown client: join again", 0, 1);
+    } else {
+      fl_run_eval_result(h->run, (uint32_t)pid, env->eval_result);
     }
     break;
   default:
