@@ -12,11 +12,12 @@
  *                                      fedlr-coordinator --init FILE.safetensors
  *   linreg truth                       the true weights and bias, one line
  *   linreg client --connect EP --client K [--examples N] [--holdout N]
- *                 [--name NAME] [--slow SEC]
+ *                 [--name NAME] [--slow SEC [--slow-call N]]
  *
- * --slow SEC sleeps that long in every train callback: a trainer slower
- * than the coordinator's --client-timeout stays alive, since libfedlr
- * heartbeats from its own thread.
+ * --slow SEC sleeps that long in each train callback (in the N-th only
+ * with --slow-call N): a trainer slower than the coordinator's
+ * --client-timeout stays alive, since libfedlr heartbeats from its own
+ * thread; one slower than its --round-timeout makes it retry the round.
  *
  * Build against the installed library: make (see Makefile), i.e.
  *   cc linreg.c $(pkg-config --cflags --libs fedlr) -lm */
@@ -123,7 +124,9 @@ static double mse(const data_t *d, const float *w, float b, double *r2) {
 typedef struct {
   data_t train, eval;
   uint32_t *order; /* (train.n) an epoch's permutation */
-  double slow;     /* s to sleep in each train callback */
+  double slow;     /* s to sleep in each train callback ... */
+  long slow_call;  /* ... or in this one only (1-based; 0: all) */
+  long trained;    /* train callbacks so far */
 } app_t;
 
 static void sleep_s(double s) {
@@ -157,7 +160,11 @@ static int train(void *user, const fedlr_round *r, const fedlr_tensors *global, 
   (void)global; /* `out` starts as a copy of it: train in place */
   if (r->optimizer.kind != FEDLR_OPT_SGD)
     return fedlr_set_error(FEDLR_EUNSUPPORTED, "this example trains with plain SGD only");
-  if (a->slow > 0) sleep_s(a->slow);
+  a->trained++;
+  if (a->slow > 0 && (a->slow_call == 0 || a->trained == a->slow_call)) sleep_s(a->slow);
+  printf("round %u attempt %u: rate %g, %u epochs of batch %u\n", r->round, r->attempt,
+         (double)r->lr, r->local_epochs, r->batch_size);
+  fflush(stdout);
   float *w = fedlr_tensor_data_mut(out, 0), *b = fedlr_tensor_data_mut(out, 1);
   size_t n = a->train.n, B = r->batch_size < n ? r->batch_size : n;
   uint64_t rng = r->seed, step = 0, seen = 0;
@@ -209,7 +216,7 @@ static void on_signal(int sig) {
 static int usage(void) {
   fprintf(stderr, "usage: linreg init FILE.safetensors | linreg truth |\n"
                   "       linreg client --connect EP --client K [--examples N] [--holdout N]\n"
-                  "                     [--name NAME] [--slow SEC]\n");
+                  "                     [--name NAME] [--slow SEC [--slow-call N]]\n");
   return 2;
 }
 
@@ -232,7 +239,7 @@ static int cmd_truth(void) {
 
 static int cmd_client(int argc, char **argv) {
   const char *connect = NULL, *name = NULL;
-  long k = -1, n = 400, n_eval = 100;
+  long k = -1, n = 400, n_eval = 100, slow_call = 0;
   double slow = 0;
   for (int i = 0; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--connect"))
@@ -247,13 +254,15 @@ static int cmd_client(int argc, char **argv) {
       name = argv[i + 1];
     else if (!strcmp(argv[i], "--slow"))
       slow = atof(argv[i + 1]);
+    else if (!strcmp(argv[i], "--slow-call"))
+      slow_call = atol(argv[i + 1]);
     else
       return usage();
   }
   if (!connect || k < 0 || n < 1 || n_eval < 0 || argc % 2) return usage();
   char defname[32];
   snprintf(defname, sizeof defname, "linreg-%ld", k);
-  app_t a = {.slow = slow};
+  app_t a = {.slow = slow, .slow_call = slow_call};
   if (make_data((uint64_t)k, (size_t)n, &a.train) ||
       make_data((uint64_t)k + 1000, (size_t)n_eval, &a.eval) ||
       !(a.order = malloc((size_t)n * sizeof *a.order)))
