@@ -214,12 +214,18 @@ FEDLR_API int fedlr_round_cancelled(const fedlr_round *r) {
          atomic_load(&x->sh->seq) != x->seq;
 }
 
+/* Sends m to the I/O thread (ownership of m->buf goes with it). */
+static int to_io(fedlr_client *c, const fedlr__run_msg_t *m) {
+  atomic_fetch_add_explicit(&c->sh.to_io, 1, memory_order_release);
+  return zmq_send(c->pair, m, sizeof *m, 0) == (int)sizeof *m ? 0 : -1;
+}
+
 /* Ends the session from this thread (a refused Welcome, an internal error). */
 static void quit(fedlr_client *c, int result) {
   snprintf(c->quit_msg, sizeof c->quit_msg, "%s", fl_err_msg());
   c->quit_result = result;
   fedlr__run_msg_t m = {.kind = RUN_QUIT};
-  zmq_send(c->pair, &m, sizeof m, 0);
+  to_io(c, &m);
 }
 
 /* Hands an encoded answer to the I/O thread (which then owns buf). */
@@ -232,7 +238,7 @@ static void send_result(fedlr_client *c, const fedlr__job_t *j, uint32_t round, 
     CLOG(c, FEDLR_LOG_WARN, "round %u: cannot encode the answer: %s", round, errmsg(rc));
     return;
   }
-  if (zmq_send(c->pair, &m, sizeof m, 0) != (int)sizeof m) free(m.buf);
+  if (to_io(c, &m)) free(m.buf);
 }
 
 static void on_welcome(fedlr_client *c, fedlr__job_t *j) {
@@ -434,10 +440,13 @@ static void on_eval(fedlr_client *c, fedlr__job_t *j) {
 /* Asks the I/O thread for the next job and waits for it. */
 static int next_job(fedlr_client *c, fedlr__job_t *j) {
   fedlr__run_msg_t m = {.kind = RUN_NEXT};
-  if (zmq_send(c->pair, &m, sizeof m, 0) != (int)sizeof m) return -1;
+  if (to_io(c, &m)) return -1;
   for (;;) {
     int n = zmq_recv(c->pair, j, sizeof *j, 0);
-    if (n == (int)sizeof *j) return 0;
+    if (n == (int)sizeof *j) {
+      atomic_load_explicit(&c->sh.to_run, memory_order_acquire);
+      return 0;
+    }
     if (n < 0 && errno == EINTR) continue;
     return -1;
   }

@@ -87,6 +87,12 @@ typedef struct {
   atomic_int stopping;        /* the session is ending */
   atomic_uint_fast64_t epoch; /* bumped at each rejoin: older work is void */
   atomic_uint_fast64_t seq;   /* bumped at each RoundStart received */
+  /* Handing a job or a result over the PAIR passes ownership of memory (an
+   * envelope, an encoded message): a release before each send and an
+   * acquire after each receive order it, whatever libzmq does inside (and
+   * make the order visible to ThreadSanitizer, which cannot see into an
+   * uninstrumented libzmq). */
+  atomic_uint_fast64_t to_run, to_io;
 } fedlr__shared_t;
 
 /* One line to the log (level filtered, serialized between threads). */

@@ -151,6 +151,7 @@ static void queue_clear(fedlr__io_t *s) {
 
 /* Hands one job to the caller's thread (it is waiting for it). */
 static void hand_over(fedlr__io_t *s, fedlr__job_t *j) {
+  atomic_fetch_add_explicit(&s->sh->to_run, 1, memory_order_release);
   if (zmq_send(s->pair, j, sizeof *j, 0) != (int)sizeof *j) {
     SLOG(s, FEDLR_LOG_ERROR, "internal: cannot hand a job over: %s", zmq_strerror(errno));
     job_free(j);
@@ -561,6 +562,7 @@ static int on_run_msg(fedlr__io_t *s) {
   fedlr__run_msg_t m;
   int n = zmq_recv(s->pair, &m, sizeof m, ZMQ_DONTWAIT);
   if (n != (int)sizeof m) return 0;
+  atomic_load_explicit(&s->sh->to_io, memory_order_acquire);
   switch (m.kind) {
   case RUN_NEXT: s->run_waiting = 1; return 1;
   case RUN_SEND: on_result(s, &m); return 0;
@@ -796,6 +798,7 @@ void *fedlr__io_main(void *arg) {
       if (errno == EINTR) continue;
       return NULL;
     }
+    atomic_load_explicit(&s->sh->to_io, memory_order_acquire);
     if (m.kind == RUN_NEXT) s->run_waiting = 1;
     if (m.kind == RUN_SEND) free(m.buf);
   }

@@ -7,11 +7,13 @@
  * library's own copy of common/ is hidden inside it. The session itself is
  * tested with real processes: tests/it_lib.sh. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "fedlr.h"
+#include "fl_clock.h"
 #include "fl_safetensors.h"
 #include "fl_sched.h"
 #include "fl_test.h"
@@ -272,16 +274,22 @@ TEST(client_new_refuses_bad_configs) {
   ASSERT_TRUE(cl == NULL);
 }
 
-TEST(a_stop_before_run_ends_it_at_once_and_a_client_runs_once) {
+/* A client of nothing (no coordinator listens on port 1): it would rejoin
+ * until it gives up after give_up s (0: never). */
+static fedlr_client *lonely_client(double give_up) {
   fedlr_config c;
   fedlr_config_init(&c);
-  c.endpoint = "tcp://127.0.0.1:1"; /* nothing listens: the session would rejoin forever */
+  c.endpoint = "tcp://127.0.0.1:1";
   c.name = "unit";
   c.num_examples = 10;
   c.train = no_train;
-  c.give_up = 0;
+  c.give_up = give_up;
   c.log_level = -1;
-  fedlr_client *cl = fedlr_client_new(&c, NULL);
+  return fedlr_client_new(&c, NULL);
+}
+
+TEST(a_stop_before_run_ends_it_at_once_and_a_client_runs_once) {
+  fedlr_client *cl = lonely_client(0);
   ASSERT_TRUE(cl != NULL);
   fedlr_client_stop(cl);
   ASSERT_EQ(fedlr_client_run(cl), FEDLR_STOPPED);
@@ -291,16 +299,29 @@ TEST(a_stop_before_run_ends_it_at_once_and_a_client_runs_once) {
   fedlr_client_destroy(&cl);
 }
 
+static void *stop_later(void *cl) {
+  usleep(300 * 1000);
+  fedlr_client_stop(cl);
+  return NULL;
+}
+
+TEST(a_stop_from_another_thread_ends_a_running_session) {
+  fedlr_client *cl = lonely_client(0);
+  ASSERT_TRUE(cl != NULL);
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, NULL, stop_later, cl), 0);
+  double t0 = fl_clock_now();
+  int rc = fedlr_client_run(cl);
+  double dt = fl_clock_now() - t0;
+  pthread_join(t, NULL);
+  ASSERT_EQ(rc, FEDLR_STOPPED);
+  ASSERT_DBL_OP(dt, >=, 0.25);
+  ASSERT_DBL_OP(dt, <, 2.0);
+  fedlr_client_destroy(&cl);
+}
+
 TEST(give_up_without_a_coordinator) {
-  fedlr_config c;
-  fedlr_config_init(&c);
-  c.endpoint = "tcp://127.0.0.1:1";
-  c.name = "unit";
-  c.num_examples = 10;
-  c.train = no_train;
-  c.give_up = 0.5;
-  c.log_level = -1;
-  fedlr_client *cl = fedlr_client_new(&c, NULL);
+  fedlr_client *cl = lonely_client(0.5);
   ASSERT_TRUE(cl != NULL);
   ASSERT_EQ(fedlr_client_run(cl), FEDLR_GAVE_UP);
   ASSERT_CONTAINS(fedlr_last_error(), "no message from the coordinator at tcp://127.0.0.1:1");
