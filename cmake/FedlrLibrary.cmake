@@ -19,6 +19,10 @@ foreach(line ${FEDLR_VERSION_LINES})
   set(FEDLR_LIB_${CMAKE_MATCH_1} ${CMAKE_MATCH_2})
 endforeach()
 set(FEDLR_LIB_VERSION ${FEDLR_LIB_MAJOR}.${FEDLR_LIB_MINOR}.${FEDLR_LIB_PATCH})
+if(NOT FEDLR_LIB_VERSION VERSION_EQUAL PROJECT_VERSION)
+  message(FATAL_ERROR "include/fedlr.h says version ${FEDLR_LIB_VERSION}, the project ${PROJECT_VERSION}: "
+                      "bump FEDLR_VERSION_* with project(VERSION)")
+endif()
 set(FEDLR_LIB_SOVERSION 0)
 
 # What the library needs of common/: the codec and what it names.

@@ -52,7 +52,8 @@ endif()
 install(FILES ${CMAKE_SOURCE_DIR}/examples/sim.ini ${CMAKE_SOURCE_DIR}/examples/coordinator.ini
               ${CMAKE_SOURCE_DIR}/examples/client.ini ${CMAKE_SOURCE_DIR}/docker/compose.yaml
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
-install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/protocol.md
+        DESTINATION ${CMAKE_INSTALL_DOCDIR})
 
 # ---- Debian package: cpack -G DEB in the build directory ----
 set(CPACK_GENERATOR DEB)

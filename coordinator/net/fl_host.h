@@ -10,13 +10,16 @@
  * The host keeps the peers (a client id's connection: routing id, fd,
  * liveness, whether it has proven itself live since its Join) and turns
  * their messages into the run's events: a Join registers (fl_run_register,
- * answered with a Welcome or a Stop that says why), heartbeats keep a client
- * alive and acknowledge its RoundStart, updates go to fl_run_update. It
- * sends what the run asks: RoundStarts through a window of SEND_WINDOW
- * unacknowledged ones (each is a copy of the model: without the window a
- * round sampling 100 clients would queue 100 copies at once), and at the
- * end the final Stop, to everyone who speaks until no connection has been
- * open for a moment (bounded), so that every client hears it.
+ * answered with a Welcome or a Stop that says why; the protocol version is
+ * negotiated per session, fl_wire_negotiate), heartbeats keep a client
+ * alive and acknowledge its RoundStart, updates go to fl_run_update and
+ * evaluation results to fl_run_eval_result. It sends what the run asks:
+ * RoundStarts through a window of SEND_WINDOW unacknowledged ones (each is
+ * a copy of the model: without the window a round sampling 100 clients
+ * would queue 100 copies at once); Evaluates, one encoded message shared
+ * by reference (zmq_msg_copy) among the round's evaluators; and at the end
+ * the final Stop, to everyone who speaks until no connection has been open
+ * for a moment (bounded), so that every client hears it.
  *
  * Admission (CurveZMQ's ZAP handler, the socket monitor, idle and
  * over-the-limit connections, the join rate) is fl_admit's; every log line
