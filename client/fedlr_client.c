@@ -2,9 +2,14 @@
  *
  * Loads its examples (its own file with --data, or one deterministic
  * partition of a named dataset with --num-partitions/--partition-index, the
- * split fedlr-sim makes with the same --partition and --seed), then runs a
- * session (fl_session.h) against the coordinator at --connect: join, train
- * each round it is sent, heartbeat, rejoin after a coordinator restart.
+ * split fedlr-sim makes with the same --partition and --seed), holds out
+ * --holdout of them for federated evaluation (fl_partition_holdout, as
+ * fedlr-sim does), then runs a libfedlr session (include/fedlr.h) against
+ * the coordinator at --connect: the library joins, heartbeats from its own
+ * thread, rejoins after a coordinator restart; this program is its
+ * callbacks: the Welcome's model checked against the data (a built-in
+ * model), each round trained by fl_trainer_train() and each Evaluate
+ * answered by fl_trainer_evaluate() (loss and "accuracy").
  *
  * With --curve-secret FILE and --coordinator-key KEY|FILE the connection
  * is CurveZMQ: encrypted, and the coordinator knows this client by its key
@@ -19,7 +24,6 @@
  * (it is gone, or was never there); 128 + signal number on SIGINT (130) or
  * SIGTERM (143), after closing the socket. A second signal kills at once. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,27 +36,24 @@
 #include "fl_error.h"
 #include "fl_keys.h"
 #include "fl_partition.h"
-#include "fl_session.h"
 #include "fl_trainer.h"
 #include "fl_wire.h"
 
-/* Signals reach the session through a self-pipe: the handler may run on
- * any thread (ZeroMQ's and OpenBLAS's included), and the session polls the
- * pipe's read end next to its socket. */
-static int sig_pipe[2] = {-1, -1};
+#include "fedlr.h"
+
+/* Signals reach the session through fedlr_client_stop() (a write to the
+ * library's pipe): the handler may run on any thread (ZeroMQ's, OpenBLAS's
+ * and the library's included). */
+static fedlr_client *sig_client;
 static volatile sig_atomic_t sig_caught;
 
 static void on_signal(int sig) {
-  int saved = errno;
   if (!sig_caught) sig_caught = sig;
-  ssize_t r = write(sig_pipe[1], "s", 1);
-  (void)r;
-  errno = saved;
+  fedlr_client_stop(sig_client);
 }
 
-static int install_signals(void) {
-  if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-    return fl_err_set(FL_EIO, "pipe: %s", strerror(errno));
+static int install_signals(fedlr_client *c) {
+  sig_client = c;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -238,22 +239,212 @@ out:
   return status;
 }
 
+/* ---- the callbacks: fl_trainer behind libfedlr ---- */
+
+typedef struct {
+  const char *name;
+  fl_shard_t train;      /* the training examples (and --attack) */
+  fl_shard_t eval;       /* the held-out examples (n = 0: none) */
+  fl_model_spec_t model; /* the Welcome's built-in model */
+  fl_trainer_t *trainer;
+} app_t;
+
+/* Model `m`'s tensors as a libfedlr layout, to hold against the Welcome's. */
+static int model_layout(const fl_model_spec_t *m, fedlr_tensors **out) {
+  fedlr_tensors *ts = fedlr_tensors_new();
+  int rc = ts ? 0 : FEDLR_ENOMEM;
+  for (size_t i = 0; !rc && i < fl_model_num_tensors(m); i++) {
+    fl_tensor_info_t t;
+    fl_model_tensor(m, i, &t);
+    rc = fedlr_tensors_add(ts, t.name, t.ndim, t.shape);
+  }
+  if (rc) fedlr_tensors_destroy(&ts);
+  *out = ts;
+  return rc;
+}
+
+/* The Welcome's model must be a built-in one that fits the data. */
+static int check_welcome(const fl_dataset_t *d, const fedlr_welcome *w, fl_model_spec_t *m) {
+  if (strcmp(w->model, FL_MODEL_CUSTOM) == 0)
+    return fedlr_set_error(FEDLR_EUNSUPPORTED,
+                           "the coordinator's model is 'custom' (a model of its --init file): "
+                           "fedlr-client trains the built-in models only; see README, 'Bring "
+                           "your own model'");
+  if (w->input_dim != d->dim)
+    return fedlr_set_error(FEDLR_ESHAPE,
+                           "the coordinator's model takes %u features, this client's data has %zu "
+                           "(wrong --dataset or --data for this run?)",
+                           w->input_dim, d->dim);
+  if (w->num_classes < d->num_classes)
+    return fedlr_set_error(FEDLR_ESHAPE,
+                           "the coordinator's model has %u classes, this client's data has %zu "
+                           "(wrong --dataset or --data for this run?)",
+                           w->num_classes, d->num_classes);
+  int rc = fl_model_parse(w->model, w->input_dim, w->num_classes, m);
+  if (rc) return fedlr_set_error(rc, "the coordinator's model is unusable: %s", fl_err_msg());
+  fedlr_tensors *mine = NULL;
+  if ((rc = model_layout(m, &mine)) || (rc = fedlr_tensors_check_layout(mine, w->layout)))
+    rc = fedlr_set_error(rc, "the coordinator's layout is not model '%s': %s", w->model,
+                         fedlr_last_error());
+  fedlr_tensors_destroy(&mine);
+  return rc;
+}
+
+/* A tick every step: it costs three atomic loads, and stops a round that
+ * no longer counts (a signal, the run's end, a newer round) at once. */
+static int tick_cancelled(void *arg, uint64_t step) {
+  (void)step;
+  return fedlr_round_cancelled(arg);
+}
+
+static int app_welcome(void *user, const fedlr_welcome *w) {
+  app_t *a = user;
+  fl_model_spec_t m;
+  int rc = check_welcome(a->train.data, w, &m);
+  if (rc) return rc;
+  if (a->trainer && strcmp(m.spec, a->model.spec) == 0) return 0;
+  fl_trainer_destroy(&a->trainer);
+  if (!(a->trainer = fl_trainer_new(&m)))
+    return fedlr_set_error(FEDLR_ENOMEM,
+                           "out of memory for a trainer of model '%s' (%zu parameters)", m.spec,
+                           m.num_params);
+  a->model = m;
+  return 0;
+}
+
+/* The library's local schedule, as the trainer's rate function. */
+static double round_lr(const void *round, uint64_t t) {
+  return fedlr_local_lr(round, t);
+}
+
+static int app_train(void *user, const fedlr_round *r, const fedlr_tensors *global,
+                     fedlr_tensors *out, fedlr_train_result *res) {
+  app_t *a = user;
+  const fedlr_optimizer *o = &r->optimizer;
+  fl_train_plan_t p = {
+      .round = r->round,
+      .lr = round_lr,
+      .lr_arg = r,
+      .lr0 = r->lr,
+      .step_unit = r->local_unit == FEDLR_UNIT_STEP,
+      .optim = {(fl_optim_kind_t)o->kind, o->momentum, o->beta1, o->beta2, o->eps, o->alpha,
+                o->weight_decay, o->keep_state},
+      .local_epochs = r->local_epochs,
+      .batch_size = r->batch_size,
+      .seed = r->seed,
+  };
+  fl_train_stats_t st;
+  fl_trainer_set_tick(a->trainer, tick_cancelled, (void *)r, 1);
+  int rc = fl_trainer_train(a->trainer, &a->train, &p, fedlr_tensors_values(global),
+                            fedlr_tensors_values_mut(out), &st);
+  if (rc) return fedlr_set_error(rc, "%s", fl_err_msg());
+  res->is_delta = 1;
+  res->num_examples = st.num_examples;
+  res->train_loss = st.train_loss;
+  res->steps = st.steps;
+  return 0;
+}
+
+static int app_evaluate(void *user, uint32_t round, const fedlr_tensors *weights,
+                        fedlr_eval_result *res) {
+  app_t *a = user;
+  double loss, acc;
+  int rc = fl_trainer_evaluate(a->trainer, &a->eval, fedlr_tensors_values(weights), &loss, &acc);
+  if (rc) return fedlr_set_error(rc, "%s", fl_err_msg());
+  res->num_examples = a->eval.n;
+  res->loss = loss;
+  return fedlr_eval_add_metric(res, "accuracy", acc);
+}
+
+static void app_log(void *user, int level, const char *line) {
+  (void)level;
+  fprintf(stderr, "fedlr-client[%s]: %s\n", ((const app_t *)user)->name, line);
+}
+
+/* --holdout: the held-out examples of *data move to *eval (fl_partition_holdout
+ * with client index `client`, as fedlr-sim); 0, or an exit status with the
+ * error printed. */
+static int hold_out(const fl_config_t *cfg, const char *name, uint64_t client, fl_dataset_t **data,
+                    fl_dataset_t **eval) {
+  size_t n = (*data)->n, n_train = 0, n_eval = 0;
+  if (cfg->holdout <= 0) return 0;
+  uint32_t *idx = malloc(n * sizeof *idx), *tr = malloc(n * sizeof *tr),
+           *ev = malloc(n * sizeof *ev);
+  int rc = idx && tr && ev ? 0 : fl_err_set(FL_ENOMEM, "out of memory");
+  for (size_t i = 0; !rc && i < n; i++)
+    idx[i] = (uint32_t)i;
+  if (!rc)
+    rc = fl_partition_holdout(idx, n, cfg->holdout, cfg->seed, client, tr, &n_train, ev, &n_eval);
+  fl_dataset_t *t = NULL;
+  if (!rc && n_eval > 0 && !(rc = shard_copy(*data, ev, n_eval, eval)) &&
+      !(rc = shard_copy(*data, tr, n_train, &t))) {
+    fl_dataset_destroy(data);
+    *data = t;
+  }
+  free(idx);
+  free(tr);
+  free(ev);
+  if (rc) return fail(name, "--holdout", rc);
+  fprintf(stderr,
+          "fedlr-client[%s]: --holdout %g: %zu examples held out for evaluation, %zu to train on\n",
+          name, cfg->holdout, n_eval, n_train);
+  return 0;
+}
+
 /* The exit status for how the session ended (printing why). */
 static int session_status(int rc, const char *name) {
   switch (rc) {
-  case FL_SESSION_DONE: return 0;
-  case FL_SESSION_INTERRUPTED:
+  case FEDLR_DONE: return 0;
+  case FEDLR_STOPPED:
     fprintf(stderr, "fedlr-client[%s]: %s: leaving\n", name, strsignal(sig_caught));
     return 128 + (sig_caught ? sig_caught : SIGTERM);
-  case FL_SESSION_REFUSED: fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg()); return 1;
-  case FL_SESSION_AUTH_FAILED:
-    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+  case FEDLR_REFUSED: fprintf(stderr, "fedlr-client[%s]: %s\n", name, fedlr_last_error()); return 1;
+  case FEDLR_AUTH_FAILED:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fedlr_last_error());
     return EXIT_AUTH;
-  case FL_SESSION_GAVE_UP:
-    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fl_err_msg());
+  case FEDLR_GAVE_UP:
+    fprintf(stderr, "fedlr-client[%s]: %s\n", name, fedlr_last_error());
     return EXIT_GAVE_UP;
-  default: (void)fail(name, "session", rc); return 1;
+  default:
+    fprintf(stderr, "fedlr-client[%s]: session: %s\n", name,
+            fedlr_last_error()[0] ? fedlr_last_error() : fedlr_strerror(rc));
+    return rc == FEDLR_EINVAL ? 2 : 1;
   }
+}
+
+/* The session: the library over the app's callbacks. */
+static int run_session(const fl_config_t *cfg, app_t *a, const fl_keypair_t *kp,
+                       const char *server_key) {
+  fedlr_config fc;
+  fedlr_config_init(&fc);
+  fc.endpoint = cfg->connect;
+  fc.name = a->name;
+  fc.want_slot = cfg->num_partitions > 0;
+  fc.slot = cfg->partition_index;
+  fc.num_examples = fl_trainer_claimed_examples(&a->train); /* --attack examples:N lies here */
+  fc.num_eval_examples = a->eval.n;
+  fc.curve_public = kp->public_z85[0] ? kp->public_z85 : NULL;
+  fc.curve_secret = kp->secret_z85[0] ? kp->secret_z85 : NULL;
+  fc.server_key = server_key[0] ? server_key : NULL;
+  fc.handshake_timeout = cfg->handshake_timeout;
+  fc.give_up = cfg->give_up;
+  fc.welcome = app_welcome;
+  fc.train = app_train;
+  fc.evaluate = a->eval.n ? app_evaluate : NULL;
+  fc.log = app_log;
+  fc.log_level = cfg->quiet ? FEDLR_LOG_INFO : FEDLR_LOG_ROUND;
+  fc.user = a;
+  int rc;
+  fedlr_client *c = fedlr_client_new(&fc, &rc);
+  if (!c) return session_status(rc, a->name);
+  if ((rc = install_signals(c))) {
+    fedlr_client_destroy(&c);
+    return fail(a->name, "signals", rc);
+  }
+  int status = session_status(fedlr_client_run(c), a->name);
+  sig_client = NULL;
+  fedlr_client_destroy(&c);
+  return status;
 }
 
 int main(int argc, char **argv) {
@@ -284,40 +475,22 @@ int main(int argc, char **argv) {
   char server_key[FL_KEY_Z85_LEN + 1] = "";
   memset(&kp, 0, sizeof kp);
   if ((status = load_keys(&cfg, name, &kp, server_key))) return status;
-  fl_dataset_t *data = NULL;
-  fl_session_t *session = NULL;
+  fl_dataset_t *data = NULL, *eval = NULL;
+  app_t app = {.name = name};
   if ((status = load_examples(&cfg, name, &data))) goto out;
-  status = 1;
-  if ((rc = install_signals())) {
-    status = fail(name, "signals", rc);
-    goto out;
-  }
+  /* The held-out examples of a partition are those fedlr-sim's virtual
+   * client of that index holds out; a --data file is client 0. */
+  uint64_t client = cfg.num_partitions > 0 ? cfg.partition_index : 0;
+  if ((status = hold_out(&cfg, name, client, &data, &eval))) goto out;
   if (fl_attack_active(&attack))
     fprintf(stderr, "fedlr-client[%s]: ATTACKING: %s\n", name, cfg.attack);
-  fl_shard_t shard = {data, NULL, data->n, &attack};
-  fl_session_config_t sc = {
-      .endpoint = cfg.connect,
-      .name = name,
-      .want_slot = cfg.num_partitions > 0,
-      .slot = cfg.partition_index,
-      .quiet = cfg.quiet,
-      .interrupt_fd = sig_pipe[0],
-      .curve_public = kp.public_z85[0] ? kp.public_z85 : NULL,
-      .curve_secret = kp.secret_z85[0] ? kp.secret_z85 : NULL,
-      .server_key = server_key[0] ? server_key : NULL,
-      .handshake_timeout = cfg.handshake_timeout,
-      .give_up = cfg.give_up,
-  };
-  session = fl_session_new(&sc, &shard, &rc);
-  explicit_bzero(&kp, sizeof kp); /* the session has its copy */
-  if (!session) {
-    status = fail(name, "session", rc);
-    goto out;
-  }
-  status = session_status(fl_session_run(session), name);
+  app.train = (fl_shard_t){data, NULL, data->n, &attack};
+  app.eval = (fl_shard_t){eval, NULL, eval ? eval->n : 0, NULL};
+  status = run_session(&cfg, &app, &kp, server_key);
 out:
   explicit_bzero(&kp, sizeof kp);
-  fl_session_destroy(&session);
+  fl_trainer_destroy(&app.trainer);
   fl_dataset_destroy(&data);
+  fl_dataset_destroy(&eval);
   return status;
 }

@@ -104,6 +104,8 @@ static int ensure_optim(fl_trainer_t *t, const fl_optim_config_t *c) {
   return 0;
 }
 
+static int check_shard(const fl_model_spec_t *m, const fl_shard_t *shard);
+
 uint64_t fl_trainer_claimed_examples(const fl_shard_t *shard) {
   return shard->attack && shard->attack->examples ? shard->attack->examples : shard->n;
 }
@@ -121,53 +123,88 @@ int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
   return rc;
 }
 
+/* The message path's local schedule: fl_sched_lr over the RoundStart's
+ * schedule and rate. */
+typedef struct {
+  fl_sched_t sched;
+  double lr0;
+} msg_lr_t;
+
+static double msg_lr(const void *arg, uint64_t t) {
+  const msg_lr_t *a = arg;
+  return fl_sched_lr(&a->sched, a->lr0, t, NULL);
+}
+
 int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
                            const Fedlr__RoundStart *rs, uint8_t **out, size_t *out_len) {
   int rc = 0;
   const fl_model_spec_t *m = &t->model;
-  if (strcmp(rs->model, m->spec) != 0) {
-    rc = fl_err_set(FL_ESHAPE, "round %u is for model '%s', this client runs '%s'", rs->round,
-                    rs->model, m->spec);
-    goto out;
-  }
-  if ((rc = fl_wire_check_tensors(rs->weights, rs->n_weights, m))) goto out;
-  fl_optim_config_t oc;
-  fl_wire_optim_from(rs->optimizer, &oc);
-  if ((rc = fl_optim_validate(&oc))) goto out;
-  fl_sched_t local;
-  if ((rc = fl_sched_parse_local(rs->local_schedule, &local))) goto out;
-  const fl_dataset_t *d = shard->data;
-  size_t n = shard->n;
-  if (n == 0 || d->dim != m->dims[0]) {
-    rc = fl_err_set(FL_ESHAPE, "client data: %zu examples of %zu features, model needs %zu", n,
-                    d->dim, m->dims[0]);
-    goto out;
-  }
-  if (d->num_classes > m->dims[m->num_layers]) {
-    rc = fl_err_set(FL_ESHAPE, "client data has labels up to %zu, the model has %zu classes",
-                    d->num_classes - 1, m->dims[m->num_layers]);
-    goto out;
-  }
-  size_t B = rs->batch_size < n ? rs->batch_size : n;
-  if ((rc = ensure_batch(t, B)) || (rc = ensure_optim(t, &oc))) goto out;
+  if (strcmp(rs->model, m->spec) != 0)
+    return fl_err_set(FL_ESHAPE, "round %u is for model '%s', this client runs '%s'", rs->round,
+                      rs->model, m->spec);
+  if ((rc = fl_wire_check_tensors(rs->weights, rs->n_weights, m))) return rc;
+  msg_lr_t lr = {.lr0 = rs->lr};
+  if ((rc = fl_sched_parse_local(rs->local_schedule, &lr.sched))) return rc;
+  fl_train_plan_t plan = {
+      .round = rs->round,
+      .lr = msg_lr,
+      .lr_arg = &lr,
+      .lr0 = rs->lr,
+      .step_unit = rs->local_unit == FEDLR__ROUND_START__LOCAL_UNIT__STEP,
+      .local_epochs = rs->local_epochs,
+      .batch_size = rs->batch_size,
+      .seed = rs->seed,
+  };
+  fl_wire_optim_from(rs->optimizer, &plan.optim);
+  fl_wire_tensors_copy(rs->weights, rs->n_weights, m, t->global);
+  fl_train_stats_t st;
+  /* The delta goes to t->params itself (the core subtracts in place). */
+  if ((rc = fl_trainer_train(t, shard, &plan, t->global, t->params, &st))) return rc;
+
+  fl_wire_tensors_t tv;
+  if ((rc = fl_wire_tensors_init(&tv, m, t->params))) return rc;
+  Fedlr__Update up = FEDLR__UPDATE__INIT;
+  up.round = rs->round;
+  up.client_id = client_id;
+  up.num_examples = st.num_examples;
+  up.is_delta = 1;
+  up.n_weights = tv.n;
+  up.weights = tv.ptrs;
+  up.train_loss = st.train_loss;
+  up.steps = st.steps;
+  up.attempt = rs->attempt;
+  Fedlr__Envelope reply = FEDLR__ENVELOPE__INIT;
+  reply.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
+  reply.update = &up;
+  rc = fl_wire_encode(&reply, out, out_len);
+  fl_wire_tensors_free(&tv);
+  return rc;
+}
+
+/* Sizes the per-round buffers for n examples at batch B and the optimizer. */
+static int prepare(fl_trainer_t *t, size_t n, size_t B, const fl_optim_config_t *oc) {
+  int rc;
+  if ((rc = ensure_batch(t, B)) || (rc = ensure_optim(t, oc))) return rc;
   if (n > t->cap_order) {
     uint32_t *o = realloc(t->order, n * sizeof *o);
-    if (!o) {
-      rc = fl_err_set(FL_ENOMEM, "trainer: out of memory for %zu examples", n);
-      goto out;
-    }
+    if (!o) return fl_err_set(FL_ENOMEM, "trainer: out of memory for %zu examples", n);
     t->order = o;
     t->cap_order = n;
   }
-  fl_wire_tensors_copy(rs->weights, rs->n_weights, m, t->global);
-  memcpy(t->params, t->global, m->num_params * sizeof *t->params);
+  return 0;
+}
 
+/* E epochs of minibatch steps on t->params: the core of a round. */
+static int train_epochs(fl_trainer_t *t, const fl_shard_t *shard, const fl_train_plan_t *p,
+                        size_t B, fl_train_stats_t *st) {
+  const fl_model_spec_t *m = &t->model;
+  const fl_dataset_t *d = shard->data;
+  const size_t n = shard->n, dim = m->dims[0];
   fl_rng_t rng;
-  fl_rng_seed(&rng, rs->seed);
-  const size_t dim = m->dims[0];
+  fl_rng_seed(&rng, p->seed);
   double loss_sum = 0;
   uint64_t step = 0, seen = 0;
-  for (uint32_t ep = 0; ep < rs->local_epochs; ep++) {
+  for (uint32_t ep = 0; ep < p->local_epochs; ep++) {
     for (size_t i = 0; i < n; i++)
       t->order[i] = shard->idx ? shard->idx[i] : (uint32_t)i;
     fl_rng_shuffle_u32(&rng, t->order, n);
@@ -178,51 +215,43 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
         memcpy(t->bx + j * dim, d->x + (size_t)r * dim, dim * sizeof *t->bx);
         t->by[j] = d->y[r];
       }
-      uint64_t lt = rs->local_unit == FEDLR__ROUND_START__LOCAL_UNIT__STEP ? step : ep;
-      float lr = (float)fl_sched_lr(&local, rs->lr, lt, NULL);
+      float lr = (float)p->lr(p->lr_arg, p->step_unit ? step : ep);
       float loss = fl_model_loss_grad(m, t->ws, t->params, t->bx, t->by, bs, t->grad);
       fl_optim_step(t->optim, t->params, t->grad, lr);
       loss_sum += (double)loss * (double)bs;
       seen += bs;
       step++;
-      if (t->tick && step % t->tick_every == 0 && t->tick(t->tick_arg, step)) {
-        rc = fl_err_set(FL_ESTATE, "round %u: training aborted", rs->round);
-        goto out;
-      }
+      if (t->tick && step % t->tick_every == 0 && t->tick(t->tick_arg, step))
+        return fl_err_set(FL_ESTATE, "round %u: training aborted", p->round);
     }
   }
+  st->train_loss = seen ? loss_sum / (double)seen : 0;
+  st->steps = step;
+  return 0;
+}
+
+int fl_trainer_train(fl_trainer_t *t, const fl_shard_t *shard, const fl_train_plan_t *p,
+                     const float *global, float *delta, fl_train_stats_t *st) {
+  int rc;
+  const fl_model_spec_t *m = &t->model;
+  if ((rc = fl_optim_validate(&p->optim))) return rc;
+  if ((rc = check_shard(m, shard))) return rc;
+  size_t B = p->batch_size < shard->n ? p->batch_size : shard->n;
+  if (B == 0) return fl_err_set(FL_ERANGE, "round %u: batch size 0", p->round);
+  if ((rc = prepare(t, shard->n, B, &p->optim))) return rc;
+  if (t->params != global) memcpy(t->params, global, m->num_params * sizeof *t->params);
+  if ((rc = train_epochs(t, shard, p, B, st))) return rc;
   for (size_t i = 0; i < m->num_params; i++) {
-    t->params[i] -= t->global[i];
-    if (!isfinite(t->params[i])) {
-      rc = fl_err_set(FL_ENONFINITE,
-                      "round %u: local training diverged (lr %g): parameter %zu is "
-                      "not finite; lower --lr",
-                      rs->round, (double)rs->lr, i);
-      goto out;
-    }
+    delta[i] = t->params[i] - global[i];
+    if (!isfinite(delta[i]))
+      return fl_err_set(FL_ENONFINITE,
+                        "round %u: local training diverged (lr %g): parameter %zu is "
+                        "not finite; lower --lr",
+                        p->round, (double)p->lr0, i);
   }
-
-  if (shard->attack) fl_attack_apply(shard->attack, t->params, m->num_params, rs->seed);
-
-  fl_wire_tensors_t tv;
-  if ((rc = fl_wire_tensors_init(&tv, m, t->params))) goto out;
-  Fedlr__Update up = FEDLR__UPDATE__INIT;
-  up.round = rs->round;
-  up.client_id = client_id;
-  up.num_examples = fl_trainer_claimed_examples(shard);
-  up.is_delta = 1;
-  up.n_weights = tv.n;
-  up.weights = tv.ptrs;
-  up.train_loss = loss_sum / (double)seen;
-  up.steps = step;
-  up.attempt = rs->attempt;
-  Fedlr__Envelope reply = FEDLR__ENVELOPE__INIT;
-  reply.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
-  reply.update = &up;
-  rc = fl_wire_encode(&reply, out, out_len);
-  fl_wire_tensors_free(&tv);
-out:
-  return rc;
+  if (shard->attack) fl_attack_apply(shard->attack, delta, m->num_params, p->seed);
+  st->num_examples = fl_trainer_claimed_examples(shard);
+  return 0;
 }
 
 /* Checks that a shard's data fits model m (features, labels). */
@@ -237,8 +266,8 @@ static int check_shard(const fl_model_spec_t *m, const fl_shard_t *shard) {
   return 0;
 }
 
-int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *params,
-                        double *loss, double *accuracy) {
+int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *params, double *loss,
+                        double *accuracy) {
   const fl_model_spec_t *m = &t->model;
   int rc = check_shard(m, shard);
   if (rc) return rc;

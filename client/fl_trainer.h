@@ -30,6 +30,7 @@
 #include "fl_attack.h"
 #include "fl_data.h"
 #include "fl_model.h"
+#include "fl_optim.h"
 #include "fl_wire.h"
 
 typedef struct fl_trainer fl_trainer_t;
@@ -52,6 +53,39 @@ typedef struct {
  * updates): n, or the attack's `examples`. */
 uint64_t fl_trainer_claimed_examples(const fl_shard_t *shard);
 
+/* A round's instructions, decoded (from a RoundStart, or from libfedlr's
+ * fedlr_round in fedlr-client): the local schedule is a function, the rate
+ * of local time t as a double (applied as a float), so the message path
+ * (fl_sched_lr) and the library path (fedlr_local_lr) run one core. */
+typedef double (*fl_trainer_lr_fn)(const void *arg, uint64_t t);
+typedef struct {
+  uint32_t round;
+  fl_trainer_lr_fn lr; /* the rate at local time t (an epoch, or a step of the round) */
+  const void *lr_arg;
+  float lr0;     /* the round's rate, for messages */
+  int step_unit; /* 1: t counts minibatch steps across the round; 0: t is the epoch */
+  fl_optim_config_t optim;
+  uint32_t local_epochs, batch_size;
+  uint64_t seed; /* the epochs' shuffles; the attack's noise */
+} fl_train_plan_t;
+
+typedef struct {
+  double train_loss;     /* mean minibatch loss over the round, example-weighted */
+  uint64_t steps;        /* minibatch steps taken */
+  uint64_t num_examples; /* what the client claims (fl_trainer_claimed_examples) */
+} fl_train_stats_t;
+
+/* The core of a round: trains the model from `global` (num_params floats,
+ * borrowed) on `shard` as `p` says (E epochs of minibatch steps, a fresh
+ * shuffle per epoch from p->seed, batch min(B, n)) and writes local - global
+ * to `delta` (num_params floats; it may be the trainer's own parameter
+ * buffer), the shard's attack applied. FL_ERANGE/FL_EINVAL for a bad
+ * optimizer, FL_ESHAPE for data that does not fit the model,
+ * FL_ENONFINITE if training diverged, FL_ESTATE if the tick aborted it;
+ * the detail is in fl_err_msg(). Same inputs, same bits. */
+int fl_trainer_train(fl_trainer_t *t, const fl_shard_t *shard, const fl_train_plan_t *p,
+                     const float *global, float *delta, fl_train_stats_t *st);
+
 /* Trains on `shard` as instructed by the RoundStart in msg/len (decoded and
  * validated here: model spec and shapes must match the trainer's model) and
  * writes the encoded Update for `client_id` to a new malloc'd *out. On error
@@ -61,7 +95,8 @@ int fl_trainer_run(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
 
 /* The same for a RoundStart already decoded by fl_wire_decode() with this
  * model's limits (a networked client decodes each message once to see its
- * kind). */
+ * kind). Both decode the message into an fl_train_plan_t and run
+ * fl_trainer_train(). */
 int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t client_id,
                            const Fedlr__RoundStart *rs, uint8_t **out, size_t *out_len);
 
@@ -70,8 +105,8 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
  * cross-entropy and the fraction classified correctly. The same rows and
  * weights give the same bits, whatever else the trainer did before.
  * FL_ESHAPE if the data does not fit the model. */
-int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *params,
-                        double *loss, double *accuracy);
+int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *params, double *loss,
+                        double *accuracy);
 
 /* Answers a decoded Evaluate (model spec and tensors checked against the
  * trainer's model): evaluates its weights on `shard` and writes the encoded

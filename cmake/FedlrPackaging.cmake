@@ -3,6 +3,11 @@
 #
 #   cmake --install build --prefix /usr/local   # programs, man pages, examples
 #   (cd build && cpack -G DEB)                  # build/fedlr_<version>_<arch>.deb
+#
+# One package carries everything, libfedlr included (cmake/FedlrLibrary.cmake:
+# libfedlr.so.0, libfedlr.a, fedlr.h, fedlr.pc): fedlr-client needs the shared
+# library anyway, and the header, archive and .pc add about 1 MB, not worth a
+# separate libfedlr-dev package.
 include(GNUInstallDirs)
 
 # ---- man pages, generated at build time from each program's --help ----
@@ -61,7 +66,8 @@ set(CPACK_PACKAGE_DESCRIPTION
   "fedlr trains a model with FedAvg across clients that keep their data. fedlr-coordinator
 broadcasts the global model and a round-indexed learning rate over ZeroMQ, fedlr-client trains
 locally with minibatch SGD (or momentum, Nesterov, Adagrad, RMSprop, Adam), and fedlr-sim runs
-the same engine and trainer with many virtual clients in one process.")
+the same engine and trainer with many virtual clients in one process. libfedlr (fedlr.h,
+pkg-config fedlr) lets a C program train a model of its own as a fedlr client.")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
