@@ -403,9 +403,14 @@ static void record_round(fl_run_t *r, fl_round_metrics_t *rm_, char *extra) {
   int last = fl_engine_finished(r->engine);
   if (!last && !r->done && rm.round % r->cfg.checkpoint_every == 0) write_outputs(r, 0);
   if (last && !r->done) {
-    if (isnan(rm.test_accuracy) && rm.fed_eval_clients)
+    if (isnan(rm.test_accuracy) && rm.fed_eval_clients && !isnan(rm.fed_eval_accuracy))
       snprintf(msg, sizeof msg, "run finished after %u rounds, federated accuracy %.4f", rm.round,
                rm.fed_eval_accuracy);
+    else if (isnan(rm.test_accuracy) && rm.fed_eval_clients)
+      snprintf(msg, sizeof msg, "run finished after %u rounds, federated loss %.4g", rm.round,
+               rm.fed_eval_loss);
+    else if (isnan(rm.test_accuracy))
+      snprintf(msg, sizeof msg, "run finished after %u rounds", rm.round);
     else
       snprintf(msg, sizeof msg, "run finished after %u rounds, test accuracy %.4f", rm.round,
                rm.test_accuracy);

@@ -111,6 +111,10 @@ run_client train 2 "$TMP/linreg" --examples 300 --holdout 50
 wait_all train
 rows=$(jsonl_eval "$TMP/train.jsonl" "len(rows)")
 [ "$rows" = 12 ] && ok "1: 12 rounds in the metrics" || bad "1: $rows rounds in the metrics"
+# A model without an "accuracy" metric ends on its federated loss.
+grep -q "run finished after 12 rounds, federated loss [0-9]" "$TMP/train.log" \
+  && ok "1: $(grep -m1 -o 'run finished after 12 rounds.*' "$TMP/train.log")" \
+  || bad "1: no 'run finished ..., federated loss' line: $(grep -m1 'run finished' "$TMP/train.log")"
 first=$(jsonl_eval "$TMP/train.jsonl" "rows[0]['fed_eval_loss']")
 last=$(jsonl_eval "$TMP/train.jsonl" "rows[-1]['fed_eval_loss']")
 "$PY" -c "import sys; sys.exit(0 if $last < $first / 10 and $last < 0.02 else 1)" \
