@@ -2,9 +2,11 @@
  *
  * What lives here: the library's public functions (fedlr_*) and its
  * internals (fedlr__*, hidden: the .so exports only fedlr_*):
- *   fedlr_io.c       the I/O thread: the DEALER socket, Join/Welcome,
- *                    heartbeats, liveness, rejoin and backoff, the CURVE
- *                    handshake watch, the job queue for the caller's thread
+ *   fedlr_io.c       the I/O thread: Join/Welcome, heartbeats, liveness,
+ *                    rejoin and backoff, the job queue for the caller's
+ *                    thread
+ *   fedlr_sock.c     its DEALER socket: options, CURVE keys, the handshake
+ *                    watch
  *   fedlr_client.c   fedlr_client_new/run/stop/destroy: the caller's thread,
  *                    which runs the callbacks and encodes Update/EvalResult
  *   fedlr_tensors.c  tensors and layouts, schedules, rounds, metrics, errors
@@ -34,6 +36,11 @@
 #include "fl_wire.h"
 
 #define FEDLR__KEY_LEN 40 /* a Z85 key */
+/* ZMQ_MAXMSGSIZE applies to connections made after it is set, and the
+ * model is known only after connecting: one generous bound for the
+ * session's lifetime (a 64M-parameter model), checked against the model's
+ * own limit at each Welcome. */
+#define FEDLR__MAX_MSGSIZE ((size_t)256 << 20)
 
 struct fedlr_tensors {
   fl_layout_t *layout; /* owned */
@@ -98,6 +105,28 @@ typedef struct {
 /* One line to the log (level filtered, serialized between threads). */
 void fedlr__log(const fedlr__settings_t *st, fedlr__shared_t *sh, int level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* ---- the socket (fedlr_sock.c) ---- */
+
+/* The DEALER socket to the coordinator and the monitor that watches its
+ * handshakes. A zeroed value is a closed socket. */
+typedef struct {
+  void *sock;        /* DEALER */
+  void *mon;         /* PAIR: the socket's monitor events */
+  unsigned mon_seq;  /* makes each socket's monitor endpoint unique */
+  unsigned hs_fails; /* handshakes failed since the last one succeeded */
+} fedlr__sock_t;
+
+/* Opens the socket with its options (CURVE keys, handshake timeout,
+ * reconnect, transport heartbeats, message bound) and its monitor, and
+ * connects (without waiting). 0, or an error with fl_err_msg(). */
+int fedlr__sock_open(fedlr__sock_t *k, void *ctx, const fedlr__settings_t *st);
+/* Closes both (NULL-safe), lingering `linger` ms. */
+void fedlr__sock_close(fedlr__sock_t *k, int linger);
+/* Reads the monitor's pending events: 0, or FEDLR_AUTH_FAILED with the
+ * reason in fl_err_msg() when the coordinator refused us in a way that
+ * retrying cannot change. Transient failures are logged. */
+int fedlr__sock_watch(fedlr__sock_t *k, const fedlr__settings_t *st, fedlr__shared_t *sh);
 
 /* ---- the I/O thread and its jobs ---- */
 

@@ -33,12 +33,7 @@
  * block: a Join or result that cannot be queued is retried, a heartbeat is
  * dropped.
  *
- * CurveZMQ: with keys the socket is a CURVE client of the coordinator's
- * public key. A monitor on the socket watches the handshakes: the
- * coordinator refusing our key (ZAP status 400), a mechanism mismatch (one
- * side plaintext), or, under CURVE, IO_HS_FAILURES handshakes in a row
- * failing without one succeeding (a wrong coordinator key) end the session
- * with FEDLR_AUTH_FAILED instead of retrying forever. */
+ * CurveZMQ and the socket's options: fedlr_sock.c. */
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -53,11 +48,6 @@
 #include "fl_optim.h"
 #include "fl_zmon.h"
 
-/* ZMQ_MAXMSGSIZE applies to connections made after it is set, and the
- * model is known only after connecting: one generous bound for the
- * session's lifetime (a 64M-parameter model), checked against the model's
- * own limit at each Welcome. */
-#define IO_MAX_MSGSIZE ((size_t)256 << 20)
 /* Control messages: a Welcome lists the model's tensors (up to 4096, with
  * names of up to 255 bytes and 8 dimensions). */
 #define IO_CTL_MAX_MESSAGE ((size_t)2 << 20)
@@ -70,14 +60,14 @@
 #define IO_RETRY 0.1        /* s between tries of a Join/result that could not go out */
 #define IO_POLL_MAX 1.0     /* s, longest sleep */
 #define IO_DRAIN_MAX 256    /* messages handled per wake-up */
-#define IO_HS_FAILURES 3    /* CURVE handshakes failing in a row before giving up */
 #define IO_LAST_LOOK_MS 100 /* ms to wait for messages before calling the peer silent */
 #define IO_QUEUE 3          /* jobs waiting: a Welcome, a RoundStart, an Evaluate */
 
 struct fedlr__io {
   const fedlr__settings_t *st;
   fedlr__shared_t *sh;
-  void *ctx, *sock, *pair;
+  void *ctx, *pair;
+  fedlr__sock_t sk; /* the DEALER socket and its handshake watch */
   int stop_fd;
   fl_wire_limits_t limits; /* control-message limits until a Welcome, then the model's */
   /* from the last Welcome */
@@ -105,10 +95,6 @@ struct fedlr__io {
   int run_waiting; /* the caller's thread asked for a job and has none */
   int ended, result;
   char end_msg[1024];
-  /* the handshake watch */
-  void *mon;         /* PAIR: the current socket's monitor events */
-  unsigned mon_seq;  /* makes each socket's monitor endpoint unique */
-  unsigned hs_fails; /* handshakes failed since the last one succeeded */
 };
 
 #define SLOG(s, level, ...) fedlr__log((s)->st, (s)->sh, level, __VA_ARGS__)
@@ -116,9 +102,6 @@ struct fedlr__io {
 static const char *errmsg(int rc) {
   return fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc);
 }
-
-static int open_socket(fedlr__io_t *s);
-static void close_socket(fedlr__io_t *s, int linger);
 
 /* Ends the session with `result`, the detail (if any) from fl_err_msg(). */
 static void end(fedlr__io_t *s, int result) {
@@ -211,8 +194,8 @@ static void new_epoch(fedlr__io_t *s, const char *why) {
 /* 0 sent (or queued for the connection), 1 not sent (the send queue is
  * full, or no socket): retry or drop. */
 static int send_bytes(fedlr__io_t *s, const uint8_t *buf, size_t len) {
-  if (!s->sock) return 1;
-  if (zmq_send(s->sock, buf, len, ZMQ_DONTWAIT) >= 0) return 0;
+  if (!s->sk.sock) return 1;
+  if (zmq_send(s->sk.sock, buf, len, ZMQ_DONTWAIT) >= 0) return 0;
   if (errno != EAGAIN && errno != EINTR)
     SLOG(s, FEDLR_LOG_WARN, "send failed: %s", zmq_strerror(errno));
   return 1;
@@ -305,8 +288,8 @@ static void check_liveness(fedlr__io_t *s, double now) {
    * final Stop among them, may be waiting here; a fresh socket would drop
    * them. A short wait lets ZeroMQ's I/O thread, stalled too, hand over
    * what the kernel holds. */
-  if (s->sock) {
-    zmq_pollitem_t it = {s->sock, 0, ZMQ_POLLIN, 0};
+  if (s->sk.sock) {
+    zmq_pollitem_t it = {s->sk.sock, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&it, 1, IO_LAST_LOOK_MS) > 0) drain(s);
     if (s->ended) return;
     now = fedlr__now();
@@ -330,10 +313,10 @@ static void check_liveness(fedlr__io_t *s, double now) {
   /* A fresh socket (the Lazy Pirate pattern): what queued for the silent
    * coordinator (heartbeats, earlier Joins, a result) is dropped rather
    * than delivered to its successor, and the connection starts anew. */
-  close_socket(s, 0);
-  if (open_socket(s)) {
+  fedlr__sock_close(&s->sk, 0);
+  if (fedlr__sock_open(&s->sk, s->ctx, s->st)) {
     SLOG(s, FEDLR_LOG_ERROR, "cannot reopen the socket: %s", fl_err_msg());
-    close_socket(s, 0);
+    fedlr__sock_close(&s->sk, 0);
   }
   new_epoch(s, "the coordinator went silent");
   s->joined = 0;
@@ -360,10 +343,10 @@ static int take_model(fedlr__io_t *s, const Fedlr__Welcome *w) {
   }
   fl_wire_limits_t lim;
   fl_wire_limits_for_model(&m.spec, &lim);
-  if (lim.max_message > IO_MAX_MSGSIZE) {
+  if (lim.max_message > FEDLR__MAX_MSGSIZE) {
     fl_err_set(FL_ETOOBIG,
                "model '%s' has %zu parameters: its messages exceed this client's %zu MiB limit",
-               m.name, m.spec.num_params, IO_MAX_MSGSIZE >> 20);
+               m.name, m.spec.num_params, FEDLR__MAX_MSGSIZE >> 20);
     fedlr__model_clear(&m);
     return FL_ETOOBIG;
   }
@@ -500,7 +483,7 @@ static void drain(fedlr__io_t *s) {
   for (int i = 0; i < IO_DRAIN_MAX && !s->ended; i++) {
     zmq_msg_t msg;
     zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, s->sock, ZMQ_DONTWAIT) < 0) {
+    if (zmq_msg_recv(&msg, s->sk.sock, ZMQ_DONTWAIT) < 0) {
       if (errno != EAGAIN && errno != EINTR)
         SLOG(s, FEDLR_LOG_WARN, "receive failed: %s", zmq_strerror(errno));
       zmq_msg_close(&msg);
@@ -518,7 +501,7 @@ static void drain(fedlr__io_t *s) {
       while (more) {
         zmq_msg_close(&msg);
         zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, s->sock, ZMQ_DONTWAIT) < 0) break;
+        if (zmq_msg_recv(&msg, s->sk.sock, ZMQ_DONTWAIT) < 0) break;
         frames++;
         more = zmq_msg_more(&msg);
       }
@@ -574,141 +557,10 @@ static int on_run_msg(fedlr__io_t *s) {
   }
 }
 
-/* ---- the handshake watch ---- */
-
-static void auth_failed(fedlr__io_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void auth_failed(fedlr__io_t *s, const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  fl_err_set(FL_EPROTO, "%s", msg);
-  end(s, FEDLR_AUTH_FAILED);
-}
-
-/* One monitor event of the socket. Refusals that will not change by
- * retrying end the session; under CURVE, so do IO_HS_FAILURES failures in
- * a row (the coordinator drops a client that encrypted for another key
- * without a word). */
-static void on_monitor_event(fedlr__io_t *s, uint16_t ev, uint32_t value) {
-  const char *ep = s->st->endpoint;
-  switch (ev) {
-  case ZMQ_EVENT_HANDSHAKE_SUCCEEDED: s->hs_fails = 0; return;
-  case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
-    if (value == 400) {
-      auth_failed(s,
-                  "the coordinator at %s refused this client's key (ZAP status 400): its public "
-                  "key is not in the coordinator's --allow-clients",
-                  ep);
-      return;
-    }
-    SLOG(s, FEDLR_LOG_WARN,
-         "the coordinator at %s could not check this client's key (ZAP status %u)", ep, value);
-    break;
-  case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-    if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
-      if (s->st->curve)
-        auth_failed(s,
-                    "the coordinator at %s does not use CurveZMQ (it runs without "
-                    "--curve-secret): refusing to talk to it in plaintext",
-                    ep);
-      else
-        auth_failed(s,
-                    "the coordinator at %s requires CurveZMQ: run this client with "
-                    "--curve-secret FILE and --coordinator-key KEY",
-                    ep);
-      return;
-    }
-    SLOG(s, FEDLR_LOG_WARN, "handshake with %s failed: ZMTP protocol error 0x%08x", ep, value);
-    break;
-  case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-    if (s->st->curve)
-      SLOG(s, FEDLR_LOG_WARN, "CURVE handshake with %s failed (%s)", ep, zmq_strerror((int)value));
-    break;
-  default: return;
-  }
-  if (!s->st->curve) return; /* plaintext: a transient failure; the transport retries */
-  if (++s->hs_fails >= IO_HS_FAILURES)
-    auth_failed(s,
-                "the CURVE handshake with the coordinator at %s failed %u times in a row: "
-                "--coordinator-key is probably not the coordinator's public key",
-                ep, s->hs_fails);
-}
-
+/* Reads the handshake watch's events; ends the session on a refusal that
+ * retrying cannot change (fedlr_sock.c). */
 static void drain_monitor(fedlr__io_t *s) {
-  uint16_t ev;
-  uint32_t value;
-  for (int i = 0; i < IO_DRAIN_MAX && s->mon && !s->ended; i++) {
-    if (!fl_zmon_recv(s->mon, &ev, &value)) return;
-    on_monitor_event(s, ev, value);
-  }
-}
-
-/* ---- the socket ---- */
-
-static int set_options(fedlr__io_t *s) {
-  const fedlr__settings_t *st = s->st;
-  int linger = 1000, ivl = 100, ivl_max = 5000;
-  /* Transport heartbeats (answered by the peer's I/O thread) drop a
-   * half-open connection, e.g. to a coordinator host that vanished, so the
-   * transport reconnects instead of writing into a dead TCP stream. */
-  int zhb_ivl = 1000, zhb_timeout = 5000;
-  int64_t maxmsg = (int64_t)IO_MAX_MSGSIZE;
-  if (st->handshake_ms > 0 &&
-      zmq_setsockopt(s->sock, ZMQ_HANDSHAKE_IVL, &st->handshake_ms, sizeof st->handshake_ms))
-    return fl_err_set(FL_EINVAL, "cannot set socket options: %s", zmq_strerror(errno));
-  if (st->curve &&
-      (zmq_setsockopt(s->sock, ZMQ_CURVE_SERVERKEY, st->server_key, FEDLR__KEY_LEN) ||
-       zmq_setsockopt(s->sock, ZMQ_CURVE_PUBLICKEY, st->curve_public, FEDLR__KEY_LEN) ||
-       zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, st->curve_secret, FEDLR__KEY_LEN)))
-    return fl_err_set(FL_EINVAL, "cannot set the CURVE keys: %s", zmq_strerror(errno));
-  if (zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) ||
-      zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
-      zmq_setsockopt(s->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) ||
-      zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &zhb_ivl, sizeof zhb_ivl) ||
-      zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &zhb_timeout, sizeof zhb_timeout) ||
-      zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))
-    return fl_err_set(FL_EINVAL, "cannot set socket options: %s", zmq_strerror(errno));
-  return 0;
-}
-
-/* A new DEALER connected to the endpoint (connecting never waits). The
- * default ZMQ_IMMEDIATE=0 is deliberate: the pipe then survives
- * reconnects, so a message the coordinator sent just before it exited (the
- * final Stop) is still read after the connection drops; with IMMEDIATE=1
- * libzmq discards it on disconnect. */
-static int open_socket(fedlr__io_t *s) {
-  s->sock = zmq_socket(s->ctx, ZMQ_DEALER);
-  if (!s->sock)
-    return fl_err_set(FL_ENOMEM, "cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
-  int rc = set_options(s);
-  if (rc) return rc;
-  /* The monitor before connecting, so that no handshake event is missed. */
-  char mon_ep[96];
-  snprintf(mon_ep, sizeof mon_ep, "inproc://fedlr-monitor-%p-%u", (void *)s, s->mon_seq++);
-  if (zmq_socket_monitor(s->sock, mon_ep,
-                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                             ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0 ||
-      !(s->mon = zmq_socket(s->ctx, ZMQ_PAIR)) ||
-      zmq_setsockopt(s->mon, ZMQ_LINGER, &(int){0}, sizeof(int)) || zmq_connect(s->mon, mon_ep))
-    return fl_err_set(FL_EIO, "cannot monitor the socket: %s", zmq_strerror(errno));
-  if (zmq_connect(s->sock, s->st->endpoint) != 0)
-    return fl_err_set(FL_EINVAL, "--connect %s: %s", s->st->endpoint, zmq_strerror(errno));
-  return 0;
-}
-
-static void close_socket(fedlr__io_t *s, int linger) {
-  if (s->mon) {
-    zmq_close(s->mon);
-    s->mon = NULL;
-  }
-  if (!s->sock) return;
-  zmq_socket_monitor(s->sock, NULL, 0);
-  zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
-  zmq_close(s->sock);
-  s->sock = NULL;
+  if (fedlr__sock_watch(&s->sk, s->st, s->sh) != 0) end(s, FEDLR_AUTH_FAILED);
 }
 
 fedlr__io_t *fedlr__io_new(const fedlr__settings_t *st, fedlr__shared_t *sh, void *ctx,
@@ -733,7 +585,7 @@ fedlr__io_t *fedlr__io_new(const fedlr__settings_t *st, fedlr__shared_t *sh, voi
     rc = fl_err_set(FL_EIO, "cannot create the I/O thread's pipe: %s", zmq_strerror(errno));
     goto out;
   }
-  rc = open_socket(s);
+  rc = fedlr__sock_open(&s->sk, s->ctx, s->st);
 out:
   if (rc) fedlr__io_destroy(&s);
   if (err) *err = rc;
@@ -761,10 +613,10 @@ static void run_session(fedlr__io_t *s) {
     if (s->joined && now - s->last_heartbeat >= s->heartbeat) send_heartbeat(s, now);
     zmq_pollitem_t items[4] = {{s->pair, 0, ZMQ_POLLIN, 0},
                                {NULL, s->stop_fd, ZMQ_POLLIN, 0},
-                               {s->sock, 0, ZMQ_POLLIN, 0},
-                               {s->mon, s->mon ? 0 : -1, ZMQ_POLLIN, 0}};
+                               {s->sk.sock, 0, ZMQ_POLLIN, 0},
+                               {s->sk.mon, s->sk.mon ? 0 : -1, ZMQ_POLLIN, 0}};
     /* Without a socket (reopening failed): the pipes and the timers only. */
-    int n = zmq_poll(items, s->sock ? 4 : 2, poll_ms(s, now));
+    int n = zmq_poll(items, s->sk.sock ? 4 : 2, poll_ms(s, now));
     if (n < 0) {
       if (errno == EINTR) continue;
       fl_err_set(FL_EIO, "zmq_poll: %s", zmq_strerror(errno));
@@ -781,8 +633,8 @@ static void run_session(fedlr__io_t *s) {
       size_t sz = sizeof more;
       if (zmq_getsockopt(s->pair, ZMQ_EVENTS, &more, &sz) || !(more & ZMQ_POLLIN)) break;
     }
-    if (s->sock && (items[3].revents & ZMQ_POLLIN)) drain_monitor(s);
-    if (s->sock && !s->ended && (items[2].revents & ZMQ_POLLIN)) drain(s);
+    if (s->sk.sock && (items[3].revents & ZMQ_POLLIN)) drain_monitor(s);
+    if (s->sk.sock && !s->ended && (items[2].revents & ZMQ_POLLIN)) drain(s);
   }
 }
 
@@ -817,7 +669,7 @@ uint32_t fedlr__io_client_id(const fedlr__io_t *s) {
 void fedlr__io_destroy(fedlr__io_t **sp) {
   if (!sp || !*sp) return;
   fedlr__io_t *s = *sp;
-  close_socket(s, 1000);
+  fedlr__sock_close(&s->sk, 1000);
   if (s->pair) zmq_close(s->pair);
   queue_clear(s);
   fedlr__model_clear(&s->model);
