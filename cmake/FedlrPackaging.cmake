@@ -77,5 +77,8 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # package names; libopenblas.so.0 comes from any libopenblas0-* flavour.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
   "libc6 (>= 2.34), libzmq5, libprotobuf-c1, libopenblas0 | libopenblas0-pthread, libuv1, zlib1g, libinih1")
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS dataset-fashion-mnist)
+# The Python client package (python/fedlr, in dist-packages) needs these; its
+# fedlr.torch helper needs PyTorch.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "dataset-fashion-mnist, python3-numpy, python3-zmq, python3-protobuf")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS python3-torch)
 include(CPack)
