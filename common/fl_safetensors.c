@@ -750,9 +750,42 @@ static uint32_t st_file_crc(char *hdr, size_t hlen, size_t crc_at, const uint8_t
   return st_crc(crc, data, dlen);
 }
 
+/* The checksum rule (FL_SAFETENSORS_NEED_CHECKSUM), then the data section
+ * (dlen bytes after the header) read into a new *data and checked against
+ * the header's checksum if it has one. */
+static int st_read_data(const char *path, int fd, char *hdr, size_t hlen, size_t dlen,
+                        const st_parse_t *ps, unsigned flags, uint8_t **data) {
+  int r;
+  *data = NULL;
+  if (!ps->have_crc && (flags & FL_SAFETENSORS_NEED_CHECKSUM))
+    return fl_err_set(FL_EFORMAT,
+                      "'%s' has no checksum (metadata '%s'): it was written by an older fedlr or "
+                      "another tool, or its header is damaged",
+                      path, FL_SAFETENSORS_CHECKSUM_KEY);
+  uint8_t *d = malloc(dlen ? dlen : 1);
+  if (!d) return fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to read '%s'", dlen, path);
+  if ((r = st_pread_full(fd, d, dlen, (off_t)(8 + hlen))) <= 0) {
+    free(d);
+    return fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading",
+                      path);
+  }
+  if (ps->have_crc) {
+    uint32_t got = st_file_crc(hdr, hlen, ps->crc_at, d, dlen);
+    if (got != ps->crc_want) {
+      free(d);
+      return fl_err_set(FL_EFORMAT,
+                        "'%s': checksum mismatch: the file is corrupt (its content has CRC-32 "
+                        "%08x, its header records %08x)",
+                        path, (unsigned)got, (unsigned)ps->crc_want);
+    }
+  }
+  *data = d;
+  return 0;
+}
+
 int fl_safetensors_load_all(const char *path, const fl_model_spec_t *m, float *params,
                             unsigned flags, fl_safetensors_meta_t *meta) {
-  int fd = -1, r;
+  int fd = -1;
   char *hdr = NULL;
   uint8_t *data = NULL;
   size_t hlen = 0, dlen = 0, nt = fl_model_num_tensors(m);
@@ -768,35 +801,9 @@ int fl_safetensors_load_all(const char *path, const fl_model_spec_t *m, float *p
   ps->list = list;
   if ((rc = st_parse(path, hdr, hlen, ps)) < 0) goto out;
   if ((rc = st_validate(path, m, ps, dlen)) < 0) goto out;
-  if (!ps->have_crc && (flags & FL_SAFETENSORS_NEED_CHECKSUM)) {
-    rc = fl_err_set(FL_EFORMAT,
-                    "'%s' has no checksum (metadata '%s'): it was written by an older fedlr or "
-                    "another tool, or its header is damaged",
-                    path, FL_SAFETENSORS_CHECKSUM_KEY);
-    goto out;
-  }
-  /* dlen == 4 * num_params now; stage it so params stay intact if the read
+  /* dlen == 4 * num_params now; staged, so params stay intact if the read
    * fails halfway or the checksum does not match. */
-  data = malloc(dlen ? dlen : 1);
-  if (!data) {
-    rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to load '%s'", dlen, path);
-    goto out;
-  }
-  if ((r = st_pread_full(fd, data, dlen, (off_t)(8 + hlen))) <= 0) {
-    rc =
-        fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading", path);
-    goto out;
-  }
-  if (ps->have_crc) {
-    uint32_t got = st_file_crc(hdr, hlen, ps->crc_at, data, dlen);
-    if (got != ps->crc_want) {
-      rc = fl_err_set(FL_EFORMAT,
-                      "'%s': checksum mismatch: the file is corrupt (its content has CRC-32 "
-                      "%08x, its header records %08x)",
-                      path, (unsigned)got, (unsigned)ps->crc_want);
-      goto out;
-    }
-  }
+  if ((rc = st_read_data(path, fd, hdr, hlen, dlen, ps, flags, &data)) < 0) goto out;
   for (size_t i = 0; i < nt; i++) {
     fl_tensor_info_t t;
     fl_model_tensor(m, i, &t);
@@ -887,7 +894,7 @@ static int st_any_layout(const char *path, st_parse_t *ps, size_t dlen, fl_layou
 
 int fl_safetensors_read(const char *path, unsigned flags, fl_layout_t **layout, float **weights,
                         fl_safetensors_meta_t *meta) {
-  int fd = -1, r;
+  int fd = -1;
   char *hdr = NULL;
   uint8_t *data = NULL;
   size_t hlen = 0, dlen = 0;
@@ -904,31 +911,7 @@ int fl_safetensors_read(const char *path, unsigned flags, fl_layout_t **layout, 
   ps->list = list;
   if ((rc = st_parse(path, hdr, hlen, ps)) < 0) goto out;
   if ((rc = st_any_layout(path, ps, dlen, l)) < 0) goto out;
-  if (!ps->have_crc && (flags & FL_SAFETENSORS_NEED_CHECKSUM)) {
-    rc = fl_err_set(FL_EFORMAT, "'%s' has no checksum (metadata '%s')", path,
-                    FL_SAFETENSORS_CHECKSUM_KEY);
-    goto out;
-  }
-  data = malloc(dlen ? dlen : 1);
-  if (!data) {
-    rc = fl_err_set(FL_ENOMEM, "cannot allocate %zu bytes to read '%s'", dlen, path);
-    goto out;
-  }
-  if ((r = st_pread_full(fd, data, dlen, (off_t)(8 + hlen))) <= 0) {
-    rc =
-        fl_err_set(r < 0 ? FL_EIO : FL_EFORMAT, "'%s': data section truncated while reading", path);
-    goto out;
-  }
-  if (ps->have_crc) {
-    uint32_t got = st_file_crc(hdr, hlen, ps->crc_at, data, dlen);
-    if (got != ps->crc_want) {
-      rc = fl_err_set(FL_EFORMAT,
-                      "'%s': checksum mismatch: the file is corrupt (its content has CRC-32 "
-                      "%08x, its header records %08x)",
-                      path, (unsigned)got, (unsigned)ps->crc_want);
-      goto out;
-    }
-  }
+  if ((rc = st_read_data(path, fd, hdr, hlen, dlen, ps, flags, &data)) < 0) goto out;
   /* The data section is the parameter buffer, tensors in data order. */
   *weights = (float *)(void *)data;
   data = NULL;
