@@ -390,4 +390,60 @@ TEST(custom_model_from_init) {
   fl_init_free(&init);
 }
 
+/* A custom model under a robust rule with clipping: the coordinate-wise
+ * median of the clipped deltas, whatever the tensors mean. */
+TEST(custom_model_robust_rule) {
+  fl_layout_t *l = fl_layout_new();
+  uint32_t w[3] = {2, 1, 2}, s1[1] = {1};
+  ASSERT_EQ(fl_layout_add(l, "block.w", 3, w), 0);
+  ASSERT_EQ(fl_layout_add(l, "gain", 0, s1), 0);
+  fl_engine_config_t c = base_config();
+  ASSERT_EQ(fl_model_custom(l, &c.model), 0);
+  float w0[5] = {1, 2, 3, 4, 5};
+  c.init_weights = w0;
+  c.aggregator = FL_AGG_MEDIAN;
+  c.clip_norm = 1.0;
+  int err;
+  fl_engine_t *e = fl_engine_new(&c, &err);
+  ASSERT_TRUE(e != NULL);
+  const float deltas[3][5] = {
+      {0.1f, 0.2f, 0.0f, 0.0f, 0.1f}, {0.3f, -0.1f, 0.0f, 0.0f, 0.2f}, {30, 0, 0, 0, 40}};
+  for (int i = 0; i < 3; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "c%d", i);
+    ASSERT_EQ(fl_engine_add_client(e, name, 10, NULL), 0);
+  }
+  ASSERT_EQ(fl_engine_begin_round(e), 0);
+  for (uint32_t i = 0; i < 3; i++) {
+    fl_wire_tensors_t tv;
+    ASSERT_EQ(fl_wire_tensors_init(&tv, &c.model, deltas[i]), 0);
+    Fedlr__Update u = FEDLR__UPDATE__INIT;
+    u.round = 1;
+    u.client_id = i;
+    u.num_examples = 10;
+    u.is_delta = 1;
+    u.n_weights = tv.n;
+    u.weights = tv.ptrs;
+    u.attempt = 1;
+    Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
+    env.body_case = FEDLR__ENVELOPE__BODY_UPDATE;
+    env.update = &u;
+    uint8_t *buf;
+    size_t len;
+    ASSERT_EQ(fl_wire_encode(&env, &buf, &len), 0);
+    ASSERT_EQ(fl_engine_submit(e, i, buf, len), 0);
+    free(buf);
+    fl_wire_tensors_free(&tv);
+  }
+  fl_round_metrics_t m;
+  ASSERT_EQ(fl_engine_end_round(e, &m), 0);
+  ASSERT_EQ(m.clipped, 1); /* only the third (norm 50) exceeds 1 */
+  /* Clipped to norm 1: (0.6, 0, 0, 0, 0.8); medians per coordinate. */
+  const float want[5] = {1 + 0.3f, 2 + 0.0f, 3, 4, 5 + 0.2f};
+  for (int i = 0; i < 5; i++)
+    ASSERT_NEAR(fl_engine_weights(e)[i], want[i], 1e-6);
+  fl_engine_destroy(&e);
+  fl_layout_destroy(&l);
+}
+
 FL_TEST_MAIN()
