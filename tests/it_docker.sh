@@ -126,7 +126,7 @@ if [ -n "$DEB" ]; then
     [ "$(dpkg-deb -f "$DEB" Suggests)" = python3-torch ] \
     && ok "deb: package fedlr, recommends dataset-fashion-mnist and the Python package's modules, suggests python3-torch" \
     || bad "deb Package/Recommends/Suggests: $(dpkg-deb -f "$DEB" Package Recommends Suggests | tr '\n' ' ')"
-  n=$(dpkg-deb -c "$DEB" | grep -cE './usr/include/fedlr\.h$|./usr/lib/libfedlr\.(a|so\.0)$|./usr/lib/pkgconfig/fedlr\.pc$|./usr/lib/python3[.0-9]*/dist-packages/fedlr/client\.py$|./usr/share/doc/fedlr/protocol\.md$' || true)
+  n=$(dpkg-deb -c "$DEB" | grep -cE './usr/include/fedlr\.h$|./usr/lib/libfedlr\.a$|./usr/lib/libfedlr\.so\.0 -> |./usr/lib/pkgconfig/fedlr\.pc$|./usr/lib/python3[.0-9]*/dist-packages/fedlr/client\.py$|./usr/share/doc/fedlr/protocol\.md$' || true)
   [ "$n" -eq 6 ] && ok "deb holds libfedlr (header, .so.0, .a, fedlr.pc), the Python package and docs/protocol.md" \
     || { bad "deb contents: $n of 6 library, Python and protocol files"; dpkg-deb -c "$DEB" | grep -E "lib|include|python|protocol"; }
   n=$(dpkg-deb -c "$DEB" | grep -cE './usr/bin/fedlr-(sim|coordinator|client|keygen)$|./usr/share/man/man1/fedlr-.*\.1|./usr/share/doc/fedlr/examples/.*\.ini' || true)
