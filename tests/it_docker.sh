@@ -300,9 +300,12 @@ if [ -n "$DEB" ]; then
          done
          cd /tmp && fedlr-sim --model softmax --rounds 2 --clients 10 --fraction 0.5 --quiet \
            --metrics m.jsonl
-         test "$(wc -l < m.jsonl)" = 2' > "$TMP/deb.log" 2>&1; then
-    ok "deb installed with apt in debian:bookworm-slim; --help and a 2-round simulation ran ($((SECONDS - t)) s)"
-    grep -E '^usage|^final' "$TMP/deb.log" || true
+         test "$(wc -l < m.jsonl)" = 2
+         # apt installs the Recommends: the Python package imports with them.
+         python3 -c "import fedlr, fedlr.wire; print(\"python: fedlr\", fedlr.__version__)"
+         pkg-config --modversion fedlr 2>/dev/null || test -f /usr/lib/pkgconfig/fedlr.pc' > "$TMP/deb.log" 2>&1; then
+    ok "deb installed with apt in debian:bookworm-slim; --help, a 2-round simulation and import fedlr ran ($((SECONDS - t)) s)"
+    grep -E '^usage|^final|^python' "$TMP/deb.log" || true
   else
     bad "deb in debian:bookworm-slim"
     tail -30 "$TMP/deb.log"
