@@ -54,9 +54,19 @@ aothers=$(grep -v '^fedlr_[a-z]' <<< "$astat" | head -5 || true)
   || bad "libfedlr.a globals not fedlr_*: $aothers"
 
 # ---- the example, built against the installed library ----
+# A sanitizer tree's libfedlr carries the sanitizer's instrumentation: the
+# example is then compiled and linked with the same -fsanitize (as any
+# application linking an instrumented library must be), or libfedlr.a does
+# not link and libfedlr.so refuses to start without its runtime first.
+SAN=
+grep -q '^FEDLR_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" && SAN="-fsanitize=address,undefined"
+grep -q '^FEDLR_TSAN:BOOL=ON' "$BUILD/CMakeCache.txt" && SAN="-fsanitize=thread"
+# (In the environment: make's command line would override the Makefile's +=.)
+[ -n "$SAN" ] && export CFLAGS="-O2 -g -Wall -Wextra $SAN" LDFLAGS="$SAN"
 cp -r "$SRC/examples/c" "$TMP/example"
 if make -C "$TMP/example" > "$TMP/make.log" 2>&1 && mv "$TMP/example/linreg" "$TMP/linreg" &&
-  make -C "$TMP/example" STATIC=1 >> "$TMP/make.log" 2>&1 && mv "$TMP/example/linreg" "$TMP/linreg-static"; then
+  make -C "$TMP/example" STATIC=1 >> "$TMP/make.log" 2>&1 &&
+  mv "$TMP/example/linreg" "$TMP/linreg-static"; then
   ok "examples/c built with pkg-config, shared and static"
 else
   bad "examples/c did not build: $(tail -5 "$TMP/make.log")"
