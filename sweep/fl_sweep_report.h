@@ -1,0 +1,112 @@
+/* fl_sweep_report: what a sweep (fedlr-sweep) learned, for a person and a
+ * program: the ranking of its configurations, results.csv, summary.md and
+ * curves.svg. It knows nothing about how the runs were run: it reads the
+ * per-round metrics of each run (fl_round_metrics_t, the lines of a run's
+ * metrics.jsonl) and how each run ended.
+ *
+ * A configuration is one point of the grid (one value per --grid name); a
+ * run is one configuration under one seed. Scores ("rank by") are computed
+ * per run from its rounds up to a given round, then averaged over the
+ * configuration's runs (mean, sample standard deviation, count). The
+ * accuracy of a round is its test_accuracy, or when it has none (no test
+ * set) its fed_eval_accuracy; rounds without either are skipped. */
+#ifndef FL_SWEEP_REPORT_H
+#define FL_SWEEP_REPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fl_metrics.h"
+
+/* How a run ended. */
+typedef enum {
+  FL_SWEEP_PENDING = 0, /* not run (yet) */
+  FL_SWEEP_DONE,        /* ran to its end (--rounds or --target-accuracy) */
+  FL_SWEEP_HALVED,      /* stopped by successive halving after stop_round rounds */
+  FL_SWEEP_FAILED       /* the run failed (why says how); its rounds so far are kept */
+} fl_sweep_status_t;
+
+/* What configurations are ranked by. */
+typedef enum {
+  FL_RANK_FINAL = 0, /* accuracy of the last evaluated round (higher is better) */
+  FL_RANK_BEST,      /* best accuracy of any round (higher is better) */
+  FL_RANK_TARGET     /* rounds to reach --target-accuracy (lower is better; a run that
+                      * never reached it scores +inf, and configurations tied there are
+                      * ordered by their final accuracy) */
+} fl_rank_by_t;
+
+typedef struct {
+  const char *label;   /* "lr=0.03 schedule=exp:gamma=0.97" ("" with no grid) */
+  size_t num_params;   /* its grid values: names[i] = values[i] (num_params may be 0) */
+  const char *const *names;
+  const char *const *values;
+} fl_sweep_config_t;
+
+typedef struct {
+  const char *id;   /* folder under runs/, e.g. "c03-s2" */
+  size_t config;    /* index into the configurations */
+  uint64_t seed;
+  fl_sweep_status_t status;
+  uint32_t stop_round;   /* FL_SWEEP_HALVED: rounds it ran before it was stopped */
+  const char *why;       /* FL_SWEEP_HALVED / FL_SWEEP_FAILED: a sentence, else "" */
+  double seconds;        /* wall time of the run (sum over its pieces when paused) */
+  const fl_round_metrics_t *rounds; /* its rounds in order, rounds[i].round = i + 1 */
+  size_t num_rounds;
+} fl_sweep_run_t;
+
+/* A run's score by `by` over its rounds 1..upto (0: all): NAN when it has
+ * no accuracy in those rounds (FL_RANK_FINAL/BEST); INFINITY when it did
+ * not reach `target` (FL_RANK_TARGET). Lower is better after
+ * fl_sweep_better() orders them; see there. */
+double fl_sweep_score(const fl_sweep_run_t *run, fl_rank_by_t by, uint32_t upto, double target);
+
+/* The per-configuration statistics of the runs' scores. */
+typedef struct {
+  size_t config;
+  double mean, std; /* std: sample standard deviation (0 with one run); NAN mean if no
+                     * run of it has a score */
+  double final_mean; /* mean final accuracy (the FL_RANK_TARGET tie-break) */
+  size_t runs;       /* runs counted (with a score, INFINITY included) */
+} fl_sweep_rank_t;
+
+/* Ranks configurations: out[0] is the best. Only runs with `include[i]`
+ * nonzero (NULL: all) count; a configuration without counted runs is left
+ * out. Scores use rounds 1..upto (0: all). Deterministic: ties are broken
+ * by the configuration index. Returns the number of entries written (at
+ * most num_configs) or (size_t)-1 without memory. */
+size_t fl_sweep_rank(const fl_sweep_run_t *runs, size_t num_runs, const uint8_t *include,
+                     size_t num_configs, fl_rank_by_t by, uint32_t upto, double target,
+                     fl_sweep_rank_t *out);
+
+typedef struct {
+  const char *dir;       /* the sweep's --out DIR */
+  const char *title;     /* e.g. "fedlr-sweep: fashion-mnist, mlp:200,200" */
+  const char *command;   /* the command line that ran the sweep, for summary.md */
+  fl_rank_by_t rank_by;
+  double target;         /* --target-accuracy (0: none) */
+  uint32_t top;          /* curves.svg shows the top N configurations (0: 5) */
+  const char *halving;   /* the --halving spec, or NULL; summary.md then has a section
+                          * listing when each stopped configuration was stopped and why */
+} fl_sweep_report_opts_t;
+
+/* Writes DIR/results.csv (one row per run: id, config index, each grid
+ * name as a column, seed, status, stop_round, rounds, final/best accuracy,
+ * final test loss, final train loss, rounds to target, seconds),
+ * DIR/summary.md (configurations ranked by the mean over seeds of the
+ * chosen score with std and seed count, the best one's reproducing
+ * command, stopped/failed runs and why) and DIR/curves.svg (test accuracy,
+ * test loss and rate per round for the top configurations: mean over
+ * seeds with a min-max band, a legend), each atomically
+ * (fl_file_write_atomic). 0, or FL_EIO/FL_ENOMEM with a message naming
+ * the file. */
+int fl_sweep_report_write(const fl_sweep_report_opts_t *o, const fl_sweep_config_t *configs,
+                          size_t num_configs, const fl_sweep_run_t *runs, size_t num_runs);
+
+/* Reads a run's metrics.jsonl (as fl_metrics writes it: one JSON object per
+ * line, null for NAN) into *out (malloc'd array, rounds 1..n in order) for
+ * a resumed sweep. A missing file is FL_ENOENT; a line that does not parse
+ * or a round out of order is FL_EINVAL naming the file and line; at most
+ * FL_METRICS_MAX_FILE_BYTES are read. */
+int fl_sweep_read_metrics(const char *path, fl_round_metrics_t **out, size_t *n);
+
+#endif
