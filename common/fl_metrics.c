@@ -14,7 +14,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,51 +21,12 @@
 
 #include "fl_error.h"
 #include "fl_file.h"
+#include "fl_sbuf.h"
+#include "fl_svg.h"
 
-/* Hard caps: a run with more rounds, or a chart larger than this, is a bug.
- * SB_MAX_BYTES also bounds the queue of unwritten lines. */
+/* Hard cap: a run with more rounds is a bug. The queue of unwritten lines
+ * is bounded by FL_SBUF_MAX_BYTES. */
 #define FL_METRICS_MAX_ROUNDS ((size_t)10 * 1000 * 1000)
-#define SB_MAX_BYTES ((size_t)64 << 20)
-
-/* A growable text buffer; the first failure sticks in err. */
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int err;
-} sbuf_t;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-  for (;;) {
-    if (b->err) return;
-    size_t room = b->cap - b->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      b->err = FL_EINVAL;
-      return;
-    }
-    if ((size_t)n < room) {
-      b->len += (size_t)n;
-      return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 65536;
-    while (cap < b->len + (size_t)n + 1)
-      cap *= 2;
-    if (cap > SB_MAX_BYTES) {
-      b->err = FL_ENOMEM;
-      return;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->err = FL_ENOMEM;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-}
 
 struct fl_metrics {
   fl_round_metrics_t *rec; /* (n) records, cap allocated */
@@ -77,7 +37,7 @@ struct fl_metrics {
   int regular;     /* a regular file, which a partial line can be cut off */
   uint64_t good;   /* the file's size up to its last complete line */
   int cut_pending; /* a partial line is still in the file: cut it first */
-  sbuf_t queue;    /* lines not written yet, in order, each ending in '\n' */
+  fl_sbuf_t queue; /* lines not written yet, in order, each ending in '\n' */
   size_t queue_at; /* the first of them starts here */
   size_t queued;   /* how many */
   size_t lost;     /* lines dropped because the queue was full */
@@ -150,35 +110,35 @@ size_t fl_metrics_pending(const fl_metrics_t *m) {
 
 /* JSON has no NaN or Infinity; null marks "not measured". %.17g round-trips
  * a double exactly and is valid JSON for every finite value. */
-static void json_number(sbuf_t *b, const char *key, double v) {
+static void json_number(fl_sbuf_t *b, const char *key, double v) {
   if (isfinite(v))
-    sb_printf(b, ",\"%s\":%.17g", key, v);
+    fl_sbuf_printf(b, ",\"%s\":%.17g", key, v);
   else
-    sb_printf(b, ",\"%s\":null", key);
+    fl_sbuf_printf(b, ",\"%s\":null", key);
 }
 
-static void json_line(sbuf_t *b, const fl_round_metrics_t *r, const char *extra_json) {
-  sb_printf(b, "{\"round\":%" PRIu32 ",\"rounds_total\":%" PRIu32, r->round, r->rounds_total);
+static void json_line(fl_sbuf_t *b, const fl_round_metrics_t *r, const char *extra_json) {
+  fl_sbuf_printf(b, "{\"round\":%" PRIu32 ",\"rounds_total\":%" PRIu32, r->round, r->rounds_total);
   json_number(b, "lr", r->lr);
-  sb_printf(b, ",\"clients_sampled\":%" PRIu32 ",\"clients_reported\":%" PRIu32, r->clients_sampled,
-            r->clients_reported);
+  fl_sbuf_printf(b, ",\"clients_sampled\":%" PRIu32 ",\"clients_reported\":%" PRIu32,
+                 r->clients_sampled, r->clients_reported);
   json_number(b, "train_loss", r->train_loss);
   json_number(b, "test_loss", r->test_loss);
   json_number(b, "test_accuracy", r->test_accuracy);
   json_number(b, "seconds", r->seconds);
   json_number(b, "elapsed", r->elapsed);
-  sb_printf(b, ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64, r->bytes_sent,
-            r->bytes_received);
-  sb_printf(b, ",\"rejected\":%" PRIu32 ",\"clipped\":%" PRIu32 ",\"capped\":%" PRIu32, r->rejected,
-            r->clipped, r->capped);
+  fl_sbuf_printf(b, ",\"bytes_sent\":%" PRIu64 ",\"bytes_received\":%" PRIu64, r->bytes_sent,
+                 r->bytes_received);
+  fl_sbuf_printf(b, ",\"rejected\":%" PRIu32 ",\"clipped\":%" PRIu32 ",\"capped\":%" PRIu32,
+                 r->rejected, r->clipped, r->capped);
   if (r->fed_eval_clients) {
     json_number(b, "fed_eval_loss", r->fed_eval_loss);
     json_number(b, "fed_eval_accuracy", r->fed_eval_accuracy);
-    sb_printf(b, ",\"fed_eval_examples\":%" PRIu64 ",\"fed_eval_clients\":%" PRIu32,
-              r->fed_eval_examples, r->fed_eval_clients);
+    fl_sbuf_printf(b, ",\"fed_eval_examples\":%" PRIu64 ",\"fed_eval_clients\":%" PRIu32,
+                   r->fed_eval_examples, r->fed_eval_clients);
   }
-  if (extra_json && extra_json[0]) sb_printf(b, ",%s", extra_json);
-  sb_printf(b, "}\n");
+  if (extra_json && extra_json[0]) fl_sbuf_printf(b, ",%s", extra_json);
+  fl_sbuf_printf(b, "}\n");
 }
 
 /* The round of the first queued line, for messages. */
@@ -238,9 +198,9 @@ static int write_queue(fl_metrics_t *m) {
 }
 
 /* Appends the line to the queue, compacting it first when most of it has
- * been written. 0, or -1 if the queue is full (SB_MAX_BYTES). */
+ * been written. 0, or -1 if the queue is full (FL_SBUF_MAX_BYTES). */
 static int queue_line(fl_metrics_t *m, const fl_round_metrics_t *r, const char *extra_json) {
-  sbuf_t *q = &m->queue;
+  fl_sbuf_t *q = &m->queue;
   if (m->queue_at > 0 && m->queue_at >= q->len / 2) {
     memmove(q->p, q->p + m->queue_at, q->len - m->queue_at);
     q->len -= m->queue_at;
@@ -410,26 +370,9 @@ void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
   fputc('\n', f);
 }
 
-/* ---- SVG chart ---- */
+/* ---- SVG chart (drawn with fl_svg, like every fedlr chart) ---- */
 
-/* Text content and attribute values: escapes markup, drops control bytes
- * that XML 1.0 forbids. */
-static void sb_xml_text(sbuf_t *b, const char *s) {
-  for (; *s; s++) {
-    switch (*s) {
-    case '&': sb_printf(b, "&amp;"); break;
-    case '<': sb_printf(b, "&lt;"); break;
-    case '>': sb_printf(b, "&gt;"); break;
-    case '"': sb_printf(b, "&quot;"); break;
-    case '\'': sb_printf(b, "&apos;"); break;
-    default:
-      if ((unsigned char)*s >= 0x20) sb_printf(b, "%c", *s);
-    }
-  }
-}
-
-enum { SVG_W = 900, SVG_H = 700 };
-enum { PLOT_L = 80, PLOT_R = 870, PANEL_H = 160, PANEL_TOP = 60, PANEL_STEP = 205 };
+enum { SVG_H = 700 };
 #define NUM_PANELS 3
 
 typedef double (*metric_fn)(const fl_round_metrics_t *r);
@@ -458,282 +401,78 @@ typedef struct {
   metric_fn get;
 } series_t;
 
-enum { Y_UNIT, Y_AUTO, Y_RATE }; /* [0,1]-clamped, free, free or log */
-
 typedef struct {
   const char *title;
-  int yk;
+  int yk; /* FL_SVG_Y_* */
   size_t num_series;
   series_t series[3];
 } panel_t;
 
 static const panel_t panels[NUM_PANELS] = {
     {"accuracy",
-     Y_UNIT,
+     FL_SVG_Y_UNIT,
      2,
      {{"test accuracy", "#1f77b4", get_acc}, {"federated accuracy", "#9467bd", get_fed_acc}}},
     {"loss",
-     Y_AUTO,
+     FL_SVG_Y_AUTO,
      3,
      {{"test loss", "#d62728", get_test_loss},
       {"train loss", "#ff7f0e", get_train_loss},
       {"federated loss", "#8c564b", get_fed_loss}}},
-    {"learning rate", Y_RATE, 1, {{"learning rate", "#2ca02c", get_lr}}},
+    {"learning rate", FL_SVG_Y_RATE, 1, {{"learning rate", "#2ca02c", get_lr}}},
 };
 
-/* An axis: data value v maps to (t(v) - lo) / (hi - lo) of the length, with
- * t = log10 when log is set. Ticks at lo, lo + step, ..., hi (in t units). */
+/* A series of the records, as fl_svg_series() takes it. */
 typedef struct {
-  double lo, hi, step;
-  int log;
-} axis_t;
+  const fl_metrics_t *m;
+  metric_fn get;
+} series_ctx_t;
 
-/* 1, 2 or 5 times a power of ten, near x. */
-static double nice_step(double x) {
-  double e = floor(log10(x)), f = x / pow(10, e);
-  double nf = f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10;
-  return nf * pow(10, e);
+static double series_point(const void *ctx, size_t i, double *x) {
+  const series_ctx_t *c = ctx;
+  *x = c->m->rec[i].round;
+  return c->get(&c->m->rec[i]);
 }
 
-static void axis_linear(axis_t *a, double mn, double mx, int ticks) {
-  if (!(mn <= mx)) mn = 0, mx = 1; /* no data */
-  if (mx - mn <= 1e-12 * fmax(1, fabs(mx))) {
-    double pad = mn == 0 ? 1 : fabs(mn) * 0.1;
-    mn -= pad, mx += pad;
-  }
-  a->log = 0;
-  a->step = nice_step((mx - mn) / ticks);
-  a->lo = floor(mn / a->step) * a->step;
-  a->hi = ceil(mx / a->step) * a->step;
-}
+static void svg_panel(fl_sbuf_t *b, const fl_metrics_t *m, const panel_t *p,
+                      const fl_svg_axis_t *xa, double top, int x_labels) {
+  fl_svg_range_t range = FL_SVG_RANGE_INIT;
+  for (size_t s = 0; s < p->num_series; s++)
+    for (size_t i = 0; i < m->n; i++)
+      fl_svg_range_add(&range, p->series[s].get(&m->rec[i]));
+  fl_svg_axis_t ya;
+  fl_svg_y_axis(&ya, p->yk, &range);
 
-static double axis_t_of(const axis_t *a, double v) {
-  return a->log ? log10(v) : v;
-}
-
-/* Position in [0, 1] along the axis, clamped. */
-static double axis_frac(const axis_t *a, double v) {
-  double t = (axis_t_of(a, v) - a->lo) / (a->hi - a->lo);
-  return t < 0 ? 0 : t > 1 ? 1 : t;
-}
-
-static int axis_num_ticks(const axis_t *a) {
-  return (int)floor((a->hi - a->lo) / a->step + 1e-9) + 1;
-}
-
-static void axis_tick_label(const axis_t *a, int k, char *buf, size_t len) {
-  double t = a->lo + k * a->step;
-  if (a->log) {
-    int e = (int)lround(t);
-    if (e >= -3 && e <= 3)
-      snprintf(buf, len, "%g", pow(10, e));
-    else
-      snprintf(buf, len, "1e%d", e);
-    return;
-  }
-  if (fabs(t) < a->step * 1e-9) t = 0; /* no "-0" */
-  int dec = a->step >= 1 ? 0 : (int)ceil(-log10(a->step) - 1e-9);
-  snprintf(buf, len, "%.*f", dec, t);
-}
-
-/* Is v plottable on this panel? Log axes cannot show v <= 0. */
-static int plottable(double v, int log_axis) {
-  return isfinite(v) && (!log_axis || v > 0);
-}
-
-static void panel_y_axis(const fl_metrics_t *m, const panel_t *p, axis_t *a, size_t *num_points) {
-  double mn = INFINITY, mx = -INFINITY, pos_mn = INFINITY;
-  size_t count = 0;
-  for (size_t s = 0; s < p->num_series; s++) {
-    for (size_t i = 0; i < m->n; i++) {
-      double v = p->series[s].get(&m->rec[i]);
-      if (!isfinite(v)) continue;
-      mn = fmin(mn, v), mx = fmax(mx, v);
-      if (v > 0) pos_mn = fmin(pos_mn, v);
-      count++;
-    }
-  }
-  *num_points = count;
-  /* A rate that decays over more than two decades is flat on a linear axis
-   * after the first few rounds; on a log axis its whole course shows. Zero
-   * rates (end of a linear decay) cannot be drawn there and are left out. */
-  if (p->yk == Y_RATE && count && pos_mn < INFINITY && mx / pos_mn > 100) {
-    a->log = 1;
-    a->lo = floor(log10(pos_mn));
-    a->hi = ceil(log10(mx));
-    a->step = ceil((a->hi - a->lo) / 8);
-    a->hi = a->lo + a->step * ceil((a->hi - a->lo) / a->step);
-    return;
-  }
-  axis_linear(a, count ? mn : NAN, count ? mx : NAN, 4);
-  if (p->yk == Y_UNIT) {
-    a->lo = fmax(a->lo, 0);
-    a->hi = fmin(a->hi, 1);
-    if (!(a->hi > a->lo)) a->lo = 0, a->hi = 1, a->step = 0.2;
-  }
-}
-
-/* One series' polyline being written: points are thinned to one per half
- * pixel, so a 10-million-round run still gives a chart of bounded size; the
- * last thinned-out point is held back and kept if it ends the line. */
-typedef struct {
-  sbuf_t *b;
-  const char *color;
-  size_t n;      /* points written to the open polyline */
-  double last_x; /* x of the last point written */
-  int held;      /* a thinned-out point is waiting in hx, hy */
-  double hx, hy;
-  double fx, fy; /* the first point, for a lone-point marker */
-} line_t;
-
-static void line_write(line_t *L, double x, double y) {
-  if (L->n == 0) {
-    sb_printf(L->b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
-              L->color);
-    L->fx = x, L->fy = y;
-  }
-  sb_printf(L->b, "%s%.1f,%.1f", L->n ? " " : "", x, y);
-  L->n++;
-  L->last_x = x;
-}
-
-static void line_add(line_t *L, double x, double y) {
-  if (L->n > 0 && x - L->last_x < 0.5) {
-    L->held = 1, L->hx = x, L->hy = y;
-    return;
-  }
-  L->held = 0;
-  line_write(L, x, y);
-}
-
-/* Ends the polyline; a lone point gets a dot, which a polyline does not show
- * (unless every point gets one anyway). */
-static void line_close(line_t *L, int markers) {
-  if (L->held) line_write(L, L->hx, L->hy);
-  if (L->n > 0) sb_printf(L->b, "\"/>\n");
-  if (L->n == 1 && !markers)
-    sb_printf(L->b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>\n", L->fx, L->fy,
-              L->color);
-  L->n = 0, L->held = 0;
-}
-
-/* Emits a series. Rounds where the value was not measured (NaN: test
- * metrics between evaluations) are skipped and the line joins the measured
- * neighbours, since breaking there would reduce --eval-every 10 to dots; an
- * infinite value (divergence), or a rate <= 0 on a log axis, breaks it. */
-static void svg_series(sbuf_t *b, const fl_metrics_t *m, const series_t *s, const axis_t *xa,
-                       const axis_t *ya, double top, int markers) {
-  const double w = PLOT_R - PLOT_L;
-  line_t L = {.b = b, .color = s->color};
-  for (int pass = 0; pass < 1 + markers; pass++) {
-    sb_printf(b, "<g class=\"%s\">\n", pass ? "markers" : "series");
-    for (size_t i = 0; i < m->n; i++) {
-      double v = s->get(&m->rec[i]);
-      if (isnan(v)) continue;
-      if (!plottable(v, ya->log)) {
-        if (pass == 0) line_close(&L, markers);
-        continue;
-      }
-      double x = PLOT_L + axis_frac(xa, m->rec[i].round) * w;
-      double y = top + PANEL_H - axis_frac(ya, v) * PANEL_H;
-      if (pass == 0)
-        line_add(&L, x, y);
-      else
-        sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2\" fill=\"%s\"/>\n", x, y, s->color);
-    }
-    if (pass == 0) line_close(&L, markers);
-    sb_printf(b, "</g>\n");
-  }
-}
-
-static void svg_panel(sbuf_t *b, const fl_metrics_t *m, const panel_t *p, const axis_t *xa,
-                      double top, int x_labels) {
-  const double bottom = top + PANEL_H;
-  axis_t ya;
-  size_t num_points;
-  panel_y_axis(m, p, &ya, &num_points);
-  char label[32];
-
-  sb_printf(b, "<g class=\"panel\">\n");
-  sb_printf(b, "<text x=\"%d\" y=\"%.0f\" font-size=\"14\" font-weight=\"bold\">", PLOT_L,
-            top - 10);
-  sb_xml_text(b, p->title);
-  sb_printf(b, "%s</text>\n", ya.log ? " (log scale)" : "");
-
-  /* Grid and tick labels. */
-  sb_printf(b, "<g stroke=\"#e0e0e0\" stroke-width=\"1\">\n");
-  for (int k = 0; k < axis_num_ticks(&ya); k++) {
-    double y = bottom - (double)k / (axis_num_ticks(&ya) - 1) * PANEL_H;
-    sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\"/>\n", PLOT_L, y, PLOT_R, y);
-  }
-  for (int k = 0; k < axis_num_ticks(xa); k++) {
-    double x = PLOT_L + (double)k / (axis_num_ticks(xa) - 1) * (PLOT_R - PLOT_L);
-    sb_printf(b, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\"/>\n", x, top, x, bottom);
-  }
-  sb_printf(b, "</g>\n<g font-size=\"11\" fill=\"#333\">\n");
-  for (int k = 0; k < axis_num_ticks(&ya); k++) {
-    double y = bottom - (double)k / (axis_num_ticks(&ya) - 1) * PANEL_H;
-    axis_tick_label(&ya, k, label, sizeof label);
-    sb_printf(b, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", PLOT_L - 6, y + 4,
-              label);
-  }
-  if (x_labels) {
-    for (int k = 0; k < axis_num_ticks(xa); k++) {
-      double x = PLOT_L + (double)k / (axis_num_ticks(xa) - 1) * (PLOT_R - PLOT_L);
-      axis_tick_label(xa, k, label, sizeof label);
-      sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x, bottom + 16,
-                label);
-    }
-  }
-  sb_printf(b, "</g>\n");
-  sb_printf(
-      b, "<rect x=\"%d\" y=\"%.0f\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#888\"/>\n",
-      PLOT_L, top, PLOT_R - PLOT_L, PANEL_H);
-
-  if (num_points == 0) {
-    sb_printf(b, "<text x=\"%d\" y=\"%.0f\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
-              (PLOT_L + PLOT_R) / 2, top + PANEL_H / 2.0);
+  fl_sbuf_printf(b, "<g class=\"panel\">\n");
+  fl_svg_panel_frame(b, p->title, xa, &ya, top, x_labels);
+  if (range.count == 0) {
+    fl_svg_panel_no_data(b, top);
   } else {
     /* Dots help when there are few points, e.g. sparse evaluations. */
-    int markers = num_points / p->num_series <= 60;
-    for (size_t s = 0; s < p->num_series; s++)
-      svg_series(b, m, &p->series[s], xa, &ya, top, markers);
+    int markers = range.count / p->num_series <= 60;
+    for (size_t s = 0; s < p->num_series; s++) {
+      series_ctx_t ctx = {m, p->series[s].get};
+      fl_svg_series(b, p->series[s].color, m->n, series_point, &ctx, xa, &ya, top, markers);
+    }
   }
 
   if (p->num_series > 1) {
-    sb_printf(b, "<g class=\"legend\" font-size=\"11\">\n");
-    for (size_t s = 0; s < p->num_series; s++) {
-      double y = top + 14 + 16.0 * s;
-      sb_printf(
-          b,
-          "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
-          PLOT_R - 110, y - 4, PLOT_R - 90, y - 4, p->series[s].color);
-      sb_printf(b, "<text x=\"%d\" y=\"%.0f\">", PLOT_R - 84, y);
-      sb_xml_text(b, p->series[s].label);
-      sb_printf(b, "</text>\n");
-    }
-    sb_printf(b, "</g>\n");
+    fl_sbuf_printf(b, "<g class=\"legend\" font-size=\"11\">\n");
+    for (size_t s = 0; s < p->num_series; s++)
+      fl_svg_legend_entry(b, FL_SVG_PLOT_R - 110, top + 14 + 16.0 * s, p->series[s].color,
+                          p->series[s].label);
+    fl_sbuf_printf(b, "</g>\n");
   }
-  sb_printf(b, "</g>\n");
+  fl_sbuf_printf(b, "</g>\n");
 }
 
-static void svg_chart(sbuf_t *b, const fl_metrics_t *m, const char *title) {
-  sb_printf(b,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%d\" height=\"%d\" "
-            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n",
-            SVG_W, SVG_H, SVG_W, SVG_H);
-  sb_printf(b, "<title>");
-  sb_xml_text(b, title);
-  sb_printf(b, "</title>\n<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", SVG_W, SVG_H);
-  sb_printf(b, "<text x=\"%d\" y=\"30\" text-anchor=\"middle\" font-size=\"16\">", SVG_W / 2);
-  sb_xml_text(b, title);
-  sb_printf(b, "</text>\n");
-
+static void svg_chart(fl_sbuf_t *b, const fl_metrics_t *m, const char *title) {
+  fl_svg_begin(b, SVG_H, title);
   if (m->n == 0) {
-    sb_printf(b,
-              "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"20\" fill=\"#888\">"
-              "no data</text>\n</svg>\n",
-              SVG_W / 2, SVG_H / 2);
+    fl_sbuf_printf(b,
+                   "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"20\" fill=\"#888\">"
+                   "no data</text>\n</svg>\n",
+                   FL_SVG_W / 2, SVG_H / 2);
     return;
   }
 
@@ -742,30 +481,25 @@ static void svg_chart(sbuf_t *b, const fl_metrics_t *m, const char *title) {
     rmin = fmin(rmin, m->rec[i].round);
     rmax = fmax(rmax, m->rec[i].round);
   }
-  axis_t xa;
-  if (rmin == rmax) rmin -= 1, rmax += 1; /* one round: centre it */
-  axis_linear(&xa, rmin, rmax, 8);
-  if (xa.step < 1) { /* rounds are integers */
-    xa.step = 1;
-    xa.lo = floor(rmin), xa.hi = ceil(rmax);
-  }
-  if (xa.lo < 0) xa.lo = 0;
+  fl_svg_axis_t xa;
+  fl_svg_round_axis(&xa, rmin, rmax);
 
   for (int i = 0; i < NUM_PANELS; i++)
-    svg_panel(b, m, &panels[i], &xa, PANEL_TOP + i * PANEL_STEP, i == NUM_PANELS - 1);
-  sb_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n",
-            (PLOT_L + PLOT_R) / 2, PANEL_TOP + (NUM_PANELS - 1) * PANEL_STEP + PANEL_H + 36);
-  sb_printf(b, "</svg>\n");
+    svg_panel(b, m, &panels[i], &xa, FL_SVG_PANEL_TOP + i * FL_SVG_PANEL_STEP, i == NUM_PANELS - 1);
+  fl_sbuf_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n",
+                 (FL_SVG_PLOT_L + FL_SVG_PLOT_R) / 2,
+                 FL_SVG_PANEL_TOP + (NUM_PANELS - 1) * FL_SVG_PANEL_STEP + FL_SVG_PANEL_H + 36);
+  fl_sbuf_printf(b, "</svg>\n");
 }
 
 int fl_metrics_write_svg(const fl_metrics_t *m, const char *path, const char *title) {
   if (!m || !path || !path[0]) return fl_err_set(FL_EINVAL, "fl_metrics_write_svg: bad arguments");
-  sbuf_t b = {0};
+  fl_sbuf_t b = {0};
   svg_chart(&b, m, title ? title : "fedlr");
   int rc = 0;
   if (b.err)
-    rc =
-        fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path, SB_MAX_BYTES);
+    rc = fl_err_set(b.err, "chart '%s': larger than %zu bytes or out of memory", path,
+                    FL_SBUF_MAX_BYTES);
   else
     rc = fl_file_write_atomic(path, b.p, b.len);
   free(b.p);
