@@ -650,6 +650,7 @@ typedef struct {
   int line;            /* lines read so far: the line inih is working on */
   int err_line;        /* line of our first error, 0 if none */
   char msg[480];       /* its message */
+  const char *const *skip; /* sections another reader takes (NULL-terminated), or NULL */
 } ini_ctx_t;
 
 /* Records the first error only (inih keeps going after a failed line);
@@ -692,6 +693,8 @@ static char *text_read_line(char *str, int num, void *stream) {
 static int file_handler(void *user, const char *section, const char *name, const char *value) {
   ini_ctx_t *x = user;
   if (!name) return 1; /* new-section callback, if libinih was built with one */
+  for (const char *const *k = x->skip; k && *k; k++)
+    if (!strcmp(section, *k)) return 1;
   if (section[0] && strcmp(section, "fedlr") != 0)
     return ini_fail(x, "unknown section [%s] (keys go at the top level or under [fedlr])", section);
   const opt_t *o = opt_find(name, strlen(name));
@@ -707,7 +710,7 @@ static int file_handler(void *user, const char *section, const char *name, const
   return 1;
 }
 
-int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
+static int load_file(fl_config_t *c, int prog, const char *path, const char *const *skip) {
   if (!c || !path || !prog_valid(prog))
     return fl_err_set(FL_EINVAL, "fl_config_load_file: bad arguments");
   uint8_t *text = NULL;
@@ -731,7 +734,8 @@ int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
                  .prog = prog,
                  .path = path,
                  .p = (const char *)text,
-                 .end = (const char *)text + len};
+                 .end = (const char *)text + len,
+                 .skip = skip};
   int ret = ini_parse_stream(text_read_line, &x, file_handler, &x);
   if (ret < 0) {
     rc = fl_err_set(FL_ENOMEM, "%s: out of memory while parsing", path);
@@ -745,6 +749,29 @@ int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
   free(text);
   if (rc == 0) *c = tmp;
   return rc;
+}
+
+int fl_config_load_file(fl_config_t *c, int prog, const char *path) {
+  return load_file(c, prog, path, NULL);
+}
+
+const char *fl_config_key(const char *name) {
+  const opt_t *o = name ? opt_find(name, strlen(name)) : NULL;
+  return o && o->type != OPT_CONFIG ? o->name : NULL;
+}
+
+int fl_config_set(fl_config_t *c, int prog, const char *name, const char *value) {
+  const opt_t *o = name ? opt_find(name, strlen(name)) : NULL;
+  if (!o || o->type == OPT_CONFIG) return fl_err_set(FL_EINVAL, "unknown key '%s'", name);
+  if (!(o->progs & prog))
+    return fl_err_set(FL_EINVAL, "'%s' is not an option of %s", name, prog_name(prog));
+  fl_config_t tmp = *c;
+  char why[128];
+  if (opt_set(o, &tmp, value, why, sizeof why) != 0)
+    return fl_err_set(FL_EINVAL, "--%s %.64s: %s", o->name, value, why);
+  if (opt_validate(o, &tmp) != 0) return FL_EINVAL;
+  *c = tmp;
+  return 0;
 }
 
 void fl_config_write(const fl_config_t *c, int prog, FILE *f) {
@@ -804,6 +831,11 @@ static int flag_next(int prog, int argc, char **argv, int *i, flag_t *fl) {
 }
 
 int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_help) {
+  return fl_config_parse_sections(c, prog, argc, argv, want_help, NULL);
+}
+
+int fl_config_parse_sections(fl_config_t *c, int prog, int argc, char **argv, int *want_help,
+                             const char *const *skip) {
   if (!c || !want_help || !prog_valid(prog) || argc < 0 || (argc > 0 && !argv))
     return fl_err_set(FL_EINVAL, "fl_config_parse: bad arguments");
   *want_help = 0;
@@ -826,7 +858,7 @@ int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_h
   }
   fl_err_clear();
   if (config_path) {
-    int rc = fl_config_load_file(c, prog, config_path);
+    int rc = load_file(c, prog, config_path, skip);
     if (rc != 0) return rc;
   }
 

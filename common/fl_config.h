@@ -102,6 +102,23 @@ void fl_config_defaults(fl_config_t *c);
  * -h is given, sets *want_help = 1 and returns 0 without validating. */
 int fl_config_parse(fl_config_t *c, int prog, int argc, char **argv, int *want_help);
 
+/* fl_config_parse, where the config file may also hold the sections named
+ * in `skip` (NULL-terminated; NULL: none), which are left to another
+ * reader (fedlr-sweep's [grid] and [sweep]). */
+int fl_config_parse_sections(fl_config_t *c, int prog, int argc, char **argv, int *want_help,
+                             const char *const *skip);
+
+/* Sets key `name` (a flag name without "--"; '_' matches '-') of program
+ * `prog` from its text `value` (bools: true/false), validated as a flag's
+ * value is: its range, choices or spec (not the rules between keys: see
+ * fl_config_validate). 0, or FL_EINVAL with a message naming the key and
+ * the value; c is unchanged on error. */
+int fl_config_set(fl_config_t *c, int prog, const char *name, const char *value);
+
+/* The canonical name of key `name` ('_' read as '-'), or NULL if there is
+ * no such key. */
+const char *fl_config_key(const char *name);
+
 /* The largest config file read (a real one is a few KiB). */
 #define FL_CONFIG_MAX_BYTES ((size_t)1 << 20)
 

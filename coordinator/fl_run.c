@@ -42,6 +42,8 @@ struct fl_run {
   double wait_since, wait_logged;
   uint64_t sent, received; /* bytes of the open round */
   uint64_t rejected, clipped, capped;
+  uint32_t pause_after; /* fl_run_pause_after: 0 = never */
+  int begun, paused;    /* fl_run_start was called; paused (no round starts) */
   int done, status;
 };
 
@@ -237,6 +239,13 @@ static void describe_wait(const fl_run_t *r, char *buf, size_t cap) {
  * the run with that error: retrying could not help. */
 static void maybe_start(fl_run_t *r) {
   if (r->done || r->open || r->evaluating || fl_engine_finished(r->engine)) return;
+  if (r->pause_after && fl_engine_rounds_done(r->engine) >= r->pause_after) {
+    if (!r->paused) {
+      r->paused = 1;
+      if (r->tp.paused) r->tp.paused(r->tp.ctx);
+    }
+    return;
+  }
   const char *flag;
   if (fl_engine_num_available(r->engine) < clients_needed(r, &flag)) return;
   r->started = 1;
@@ -268,7 +277,7 @@ static void maybe_start(fl_run_t *r) {
  * start_timeout ends the run (a client that died before joining must not
  * make the run wait forever). */
 static void check_waiting(fl_run_t *r, double t) {
-  if (r->done || r->open || r->evaluating) {
+  if (r->done || r->open || r->evaluating || r->paused) {
     r->wait_since = r->wait_logged = t;
     return;
   }
@@ -605,6 +614,7 @@ void fl_run_set_transport(fl_run_t *r, const fl_run_transport_t *t) {
 
 void fl_run_start(fl_run_t *r) {
   r->t0 = r->wait_since = r->wait_logged = now(r);
+  r->begun = 1;
   if (fl_engine_finished(r->engine)) {
     finish(r, "the checkpoint's run is already finished", FL_RUN_OK);
     return;
@@ -687,6 +697,20 @@ void fl_run_tick(fl_run_t *r) {
 
 void fl_run_stop(fl_run_t *r, const char *why, int status) {
   finish(r, why, status);
+}
+
+void fl_run_pause_after(fl_run_t *r, uint32_t rounds) {
+  r->pause_after = rounds;
+  if (r->begun && !r->paused) maybe_start(r); /* already there: paused() at once */
+}
+
+void fl_run_resume(fl_run_t *r) {
+  r->paused = 0;
+  maybe_start(r);
+}
+
+int fl_run_paused(const fl_run_t *r) {
+  return r->paused && !r->done;
 }
 
 int fl_run_done(const fl_run_t *r) {

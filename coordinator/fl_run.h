@@ -74,6 +74,9 @@ typedef struct {
   void (*wake_at)(void *ctx, double t);
   /* The run is over: outputs are written; tell the clients `why`. */
   void (*finished)(void *ctx, const char *why, int status);
+  /* The run paused (fl_run_pause_after): its rounds are done and recorded,
+   * no round is open; fl_run_resume() goes on. NULL: none. */
+  void (*paused)(void *ctx);
   /* A log line (no newline), FL_RUN_LOG_PEER if a client caused it. NULL:
    * lines go to stderr prefixed with the producer's name. */
   void (*log)(void *ctx, int reason, const char *line);
@@ -144,6 +147,18 @@ void fl_run_tick(fl_run_t *r);
 /* Ends the run now (a signal): the open round is abandoned, the outputs
  * written, exit status `status`. */
 void fl_run_stop(fl_run_t *r, const char *why, int status);
+
+/* Pausing (fedlr-sweep's successive halving and range test): once
+ * `rounds` rounds are done (0: never), no further round starts; the run
+ * says so through the transport's paused() (at once if it is already
+ * there and idle). fl_run_resume() starts the next round as if there had
+ * been no pause, so a paused and resumed run is the same run, bit for bit;
+ * a new fl_run_pause_after() first moves the pause. The round limit and
+ * --target-accuracy still end the run (finished(), not paused()). */
+void fl_run_pause_after(fl_run_t *r, uint32_t rounds);
+void fl_run_resume(fl_run_t *r);
+/* 1 while paused. */
+int fl_run_paused(const fl_run_t *r);
 
 /* 1 once the run is over; its exit status (FL_RUN_*). */
 int fl_run_done(const fl_run_t *r);
