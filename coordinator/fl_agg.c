@@ -249,9 +249,9 @@ __attribute__((target("avx512f,avx512dq"))) static int fold_avx512(int64_t *rest
 
 static int fold_limbs(int64_t *restrict hi, int64_t *restrict lo, const float *restrict x, size_t n,
                       double s) {
-  static int use_avx512 = -1;
-  if (use_avx512 < 0) use_avx512 = __builtin_cpu_supports("avx512dq") ? 1 : 0;
-  return (use_avx512 ? fold_avx512 : fold_generic)(hi, lo, x, n, s);
+  /* Asked every time (a read of what the loader stored): no lazily
+   * written static, since engines of several runs fold at once (fedlr-sweep). */
+  return (__builtin_cpu_supports("avx512dq") ? fold_avx512 : fold_generic)(hi, lo, x, n, s);
 }
 
 /* Folds n values of an update into the accumulator at parameter `off`. */
