@@ -441,13 +441,7 @@ static void svg_panel(fl_sbuf_t *b, const fl_metrics_t *m, const panel_t *p,
     for (size_t i = 0; i < m->n; i++)
       fl_svg_range_add(&range, p->series[s].get(&m->rec[i]));
   fl_svg_axis_t ya;
-  fl_svg_y_axis(&ya, p->yk, &range);
-
-  fl_sbuf_printf(b, "<g class=\"panel\">\n");
-  fl_svg_panel_frame(b, p->title, xa, &ya, top, x_labels);
-  if (range.count == 0) {
-    fl_svg_panel_no_data(b, top);
-  } else {
+  if (fl_svg_panel_begin(b, p->title, p->yk, &range, xa, top, x_labels, &ya)) {
     /* Dots help when there are few points, e.g. sparse evaluations. */
     int markers = range.count / p->num_series <= 60;
     for (size_t s = 0; s < p->num_series; s++) {
@@ -486,9 +480,7 @@ static void svg_chart(fl_sbuf_t *b, const fl_metrics_t *m, const char *title) {
 
   for (int i = 0; i < NUM_PANELS; i++)
     svg_panel(b, m, &panels[i], &xa, FL_SVG_PANEL_TOP + i * FL_SVG_PANEL_STEP, i == NUM_PANELS - 1);
-  fl_sbuf_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n",
-                 (FL_SVG_PLOT_L + FL_SVG_PLOT_R) / 2,
-                 FL_SVG_PANEL_TOP + (NUM_PANELS - 1) * FL_SVG_PANEL_STEP + FL_SVG_PANEL_H + 36);
+  fl_svg_round_title(b, NUM_PANELS);
   fl_sbuf_printf(b, "</svg>\n");
 }
 
