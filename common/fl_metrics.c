@@ -24,10 +24,6 @@
 #include "fl_sbuf.h"
 #include "fl_svg.h"
 
-/* Hard cap: a run with more rounds is a bug. The queue of unwritten lines
- * is bounded by FL_SBUF_MAX_BYTES. */
-#define FL_METRICS_MAX_ROUNDS ((size_t)10 * 1000 * 1000)
-
 struct fl_metrics {
   fl_round_metrics_t *rec; /* (n) records, cap allocated */
   size_t n, cap;
@@ -37,7 +33,8 @@ struct fl_metrics {
   int regular;     /* a regular file, which a partial line can be cut off */
   uint64_t good;   /* the file's size up to its last complete line */
   int cut_pending; /* a partial line is still in the file: cut it first */
-  fl_sbuf_t queue; /* lines not written yet, in order, each ending in '\n' */
+  fl_sbuf_t queue; /* lines not written yet, in order, each ending in '\n' (at most
+                    * FL_SBUF_MAX_BYTES) */
   size_t queue_at; /* the first of them starts here */
   size_t queued;   /* how many */
   size_t lost;     /* lines dropped because the queue was full */
