@@ -558,4 +558,139 @@ TEST(report_write_errors) {
   ASSERT_EQ(fl_sweep_report_write(NULL, e.configs, EX_CONFIGS, e.runs, EX_RUNS), FL_EINVAL);
 }
 
+/* ---- fl_sweep_read_metrics ---- */
+
+/* Writes text to the scratch file `name`; returns its path (fl_test_path). */
+static const char *write_file(const char *name, const char *text) {
+  const char *path = fl_test_path(name);
+  if (fl_file_write_atomic(path, text, strlen(text)) != 0) fprintf(stderr, "%s\n", fl_err_msg());
+  return path;
+}
+
+static int same_double(double a, double b) {
+  return (isnan(a) && isnan(b)) || a == b;
+}
+
+TEST(read_metrics_round_trip) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/metrics.jsonl", fl_test_tmpdir());
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(path, 0, &m), 0);
+  enum { N = 7 };
+  fl_round_metrics_t want[N];
+  fill(want, N, (const double[]){NAN, 0.3, NAN, 0.123456789012345678, 0.5, NAN, 1.0 / 3});
+  want[1].bytes_sent = UINT64_MAX; /* past 2^53: read exactly */
+  want[1].bytes_received = (UINT64_C(1) << 53) + 1;
+  want[2].rejected = 2, want[2].clipped = 3, want[2].capped = UINT32_MAX;
+  want[3].fed_eval_clients = 4, want[3].fed_eval_examples = 1234;
+  want[3].fed_eval_loss = 0.25, want[3].fed_eval_accuracy = NAN;
+  want[4].train_loss = INFINITY; /* written as null: read as NAN */
+  want[5].lr = 1e-300;
+  want[6].elapsed = 12345.678;
+  for (size_t i = 0; i < N; i++)
+    ASSERT_EQ(
+        fl_metrics_add(m, &want[i], i == 2 ? "\"participants\":[1,5],\"x\":{\"y\":[\"}\"]}" : NULL),
+        0);
+  fl_metrics_destroy(&m);
+  want[4].train_loss = NAN;
+
+  fl_round_metrics_t *got = NULL;
+  size_t n = 0;
+  ASSERT_EQ(fl_sweep_read_metrics(path, &got, &n), 0);
+  ASSERT_EQ(n, N);
+  int same = 1;
+  for (size_t i = 0; i < N; i++) {
+    const fl_round_metrics_t *a = &got[i], *b = &want[i];
+    int ok =
+        a->round == b->round && a->rounds_total == b->rounds_total &&
+        a->clients_sampled == b->clients_sampled && a->clients_reported == b->clients_reported &&
+        a->bytes_sent == b->bytes_sent && a->bytes_received == b->bytes_received &&
+        a->rejected == b->rejected && a->clipped == b->clipped && a->capped == b->capped &&
+        a->fed_eval_clients == b->fed_eval_clients &&
+        a->fed_eval_examples == b->fed_eval_examples && same_double(a->lr, b->lr) &&
+        same_double(a->train_loss, b->train_loss) && same_double(a->test_loss, b->test_loss) &&
+        same_double(a->test_accuracy, b->test_accuracy) && same_double(a->seconds, b->seconds) &&
+        same_double(a->elapsed, b->elapsed) && same_double(a->fed_eval_loss, b->fed_eval_loss) &&
+        same_double(a->fed_eval_accuracy, b->fed_eval_accuracy);
+    if (!ok) fprintf(stderr, "  round %zu differs\n", i + 1);
+    same &= ok;
+  }
+  /* Rounds without federated evaluation have no fed_eval_* members. */
+  int absent = isnan(got[0].fed_eval_loss) && got[0].fed_eval_clients == 0;
+  free(got);
+  ASSERT_TRUE(same);
+  ASSERT_TRUE(absent);
+
+  /* An empty file: no rounds. A missing one: FL_ENOENT. */
+  ASSERT_EQ(fl_sweep_read_metrics(write_file("empty.jsonl", ""), &got, &n), 0);
+  ASSERT_EQ(n, 0);
+  ASSERT_TRUE(got == NULL);
+  snprintf(path, sizeof path, "%s/missing.jsonl", fl_test_tmpdir());
+  ASSERT_EQ(fl_sweep_read_metrics(path, &got, &n), FL_ENOENT);
+  ASSERT_CONTAINS(fl_err_msg(), "missing.jsonl");
+  /* A last line without its newline is read if whole. */
+  ASSERT_EQ(fl_sweep_read_metrics(write_file("nonl.jsonl", "{\"round\":1}\n { \"round\" : 2 , "
+                                                           "\"lr\" : -1.5e-3 }"),
+                                  &got, &n),
+            0);
+  int nonl = n == 2 && got[1].round == 2 && got[1].lr == -1.5e-3 && isnan(got[1].test_loss);
+  free(got);
+  ASSERT_TRUE(nonl);
+}
+
+TEST(read_metrics_refuses_malformed_lines) {
+  static const struct {
+    const char *text, *says;
+  } bad[] = {
+      {"{\"round\":1}\n{\"round\":3}\n", "line 2: round 3 where 2 was expected"},
+      {"{\"round\":2}\n", "line 1: round 2 where 1 was expected"},
+      {"{\"round\":1}\n\n{\"round\":2}\n", "line 2, column 1: '{' expected"},
+      {"{\"round\":1}\n{\"round\":2,\"lr\":0.1,}\n", "line 2, column 21: a key expected"},
+      {"{\"round\":1,\"lr\":NaN}\n", "line 1, column 17: a bad number"},
+      {"{\"round\":1,\"lr\":0x10}\n", "line 1, column 18: ',' or '}' expected"},
+      {"{\"round\":1,\"lr\":01}\n", "line 1, column 17: a bad number"},
+      {"{\"round\":1,\"lr\":1e999}\n", "a number out of range"},
+      {"{\"round\":1,\"rejected\":4294967296}\n", "line 1, column 23: a number out of range"},
+      {"{\"round\":1,\"rejected\":-1}\n", "a whole number >= 0 expected"},
+      {"{\"round\":1,\"rejected\":null}\n", "a bad number"},
+      {"{\"round\":1.5}\n", "a whole number >= 0 expected"},
+      {"{\"round\":1,\"round\":1}\n", "a key given twice"},
+      {"{\"lr\":0.1}\n", "no \"round\""},
+      {"{\"round\":1} x\n", "more after the object"},
+      {"{\"round\":1,\"x\":[1,2}\n", "']' expected"},
+      {"{\"round\":1,\"x\":\"a\\q\"}\n", "a bad escape"},
+      {"{\"round\":1,\"x\":\"a\tb\"}\n", "a control character in a string"},
+      {"{\"round\":1,\"x\":\"abc}\n", "a string without its closing quote"},
+      {"{\"round\":1}\n{\"round\":2,\"lr\":0.", "line 2, column 17: a bad number (the last line, "
+                                                "without its newline: cut short?)"},
+      {"[1]\n", "'{' expected"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "bad%zu.jsonl", i);
+    const char *path = write_file(name, bad[i].text);
+    fl_round_metrics_t *got = (fl_round_metrics_t *)1;
+    size_t n = 99;
+    int rc = fl_sweep_read_metrics(path, &got, &n);
+    if (rc != FL_EINVAL || !strstr(fl_err_msg(), bad[i].says) || !strstr(fl_err_msg(), path))
+      fprintf(stderr, "  case %zu: rc %d, \"%s\"\n", i, rc, fl_err_msg());
+    ASSERT_EQ(rc, FL_EINVAL);
+    ASSERT_CONTAINS(fl_err_msg(), bad[i].says);
+    ASSERT_CONTAINS(fl_err_msg(), path);
+    ASSERT_TRUE(got == NULL && n == 0);
+  }
+  /* Deep nesting is bounded, not a stack overflow. */
+  static char deep[4096];
+  size_t at = (size_t)snprintf(deep, sizeof deep, "{\"round\":1,\"x\":");
+  while (at < sizeof deep - 2)
+    deep[at++] = '[';
+  deep[at] = '\0';
+  fl_round_metrics_t *got = NULL;
+  size_t n = 0;
+  ASSERT_EQ(fl_sweep_read_metrics(write_file("deep.jsonl", deep), &got, &n), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "nested too deeply");
+  /* A directory is not a metrics file. */
+  ASSERT_EQ(fl_sweep_read_metrics(fl_test_tmpdir(), &got, &n), FL_EINVAL);
+}
+
 FL_TEST_MAIN()
