@@ -661,11 +661,8 @@ static void render_summary(fl_sbuf_t *b, const report_t *rp) {
 
 /* ---- curves.svg ---- */
 
-/* Configurations curves.svg can tell apart, one colour each. */
-#define CURVES_MAX 10
-static const char *const curve_colors[CURVES_MAX] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
-                                                     "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                                                     "#bcbd22", "#17becf"};
+/* Configurations curves.svg can tell apart: one colour each. */
+#define CURVES_MAX FL_SVG_NUM_COLORS
 
 /* One configuration's metric per round over its counted runs. */
 typedef struct {
@@ -790,12 +787,12 @@ static void svg_curve_panel(fl_sbuf_t *b, const curve_panel_t *p, curve_t *curve
   if (fl_svg_panel_begin(b, p->title, p->yk, &range, xa, top, x_labels, &ya)) {
     fl_sbuf_printf(b, "<g class=\"bands\">\n");
     for (size_t k = 0; k < num; k++)
-      if (curves[k].n > 1) svg_band(b, &curves[k], rounds, curve_colors[k], xa, &ya, top, pts);
+      if (curves[k].n > 1) svg_band(b, &curves[k], rounds, fl_svg_color(k), xa, &ya, top, pts);
     fl_sbuf_printf(b, "</g>\n");
     /* Dots help when there are few points, e.g. sparse evaluations. */
     int markers = points / num <= 60;
     for (size_t k = 0; k < num; k++)
-      fl_svg_series(b, curve_colors[k], rounds, curve_mean, &curves[k], xa, &ya, top, markers);
+      fl_svg_series(b, fl_svg_color(k), rounds, curve_mean, &curves[k], xa, &ya, top, markers);
   }
   fl_sbuf_printf(b, "</g>\n");
 }
@@ -818,14 +815,14 @@ static void svg_legend(fl_sbuf_t *b, const report_t *rp, size_t num) {
     fl_sbuf_printf(b,
                    "<rect x=\"%d\" y=\"%.0f\" width=\"20\" height=\"10\" fill=\"%s\" "
                    "fill-opacity=\"0.15\"/>\n",
-                   FL_SVG_PLOT_L, y - 9, curve_colors[k]);
+                   FL_SVG_PLOT_L, y - 9, fl_svg_color(k));
     fl_sbuf_t text = {0};
     fl_sbuf_printf(&text, "%zu. %s (%s, %zu seed%s)", k + 1, config_label(rp, r->config),
                    fmt_score(score, sizeof score, rp, r), r->runs, r->runs == 1 ? "" : "s");
     if (text.err)
       b->err = text.err;
     else
-      fl_svg_legend_entry(b, FL_SVG_PLOT_L, y, curve_colors[k], text.p);
+      fl_svg_legend_entry(b, FL_SVG_PLOT_L, y, fl_svg_color(k), text.p);
     free(text.p);
   }
   fl_sbuf_printf(b, "</g>\n");
