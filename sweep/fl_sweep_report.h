@@ -36,20 +36,20 @@ typedef enum {
 } fl_rank_by_t;
 
 typedef struct {
-  const char *label; /* "lr=0.03 schedule=exp:gamma=0.97" ("" with no grid) */
-  size_t num_params; /* its grid values: names[i] = values[i] (num_params may be 0) */
+  const char *label;   /* "lr=0.03 schedule=exp:gamma=0.97" ("" with no grid) */
+  size_t num_params;   /* its grid values: names[i] = values[i] (num_params may be 0) */
   const char *const *names;
   const char *const *values;
 } fl_sweep_config_t;
 
 typedef struct {
-  const char *id; /* folder under runs/, e.g. "c03-s2" */
-  size_t config;  /* index into the configurations */
+  const char *id;   /* folder under runs/, e.g. "c03-s2" */
+  size_t config;    /* index into the configurations */
   uint64_t seed;
   fl_sweep_status_t status;
-  uint32_t stop_round;              /* FL_SWEEP_HALVED: rounds it ran before it was stopped */
-  const char *why;                  /* FL_SWEEP_HALVED / FL_SWEEP_FAILED: a sentence, else "" */
-  double seconds;                   /* wall time of the run (sum over its pieces when paused) */
+  uint32_t stop_round;   /* FL_SWEEP_HALVED: rounds it ran before it was stopped */
+  const char *why;       /* FL_SWEEP_HALVED / FL_SWEEP_FAILED: a sentence, else "" */
+  double seconds;        /* wall time of the run (sum over its pieces when paused) */
   const fl_round_metrics_t *rounds; /* its rounds in order, rounds[i].round = i + 1 */
   size_t num_rounds;
 } fl_sweep_run_t;
@@ -67,9 +67,9 @@ double fl_sweep_score(const fl_sweep_run_t *run, fl_rank_by_t by, uint32_t upto,
 /* The per-configuration statistics of the runs' scores. */
 typedef struct {
   size_t config;
-  double mean, std;  /* over its runs' scores; std: sample standard deviation (0 with one
-                      * run). mean is NAN if no run of it has a score, INFINITY if one
-                      * did not reach the target; std is then NAN */
+  double mean, std; /* over its runs' scores; std: sample standard deviation (0 with one
+                     * run). mean is NAN if no run of it has a score, INFINITY if one
+                     * did not reach the target; std is then NAN */
   double final_mean; /* mean final accuracy of its counted runs (with the same upto;
                       * the FL_RANK_TARGET tie-break); NAN if none has one */
   size_t runs;       /* runs counted (with a score, INFINITY included) */
@@ -92,15 +92,15 @@ size_t fl_sweep_rank(const fl_sweep_run_t *runs, size_t num_runs, const uint8_t 
                      fl_sweep_rank_t *out);
 
 typedef struct {
-  const char *dir;     /* the sweep's --out DIR */
-  const char *title;   /* e.g. "fedlr-sweep: fashion-mnist, mlp:200,200" */
-  const char *command; /* the command line that ran the sweep, for summary.md */
+  const char *dir;       /* the sweep's --out DIR */
+  const char *title;     /* e.g. "fedlr-sweep: fashion-mnist, mlp:200,200" */
+  const char *command;   /* the command line that ran the sweep, for summary.md */
   fl_rank_by_t rank_by;
-  double target;       /* --target-accuracy (0: none) */
-  uint32_t top;        /* curves.svg shows the top N configurations (0: 5; at most 10,
-                        * one colour each) */
-  const char *halving; /* the --halving spec, or NULL; summary.md then has a section
-                        * listing when each stopped configuration was stopped and why */
+  double target;         /* --target-accuracy (0: none) */
+  uint32_t top;          /* curves.svg shows the top N configurations (0: 5; at most 10,
+                          * one colour each) */
+  const char *halving;   /* the --halving spec, or NULL; summary.md then has a section
+                          * listing when each stopped configuration was stopped and why */
 } fl_sweep_report_opts_t;
 
 /* Writes, creating DIR if needed:
