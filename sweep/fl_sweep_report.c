@@ -182,6 +182,10 @@ out:
 
 /* ---- the report's common facts ---- */
 
+int fl_sweep_counted(const fl_sweep_run_t *run) {
+  return run && (run->status == FL_SWEEP_DONE || run->status == FL_SWEEP_HALVED);
+}
+
 /* What every file of the report is drawn from. */
 typedef struct {
   const fl_sweep_report_opts_t *o;
@@ -911,7 +915,7 @@ static int report_init(report_t *rp) {
     return fl_err_set(FL_ENOMEM, "out of memory for the report of %zu runs", rp->num_runs);
   for (size_t i = 0; i < rp->num_runs; i++) {
     const fl_sweep_run_t *run = &rp->runs[i];
-    rp->counted[i] = run->status == FL_SWEEP_DONE || run->status == FL_SWEEP_HALVED;
+    rp->counted[i] = (uint8_t)fl_sweep_counted(run);
     rp->num_status[run->config * 4 + run->status]++;
   }
   rp->num_ranked = fl_sweep_rank(rp->runs, rp->num_runs, rp->counted, rp->num_configs,

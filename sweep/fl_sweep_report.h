@@ -91,6 +91,13 @@ size_t fl_sweep_rank(const fl_sweep_run_t *runs, size_t num_runs, const uint8_t 
                      size_t num_configs, fl_rank_by_t by, uint32_t upto, double target,
                      fl_sweep_rank_t *out);
 
+/* 1 if the report ranks the run: it ran to its end or was stopped by
+ * halving (FL_SWEEP_DONE, FL_SWEEP_HALVED); a failed run or one not run is
+ * listed, not scored. A program that shows a ranking of its own counts the
+ * same runs (include[i] = fl_sweep_counted(&runs[i])), so that it agrees
+ * with summary.md. */
+int fl_sweep_counted(const fl_sweep_run_t *run);
+
 typedef struct {
   const char *dir;       /* the sweep's --out DIR */
   const char *title;     /* e.g. "fedlr-sweep: fashion-mnist, mlp:200,200" */
@@ -121,8 +128,8 @@ typedef struct {
  *   DIR/curves.svg   accuracy, loss and learning rate per round of the top
  *                    configurations: the mean over seeds as a line, their
  *                    min-max as a translucent band, a legend.
- * The ranking counts the runs that are FL_SWEEP_DONE or FL_SWEEP_HALVED,
- * all their rounds; failed runs and runs not run are listed, not scored.
+ * The ranking counts the runs of fl_sweep_counted(), all their rounds;
+ * failed runs and runs not run are listed, not scored.
  * Each file is written atomically (fl_file_write_atomic), each tried even
  * after one failed. 0, or FL_EIO/FL_ENOMEM with a message naming the
  * (first) file that failed; FL_EINVAL for NULL arrays, a run without an id,

@@ -134,6 +134,16 @@ TEST(rank_by_accuracy) {
     ASSERT_EQ(out[i].config, order2[i]);
   ASSERT_NEAR(out[0].mean, 0.1, 1e-15);
 
+  /* The runs a report counts. */
+  runs[0].status = FL_SWEEP_HALVED;
+  ASSERT_TRUE(fl_sweep_counted(&runs[0]));
+  runs[0].status = FL_SWEEP_FAILED;
+  ASSERT_FALSE(fl_sweep_counted(&runs[0]));
+  runs[0].status = FL_SWEEP_PENDING;
+  ASSERT_FALSE(fl_sweep_counted(&runs[0]));
+  runs[0].status = FL_SWEEP_DONE;
+  ASSERT_TRUE(fl_sweep_counted(&runs[0]));
+
   /* Bad arguments. */
   ASSERT_EQ(fl_sweep_rank(runs, N, NULL, 5, FL_RANK_FINAL, 0, 0, out), (size_t)-1);
   ASSERT_CONTAINS(fl_err_msg(), "configuration 5 of 5");
