@@ -24,10 +24,6 @@
 #include "fl_sbuf.h"
 #include "fl_svg.h"
 
-/* Hard cap: a run with more rounds is a bug. The queue of unwritten lines
- * is bounded by FL_SBUF_MAX_BYTES. */
-#define FL_METRICS_MAX_ROUNDS ((size_t)10 * 1000 * 1000)
-
 struct fl_metrics {
   fl_round_metrics_t *rec; /* (n) records, cap allocated */
   size_t n, cap;
@@ -37,7 +33,8 @@ struct fl_metrics {
   int regular;     /* a regular file, which a partial line can be cut off */
   uint64_t good;   /* the file's size up to its last complete line */
   int cut_pending; /* a partial line is still in the file: cut it first */
-  fl_sbuf_t queue; /* lines not written yet, in order, each ending in '\n' */
+  fl_sbuf_t queue; /* lines not written yet, in order, each ending in '\n' (at most
+                    * FL_SBUF_MAX_BYTES) */
   size_t queue_at; /* the first of them starts here */
   size_t queued;   /* how many */
   size_t lost;     /* lines dropped because the queue was full */
@@ -441,13 +438,7 @@ static void svg_panel(fl_sbuf_t *b, const fl_metrics_t *m, const panel_t *p,
     for (size_t i = 0; i < m->n; i++)
       fl_svg_range_add(&range, p->series[s].get(&m->rec[i]));
   fl_svg_axis_t ya;
-  fl_svg_y_axis(&ya, p->yk, &range);
-
-  fl_sbuf_printf(b, "<g class=\"panel\">\n");
-  fl_svg_panel_frame(b, p->title, xa, &ya, top, x_labels);
-  if (range.count == 0) {
-    fl_svg_panel_no_data(b, top);
-  } else {
+  if (fl_svg_panel_begin(b, p->title, p->yk, &range, xa, top, x_labels, &ya)) {
     /* Dots help when there are few points, e.g. sparse evaluations. */
     int markers = range.count / p->num_series <= 60;
     for (size_t s = 0; s < p->num_series; s++) {
@@ -486,9 +477,7 @@ static void svg_chart(fl_sbuf_t *b, const fl_metrics_t *m, const char *title) {
 
   for (int i = 0; i < NUM_PANELS; i++)
     svg_panel(b, m, &panels[i], &xa, FL_SVG_PANEL_TOP + i * FL_SVG_PANEL_STEP, i == NUM_PANELS - 1);
-  fl_sbuf_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n",
-                 (FL_SVG_PLOT_L + FL_SVG_PLOT_R) / 2,
-                 FL_SVG_PANEL_TOP + (NUM_PANELS - 1) * FL_SVG_PANEL_STEP + FL_SVG_PANEL_H + 36);
+  fl_svg_round_title(b, NUM_PANELS);
   fl_sbuf_printf(b, "</svg>\n");
 }
 

@@ -38,6 +38,10 @@ typedef struct {
 
 typedef struct fl_metrics fl_metrics_t;
 
+/* The most rounds a run records (fl_metrics_add) or a reader accepts: more
+ * is a bug. */
+#define FL_METRICS_MAX_ROUNDS ((size_t)10 * 1000 * 1000)
+
 /* The largest metrics file fl_metrics_trim() reads (it holds it twice in
  * memory): over a million rounds of 100 sampled clients. */
 #define FL_METRICS_MAX_FILE_BYTES ((size_t)1 << 30)

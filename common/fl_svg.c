@@ -176,6 +176,28 @@ void fl_svg_panel_no_data(fl_sbuf_t *b, double top) {
                  (FL_SVG_PLOT_L + FL_SVG_PLOT_R) / 2, top + FL_SVG_PANEL_H / 2.0);
 }
 
+size_t fl_svg_panel_begin(fl_sbuf_t *b, const char *title, int kind, const fl_svg_range_t *range,
+                          const fl_svg_axis_t *xa, double top, int x_labels, fl_svg_axis_t *ya) {
+  fl_svg_y_axis(ya, kind, range);
+  fl_sbuf_printf(b, "<g class=\"panel\">\n");
+  fl_svg_panel_frame(b, title, xa, ya, top, x_labels);
+  if (range->count == 0) fl_svg_panel_no_data(b, top);
+  return range->count;
+}
+
+void fl_svg_round_title(fl_sbuf_t *b, int num_panels) {
+  fl_sbuf_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">round</text>\n",
+                 (FL_SVG_PLOT_L + FL_SVG_PLOT_R) / 2,
+                 FL_SVG_PANEL_TOP + (num_panels - 1) * FL_SVG_PANEL_STEP + FL_SVG_PANEL_H + 36);
+}
+
+const char *fl_svg_color(size_t i) {
+  static const char *const colors[FL_SVG_NUM_COLORS] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
+                                                        "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                                                        "#bcbd22", "#17becf"};
+  return colors[i % FL_SVG_NUM_COLORS];
+}
+
 /* ---- series ---- */
 
 /* One series' polyline being written: points are thinned to one per half

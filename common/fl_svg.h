@@ -80,6 +80,22 @@ void fl_svg_panel_frame(fl_sbuf_t *b, const char *title, const fl_svg_axis_t *xa
 /* "no data" in the middle of the panel at `top`. */
 void fl_svg_panel_no_data(fl_sbuf_t *b, double top);
 
+/* The usual start of a panel at `top`, in one call: opens it as a
+ * <g class="panel"> that the caller closes with "</g>\n" after drawing in
+ * it, sets *ya to the y axis of `kind` for the range of its values
+ * (fl_svg_y_axis), draws its frame (fl_svg_panel_frame) and "no data" if
+ * the range is empty. Returns range->count (0: nothing to draw). */
+size_t fl_svg_panel_begin(fl_sbuf_t *b, const char *title, int kind, const fl_svg_range_t *range,
+                          const fl_svg_axis_t *xa, double top, int x_labels, fl_svg_axis_t *ya);
+
+/* "round", the x axis's title, under the last of num_panels panels. */
+void fl_svg_round_title(fl_sbuf_t *b, int num_panels);
+
+/* Series colours that can be told apart (matplotlib's "tab10"): the i-th,
+ * i taken modulo FL_SVG_NUM_COLORS. */
+#define FL_SVG_NUM_COLORS 10
+const char *fl_svg_color(size_t i);
+
 /* The point i (0 <= i < n) of a series: returns its value (NaN: not
  * measured there) and sets *x, its position on the x axis (the round). */
 typedef double (*fl_svg_point_fn)(const void *ctx, size_t i, double *x);

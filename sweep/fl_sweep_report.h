@@ -54,29 +54,49 @@ typedef struct {
   size_t num_rounds;
 } fl_sweep_run_t;
 
-/* A run's score by `by` over its rounds 1..upto (0: all): NAN when it has
- * no accuracy in those rounds (FL_RANK_FINAL/BEST); INFINITY when it did
- * not reach `target` (FL_RANK_TARGET). Lower is better after
- * fl_sweep_better() orders them; see there. */
+/* A run's score by `by` over its rounds 1..upto (0: all; a run that
+ * ended before upto, at its target or failing, is scored on the rounds
+ * it has). FL_RANK_FINAL/BEST: an accuracy, higher is better, NAN when it
+ * has no accuracy in those rounds. FL_RANK_TARGET: the first round whose
+ * accuracy is >= target (as the engine decides it), lower is better,
+ * INFINITY when none is. NAN for a run without rounds in 1..upto, and for
+ * FL_RANK_TARGET with a target that is not > 0. fl_sweep_rank() orders
+ * the scores. */
 double fl_sweep_score(const fl_sweep_run_t *run, fl_rank_by_t by, uint32_t upto, double target);
 
 /* The per-configuration statistics of the runs' scores. */
 typedef struct {
   size_t config;
-  double mean, std; /* std: sample standard deviation (0 with one run); NAN mean if no
-                     * run of it has a score */
-  double final_mean; /* mean final accuracy (the FL_RANK_TARGET tie-break) */
+  double mean, std; /* over its runs' scores; std: sample standard deviation (0 with one
+                     * run). mean is NAN if no run of it has a score, INFINITY if one
+                     * did not reach the target; std is then NAN */
+  double final_mean; /* mean final accuracy of its counted runs (with the same upto;
+                      * the FL_RANK_TARGET tie-break); NAN if none has one */
   size_t runs;       /* runs counted (with a score, INFINITY included) */
 } fl_sweep_rank_t;
 
-/* Ranks configurations: out[0] is the best. Only runs with `include[i]`
+/* Ranks configurations: out[0] is the best, then in order of the mean
+ * score (higher accuracy first; for FL_RANK_TARGET fewer rounds first and,
+ * among equal means, notably all INFINITY, the higher final_mean first);
+ * configurations with a NAN mean come last. Only runs with `include[i]`
  * nonzero (NULL: all) count; a configuration without counted runs is left
- * out. Scores use rounds 1..upto (0: all). Deterministic: ties are broken
- * by the configuration index. Returns the number of entries written (at
- * most num_configs) or (size_t)-1 without memory. */
+ * out (one whose counted runs have no score is ranked, last). Scores use
+ * rounds 1..upto (0: all). Deterministic: ties are broken by the
+ * configuration index, and equal scores tie whatever the order of the
+ * runs (a configuration's scores are sorted before they are summed). out
+ * has room for num_configs entries. Returns the number of entries
+ * written, or (size_t)-1 without memory or for a NULL array or a run
+ * whose config is not < num_configs (fl_err_msg() says which). */
 size_t fl_sweep_rank(const fl_sweep_run_t *runs, size_t num_runs, const uint8_t *include,
                      size_t num_configs, fl_rank_by_t by, uint32_t upto, double target,
                      fl_sweep_rank_t *out);
+
+/* 1 if the report ranks the run: it ran to its end or was stopped by
+ * halving (FL_SWEEP_DONE, FL_SWEEP_HALVED); a failed run or one not run is
+ * listed, not scored. A program that shows a ranking of its own counts the
+ * same runs (include[i] = fl_sweep_counted(&runs[i])), so that it agrees
+ * with summary.md. */
+int fl_sweep_counted(const fl_sweep_run_t *run);
 
 typedef struct {
   const char *dir;       /* the sweep's --out DIR */
@@ -84,29 +104,50 @@ typedef struct {
   const char *command;   /* the command line that ran the sweep, for summary.md */
   fl_rank_by_t rank_by;
   double target;         /* --target-accuracy (0: none) */
-  uint32_t top;          /* curves.svg shows the top N configurations (0: 5) */
+  uint32_t top;          /* curves.svg shows the top N configurations (0: 5; at most 10,
+                          * one colour each) */
   const char *halving;   /* the --halving spec, or NULL; summary.md then has a section
                           * listing when each stopped configuration was stopped and why */
 } fl_sweep_report_opts_t;
 
-/* Writes DIR/results.csv (one row per run: id, config index, each grid
- * name as a column, seed, status, stop_round, rounds, final/best accuracy,
- * final test loss, final train loss, rounds to target, seconds),
- * DIR/summary.md (configurations ranked by the mean over seeds of the
- * chosen score with std and seed count, the best one's reproducing
- * command, stopped/failed runs and why) and DIR/curves.svg (test accuracy,
- * test loss and rate per round for the top configurations: mean over
- * seeds with a min-max band, a legend), each atomically
- * (fl_file_write_atomic). 0, or FL_EIO/FL_ENOMEM with a message naming
- * the file. */
+/* Writes, creating DIR if needed:
+ *   DIR/results.csv  one row per run after a header row: id, config (the
+ *                    index), each grid name as a column, seed, status
+ *                    (pending, done, halved, failed), stop_round (halved),
+ *                    rounds, final_accuracy, best_accuracy, final_loss (the
+ *                    last measured; test set, else federated, like the
+ *                    accuracy), final_train_loss (of the last round),
+ *                    rounds_to_target, seconds, why. Text is quoted (RFC
+ *                    4180), numbers are not (%.6g, seconds %.3f); an empty
+ *                    cell is "none"; lines end in '\n'.
+ *   DIR/summary.md   what was ranked and how; configurations ranked by the
+ *                    mean over seeds of the chosen score, ± std, seeds
+ *                    counted, mean final accuracy, mean rounds; the winner
+ *                    and the command that reproduces it; when and why
+ *                    halving stopped configurations; failed runs and why.
+ *   DIR/curves.svg   accuracy, loss and learning rate per round of the top
+ *                    configurations: the mean over seeds as a line, their
+ *                    min-max as a translucent band, a legend.
+ * The ranking counts the runs of fl_sweep_counted(), all their rounds;
+ * failed runs and runs not run are listed, not scored.
+ * Each file is written atomically (fl_file_write_atomic), each tried even
+ * after one failed. 0, or FL_EIO/FL_ENOMEM with a message naming the
+ * (first) file that failed; FL_EINVAL for NULL arrays, a run without an id,
+ * or a run whose config is not < num_configs. */
 int fl_sweep_report_write(const fl_sweep_report_opts_t *o, const fl_sweep_config_t *configs,
                           size_t num_configs, const fl_sweep_run_t *runs, size_t num_runs);
 
 /* Reads a run's metrics.jsonl (as fl_metrics writes it: one JSON object per
- * line, null for NAN) into *out (malloc'd array, rounds 1..n in order) for
- * a resumed sweep. A missing file is FL_ENOENT; a line that does not parse
- * or a round out of order is FL_EINVAL naming the file and line; at most
- * FL_METRICS_MAX_FILE_BYTES are read. */
+ * line, null for NAN) into *out (malloc'd array, rounds 1..n in order; NULL
+ * when n is 0, an empty file) for a resumed sweep. Every member of
+ * fl_round_metrics_t is read; one a line lacks is NAN (a double) or 0;
+ * members of other names (extra_json) are skipped. A missing file is
+ * FL_ENOENT; a line that is not such an object, a key given twice, a
+ * number out of its member's range, or a round out of order (not 1, 2, 3,
+ * ...) is FL_EINVAL naming the file, line and column; a last line without
+ * its newline is read if it is whole. At most FL_METRICS_MAX_FILE_BYTES
+ * are read (FL_ETOOBIG) and FL_METRICS_MAX_ROUNDS rounds. On error *out is
+ * NULL and *n 0. */
 int fl_sweep_read_metrics(const char *path, fl_round_metrics_t **out, size_t *n);
 
 #endif

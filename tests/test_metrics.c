@@ -27,49 +27,8 @@ static fl_round_metrics_t rec(uint32_t round, uint32_t total) {
   return r;
 }
 
-static const char *tmp_path(const char *name) {
-  static char path[4][600];
-  static int next;
-  char *p = path[next++ % 4];
-  snprintf(p, sizeof path[0], "%s/%s", fl_test_tmpdir(), name);
-  return p;
-}
-
-/* Reads a whole (small) file into a malloc'd string, or NULL. */
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  size_t n;
-  while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (len + 1 == cap) {
-      char *p = realloc(buf, cap *= 2);
-      if (!p) free(buf);
-      buf = p;
-    }
-  }
-  fclose(f);
-  if (buf) buf[len] = '\0';
-  return buf;
-}
-
-static size_t count(const char *hay, const char *needle) {
-  size_t n = 0;
-  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
-    n++;
-  return n;
-}
-
-static int have_tool(const char *cmd) {
-  char buf[256];
-  snprintf(buf, sizeof buf, "command -v %s >/dev/null 2>&1", cmd);
-  return system(buf) == 0;
-}
-
 TEST(jsonl_lines) {
-  const char *path = tmp_path("m.jsonl");
+  const char *path = fl_test_path("m.jsonl");
   fl_metrics_t *m = NULL;
   ASSERT_EQ(fl_metrics_new(path, 0, &m), 0);
   for (uint32_t r = 1; r <= 5; r++) {
@@ -80,9 +39,9 @@ TEST(jsonl_lines) {
   ASSERT_EQ(fl_metrics_get(m, 4)->round, 5);
   ASSERT_TRUE(fl_metrics_get(m, 5) == NULL);
   /* Flushed per line: readable before the metrics object is closed. */
-  char *text = slurp(path);
+  char *text = fl_test_slurp(path);
   ASSERT_TRUE(text != NULL);
-  size_t lines = count(text, "\n");
+  size_t lines = fl_test_count(text, "\n");
   int first_ok = !strncmp(text, "{\"round\":1,", 11);
   int nulls = strstr(text, "\"test_loss\":null,\"test_accuracy\":null") != NULL;
   int extra = strstr(text, ",\"participants\":[1,5]}\n") != NULL;
@@ -108,9 +67,9 @@ TEST(jsonl_lines) {
   x.train_loss = INFINITY;
   ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
   fl_metrics_destroy(&m);
-  text = slurp(path);
+  text = fl_test_slurp(path);
   ASSERT_TRUE(text != NULL);
-  lines = count(text, "\n");
+  lines = fl_test_count(text, "\n");
   int inf_null =
       strstr(text, "\"round\":6,\"rounds_total\":6,") && strstr(text, "\"train_loss\":null");
   free(text);
@@ -118,7 +77,7 @@ TEST(jsonl_lines) {
   ASSERT_TRUE(inf_null);
 
   /* Every line is a JSON object with the documented keys (python3 is in CI). */
-  if (have_tool("python3")) {
+  if (fl_test_have_tool("python3")) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "python3 -c 'import json,sys\n"
@@ -212,27 +171,6 @@ TEST(progress_line) {
   ASSERT_TRUE(ok);
 }
 
-/* Checks what a browser needs: one <svg> root in the SVG namespace, balanced
- * groups, and xmllint's well-formedness check (a skipped part of the test
- * where xmllint is not installed). */
-static int svg_ok(int *fl__failed, const char *path, const char *svg) {
-  size_t n = strlen(svg);
-  if (strncmp(svg, "<svg ", 5) != 0 || !strstr(svg, "xmlns=\"http://www.w3.org/2000/svg\""))
-    return 0;
-  if (n < 7 || strcmp(svg + n - 7, "</svg>\n") != 0) return 0;
-  if (count(svg, "<g>") + count(svg, "<g ") != count(svg, "</g>")) return 0;
-  if (count(svg, "<svg") != 1 || count(svg, "<text") != count(svg, "</text>")) return 0;
-  if (strstr(svg, "nan") || strstr(svg, "inf")) return 0;
-  if (have_tool("xmllint")) {
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "xmllint --noout '%s'", path);
-    if (system(cmd) != 0) return 0;
-  } else {
-    SKIP_PART("xmllint (libxml2-utils) is not installed: %s not checked by an XML parser", path);
-  }
-  return 1;
-}
-
 TEST(svg_chart) {
   fl_metrics_t *m = NULL;
   ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
@@ -240,12 +178,12 @@ TEST(svg_chart) {
     fl_round_metrics_t x = rec(r, 50);
     ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
   }
-  const char *path = tmp_path("chart.svg");
+  const char *path = fl_test_path("chart.svg");
   ASSERT_EQ(fl_metrics_write_svg(m, path, "fedavg <softmax> & \"iid\""), 0);
-  char *svg = slurp(path);
+  char *svg = fl_test_slurp(path);
   ASSERT_TRUE(svg != NULL);
-  int ok = svg_ok(fl__failed, path, svg);
-  size_t polylines = count(svg, "<polyline");
+  int ok = fl_test_svg_ok(fl__failed, path, svg);
+  size_t polylines = fl_test_count(svg, "<polyline");
   int escaped = strstr(svg, "fedavg &lt;softmax&gt; &amp; &quot;iid&quot;") != NULL;
   /* 0.1 * 0.9^49 = 5.7e-4: 2.2 decades, so the rate axis is logarithmic. */
   int log_axis = strstr(svg, "learning rate (log scale)") != NULL;
@@ -275,12 +213,12 @@ TEST(svg_linear_rate_and_breaks) {
     if (r == 15) x.train_loss = INFINITY; /* divergence breaks the line */
     ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
   }
-  const char *path = tmp_path("chart2.svg");
+  const char *path = fl_test_path("chart2.svg");
   ASSERT_EQ(fl_metrics_write_svg(m, path, NULL), 0);
-  char *svg = slurp(path);
+  char *svg = fl_test_slurp(path);
   ASSERT_TRUE(svg != NULL);
-  int ok = svg_ok(fl__failed, path, svg);
-  size_t polylines = count(svg, "<polyline");
+  int ok = fl_test_svg_ok(fl__failed, path, svg);
+  size_t polylines = fl_test_count(svg, "<polyline");
   int linear = !strstr(svg, "log scale");
   free(svg);
   ASSERT_TRUE(ok);
@@ -292,11 +230,11 @@ TEST(svg_linear_rate_and_breaks) {
 TEST(svg_empty_and_one_round) {
   fl_metrics_t *m = NULL;
   ASSERT_EQ(fl_metrics_new(NULL, 0, &m), 0);
-  const char *path = tmp_path("empty.svg");
+  const char *path = fl_test_path("empty.svg");
   ASSERT_EQ(fl_metrics_write_svg(m, path, "empty"), 0);
-  char *svg = slurp(path);
+  char *svg = fl_test_slurp(path);
   ASSERT_TRUE(svg != NULL);
-  int ok = svg_ok(fl__failed, path, svg);
+  int ok = fl_test_svg_ok(fl__failed, path, svg);
   int no_data = strstr(svg, "no data") != NULL;
   free(svg);
   ASSERT_TRUE(ok);
@@ -304,12 +242,12 @@ TEST(svg_empty_and_one_round) {
 
   fl_round_metrics_t x = rec(1, 1);
   ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
-  path = tmp_path("one.svg");
+  path = fl_test_path("one.svg");
   ASSERT_EQ(fl_metrics_write_svg(m, path, "one round"), 0);
-  svg = slurp(path);
+  svg = fl_test_slurp(path);
   ASSERT_TRUE(svg != NULL);
-  ok = svg_ok(fl__failed, path, svg);
-  size_t polylines = count(svg, "<polyline"), circles = count(svg, "<circle");
+  ok = fl_test_svg_ok(fl__failed, path, svg);
+  size_t polylines = fl_test_count(svg, "<polyline"), circles = fl_test_count(svg, "<circle");
   free(svg);
   ASSERT_TRUE(ok);
   ASSERT_EQ(polylines, 4);
@@ -323,13 +261,13 @@ TEST(svg_empty_and_one_round) {
     x.test_accuracy = x.test_loss = NAN;
     ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
   }
-  path = tmp_path("noeval.svg");
+  path = fl_test_path("noeval.svg");
   ASSERT_EQ(fl_metrics_write_svg(m, path, "no eval"), 0);
-  svg = slurp(path);
+  svg = fl_test_slurp(path);
   ASSERT_TRUE(svg != NULL);
-  ok = svg_ok(fl__failed, path, svg);
-  size_t no_data_panels = count(svg, "no data");
-  polylines = count(svg, "<polyline");
+  ok = fl_test_svg_ok(fl__failed, path, svg);
+  size_t no_data_panels = fl_test_count(svg, "no data");
+  polylines = fl_test_count(svg, "<polyline");
   free(svg);
   ASSERT_TRUE(ok);
   ASSERT_EQ(no_data_panels, 1);
@@ -345,12 +283,12 @@ TEST(svg_size_is_bounded) {
     x.lr = 0.1 / sqrt(r);
     ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
   }
-  const char *path = tmp_path("big.svg");
+  const char *path = fl_test_path("big.svg");
   ASSERT_EQ(fl_metrics_write_svg(m, path, "big"), 0);
-  char *svg = slurp(path);
+  char *svg = fl_test_slurp(path);
   ASSERT_TRUE(svg != NULL);
   size_t len = strlen(svg);
-  int ok = svg_ok(fl__failed, path, svg);
+  int ok = fl_test_svg_ok(fl__failed, path, svg);
   free(svg);
   ASSERT_TRUE(ok);
   ASSERT_LT(len, 400000);
@@ -380,7 +318,7 @@ static long fsize(const char *path) {
 /* The rounds of the file's lines, "1,2,3", or "partial" if a line lacks its
  * newline or does not start as ours do. */
 static void file_rounds(const char *path, char *out, size_t cap) {
-  char *text = slurp(path);
+  char *text = fl_test_slurp(path);
   size_t at = 0;
   out[0] = '\0';
   for (char *l = text; l && *l;) {
@@ -396,7 +334,7 @@ static void file_rounds(const char *path, char *out, size_t cap) {
 }
 
 TEST(full_disk_cuts_partial_line_keeps_and_retries) {
-  const char *path = tmp_path("full.jsonl");
+  const char *path = fl_test_path("full.jsonl");
   fl_metrics_t *m = NULL;
   ASSERT_EQ(fl_metrics_new(path, 0, &m), 0);
   fl_round_metrics_t x;
@@ -470,7 +408,7 @@ TEST(full_disk_cuts_partial_line_keeps_and_retries) {
 
 /* A resumed run keeps the complete lines of the rounds its checkpoint holds. */
 TEST(trim_keeps_complete_lines_of_done_rounds) {
-  const char *path = tmp_path("trim.jsonl");
+  const char *path = fl_test_path("trim.jsonl");
   FILE *f = fopen(path, "w");
   ASSERT_TRUE(f != NULL);
   for (int r = 1; r <= 4; r++)
@@ -484,7 +422,7 @@ TEST(trim_keeps_complete_lines_of_done_rounds) {
   ASSERT_EQ(fl_metrics_trim(path, 2), 0);
   file_rounds(path, rounds, sizeof rounds);
   ASSERT_STR_EQ(rounds, "1,2");
-  ASSERT_EQ(fl_metrics_trim(tmp_path("none.jsonl"), 2), 0); /* nothing to trim */
+  ASSERT_EQ(fl_metrics_trim(fl_test_path("none.jsonl"), 2), 0); /* nothing to trim */
   ASSERT_EQ(fl_metrics_trim(fl_test_tmpdir(), 2), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "is a directory");
 }
