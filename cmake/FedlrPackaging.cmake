@@ -16,8 +16,9 @@ include(GNUInstallDirs)
 # sections in docs/man/<program>.h2m. Off in sanitizer builds, where running
 # the programs at build time would put sanitizer reports into the build.
 option(FEDLR_MANPAGES "Generate man pages from --help at build time" ON)
-set(FEDLR_PROGRAMS fedlr-sim fedlr-coordinator fedlr-client fedlr-keygen)
+set(FEDLR_PROGRAMS fedlr-sim fedlr-sweep fedlr-coordinator fedlr-client fedlr-keygen)
 set(FEDLR_MAN_NAME_fedlr-sim "simulate federated training: the coordinator and every client in one process")
+set(FEDLR_MAN_NAME_fedlr-sweep "run a grid of simulated federated runs (rates, schedules, seeds) and rank them")
 set(FEDLR_MAN_NAME_fedlr-coordinator "federated-learning coordinator: round engine, FedAvg and evaluation over ZeroMQ")
 set(FEDLR_MAN_NAME_fedlr-client "federated-learning client: trains locally on the rounds a coordinator sends it")
 set(FEDLR_MAN_NAME_fedlr-keygen "make a CurveZMQ key pair for fedlr-coordinator and fedlr-client")

@@ -36,3 +36,12 @@ int fl_err_set(int err, const char *fmt, ...) {
 const char *fl_err_msg(void) { return fl__errbuf; }
 
 void fl_err_clear(void) { fl__errbuf[0] = '\0'; }
+
+int fl_err_exit(const char *prog, const char *what, int err) {
+  const char *msg = fl__errbuf[0] ? fl__errbuf : fl_strerror(err);
+  if (what)
+    fprintf(stderr, "%s: %s: %s\n", prog, what, msg);
+  else
+    fprintf(stderr, "%s: %s\n", prog, msg);
+  return err == FL_EINVAL ? 2 : 1;
+}

@@ -41,4 +41,10 @@ const char *fl_err_msg(void);
 /* Clears the calling thread's detail message. */
 void fl_err_clear(void);
 
+/* A program's report of error `err` on stderr: "PROG: WHAT: detail" (no
+ * "WHAT: " when what is NULL; the detail is fl_err_msg(), or
+ * fl_strerror(err) without one). Returns the exit status: 2 for a bad
+ * flag or value (FL_EINVAL), else 1. */
+int fl_err_exit(const char *prog, const char *what, int err);
+
 #endif

@@ -18,12 +18,7 @@
 #define PROG "fedlr-sim"
 
 static int fail(const char *what, int rc) {
-  const char *msg = fl_err_msg()[0] ? fl_err_msg() : fl_strerror(rc);
-  if (what)
-    fprintf(stderr, PROG ": %s: %s\n", what, msg);
-  else
-    fprintf(stderr, PROG ": %s\n", msg);
-  return rc == FL_EINVAL ? 2 : 1;
+  return fl_err_exit(PROG, what, rc);
 }
 
 static void print_final(const fl_run_t *run, double seconds) {

@@ -186,6 +186,49 @@ int fl_sweep_counted(const fl_sweep_run_t *run) {
   return run && (run->status == FL_SWEEP_DONE || run->status == FL_SWEEP_HALVED);
 }
 
+/* A ranked configuration with the stage it reached and its place in the
+ * score order, for a stable sort by stage. */
+typedef struct {
+  size_t reached, place;
+  fl_sweep_rank_t r;
+} staged_t;
+
+static int cmp_staged(const void *pa, const void *pb) {
+  const staged_t *a = pa, *b = pb;
+  if (a->reached != b->reached) return a->reached < b->reached ? 1 : -1;
+  return (a->place > b->place) - (a->place < b->place);
+}
+
+size_t fl_sweep_rank_final(const fl_sweep_run_t *runs, size_t num_runs, size_t num_configs,
+                           fl_rank_by_t by, double target, int halving, fl_sweep_rank_t *out) {
+  uint8_t *counted = calloc(num_runs ? num_runs : 1, 1);
+  if (!counted) {
+    fl_err_set(FL_ENOMEM, "out of memory to rank %zu runs", num_runs);
+    return (size_t)-1;
+  }
+  for (size_t i = 0; i < num_runs; i++)
+    counted[i] = (uint8_t)fl_sweep_counted(&runs[i]);
+  size_t k = fl_sweep_rank(runs, num_runs, counted, num_configs, by, 0, target, out);
+  staged_t *st = halving && k != (size_t)-1 && k ? calloc(k, sizeof *st) : NULL;
+  if (st) {
+    for (size_t j = 0; j < k; j++) {
+      st[j] = (staged_t){0, j, out[j]};
+      for (size_t i = 0; i < num_runs; i++)
+        if (counted[i] && runs[i].config == out[j].config && runs[i].num_rounds > st[j].reached)
+          st[j].reached = runs[i].num_rounds;
+    }
+    qsort(st, k, sizeof *st, cmp_staged);
+    for (size_t j = 0; j < k; j++)
+      out[j] = st[j].r;
+  } else if (halving && k && k != (size_t)-1) {
+    k = (size_t)-1;
+    fl_err_set(FL_ENOMEM, "out of memory to rank %zu configurations", num_configs);
+  }
+  free(st);
+  free(counted);
+  return k;
+}
+
 /* What every file of the report is drawn from. */
 typedef struct {
   const fl_sweep_report_opts_t *o;
@@ -452,7 +495,11 @@ static void md_how(fl_sbuf_t *b, const report_t *rp) {
   }
   fl_sbuf_printf(b, ". A configuration's score is the mean over its seeds ± their sample standard "
                     "deviation. Accuracy is on the test set, or by federated evaluation where "
-                    "there is none. Runs that failed or were not run are not counted.\n\n");
+                    "there is none. Runs that failed or were not run are not counted.");
+  if (rp->o->halving)
+    fl_sbuf_printf(b, " After successive halving, configurations that went further rank first "
+                      "(a stage is the rounds its runs ran), each stage in score order.");
+  fl_sbuf_printf(b, "\n\n");
 }
 
 /* The ranking table and the winner. */
@@ -918,8 +965,8 @@ static int report_init(report_t *rp) {
     rp->counted[i] = (uint8_t)fl_sweep_counted(run);
     rp->num_status[run->config * 4 + run->status]++;
   }
-  rp->num_ranked = fl_sweep_rank(rp->runs, rp->num_runs, rp->counted, rp->num_configs,
-                                 rp->o->rank_by, 0, rp->o->target, rp->rank);
+  rp->num_ranked = fl_sweep_rank_final(rp->runs, rp->num_runs, rp->num_configs, rp->o->rank_by,
+                                       rp->o->target, rp->o->halving != NULL, rp->rank);
   return rp->num_ranked == (size_t)-1 ? FL_ENOMEM : 0;
 }
 

@@ -91,6 +91,15 @@ size_t fl_sweep_rank(const fl_sweep_run_t *runs, size_t num_runs, const uint8_t 
                      size_t num_configs, fl_rank_by_t by, uint32_t upto, double target,
                      fl_sweep_rank_t *out);
 
+/* The sweep's final ranking: fl_sweep_rank over the counted runs
+ * (fl_sweep_counted), all their rounds; after successive halving
+ * (`halving` nonzero) the configurations that went further come first (the
+ * most rounds any of their counted runs ran), each stage in score order,
+ * so that a configuration stopped at round 5 is never ranked on its round-5
+ * score above one that earned its 50 rounds. Same return as fl_sweep_rank. */
+size_t fl_sweep_rank_final(const fl_sweep_run_t *runs, size_t num_runs, size_t num_configs,
+                           fl_rank_by_t by, double target, int halving, fl_sweep_rank_t *out);
+
 /* 1 if the report ranks the run: it ran to its end or was stopped by
  * halving (FL_SWEEP_DONE, FL_SWEEP_HALVED); a failed run or one not run is
  * listed, not scored. A program that shows a ranking of its own counts the
