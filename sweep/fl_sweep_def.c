@@ -18,10 +18,9 @@
 void fl_sweep_def_help(FILE *f) {
   fprintf(f,
       "Usage: " PROG " --out DIR [--grid NAME=V1|V2|...]... [--seeds A-B] [fedlr-sim flags]\n"
-      "       " PROG " --resume DIR [--workers N] [--quiet]\n"
       "Runs a grid of fedlr-sim configurations x seeds in one process (the data loaded once, the\n"
       "runs sharing every core) and ranks them; each run equals the standalone fedlr-sim run with\n"
-      "the same flags, bit for bit.\n"
+      "the same flags, bit for bit. `" PROG " --resume DIR` continues an interrupted sweep.\n"
       "\n"
       "Sweep options (also as keys of a [sweep] section in the --config file; the grid as\n"
       "'NAME = V1|V2|...' lines of a [grid] section):\n"
