@@ -55,6 +55,11 @@ install(FILES ${CMAKE_SOURCE_DIR}/examples/sim.ini ${CMAKE_SOURCE_DIR}/examples/
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/protocol.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# fedlr-sim and fedlr-coordinator hold code generated from TensorBoard's
+# protos (Apache-2.0), whose licence goes with them.
+install(FILES ${CMAKE_SOURCE_DIR}/third_party/tensorboard/LICENSE
+              ${CMAKE_SOURCE_DIR}/third_party/tensorboard/README.md
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/third_party/tensorboard)
 
 # ---- Debian package: cpack -G DEB in the build directory ----
 set(CPACK_GENERATOR DEB)
