@@ -24,10 +24,12 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -227,6 +229,19 @@ static inline int fl_test_svg_ok(int *fl__failed, const char *path, const char *
     SKIP_PART("xmllint (libxml2-utils) is not installed: %s not checked by an XML parser", path);
   }
   return 1;
+}
+
+/* A full disk as write() sees it: RLIMIT_FSIZE makes a write that crosses
+ * the cap come up short, and the next one fail (EFBIG; SIGXFSZ ignored).
+ * bytes 0 lifts the cap. Nothing may be printed to a file while capped, so
+ * a test notes results and asserts after lifting it. -1 if setrlimit
+ * fails. */
+static inline int fl_test_cap_file_size(off_t bytes) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_FSIZE, &rl) != 0) return -1;
+  signal(SIGXFSZ, SIG_IGN);
+  rl.rlim_cur = bytes ? (rlim_t)bytes : rl.rlim_max;
+  return setrlimit(RLIMIT_FSIZE, &rl);
 }
 
 /* The Fashion-MNIST directory: $FEDLR_DATA_DIR, else the Debian package's. */

@@ -2,8 +2,6 @@
 #include "fl_metrics.h"
 
 #include <errno.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "fl_error.h"
@@ -298,18 +296,6 @@ TEST(svg_size_is_bounded) {
 
 /* ---- a full disk ---- */
 
-/* A full disk as write() sees it: RLIMIT_FSIZE makes a write that crosses
- * the cap come up short, and the next one fail (EFBIG; SIGXFSZ ignored).
- * bytes 0 lifts the cap. Nothing may be printed to a file while capped, so
- * the tests note results and assert after lifting it. */
-static int cap_file_size(off_t bytes) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_FSIZE, &rl) != 0) return -1;
-  signal(SIGXFSZ, SIG_IGN);
-  rl.rlim_cur = bytes ? (rlim_t)bytes : rl.rlim_max;
-  return setrlimit(RLIMIT_FSIZE, &rl);
-}
-
 static long fsize(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 ? (long)st.st_size : -1;
@@ -345,7 +331,7 @@ TEST(full_disk_cuts_partial_line_keeps_and_retries) {
   long two = fsize(path);
   ASSERT_GT(two, 200);
   /* Room for 100 more bytes: round 3's line is cut off after them. */
-  ASSERT_EQ(cap_file_size(two + 100), 0);
+  ASSERT_EQ(fl_test_cap_file_size(two + 100), 0);
   x = rec(3, 9);
   int rc3 = fl_metrics_add(m, &x, "\"participants\":[1,5]");
   char msg3[512];
@@ -359,7 +345,7 @@ TEST(full_disk_cuts_partial_line_keeps_and_retries) {
   char msgf[512];
   snprintf(msgf, sizeof msgf, "%s", fl_err_msg());
   long size4 = fsize(path);
-  cap_file_size(0);
+  fl_test_cap_file_size(0);
   ASSERT_EQ(rc3, FL_EIO);
   ASSERT_CONTAINS(msg3, path);
   ASSERT_CONTAINS(msg3, strerror(EFBIG));
@@ -385,10 +371,10 @@ TEST(full_disk_cuts_partial_line_keeps_and_retries) {
 
   /* A new failure after the recovery is reported again; a flush once
    * there is room writes what was queued. */
-  ASSERT_EQ(cap_file_size(fsize(path) + 10), 0);
+  ASSERT_EQ(fl_test_cap_file_size(fsize(path) + 10), 0);
   x = rec(6, 9);
   int rc6 = fl_metrics_add(m, &x, NULL);
-  cap_file_size(0);
+  fl_test_cap_file_size(0);
   ASSERT_EQ(rc6, FL_EIO);
   ASSERT_EQ(fl_metrics_flush(m), 0);
   file_rounds(path, rounds, sizeof rounds);

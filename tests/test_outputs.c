@@ -5,23 +5,11 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "fl_error.h"
 #include "fl_safetensors.h"
 #include "fl_test.h"
-
-/* As in test_metrics: a write that crosses the cap comes up short, the
- * next fails with EFBIG (SIGXFSZ ignored); 0 lifts the cap. */
-static int cap_file_size(off_t bytes) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_FSIZE, &rl) != 0) return -1;
-  signal(SIGXFSZ, SIG_IGN);
-  rl.rlim_cur = bytes ? (rlim_t)bytes : rl.rlim_max;
-  return setrlimit(RLIMIT_FSIZE, &rl);
-}
 
 static long fsize(const char *dir, const char *name) {
   char path[700];
@@ -114,9 +102,9 @@ TEST(full_disk_leaves_old_or_nothing) {
    * fit, the chart and config do. The old model stays. */
   r.cfg.rounds = 77;
   r.w[0] = 42.0f;
-  ASSERT_EQ(cap_file_size(20000), 0);
+  ASSERT_EQ(fl_test_cap_file_size(20000), 0);
   int rc = fl_outputs_write(dir, "fedlr-test", &r.cfg, FL_PROG_SIM, &r.model, r.w, 6, r.met);
-  cap_file_size(0);
+  fl_test_cap_file_size(0);
   fprintf(stderr, "  -> %s\n", fl_err_msg());
   ASSERT_EQ(rc, FL_EIO);
   ASSERT_CONTAINS(fl_err_msg(), "model.safetensors");
@@ -134,9 +122,9 @@ TEST(full_disk_leaves_old_or_nothing) {
   /* Nothing fits (a 100-byte cap): every file fails and is named; a new
    * directory holds none of them, not even an empty config.ini. */
   snprintf(dir, sizeof dir, "%s/out-none", fl_test_tmpdir());
-  ASSERT_EQ(cap_file_size(100), 0);
+  ASSERT_EQ(fl_test_cap_file_size(100), 0);
   rc = fl_outputs_write(dir, "fedlr-test", &r.cfg, FL_PROG_SIM, &r.model, r.w, 6, r.met);
-  cap_file_size(0);
+  fl_test_cap_file_size(0);
   fprintf(stderr, "  -> %s\n", fl_err_msg());
   ASSERT_EQ(rc, FL_EIO);
   ASSERT_CONTAINS(fl_err_msg(), "model.safetensors");
