@@ -304,6 +304,10 @@ void fl_engine_quarantine_eval(fl_engine_t *e, uint32_t id);
  * test set, fed_eval_loss then drives the plateau schedule and
  * fed_eval_accuracy the target accuracy. FL_ESTATE if none is open. */
 int fl_engine_end_eval(fl_engine_t *e, fl_round_metrics_t *m, char *extra, size_t cap);
+/* The named metrics of the evaluation last closed by fl_engine_end_eval
+ * (its extra members, fl_fedeval_named): names valid until the next
+ * evaluation opens. */
+size_t fl_engine_eval_named(const fl_engine_t *e, const char **names, double *values, size_t cap);
 
 /* 1 when the round limit or the target accuracy has been reached (and no
  * evaluation is open). */

@@ -180,3 +180,7 @@ int fl_engine_end_eval(fl_engine_t *e, fl_round_metrics_t *m, char *extra, size_
   e->state = ROUND_IDLE;
   return 0;
 }
+
+size_t fl_engine_eval_named(const fl_engine_t *e, const char **names, double *values, size_t cap) {
+  return fl_fedeval_named(e->fedeval, names, values, cap);
+}

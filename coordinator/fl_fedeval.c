@@ -220,13 +220,23 @@ void fl_fedeval_end(fl_fedeval_t *f, fl_round_metrics_t *m, char *extra, size_t 
   m->fed_eval_loss = examples ? loss / (double)examples : NAN;
   m->fed_eval_accuracy = weighted_mean(f, "accuracy");
   const char *names[FL_FEDEVAL_MAX_NAMES];
-  size_t nn = distinct_names(f, names), at = 0;
+  double values[FL_FEDEVAL_MAX_NAMES];
+  size_t nn = fl_fedeval_named(f, names, values, FL_FEDEVAL_MAX_NAMES), at = 0;
   if (cap) extra[0] = '\0';
-  for (size_t i = 0; i < nn && at < cap; i++) {
-    double v = weighted_mean(f, names[i]);
+  for (size_t i = 0; i < nn && at < cap; i++)
     at += (size_t)snprintf(extra + at, cap - at, "%s\"fed_eval_%s\":%.17g", at ? "," : "", names[i],
-                           v);
-  }
+                           values[i]);
   if (at >= cap && cap) extra[0] = '\0'; /* never a truncated member */
   f->open = 0;
+}
+
+size_t fl_fedeval_named(const fl_fedeval_t *f, const char **names, double *values, size_t cap) {
+  const char *all[FL_FEDEVAL_MAX_NAMES];
+  size_t n = distinct_names(f, all);
+  if (n > cap) n = cap;
+  for (size_t i = 0; i < n; i++) {
+    names[i] = all[i];
+    values[i] = weighted_mean(f, all[i]);
+  }
+  return n;
 }

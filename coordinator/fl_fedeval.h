@@ -74,4 +74,10 @@ size_t fl_fedeval_accepted(const fl_fedeval_t *f);
  * member. */
 void fl_fedeval_end(fl_fedeval_t *f, fl_round_metrics_t *m, char *extra, size_t cap);
 
+/* The other metrics of the evaluation fl_fedeval_end closed, those of its
+ * extra members: names (sorted) and example-weighted means, at most cap
+ * of them (FL_FEDEVAL_MAX_NAMES holds every one). The names point into f,
+ * valid until the next fl_fedeval_begin. 0 before any evaluation. */
+size_t fl_fedeval_named(const fl_fedeval_t *f, const char **names, double *values, size_t cap);
+
 #endif

@@ -225,6 +225,9 @@ TEST(evaluation_results_aggregated_exactly) {
   const double loss[4] = {0.1, 0.7, 0.3, 0.9}, acc[4] = {0.9, 0.2, 0.5, 1.0 / 3};
   fl_round_metrics_t m[2];
   char extra[2][FL_FEDEVAL_EXTRA_MAX];
+  const char *names[FL_FEDEVAL_MAX_NAMES];
+  double values[FL_FEDEVAL_MAX_NAMES];
+  size_t n_named = 0;
   for (int order = 0; order < 2; order++) {
     fl_engine_t *e = make_engine(&c, 4, eval);
     fl_round_metrics_t rm;
@@ -250,6 +253,15 @@ TEST(evaluation_results_aggregated_exactly) {
     }
     ASSERT_EQ(submit_eval(e, 1, 1, 300, 0.7, 0.2, NULL, 0, &content), FL_ESTALE); /* twice */
     ASSERT_EQ(fl_engine_end_eval(e, &m[order], extra[order], sizeof extra[order]), 0);
+    /* The same metrics as numbers (TensorBoard's fed_eval/<name>). */
+    n_named = fl_engine_eval_named(e, names, values, FL_FEDEVAL_MAX_NAMES);
+    ASSERT_EQ(n_named, 2);
+    ASSERT_STR_EQ(names[0], "aux");
+    ASSERT_STR_EQ(names[1], "f1");
+    ASSERT_DBL_OP(values[0], ==, 0);
+    ASSERT_DBL_OP(values[1], ==, (0.25 * 300 + 0.75 * 1000) / 1300.0);
+    ASSERT_EQ(fl_engine_eval_named(e, names, values, 1), 1); /* at most cap */
+    ASSERT_STR_EQ(names[0], "aux");
     fl_engine_destroy(&e);
   }
   /* Clients 0, 1, 3 (client 2's result was rejected). */
