@@ -227,6 +227,9 @@ static const opt_t opts[] = {
      "write per-round metrics as JSON Lines (default none)"},
     {"out", OPT_STR, FIELD(out), SC, G_OUT, "DIR", "", NONE,
      "write the model, chart and config here (coordinator: and checkpoints) (default none)"},
+    {"tensorboard", OPT_STR, FIELD(tensorboard), SC, G_OUT, "DIR", "", NONE,
+     "write per-round scalars as TensorBoard event files into a new run folder under DIR, named "
+     "like PyTorch's (MonDD_HH-MM-SS_HOST-PROGRAM), for tensorboard --logdir DIR (default none)"},
     {"quiet", OPT_BOOL, FIELD(quiet), ALL, G_OUT, NULL, "false", NONE, "no progress lines"},
 
     {"config", OPT_CONFIG, 0, 0, ALL, G_GENERAL, "FILE", "", NONE,

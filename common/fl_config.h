@@ -60,6 +60,8 @@ typedef struct {
   char metrics[FL_PATH_MAX]; /* "" = none */
   char out[FL_PATH_MAX];     /* "" = none */
   int quiet;                 /* 0 */
+  /* "" = none: the folder of TensorBoard run folders (fl_tboard) */
+  char tensorboard[FL_PATH_MAX];
   /* networked (coordinator / client), used from the networking issue on */
   char bind[256];            /* "tcp://0.0.0.0:7070" */
   char connect[256];         /* "tcp://127.0.0.1:7070" */

@@ -14,6 +14,7 @@
 #include "fl_error.h"
 #include "fl_file.h"
 #include "fl_outputs.h"
+#include "fl_tboard.h"
 
 #define WAIT_LOG_S 30.0 /* while no round can start, say who is awaited this often */
 #define LIST_MAX 10     /* clients named in one "awaited" list */
@@ -26,6 +27,7 @@ struct fl_run {
   fl_engine_config_t ec;
   fl_engine_t *engine;
   fl_metrics_t *metrics;
+  fl_tboard_t *tboard; /* NULL: no --tensorboard */
   char ckpt_path[FL_PATH_MAX + 32];
   uint32_t ckpt_failed; /* checkpoints failed in a row (logged at the first and the last) */
   /* clients, by engine id */
@@ -128,6 +130,10 @@ static int write_outputs(fl_run_t *r, int final) {
     failed = 1;
   }
   if (fl_metrics_flush(r->metrics) != 0) {
+    say(r, FL_RUN_LOG_INFO, "%s", fl_err_msg());
+    failed = 1;
+  }
+  if (r->tboard && fl_tboard_close(r->tboard) != 0) {
     say(r, FL_RUN_LOG_INFO, "%s", fl_err_msg());
     failed = 1;
   }
@@ -405,6 +411,15 @@ static void record_round(fl_run_t *r, fl_round_metrics_t *rm_, char *extra) {
   /* Logged when a write failure begins; the lines are kept and retried. */
   if (fl_metrics_add(r->metrics, &rm, extra) != 0) say(r, FL_RUN_LOG_INFO, "%s", fl_err_msg());
   free(extra);
+  if (r->tboard) { /* the same: logged when a failure begins, the records kept */
+    const char *names[FL_FEDEVAL_MAX_NAMES];
+    double values[FL_FEDEVAL_MAX_NAMES];
+    size_t n = rm.fed_eval_clients
+                   ? fl_engine_eval_named(r->engine, names, values, FL_FEDEVAL_MAX_NAMES)
+                   : 0;
+    if (fl_tboard_round(r->tboard, &rm, names, values, n) != 0)
+      say(r, FL_RUN_LOG_INFO, "%s", fl_err_msg());
+  }
   if (!r->cfg.quiet) {
     fl_metrics_print_progress(stdout, &rm);
     fflush(stdout);
@@ -588,6 +603,13 @@ fl_run_t *fl_run_new(const fl_run_config_t *rc, int *err) {
     rc_ = fl_err_set(rc_, "--metrics: %s", m);
     goto fail;
   }
+  if (rc->tensorboard_dir && (rc_ = fl_tboard_new(rc->tensorboard_dir, &r->tboard))) {
+    char m[1024];
+    snprintf(m, sizeof m, "%s", fl_err_msg());
+    rc_ = fl_err_set(rc_, "--tensorboard: %s", m);
+    goto fail;
+  }
+  r->rc.tensorboard_dir = NULL; /* not kept */
   return r;
 fail:
   if (rc_ == FL_ENOMEM && !fl_err_msg()[0]) fl_err_set(FL_ENOMEM, "out of memory");
@@ -600,6 +622,7 @@ void fl_run_destroy(fl_run_t **pr) {
   fl_run_t *r = pr ? *pr : NULL;
   if (!r) return;
   fl_metrics_destroy(&r->metrics);
+  fl_tboard_destroy(&r->tboard);
   fl_engine_destroy(&r->engine);
   free(r->pending_extra);
   free(r->alive);

@@ -93,6 +93,9 @@ typedef struct {
   int checkpoints;    /* write --out/checkpoint.safetensors every --checkpoint-every */
   const char *resume; /* a --resume DIR, or NULL */
   int participants;   /* "participants" and "dropped" in each metrics line (networked) */
+  /* Write each round's scalars as a TensorBoard event file into this
+   * folder, the run's own (fl_tboard; created if need be); NULL = none. */
+  const char *tensorboard_dir;
 } fl_run_config_t;
 
 typedef struct fl_run fl_run_t;

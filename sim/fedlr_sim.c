@@ -14,6 +14,7 @@
 #include "fl_data.h"
 #include "fl_error.h"
 #include "fl_sim.h"
+#include "fl_tboard.h"
 
 #define PROG "fedlr-sim"
 
@@ -69,10 +70,22 @@ int main(int argc, char **argv) {
   }
   fl_sim_config_t sc = {
       .cfg = &cfg, .train = train, .test = test, .producer = PROG, .announce = 1};
+  char tb_run[256], tb_dir[FL_PATH_MAX + 256];
+  if (cfg.tensorboard[0]) { /* a new run folder under --tensorboard DIR */
+    if ((rc = fl_tboard_run_name(PROG, time(NULL), tb_run, sizeof tb_run))) {
+      status = fail("--tensorboard", rc);
+      goto out;
+    }
+    snprintf(tb_dir, sizeof tb_dir, "%s/%s", cfg.tensorboard, tb_run);
+    sc.tensorboard_dir = tb_dir;
+  }
   if (!(sim = fl_sim_new(pool, &sc, &rc))) {
     status = fail(NULL, rc);
     goto out;
   }
+  if (cfg.tensorboard[0] && !cfg.quiet)
+    fprintf(stderr, PROG ": TensorBoard events in %s (tensorboard --logdir %s)\n", tb_dir,
+            cfg.tensorboard);
   double t0 = fl_clock_now();
   fl_sim_start(sim);
   fl_sim_wait(sim);

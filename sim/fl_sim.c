@@ -477,8 +477,11 @@ fl_sim_t *fl_sim_new(fl_sim_pool_t *pool, const fl_sim_config_t *c, int *err) {
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->changed, NULL);
   if ((rc = setup(s))) goto fail;
-  fl_run_config_t rcfg = {
-      .cfg = &s->cfg, .engine = &s->ec, .prog = FL_PROG_SIM, .producer = s->c.producer};
+  fl_run_config_t rcfg = {.cfg = &s->cfg,
+                          .engine = &s->ec,
+                          .prog = FL_PROG_SIM,
+                          .producer = s->c.producer,
+                          .tensorboard_dir = c->tensorboard_dir};
   if (!(s->run = fl_run_new(&rcfg, &rc))) goto fail;
   fl_run_transport_t tp = {.ctx = s,
                            .send_round_start = tp_send_round_start,

@@ -69,6 +69,10 @@ typedef struct {
   /* The run finished or paused (see the lock order above); NULL: none. */
   void (*on_change)(void *ctx, fl_sim_t *s);
   void *ctx;
+  /* The run's TensorBoard folder, the exact one (fl_run_config_t's
+   * tensorboard_dir: created if need be; fedlr-sim passes --tensorboard
+   * DIR/<run name>), read by fl_sim_new only; NULL: none. */
+  const char *tensorboard_dir;
 } fl_sim_config_t;
 
 /* Checks the specs a configuration holds for the engine and the trainer

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <zmq.h>
 
@@ -17,11 +18,15 @@
 #include "fl_data.h"
 #include "fl_engine.h"
 #include "fl_error.h"
+#include "fl_file.h"
 #include "fl_host.h"
 #include "fl_keys.h"
 #include "fl_run.h"
+#include "fl_tboard.h"
 
 #define PROG "fedlr-coordinator"
+/* In --out: the name of the run's folder under --tensorboard DIR. */
+#define TB_RUN_FILE "tensorboard-run"
 
 static void print_help(void) {
   fl_config_print_help(stdout, FL_PROG_COORD, PROG);
@@ -60,6 +65,47 @@ static int load_curve(const fl_config_t *cfg, fl_allowlist_t **allow, fl_keypair
   if (fl_allowlist_load(cfg->allow_clients, allow) != 0) {
     fprintf(stderr, PROG ": %s\n", fl_err_msg());
     explicit_bzero(kp, sizeof *kp);
+    return 1;
+  }
+  return 0;
+}
+
+/* --tensorboard DIR: the name of this run's folder in DIR. A new run gets
+ * a new one (fl_tboard_run_name), which --out keeps in TB_RUN_FILE, so
+ * that --resume carries on in the same folder (TensorBoard merges a
+ * folder's files into one run; the round that was in flight is written
+ * again). Returns 0, or an exit status with the error printed. */
+static int tensorboard_run(const fl_config_t *cfg, char *name, size_t cap) {
+  if (cfg->resume[0]) {
+    char path[FL_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/" TB_RUN_FILE, cfg->resume);
+    uint8_t *text = NULL;
+    size_t len = 0;
+    int rc = fl_file_read_all(path, 1024, FL_FILE_REGULAR, &text, &len);
+    if (rc == 0) {
+      while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+      text[len] = '\0';
+      int ok = len > 0 && len < cap && strcmp((char *)text, ".") && strcmp((char *)text, "..");
+      for (size_t i = 0; ok && i < len; i++)
+        ok = text[i] > 0x20 && text[i] < 0x7f && text[i] != '/';
+      if (ok) snprintf(name, cap, "%.*s", (int)len, (char *)text);
+      free(text);
+      if (ok) return 0;
+      fprintf(stderr,
+              PROG ": --resume: %s does not hold a folder name (remove it to start a new "
+                   "TensorBoard run folder)\n",
+              path);
+      return 1;
+    }
+    if (rc != FL_ENOENT) {
+      fprintf(stderr, PROG ": --resume: %s\n", fl_err_msg());
+      return 1;
+    }
+    /* The run began without --tensorboard: a new folder from here on. */
+  }
+  if (fl_tboard_run_name(PROG, time(NULL), name, cap) != 0) {
+    fprintf(stderr, PROG ": --tensorboard: %s\n", fl_err_msg());
     return 1;
   }
   return 0;
@@ -140,6 +186,13 @@ int main(int argc, char **argv) {
                           .checkpoints = 1,
                           .resume = cfg.resume[0] ? cfg.resume : NULL,
                           .participants = 1};
+  char tb_run[256], tb_dir[FL_PATH_MAX + 256];
+  if (cfg.tensorboard[0]) {
+    if ((status = tensorboard_run(&cfg, tb_run, sizeof tb_run)) != 0) goto out;
+    status = 1;
+    snprintf(tb_dir, sizeof tb_dir, "%s/%s", cfg.tensorboard, tb_run);
+    rcfg.tensorboard_dir = tb_dir;
+  }
   if (!(run = fl_run_new(&rcfg, &rc))) {
     /* FL_EINVAL: a flag that the checkpoint's run did not have, --rounds
      * below its rounds done (fl_checkpoint_load); else the checkpoint or a
@@ -147,6 +200,17 @@ int main(int argc, char **argv) {
     fprintf(stderr, PROG ": %s\n", fl_err_msg());
     if (rc == FL_EINVAL) status = 2;
     goto out;
+  }
+  if (cfg.tensorboard[0]) {
+    char keep[FL_PATH_MAX + 32], line[260];
+    snprintf(line, sizeof line, "%s\n", tb_run);
+    snprintf(keep, sizeof keep, "%s/" TB_RUN_FILE, cfg.out);
+    if (cfg.out[0] && fl_file_write_atomic(keep, line, strlen(line)) != 0) {
+      fprintf(stderr, PROG ": --tensorboard: %s\n", fl_err_msg());
+      goto out;
+    }
+    fprintf(stderr, PROG ": TensorBoard events in %s (tensorboard --logdir %s)\n", tb_dir,
+            cfg.tensorboard);
   }
   char server_key[FL_KEY_Z85_LEN + 1];
   memcpy(server_key, kp.public_z85, sizeof server_key);
