@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config git
       libzmq3-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libuv1-dev zlib1g-dev
       libinih-dev dataset-fashion-mnist python3 python3-numpy libxml2-utils
-      python3-zmq python3-protobuf protobuf-compiler python3-torch python3-pip python3-setuptools
+      python3-zmq python3-protobuf protobuf-compiler python3-crcmod python3-torch python3-pip python3-setuptools
       iproute2 iptables valgrind tcpdump procps)
 missing=()
 for p in "${PKGS[@]}"; do
