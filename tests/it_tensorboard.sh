@@ -53,6 +53,24 @@ done
 head -c $((size - 3)) "$f" > "$TMP/cut"
 expect_exit 1 "a file cut short is caught" "truncated data" "${TBR[@]}" dump "$TMP/cut"
 
+# ---- a file that stops growing (RLIMIT_FSIZE, as on a full disk): the run goes on, the failure is
+# logged once, the file keeps whole records only, and the exit status is 1 ----
+rc=0
+( trap '' XFSZ; ulimit -f 2; exec "$SIM" --data-dir "$DATA_DIR" --clients 10 --fraction 0.5 --rounds 30 \
+    --eval-every 5 --seed 3 --quiet --tensorboard "$TMP/tbfull" ) > /dev/null 2> "$TMP/full.err" || rc=$?
+sed 's/^/  /' "$TMP/full.err"
+[ $rc -eq 1 ] && ok "event file capped at 2 KiB: fedlr-sim exit 1" || bad "event file capped: exit $rc"
+grep -q "run finished after 30 rounds" "$TMP/full.err" && ok "the run went on to round 30" || bad "the run stopped early"
+[ "$(grep -c "cannot write TensorBoard event file '.*': File too large; the records from step [0-9]* on are kept" "$TMP/full.err")" = 1 ] \
+  && ok "the write failure is logged once, naming the file and the OS error" || bad "failure logged $(grep -c "cannot write TensorBoard" "$TMP/full.err") times"
+from=$(sed -n 's/.*records from step \([0-9]*\) on are kept.*/\1/p' "$TMP/full.err")
+grep -q "TensorBoard event file '.*': [0-9]* records from step ${from:-X} on not written: File too large" "$TMP/full.err" \
+  && ok "the end reports the records missing from step $from on" || bad "no final report of the missing records"
+steps=$("${TBR[@]}" dump "$TMP"/tbfull/*/events.out.tfevents.* 2> "$TMP/dump.err" \
+  | "$PY" -c 'import json, sys; print(sorted({json.loads(l)["step"] for l in sys.stdin}))') || true
+[ "$steps" = "$("$PY" -c "print(list(range(0, ${from:-0})))")" ] \
+  && ok "the file holds whole records only, rounds 1..$((${from:-1} - 1))" || bad "capped file: steps $steps $(cat "$TMP/dump.err")"
+
 # ---- a folder that cannot be made: refused before any round, naming it ----
 : > "$TMP/afile"
 expect_exit 1 "fedlr-sim --tensorboard under a regular file" \
