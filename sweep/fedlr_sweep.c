@@ -21,7 +21,8 @@
  * --out DIR (required) holds sweep.ini (the sweep's definition: `fedlr-sweep
  * --config DIR/sweep.ini` runs it again, --resume DIR continues it),
  * runs/<id>/ for every run (metrics.jsonl, config.ini, model.safetensors,
- * chart.svg, run.log, and result.ini once it has ended) and the report.
+ * chart.svg, run.log, and result.ini once it has ended) and the report;
+ * with --tensorboard TB, each run's event files go to TB/<id>.
  * A run whose result.ini exists is not run again by --resume. */
 #include <inttypes.h>
 #include <math.h>
@@ -295,6 +296,8 @@ static int start_run(sweep_t *sw, run_t *r) {
   snprintf(path, sizeof path, "%s/run.log", r->dir);
   r->log = fopen(path, "w");
   if (!r->log) return fl_err_set(FL_EIO, "%s: cannot create: %s", path, fl_strerror(FL_EIO));
+  char tb[FL_PATH_MAX + 64]; /* --tensorboard DIR: the run's folder is DIR/<id> */
+  snprintf(tb, sizeof tb, "%s/%s", r->cfg.tensorboard, r->id);
   fl_sim_config_t sc = {.cfg = &r->cfg,
                         .train = sw->train,
                         .test = sw->test,
@@ -302,7 +305,8 @@ static int start_run(sweep_t *sw, run_t *r) {
                         .eval_threads = 1,
                         .log = run_log,
                         .on_change = on_change,
-                        .ctx = r};
+                        .ctx = r,
+                        .tensorboard_dir = r->cfg.tensorboard[0] ? tb : NULL};
   if (!(r->sim = fl_sim_new(sw->pool, &sc, &rc))) {
     /* A configuration fedlr-sim refuses: the run fails, the sweep goes on. */
     r->status = FL_SWEEP_FAILED;

@@ -1,13 +1,15 @@
-# --tensorboard DIR: the event files fedlr-sim and a networked run write are
-# read back by an independent reader, tests/tb_read.py (Debian's protoc
-# --python_out on the vendored protos, python3-protobuf, python3-crcmod's
-# CRC-32C; no fedlr code), which checks every record's framing and both
-# CRCs, the file name, the file_version record first, and compares each
-# scalar with the --metrics line of its round (float32 of the JSON double;
-# steps 1..N; lr, train/loss, test/* where evaluated, fed_eval/* with the
-# clients' named metrics). A corrupted byte must be caught by the reader; a
-# --tensorboard folder that cannot be created is refused before the first
-# round; --resume carries on in the same run folder.
+# --tensorboard DIR: the event files that fedlr-sim, fedlr-sweep and a
+# networked run write are read back by an independent reader,
+# tests/tb_read.py (Debian's protoc --python_out on the vendored protos,
+# python3-protobuf, python3-crcmod's CRC-32C; no fedlr code), which checks
+# every record's framing and both CRCs, the file name, the file_version
+# record first, and compares each scalar with the --metrics line of its
+# round (float32 of the JSON double; steps 1..N; lr, train/loss, test/*
+# where evaluated, fed_eval/* with the clients' named metrics). A corrupted
+# byte must be caught by the reader; a --tensorboard folder that cannot be
+# created is refused before the first round; a file that stops growing
+# costs the exit status, not the run; --resume carries on in the same run
+# folder.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_py.sh"
 need_py google.protobuf crcmod numpy zmq
@@ -36,6 +38,18 @@ py_checks "tb_read.py check (fedlr-sim)" "${TBR[@]}" check "$run" "$TMP/sim.json
 [ "$(jsonl_eval "$TMP/sim.jsonl" "[r['round'] for r in rows if r['test_accuracy'] is not None and r.get('fed_eval_clients')]")" = "[2, 4, 5]" ] \
   && ok "rounds 1 and 3 had no evaluation (so no test/* or fed_eval/* scalars, which the check above requires)" \
   || bad "evaluated rounds: $(jsonl_eval "$TMP/sim.jsonl" "[(r['round'], r['test_accuracy']) for r in rows]")"
+
+# ---- fedlr-sweep: a folder per run of the grid, TB/<id> ----
+rc=0
+"$BUILD/fedlr-sweep" --quiet --data-dir "$DATA_DIR" --clients 10 --fraction 0.5 --rounds 2 --batch-size 20 \
+  --grid 'lr=0.05|0.2' --out "$TMP/sweep" --tensorboard "$TMP/tbsweep" > /dev/null 2> "$TMP/sweep.err" || rc=$?
+[ $rc -eq 0 ] && ok "fedlr-sweep --tensorboard: exit 0" || bad "fedlr-sweep: exit $rc: $(tail -3 "$TMP/sweep.err")"
+ids=$(ls "$TMP/sweep/runs" 2> /dev/null | tr '\n' ' ')
+[ -n "$ids" ] && [ "$(ls "$TMP/tbsweep" 2> /dev/null | tr '\n' ' ')" = "$ids" ] \
+  && ok "fedlr-sweep: one TensorBoard folder per run: $ids" || bad "sweep runs '$ids', TensorBoard folders '$(ls "$TMP/tbsweep" 2>&1)'"
+for id in $ids; do
+  py_checks "tb_read.py check (sweep run $id)" "${TBR[@]}" check "$TMP/tbsweep/$id" "$TMP/sweep/runs/$id/metrics.jsonl"
+done
 
 # ---- the reader is a real check: a flipped byte, a cut file ----
 f=$(ls "$run"/events.out.tfevents.* | head -1)
