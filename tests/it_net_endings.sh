@@ -46,10 +46,12 @@ done
 # and 3 with the other client (--quorum 0.5); it wakes up 3 s after the end,
 # past its own silence limit (3 s).
 PORT=$(free_port)
-# Rounds of about a second (an MLP, B=10), so the stall lands mid-run.
+# Rounds of about half a second (an MLP, B=10), so the stall lands mid-run;
+# the round deadline (10 s) leaves room for a round ten times slower (ASan
+# on a loaded machine): the stalled client is found dead by its silence.
 timeout -k 5 $LIMIT "$COORD" --bind "tcp://127.0.0.1:$PORT" "${RUN[@]}" --rounds 3 --clients 2 \
-  --model mlp:100 --local-epochs 2 --batch-size 10 \
-  --start-clients 2 --quorum 0.5 --round-timeout 3 --client-timeout 3 --heartbeat 0.5 \
+  --model mlp:100 --local-epochs 1 --batch-size 10 \
+  --start-clients 2 --quorum 0.5 --round-timeout 10 --client-timeout 3 --heartbeat 0.5 \
   --metrics "$TMP/slow.jsonl" > /dev/null 2> "$TMP/slow-coord.log" &
 CPID=$!; PIDS+=($CPID)
 CL=()
