@@ -53,8 +53,13 @@ endif()
 install(FILES ${CMAKE_SOURCE_DIR}/examples/sim.ini ${CMAKE_SOURCE_DIR}/examples/coordinator.ini
               ${CMAKE_SOURCE_DIR}/examples/client.ini ${CMAKE_SOURCE_DIR}/docker/compose.yaml
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+file(GLOB FEDLR_EXPERIMENTS ${CMAKE_SOURCE_DIR}/examples/experiments/*)
+install(FILES ${FEDLR_EXPERIMENTS} DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/experiments)
 install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/docs/protocol.md
+              ${CMAKE_SOURCE_DIR}/docs/experiments.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
+file(GLOB FEDLR_EXPERIMENT_CHARTS ${CMAKE_SOURCE_DIR}/docs/experiments/*.svg)
+install(FILES ${FEDLR_EXPERIMENT_CHARTS} DESTINATION ${CMAKE_INSTALL_DOCDIR}/experiments)
 # fedlr-sim and fedlr-coordinator hold code generated from TensorBoard's
 # protos (Apache-2.0), whose licence goes with them.
 install(FILES ${CMAKE_SOURCE_DIR}/third_party/tensorboard/LICENSE

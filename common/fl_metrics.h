@@ -91,6 +91,19 @@ size_t fl_metrics_pending(const fl_metrics_t *m);
  * not regular or is larger than FL_METRICS_MAX_FILE_BYTES is refused. */
 int fl_metrics_trim(const char *path, uint32_t rounds_done);
 
+/* Reads a metrics.jsonl back (as fl_metrics_add writes it: one JSON object per
+ * line, null for NAN) into *out (malloc'd array, rounds 1..n in order; NULL
+ * when n is 0, an empty file) (fedlr-sweep --resume). Every member of
+ * fl_round_metrics_t is read; one a line lacks is NAN (a double) or 0;
+ * members of other names (extra_json) are skipped. A missing file is
+ * FL_ENOENT; a line that is not such an object, a key given twice, a
+ * number out of its member's range, or a round out of order (not 1, 2, 3,
+ * ...) is FL_EINVAL naming the file, line and column; a last line without
+ * its newline is read if it is whole. At most FL_METRICS_MAX_FILE_BYTES
+ * are read (FL_ETOOBIG) and FL_METRICS_MAX_ROUNDS rounds. On error *out is
+ * NULL and *n 0. */
+int fl_metrics_read(const char *path, fl_round_metrics_t **out, size_t *n);
+
 size_t fl_metrics_count(const fl_metrics_t *m);
 const fl_round_metrics_t *fl_metrics_get(const fl_metrics_t *m, size_t i);
 

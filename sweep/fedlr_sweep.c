@@ -184,7 +184,7 @@ static int load_result(run_t *r) {
   free(s);
   if (!x.seen || r->status == FL_SWEEP_PENDING) return 0; /* run it again */
   snprintf(path, sizeof path, "%s/metrics.jsonl", r->dir);
-  if ((rc = fl_sweep_read_metrics(path, &r->rounds, &r->num_rounds))) return rc;
+  if ((rc = fl_metrics_read(path, &r->rounds, &r->num_rounds))) return rc;
   r->state = RUN_ENDED;
   r->loaded = 1;
   return 1;
@@ -263,10 +263,20 @@ static void print_progress(sweep_t *sw, const run_t *r) {
   free(inc);
   free(rk);
   double sc = run_score(sw, r);
-  fprintf(stderr, PROG ": [%zu/%zu] %s %s seed %" PRIu64 ": %s %s%.4g, %u rounds, %s%s | ETA %s\n",
-          sw->ended, sw->num_runs, r->id, label, r->cfg.seed, status_name(r->status),
-          sw->def.rank_by == FL_RANK_TARGET ? "rounds to target " : "score ", sc,
-          (unsigned)r->num_rounds, took, best, eta);
+  /* configurations whose every run has ended */
+  size_t configs_done = 0;
+  for (size_t k = 0, i = 0; k < sw->num_configs; k++) {
+    size_t ended = 0;
+    for (size_t s = 0; s < sw->num_seeds; s++, i++)
+      ended += sw->runs[i].state == RUN_ENDED;
+    configs_done += ended == sw->num_seeds;
+  }
+  fprintf(stderr,
+          PROG ": [runs %zu/%zu, configurations %zu/%zu] %s %s seed %" PRIu64
+               ": %s, %s%.4g, %u rounds, %s%s | ETA %s\n",
+          sw->ended, sw->num_runs, configs_done, sw->num_configs, r->id, label, r->cfg.seed,
+          status_name(r->status), sw->def.rank_by == FL_RANK_TARGET ? "rounds to target " : "score ",
+          sc, (unsigned)r->num_rounds, took, best, eta);
 }
 
 /* ---- the runs' life ---- */

@@ -102,6 +102,15 @@ int fl_lrfind_diverged(const fl_lrfind_t *lf, const fl_round_metrics_t *r, size_
              "minimum %.4g",
              r[n - 1].round, r[n - 1].lr, last, DIVERGE_FACTOR, lo);
     div = 1;
+  } else if (n >= MIN_ROUNDS && last > s[0] && lo < s[0]) {
+    /* A network that died (ReLU units off, chance-level predictions) sits
+     * at a loss below 4 x the minimum for good: once the loss is back above
+     * where the test began, the rest of the range teaches nothing. */
+    snprintf(why, cap,
+             "range test: the loss diverged at round %u (rate %.4g): smoothed %.4g is back above "
+             "its first value %.4g",
+             r[n - 1].round, r[n - 1].lr, last, s[0]);
+    div = 1;
   }
   free(s);
   return div;
@@ -175,7 +184,8 @@ static void render_md(fl_sbuf_t *f, const fl_lrfind_t *lf, const fl_sweep_run_t 
           "# Learning-rate range test\n\n"
           "Each run grew the rate from %g to %g by x%.4g per round (at most %u rounds: "
           "`--lr %g --schedule exp:gamma=%.6g`) and stopped when its training loss diverged "
-          "(smoothed loss above %g x its minimum, or not finite). The suggested initial rate is "
+          "(smoothed loss above %g x its minimum or back above its first value, or not "
+          "finite). The suggested initial rate is "
           "the rate of the lowest smoothed loss divided by 10 (geometric mean over seeds); the "
           "steepest descent is where the smoothed loss fell fastest against log(rate).\n\n",
           lf->min, lf->max, lf->gamma, lf->rounds, lf->min, lf->gamma, DIVERGE_FACTOR);

@@ -9,8 +9,9 @@
  * training loss of a round is the clients' example-weighted mean
  * minibatch loss while they trained at that round's rate; it is smoothed
  * by an exponential moving average (beta 0.7, bias-corrected: rounds are
- * few) and "diverged" means NaN/inf, or above 4 x the lowest smoothed
- * loss so far after at least 3 rounds.
+ * few) and "diverged" means NaN/inf, or, after at least 3 rounds, above 4 x
+ * the lowest smoothed loss so far (fastai's rule) or back above the first
+ * round's (a network that died sits at chance level, below 4 x).
  *
  * The suggestion for a run is the rate of its lowest smoothed loss divided
  * by 10 (past the minimum the loss is already rising: a tenth of it is in

@@ -146,17 +146,4 @@ typedef struct {
 int fl_sweep_report_write(const fl_sweep_report_opts_t *o, const fl_sweep_config_t *configs,
                           size_t num_configs, const fl_sweep_run_t *runs, size_t num_runs);
 
-/* Reads a run's metrics.jsonl (as fl_metrics writes it: one JSON object per
- * line, null for NAN) into *out (malloc'd array, rounds 1..n in order; NULL
- * when n is 0, an empty file) for a resumed sweep. Every member of
- * fl_round_metrics_t is read; one a line lacks is NAN (a double) or 0;
- * members of other names (extra_json) are skipped. A missing file is
- * FL_ENOENT; a line that is not such an object, a key given twice, a
- * number out of its member's range, or a round out of order (not 1, 2, 3,
- * ...) is FL_EINVAL naming the file, line and column; a last line without
- * its newline is read if it is whole. At most FL_METRICS_MAX_FILE_BYTES
- * are read (FL_ETOOBIG) and FL_METRICS_MAX_ROUNDS rounds. On error *out is
- * NULL and *n 0. */
-int fl_sweep_read_metrics(const char *path, fl_round_metrics_t **out, size_t *n);
-
 #endif

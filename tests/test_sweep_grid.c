@@ -126,6 +126,21 @@ TEST(lrfind_rules) {
   ASSERT_NEAR(res.at_min, r[6].lr, 1e-12); /* smoothed (by hand: 0.707 at round 7) lags the raw minimum */
   ASSERT_NEAR(res.suggested, res.at_min / 10, 1e-15);
   ASSERT_TRUE(res.steepest < res.at_min);
+  /* a network that died: the loss falls, then sits near chance level,
+   * below 4 x its minimum (3.6 at 0.9) but above where it began (2.2) */
+  fl_round_metrics_t d[12] = {0};
+  double dl[12] = {2.2, 1.6, 1.1, 0.9, 0.95, 1.4, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5};
+  int dat = 0;
+  for (int i = 0; i < 12; i++) {
+    d[i].round = (uint32_t)i + 1;
+    d[i].lr = 0.01 * pow(2, i);
+    d[i].train_loss = dl[i];
+  }
+  for (int n = 1; n <= 12 && !dat; n++)
+    if (fl_lrfind_diverged(&lf, d, (size_t)n, why, sizeof why)) dat = n;
+  ASSERT_GT(dat, 6);
+  ASSERT_LE(dat, 10);
+  ASSERT_CONTAINS(why, "back above its first value");
   r[3].train_loss = NAN;
   ASSERT_EQ(fl_lrfind_diverged(&lf, r, 4, why, sizeof why), 1);
   ASSERT_CONTAINS(why, "not finite");

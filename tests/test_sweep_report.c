@@ -568,7 +568,7 @@ TEST(report_write_errors) {
   ASSERT_EQ(fl_sweep_report_write(NULL, e.configs, EX_CONFIGS, e.runs, EX_RUNS), FL_EINVAL);
 }
 
-/* ---- fl_sweep_read_metrics ---- */
+/* ---- fl_metrics_read ---- */
 
 /* Writes text to the scratch file `name`; returns its path (fl_test_path). */
 static const char *write_file(const char *name, const char *text) {
@@ -606,7 +606,7 @@ TEST(read_metrics_round_trip) {
 
   fl_round_metrics_t *got = NULL;
   size_t n = 0;
-  ASSERT_EQ(fl_sweep_read_metrics(path, &got, &n), 0);
+  ASSERT_EQ(fl_metrics_read(path, &got, &n), 0);
   ASSERT_EQ(n, N);
   int same = 1;
   for (size_t i = 0; i < N; i++) {
@@ -632,14 +632,14 @@ TEST(read_metrics_round_trip) {
   ASSERT_TRUE(absent);
 
   /* An empty file: no rounds. A missing one: FL_ENOENT. */
-  ASSERT_EQ(fl_sweep_read_metrics(write_file("empty.jsonl", ""), &got, &n), 0);
+  ASSERT_EQ(fl_metrics_read(write_file("empty.jsonl", ""), &got, &n), 0);
   ASSERT_EQ(n, 0);
   ASSERT_TRUE(got == NULL);
   snprintf(path, sizeof path, "%s/missing.jsonl", fl_test_tmpdir());
-  ASSERT_EQ(fl_sweep_read_metrics(path, &got, &n), FL_ENOENT);
+  ASSERT_EQ(fl_metrics_read(path, &got, &n), FL_ENOENT);
   ASSERT_CONTAINS(fl_err_msg(), "missing.jsonl");
   /* A last line without its newline is read if whole. */
-  ASSERT_EQ(fl_sweep_read_metrics(write_file("nonl.jsonl", "{\"round\":1}\n { \"round\" : 2 , "
+  ASSERT_EQ(fl_metrics_read(write_file("nonl.jsonl", "{\"round\":1}\n { \"round\" : 2 , "
                                                            "\"lr\" : -1.5e-3 }"),
                                   &got, &n),
             0);
@@ -681,7 +681,7 @@ TEST(read_metrics_refuses_malformed_lines) {
     const char *path = write_file(name, bad[i].text);
     fl_round_metrics_t *got = (fl_round_metrics_t *)1;
     size_t n = 99;
-    int rc = fl_sweep_read_metrics(path, &got, &n);
+    int rc = fl_metrics_read(path, &got, &n);
     if (rc != FL_EINVAL || !strstr(fl_err_msg(), bad[i].says) || !strstr(fl_err_msg(), path))
       fprintf(stderr, "  case %zu: rc %d, \"%s\"\n", i, rc, fl_err_msg());
     ASSERT_EQ(rc, FL_EINVAL);
@@ -697,10 +697,10 @@ TEST(read_metrics_refuses_malformed_lines) {
   deep[at] = '\0';
   fl_round_metrics_t *got = NULL;
   size_t n = 0;
-  ASSERT_EQ(fl_sweep_read_metrics(write_file("deep.jsonl", deep), &got, &n), FL_EINVAL);
+  ASSERT_EQ(fl_metrics_read(write_file("deep.jsonl", deep), &got, &n), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "nested too deeply");
   /* A directory is not a metrics file. */
-  ASSERT_EQ(fl_sweep_read_metrics(fl_test_tmpdir(), &got, &n), FL_EINVAL);
+  ASSERT_EQ(fl_metrics_read(fl_test_tmpdir(), &got, &n), FL_EINVAL);
 }
 
 FL_TEST_MAIN()
