@@ -46,4 +46,9 @@ int fl_file_write_atomic(const char *path, const void *data, size_t len);
 /* mkdir -p; 0 if it exists already. */
 int fl_file_mkdirs(const char *path);
 
+/* Raises this process's open-file limit (RLIMIT_NOFILE) to its hard
+ * maximum and returns the limit now in force (SIZE_MAX: none), so that a
+ * program's own bound on open files bites before the kernel's. */
+size_t fl_file_raise_open_limit(void);
+
 #endif

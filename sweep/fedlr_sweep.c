@@ -686,6 +686,18 @@ int main(int argc, char **argv) {
     status = fail(NULL, rc);
     goto out;
   }
+  /* A run holds up to three files while it is open (metrics, run.log,
+   * events); successive halving keeps every run open until its first rung. */
+  size_t open_runs = sw->def.halving.on ? sw->num_runs : sw->active_max;
+  size_t fds = fl_file_raise_open_limit();
+  if (fds != SIZE_MAX && 3 * open_runs + 64 > fds) {
+    status = fail(NULL, fl_err_set(FL_EINVAL,
+                                   "--halving keeps all %zu runs open until its first rung, three "
+                                   "files each, and the open-file limit is %zu (ulimit -n): raise "
+                                   "it, or sweep fewer configurations x seeds at once",
+                                   sw->num_runs, fds));
+    goto out;
+  }
   if ((rc = fl_file_mkdirs(sw->def.o.out))) {
     status = fail("--out", rc);
     goto out;

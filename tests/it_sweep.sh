@@ -201,6 +201,10 @@ expect_exit 2 "--lr-find with a grid over the rate" "sets --lr" "$SWEEP" --out "
 expect_exit 2 "--lr-find min >= max" "0 < min < max" "$SWEEP" --out "$TMP/x" --lr-find min=1,max=0.1
 expect_exit 2 "--metrics given to a sweep" "runs/<id>/metrics.jsonl" "$SWEEP" --out "$TMP/x" --metrics m.jsonl
 expect_exit 2 "no --out" "--out DIR is required" "$SWEEP" --grid 'lr=0.1|0.2'
+# halving keeps every run open until its first rung: too many for the open-file limit is refused upfront
+expect_exit 2 "--halving past the open-file limit" "open-file limit is 100" \
+  bash -c 'ulimit -n 100 && exec "$@"' _ "$SWEEP" --out "$TMP/x" --grid 'lr=0.01|0.02|0.03|0.04' --seeds 1-10 \
+  --halving 2,min_rounds=2 --rounds 5
 printf '[grid]\nlr = 0.1|oops\n' > "$TMP/bad.ini"
 expect_exit 2 "a bad [grid] line" "[grid] lr=0.1|oops: value 'oops'" "$SWEEP" --out "$TMP/x" --config "$TMP/bad.ini"
 printf '[sweep]\nseedz = 1-3\n' > "$TMP/bad2.ini"

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <zmq.h>
 
 #include "fl_error.h"
+#include "fl_file.h"
 #include "fl_host_int.h"
 #include "fl_rng.h"
 
@@ -342,14 +342,7 @@ static void on_conn_closed(void *ctx, int fd) {
  * hard maximum: our bound must bite before the kernel's does. */
 static size_t connection_limit(const fl_config_t *cfg) {
   size_t want = cfg->max_connections ? cfg->max_connections : 2 * (size_t)cfg->clients + 64;
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return want;
-  if (rl.rlim_cur < rl.rlim_max) {
-    rlim_t old = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = old;
-  }
-  size_t fds = rl.rlim_cur == RLIM_INFINITY ? SIZE_MAX : (size_t)rl.rlim_cur;
+  size_t fds = fl_file_raise_open_limit();
   size_t room = fds > 2 * FD_RESERVE ? fds - FD_RESERVE : fds / 2;
   if (want > room) {
     fl_host__log("--max-connections %zu exceeds what the open-file limit (ulimit -n %zu) allows: "
