@@ -129,9 +129,9 @@ if [ -n "$DEB" ]; then
   n=$(dpkg-deb -c "$DEB" | grep -cE './usr/include/fedlr\.h$|./usr/lib/libfedlr\.a$|./usr/lib/libfedlr\.so\.0 -> |./usr/lib/pkgconfig/fedlr\.pc$|./usr/lib/python3[.0-9]*/dist-packages/fedlr/client\.py$|./usr/share/doc/fedlr/protocol\.md$' || true)
   [ "$n" -eq 6 ] && ok "deb holds libfedlr (header, .so.0, .a, fedlr.pc), the Python package and docs/protocol.md" \
     || { bad "deb contents: $n of 6 library, Python and protocol files"; dpkg-deb -c "$DEB" | grep -E "lib|include|python|protocol"; }
-  n=$(dpkg-deb -c "$DEB" | grep -cE './usr/bin/fedlr-(sim|coordinator|client|keygen)$|./usr/share/man/man1/fedlr-.*\.1|./usr/share/doc/fedlr/examples/.*\.ini' || true)
-  [ "$n" -eq 11 ] && ok "deb holds the 4 programs, 4 man pages, 3 example configs" \
-    || { bad "deb contents ($n of 11 expected files)"; dpkg-deb -c "$DEB"; }
+  n=$(dpkg-deb -c "$DEB" | grep -cE './usr/bin/fedlr-(sim|sweep|coordinator|client|keygen)$|./usr/share/man/man1/fedlr-.*\.1|./usr/share/doc/fedlr/examples/[a-z]*\.ini$|./usr/share/doc/fedlr/examples/experiments/[a-z_]*\.ini$|./usr/share/doc/fedlr/experiments\.md$' || true)
+  [ "$n" -eq 19 ] && ok "deb holds the 5 programs, 5 man pages, 3 example configs, 5 experiment configs and docs/experiments.md" \
+    || { bad "deb contents ($n of 19 expected files)"; dpkg-deb -c "$DEB"; }
 else
   bad "cpack -G DEB made no .deb: $(tail -10 "$TMP/cpack.log")"
 fi
