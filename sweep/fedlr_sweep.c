@@ -24,6 +24,7 @@
  * chart.svg, run.log, and result.ini once it has ended) and the report;
  * with --tensorboard TB, each run's event files go to TB/<id>.
  * A run whose result.ini exists is not run again by --resume. */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -305,7 +306,7 @@ static int start_run(sweep_t *sw, run_t *r) {
   unlink(path); /* a rerun: no stale result */
   snprintf(path, sizeof path, "%s/run.log", r->dir);
   r->log = fopen(path, "w");
-  if (!r->log) return fl_err_set(FL_EIO, "%s: cannot create: %s", path, fl_strerror(FL_EIO));
+  if (!r->log) return fl_err_set(FL_EIO, "%s: cannot create: %s", path, strerror(errno));
   char tb[FL_PATH_MAX + 64]; /* --tensorboard DIR: the run's folder is DIR/<id> */
   snprintf(tb, sizeof tb, "%s/%s", r->cfg.tensorboard, r->id);
   fl_sim_config_t sc = {.cfg = &r->cfg,
