@@ -73,6 +73,7 @@ struct fl_sim {
   pthread_mutex_t mu;
   pthread_cond_t changed; /* finished, paused, or a job drained */
   fl_run_t *run;
+  int started;     /* fl_sim_start was called */
   size_t inflight; /* jobs queued or running */
   char why[1024];
 };
@@ -500,6 +501,7 @@ fail:
 
 void fl_sim_start(fl_sim_t *s) {
   pthread_mutex_lock(&s->mu);
+  s->started = 1;
   fl_run_start(s->run);
   pthread_mutex_unlock(&s->mu);
 }
@@ -551,9 +553,10 @@ const char *fl_sim_why(const fl_sim_t *s) {
 void fl_sim_destroy(fl_sim_t **ps) {
   fl_sim_t *s = ps ? *ps : NULL;
   if (!s) return;
-  if (s->run) {
+  if (s->run && s->started) {
     /* No job of this run may outlive it: the queued ones are dropped, the
-     * running ones finish (into a finished run) first. */
+     * running ones finish (into a finished run) first. A run that never
+     * started has no job and writes nothing. */
     pthread_mutex_lock(&s->mu);
     if (!fl_run_done(s->run)) {
       s->c.on_change = NULL;
