@@ -331,7 +331,9 @@ if tar -C "$SRC" --exclude=./.git --exclude='./build*' --exclude=./out --exclude
   grep -E '^final|tests passed' "$TMP/readme.log" || true
 else
   bad "README commands in a fresh debian:bookworm ($((SECONDS - t)) s)"
-  tail -60 "$TMP/readme.log"
+  # the failed tests' own output (ctest --output-on-failure), then the end
+  awk '/\*\*\*(Failed|Timeout|Exception)/ { n = 80 } n-- > 0' "$TMP/readme.log" | head -240
+  tail -30 "$TMP/readme.log"
 fi
 
 step "done"

@@ -69,7 +69,7 @@ done
 lines=$(wc -l < "$TMP/coord.log")
 bytes=$(wc -c < "$TMP/coord.log")
 windows=$(( (t_flood + 20) / 10 + 1 ))
-max_lines=$(( 12 * 21 * windows + 60 ))
+max_lines=$(( 13 * 21 * windows + 60 ))
 [ "$lines" -le "$max_lines" ] && ok "the coordinator wrote $lines log lines ($bytes bytes) for ~110,000 hostile messages (bound $max_lines)" \
   || bad "$lines log lines > $max_lines"
 for pat in "unknown peer .*(not joined|has not joined)" "dropped a 2-frame message" "dropped a message of kind 2" \

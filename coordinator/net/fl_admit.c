@@ -28,6 +28,7 @@ const char *const fl_admit_reasons[FL_ADMIT_R_NUM] = {"client joined",
                                                       "rejected update",
                                                       "failed send",
                                                       "failed handshake",
+                                                      "wrong security mechanism",
                                                       "connection closed",
                                                       "client state"};
 
@@ -147,7 +148,7 @@ static void log_handshake_failure(fl_admit_t *a, const fl_conn_t *cn, double now
   a->hs_failed++;
   if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) return; /* the ZAP handler logged it */
   if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-    plog(a, FL_ADMIT_R_HANDSHAKE, "refused a connection from %s: %s", addr,
+    plog(a, FL_ADMIT_R_MECHANISM, "refused a connection from %s: %s", addr,
          a->cfg.allow ? "it does not use CURVE (a plaintext client, without --curve-secret?)"
                       : "it uses CURVE, and this coordinator is plaintext (no --curve-secret)");
   else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && v == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)

@@ -37,6 +37,9 @@ enum {
   FL_ADMIT_R_REJECTED,     /* an update rejected, a client dropped or quarantined */
   FL_ADMIT_R_SEND_FAILED,  /* a send that ZeroMQ refused (peer gone or not reading) */
   FL_ADMIT_R_HANDSHAKE,    /* ZAP refusals and failed handshakes */
+  FL_ADMIT_R_MECHANISM,    /* a handshake in the other security mechanism (plaintext against
+                            * CURVE or the reverse): a misconfigured client retries it without
+                            * end, and must not crowd out the other handshake lines */
   FL_ADMIT_R_CONNECTION,   /* connections closed: idle, over the limit, by the peer */
   FL_ADMIT_R_PEER_STATE,   /* a client dead or alive again, a message on another's key */
   FL_ADMIT_R_NUM
