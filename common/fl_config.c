@@ -649,10 +649,10 @@ typedef struct {
   fl_config_t *c;
   int prog;
   const char *path;
-  const char *p, *end; /* the unread rest of the file's text */
-  int line;            /* lines read so far: the line inih is working on */
-  int err_line;        /* line of our first error, 0 if none */
-  char msg[480];       /* its message */
+  const char *p, *end;     /* the unread rest of the file's text */
+  int line;                /* lines read so far: the line inih is working on */
+  int err_line;            /* line of our first error, 0 if none */
+  char msg[480];           /* its message */
   const char *const *skip; /* sections another reader takes (NULL-terminated), or NULL */
 } ini_ctx_t;
 

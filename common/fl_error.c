@@ -33,9 +33,13 @@ int fl_err_set(int err, const char *fmt, ...) {
   return err;
 }
 
-const char *fl_err_msg(void) { return fl__errbuf; }
+const char *fl_err_msg(void) {
+  return fl__errbuf;
+}
 
-void fl_err_clear(void) { fl__errbuf[0] = '\0'; }
+void fl_err_clear(void) {
+  fl__errbuf[0] = '\0';
+}
 
 int fl_err_exit(const char *prog, const char *what, int err) {
   const char *msg = fl__errbuf[0] ? fl__errbuf : fl_strerror(err);

@@ -90,9 +90,8 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
       p = comma + 1;
     }
   } else if (strcmp(spec, FL_MODEL_CUSTOM) == 0) {
-    return fl_err_set(FL_EINVAL,
-                      "model 'custom': a custom model is given by its tensors "
-                      "(fedlr-coordinator --init FILE.safetensors), not by a spec");
+    return fl_err_set(FL_EINVAL, "model 'custom': a custom model is given by its tensors "
+                                 "(fedlr-coordinator --init FILE.safetensors), not by a spec");
   } else {
     return fl_err_set(FL_EINVAL, "model '%s': unknown model; valid: 'softmax', 'mlp:H1,H2,...'",
                       spec);
@@ -106,8 +105,10 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
     if (__builtin_mul_overflow(m.dims[l], m.dims[l + 1], &wcount) ||
         __builtin_add_overflow(wcount, m.dims[l + 1], &lcount) ||
         __builtin_add_overflow(total, lcount, &total) || total > FL_MODEL_MAX_PARAMS)
-      return fl_err_set(FL_ETOOBIG, "model '%s' on %zu inputs and %zu classes has more than %zu "
-                        "parameters", spec, input_dim, num_classes, (size_t)FL_MODEL_MAX_PARAMS);
+      return fl_err_set(FL_ETOOBIG,
+                        "model '%s' on %zu inputs and %zu classes has more than %zu "
+                        "parameters",
+                        spec, input_dim, num_classes, (size_t)FL_MODEL_MAX_PARAMS);
   }
   m.num_params = total;
   memcpy(m.spec, spec, slen + 1);
@@ -136,7 +137,8 @@ void fl_model_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out) 
   }
   assert(i < 2 * m->num_layers);
   size_t l = i / 2, off = 0;
-  for (size_t k = 0; k < l; k++) off += m->dims[k + 1] * m->dims[k] + m->dims[k + 1];
+  for (size_t k = 0; k < l; k++)
+    off += m->dims[k + 1] * m->dims[k] + m->dims[k + 1];
   size_t in = m->dims[l], outd = m->dims[l + 1];
   memset(out, 0, sizeof *out);
   if (i % 2 == 0) {
@@ -164,7 +166,8 @@ void fl_model_init(const fl_model_spec_t *m, float *params, uint64_t seed) {
   for (size_t l = 0; l < m->num_layers; l++) {
     double bound = 1.0 / sqrt((double)m->dims[l]);
     size_t n = m->dims[l + 1] * m->dims[l] + m->dims[l + 1];
-    for (size_t i = 0; i < n; i++) p[i] = (float)((2.0 * fl_rng_uniform(&r) - 1.0) * bound);
+    for (size_t i = 0; i < n; i++)
+      p[i] = (float)((2.0 * fl_rng_uniform(&r) - 1.0) * bound);
     p += n;
   }
 }
@@ -191,12 +194,14 @@ struct fl_model_ws {
    * in the forward pass and is overwritten with dz_{l-1} in the backward pass;
    * act[L] holds the logits, then dz_{L-1}. act[0] is unused (it is x). */
   float *act[FL_MODEL_MAX_LAYERS + 1];
-  float *dx;    // (max_batch, max hidden width): dz_l W_l before the ReLU mask
-  float *mem;   // the one allocation behind all of the above
+  float *dx;  // (max_batch, max hidden width): dz_l W_l before the ReLU mask
+  float *mem; // the one allocation behind all of the above
 };
 
 /* Floats rounded up to a 64-byte multiple, so every buffer is aligned. */
-static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t round16(size_t n) {
+  return (n + 15) & ~(size_t)15;
+}
 
 fl_model_ws_t *fl_model_ws_new(const fl_model_spec_t *m, size_t max_batch) {
   if (!m || m->num_layers == 0 || m->num_layers > FL_MODEL_MAX_LAYERS || max_batch == 0 ||
@@ -263,9 +268,11 @@ xwt_block(float *z, size_t ldz, const float *x, const float *w, size_t nb, size_
           size_t nj) {
   __m512 acc[5][4];
   const float *wr[4];
-  for (size_t r = 0; r < 4; r++) wr[r] = w + (j0 + (r < nj ? r : 0)) * in;
+  for (size_t r = 0; r < 4; r++)
+    wr[r] = w + (j0 + (r < nj ? r : 0)) * in;
   for (size_t i = 0; i < 5; i++)
-    for (size_t r = 0; r < 4; r++) acc[i][r] = _mm512_setzero_ps();
+    for (size_t r = 0; r < 4; r++)
+      acc[i][r] = _mm512_setzero_ps();
   /* The unroll pragmas keep acc in registers at -O2 (3x faster). */
   size_t k = 0;
   for (; k + 16 <= in; k += 16) {
@@ -273,33 +280,34 @@ xwt_block(float *z, size_t ldz, const float *x, const float *w, size_t nb, size_
     _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) wv[r] = _mm512_loadu_ps(wr[r] + k);
     _Pragma("GCC unroll 5") for (size_t i = 0; i < nb; i++) {
       __m512 xv = _mm512_loadu_ps(x + i * in + k);
-      _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++)
-        acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+      _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) acc[i][r] =
+          _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
     }
   }
   if (k < in) {
     __mmask16 mk = (__mmask16)((1u << (in - k)) - 1);
     __m512 wv[4];
-    _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++)
-      wv[r] = _mm512_maskz_loadu_ps(mk, wr[r] + k);
+    _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) wv[r] =
+        _mm512_maskz_loadu_ps(mk, wr[r] + k);
     _Pragma("GCC unroll 5") for (size_t i = 0; i < nb; i++) {
       __m512 xv = _mm512_maskz_loadu_ps(mk, x + i * in + k);
-      _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++)
-        acc[i][r] = _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
+      _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) acc[i][r] =
+          _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
     }
   }
   for (size_t i = 0; i < nb; i++)
-    for (size_t r = 0; r < nj; r++) z[i * ldz + j0 + r] = _mm512_reduce_add_ps(acc[i][r]);
+    for (size_t r = 0; r < nj; r++)
+      z[i * ldz + j0 + r] = _mm512_reduce_add_ps(acc[i][r]);
 }
 
 /* z = x W^T. z (B, out); x (B, in); w (out, in). */
-__attribute__((target("avx512f"))) static void xwt_avx512(float *z, const float *x,
-                                                         const float *w, size_t B, size_t in,
-                                                         size_t out) {
+__attribute__((target("avx512f"))) static void xwt_avx512(float *z, const float *x, const float *w,
+                                                          size_t B, size_t in, size_t out) {
   for (size_t j0 = 0; j0 < out; j0 += 4) {
     size_t nj = out - j0 < 4 ? out - j0 : 4;
     size_t i = 0;
-    for (; i + 5 <= B; i += 5) xwt_block(z + i * out, out, x + i * in, w, 5, in, j0, nj);
+    for (; i + 5 <= B; i += 5)
+      xwt_block(z + i * out, out, x + i * in, w, 5, in, j0, nj);
     /* Constant nb in each call, so each tail block is fully unrolled too. */
     switch (B - i) {
     case 4: xwt_block(z + i * out, out, x + i * in, w, 4, in, j0, nj); break;
@@ -317,16 +325,15 @@ __attribute__((target("avx512f"))) static void xwt_avx512(float *z, const float 
  * The choice depends only on the shape and the CPU, so a given call is
  * always bitwise reproducible on a given machine.
  * z (B, out); x (B, in); w (out, in). */
-static void matmul_xwt(float *z, const float *x, const float *w, size_t B, size_t in,
-                       size_t out) {
+static void matmul_xwt(float *z, const float *x, const float *w, size_t B, size_t in, size_t out) {
 #ifdef FL_HAVE_XWT_AVX512
   if (B <= 32 && out >= 32 && in >= 64 && __builtin_cpu_supports("avx512f")) {
     xwt_avx512(z, x, w, B, in, out);
     return;
   }
 #endif
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)out, (int)in, 1.0f, x,
-              (int)in, w, (int)in, 0.0f, z, (int)out);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)out, (int)in, 1.0f, x, (int)in,
+              w, (int)in, 0.0f, z, (int)out);
 }
 
 /* z = x W^T, then z = relu(z + b) if relu, else z + b.
@@ -342,7 +349,8 @@ static void linear_forward(float *z, const float *x, const float *w, const float
         zi[j] = v > 0.0f ? v : 0.0f;
       }
     } else {
-      for (size_t j = 0; j < out; j++) zi[j] += b[j];
+      for (size_t j = 0; j < out; j++)
+        zi[j] += b[j];
     }
   }
 }
@@ -356,7 +364,8 @@ static void linear_backward(float *dx, float *dw, float *db, const float *dz, co
   memcpy(db, dz, out * sizeof(float));
   for (size_t i = 1; i < B; i++) {
     const float *dzi = dz + i * out;
-    for (size_t j = 0; j < out; j++) db[j] += dzi[j];
+    for (size_t j = 0; j < out; j++)
+      db[j] += dzi[j];
   }
   if (dx)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)out, 1.0f, dz,
@@ -366,7 +375,8 @@ static void linear_backward(float *dx, float *dw, float *db, const float *dz, co
 /* a = dx * [a > 0]: turns the post-ReLU activation into dz, in place.
  * a (n); dx (n). */
 static void relu_backward(float *a, const float *dx, size_t n) {
-  for (size_t i = 0; i < n; i++) a[i] = a[i] > 0.0f ? dx[i] : 0.0f;
+  for (size_t i = 0; i < n; i++)
+    a[i] = a[i] > 0.0f ? dx[i] : 0.0f;
 }
 
 /* Softmax cross-entropy on logits, row by row, as log-sum-exp shifted by the
@@ -401,10 +411,12 @@ static double softmax_xent_forward_backward(float *logits, const int32_t *y, siz
       }
       loss += log((double)sum) - zy;
       float inv = scale / sum;
-      for (size_t j = 0; j < C; j++) zi[j] *= inv;
+      for (size_t j = 0; j < C; j++)
+        zi[j] *= inv;
       zi[yi] -= scale;
     } else {
-      for (size_t j = 0; j < C; j++) sum += expf(zi[j] - mx);
+      for (size_t j = 0; j < C; j++)
+        sum += expf(zi[j] - mx);
       loss += log((double)sum) - zy;
     }
   }
@@ -420,8 +432,8 @@ static void model_forward(const fl_model_spec_t *m, fl_model_ws_t *ws, const flo
   const float *a = x;
   for (size_t l = 0; l < m->num_layers; l++) {
     size_t in = m->dims[l], out = m->dims[l + 1];
-    const float *w = p;         // (out, in)
-    const float *b = p + out * in;  // (out)
+    const float *w = p;            // (out, in)
+    const float *b = p + out * in; // (out)
     linear_forward(ws->act[l + 1], a, w, b, B, in, out, l + 1 < m->num_layers);
     a = ws->act[l + 1];
     p += out * in + out;
@@ -433,8 +445,8 @@ float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const floa
   assert(ws && B > 0 && B <= ws->max_batch && ws->num_layers == m->num_layers);
   size_t L = m->num_layers;
   model_forward(m, ws, params, x, B);
-  double loss = softmax_xent_forward_backward(ws->act[L], y, B, m->dims[L], 1.0f / (float)B, 1,
-                                              NULL);
+  double loss =
+      softmax_xent_forward_backward(ws->act[L], y, B, m->dims[L], 1.0f / (float)B, 1, NULL);
 
   /* Offsets of each layer's W in params/grad. */
   size_t off[FL_MODEL_MAX_LAYERS];
@@ -445,10 +457,10 @@ float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const floa
   }
   for (size_t l = L; l-- > 0;) {
     size_t in = m->dims[l], out = m->dims[l + 1];
-    const float *dz = ws->act[l + 1];             // (B, out)
-    const float *a = l == 0 ? x : ws->act[l];     // (B, in)
-    float *dw = grad + off[l];                    // (out, in)
-    float *db = dw + out * in;                    // (out)
+    const float *dz = ws->act[l + 1];         // (B, out)
+    const float *a = l == 0 ? x : ws->act[l]; // (B, in)
+    float *dw = grad + off[l];                // (out, in)
+    float *db = dw + out * in;                // (out)
     linear_backward(l == 0 ? NULL : ws->dx, dw, db, dz, a, params + off[l], B, in, out);
     if (l > 0) relu_backward(ws->act[l], ws->dx, B * in);
   }
@@ -482,25 +494,28 @@ float fl_model_loss_grad_ref(const fl_model_spec_t *m, const float *params, cons
     off[l] = o;
     o += m->dims[l + 1] * m->dims[l] + m->dims[l + 1];
   }
-  for (size_t l = 0; l <= L; l++) total_act += B * m->dims[l];
-  double *act = malloc(2 * total_act * sizeof(double));  // a_l then dz_l, all layers
-  if (!act) return NAN;  // test-only helper: a NaN loss fails any comparison
+  for (size_t l = 0; l <= L; l++)
+    total_act += B * m->dims[l];
+  double *act = malloc(2 * total_act * sizeof(double)); // a_l then dz_l, all layers
+  if (!act) return NAN; // test-only helper: a NaN loss fails any comparison
   double *A[FL_MODEL_MAX_LAYERS + 1], *D[FL_MODEL_MAX_LAYERS + 1];
   double *q = act;
   for (size_t l = 0; l <= L; l++) {
-    A[l] = q;  // (B, dims[l]): a_l for l < L, logits for l = L
+    A[l] = q; // (B, dims[l]): a_l for l < L, logits for l = L
     q += B * m->dims[l];
-    D[l] = q;  // (B, dims[l]): d loss / d z feeding layer l's output
+    D[l] = q; // (B, dims[l]): d loss / d z feeding layer l's output
     q += B * m->dims[l];
   }
-  for (size_t i = 0; i < B * m->dims[0]; i++) A[0][i] = x[i];
+  for (size_t i = 0; i < B * m->dims[0]; i++)
+    A[0][i] = x[i];
   for (size_t l = 0; l < L; l++) {
     size_t in = m->dims[l], out = m->dims[l + 1];
     const float *w = params + off[l], *b = w + out * in;
     for (size_t i = 0; i < B; i++)
       for (size_t j = 0; j < out; j++) {
         double s = b[j];
-        for (size_t k = 0; k < in; k++) s += A[l][i * in + k] * (double)w[j * in + k];
+        for (size_t k = 0; k < in; k++)
+          s += A[l][i * in + k] * (double)w[j * in + k];
         if (l + 1 < L && s < 0) s = 0;
         A[l + 1][i * out + j] = s;
       }
@@ -509,8 +524,10 @@ float fl_model_loss_grad_ref(const fl_model_spec_t *m, const float *params, cons
   double loss = 0;
   for (size_t i = 0; i < B; i++) {
     double *z = A[L] + i * C, mx = z[0], sum = 0;
-    for (size_t j = 1; j < C; j++) mx = z[j] > mx ? z[j] : mx;
-    for (size_t j = 0; j < C; j++) sum += exp(z[j] - mx);
+    for (size_t j = 1; j < C; j++)
+      mx = z[j] > mx ? z[j] : mx;
+    for (size_t j = 0; j < C; j++)
+      sum += exp(z[j] - mx);
     loss += log(sum) + mx - z[y[i]];
     for (size_t j = 0; j < C; j++)
       D[L][i * C + j] = (exp(z[j] - mx) / sum - (j == (size_t)y[i])) / (double)B;
@@ -521,11 +538,13 @@ float fl_model_loss_grad_ref(const fl_model_spec_t *m, const float *params, cons
     float *gw = grad + off[l], *gb = gw + out * in;
     for (size_t j = 0; j < out; j++) {
       double sb = 0;
-      for (size_t i = 0; i < B; i++) sb += D[l + 1][i * out + j];
+      for (size_t i = 0; i < B; i++)
+        sb += D[l + 1][i * out + j];
       gb[j] = (float)sb;
       for (size_t k = 0; k < in; k++) {
         double s = 0;
-        for (size_t i = 0; i < B; i++) s += D[l + 1][i * out + j] * A[l][i * in + k];
+        for (size_t i = 0; i < B; i++)
+          s += D[l + 1][i * out + j] * A[l][i * in + k];
         gw[j * in + k] = (float)s;
       }
     }
@@ -533,7 +552,8 @@ float fl_model_loss_grad_ref(const fl_model_spec_t *m, const float *params, cons
     for (size_t i = 0; i < B; i++)
       for (size_t k = 0; k < in; k++) {
         double s = 0;
-        for (size_t j = 0; j < out; j++) s += D[l + 1][i * out + j] * (double)w[j * in + k];
+        for (size_t j = 0; j < out; j++)
+          s += D[l + 1][i * out + j] * (double)w[j * in + k];
         D[l][i * in + k] = A[l][i * in + k] > 0 ? s : 0;
       }
   }

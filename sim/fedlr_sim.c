@@ -68,8 +68,7 @@ int main(int argc, char **argv) {
     status = fail("workers", rc);
     goto out;
   }
-  fl_sim_config_t sc = {
-      .cfg = &cfg, .train = train, .test = test, .producer = PROG, .announce = 1};
+  fl_sim_config_t sc = {.cfg = &cfg, .train = train, .test = test, .producer = PROG, .announce = 1};
   char tb_run[256], tb_dir[FL_PATH_MAX + 256];
   if (cfg.tensorboard[0]) { /* a new run folder under --tensorboard DIR */
     if ((rc = fl_tboard_run_name(PROG, time(NULL), tb_run, sizeof tb_run))) {

@@ -17,7 +17,7 @@
 #include "fl_trainer.h"
 #include "fl_wire.h"
 
-#define EVAL_JOB 0x80000000u /* a job id with this bit: evaluate, not train */
+#define EVAL_JOB 0x80000000u  /* a job id with this bit: evaluate, not train */
 #define TRAINERS_PER_WORKER 4 /* workspaces a worker keeps, one per model it met */
 
 /* The current error with `what: ` before it (fl_err_set must not read the
@@ -458,8 +458,7 @@ int fl_sim_check_config(const fl_config_t *cfg) {
   fl_agg_config_t agg;
   fl_attack_t attack;
   int rc = fl_engine_agg_from(&agg, cfg);
-  if (!rc && (rc = fl_attack_parse(cfg->attack, &attack)))
-    rc = prefixed(rc, "--attack");
+  if (!rc && (rc = fl_attack_parse(cfg->attack, &attack))) rc = prefixed(rc, "--attack");
   return rc;
 }
 

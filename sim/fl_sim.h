@@ -56,13 +56,13 @@ void fl_sim_pool_destroy(fl_sim_pool_t **p);
 size_t fl_sim_pool_workers(const fl_sim_pool_t *p);
 
 typedef struct {
-  const fl_config_t *cfg; /* a validated fedlr-sim configuration (copied) */
+  const fl_config_t *cfg;           /* a validated fedlr-sim configuration (copied) */
   const fl_dataset_t *train, *test; /* the --dataset's data (borrowed, read-only; test may be
                                      * NULL); the configuration's dataset flags are not read */
-  const char *producer;   /* "fedlr-sim": outputs and log lines */
-  int announce;           /* print the data, partition and attack summaries (fedlr-sim) */
-  uint32_t eval_threads;  /* threads evaluating the test set (0: the pool's workers); the
-                           * results do not depend on it */
+  const char *producer;             /* "fedlr-sim": outputs and log lines */
+  int announce;                     /* print the data, partition and attack summaries (fedlr-sim) */
+  uint32_t eval_threads;            /* threads evaluating the test set (0: the pool's workers); the
+                                     * results do not depend on it */
   /* Log lines of the run (no newline); NULL: stderr as "<producer>: <line>",
    * a client's (a rejected update) only without --quiet. */
   void (*log)(void *ctx, int reason, const char *line);

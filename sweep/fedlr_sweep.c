@@ -69,8 +69,8 @@ typedef struct {
   fl_sim_t *sim;
   FILE *log;
   double t_started, seconds;
-  size_t rung;      /* halving: the rung it pauses at next */
-  int stop_reason;  /* 0, or FL_SWEEP_HALVED: the sweep stopped it */
+  size_t rung;     /* halving: the rung it pauses at next */
+  int stop_reason; /* 0, or FL_SWEEP_HALVED: the sweep stopped it */
   fl_sweep_status_t status;
   uint32_t stop_round;
   char why[512];
@@ -133,8 +133,7 @@ static int write_result(const run_t *r) {
   int n = snprintf(text, sizeof text,
                    "# fedlr-sweep: how run %s ended (a sweep resumed with --resume skips it)\n"
                    "status = %s\nstop_round = %u\nrounds = %zu\nseconds = %.3f\nwhy = %s\n",
-                   r->id, status_name(r->status), r->stop_round, r->num_rounds, r->seconds,
-                   r->why);
+                   r->id, status_name(r->status), r->stop_round, r->num_rounds, r->seconds, r->why);
   snprintf(path, sizeof path, "%s/result.ini", r->dir);
   return fl_file_write_atomic(path, text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
 }
@@ -276,8 +275,9 @@ static void print_progress(sweep_t *sw, const run_t *r) {
           PROG ": [runs %zu/%zu, configurations %zu/%zu] %s %s seed %" PRIu64
                ": %s, %s%.4g, %u rounds, %s%s | ETA %s\n",
           sw->ended, sw->num_runs, configs_done, sw->num_configs, r->id, label, r->cfg.seed,
-          status_name(r->status), sw->def.rank_by == FL_RANK_TARGET ? "rounds to target " : "score ",
-          sc, (unsigned)r->num_rounds, took, best, eta);
+          status_name(r->status),
+          sw->def.rank_by == FL_RANK_TARGET ? "rounds to target " : "score ", sc,
+          (unsigned)r->num_rounds, took, best, eta);
 }
 
 /* ---- the runs' life ---- */
@@ -329,7 +329,8 @@ static int start_run(sweep_t *sw, run_t *r) {
   }
   r->t_started = fl_clock_now();
   uint32_t pause = 0;
-  if (sw->def.halving.on && r->rung < sw->def.halving.num_rungs) pause = sw->def.halving.rungs[r->rung];
+  if (sw->def.halving.on && r->rung < sw->def.halving.num_rungs)
+    pause = sw->def.halving.rungs[r->rung];
   if (sw->def.lrfind.on) pause = 1;
   if (pause) fl_sim_pause_after(r->sim, pause);
   r->state = RUN_RUNNING;
@@ -551,8 +552,7 @@ static int setup_runs(sweep_t *sw) {
   sw->runs = calloc(sw->num_runs, sizeof *sw->runs);
   sw->config_alive = malloc(sw->num_configs);
   sw->events = malloc(sw->num_runs * 4 * sizeof *sw->events + 64);
-  if (!sw->runs || !sw->config_alive || !sw->events)
-    return fl_err_set(FL_ENOMEM, "out of memory");
+  if (!sw->runs || !sw->config_alive || !sw->events) return fl_err_set(FL_ENOMEM, "out of memory");
   memset(sw->config_alive, 1, sw->num_configs);
   int width = 1;
   for (size_t n = sw->num_configs - 1; n >= 10; n /= 10)
@@ -614,8 +614,8 @@ static int write_report(sweep_t *sw) {
   }
   char title[600];
   snprintf(title, sizeof title, "fedlr-sweep: %.200s, %s, %zu configuration%s x %zu seed%s",
-           sw->def.base.dataset, sw->def.base.model, sw->num_configs, sw->num_configs == 1 ? "" : "s",
-           sw->num_seeds, sw->num_seeds == 1 ? "" : "s");
+           sw->def.base.dataset, sw->def.base.model, sw->num_configs,
+           sw->num_configs == 1 ? "" : "s", sw->num_seeds, sw->num_seeds == 1 ? "" : "s");
   fl_sweep_report_opts_t o = {.dir = sw->def.o.out,
                               .title = title,
                               .command = sw->def.command,
@@ -651,8 +651,8 @@ static void print_summary(const sweep_t *sw) {
     for (size_t j = 0; j < n && j < 5 && n != (size_t)-1; j++) {
       char label[400];
       fl_grid_label(&sw->def.grid, rk[j].config, label, sizeof label);
-      printf("%zu. %s: %.4f +- %.4f (%zu run%s)\n", j + 1, label, rk[j].mean, rk[j].std,
-             rk[j].runs, rk[j].runs == 1 ? "" : "s");
+      printf("%zu. %s: %.4f +- %.4f (%zu run%s)\n", j + 1, label, rk[j].mean, rk[j].std, rk[j].runs,
+             rk[j].runs == 1 ? "" : "s");
     }
   }
   struct rusage ru;
@@ -677,7 +677,8 @@ int main(int argc, char **argv) {
     fl_sweep_def_free(&sw->def);
     return rc ? fail(NULL, rc) : 0;
   }
-  size_t workers = sw->def.base.workers ? sw->def.base.workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
+  size_t workers =
+      sw->def.base.workers ? sw->def.base.workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
   if (workers > FL_SIM_MAX_WORKERS) workers = FL_SIM_MAX_WORKERS;
   /* One run more than the workers: while a run closes its round (on one
@@ -717,15 +718,15 @@ int main(int argc, char **argv) {
     goto out;
   }
   say(sw, "OpenBLAS core %s, %zu worker(s); %zu configuration%s x %zu seed%s = %zu runs%s",
-      fl_blas_corename(), workers, sw->num_configs, sw->num_configs == 1 ? "" : "s",
-      sw->num_seeds, sw->num_seeds == 1 ? "" : "s", sw->num_runs,
-      sw->def.o.resume[0] ? "" : "");
-  if (loaded) say(sw, "--resume: %zu of %zu runs ended before, not run again", loaded, sw->num_runs);
+      fl_blas_corename(), workers, sw->num_configs, sw->num_configs == 1 ? "" : "s", sw->num_seeds,
+      sw->num_seeds == 1 ? "" : "s", sw->num_runs, sw->def.o.resume[0] ? "" : "");
+  if (loaded)
+    say(sw, "--resume: %zu of %zu runs ended before, not run again", loaded, sw->num_runs);
   sw->ended = loaded;
   for (size_t i = 0; i < sw->num_runs; i++)
     if (sw->runs[i].loaded) sw->rounds_done += sw->runs[i].num_rounds;
-  if ((rc = fl_dataset_load_flags(sw->def.base.dataset, sw->def.base.data_dir, sw->def.base.test_data,
-                                  &sw->train, &sw->test))) {
+  if ((rc = fl_dataset_load_flags(sw->def.base.dataset, sw->def.base.data_dir,
+                                  sw->def.base.test_data, &sw->train, &sw->test))) {
     status = fail("loading data", rc);
     goto out;
   }
