@@ -397,12 +397,19 @@ static int register_clients(fl_sim_t *s) {
 }
 
 /* The engine's configuration from the flags, the partition, attackers. */
+/* The specs fl_config only stores: --aggregator for the engine, --attack
+ * for the trainer. */
+static int parse_specs(const fl_config_t *cfg, fl_agg_config_t *agg, fl_attack_t *attack) {
+  int rc = fl_engine_agg_from(agg, cfg);
+  if (!rc && (rc = fl_attack_parse(cfg->attack, attack))) rc = prefixed(rc, "--attack");
+  return rc;
+}
+
 static int setup(fl_sim_t *s) {
   const fl_config_t *cfg = &s->cfg;
   const fl_dataset_t *train = s->c.train, *test = s->c.test;
   int rc;
-  if ((rc = fl_engine_agg_from(&s->agg, cfg))) return rc;
-  if ((rc = fl_attack_parse(cfg->attack, &s->attack))) return prefixed(rc, "--attack");
+  if ((rc = parse_specs(cfg, &s->agg, &s->attack))) return rc;
   if ((rc = fl_init_read(cfg, &s->init))) return rc;
   if (s->init.custom)
     return fl_err_set(FL_EINVAL,
@@ -457,9 +464,7 @@ static int setup(fl_sim_t *s) {
 int fl_sim_check_config(const fl_config_t *cfg) {
   fl_agg_config_t agg;
   fl_attack_t attack;
-  int rc = fl_engine_agg_from(&agg, cfg);
-  if (!rc && (rc = fl_attack_parse(cfg->attack, &attack))) rc = prefixed(rc, "--attack");
-  return rc;
+  return parse_specs(cfg, &agg, &attack);
 }
 
 fl_sim_t *fl_sim_new(fl_sim_pool_t *pool, const fl_sim_config_t *c, int *err) {

@@ -84,6 +84,9 @@ struct sweep {
   size_t num_configs, num_seeds, num_runs;
   run_t *runs;
   uint8_t *config_alive; /* (num_configs) not stopped by halving */
+  /* scratch for rank_runs: which runs count, the ranking */
+  uint8_t *include;      /* (num_runs) */
+  fl_sweep_rank_t *rank; /* (num_configs) */
   size_t decided_rungs;  /* halving decisions made */
   fl_dataset_t *train, *test;
   fl_sim_pool_t *pool;
@@ -228,6 +231,25 @@ static fl_sweep_run_t *run_views(const sweep_t *sw) {
   return v;
 }
 
+/* Ranks the configurations into sw->rank: by fl_sweep_rank over the runs
+ * with sw->include set, up to round `upto`; or (final) the sweep's final
+ * ranking (fl_sweep_rank_final). The number ranked, or (size_t)-1 without
+ * memory. */
+static size_t rank_runs(sweep_t *sw, uint32_t upto, int final) {
+  fl_sweep_run_t *v = run_views(sw);
+  if (!v) {
+    fl_err_set(FL_ENOMEM, "out of memory");
+    return (size_t)-1;
+  }
+  double target = sw->def.base.target_accuracy;
+  size_t n = final ? fl_sweep_rank_final(v, sw->num_runs, sw->num_configs, sw->def.rank_by, target,
+                                         sw->def.halving.on, sw->rank)
+                   : fl_sweep_rank(v, sw->num_runs, sw->include, sw->num_configs, sw->def.rank_by,
+                                   upto, target, sw->rank);
+  free(v);
+  return n;
+}
+
 static void print_progress(sweep_t *sw, const run_t *r) {
   if (sw->def.base.quiet) return;
   char label[400], best[400] = "", eta[32], took[32];
@@ -244,24 +266,16 @@ static void print_progress(sweep_t *sw, const run_t *r) {
               eta, sizeof eta);
   fmt_seconds(r->seconds, took, sizeof took);
   /* the best configuration among the ended runs */
-  fl_sweep_run_t *v = run_views(sw);
-  uint8_t *inc = calloc(sw->num_runs, 1);
-  fl_sweep_rank_t *rk = calloc(sw->num_configs, sizeof *rk);
-  if (v && inc && rk) {
-    for (size_t i = 0; i < sw->num_runs; i++)
-      inc[i] = sw->runs[i].state == RUN_ENDED && sw->runs[i].num_rounds > 0;
-    size_t n = fl_sweep_rank(v, sw->num_runs, inc, sw->num_configs, sw->def.rank_by, 0,
-                             sw->def.base.target_accuracy, rk);
-    if (n && n != (size_t)-1 && !isnan(rk[0].mean)) {
-      char bl[300];
-      fl_grid_label(&sw->def.grid, rk[0].config, bl, sizeof bl);
-      snprintf(best, sizeof best, " | best %s: %.4g (%zu run%s)", bl, rk[0].mean, rk[0].runs,
-               rk[0].runs == 1 ? "" : "s");
-    }
+  for (size_t i = 0; i < sw->num_runs; i++)
+    sw->include[i] = sw->runs[i].state == RUN_ENDED && sw->runs[i].num_rounds > 0;
+  size_t n = rank_runs(sw, 0, 0);
+  const fl_sweep_rank_t *rk = sw->rank;
+  if (n && n != (size_t)-1 && !isnan(rk[0].mean)) {
+    char bl[300];
+    fl_grid_label(&sw->def.grid, rk[0].config, bl, sizeof bl);
+    snprintf(best, sizeof best, " | best %s: %.4g (%zu run%s)", bl, rk[0].mean, rk[0].runs,
+             rk[0].runs == 1 ? "" : "s");
   }
-  free(v);
-  free(inc);
-  free(rk);
   double sc = run_score(sw, r);
   /* configurations whose every run has ended */
   size_t configs_done = 0;
@@ -419,42 +433,23 @@ static int halving_step(sweep_t *sw) {
     if (r->state == RUN_ENDED) continue;
     if (r->state != RUN_PAUSED || r->num_rounds < at) return 0; /* still going */
   }
-  fl_sweep_run_t *v = run_views(sw);
-  uint8_t *inc = calloc(sw->num_runs, 1);
-  fl_sweep_rank_t *rk = calloc(sw->num_configs, sizeof *rk);
   size_t alive = 0;
   for (size_t k = 0; k < sw->num_configs; k++)
     alive += sw->config_alive[k];
-  if (!v || !inc || !rk) {
-    free(v);
-    free(inc);
-    free(rk);
-    return fl_err_set(FL_ENOMEM, "out of memory");
-  }
   for (size_t i = 0; i < sw->num_runs; i++)
-    inc[i] = sw->config_alive[sw->runs[i].config];
-  size_t n = fl_sweep_rank(v, sw->num_runs, inc, sw->num_configs, sw->def.rank_by, at,
-                           sw->def.base.target_accuracy, rk);
+    sw->include[i] = sw->config_alive[sw->runs[i].config];
+  /* every configuration still in the race is ranked (it has runs) */
+  size_t n = rank_runs(sw, at, 0);
+  if (n == (size_t)-1) return FL_ENOMEM;
+  const fl_sweep_rank_t *rk = sw->rank;
   size_t keep = alive / h->eta;
   if (keep < 1) keep = 1;
   sw->decided_rungs++;
   say(sw, "successive halving at round %u: keeping the best %zu of %zu configurations", at, keep,
       alive);
-  uint8_t *kept = calloc(sw->num_configs, 1);
-  if (!kept) {
-    free(v);
-    free(inc);
-    free(rk);
-    return fl_err_set(FL_ENOMEM, "out of memory");
-  }
-  for (size_t j = 0; j < n && j < keep; j++)
-    kept[rk[j].config] = 1;
-  for (size_t j = 0; j < n; j++) {
+  for (size_t j = keep; j < n; j++) {
     size_t k = rk[j].config;
-    if (kept[k]) continue;
     sw->config_alive[k] = 0;
-    char label[300];
-    fl_grid_label(&sw->def.grid, k, label, sizeof label);
     for (size_t i = 0; i < sw->num_runs; i++) {
       run_t *r = &sw->runs[i];
       if (r->config != k || r->state != RUN_PAUSED) continue;
@@ -471,17 +466,13 @@ static int halving_step(sweep_t *sw) {
   /* the survivors go on to the next rung */
   for (size_t i = 0; i < sw->num_runs; i++) {
     run_t *r = &sw->runs[i];
-    if (!kept[r->config] || r->state != RUN_PAUSED) continue;
+    if (!sw->config_alive[r->config] || r->state != RUN_PAUSED) continue;
     r->rung = rung + 1;
     fl_sim_pause_after(r->sim, r->rung < h->num_rungs ? h->rungs[r->rung] : 0);
     r->state = RUN_RUNNING;
     r->t_started = fl_clock_now();
     fl_sim_resume(r->sim);
   }
-  free(kept);
-  free(v);
-  free(inc);
-  free(rk);
   return 0;
 }
 
@@ -552,7 +543,10 @@ static int setup_runs(sweep_t *sw) {
   sw->runs = calloc(sw->num_runs, sizeof *sw->runs);
   sw->config_alive = malloc(sw->num_configs);
   sw->events = malloc(sw->num_runs * 4 * sizeof *sw->events + 64);
-  if (!sw->runs || !sw->config_alive || !sw->events) return fl_err_set(FL_ENOMEM, "out of memory");
+  sw->include = malloc(sw->num_runs);
+  sw->rank = malloc(sw->num_configs * sizeof *sw->rank);
+  if (!sw->runs || !sw->config_alive || !sw->events || !sw->include || !sw->rank)
+    return fl_err_set(FL_ENOMEM, "out of memory");
   memset(sw->config_alive, 1, sw->num_configs);
   int width = 1;
   for (size_t n = sw->num_configs - 1; n >= 10; n /= 10)
@@ -637,23 +631,19 @@ out:
   return rc;
 }
 
-static void print_summary(const sweep_t *sw) {
-  fl_sweep_run_t *v = run_views(sw);
-  fl_sweep_rank_t *rk = calloc(sw->num_configs, sizeof *rk);
+static void print_summary(sweep_t *sw) {
   size_t failed = 0, halved = 0;
   for (size_t i = 0; i < sw->num_runs; i++) {
     failed += sw->runs[i].status == FL_SWEEP_FAILED;
     halved += sw->runs[i].status == FL_SWEEP_HALVED;
   }
-  if (v && rk) {
-    size_t n = fl_sweep_rank_final(v, sw->num_runs, sw->num_configs, sw->def.rank_by,
-                                   sw->def.base.target_accuracy, sw->def.halving.on, rk);
-    for (size_t j = 0; j < n && j < 5 && n != (size_t)-1; j++) {
-      char label[400];
-      fl_grid_label(&sw->def.grid, rk[j].config, label, sizeof label);
-      printf("%zu. %s: %.4f +- %.4f (%zu run%s)\n", j + 1, label, rk[j].mean, rk[j].std, rk[j].runs,
-             rk[j].runs == 1 ? "" : "s");
-    }
+  const fl_sweep_rank_t *rk = sw->rank;
+  size_t n = rank_runs(sw, 0, 1);
+  for (size_t j = 0; j < n && j < 5 && n != (size_t)-1; j++) {
+    char label[400];
+    fl_grid_label(&sw->def.grid, rk[j].config, label, sizeof label);
+    printf("%zu. %s: %.4f +- %.4f (%zu run%s)\n", j + 1, label, rk[j].mean, rk[j].std, rk[j].runs,
+           rk[j].runs == 1 ? "" : "s");
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -661,8 +651,6 @@ static void print_summary(const sweep_t *sw) {
          "%s/summary.md\n",
          sw->num_runs, halved, failed, fl_clock_now() - sw->t0, (double)ru.ru_maxrss / 1024.0,
          sw->def.o.out);
-  free(v);
-  free(rk);
 }
 
 int main(int argc, char **argv) {
@@ -769,6 +757,8 @@ out:
   fl_sweep_def_free(&sw->def);
   free(sw->runs);
   free(sw->config_alive);
+  free(sw->include);
+  free(sw->rank);
   free(sw->events);
   return status;
 }

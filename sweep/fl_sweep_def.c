@@ -16,7 +16,8 @@
 #define PROG "fedlr-sweep"
 
 void fl_sweep_def_help(FILE *f) {
-  fprintf(f,
+  fprintf(
+      f,
       "Usage: " PROG " --out DIR [--grid NAME=V1|V2|...]... [--seeds A-B] [fedlr-sim flags]\n"
       "Runs a grid of fedlr-sim configurations x seeds in one process (the data loaded once, the\n"
       "runs sharing every core) and ranks them; each run equals the standalone fedlr-sim run with\n"
@@ -229,14 +230,13 @@ static int parse_halving(const char *spec, uint32_t rounds, fl_halving_t *h) {
   char *end;
   unsigned long eta = strtoul(spec, &end, 10);
   if (end == spec || eta < 2 || eta > 100)
-    return fl_err_set(FL_EINVAL, "--halving %s: ETA must be an integer in 2..100 (e.g. 3)",
-                      spec);
+    return fl_err_set(FL_EINVAL, "--halving %s: ETA must be an integer in 2..100 (e.g. 3)", spec);
   unsigned long r = 0;
   if (*end == ',') {
     const char *kv = end + 1;
     if (strncmp(kv, "min_rounds=", 11) != 0 && strncmp(kv, "min-rounds=", 11) != 0)
-      return fl_err_set(FL_EINVAL, "--halving %s: unknown part '%s' (expected min_rounds=R)",
-                        spec, kv);
+      return fl_err_set(FL_EINVAL, "--halving %s: unknown part '%s' (expected min_rounds=R)", spec,
+                        kv);
     r = strtoul(kv + 11, &end, 10);
     if (end == kv + 11 || r < 1)
       return fl_err_set(FL_EINVAL, "--halving %s: min_rounds must be a positive integer", spec);
@@ -325,28 +325,29 @@ int fl_sweep_def_parse(fl_sweep_def_t *sw, int argc, char **argv, int *help_out)
   }
   char resume_ini[FL_PATH_MAX + 32];
   if (sw->o.resume[0]) {
-    /* the definition is DIR/sweep.ini; only --workers and --quiet may come too */
-    for (int i = 1; i < sim_argc; i++) {
-      const char *a = sim_argv[i];
-      if (strncmp(a, "--workers", 9) && strcmp(a, "--quiet") &&
-          !(i > 1 && !strncmp(sim_argv[i - 1], "--workers", 9) && !strchr(sim_argv[i - 1], '=')))
-        return fl_err_set(FL_EINVAL,
-                                     "--resume %s: the sweep's definition is %s/sweep.ini; give "
-                                     "only --workers or --quiet with it (not %s)",
-                                     sw->o.resume, sw->o.resume, a);
+    /* the definition is DIR/sweep.ini; only --workers (and its value) and
+     * --quiet may come too */
+    const char *other = NULL;
+    for (int i = 1; i < sim_argc && !other; i++) {
+      if (!strcmp(sim_argv[i], "--workers"))
+        i++; /* its value */
+      else if (strncmp(sim_argv[i], "--workers=", 10) && strcmp(sim_argv[i], "--quiet"))
+        other = sim_argv[i];
     }
-    if (sw->o.num_grid || sw->o.seeds[0] || sw->o.halving[0] || sw->o.lr_find[0] ||
-        sw->o.out[0] || sw->o.rank_by[0] || sw->o.top)
+    if (!other && (sw->o.num_grid || sw->o.seeds[0] || sw->o.halving[0] || sw->o.lr_find[0] ||
+                   sw->o.out[0] || sw->o.rank_by[0] || sw->o.top))
+      other = "a sweep option";
+    if (other)
       return fl_err_set(FL_EINVAL,
-                                   "--resume %s: the sweep's definition is %s/sweep.ini; give only "
-                                   "--workers or --quiet with it",
-                                   sw->o.resume, sw->o.resume);
+                        "--resume %s: the sweep's definition is %s/sweep.ini; give only --workers "
+                        "or --quiet with it (not %s)",
+                        sw->o.resume, sw->o.resume, other);
     snprintf(resume_ini, sizeof resume_ini, "%s/sweep.ini", sw->o.resume);
     if (access(resume_ini, F_OK) != 0)
       return fl_err_set(FL_ENOENT,
-                                   "--resume %s: no sweep.ini there (DIR is the --out of the "
-                                   "sweep to continue)",
-                                   sw->o.resume);
+                        "--resume %s: no sweep.ini there (DIR is the --out of the "
+                        "sweep to continue)",
+                        sw->o.resume);
     config = resume_ini;
     if (sim_argc + 2 >= MAX_ARGS) return fl_err_set(FL_EINVAL, "too many arguments");
     sim_argv[sim_argc++] = "--config";
@@ -366,7 +367,7 @@ int fl_sweep_def_parse(fl_sweep_def_t *sw, int argc, char **argv, int *help_out)
   snprintf(ini_msg, sizeof ini_msg, "%s", fl_err_msg());
   fl_sweep_opts_t file = sw->o;
   sw->o = flags;
-#define FROM_FILE(f)                                                                              \
+#define FROM_FILE(f)                                                                               \
   if (!sw->o.f[0]) snprintf(sw->o.f, sizeof sw->o.f, "%s", file.f)
   FROM_FILE(out);
   FROM_FILE(seeds);
@@ -399,7 +400,8 @@ int fl_sweep_def_parse(fl_sweep_def_t *sw, int argc, char **argv, int *help_out)
     }
     char where[FL_PATH_MAX + 16];
     snprintf(where, sizeof where, "%.*s: [grid]", FL_PATH_MAX - 1, config);
-    if (!overridden) rc = fl_grid_add_values(&sw->grid, &sw->base, ini.names[i], ini.values[i], where);
+    if (!overridden)
+      rc = fl_grid_add_values(&sw->grid, &sw->base, ini.names[i], ini.values[i], where);
   }
   for (size_t i = 0; i < ini.num; i++)
     free(ini.values[i]);
@@ -407,11 +409,11 @@ int fl_sweep_def_parse(fl_sweep_def_t *sw, int argc, char **argv, int *help_out)
     rc = fl_grid_add(&sw->grid, &sw->base, sw->o.grid[j], "--grid");
   if (rc) return rc;
   if (sw->base.metrics[0])
-    return fl_err_set(FL_EINVAL,
-                                 "--metrics: a sweep writes each run's metrics to "
+    return fl_err_set(FL_EINVAL, "--metrics: a sweep writes each run's metrics to "
                                  "runs/<id>/metrics.jsonl under --out");
   if (!sw->o.out[0]) {
-    if (sw->base.out[0]) snprintf(sw->o.out, sizeof sw->o.out, "%s", sw->base.out);
+    if (sw->base.out[0])
+      snprintf(sw->o.out, sizeof sw->o.out, "%s", sw->base.out);
     else
       return fl_err_set(FL_EINVAL, "--out DIR is required (the sweep's results)");
   }
@@ -423,16 +425,15 @@ int fl_sweep_def_parse(fl_sweep_def_t *sw, int argc, char **argv, int *help_out)
   if ((rc = parse_halving(sw->o.halving, sw->base.rounds, &sw->halving))) return rc;
   if (sw->o.lr_find[0]) {
     if ((rc = fl_lrfind_parse(sw->o.lr_find, &sw->lrfind))) return rc;
-    if (sw->halving.on)
-      return fl_err_set(FL_EINVAL, "--lr-find and --halving do not go together");
+    if (sw->halving.on) return fl_err_set(FL_EINVAL, "--lr-find and --halving do not go together");
     for (size_t d = 0; d < sw->grid.num_dims; d++) {
       const char *k = sw->grid.dims[d].name;
       if (!strcmp(k, "lr") || !strcmp(k, "schedule") || !strcmp(k, "rounds") ||
           !strcmp(k, "target-accuracy"))
         return fl_err_set(FL_EINVAL,
-                                     "--grid %s with --lr-find: the range test sets --lr, "
-                                     "--schedule and --rounds itself",
-                                     k);
+                          "--grid %s with --lr-find: the range test sets --lr, "
+                          "--schedule and --rounds itself",
+                          k);
     }
   }
   if ((rc = fl_grid_check(&sw->grid, &sw->base))) return rc;
