@@ -158,6 +158,7 @@ static double aggregation_gbs(const fl_model_spec_t *m, uint32_t K, const bench_
   memset(&c, 0, sizeof c);
   c.model = *m;
   c.lr0 = 0.1;
+  c.server_lr = 1;
   fl_sched_parse("const", &c.sched);
   fl_optim_parse("sgd", &c.optim);
   c.local_epochs = 1;

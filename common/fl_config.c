@@ -20,6 +20,7 @@
 #include "fl_optim.h"
 #include "fl_partition.h"
 #include "fl_sched.h"
+#include "fl_server_optim.h"
 
 typedef enum {
   OPT_STR, /* char[size], the value verbatim */
@@ -30,10 +31,14 @@ typedef enum {
   OPT_CONFIG  /* --config FILE: read by fl_config_parse, no field */
 } opt_type_t;
 
-enum { G_DATA, G_TRAIN, G_FED, G_ROBUST, G_NET, G_OUT, G_GENERAL, G_COUNT };
-static const char *const group_title[G_COUNT] = {"Data",       "Model and training",
-                                                 "Federation", "Robust aggregation and attacks",
-                                                 "Network",    "Output",
+enum { G_DATA, G_TRAIN, G_SERVER, G_FED, G_ROBUST, G_NET, G_OUT, G_GENERAL, G_COUNT };
+static const char *const group_title[G_COUNT] = {"Data",
+                                                 "Model and training",
+                                                 "Server optimizer and FedProx",
+                                                 "Federation",
+                                                 "Robust aggregation and attacks",
+                                                 "Network",
+                                                 "Output",
                                                  "General"};
 
 enum { OPT_LO_OPEN = 1 }; /* the lower bound is exclusive: (lo, hi] */
@@ -63,6 +68,7 @@ static int check_lr(const char *s);
 static int check_sched(const char *s);
 static int check_local_sched(const char *s);
 static int check_optim(const char *s);
+static int check_server_optim(const char *s);
 static int check_partition(const char *s);
 static int check_model(const char *s);
 static int check_bind(const char *s);
@@ -126,6 +132,20 @@ static const opt_t opts[] = {
      "local epochs per round"},
     {"batch-size", OPT_U32, FIELD(batch_size), SC, G_TRAIN, "N", "10", RANGE(1, 65536, 0),
      "local minibatch size"},
+
+    {"server-optimizer", OPT_STR, FIELD(server_optimizer), SC, G_SERVER, "SPEC", "fedavg",
+     CHECK(check_server_optim),
+     "the server's step with the round's aggregate (Reddi et al. 2021): fedavg, "
+     "fedavgm[:momentum=M], fedadagrad, fedadam or fedyogi[:beta1=B1,beta2=B2,tau=T]"},
+    {"server-lr", OPT_DOUBLE, FIELD(server_lr), SC, G_SERVER, "RATE", "1",
+     RANGE(0, HUGE_VAL, OPT_LO_OPEN),
+     "the server rate: the step is RATE times the optimizer's direction (fedavg at 1: plain "
+     "FedAvg)"},
+    {"server-schedule", OPT_STR, FIELD(server_schedule), SC, G_SERVER, "SPEC", "const",
+     CHECK(check_sched), "per-round schedule of --server-lr, in the --schedule language"},
+    {"prox-mu", OPT_DOUBLE, FIELD(prox_mu), SC, G_SERVER, "MU", "0", RANGE(0, 1e4, 0),
+     "FedProx (Li et al. 2020): clients add MU (w - w_global) to every local gradient, 0 = off "
+     "(networked: needs clients of protocol version 3)"},
 
     {"clients", OPT_U32, FIELD(clients), SC, G_FED, "N", "100", RANGE(1, 1000000, 0),
      "number of clients (coordinator: the most that may join, ids 0..N-1)"},
@@ -460,6 +480,11 @@ static int check_local_sched(const char *s) {
 static int check_optim(const char *s) {
   fl_optim_config_t oc;
   return fl_optim_parse(s, &oc);
+}
+
+static int check_server_optim(const char *s) {
+  fl_sopt_config_t c;
+  return fl_sopt_parse(s, &c);
 }
 
 static int check_partition(const char *s) {

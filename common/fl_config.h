@@ -38,6 +38,11 @@ typedef struct {
   char local_unit[16];      /* "epoch" | "step" */
   uint32_t local_epochs;    /* 1 */
   uint32_t batch_size;      /* 10 */
+  /* server optimizer and FedProx */
+  char server_optimizer[128]; /* "fedavg": a spec for fl_sopt_parse() (fl_server_optim.h) */
+  double server_lr;           /* 1 */
+  char server_schedule[256];  /* "const" */
+  double prox_mu;             /* 0 = off */
   /* federation */
   uint32_t clients;       /* 100 */
   double fraction;        /* 0.1 */

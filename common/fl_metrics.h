@@ -11,6 +11,7 @@ typedef struct {
   uint32_t round; /* 1-based */
   uint32_t rounds_total;
   double lr;
+  double server_lr; /* the server rate (--server-lr, --server-schedule); 1 for plain FedAvg */
   uint32_t clients_sampled;
   uint32_t clients_reported;
   double train_loss;       /* example-weighted mean of the clients' losses */

@@ -20,7 +20,7 @@
 #include "fl_optim.h"
 
 /* Protocol versions this code speaks (docs/protocol.md, "Versions"). */
-#define FL_WIRE_PROTOCOL_VERSION 2
+#define FL_WIRE_PROTOCOL_VERSION 3
 #define FL_WIRE_MIN_PROTOCOL_VERSION 1
 #define FL_WIRE_MAX_STRING 256 /* specs, reasons, run ids, tensor names */
 #define FL_WIRE_MAX_NAME 64    /* client names, bytes of UTF-8 */
@@ -34,6 +34,12 @@
 #define FL_WIRE_MAX_METRICS 16 /* metrics in one EvalResult */
 #define FL_WIRE_MAX_METRIC_NAME 32
 #define FL_WIRE_MAX_VERSIONS 16 /* entries of Stop.supported_versions */
+/* The largest FedProx coefficient (RoundStart.prox_mu, --prox-mu): with
+ * mu * lr above 2 the proximal term alone diverges; 1e4 leaves room for
+ * tiny rates and refuses nonsense. */
+#define FL_WIRE_MAX_PROX_MU 1e4
+/* The first protocol version with RoundStart.prox_mu. */
+#define FL_WIRE_PROX_VERSION 3
 
 typedef struct {
   size_t max_message; /* bytes of one encoded message */

@@ -492,13 +492,13 @@ static void sort_columns(float *v, size_t w, const uint32_t *net, size_t len) {
   (use_avx512 ? sort_columns_avx512 : sort_columns_generic)(v, w, net, len);
 }
 
-/* global += coordinate-wise median or trimmed mean of the added slots'
- * deltas. A block of SEL_W coordinates at a time: the r reported rows are
+/* global += (add) or = (not add) the coordinate-wise median or trimmed mean
+ * of the added slots' deltas. A block of SEL_W coordinates at a time: the r reported rows are
  * copied (in slot order) into r x SEL_W scratch, sorted column-wise, and
  * the statistic is read off the sorted rows, in double, in a fixed order.
  * Median: the middle value, or the mean of the two middle ones. Trimmed
  * mean: the mean of sorted rows b .. r-b-1, b = floor(beta r). */
-static int robust_apply(fl_agg_t *a, float *global) {
+static int robust_apply(fl_agg_t *a, float *global, int add) {
   const size_t P = a->num_params, r = a->num_added;
   int rc = ensure_network(a, r);
   if (rc) return rc;
@@ -530,16 +530,19 @@ static int robust_apply(fl_agg_t *a, float *global) {
     for (size_t k = lo; k < hi; k++)
       for (size_t l = 0; l < w; l++)
         sum[l] += (double)v[k * SEL_W + l];
-    for (size_t l = 0; l < w; l++)
-      global[j + l] += (float)(sum[l] / cnt);
+    for (size_t l = 0; l < w; l++) {
+      float stat = (float)(sum[l] / cnt);
+      global[j + l] = add ? global[j + l] + stat : stat;
+    }
   }
   free(rows);
   return 0;
 }
 
-int fl_agg_apply(fl_agg_t *a, float *global) {
+/* dst += (add) or = (not add) the rule's aggregate. */
+static int emit(fl_agg_t *a, float *dst, int add) {
   if (a->num_added == 0) return fl_err_set(FL_ESTATE, "no update to aggregate");
-  if (robust(a)) return robust_apply(a, global);
+  if (robust(a)) return robust_apply(a, dst, add);
   /* V = sum_k n_k delta_k * 2^40 exactly; the mean is V / 2^40 / N. The
    * canonical limbs make the conversion, hence the bits, independent of
    * when carries happened. N <= 2^24 * 2^32: exact in a uint64. */
@@ -548,7 +551,16 @@ int fl_agg_apply(fl_agg_t *a, float *global) {
   const double hi_scale = AGG_LIMB / AGG_SCALE; /* 2^14 */
   for (size_t i = 0; i < a->num_params; i++) {
     double v = (double)a->hi[i] * hi_scale + (double)a->lo[i] * (1.0 / AGG_SCALE);
-    global[i] += (float)(v * inv);
+    float d = (float)(v * inv);
+    dst[i] = add ? dst[i] + d : d;
   }
   return 0;
+}
+
+int fl_agg_apply(fl_agg_t *a, float *global) {
+  return emit(a, global, 1);
+}
+
+int fl_agg_result(fl_agg_t *a, float *delta) {
+  return emit(a, delta, 0);
 }

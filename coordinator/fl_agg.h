@@ -91,4 +91,10 @@ int fl_agg_added(const fl_agg_t *a, size_t slot);
  * FL_ESTATE if nothing was added, FL_ENOMEM (global unchanged). */
 int fl_agg_apply(fl_agg_t *a, float *global);
 
+/* Writes the rule's aggregate of the added deltas to delta (num_params),
+ * the values fl_agg_apply() would add, bit for bit: a server optimizer's
+ * pseudo-gradient (fl_server_optim.h). FL_ESTATE if nothing was added,
+ * FL_ENOMEM. */
+int fl_agg_result(fl_agg_t *a, float *delta);
+
 #endif

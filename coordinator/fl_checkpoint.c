@@ -195,6 +195,7 @@ out:
 typedef struct {
   uint32_t rounds_done;
   fl_plateau_t plateau;
+  fl_plateau_t server_plateau;
   double best_accuracy;
   int target_reached;
   uint32_t *quarantine; /* (2 * num_quarantine) id, through; owned */
@@ -523,6 +524,7 @@ int fl_checkpoint_load(fl_engine_t *e, const char *path, char *changes, size_t c
   float *w = malloc(n * sizeof *w); /* (num_params) staged: the engine changes only at the end */
   fl_safetensors_meta_t *meta = malloc(sizeof *meta);
   ck_state_t st = {0};
+  fl_plateau_init(&st.server_plateau); /* not in the checkpoint yet */
   int rc = w && meta ? 0 : fl_err_set(FL_ENOMEM, "out of memory restoring %s", path);
   if (rc) goto out;
   /* One read of the file: the weights, the metadata and the checksum over
@@ -532,7 +534,8 @@ int fl_checkpoint_load(fl_engine_t *e, const char *path, char *changes, size_t c
   if (rc) goto out;
   if ((rc = ck_state(e, path, meta, &st))) goto out;
   if ((rc = ck_weights(e, path, w))) goto out;
-  fl_engine_state_t es = {st.rounds_done, st.plateau, st.best_accuracy, st.target_reached};
+  fl_engine_state_t es = {st.rounds_done, st.plateau, st.best_accuracy, st.target_reached,
+                          st.server_plateau};
   if ((rc = fl_engine_set_state(e, &es, w, st.quarantine, st.num_quarantine))) goto out;
   if (changes && cap) {
     changes[0] = '\0';

@@ -44,6 +44,12 @@ int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl
     return flag_error("--lr", rc);
   if ((rc = fl_sched_parse(c->schedule, &ec->sched))) return flag_error("--schedule", rc);
   if ((rc = fl_optim_parse(c->optimizer, &ec->optim))) return flag_error("--optimizer", rc);
+  if ((rc = fl_sopt_parse(c->server_optimizer, &ec->server_optim)))
+    return flag_error("--server-optimizer", rc);
+  if ((rc = fl_sched_parse(c->server_schedule, &ec->server_sched)))
+    return flag_error("--server-schedule", rc);
+  ec->server_lr = c->server_lr;
+  ec->prox_mu = c->prox_mu;
   /* Checked by fl_config_parse() (fl_sched_parse_local), as every client
    * checks what it receives. */
   snprintf(ec->local_schedule, sizeof ec->local_schedule, "%s", c->local_schedule);
@@ -78,6 +84,16 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   e->cfg = *cfg;
   if (!(cfg->lr0 > 0) || !isfinite(cfg->lr0)) {
     rc = fl_err_set(FL_EINVAL, "initial learning rate %g must be positive and finite", cfg->lr0);
+    goto fail;
+  }
+  if (!(cfg->server_lr > 0) || !isfinite(cfg->server_lr)) {
+    rc = fl_err_set(FL_EINVAL, "server learning rate %g must be positive and finite",
+                    cfg->server_lr);
+    goto fail;
+  }
+  if (!(cfg->prox_mu >= 0 && cfg->prox_mu <= FL_WIRE_MAX_PROX_MU)) {
+    rc = fl_err_set(FL_EINVAL, "FedProx mu %g must be in [0, %g]", cfg->prox_mu,
+                    FL_WIRE_MAX_PROX_MU);
     goto fail;
   }
   if (!(cfg->fraction > 0 && cfg->fraction <= 1)) {
@@ -131,6 +147,15 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   }
   e->cfg.init_weights = NULL; /* borrowed: not kept */
   fl_plateau_init(&e->plateau);
+  fl_plateau_init(&e->server_plateau);
+  const fl_sopt_config_t *so = &cfg->server_optim;
+  if (so->kind != FL_SOPT_FEDAVG || cfg->server_lr != 1 ||
+      cfg->server_sched.kind != FL_SCHED_CONST || cfg->server_sched.warmup) {
+    if (!(e->pseudo = malloc(n * sizeof *e->pseudo))) goto fail;
+    for (size_t i = 0; i < fl_sopt_num_state(so); i++)
+      if (!(e->sopt_state[i] = malloc(n * sizeof *e->sopt_state[i]))) goto fail;
+    fl_sopt_init(so, e->sopt_state, n);
+  }
   return e;
 fail:
   if (rc == FL_ENOMEM) fl_err_set(FL_ENOMEM, "engine: out of memory");
@@ -159,6 +184,9 @@ void fl_engine_destroy(fl_engine_t **pe) {
   free(e->q_restore);
   fl_fedeval_destroy(&e->fedeval);
   free(e->eval_max);
+  free(e->pseudo);
+  for (size_t i = 0; i < FL_SOPT_MAX_STATE; i++)
+    free(e->sopt_state[i]);
   free(e);
   *pe = NULL;
 }
@@ -348,6 +376,7 @@ static void round_start_fill(const fl_engine_t *e, uint32_t round, double lr, ui
   rs.n_weights = e->tv.n;
   rs.weights = e->tv.ptrs;
   rs.attempt = e->attempt + 1;
+  rs.prox_mu = (float)c->prox_mu;
   m->rs = rs;
 }
 
@@ -439,6 +468,7 @@ int fl_engine_begin_round(fl_engine_t *e) {
   e->num_rejected = e->num_clipped = e->num_capped = 0;
   e->round = round;
   e->lr = round_lr(e, round);
+  e->server_lr = fl_sched_lr(&e->cfg.server_sched, e->cfg.server_lr, round - 1, &e->server_plateau);
   e->state = ROUND_OPEN;
   return 0;
 }
@@ -594,6 +624,17 @@ int fl_engine_has_quorum(const fl_engine_t *e) {
   return e->num_reported >= fl_engine_quorum_need(e);
 }
 
+/* global moves by the round's aggregate: added as is (plain FedAvg at
+ * server rate 1), or as the server optimizer's step with it. */
+static int server_step(fl_engine_t *e) {
+  if (!e->pseudo) return fl_agg_apply(e->agg, e->weights);
+  int rc = fl_agg_result(e->agg, e->pseudo);
+  if (rc) return rc;
+  fl_sopt_step(&e->cfg.server_optim, e->server_lr, e->weights, e->pseudo, e->sopt_state,
+               e->cfg.model.num_params);
+  return 0;
+}
+
 int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
   if (!fl_engine_has_quorum(e))
     return fl_err_set(FL_ESTATE, "round %u has %zu of %zu updates, below quorum", e->round,
@@ -607,13 +648,14 @@ int fl_engine_end_round(fl_engine_t *e, fl_round_metrics_t *m) {
     reported_examples += e->slot_examples[i];
     loss_sum += e->slot_loss[i] * (double)e->slot_examples[i];
   }
-  int rc = fl_agg_apply(e->agg, e->weights);
+  int rc = server_step(e);
   if (rc) return rc;
 
   memset(m, 0, sizeof *m);
   m->round = e->round;
   m->rounds_total = e->cfg.rounds;
   m->lr = e->lr;
+  m->server_lr = e->server_lr;
   m->clients_sampled = (uint32_t)e->num_sampled;
   m->clients_reported = (uint32_t)e->num_reported;
   m->train_loss = loss_sum / (double)reported_examples;
@@ -670,6 +712,7 @@ int fl_engine_has_answered(const fl_engine_t *e, uint32_t id) {
 void fl_engine_get_state(const fl_engine_t *e, fl_engine_state_t *st) {
   st->rounds_done = e->rounds_done;
   st->plateau = e->plateau;
+  st->server_plateau = e->server_plateau;
   st->best_accuracy = e->best_accuracy;
   st->target_reached = e->target_reached;
 }
@@ -718,6 +761,7 @@ int fl_engine_set_state(fl_engine_t *e, const fl_engine_state_t *st, const float
   e->rounds_done = st->rounds_done;
   e->round = st->rounds_done;
   e->plateau = st->plateau;
+  e->server_plateau = st->server_plateau;
   e->best_accuracy = st->best_accuracy;
   e->target_reached = st->target_reached;
   e->attempt = 0;
@@ -740,4 +784,21 @@ const fl_model_spec_t *fl_engine_model(const fl_engine_t *e) {
 }
 const fl_wire_limits_t *fl_engine_limits(const fl_engine_t *e) {
   return &e->limits;
+}
+
+double fl_engine_server_lr(const fl_engine_t *e) {
+  return e->server_lr;
+}
+
+size_t fl_engine_server_state(const fl_engine_t *e, const float *const **vecs) {
+  if (vecs) *vecs = (const float *const *)e->sopt_state;
+  return e->pseudo ? fl_sopt_num_state(&e->cfg.server_optim) : 0;
+}
+
+int fl_engine_set_server_state(fl_engine_t *e, const float *const *vecs) {
+  if (e->state != ROUND_IDLE) return fl_err_set(FL_ESTATE, "cannot restore inside a round");
+  size_t n = fl_engine_server_state(e, NULL);
+  for (size_t i = 0; i < n; i++)
+    memcpy(e->sopt_state[i], vecs[i], e->cfg.model.num_params * sizeof *e->sopt_state[i]);
+  return 0;
 }

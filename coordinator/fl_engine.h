@@ -61,6 +61,7 @@
 #include "fl_model.h"
 #include "fl_optim.h"
 #include "fl_sched.h"
+#include "fl_server_optim.h"
 #include "fl_wire.h"
 
 /* The most clients an engine registers (ids 0 .. 10^7 - 1). */
@@ -96,6 +97,12 @@ typedef struct {
   char local_schedule[FL_SCHED_SPEC_MAX];
   int local_unit; /* FEDLR__ROUND_START__LOCAL_UNIT__EPOCH / __STEP */
   fl_optim_config_t optim;
+  fl_sopt_config_t server_optim; /* the server's step (fl_server_optim.h) */
+  double server_lr;              /* the server rate at round 1 (before its schedule), > 0 */
+  fl_sched_t server_sched;       /* round schedule of the server rate (plateau: follows the
+                                  * same evaluation loss as sched, with its own state) */
+  double prox_mu;                /* FedProx coefficient sent to clients, [0, FL_WIRE_MAX_PROX_MU];
+                                  * 0 = off */
   uint32_t local_epochs;
   uint32_t batch_size;
   double fraction;      /* C: fraction of clients sampled per round */
@@ -322,6 +329,7 @@ typedef struct {
   fl_plateau_t plateau;
   double best_accuracy;
   int target_reached;
+  fl_plateau_t server_plateau; /* the server schedule's (--server-schedule plateau) */
 } fl_engine_state_t;
 
 void fl_engine_get_state(const fl_engine_t *e, fl_engine_state_t *st);
@@ -338,6 +346,20 @@ size_t fl_engine_quarantine_list(const fl_engine_t *e, uint32_t *pairs, size_t c
  * caller's to validate (fl_checkpoint_load does). */
 int fl_engine_set_state(fl_engine_t *e, const fl_engine_state_t *st, const float *weights,
                         const uint32_t *quarantine, size_t n);
+
+/* The server optimizer's state (fl_server_optim.h): the number of vectors
+ * of num_params floats it keeps (0 for plain FedAvg) and, if vecs is not
+ * NULL, pointers to them in *vecs (the engine's own, valid while it is). */
+size_t fl_engine_server_state(const fl_engine_t *e, const float *const **vecs);
+
+/* Restores the server optimizer's state: fl_engine_server_state()'s
+ * vectors, copied from vecs. Between rounds (FL_ESTATE); the values are
+ * the caller's to validate (fl_sopt_check_state). */
+int fl_engine_set_server_state(fl_engine_t *e, const float *const *vecs);
+
+/* The open (or last) round's server rate (--server-lr through
+ * --server-schedule). */
+double fl_engine_server_lr(const fl_engine_t *e);
 
 /* The configuration the engine runs with (a copy of fl_engine_new's). */
 const fl_engine_config_t *fl_engine_config(const fl_engine_t *e);

@@ -90,7 +90,10 @@ int fl_engine__after_round(fl_engine_t *e, fl_round_metrics_t *m) {
 /* The evaluation metrics of a round: the plateau schedule follows the loss,
  * the target the accuracy (NAN: not measured, nothing happens). */
 static void observe(fl_engine_t *e, double loss, double acc) {
-  if (isfinite(loss)) fl_plateau_observe(&e->cfg.sched, &e->plateau, loss);
+  if (isfinite(loss)) {
+    fl_plateau_observe(&e->cfg.sched, &e->plateau, loss);
+    fl_plateau_observe(&e->cfg.server_sched, &e->server_plateau, loss);
+  }
   if (isfinite(acc) && acc > e->best_accuracy) e->best_accuracy = acc;
   if (isfinite(acc) && e->cfg.target_accuracy > 0 && acc >= e->cfg.target_accuracy)
     e->target_reached = 1;

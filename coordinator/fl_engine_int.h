@@ -58,6 +58,15 @@ struct fl_engine {
   size_t num_sampled, num_reported, num_answered_bad, cap_sampled;
   uint32_t num_rejected, num_clipped, num_capped; /* this round's counts, see fl_round_metrics_t */
   fl_plateau_t plateau;
+  /* The server step (fl_server_optim.h): the round's server rate, its
+   * schedule's plateau state, the optimizer's state (cfg.server_optim's
+   * vectors, num_params floats each) and the round's aggregate. pseudo is
+   * NULL when the step is plain FedAvg at rate 1 throughout (fl_agg_apply
+   * then adds the aggregate directly). */
+  double server_lr;
+  fl_plateau_t server_plateau;
+  float *sopt_state[FL_SOPT_MAX_STATE];
+  float *pseudo;
   double best_accuracy;
   int target_reached;
   uint32_t *q_restore; /* (2 * num_q_restore) id, through: a checkpoint's quarantine */

@@ -21,6 +21,7 @@ static fl_engine_config_t base_config(void) {
   memset(&c, 0, sizeof c);
   fl_model_parse("mlp:4", IN, CLASSES, &c.model);
   c.lr0 = 0.1;
+  c.server_lr = 1;
   fl_sched_parse("exp:gamma=0.5", &c.sched);
   fl_optim_parse("sgd", &c.optim);
   c.local_epochs = 1;

@@ -36,6 +36,7 @@ static fl_engine_config_t config(const fl_dataset_t *test, const char *local) {
   fl_model_parse("mlp:16", IN, CLASSES, &c.model);
   c.test = test;
   c.lr0 = 0.1;
+  c.server_lr = 1;
   fl_sched_parse("const", &c.sched);
   fl_optim_parse("momentum:0.9", &c.optim);
   snprintf(c.local_schedule, sizeof c.local_schedule, "%s", local);

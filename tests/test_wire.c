@@ -857,13 +857,17 @@ TEST(negotiate_versions) {
   ASSERT_EQ(v, FL_WIRE_PROTOCOL_VERSION);
   ASSERT_EQ(fl_wire_negotiate(2, 1, &v), 0);
   ASSERT_EQ(v, 2);
+  ASSERT_EQ(fl_wire_negotiate(3, 0, &v), 0); /* version 3: RoundStart.prox_mu */
+  ASSERT_EQ(v, 3);
+  ASSERT_EQ(fl_wire_negotiate(9, 3, &v), 0);
+  ASSERT_EQ(v, 3);
   v = 77;
   ASSERT_EQ(fl_wire_negotiate(7, 0, &v), FL_EUNSUPPORTED);
   ASSERT_CONTAINS(fl_err_msg(), "protocol version 7 is not supported: this coordinator speaks "
-                                "versions 1 to 2");
+                                "versions 1 to 3");
   ASSERT_EQ(v, 77);
-  ASSERT_EQ(fl_wire_negotiate(9, 3, &v), FL_EUNSUPPORTED);
-  ASSERT_CONTAINS(fl_err_msg(), "protocol versions 3 to 9 are not supported");
+  ASSERT_EQ(fl_wire_negotiate(9, 4, &v), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "protocol versions 4 to 9 are not supported");
   ASSERT_EQ(fl_wire_negotiate(0, 0, &v), FL_EUNSUPPORTED); /* no version at all */
   ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT);      /* min above max */
   ASSERT_CONTAINS(fl_err_msg(), "min_protocol_version 2 is above protocol_version 1");

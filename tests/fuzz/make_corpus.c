@@ -178,7 +178,7 @@ static void wire(const fl_model_spec_t *m, float *params) {
   e.stop = &s;
   put_env("stop", &e, 0);
   uint32_t versions[] = {1, 2};
-  s.reason = "protocol version 7 is not supported: this coordinator speaks versions 1 to 2";
+  s.reason = "protocol version 7 is not supported: this coordinator speaks versions 1 to 3";
   s.rejoin = 0;
   s.error = 1;
   s.n_supported_versions = 2;

@@ -827,8 +827,8 @@ static int run_bad_joins(peer_t *p) {
     uint32_t version, slot;
     uint64_t examples;
   } cases[] = {
-      {"version 7", "v7-client", "this coordinator speaks versions 1 to 2", 7, 0, 10},
-      {"version 0", "v0-client", "this coordinator speaks versions 1 to 2", 0, 0, 10},
+      {"version 7", "v7-client", "this coordinator speaks versions 1 to 3", 7, 0, 10},
+      {"version 0", "v0-client", "this coordinator speaks versions 1 to 3", 0, 0, 10},
       {"empty name", "", "the client name is empty", 1, 0, 10},
       {"65-byte name", n65, "longer than 64 bytes", 1, 0, 10},
       {"300-byte name", n300, "longer than 256 bytes", 1, 0, 10},
