@@ -117,6 +117,7 @@ static void json_number(fl_sbuf_t *b, const char *key, double v) {
 static void json_line(fl_sbuf_t *b, const fl_round_metrics_t *r, const char *extra_json) {
   fl_sbuf_printf(b, "{\"round\":%" PRIu32 ",\"rounds_total\":%" PRIu32, r->round, r->rounds_total);
   json_number(b, "lr", r->lr);
+  json_number(b, "server_lr", r->server_lr);
   fl_sbuf_printf(b, ",\"clients_sampled\":%" PRIu32 ",\"clients_reported\":%" PRIu32,
                  r->clients_sampled, r->clients_reported);
   json_number(b, "train_loss", r->train_loss);
@@ -349,11 +350,17 @@ void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
   double eta_s = NAN;
   if (r->round > 0 && r->rounds_total >= r->round)
     eta_s = r->elapsed / r->round * (double)(r->rounds_total - r->round);
+  /* The server rate when it is not plain FedAvg's 1. */
+  char slr[48] = "";
+  if (isfinite(r->server_lr) && r->server_lr != 1) {
+    char v[32];
+    snprintf(slr, sizeof slr, "  server lr %s", fmt_lr(v, sizeof v, r->server_lr));
+  }
   fprintf(f,
-          "round %*" PRIu32 "/%" PRIu32 "  lr %s  clients %" PRIu32 "/%" PRIu32
+          "round %*" PRIu32 "/%" PRIu32 "  lr %s%s  clients %" PRIu32 "/%" PRIu32
           "  train %s  test acc %s loss %s  %.2fs  ETA %s",
           round_width(r->rounds_total), r->round, r->rounds_total, fmt_lr(lr, sizeof lr, r->lr),
-          r->clients_reported, r->clients_sampled, fmt_metric(train, sizeof train, r->train_loss),
+          slr, r->clients_reported, r->clients_sampled, fmt_metric(train, sizeof train, r->train_loss),
           fmt_metric(acc, sizeof acc, r->test_accuracy),
           fmt_metric(loss, sizeof loss, r->test_loss), isfinite(r->seconds) ? r->seconds : 0.0,
           fmt_duration(eta, sizeof eta, eta_s));
@@ -391,11 +398,15 @@ static double get_train_loss(const fl_round_metrics_t *r) {
 static double get_lr(const fl_round_metrics_t *r) {
   return r->lr;
 }
+static double get_server_lr(const fl_round_metrics_t *r) {
+  return r->server_lr;
+}
 
 typedef struct {
   const char *label;
   const char *color;
   metric_fn get;
+  double hide_if_all; /* not drawn if every value is this or NAN (NAN: always drawn) */
 } series_t;
 
 typedef struct {
@@ -409,14 +420,20 @@ static const panel_t panels[NUM_PANELS] = {
     {"accuracy",
      FL_SVG_Y_UNIT,
      2,
-     {{"test accuracy", "#1f77b4", get_acc}, {"federated accuracy", "#9467bd", get_fed_acc}}},
+     {{"test accuracy", "#1f77b4", get_acc, NAN},
+      {"federated accuracy", "#9467bd", get_fed_acc, NAN}}},
     {"loss",
      FL_SVG_Y_AUTO,
      3,
-     {{"test loss", "#d62728", get_test_loss},
-      {"train loss", "#ff7f0e", get_train_loss},
-      {"federated loss", "#8c564b", get_fed_loss}}},
-    {"learning rate", FL_SVG_Y_RATE, 1, {{"learning rate", "#2ca02c", get_lr}}},
+     {{"test loss", "#d62728", get_test_loss, NAN},
+      {"train loss", "#ff7f0e", get_train_loss, NAN},
+      {"federated loss", "#8c564b", get_fed_loss, NAN}}},
+    {"learning rate",
+     FL_SVG_Y_RATE,
+     2,
+     {{"learning rate", "#2ca02c", get_lr, NAN},
+      /* the server rate, unless it is plain FedAvg's 1 throughout */
+      {"server rate", "#17becf", get_server_lr, 1}}},
 };
 
 /* A series of the records, as fl_svg_series() takes it. */
@@ -431,27 +448,41 @@ static double series_point(const void *ctx, size_t i, double *x) {
   return c->get(&c->m->rec[i]);
 }
 
+/* 1 if series `sr` is drawn: it has a value other than its hide_if_all. */
+static int series_shown(const fl_metrics_t *m, const series_t *sr) {
+  if (isnan(sr->hide_if_all)) return 1;
+  for (size_t i = 0; i < m->n; i++) {
+    double v = sr->get(&m->rec[i]);
+    if (!isnan(v) && v != sr->hide_if_all) return 1;
+  }
+  return 0;
+}
+
 static void svg_panel(fl_sbuf_t *b, const fl_metrics_t *m, const panel_t *p,
                       const fl_svg_axis_t *xa, double top, int x_labels) {
-  fl_svg_range_t range = FL_SVG_RANGE_INIT;
+  const series_t *shown[3];
+  size_t ns = 0;
   for (size_t s = 0; s < p->num_series; s++)
+    if (series_shown(m, &p->series[s])) shown[ns++] = &p->series[s];
+  fl_svg_range_t range = FL_SVG_RANGE_INIT;
+  for (size_t s = 0; s < ns; s++)
     for (size_t i = 0; i < m->n; i++)
-      fl_svg_range_add(&range, p->series[s].get(&m->rec[i]));
+      fl_svg_range_add(&range, shown[s]->get(&m->rec[i]));
   fl_svg_axis_t ya;
   if (fl_svg_panel_begin(b, p->title, p->yk, &range, xa, top, x_labels, &ya)) {
     /* Dots help when there are few points, e.g. sparse evaluations. */
-    int markers = range.count / p->num_series <= 60;
-    for (size_t s = 0; s < p->num_series; s++) {
-      series_ctx_t ctx = {m, p->series[s].get};
-      fl_svg_series(b, p->series[s].color, m->n, series_point, &ctx, xa, &ya, top, markers);
+    int markers = ns && range.count / ns <= 60;
+    for (size_t s = 0; s < ns; s++) {
+      series_ctx_t ctx = {m, shown[s]->get};
+      fl_svg_series(b, shown[s]->color, m->n, series_point, &ctx, xa, &ya, top, markers);
     }
   }
 
-  if (p->num_series > 1) {
+  if (ns > 1) {
     fl_sbuf_printf(b, "<g class=\"legend\" font-size=\"11\">\n");
-    for (size_t s = 0; s < p->num_series; s++)
-      fl_svg_legend_entry(b, FL_SVG_PLOT_R - 110, top + 14 + 16.0 * s, p->series[s].color,
-                          p->series[s].label);
+    for (size_t s = 0; s < ns; s++)
+      fl_svg_legend_entry(b, FL_SVG_PLOT_R - 110, top + 14 + 16.0 * s, shown[s]->color,
+                          shown[s]->label);
     fl_sbuf_printf(b, "</g>\n");
   }
   fl_sbuf_printf(b, "</g>\n");

@@ -154,6 +154,7 @@ static const struct {
     M(round, JL_U32),
     M(rounds_total, JL_U32),
     M(lr, JL_DOUBLE),
+    M(server_lr, JL_DOUBLE),
     M(clients_sampled, JL_U32),
     M(clients_reported, JL_U32),
     M(train_loss, JL_DOUBLE),

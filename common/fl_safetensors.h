@@ -33,7 +33,7 @@ int fl_safetensors_save(const char *path, const fl_model_spec_t *m, const float 
                         const char *const *meta);
 
 /* Metadata entries as fl_safetensors_load_all() lists them. */
-#define FL_SAFETENSORS_META_MAX 32      /* entries */
+#define FL_SAFETENSORS_META_MAX 64      /* entries */
 #define FL_SAFETENSORS_META_VALUE 16384 /* bytes of a value, with its NUL */
 typedef struct {
   size_t n;

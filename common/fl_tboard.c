@@ -276,6 +276,7 @@ int fl_tboard_round(fl_tboard_t *tb, const fl_round_metrics_t *rm, const char *c
     double value;
   } s[] = {
       {"lr", rm->lr},
+      {"server_lr", rm->server_lr},
       {"train/loss", rm->train_loss},
       {"test/accuracy", rm->test_accuracy},
       {"test/loss", rm->test_loss},

@@ -13,6 +13,7 @@
 #include "fl_optim.h"
 #include "fl_safetensors.h"
 #include "fl_sched.h"
+#include "fl_server_optim.h"
 
 /* Checkpoint metadata keys of the run state; doubles are written as hex
  * floats (%a) so they come back bit for bit. */
@@ -26,6 +27,13 @@ enum {
   CK_TARGET,
   CK_QUARANTINE,
   CK_LIMIT, /* the round limit (--rounds): the identity's one allowed change */
+  /* The server schedule's plateau state (--server-schedule plateau). A
+   * checkpoint of a fedlr before server optimizers has none: its run's
+   * server schedule was const, so they read as fl_plateau_init()'s. */
+  CK_SBEST,
+  CK_SSCALE,
+  CK_SBAD,
+  CK_SCOOL,
   CK_NUM
 };
 static const char *const ck_keys[CK_NUM] = {
@@ -33,7 +41,13 @@ static const char *const ck_keys[CK_NUM] = {
     [CK_SCALE] = "fedlr_plateau_scale",   [CK_BAD] = "fedlr_plateau_bad",
     [CK_COOL] = "fedlr_plateau_cool",     [CK_ACC] = "fedlr_best_accuracy",
     [CK_TARGET] = "fedlr_target_reached", [CK_QUARANTINE] = "fedlr_quarantine",
-    [CK_LIMIT] = "fedlr_rounds"};
+    [CK_LIMIT] = "fedlr_rounds",          [CK_SBEST] = "fedlr_server_plateau_best",
+    [CK_SSCALE] = "fedlr_server_plateau_scale", [CK_SBAD] = "fedlr_server_plateau_bad",
+    [CK_SCOOL] = "fedlr_server_plateau_cool"};
+/* 1 for the keys a checkpoint of an older fedlr may lack. */
+static int ck_optional(int k) {
+  return k == CK_LIMIT || k >= CK_SBEST;
+}
 
 /* The run's identity (fl_checkpoint.h): one key per setting, its flag, and
  * how its value is written: text compared as is, a whole number, or a
@@ -58,11 +72,19 @@ enum {
   ID_QUARANTINE,
   ID_EVAL_EVERY,
   ID_TARGET,
+  ID_SERVER_OPTIMIZER,
+  ID_SERVER_LR,
+  ID_SERVER_SCHEDULE,
+  ID_PROX_MU,
   ID_NUM
 };
+/* `absent`: the value a checkpoint without the key stands for (it was
+ * written by a fedlr before the setting existed, which ran with that
+ * value), or NULL: the key is required. */
 static const struct {
   const char *key, *flag;
   id_kind_t kind;
+  const char *absent;
 } id_items[ID_NUM] = {
     [ID_SEED] = {"fedlr_seed", "--seed", ID_UINT},
     [ID_LR] = {"fedlr_lr", "--lr", ID_TEXT},
@@ -82,6 +104,10 @@ static const struct {
     [ID_QUARANTINE] = {"fedlr_quarantine_rounds", "--quarantine", ID_UINT},
     [ID_EVAL_EVERY] = {"fedlr_eval_every", "--eval-every", ID_UINT},
     [ID_TARGET] = {"fedlr_target_accuracy", "--target-accuracy", ID_REAL},
+    [ID_SERVER_OPTIMIZER] = {"fedlr_server_optimizer", "--server-optimizer", ID_TEXT, "fedavg"},
+    [ID_SERVER_LR] = {"fedlr_server_lr", "--server-lr", ID_REAL, "0x1p+0"},
+    [ID_SERVER_SCHEDULE] = {"fedlr_server_schedule", "--server-schedule", ID_TEXT, "const"},
+    [ID_PROX_MU] = {"fedlr_prox_mu", "--prox-mu", ID_REAL, "0x0p+0"},
 };
 
 /* Every key, "model" and the checksum fit fl_safetensors' metadata list. */
@@ -123,6 +149,10 @@ static int ck_identity(const fl_engine_config_t *c, ck_identity_t *id) {
     case ID_QUARANTINE: w = snprintf(b, cap, "%u", c->quarantine_rounds); break;
     case ID_EVAL_EVERY: w = snprintf(b, cap, "%u", c->eval_every); break;
     case ID_TARGET: w = snprintf(b, cap, "%a", c->target_accuracy); break;
+    case ID_SERVER_OPTIMIZER: rc = fl_sopt_format(&c->server_optim, b, cap); break;
+    case ID_SERVER_LR: w = snprintf(b, cap, "%a", c->server_lr); break;
+    case ID_SERVER_SCHEDULE: w = fl_sched_format(&c->server_sched, b, cap); break;
+    case ID_PROX_MU: w = snprintf(b, cap, "%a", c->prox_mu); break;
     }
     if (rc) return rc;
     if (w < 0 || (size_t)w >= cap)
@@ -152,6 +182,42 @@ static int quarantine_format(const fl_engine_t *e, char *buf, size_t cap) {
   return rc;
 }
 
+/* The checkpoint's tensors: the model's, then those of each server
+ * optimizer state vector (fl_engine_server_state), one per model tensor
+ * with its shape, named by fl_checkpoint.h's rule. With a state, *layout receives
+ * that layout (to destroy) and *spec a model over it that keeps the run's
+ * model spec as its name, so the file's "model" entry is the run's; with
+ * none, *spec is the run's model and *layout NULL. */
+static int ck_spec(const fl_engine_t *e, fl_layout_t **layout, fl_model_spec_t *spec) {
+  const fl_model_spec_t *m = fl_engine_model(e);
+  size_t ns = fl_engine_server_state(e, NULL);
+  *layout = NULL;
+  *spec = *m;
+  if (ns == 0) return 0;
+  fl_layout_t *l = fl_layout_new();
+  if (!l) return FL_ENOMEM;
+  size_t nt = fl_model_num_tensors(m);
+  int rc = 0;
+  for (size_t s = 0; s <= ns && !rc; s++)
+    for (size_t t = 0; t < nt && !rc; t++) {
+      fl_tensor_info_t ti;
+      fl_model_tensor(m, t, &ti);
+      char name[FL_LAYOUT_MAX_NAME + 1];
+      if (s > 0)
+        snprintf(name, sizeof name, "%s%s.%zu", FL_ENGINE_STATE_PREFIX,
+                 fl_sopt_state_name(s - 1), t);
+      rc = fl_layout_add(l, s ? name : ti.name, ti.ndim, ti.shape);
+    }
+  if (!rc) rc = fl_model_custom(l, spec);
+  if (rc) {
+    fl_layout_destroy(&l);
+    return rc;
+  }
+  snprintf(spec->spec, sizeof spec->spec, "%s", m->spec);
+  *layout = l;
+  return 0;
+}
+
 int fl_checkpoint_save(const fl_engine_t *e, const char *path) {
   if (fl_engine_round_open(e) || fl_engine_eval_open(e))
     return fl_err_set(FL_ESTATE, "cannot checkpoint inside a round");
@@ -159,6 +225,9 @@ int fl_checkpoint_save(const fl_engine_t *e, const char *path) {
   fl_engine_state_t es;
   fl_engine_get_state(e, &es);
   char v[CK_NUM][40];
+  fl_layout_t *layout = NULL;
+  fl_model_spec_t spec;
+  float *all = NULL;
   char *quarantine = malloc(FL_SAFETENSORS_META_VALUE);
   ck_identity_t *id = malloc(sizeof *id);
   int rc = quarantine && id ? 0 : fl_err_set(FL_ENOMEM, "out of memory writing %s", path);
@@ -173,6 +242,10 @@ int fl_checkpoint_save(const fl_engine_t *e, const char *path) {
   snprintf(v[CK_ACC], sizeof v[0], "%a", es.best_accuracy);
   snprintf(v[CK_TARGET], sizeof v[0], "%d", es.target_reached);
   snprintf(v[CK_LIMIT], sizeof v[0], "%u", c->rounds);
+  snprintf(v[CK_SBEST], sizeof v[0], "%a", es.server_plateau.best);
+  snprintf(v[CK_SSCALE], sizeof v[0], "%a", es.server_plateau.scale);
+  snprintf(v[CK_SBAD], sizeof v[0], "%u", es.server_plateau.num_bad);
+  snprintf(v[CK_SCOOL], sizeof v[0], "%u", es.server_plateau.cooldown_left);
   const char *meta[2 * (CK_NUM + ID_NUM) + 1];
   size_t n = 0;
   for (int i = 0; i < CK_NUM; i++) {
@@ -184,8 +257,25 @@ int fl_checkpoint_save(const fl_engine_t *e, const char *path) {
     meta[n++] = id->v[i];
   }
   meta[n] = NULL;
-  rc = fl_safetensors_save(path, &c->model, fl_engine_weights(e), meta);
+  /* The weights, then the server optimizer's state, back to back. */
+  const float *const *sv;
+  const size_t ns = fl_engine_server_state(e, &sv), np = c->model.num_params;
+  if ((rc = ck_spec(e, &layout, &spec))) goto out;
+  const float *data = fl_engine_weights(e);
+  if (ns) {
+    if (!(all = malloc((ns + 1) * np * sizeof *all))) {
+      rc = fl_err_set(FL_ENOMEM, "out of memory writing %s", path);
+      goto out;
+    }
+    memcpy(all, data, np * sizeof *all);
+    for (size_t i = 0; i < ns; i++)
+      memcpy(all + (i + 1) * np, sv[i], np * sizeof *all);
+    data = all;
+  }
+  rc = fl_safetensors_save(path, &spec, data, meta);
 out:
+  free(all);
+  fl_layout_destroy(&layout);
   free(quarantine);
   free(id);
   return rc;
@@ -350,13 +440,58 @@ static int ck_check_identity(const char *path, const char *const *v, const ck_id
                     others[0] ? " (and a different " : "", others, others[0] ? ")" : "");
 }
 
+/* Parses and checks a plateau state: the four keys from `k0` (best, scale,
+ * bad, cool, in ck_keys order) of schedule s (`what`: "schedule" or "server
+ * schedule"), into *pl. Best is +inf until an evaluation improves it, then
+ * finite; the scale is a power of the factor; num_bad never exceeds the
+ * patience, nor cooldown_left the cooldown, and a running cooldown keeps
+ * num_bad at 0. Other schedules never leave fl_plateau_init()'s state. */
+static int ck_plateau(const char *path, const char *const *v, int k0, const fl_sched_t *s,
+                      const char *what, uint32_t rounds_done, fl_plateau_t *pl) {
+  const int kb = k0, ks = k0 + 1, kbad = k0 + 2, kc = k0 + 3;
+  const int plateau = s->kind == FL_SCHED_PLATEAU;
+  uint64_t bad, cool;
+  if (ck_double(v[kb], &pl->best) < 0 || !(isfinite(pl->best) || pl->best == INFINITY))
+    return ck_bad(FL_ERANGE, path, ck_keys[kb], v[kb],
+                  "must be a finite loss, or inf before the first evaluation");
+  if (!plateau && pl->best != INFINITY)
+    return ck_bad(FL_ERANGE, path, ck_keys[kb], v[kb], "must be inf: this run's %s is not plateau",
+                  what);
+  if (ck_double(v[ks], &pl->scale) < 0 ||
+      !ck_scale_reachable(pl->scale, s->factor, plateau ? rounds_done : 0))
+    return plateau ? ck_bad(FL_ERANGE, path, ck_keys[ks], v[ks],
+                            "must be in (0, 1], a power factor^k of the plateau factor %g with "
+                            "k <= %u (at most one reduction per round done)",
+                            s->factor, rounds_done)
+                   : ck_bad(FL_ERANGE, path, ck_keys[ks], v[ks],
+                            "must be 1: this run's %s is not plateau", what);
+  char why_cool[64], why_bad[64];
+  snprintf(why_cool, sizeof why_cool, plateau ? "the %s's cooldown" : "this run's %s is not plateau",
+           what);
+  snprintf(why_bad, sizeof why_bad, plateau ? "the %s's patience" : "this run's %s is not plateau",
+           what);
+  if (ck_uint(v[kc], &cool) < 0 || cool > (plateau ? s->cooldown : 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[kc], v[kc],
+                  "must be a whole number of evaluations in [0, %u] (%s)",
+                  plateau ? s->cooldown : 0, why_cool);
+  if (ck_uint(v[kbad], &bad) < 0 || bad > (plateau ? s->patience : 0))
+    return ck_bad(FL_ERANGE, path, ck_keys[kbad], v[kbad],
+                  "must be a whole number of evaluations in [0, %u] (%s)",
+                  plateau ? s->patience : 0, why_bad);
+  if (bad && cool)
+    return ck_bad(FL_ERANGE, path, ck_keys[kbad], v[kbad],
+                  "must be 0 while a cooldown runs (%s = %s)", ck_keys[kc], v[kc]);
+  pl->num_bad = (uint32_t)bad;
+  pl->cooldown_left = (uint32_t)cool;
+  return 0;
+}
+
 /* Parses and checks the run state in `meta` against this engine's config:
  * every fedlr_* key present (and no other), the identity this run's (but
  * the round limit), each value one this run can have produced. */
 static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors_meta_t *meta,
                     ck_state_t *st) {
   const fl_engine_config_t *c = fl_engine_config(e);
-  const fl_sched_t *s = &c->sched;
   const char *v[CK_NUM] = {0}, *idv[ID_NUM] = {0};
   int have_model = 0;
   for (size_t i = 0; i < meta->n; i++) {
@@ -378,15 +513,19 @@ static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors
                         "cannot be resumed faithfully",
                         path, k);
   }
+  /* The server plateau's keys come all four or none (an older fedlr). */
+  const int server_keys = !!v[CK_SBEST];
   for (int j = 0; j < CK_NUM; j++)
-    if (!v[j] && j != CK_LIMIT)
+    if (!v[j] && (!ck_optional(j) || (j >= CK_SBEST && server_keys)))
       return fl_err_set(FL_EFORMAT,
                         "checkpoint %s: no %s (written by an older fedlr, or not a fedlr "
                         "checkpoint)",
                         path, ck_keys[j]);
   const char *missing = v[CK_LIMIT] ? NULL : ck_keys[CK_LIMIT];
-  for (int d = 0; d < ID_NUM && !missing; d++)
+  for (int d = 0; d < ID_NUM && !missing; d++) {
+    if (!idv[d]) idv[d] = id_items[d].absent; /* a setting newer than the checkpoint */
     if (!idv[d]) missing = id_items[d].key;
+  }
   if (missing)
     return fl_err_set(FL_EFORMAT,
                       "checkpoint %s: no %s: it was written by an older fedlr, which did not "
@@ -405,7 +544,7 @@ static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors
 
   /* The round limit may change (fl_checkpoint.h), but not below the rounds
    * done; the rounds done are within the limit the run had. */
-  uint64_t u, bad, cool, limit;
+  uint64_t u, limit;
   if (ck_uint(v[CK_LIMIT], &limit) < 0 || limit < 1 || limit > UINT32_MAX)
     return ck_bad(FL_ERANGE, path, ck_keys[CK_LIMIT], v[CK_LIMIT],
                   "must be a whole number of rounds in [1, %u]", UINT32_MAX);
@@ -440,43 +579,12 @@ static int ck_state(const fl_engine_t *e, const char *path, const fl_safetensors
   int qrc = ck_quarantine(e, path, v[CK_QUARANTINE], st);
   if (qrc) return qrc;
 
-  /* The plateau state (fl_sched.h): best is +inf until an evaluation
-   * improves it, then finite; the scale is a power of the factor; num_bad
-   * never exceeds the patience, nor cooldown_left the cooldown, and a
-   * running cooldown keeps num_bad at 0. Other schedules never leave
-   * fl_plateau_init()'s state. */
-  fl_plateau_t *pl = &st->plateau;
-  const int plateau = s->kind == FL_SCHED_PLATEAU;
-  if (ck_double(v[CK_BEST], &pl->best) < 0 || !(isfinite(pl->best) || pl->best == INFINITY))
-    return ck_bad(FL_ERANGE, path, ck_keys[CK_BEST], v[CK_BEST],
-                  "must be a finite loss, or inf before the first evaluation");
-  if (!plateau && pl->best != INFINITY)
-    return ck_bad(FL_ERANGE, path, ck_keys[CK_BEST], v[CK_BEST],
-                  "must be inf: this run's schedule is not plateau");
-  if (ck_double(v[CK_SCALE], &pl->scale) < 0 ||
-      !ck_scale_reachable(pl->scale, s->factor, plateau ? st->rounds_done : 0))
-    return plateau ? ck_bad(FL_ERANGE, path, ck_keys[CK_SCALE], v[CK_SCALE],
-                            "must be in (0, 1], a power factor^k of the plateau factor %g with "
-                            "k <= %u (at most one reduction per round done)",
-                            s->factor, st->rounds_done)
-                   : ck_bad(FL_ERANGE, path, ck_keys[CK_SCALE], v[CK_SCALE],
-                            "must be 1: this run's schedule is not plateau");
-  if (ck_uint(v[CK_COOL], &cool) < 0 || cool > (plateau ? s->cooldown : 0))
-    return ck_bad(FL_ERANGE, path, ck_keys[CK_COOL], v[CK_COOL],
-                  "must be a whole number of evaluations in [0, %u] (%s)",
-                  plateau ? s->cooldown : 0,
-                  plateau ? "the schedule's cooldown" : "this run's schedule is not plateau");
-  if (ck_uint(v[CK_BAD], &bad) < 0 || bad > (plateau ? s->patience : 0))
-    return ck_bad(FL_ERANGE, path, ck_keys[CK_BAD], v[CK_BAD],
-                  "must be a whole number of evaluations in [0, %u] (%s)",
-                  plateau ? s->patience : 0,
-                  plateau ? "the schedule's patience" : "this run's schedule is not plateau");
-  if (bad && cool)
-    return ck_bad(FL_ERANGE, path, ck_keys[CK_BAD], v[CK_BAD],
-                  "must be 0 while a cooldown runs (%s = %s)", ck_keys[CK_COOL], v[CK_COOL]);
-  pl->num_bad = (uint32_t)bad;
-  pl->cooldown_left = (uint32_t)cool;
-  return 0;
+  int rc2 = ck_plateau(path, v, CK_BEST, &c->sched, "schedule", st->rounds_done, &st->plateau);
+  if (rc2) return rc2;
+  if (!v[CK_SBEST]) /* an older fedlr: no server schedule, so fl_plateau_init()'s */
+    return 0;
+  return ck_plateau(path, v, CK_SBEST, &c->server_sched, "server schedule", st->rounds_done,
+                    &st->server_plateau);
 }
 
 /* Checks checkpoint weights w (num_params): every one finite and within
@@ -501,17 +609,27 @@ static int ck_weights(const fl_engine_t *e, const char *path, const float *w) {
 }
 
 /* After fl_safetensors_load_all() failed with FL_ESHAPE (rc): if the file
- * names another model, the identity's refusal for --model; else rc with
- * its message. The name is read from the header alone: the checksum cannot
- * be verified without reading the tensors, and those are another model's. */
-static int ck_model(const char *path, const fl_model_spec_t *model, int rc) {
-  char msg[512], spec[FL_MODEL_SPEC_MAX];
+ * names another model, or another server optimizer (whose state tensors
+ * it holds or lacks), the identity's refusal for --model or
+ * --server-optimizer; else rc with its message. Read from the header
+ * alone: the checksum cannot be verified without reading the tensors, and
+ * those are another run's. */
+static int ck_model(const char *path, const fl_engine_config_t *c, int rc) {
+  char msg[512], spec[FL_MODEL_SPEC_MAX], ours[256];
   snprintf(msg, sizeof msg, "%s", fl_err_msg());
+  const fl_model_spec_t *model = &c->model;
   if (fl_safetensors_meta(path, "model", spec, sizeof spec) == 0 && strcmp(spec, model->spec))
     return fl_err_set(FL_EINVAL,
                       "checkpoint %s was written with --model %s; this run has --model %s: "
                       "resume with the same flags (or start a new run)",
                       path, spec, model->spec);
+  if (fl_safetensors_meta(path, id_items[ID_SERVER_OPTIMIZER].key, spec, sizeof spec) != 0)
+    snprintf(spec, sizeof spec, "%s", id_items[ID_SERVER_OPTIMIZER].absent);
+  if (fl_sopt_format(&c->server_optim, ours, sizeof ours) == 0 && strcmp(spec, ours))
+    return fl_err_set(FL_EINVAL,
+                      "checkpoint %s was written with --server-optimizer %s; this run has "
+                      "--server-optimizer %s: resume with the same flags (or start a new run)",
+                      path, spec, ours);
   return fl_err_set(rc, "%s", msg);
 }
 
@@ -520,28 +638,48 @@ int fl_checkpoint_load(fl_engine_t *e, const char *path, char *changes, size_t c
     return fl_err_set(FL_ESTATE, "cannot restore inside a round");
   const fl_engine_config_t *c = fl_engine_config(e);
   const fl_model_spec_t *model = &c->model;
-  const size_t n = model->num_params;
-  float *w = malloc(n * sizeof *w); /* (num_params) staged: the engine changes only at the end */
+  const size_t n = model->num_params, ns = fl_engine_server_state(e, NULL);
+  fl_layout_t *layout = NULL;
+  fl_model_spec_t spec;
+  /* (ns + 1) x num_params, staged: the weights, then the server state; the
+   * engine changes only at the end */
+  float *w = malloc((ns + 1) * n * sizeof *w);
   fl_safetensors_meta_t *meta = malloc(sizeof *meta);
   ck_state_t st = {0};
-  fl_plateau_init(&st.server_plateau); /* not in the checkpoint yet */
+  fl_plateau_init(&st.server_plateau); /* an older fedlr's checkpoint has none */
   int rc = w && meta ? 0 : fl_err_set(FL_ENOMEM, "out of memory restoring %s", path);
   if (rc) goto out;
   /* One read of the file: the weights, the metadata and the checksum over
    * both, so what is checked is what was checksummed. */
-  rc = fl_safetensors_load_all(path, model, w, FL_SAFETENSORS_NEED_CHECKSUM, meta);
-  if (rc == FL_ESHAPE) rc = ck_model(path, model, rc);
+  if ((rc = ck_spec(e, &layout, &spec))) goto out;
+  rc = fl_safetensors_load_all(path, &spec, w, FL_SAFETENSORS_NEED_CHECKSUM, meta);
+  if (rc == FL_ESHAPE) rc = ck_model(path, c, rc);
   if (rc) goto out;
   if ((rc = ck_state(e, path, meta, &st))) goto out;
   if ((rc = ck_weights(e, path, w))) goto out;
+  float *sv[FL_SOPT_MAX_STATE];
+  for (size_t i = 0; i < ns; i++)
+    sv[i] = w + (i + 1) * n;
+  size_t bv, bi;
+  if (ns && !fl_sopt_check_state(&c->server_optim, sv, n, &bv, &bi)) {
+    rc = fl_err_set(FL_ERANGE,
+                    "checkpoint %s: server optimizer state %s, value %zu, is %.8g: it must be "
+                    "finite%s; the checkpoint is damaged (resume from an intact one, or start "
+                    "afresh)",
+                    path, fl_sopt_state_name(bv), bi, (double)sv[bv][bi],
+                    bv ? " and >= 0" : "");
+    goto out;
+  }
   fl_engine_state_t es = {st.rounds_done, st.plateau, st.best_accuracy, st.target_reached,
                           st.server_plateau};
   if ((rc = fl_engine_set_state(e, &es, w, st.quarantine, st.num_quarantine))) goto out;
+  if (ns) (void)fl_engine_set_server_state(e, (const float *const *)sv); /* between rounds */
   if (changes && cap) {
     changes[0] = '\0';
     if (st.limit != c->rounds) snprintf(changes, cap, "--rounds %u -> %u", st.limit, c->rounds);
   }
 out:
+  fl_layout_destroy(&layout);
   free(st.quarantine);
   free(w);
   free(meta);

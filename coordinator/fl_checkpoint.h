@@ -1,8 +1,12 @@
 /* fl_checkpoint: a run's checkpoint file, written and read back exactly.
  *
  * One safetensors file (fl_safetensors.h): the global weights as the model's
- * tensors; as metadata the run state (rounds done, plateau-schedule state,
- * best accuracy, target reached, the quarantine still running) and the
+ * tensors, then the server optimizer's state if it keeps one (fedavgm: m;
+ * the adaptive ones: m, v), a tensor per model tensor with its shape,
+ * named FL_ENGINE_STATE_PREFIX "m.0", "m.1", ..., "v.0", ... by the model
+ * tensor's index; as metadata the run state (rounds done, the plateau
+ * state of the round schedule and of the server schedule, best accuracy,
+ * target reached, the quarantine still running) and the
  * run's identity (below), doubles as hex floats so they come back bit for
  * bit, under a CRC-32 of the whole file. Written atomically (temporary
  * file, fsync, rename, directory fsync).
@@ -29,6 +33,13 @@
  *   fedlr_quarantine_rounds  --quarantine
  *   fedlr_eval_every         --eval-every      (they drive the plateau
  *   fedlr_target_accuracy    --target-accuracy  schedule and the stop)
+ *   fedlr_server_optimizer   --server-optimizer, canonical (fl_sopt_format)
+ *   fedlr_server_lr          --server-lr
+ *   fedlr_server_schedule    --server-schedule, canonical
+ *   fedlr_prox_mu            --prox-mu
+ * A checkpoint of a fedlr from before the last four (0.2) lacks them and
+ * the server plateau state: it reads as fedavg, 1, const and 0, what that
+ * fedlr ran, so it resumes a run with those settings.
  * A resume with any of them changed would compute another experiment, so it
  * is refused. One change is allowed, and reported to the caller to log:
  *   fedlr_rounds             --rounds: raised to extend a run (or lowered,

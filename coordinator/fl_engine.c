@@ -116,6 +116,18 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
     rc = fl_err_set(FL_EINVAL, "a custom model needs its initial weights and has no test set");
     goto fail;
   }
+  if (fl_sopt_num_state(&cfg->server_optim) > 0 && cfg->model.layout) {
+    for (size_t t = 0; t < cfg->model.layout->n; t++) {
+      const char *name = cfg->model.layout->t[t].name;
+      if (strncmp(name, FL_ENGINE_STATE_PREFIX, strlen(FL_ENGINE_STATE_PREFIX)) == 0) {
+        rc = fl_err_set(FL_EINVAL,
+                        "model tensor '%s': names beginning with '%s' are the server "
+                        "optimizer's in checkpoints; rename it",
+                        name, FL_ENGINE_STATE_PREFIX);
+        goto fail;
+      }
+    }
+  }
   if (cfg->test && cfg->test->dim != cfg->model.dims[0]) {
     rc = fl_err_set(FL_ESHAPE, "test set has %zu features, model expects %zu", cfg->test->dim,
                     cfg->model.dims[0]);

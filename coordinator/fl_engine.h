@@ -71,6 +71,10 @@
 /* The most examples one client may register: a larger registration is
  * refused. With FL_ENGINE_MAX_DELTA it bounds the fixed-point sum. */
 #define FL_ENGINE_MAX_EXAMPLES FL_WIRE_MAX_EXAMPLES
+/* The names of the server optimizer's state tensors in a checkpoint begin
+ * with this ("fedlr.server_opt.m.0", fl_checkpoint.h): a custom model's
+ * tensors may not when the server optimizer keeps a state. */
+#define FL_ENGINE_STATE_PREFIX "fedlr.server_opt."
 /* An update's train loss beyond this in magnitude is rejected. */
 #define FL_ENGINE_MAX_LOSS 1e30
 

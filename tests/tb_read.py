@@ -122,7 +122,7 @@ def expected_scalars(rows):
     want = {}
     for r in rows:
         step = r["round"]
-        pairs = [("lr", r["lr"]), ("train/loss", r["train_loss"]), ("test/accuracy", r["test_accuracy"]),
+        pairs = [("lr", r["lr"]), ("server_lr", r.get("server_lr")), ("train/loss", r["train_loss"]), ("test/accuracy", r["test_accuracy"]),
                  ("test/loss", r["test_loss"])]
         if r.get("fed_eval_clients"):
             pairs += [("fed_eval/loss", r.get("fed_eval_loss")), ("fed_eval/accuracy", r.get("fed_eval_accuracy"))]

@@ -12,6 +12,7 @@ static fl_round_metrics_t rec(uint32_t round, uint32_t total) {
       .round = round,
       .rounds_total = total,
       .lr = 0.1 * pow(0.9, round - 1),
+      .server_lr = 1, /* plain FedAvg */
       .clients_sampled = 10,
       .clients_reported = 9,
       .train_loss = 2.0 / round,
@@ -122,6 +123,7 @@ TEST(progress_line) {
   fl_round_metrics_t r = {.round = 12,
                           .rounds_total = 100,
                           .lr = 0.05,
+                          .server_lr = 1,
                           .clients_sampled = 10,
                           .clients_reported = 10,
                           .train_loss = 0.4123,
@@ -223,6 +225,74 @@ TEST(svg_linear_rate_and_breaks) {
   ASSERT_EQ(polylines, 5); /* train loss in two pieces */
   ASSERT_TRUE(linear);
   fl_metrics_destroy(&m);
+}
+
+/* A server rate other than plain FedAvg's 1 shows in the progress line,
+ * the JSON line and, as its own series, the chart's rate panel. */
+TEST(server_rate_in_line_json_and_chart) {
+  fl_round_metrics_t r = rec(3, 10);
+  char *s = progress(&r);
+  ASSERT_TRUE(s != NULL);
+  int plain = !strstr(s, "server lr");
+  free(s);
+  ASSERT_TRUE(plain);
+  r.server_lr = 0.03;
+  s = progress(&r);
+  ASSERT_TRUE(s != NULL);
+  int shown = strstr(s, "  lr 0.0810  server lr 0.0300  clients 9/10") != NULL;
+  if (!shown) fprintf(stderr, "  got %s", s);
+  free(s);
+  ASSERT_TRUE(shown);
+
+  const char *jl = fl_test_path("server.jsonl");
+  fl_metrics_t *m = NULL;
+  ASSERT_EQ(fl_metrics_new(jl, 0, &m), 0);
+  for (uint32_t k = 1; k <= 10; k++) {
+    fl_round_metrics_t x = rec(k, 10);
+    ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  }
+  const char *plain_svg = fl_test_path("plain.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, plain_svg, NULL), 0);
+  fl_metrics_destroy(&m);
+  ASSERT_EQ(fl_metrics_new(jl, 0, &m), 0);
+  for (uint32_t k = 1; k <= 10; k++) {
+    fl_round_metrics_t x = rec(k, 10);
+    x.server_lr = 0.1 * pow(0.5, k - 1);
+    ASSERT_EQ(fl_metrics_add(m, &x, NULL), 0);
+  }
+  const char *server_svg = fl_test_path("server.svg");
+  ASSERT_EQ(fl_metrics_write_svg(m, server_svg, NULL), 0);
+  fl_metrics_destroy(&m);
+  char *a = fl_test_slurp(plain_svg), *b = fl_test_slurp(server_svg), *j = fl_test_slurp(jl);
+  ASSERT_TRUE(a && b && j);
+  int ok = fl_test_svg_ok(fl__failed, server_svg, b);
+  size_t pa = fl_test_count(a, "<polyline"), pb = fl_test_count(b, "<polyline");
+  int legend = strstr(b, ">server rate<") != NULL && !strstr(a, ">server rate<");
+  int json = strstr(j, ",\"server_lr\":0.025000000000000001,\"clients_sampled\"") != NULL;
+  free(a);
+  free(b);
+  free(j);
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(pb, pa + 1);
+  ASSERT_TRUE(legend);
+  ASSERT_TRUE(json);
+
+  /* Read back, server_lr comes back; a line without it (an older fedlr)
+   * reads as NAN. */
+  fl_round_metrics_t *back = NULL;
+  size_t n = 0;
+  ASSERT_EQ(fl_metrics_read(jl, &back, &n), 0);
+  ASSERT_EQ(n, 10);
+  ASSERT_TRUE(back[2].server_lr == 0.025);
+  free(back);
+  FILE *f = fopen(jl, "w");
+  ASSERT_TRUE(f != NULL);
+  fputs("{\"round\":1,\"rounds_total\":1,\"lr\":0.1}\n", f);
+  fclose(f);
+  ASSERT_EQ(fl_metrics_read(jl, &back, &n), 0);
+  ASSERT_EQ(n, 1);
+  ASSERT_TRUE(isnan(back[0].server_lr));
+  free(back);
 }
 
 TEST(svg_empty_and_one_round) {

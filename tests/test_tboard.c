@@ -218,6 +218,7 @@ TEST(round_writes_measured_metrics_only) {
   ASSERT_EQ(fl_tboard_new(fl_test_path("tb2"), &tb), 0);
   fl_round_metrics_t r1 = {.round = 1,
                            .lr = 0.05,
+                           .server_lr = NAN, /* not measured: no event */
                            .train_loss = 1.5,
                            .test_loss = NAN,
                            .test_accuracy = NAN,
@@ -226,6 +227,7 @@ TEST(round_writes_measured_metrics_only) {
   ASSERT_EQ(fl_tboard_round(tb, &r1, NULL, NULL, 0), 0);
   fl_round_metrics_t r2 = {.round = 2,
                            .lr = 0.04,
+                           .server_lr = 0.5,
                            .train_loss = 1.25,
                            .test_loss = 0.5,
                            .test_accuracy = 0.875,
@@ -238,13 +240,11 @@ TEST(round_writes_measured_metrics_only) {
   rec_t ev[MAX_EVENTS];
   const char *why = "";
   int n = read_events(fl_tboard_path(tb), ev, MAX_EVENTS, &why);
-  ASSERT_EQ(n, 1 + 2 + 6); /* flushed by fl_tboard_round */
-  const char *tags[] = {"",           "lr",
-                        "train/loss", "lr",
-                        "train/loss", "test/accuracy",
-                        "test/loss",  "fed_eval/loss",
-                        "fed_eval/f1"};
-  const float vals[] = {0, 0.05f, 1.5f, 0.04f, 1.25f, 0.875f, 0.5f, 0.625f, 0.75f};
+  ASSERT_EQ(n, 1 + 2 + 7); /* flushed by fl_tboard_round */
+  const char *tags[] = {"",           "lr",        "train/loss",    "lr",
+                        "server_lr",  "train/loss", "test/accuracy", "test/loss",
+                        "fed_eval/loss", "fed_eval/f1"};
+  const float vals[] = {0, 0.05f, 1.5f, 0.04f, 0.5f, 1.25f, 0.875f, 0.5f, 0.625f, 0.75f};
   for (int i = 1; i < n; i++) {
     ASSERT_STR_EQ(ev[i].tag, tags[i]);
     ASSERT_DBL_OP(ev[i].value, ==, vals[i]);
@@ -322,6 +322,7 @@ TEST(unusable_folder_is_refused_naming_it) {
 static fl_round_metrics_t round_n(uint32_t k) {
   fl_round_metrics_t r = {.round = k,
                           .lr = 0.1 / k,
+                          .server_lr = NAN,
                           .train_loss = 2.0 / k,
                           .test_loss = 1.0 / k,
                           .test_accuracy = 1 - 0.5 / k,
