@@ -74,8 +74,7 @@ int fl_sopt_parse(const char *spec, fl_sopt_config_t *out) {
   while (k < NUM_KINDS && strcmp(buf, kinds[k].name) != 0)
     k++;
   if (k == NUM_KINDS)
-    return fl_err_set(FL_EINVAL, "server optimizer '%s': unknown kind '%s' (%s)", spec, buf,
-                      forms);
+    return fl_err_set(FL_EINVAL, "server optimizer '%s': unknown kind '%s' (%s)", spec, buf, forms);
   fl_sopt_config_t c;
   defaults((fl_sopt_kind_t)k, &c);
   if (params && !*params)
@@ -222,9 +221,7 @@ void fl_sopt_step(const fl_sopt_config_t *c, double eta, float *x, const float *
     switch (c->kind) {
     case FL_SOPT_FEDADAGRAD: nv = vi + g2; break;
     case FL_SOPT_FEDADAM: nv = b2 * vi + (1 - b2) * g2; break;
-    default: /* fedyogi */
-      nv = vi - (1 - b2) * g2 * (double)((vi > g2) - (vi < g2));
-      break;
+    default: /* fedyogi */ nv = vi - (1 - b2) * g2 * (double)((vi > g2) - (vi < g2)); break;
     }
     v[i] = (float)nv;
     x[i] += (float)(eta * (double)m[i] / (sqrt((double)v[i]) + tau));

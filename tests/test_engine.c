@@ -2029,3 +2029,207 @@ TEST(quarantine_survives_a_checkpoint) {
   }
   fl_engine_destroy(&a);
 }
+
+/* ---- server optimizers in checkpoints ------------------------------------ */
+
+/* The model's layout, then each server state vector's tensors, as
+ * fl_checkpoint writes them (fl_checkpoint.h), for rewriting a checkpoint
+ * of a run with a server optimizer. */
+static fl_layout_t *state_layout(const fl_model_spec_t *m, size_t ns, fl_model_spec_t *spec) {
+  fl_layout_t *l = fl_layout_new();
+  size_t nt = fl_model_num_tensors(m);
+  for (size_t s = 0; s <= ns; s++)
+    for (size_t t = 0; t < nt; t++) {
+      fl_tensor_info_t ti;
+      fl_model_tensor(m, t, &ti);
+      char name[300];
+      snprintf(name, sizeof name, "%s%s.%zu", FL_ENGINE_STATE_PREFIX, s == 1 ? "m" : "v", t);
+      if (fl_layout_add(l, s ? name : ti.name, ti.ndim, ti.shape)) return NULL;
+    }
+  fl_model_custom(l, spec);
+  snprintf(spec->spec, sizeof spec->spec, "%s", m->spec);
+  return l;
+}
+
+/* FedAdam and FedAvgM resume bit-identically (their moments are in the
+ * checkpoint), with a plateau server schedule that reduces mid-run (its
+ * state is in the checkpoint too). */
+TEST(checkpoint_server_optimizer_resumes) {
+  fl_dataset_t t = random_test_set();
+  const char *specs[] = {"fedadam:tau=0.01", "fedavgm:0.8", "fedyogi", "fedadagrad"};
+  for (size_t k = 0; k < 4; k++) {
+    fl_engine_config_t c = ck_config(&t);
+    c.rounds = 5;
+    c.target_accuracy = 0;
+    ASSERT_EQ(fl_sopt_parse(specs[k], &c.server_optim), 0);
+    c.server_lr = 0.05;
+    /* threshold 0.9: only a 10-fold drop of the loss counts as better */
+    ASSERT_EQ(fl_sched_parse("plateau:factor=0.5,patience=0,threshold=0.9", &c.server_sched), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/ck-sopt%zu.safetensors", fl_test_tmpdir(), k);
+    check_resume(fl__failed, &c, path);
+    if (*fl__failed) break;
+    /* The server rate was reduced by its plateau schedule before the
+     * checkpoint (random labels: the loss never improves), and restored. */
+    char v[64];
+    ASSERT_EQ(fl_safetensors_meta(path, "fedlr_server_plateau_scale", v, sizeof v), 0);
+    ASSERT_TRUE(strtod(v, NULL) < 1);
+    ASSERT_EQ(fl_safetensors_meta(path, "fedlr_server_lr", v, sizeof v), 0);
+    ASSERT_STR_EQ(v, "0x1.999999999999ap-5");
+  }
+  free(t.x);
+  free(t.y);
+}
+
+/* The four settings are part of the identity (their stored forms, each
+ * change refused naming the flag); damaged moments are refused; a
+ * checkpoint of a fedlr before them resumes a run with their defaults. */
+TEST(checkpoint_server_optimizer_identity_and_damage) {
+  fl_engine_config_t c = base_config();
+  c.rounds = 6;
+  ASSERT_EQ(fl_sopt_parse("fedyogi:beta1=0.5", &c.server_optim), 0);
+  c.server_lr = 0.25;
+  fl_sched_parse("exp:gamma=0.5", &c.server_sched);
+  c.prox_mu = 0.01;
+  fl_engine_t *a = make_engine(&c, 10, 10);
+  run_rounds(a, &c.model, 2, 1);
+  char good[600], bad[600];
+  snprintf(good, sizeof good, "%s/ck-sid.safetensors", fl_test_tmpdir());
+  snprintf(bad, sizeof bad, "%s/ck-sid-bad.safetensors", fl_test_tmpdir());
+  ASSERT_EQ(fl_checkpoint_save(a, good), 0);
+  fl_engine_destroy(&a);
+  const char *stored[][2] = {{"fedlr_server_optimizer", "fedyogi:beta1=0.5,beta2=0.99,tau=0.001"},
+                             {"fedlr_server_lr", "0x1p-2"},
+                             {"fedlr_server_schedule", "exp:gamma=0.5,every=1"},
+                             {"fedlr_prox_mu", "0x1.47ae147ae147bp-7"},
+                             {"fedlr_server_plateau_scale", "0x1p+0"}};
+  for (size_t i = 0; i < sizeof stored / sizeof stored[0]; i++) {
+    char v[128];
+    ASSERT_EQ(fl_safetensors_meta(good, stored[i][0], v, sizeof v), 0);
+    if (strcmp(v, stored[i][1])) FL__FAIL("%s = '%s', expected '%s'", stored[i][0], v, stored[i][1]);
+  }
+  const char *cases[] = {
+      "--server-optimizer fedyogi:beta1=0.5,beta2=0.99,tau=0.001; this run has "
+      "--server-optimizer fedyogi:beta1=0.5,beta2=0.99,tau=0.002",
+      "--server-optimizer fedyogi:beta1=0.5,beta2=0.99,tau=0.001; this run has "
+      "--server-optimizer fedavg",
+      "--server-lr 0.25; this run has --server-lr 0.5",
+      "--server-schedule exp:gamma=0.5,every=1; this run has --server-schedule const",
+      "--prox-mu 0.01; this run has --prox-mu 0",
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fl_engine_config_t x = c;
+    switch (i) {
+    case 0: x.server_optim.tau = 0.002; break;
+    case 1: fl_sopt_parse("fedavg", &x.server_optim); break;
+    case 2: x.server_lr = 0.5; break;
+    case 3: fl_sched_parse("const", &x.server_sched); break;
+    case 4: x.prox_mu = 0; break;
+    }
+    fl_engine_t *e = make_engine(&x, 10, 10);
+    ASSERT_TRUE(e != NULL);
+    int rc = fl_checkpoint_load(e, good, NULL, 0);
+    if (rc != FL_EINVAL || !strstr(fl_err_msg(), cases[i]))
+      FL__FAIL("case %zu: rc %d, \"%s\" lacks \"%s\"", i, rc, fl_err_msg(), cases[i]);
+    ASSERT_EQ(fl_engine_rounds_done(e), 0);
+    fl_engine_destroy(&e);
+  }
+
+  /* Damaged moments: m not finite, v negative. Refused, engine unchanged. */
+  fl_model_spec_t spec;
+  fl_layout_t *l = state_layout(&c.model, 2, &spec);
+  ASSERT_TRUE(l != NULL);
+  const size_t P = c.model.num_params;
+  fl_engine_t *e = make_engine(&c, 10, 10);
+  for (int k = 0; k < 2; k++) {
+    float *w = malloc(3 * P * sizeof *w);
+    fl_safetensors_meta_t *meta = malloc(sizeof *meta);
+    ASSERT_EQ(fl_safetensors_load_all(good, &spec, w, FL_SAFETENSORS_NEED_CHECKSUM, meta), 0);
+    const char *kv[2 * FL_SAFETENSORS_META_MAX + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < meta->n; i++)
+      if (strcmp(meta->e[i].key, "model")) kv[n++] = meta->e[i].key, kv[n++] = meta->e[i].value;
+    kv[n] = NULL;
+    if (k == 0)
+      w[P + 3] = NAN; /* m */
+    else
+      w[2 * P + 5] = -0.5f; /* v */
+    ASSERT_EQ(fl_safetensors_save(bad, &spec, w, kv), 0);
+    free(w);
+    free(meta);
+    ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), FL_ERANGE);
+    ASSERT_CONTAINS(fl_err_msg(), k == 0 ? "server optimizer state m, value 3, is nan: it must be finite"
+                                         : "server optimizer state v, value 5, is -0.5: it must be "
+                                           "finite and >= 0");
+    ASSERT_EQ(fl_engine_rounds_done(e), 0);
+  }
+  fl_engine_destroy(&e);
+  fl_layout_destroy(&l);
+
+  /* A checkpoint of a plain FedAvg run as a fedlr before server optimizers
+   * wrote it (none of the eight keys): it resumes a run with the defaults,
+   * and is refused by one with a server optimizer, naming the flag. */
+  fl_engine_config_t d = base_config();
+  d.rounds = 6;
+  a = make_engine(&d, 10, 10);
+  run_rounds(a, &d.model, 2, 1);
+  ASSERT_EQ(fl_checkpoint_save(a, good), 0);
+  fl_engine_destroy(&a);
+  const char *drop[] = {"fedlr_server_optimizer",     NULL, "fedlr_server_lr",           NULL,
+                        "fedlr_server_schedule",      NULL, "fedlr_prox_mu",             NULL,
+                        "fedlr_server_plateau_best",  NULL, "fedlr_server_plateau_scale", NULL,
+                        "fedlr_server_plateau_bad",   NULL, "fedlr_server_plateau_cool",  NULL,
+                        NULL};
+  ASSERT_EQ(ck_rewrite(&d.model, good, bad, drop, SIZE_MAX, 0), 0);
+  char v[64];
+  ASSERT_EQ(fl_safetensors_meta(bad, "fedlr_server_lr", v, sizeof v), FL_ENOENT);
+  e = make_engine(&d, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), 0);
+  ASSERT_EQ(fl_engine_rounds_done(e), 2);
+  fl_engine_destroy(&e);
+  d.server_lr = 0.5;
+  e = make_engine(&d, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written with --server-lr 1; this run has --server-lr 0.5");
+  fl_engine_destroy(&e);
+  d.server_lr = 1;
+  fl_sopt_parse("fedadam", &d.server_optim);
+  e = make_engine(&d, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written with --server-optimizer fedavg; this run has "
+                                "--server-optimizer fedadam:beta1=0.9,beta2=0.99,tau=0.001");
+  fl_engine_destroy(&e);
+  /* Only some of the server plateau's keys: damaged, refused. */
+  const char *drop1[] = {"fedlr_server_plateau_bad", NULL, NULL};
+  ASSERT_EQ(ck_rewrite(&d.model, good, bad, drop1, SIZE_MAX, 0), 0);
+  d = base_config();
+  d.rounds = 6;
+  e = make_engine(&d, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), FL_EFORMAT);
+  ASSERT_CONTAINS(fl_err_msg(), "no fedlr_server_plateau_bad");
+  fl_engine_destroy(&e);
+}
+
+/* A custom model whose tensor names collide with the server state's in
+ * checkpoints is refused when the server optimizer keeps a state. */
+TEST(server_state_prefix_is_reserved) {
+  fl_layout_t *l = fl_layout_new();
+  uint32_t shape[1] = {4};
+  ASSERT_EQ(fl_layout_add(l, "w", 1, shape), 0);
+  ASSERT_EQ(fl_layout_add(l, "fedlr.server_opt.m.0", 1, shape), 0);
+  fl_engine_config_t c = base_config();
+  ASSERT_EQ(fl_model_custom(l, &c.model), 0);
+  float w0[8] = {0};
+  c.init_weights = w0;
+  int err = 0;
+  fl_engine_t *e = fl_engine_new(&c, &err); /* fedavg: no state, no conflict */
+  ASSERT_TRUE(e != NULL);
+  fl_engine_destroy(&e);
+  fl_sopt_parse("fedavgm", &c.server_optim);
+  e = fl_engine_new(&c, &err);
+  ASSERT_TRUE(e == NULL);
+  ASSERT_EQ(err, FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "model tensor 'fedlr.server_opt.m.0': names beginning with "
+                                "'fedlr.server_opt.' are the server optimizer's");
+  fl_layout_destroy(&l);
+}
