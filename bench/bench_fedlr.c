@@ -147,6 +147,7 @@ typedef struct {
   const char *name;
   fl_agg_kind_t kind;
   double beta, clip;
+  const char *server; /* --server-optimizer (rate 0.01), or NULL: plain FedAvg's step */
 } bench_rule_t;
 
 /* Update bytes aggregated per second with K clients per round (10 is the
@@ -167,10 +168,15 @@ static double aggregation_gbs(const fl_model_spec_t *m, uint32_t K, const bench_
   c.rounds = 1000000;
   c.quorum = 1.0;
   c.eval_every = 1000000;
+  fl_sopt_parse("fedavg", &c.server_optim);
   if (rule) {
     c.aggregator = rule->kind;
     c.trim_beta = rule->beta;
     c.clip_norm = rule->clip;
+    if (rule->server) {
+      fl_sopt_parse(rule->server, &c.server_optim);
+      c.server_lr = 0.01;
+    }
   }
   int err;
   fl_engine_t *e = fl_engine_new(&c, &err);
@@ -235,11 +241,14 @@ static void print_rules(const fl_model_spec_t *m, double cp_ws, double cp_big) {
   const size_t ws = m->num_params * 4;
   /* The deltas' norm is about 0.13: clip at 0.05 so every update is
    * scaled (the worst case). */
-  const bench_rule_t rules[] = {{"FedAvg", FL_AGG_FEDAVG, 0, 0},
-                                {"FedAvg + clip-norm", FL_AGG_FEDAVG, 0, 0.05},
-                                {"median", FL_AGG_MEDIAN, 0, 0},
-                                {"trimmed-mean:0.1", FL_AGG_TRIMMED_MEAN, 0.1, 0},
-                                {"median + clip-norm", FL_AGG_MEDIAN, 0, 0.05}};
+  const bench_rule_t rules[] = {{"FedAvg", FL_AGG_FEDAVG, 0, 0, NULL},
+                                {"FedAvg + clip-norm", FL_AGG_FEDAVG, 0, 0.05, NULL},
+                                {"median", FL_AGG_MEDIAN, 0, 0, NULL},
+                                {"trimmed-mean:0.1", FL_AGG_TRIMMED_MEAN, 0.1, 0, NULL},
+                                {"median + clip-norm", FL_AGG_MEDIAN, 0, 0.05, NULL},
+                                {"FedAvg, server fedavgm", FL_AGG_FEDAVG, 0, 0, "fedavgm"},
+                                {"FedAvg, server fedadam", FL_AGG_FEDAVG, 0, 0, "fedadam"},
+                                {"FedAvg, server fedyogi", FL_AGG_FEDAVG, 0, 0, "fedyogi"}};
   printf("\n| aggregation per round, 2NN (submits + end_round) | K=10 | K=50 | K=10 vs memcpy "
          "(cache, DRAM) |\n|---|---|---|---|\n");
   for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
@@ -248,6 +257,46 @@ static void print_rules(const fl_model_spec_t *m, double cp_ws, double cp_big) {
            rules[i].name, g10, 10 * (double)ws / g10 / 1e6, g50, 50 * (double)ws / g50 / 1e6,
            100 * g10 / cp_ws, 100 * g10 / cp_big);
   }
+}
+
+/* The server step alone (fl_sopt_step over the model, after the
+ * aggregate): ms per round for each optimizer, and the bytes it moves
+ * (x, the aggregate, and the state, read and written) per second. */
+static void print_server_steps(const fl_model_spec_t *m, double cp_ws) {
+  const size_t P = m->num_params;
+  float *x = malloc(P * sizeof *x), *d = malloc(P * sizeof *d);
+  float *st[2] = {malloc(P * sizeof(float)), malloc(P * sizeof(float))};
+  fl_rng_t r;
+  fl_rng_seed(&r, 4);
+  for (size_t i = 0; i < P; i++) {
+    x[i] = (float)(fl_rng_uniform(&r) - 0.5);
+    d[i] = (float)(fl_rng_uniform(&r) - 0.5) * 1e-3f;
+  }
+  const char *specs[] = {"fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"};
+  printf("\n| server step alone, 2NN (%zu parameters) | ms/round | bytes moved | vs memcpy (cache) "
+         "|\n|---|---|---|---|\n",
+         P);
+  for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+    fl_sopt_config_t c;
+    fl_sopt_parse(specs[k], &c);
+    fl_sopt_init(&c, st, P);
+    double best = 1e30;
+    for (int rep = 0; rep < 7; rep++) {
+      double t = now_s();
+      for (int i = 0; i < 20; i++)
+        fl_sopt_step(&c, 0.01, x, d, st, P);
+      double dt = (now_s() - t) / 20;
+      if (dt < best) best = dt;
+    }
+    /* x read+written, d read, each state vector read+written */
+    double bytes = (double)P * 4 * (3 + 2 * (double)fl_sopt_num_state(&c));
+    printf("| %s | %.3f ms | %.1f MB (%.1f GB/s) | %.0f%% |\n", specs[k], best * 1e3, bytes / 1e6,
+           bytes / best / 1e9, 100 * bytes / best / 1e9 / cp_ws);
+  }
+  free(x);
+  free(d);
+  free(st[0]);
+  free(st[1]);
 }
 
 int main(int argc, char **argv) {
@@ -266,6 +315,7 @@ int main(int argc, char **argv) {
   if (only && strcmp(only, "agg") == 0) {
     printf("aggregation: %.2f GB/s\n", aggregation_gbs(&m, 10, NULL));
     print_rules(&m, copy_gbs(m.num_params * 4), copy_gbs((size_t)256 << 20));
+    print_server_steps(&m, copy_gbs(m.num_params * 4));
     fl_dataset_destroy(&d);
     return 0;
   }
@@ -291,6 +341,7 @@ int main(int argc, char **argv) {
          "copy, %.0f%% of DRAM copy |\n",
          agg, 100 * agg / cp_ws, 100 * agg / cp_big);
   print_rules(&m, cp_ws, cp_big);
+  print_server_steps(&m, cp_ws);
   printf("\nFLOPs per example (2NN, fwd+bwd): %.0f\n", fl_model_flops_per_example(&m));
   fl_dataset_destroy(&d);
   return 0;
