@@ -39,6 +39,13 @@
  * cfg.max_retries times in a row ends the run (fl_engine_abort_round()
  * fails): no progress is possible.
  *
+ * Server step (cfg.server_optim, cfg.server_lr, cfg.server_sched): the
+ * round's aggregate is the pseudo-gradient of a server optimizer (FedAvg,
+ * FedAvgM, FedAdagrad, FedAdam, FedYogi: fl_server_optim.h) whose rate
+ * follows its own round schedule; its state is O(model) and part of the
+ * run state (fl_engine_server_state, checkpoints). FedProx (cfg.prox_mu)
+ * is the clients' business: the engine only sends mu in every RoundStart.
+ *
  * Rules (cfg.aggregator, cfg.trim_beta, cfg.clip_norm): FedAvg, median and
  * trimmed mean, with or without clipping, as fl_agg.h describes;
  * cfg.max_examples caps the example count a client is weighted by (FedAvg
@@ -279,9 +286,11 @@ size_t fl_engine_quorum_need(const fl_engine_t *e);
 /* 1 if enough sampled clients reported to close the round (quorum). */
 int fl_engine_has_quorum(const fl_engine_t *e);
 
-/* Closes the round: global += the aggregate of the accepted (clipped)
- * deltas: their example-weighted mean (FedAvg), or their coordinate-wise
- * median or trimmed mean. Evaluates if due, feeds the plateau schedule,
+/* Closes the round: the aggregate of the accepted (clipped) deltas (their
+ * example-weighted mean, FedAvg, or their coordinate-wise median or
+ * trimmed mean) moves the global weights by the server optimizer's step at
+ * the round's server rate (fl_server_optim.h; plain FedAvg at rate 1:
+ * global += aggregate). Evaluates if due, feeds the plateau schedules,
  * fills *m (seconds/elapsed and byte counts are the caller's). FL_ESTATE
  * without quorum; FL_ENOMEM (round still open) if a robust rule cannot
  * get its scratch memory. */

@@ -130,8 +130,8 @@ if [ -n "$DEB" ]; then
   [ "$n" -eq 6 ] && ok "deb holds libfedlr (header, .so.0, .a, fedlr.pc), the Python package and docs/protocol.md" \
     || { bad "deb contents: $n of 6 library, Python and protocol files"; dpkg-deb -c "$DEB" | grep -E "lib|include|python|protocol"; }
   n=$(dpkg-deb -c "$DEB" | grep -cE './usr/bin/fedlr-(sim|sweep|coordinator|client|keygen)$|./usr/share/man/man1/fedlr-.*\.1|./usr/share/doc/fedlr/examples/[a-z]*\.ini$|./usr/share/doc/fedlr/examples/experiments/[a-z_]*\.ini$|./usr/share/doc/fedlr/experiments\.md$' || true)
-  [ "$n" -eq 19 ] && ok "deb holds the 5 programs, 5 man pages, 3 example configs, 5 experiment configs and docs/experiments.md" \
-    || { bad "deb contents ($n of 19 expected files)"; dpkg-deb -c "$DEB"; }
+  [ "$n" -eq 21 ] && ok "deb holds the 5 programs, 5 man pages, 3 example configs, 7 experiment configs and docs/experiments.md" \
+    || { bad "deb contents ($n of 21 expected files)"; dpkg-deb -c "$DEB"; }
 else
   bad "cpack -G DEB made no .deb: $(tail -10 "$TMP/cpack.log")"
 fi
