@@ -350,10 +350,13 @@ int fl_wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limits_t
    * T rounds, and exp/step decay underflows the float to 0 in long runs. */
   if (r->lr < 0)
     return fl_err_set(FL_ERANGE, "round_start: learning rate %g is negative", (double)r->lr);
-  if (!isfinite(r->prox_mu)) return fl_err_set(FL_ENONFINITE, "round_start: prox_mu not finite");
+  if (!isfinite(r->prox_mu))
+    return fl_err_set(FL_ENONFINITE,
+                      "round_start: prox_mu (FedProx's mu) is %s, not a number in [0, %g]",
+                      isnan(r->prox_mu) ? "NaN" : "infinite", FL_WIRE_MAX_PROX_MU);
   if (r->prox_mu < 0 || r->prox_mu > FL_WIRE_MAX_PROX_MU)
-    return fl_err_set(FL_ERANGE, "round_start: prox_mu %g outside [0, %g]", (double)r->prox_mu,
-                      FL_WIRE_MAX_PROX_MU);
+    return fl_err_set(FL_ERANGE, "round_start: prox_mu (FedProx's mu) %g outside [0, %g]",
+                      (double)r->prox_mu, FL_WIRE_MAX_PROX_MU);
   if (r->local_epochs < 1 || r->local_epochs > FL_WIRE_MAX_EPOCHS)
     return fl_err_set(FL_ERANGE, "round_start: local_epochs %u outside [1, %d]",
                       (unsigned)r->local_epochs, FL_WIRE_MAX_EPOCHS);
