@@ -280,6 +280,19 @@ int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chos
   return 0;
 }
 
+uint32_t fl_wire_min_run_version(float prox_mu) {
+  return prox_mu > 0 ? FL_WIRE_PROX_VERSION : FL_WIRE_MIN_PROTOCOL_VERSION;
+}
+
+int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu) {
+  uint32_t lo = fl_wire_min_run_version((float)prox_mu);
+  if (version >= lo) return 0;
+  return fl_err_set(FL_EUNSUPPORTED,
+                    "this run uses FedProx (--prox-mu %g): clients must speak protocol version %u "
+                    "or later; this client speaks up to %u",
+                    prox_mu, (unsigned)lo, (unsigned)client_max);
+}
+
 int fl_wire_check_metric_name(const char *name) {
   char esc[4 * FL_WIRE_MAX_METRIC_NAME + 16];
   size_t n = name ? strnlen(name, FL_WIRE_MAX_METRIC_NAME + 1) : 0;

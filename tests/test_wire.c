@@ -887,7 +887,19 @@ TEST(negotiate_versions) {
   ASSERT_EQ(fl_wire_negotiate(9, 4, &v), FL_EUNSUPPORTED);
   ASSERT_CONTAINS(fl_err_msg(), "protocol versions 4 to 9 are not supported");
   ASSERT_EQ(fl_wire_negotiate(0, 0, &v), FL_EUNSUPPORTED); /* no version at all */
-  ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT);      /* min above max */
+  /* A FedProx run admits version 3 and later only; any other run, all. */
+  ASSERT_EQ(fl_wire_min_run_version(0.0f), FL_WIRE_MIN_PROTOCOL_VERSION);
+  ASSERT_EQ(fl_wire_min_run_version(0.01f), 3);
+  ASSERT_EQ(fl_wire_min_run_version((float)1e-50), FL_WIRE_MIN_PROTOCOL_VERSION); /* sent as 0 */
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 0), 0);
+  ASSERT_EQ(fl_wire_check_run_version(3, 3, 0.01), 0);
+  ASSERT_EQ(fl_wire_check_run_version(2, 2, 0.01), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "this run uses FedProx (--prox-mu 0.01): clients must speak "
+                                "protocol version 3 or later; this client speaks up to 2");
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 5), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "(--prox-mu 5)");
+  ASSERT_CONTAINS(fl_err_msg(), "speaks up to 1");
+  ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT); /* min above max */
   ASSERT_CONTAINS(fl_err_msg(), "min_protocol_version 2 is above protocol_version 1");
 }
 
