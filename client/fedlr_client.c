@@ -332,6 +332,7 @@ static int app_train(void *user, const fedlr_round *r, const fedlr_tensors *glob
       .local_epochs = r->local_epochs,
       .batch_size = r->batch_size,
       .seed = r->seed,
+      .prox_mu = r->prox_mu,
   };
   fl_train_stats_t st;
   fl_trainer_set_tick(a->trainer, tick_cancelled, (void *)r, 1);

@@ -1,5 +1,6 @@
 #include "fl_trainer.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,7 @@ int fl_trainer_run_decoded(fl_trainer_t *t, const fl_shard_t *shard, uint32_t cl
       .local_epochs = rs->local_epochs,
       .batch_size = rs->batch_size,
       .seed = rs->seed,
+      .prox_mu = rs->prox_mu,
   };
   fl_wire_optim_from(rs->optimizer, &plan.optim);
   fl_wire_tensors_copy(rs->weights, rs->n_weights, m, t->global);
@@ -194,9 +196,15 @@ static int prepare(fl_trainer_t *t, size_t n, size_t B, const fl_optim_config_t 
   return 0;
 }
 
-/* E epochs of minibatch steps on t->params: the core of a round. */
+void fl_trainer_prox_grad(float *grad, const float *w, const float *w_global, size_t n, float mu) {
+  for (size_t i = 0; i < n; i++)
+    grad[i] += mu * (w[i] - w_global[i]);
+}
+
+/* E epochs of minibatch steps on t->params from `global`: the core of a
+ * round. */
 static int train_epochs(fl_trainer_t *t, const fl_shard_t *shard, const fl_train_plan_t *p,
-                        size_t B, fl_train_stats_t *st) {
+                        const float *global, size_t B, fl_train_stats_t *st) {
   const fl_model_spec_t *m = &t->model;
   const fl_dataset_t *d = shard->data;
   const size_t n = shard->n, dim = m->dims[0];
@@ -217,6 +225,10 @@ static int train_epochs(fl_trainer_t *t, const fl_shard_t *shard, const fl_train
       }
       float lr = (float)p->lr(p->lr_arg, p->step_unit ? step : ep);
       float loss = fl_model_loss_grad(m, t->ws, t->params, t->bx, t->by, bs, t->grad);
+      /* FedProx: the optimizer acts on the gradient of the data loss plus
+       * mu/2 ||w - w_global||^2; the loss reported stays the data loss. */
+      if (p->prox_mu > 0)
+        fl_trainer_prox_grad(t->grad, t->params, global, m->num_params, p->prox_mu);
       fl_optim_step(t->optim, t->params, t->grad, lr);
       loss_sum += (double)loss * (double)bs;
       seen += bs;
@@ -236,11 +248,17 @@ int fl_trainer_train(fl_trainer_t *t, const fl_shard_t *shard, const fl_train_pl
   const fl_model_spec_t *m = &t->model;
   if ((rc = fl_optim_validate(&p->optim))) return rc;
   if ((rc = check_shard(m, shard))) return rc;
+  if (!(p->prox_mu >= 0 && p->prox_mu <= FL_WIRE_MAX_PROX_MU))
+    return fl_err_set(FL_ERANGE, "round %u: prox_mu %g outside [0, %g] (FedProx's coefficient)",
+                      p->round, (double)p->prox_mu, FL_WIRE_MAX_PROX_MU);
   size_t B = p->batch_size < shard->n ? p->batch_size : shard->n;
   if (B == 0) return fl_err_set(FL_ERANGE, "round %u: batch size 0", p->round);
   if ((rc = prepare(t, shard->n, B, &p->optim))) return rc;
-  if (t->params != global) memcpy(t->params, global, m->num_params * sizeof *t->params);
-  if ((rc = train_epochs(t, shard, p, B, st))) return rc;
+  /* t->params is the trainer's own: no caller can pass it as `global`,
+   * which must stay as it is (FedProx's anchor, and the delta's base). */
+  assert(global != t->params);
+  memcpy(t->params, global, m->num_params * sizeof *t->params);
+  if ((rc = train_epochs(t, shard, p, global, B, st))) return rc;
   for (size_t i = 0; i < m->num_params; i++) {
     delta[i] = t->params[i] - global[i];
     if (!isfinite(delta[i]))

@@ -16,6 +16,15 @@
  * before encoding, so fedlr-sim's virtual clients and a fedlr-client
  * process attack identically.
  *
+ * FedProx (Li et al., MLSys 2020): a round whose prox_mu is above 0
+ * (RoundStart.prox_mu, protocol version 3) trains on the local objective
+ * loss(w) + mu/2 ||w - w_global||^2: after every minibatch gradient the
+ * trainer adds mu (w - w_global) to it (fl_trainer_prox_grad), and the
+ * optimizer (weight decay included) then acts on the whole gradient, as
+ * autograd would on that objective. The reported train_loss stays the data
+ * loss, without the proximal term. prox_mu 0 runs the plain loop, bit for
+ * bit the code of protocol version 2.
+ *
  * A RoundStart is checked before any training: model spec and tensor
  * shapes against the trainer's model, the optimizer (fl_optim_validate)
  * and the local schedule (fl_sched_parse_local, the command line's own
@@ -67,24 +76,35 @@ typedef struct {
   fl_optim_config_t optim;
   uint32_t local_epochs, batch_size;
   uint64_t seed; /* the epochs' shuffles; the attack's noise */
+  float prox_mu; /* FedProx: mu in [0, FL_WIRE_MAX_PROX_MU]; 0 = plain local training */
 } fl_train_plan_t;
 
 typedef struct {
-  double train_loss;     /* mean minibatch loss over the round, example-weighted */
+  double train_loss;     /* mean minibatch data loss over the round, example-weighted (without
+                          * FedProx's proximal term) */
   uint64_t steps;        /* minibatch steps taken */
   uint64_t num_examples; /* what the client claims (fl_trainer_claimed_examples) */
 } fl_train_stats_t;
 
 /* The core of a round: trains the model from `global` (num_params floats,
  * borrowed) on `shard` as `p` says (E epochs of minibatch steps, a fresh
- * shuffle per epoch from p->seed, batch min(B, n)) and writes local - global
- * to `delta` (num_params floats; it may be the trainer's own parameter
- * buffer), the shard's attack applied. FL_ERANGE/FL_EINVAL for a bad
- * optimizer, FL_ESHAPE for data that does not fit the model,
- * FL_ENONFINITE if training diverged, FL_ESTATE if the tick aborted it;
- * the detail is in fl_err_msg(). Same inputs, same bits. */
+ * shuffle per epoch from p->seed, batch min(B, n), FedProx's term if
+ * p->prox_mu > 0) and writes local - global to `delta` (num_params floats;
+ * it may be the trainer's own parameter buffer), the shard's attack
+ * applied. `global` is read until the end (FedProx's anchor at every step,
+ * then the delta): it must not change during the call.
+ * FL_ERANGE/FL_EINVAL for a bad optimizer or prox_mu, FL_ESHAPE for data
+ * that does not fit the model, FL_ENONFINITE if training diverged,
+ * FL_ESTATE if the tick aborted it; the detail is in fl_err_msg(). Same
+ * inputs, same bits. */
 int fl_trainer_train(fl_trainer_t *t, const fl_shard_t *shard, const fl_train_plan_t *p,
                      const float *global, float *delta, fl_train_stats_t *st);
+
+/* FedProx's proximal gradient, the gradient of mu/2 ||w - w_global||^2:
+ * grad[i] += mu * (w[i] - w_global[i]) for i in [0, n), in float, in index
+ * order. What fl_trainer_train() adds to every minibatch gradient when
+ * prox_mu > 0. */
+void fl_trainer_prox_grad(float *grad, const float *w, const float *w_global, size_t n, float mu);
 
 /* Trains on `shard` as instructed by the RoundStart in msg/len (decoded and
  * validated here: model spec and shapes must match the trainer's model) and

@@ -280,6 +280,19 @@ int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chos
   return 0;
 }
 
+uint32_t fl_wire_min_run_version(float prox_mu) {
+  return prox_mu > 0 ? FL_WIRE_PROX_VERSION : FL_WIRE_MIN_PROTOCOL_VERSION;
+}
+
+int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu) {
+  uint32_t lo = fl_wire_min_run_version((float)prox_mu);
+  if (version >= lo) return 0;
+  return fl_err_set(FL_EUNSUPPORTED,
+                    "this run uses FedProx (--prox-mu %g): clients must speak protocol version %u "
+                    "or later; this client speaks up to %u",
+                    prox_mu, (unsigned)lo, (unsigned)client_max);
+}
+
 int fl_wire_check_metric_name(const char *name) {
   char esc[4 * FL_WIRE_MAX_METRIC_NAME + 16];
   size_t n = name ? strnlen(name, FL_WIRE_MAX_METRIC_NAME + 1) : 0;
@@ -350,10 +363,13 @@ int fl_wire_check_round_start(const Fedlr__RoundStart *r, const fl_wire_limits_t
    * T rounds, and exp/step decay underflows the float to 0 in long runs. */
   if (r->lr < 0)
     return fl_err_set(FL_ERANGE, "round_start: learning rate %g is negative", (double)r->lr);
-  if (!isfinite(r->prox_mu)) return fl_err_set(FL_ENONFINITE, "round_start: prox_mu not finite");
+  if (!isfinite(r->prox_mu))
+    return fl_err_set(FL_ENONFINITE,
+                      "round_start: prox_mu (FedProx's mu) is %s, not a number in [0, %g]",
+                      isnan(r->prox_mu) ? "NaN" : "infinite", FL_WIRE_MAX_PROX_MU);
   if (r->prox_mu < 0 || r->prox_mu > FL_WIRE_MAX_PROX_MU)
-    return fl_err_set(FL_ERANGE, "round_start: prox_mu %g outside [0, %g]", (double)r->prox_mu,
-                      FL_WIRE_MAX_PROX_MU);
+    return fl_err_set(FL_ERANGE, "round_start: prox_mu (FedProx's mu) %g outside [0, %g]",
+                      (double)r->prox_mu, FL_WIRE_MAX_PROX_MU);
   if (r->local_epochs < 1 || r->local_epochs > FL_WIRE_MAX_EPOCHS)
     return fl_err_set(FL_ERANGE, "round_start: local_epochs %u outside [1, %d]",
                       (unsigned)r->local_epochs, FL_WIRE_MAX_EPOCHS);

@@ -72,8 +72,22 @@ void fl_wire_free(Fedlr__Envelope **env);
  * this side speaking FL_WIRE_MIN_PROTOCOL_VERSION .. FL_WIRE_PROTOCOL_VERSION.
  * 0 and *chosen, or FL_EUNSUPPORTED with a detail that names both ranges
  * ("protocol version 7 is not supported: this coordinator speaks versions 1
- * to 2"). */
+ * to 3"). */
 int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chosen);
+
+/* The lowest protocol version a run admits: FL_WIRE_PROX_VERSION when its
+ * RoundStarts carry a FedProx prox_mu above 0 (`prox_mu` as sent, a float:
+ * an older client would ignore the field and silently train without the
+ * proximal term), else FL_WIRE_MIN_PROTOCOL_VERSION. */
+uint32_t fl_wire_min_run_version(float prox_mu);
+
+/* Whether a session of `version` (fl_wire_negotiate's choice for a Join
+ * whose highest version is `client_max`) may join a run of FedProx
+ * coefficient `prox_mu` (--prox-mu, sent as a float): 0, or FL_EUNSUPPORTED
+ * with a detail that says why ("this run uses FedProx (--prox-mu 0.01):
+ * clients must speak protocol version 3 or later; this client speaks up to
+ * 2"). */
+int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu);
 
 /* Checks a metric name: 1 to FL_WIRE_MAX_METRIC_NAME bytes of
  * [A-Za-z0-9_.-] (it becomes part of a JSON key, "fed_eval_NAME"). */

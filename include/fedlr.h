@@ -13,15 +13,17 @@
  *                                             per Welcome; refuse by returning
  *                                             an error
  *
- * What the library does (protocol version 2, docs/protocol.md):
- *   - joins (Join, protocol version 2), checks the Welcome (its layout: the
+ * What the library does (protocol version 3, docs/protocol.md):
+ *   - joins (Join, protocol versions 2 to 3: a coordinator of fedlr 0.2
+ *     speaks 2, one of 0.3 picks 3), checks the Welcome (its layout: the
  *     model's tensors, names and shapes, against config.layout if given);
  *   - heartbeats from its own I/O thread every heartbeat_ms, idle or while a
  *     callback runs, so a long train or evaluate never makes the client look
  *     dead; acknowledges each RoundStart at once with a heartbeat;
  *   - decodes every message with fedlr's bounded, validating codec: sizes,
- *     shapes, finiteness, the optimizer and the local schedule are checked
- *     before a callback sees them; a bad message is logged and ignored;
+ *     shapes, finiteness, the optimizer, the local schedule and FedProx's
+ *     prox_mu are checked before a callback sees them; a bad message is
+ *     logged and ignored;
  *   - sends the Update (echoing the round's attempt) and the EvalResult;
  *   - queues an Evaluate that arrives during training and answers it after;
  *     a newer RoundStart replaces a queued one and cancels the running one
@@ -77,8 +79,13 @@ extern "C" {
 #define FEDLR_VERSION_PATCH 0
 #define FEDLR_VERSION_HEX                                                                          \
   ((FEDLR_VERSION_MAJOR << 16) | (FEDLR_VERSION_MINOR << 8) | FEDLR_VERSION_PATCH)
-/* The wire protocol version this library speaks (its only one). */
-#define FEDLR_PROTOCOL_VERSION 2
+/* The wire protocol versions this library speaks: it joins with the range
+ * [FEDLR_MIN_PROTOCOL_VERSION, FEDLR_PROTOCOL_VERSION] and the coordinator
+ * picks the highest it speaks too (fedlr_welcome.protocol_version). 3 adds
+ * FedProx (fedlr_round.prox_mu); 1 is not spoken (its Welcome has no
+ * model layout). */
+#define FEDLR_PROTOCOL_VERSION 3
+#define FEDLR_MIN_PROTOCOL_VERSION 2
 
 /* The library's version as FEDLR_VERSION_HEX (of the library actually
  * loaded, which may differ from the header's) and as "0.2.0". */
@@ -216,7 +223,11 @@ typedef struct {
 } fedlr_optimizer;
 
 /* What the coordinator asks of one round (read-only; valid during the
- * train callback). Fields may be added at the end in later versions. */
+ * train callback). Fields may be added at the end in later versions: the
+ * library allocates this struct, so an application built against an older
+ * header keeps working (it never reads the new fields); one that reads a
+ * field added later needs a library that has it (each field says since
+ * when: check fedlr_version() where an older libfedlr.so.0 may be loaded). */
 typedef struct fedlr_round {
   uint32_t round;        /* 1-based */
   uint32_t attempt;      /* 1 on the round's first attempt, 2 on its first retry, ... */
@@ -230,6 +241,13 @@ typedef struct fedlr_round {
   const char *model; /* the Welcome's model ("custom" for --init models) */
   fedlr_optimizer optimizer;
   const void *internal_; /* the library's */
+  /* Since fedlr 0.3 (protocol version 3; fedlr_version() >= 0x000300).
+   * FedProx (Li et al. 2020): mu in [0, 10000]; 0 = off (also in a
+   * version 2 session). When above 0, train on loss(w) + mu/2 ||w -
+   * w_global||^2: add prox_mu * (w - w_global) to every local gradient
+   * before the optimizer step (w_global: the train callback's `global`),
+   * as fedlr's built-in trainer does; report train_loss without the term. */
+  float prox_mu;
 } fedlr_round;
 
 /* The rate of local time t in this round: the local schedule at t with

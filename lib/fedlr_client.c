@@ -297,6 +297,7 @@ static void round_info(const Fedlr__RoundStart *rs, const fedlr_schedule *local,
       .local = local,
       .model = rs->model,
       .internal_ = x,
+      .prox_mu = rs->prox_mu,
   };
   if (o)
     r->optimizer = (fedlr_optimizer){(fedlr_optimizer_kind)o->kind,

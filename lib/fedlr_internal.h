@@ -65,8 +65,9 @@ typedef struct {
   fl_model_spec_t spec;
 } fedlr__model_t;
 
-/* Builds *m from a Welcome's layout (protocol version 2). FL_EUNSUPPORTED
- * for an older protocol, FL_EINVAL/FL_ETOOBIG for a bad layout. */
+/* Builds *m from a Welcome's layout (protocol versions 2 and 3).
+ * FL_EUNSUPPORTED for another version, FL_EINVAL/FL_ETOOBIG for a bad
+ * layout. */
 int fedlr__model_from_welcome(const Fedlr__Welcome *w, fedlr__model_t *m);
 void fedlr__model_clear(fedlr__model_t *m);
 

@@ -217,9 +217,9 @@ static int send_env(fedlr__io_t *s, const Fedlr__Envelope *env) {
 static int send_join(fedlr__io_t *s) {
   Fedlr__Join j = FEDLR__JOIN__INIT;
   j.protocol_version = FEDLR_PROTOCOL_VERSION;
-  /* Only 2: a version-1 Welcome has no layout, and version-1 coordinators
-   * (fedlr 0.1) do not answer a Join of version 2 anyway. */
-  j.min_protocol_version = FEDLR_PROTOCOL_VERSION;
+  /* From 2: a version-1 Welcome has no layout, and version-1 coordinators
+   * (fedlr 0.1) do not answer a Join of a later version anyway. */
+  j.min_protocol_version = FEDLR_MIN_PROTOCOL_VERSION;
   j.name = (char *)s->st->name;
   j.num_examples = s->st->num_examples;
   j.num_eval_examples = s->st->num_eval_examples;

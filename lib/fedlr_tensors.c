@@ -231,11 +231,14 @@ FEDLR_API int fedlr_tensors_save(const fedlr_tensors *ts, const char *path) {
 
 int fedlr__model_from_welcome(const Fedlr__Welcome *w, fedlr__model_t *m) {
   memset(m, 0, sizeof *m);
-  if (w->protocol_version != FEDLR_PROTOCOL_VERSION || w->n_layout == 0)
+  if (w->protocol_version < FEDLR_MIN_PROTOCOL_VERSION ||
+      w->protocol_version > FEDLR_PROTOCOL_VERSION || w->n_layout == 0)
     return fl_err_set(FL_EUNSUPPORTED,
-                      "its Welcome is of protocol version %u without a model layout; this "
-                      "client speaks version %d (a coordinator of fedlr 0.2 or later)",
-                      w->protocol_version ? w->protocol_version : 1, FEDLR_PROTOCOL_VERSION);
+                      "its Welcome is of protocol version %u%s; this client speaks versions %d "
+                      "to %d (a coordinator of fedlr 0.2 or later)",
+                      w->protocol_version ? w->protocol_version : 1,
+                      w->n_layout ? "" : " without a model layout", FEDLR_MIN_PROTOCOL_VERSION,
+                      FEDLR_PROTOCOL_VERSION);
   snprintf(m->name, sizeof m->name, "%s", w->model);
   if (!(m->layout = fl_layout_new())) return FL_ENOMEM;
   int rc = 0;

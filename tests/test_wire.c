@@ -153,10 +153,19 @@ TEST(roundtrip_round_start) {
   ASSERT_EQ(g->batch_size, 10);
   ASSERT_TRUE(g->seed == 0x123456789abcdef0ull);
   ASSERT_STR_EQ(g->model, "mlp:20,10");
+  ASSERT_DBL_OP(g->prox_mu, ==, 0.0f); /* not set: absent, plain local training */
   ASSERT_EQ(fl_wire_check_tensors(g->weights, g->n_weights, &m), 0);
   fl_wire_tensors_copy(g->weights, g->n_weights, &m, q);
   ASSERT_EQ(memcmp(p, q, m.num_params * sizeof(float)), 0);
   fl_wire_free(&d);
+  /* Version 3: FedProx's mu travels as the float it is, up to the limit. */
+  const float mus[] = {0.01f, 1e-30f, 1.0f, (float)FL_WIRE_MAX_PROX_MU};
+  for (size_t i = 0; i < sizeof mus / sizeof mus[0]; i++) {
+    r.prox_mu = mus[i];
+    ASSERT_EQ(reencode(&e, &lim, &d), 0);
+    ASSERT_EQ(memcmp(&d->round_start->prox_mu, &mus[i], sizeof mus[i]), 0);
+    fl_wire_free(&d);
+  }
   fl_wire_tensors_free(&tv);
   free(p);
   free(q);
@@ -497,6 +506,11 @@ TEST(round_start_rejections) {
       {"noweights", FL_EFORMAT, "round_start: no weights"},
       {"weightnan", FL_ENONFINITE, "round_start: tensor 0 'layers.0.weight' value 3 is NaN"},
       {"weightinf", FL_ENONFINITE, "tensor 3 'layers.1.bias' value 0 is infinite"},
+      {"proxnan", FL_ENONFINITE,
+       "round_start: prox_mu (FedProx's mu) is NaN, not a number in [0, 10000]"},
+      {"proxinf", FL_ENONFINITE, "round_start: prox_mu (FedProx's mu) is infinite"},
+      {"proxneg", FL_ERANGE, "round_start: prox_mu (FedProx's mu) -0.5 outside [0, 10000]"},
+      {"proxbig", FL_ERANGE, "round_start: prox_mu (FedProx's mu) 10000.5 outside [0, 10000]"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     make_round_start(&e, &r, &o, &tv);
@@ -514,6 +528,10 @@ TEST(round_start_rejections) {
     if (!strcmp(w, "unit")) r.local_unit = (Fedlr__RoundStart__LocalUnit)2;
     if (!strcmp(w, "longsched")) r.local_schedule = longs;
     if (!strcmp(w, "noweights")) r.n_weights = 0;
+    if (!strcmp(w, "proxnan")) r.prox_mu = NAN;
+    if (!strcmp(w, "proxinf")) r.prox_mu = INFINITY;
+    if (!strcmp(w, "proxneg")) r.prox_mu = -0.5f;
+    if (!strcmp(w, "proxbig")) r.prox_mu = 10000.5f;
     float keep[2] = {p[3], p[20 * 30 + 20 + 10 * 20]};
     if (!strcmp(w, "weightnan")) p[3] = NAN;
     if (!strcmp(w, "weightinf")) p[20 * 30 + 20 + 10 * 20] = -INFINITY;
@@ -869,7 +887,19 @@ TEST(negotiate_versions) {
   ASSERT_EQ(fl_wire_negotiate(9, 4, &v), FL_EUNSUPPORTED);
   ASSERT_CONTAINS(fl_err_msg(), "protocol versions 4 to 9 are not supported");
   ASSERT_EQ(fl_wire_negotiate(0, 0, &v), FL_EUNSUPPORTED); /* no version at all */
-  ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT);      /* min above max */
+  /* A FedProx run admits version 3 and later only; any other run, all. */
+  ASSERT_EQ(fl_wire_min_run_version(0.0f), FL_WIRE_MIN_PROTOCOL_VERSION);
+  ASSERT_EQ(fl_wire_min_run_version(0.01f), 3);
+  ASSERT_EQ(fl_wire_min_run_version((float)1e-50), FL_WIRE_MIN_PROTOCOL_VERSION); /* sent as 0 */
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 0), 0);
+  ASSERT_EQ(fl_wire_check_run_version(3, 3, 0.01), 0);
+  ASSERT_EQ(fl_wire_check_run_version(2, 2, 0.01), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "this run uses FedProx (--prox-mu 0.01): clients must speak "
+                                "protocol version 3 or later; this client speaks up to 2");
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 5), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "(--prox-mu 5)");
+  ASSERT_CONTAINS(fl_err_msg(), "speaks up to 1");
+  ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT); /* min above max */
   ASSERT_CONTAINS(fl_err_msg(), "min_protocol_version 2 is above protocol_version 1");
 }
 

@@ -11,7 +11,9 @@
  * liveness, whether it has proven itself live since its Join) and turns
  * their messages into the run's events: a Join registers (fl_run_register,
  * answered with a Welcome or a Stop that says why; the protocol version is
- * negotiated per session, fl_wire_negotiate), heartbeats keep a client
+ * negotiated per session, fl_wire_negotiate, and a FedProx run, --prox-mu
+ * above 0, admits sessions of version 3 or later only,
+ * fl_wire_check_run_version), heartbeats keep a client
  * alive and acknowledge its RoundStart, updates go to fl_run_update and
  * evaluation results to fl_run_eval_result. It sends what the run asks:
  * RoundStarts through a window of SEND_WINDOW unacknowledged ones (each is

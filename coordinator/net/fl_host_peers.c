@@ -134,21 +134,20 @@ void fl_host__send_copy_quiet(fl_host_t *h, const uint8_t *rid, size_t rid_len, 
   fl_run_account(h->run, len, 0);
 }
 
-/* The versions this coordinator speaks, for a Stop refusing a Join's. */
-static uint32_t spoken_versions[FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1];
-
+/* `versions`: the Stop lists the versions this run admits (all this
+ * coordinator speaks, or from FL_WIRE_PROX_VERSION on in a FedProx run). */
 static void send_stop_versions(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *reason,
                                int error, int rejoin, int versions) {
   Fedlr__Stop st = FEDLR__STOP__INIT;
   st.reason = (char *)reason;
   st.error = error;
   st.rejoin = rejoin;
+  uint32_t admitted[FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1];
   if (versions) {
-    size_t n = sizeof spoken_versions / sizeof spoken_versions[0];
-    for (size_t i = 0; i < n; i++)
-      spoken_versions[i] = FL_WIRE_MIN_PROTOCOL_VERSION + (uint32_t)i;
-    st.n_supported_versions = n;
-    st.supported_versions = spoken_versions;
+    for (uint32_t v = fl_wire_min_run_version((float)h->cfg->prox_mu);
+         v <= FL_WIRE_PROTOCOL_VERSION; v++)
+      admitted[st.n_supported_versions++] = v;
+    st.supported_versions = admitted;
   }
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_STOP;
@@ -198,7 +197,7 @@ void fl_host__release_ack(fl_host_t *h, uint32_t id) {
 /* ---- receiving ---- */
 
 /* Refuses a Join with a Stop{error} that says why (never naming another
- * client), and logs it; `versions`: the Stop lists the versions spoken. */
+ * client), and logs it; `versions`: the Stop lists the versions admitted. */
 static void refuse_join_v(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *uid,
                           const char *name, const char *reason, int versions) {
   char hex[2 * RID_MAX + 1], esc[4 * FL_WIRE_MAX_NAME + 8];
@@ -244,7 +243,10 @@ static void handle_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, int fd
   uint32_t id, version = 0;
   int rc;
   char reason[512];
-  if (fl_wire_negotiate(j->protocol_version, j->min_protocol_version, &version) != 0) {
+  /* A FedProx run admits only clients that read RoundStart.prox_mu: an
+   * older one would train without the proximal term and say nothing. */
+  if (fl_wire_negotiate(j->protocol_version, j->min_protocol_version, &version) != 0 ||
+      fl_wire_check_run_version(version, j->protocol_version, h->cfg->prox_mu) != 0) {
     snprintf(reason, sizeof reason, "join refused: %s", fl_err_msg());
     refuse_join_v(h, rid, rid_len, uid, j->name, reason, 1);
     return;

@@ -6,7 +6,8 @@
  * from one true model (truth()) with its own seed and feature shift, keeps
  * some of them back for evaluation, and trains with minibatch SGD on the
  * squared error, at the rate the coordinator sends, scaled by the round's
- * local schedule (fedlr_local_lr).
+ * local schedule (fedlr_local_lr), with FedProx's proximal term when the
+ * round asks for it (fedlr_round.prox_mu).
  *
  *   linreg init FILE.safetensors       the initial model, for
  *                                      fedlr-coordinator --init FILE.safetensors
@@ -135,10 +136,11 @@ static void sleep_s(double s) {
   }
 }
 
-/* One minibatch step of SGD on 0.5 * mean squared error; returns the
- * batch's mean squared error before the step. */
+/* One minibatch step of SGD on 0.5 * mean squared error, plus FedProx's
+ * mu/2 ||(w, b) - (w0, bias0)||^2 (the round's global model) when mu > 0;
+ * returns the batch's mean squared error before the step. */
 static double sgd_step(const app_t *a, const uint32_t *rows, size_t bs, float lr, float wd,
-                       float *w, float *b) {
+                       float mu, const float *w0, float bias0, float *w, float *b) {
   double gw[D] = {0}, gb = 0, loss = 0;
   for (size_t i = 0; i < bs; i++) {
     const float *x = a->train.x[rows[i]];
@@ -149,15 +151,17 @@ static double sgd_step(const app_t *a, const uint32_t *rows, size_t bs, float lr
     gb += e;
   }
   for (int j = 0; j < D; j++)
-    w[j] -= lr * (float)(gw[j] / (double)bs + wd * w[j]);
-  *b -= lr * (float)(gb / (double)bs);
+    w[j] -= lr * (float)(gw[j] / (double)bs + mu * (w[j] - w0[j]) + wd * w[j]);
+  *b -= lr * (float)(gb / (double)bs + mu * (*b - bias0));
   return loss / (double)bs;
 }
 
 static int train(void *user, const fedlr_round *r, const fedlr_tensors *global, fedlr_tensors *out,
                  fedlr_train_result *res) {
   app_t *a = user;
-  (void)global; /* `out` starts as a copy of it: train in place */
+  /* `out` starts as a copy of `global`: train in place; `global` stays the
+   * anchor of FedProx's term. */
+  const float *w0 = fedlr_tensor_data(global, 0), bias0 = fedlr_tensor_data(global, 1)[0];
   if (r->optimizer.kind != FEDLR_OPT_SGD)
     return fedlr_set_error(FEDLR_EUNSUPPORTED, "this example trains with plain SGD only");
   a->trained++;
@@ -182,7 +186,9 @@ static int train(void *user, const fedlr_round *r, const fedlr_tensors *global, 
       size_t bs = n - b0 < B ? n - b0 : B;
       /* The round's rate under its local schedule, at this epoch or step. */
       float lr = (float)fedlr_local_lr(r, r->local_unit == FEDLR_UNIT_STEP ? step : e);
-      loss_sum += sgd_step(a, a->order + b0, bs, lr, r->optimizer.weight_decay, w, b) * (double)bs;
+      loss_sum += sgd_step(a, a->order + b0, bs, lr, r->optimizer.weight_decay, r->prox_mu, w0,
+                           bias0, w, b) *
+                  (double)bs;
       seen += bs;
     }
   }

@@ -1,4 +1,4 @@
-"""fedlr.client: a Python client of a fedlr coordinator (protocol version 2).
+"""fedlr.client: a Python client of a fedlr coordinator (protocol version 3).
 
 The application gives a ``train`` function (and optionally ``evaluate``);
 the client does the session::
@@ -20,9 +20,10 @@ the client does the session::
 
 What the session does (the same as the C client, client/fl_session.c):
 
-- Join (protocol version 2 only: this package needs the Welcome's model
-  layout), then Welcome: the model's tensors are checked against the
-  application's ``layout`` if given (:class:`LayoutMismatch` otherwise).
+- Join (protocol versions 2 to 3: this package needs the Welcome's model
+  layout, which version 1 lacks; 3 adds FedProx's ``info.prox_mu``), then
+  Welcome: the model's tensors are checked against the application's
+  ``layout`` if given (:class:`LayoutMismatch` otherwise).
 - A background I/O thread owns the ZeroMQ socket: it sends a Heartbeat every
   ``heartbeat_ms`` whether ``train`` is running or not (so a long local
   training is never taken for a death), acknowledges each RoundStart at once
@@ -107,15 +108,17 @@ class FedlrError(Exception):
 
 class JoinRefused(FedlrError):
     """The coordinator refused this client (Stop{error}): ``reason`` is
-    its reason, ``supported_versions`` the protocol versions it speaks
-    (listed when it refused the version)."""
+    its reason, ``supported_versions`` the protocol versions it accepts in
+    this run (listed when it refused the version: all it speaks, or 3 and
+    later in a FedProx run)."""
 
-    def __init__(self, reason: str, supported_versions: Tuple[int, ...] = (), spoken: Tuple[int, int] = (2, 2)):
+    def __init__(self, reason: str, supported_versions: Tuple[int, ...] = (),
+                 spoken: Tuple[int, int] = (wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION)):
         self.reason = reason
         self.supported_versions = tuple(supported_versions)
         msg = "refused by the coordinator: %s" % reason
         if self.supported_versions:
-            msg += " (the coordinator speaks versions %s; this client speaks %s)" % (
+            msg += " (the coordinator accepts versions %s here; this client speaks %s)" % (
                 ", ".join(map(str, self.supported_versions)), ", ".join(map(str, range(spoken[0], spoken[1] + 1))))
         super().__init__(msg)
 
@@ -144,7 +147,9 @@ class RoundInfo:
     exactly as fedlr's built-in trainer does (client/fl_trainer.c): local
     epochs ``local_epochs`` of minibatches of ``batch_size`` (the last batch
     of an epoch may be smaller), a fresh shuffle each epoch (from ``seed``),
-    and the rate of each step from :meth:`step_lr`."""
+    and the rate of each step from :meth:`step_lr`; with ``prox_mu`` > 0
+    (FedProx), ``prox_mu * (w - w_global)`` added to every gradient before
+    the optimizer's step (``fedlr.torch`` does all of it)."""
 
     round: int
     attempt: int  # 1 on the round's first attempt, 2 on its first retry (0: not sent)
@@ -159,6 +164,11 @@ class RoundInfo:
     model: str
     client_id: int
     num_examples: int  # the examples this client declared in its Join
+    # FedProx (Li et al. 2020; protocol version 3): train on loss(w) +
+    # prox_mu/2 ||w - w_global||^2, i.e. add prox_mu * (w - w_global) to
+    # every local gradient; report train_loss without the term. A float32
+    # value in [0, 1e4]; 0 = off (also in a version 2 session).
+    prox_mu: float = 0.0
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def local_lr(self, t: int) -> float:
@@ -411,9 +421,10 @@ class _Session(threading.Thread):
 
     def on_welcome(self, w: wire.Welcome) -> None:
         c = self.c
-        if w.protocol_version != wire.PROTOCOL_VERSION:
+        lo, hi = c.PROTOCOL_VERSIONS
+        if not lo <= w.protocol_version <= hi:
             self.end("error", FedlrError(
-                "the coordinator chose protocol version %d; this client speaks %d" % (w.protocol_version, wire.PROTOCOL_VERSION)))
+                "the coordinator chose protocol version %d; this client speaks %d to %d" % (w.protocol_version, lo, hi)))
             return
         if not w.layout:
             self.end("error", FedlrError("the coordinator's Welcome lists no model tensors"))
@@ -460,7 +471,7 @@ class _Session(threading.Thread):
             round=rs.round, attempt=rs.attempt, lr=rs.lr, local_schedule=rs.local_schedule,
             local_unit=rs.local_unit, schedule=_schedules.Schedule(), optimizer=rs.optimizer,
             local_epochs=rs.local_epochs, batch_size=rs.batch_size, seed=rs.seed, model=rs.model,
-            client_id=self.client_id, num_examples=self.c.num_examples)
+            client_id=self.client_id, num_examples=self.c.num_examples, prox_mu=rs.prox_mu)
         self.active[key] = info
         self.events.put(("round", (info, rs, self.welcome)))
 
@@ -719,7 +730,7 @@ class Client:
       handshake_timeout: seconds for a connection's handshake (0: libzmq's).
     """
 
-    PROTOCOL_VERSIONS = (2, 2)  # (lowest, highest) protocol version spoken
+    PROTOCOL_VERSIONS = (wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION)  # (lowest, highest) spoken
 
     def __init__(self, connect: str, train: Callable, evaluate: Optional[Callable] = None, *,
                  name: Optional[str] = None, num_examples: int, num_eval_examples: int = 0,

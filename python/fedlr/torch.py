@@ -18,13 +18,21 @@ Importing this module imports torch (Debian's python3-torch). The pieces:
   round's rate under the local schedule, t = the epoch index (local unit
   "epoch") or the step index counted across the round ("step"), computed in
   double and applied as float32, exactly as ``client/fl_trainer.c``.
+- :func:`proximal_anchor`, :func:`add_proximal_grad`: FedProx (Li et al.
+  2020, protocol version 3): with ``info.prox_mu`` > 0 the round trains on
+  loss(w) + mu/2 ||w - w_global||^2, i.e. ``mu * (w - w_global)`` is added to
+  every parameter's gradient after ``backward()`` and before
+  ``optimizer.step()`` (weight decay then acts on the whole gradient), as
+  the FedProx reference code and fedlr's C trainer do; the reported
+  training loss stays the data loss.
 - :class:`Trainer`: all of it, the built-in trainer's loop on tensors you
   hold: keeps the optimizer across rounds (its state is reset at every round
   start unless the RoundStart says ``keep_state``), loads the global
   weights, runs ``local_epochs`` epochs of minibatches of ``batch_size``
   (the last batch of an epoch may be smaller) in a fresh order each epoch,
-  sets each step's rate, and returns the update (local - global) with the
-  example-weighted mean training loss::
+  sets each step's rate, applies FedProx's term when the round asks for it,
+  and returns the update (local - global) with the example-weighted mean
+  training loss::
 
       trainer = fedlr.torch.Trainer(model)          # loss: cross-entropy
       fedlr.run_client(endpoint,
@@ -41,19 +49,22 @@ Your own loop (a DataLoader, mixed precision, ...) uses the pieces::
 
     opt = trainer.optimizer_for(info)     # or make_optimizer(model.parameters(), info.optimizer)
     load_wire(model, weights)
+    anchor = proximal_anchor(model)       # FedProx's w_global (only needed if info.prox_mu > 0)
     step = 0
     for epoch in range(info.local_epochs):
         for xb, yb in loader:
             info.check_cancelled()
             set_lr(opt, info.step_lr(epoch, step))
-            ...; opt.step(); step += 1
+            ...; loss.backward()
+            add_proximal_grad(anchor, info.prox_mu)
+            opt.step(); step += 1
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -63,7 +74,8 @@ from .client import EvalResult, RoundInfo, TrainResult
 from .rng import epoch_orders
 from .wire import Layout, OptimizerConfig
 
-__all__ = ["layout", "to_wire", "load_wire", "save_init", "make_optimizer", "configure_optimizer", "set_lr", "Trainer"]
+__all__ = ["layout", "to_wire", "load_wire", "save_init", "make_optimizer", "configure_optimizer", "set_lr",
+           "proximal_anchor", "add_proximal_grad", "Trainer"]
 
 StateLike = Union[torch.nn.Module, Mapping[str, torch.Tensor]]
 
@@ -181,6 +193,31 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
+Anchor = List[Tuple[torch.nn.Parameter, torch.Tensor]]
+
+
+def proximal_anchor(model: torch.nn.Module) -> Anchor:
+    """FedProx's anchor: each trainable parameter with a detached copy of
+    its value now. Take it right after :func:`load_wire` (the round's
+    global weights), before the first step."""
+    return [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad]
+
+
+def add_proximal_grad(anchor: Anchor, mu: float) -> None:
+    """FedProx's proximal gradient: adds ``mu * (w - w_global)`` to each
+    anchored parameter's ``grad`` in place (a parameter that ``backward()``
+    left without one gets it alone), what autograd would add for the term
+    ``mu/2 ||w - w_global||^2``. Call it after ``backward()`` and before
+    ``optimizer.step()``. Nothing happens for ``mu`` <= 0."""
+    if not mu > 0:
+        return
+    with torch.no_grad():
+        for p, w0 in anchor:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.add_(p - w0, alpha=mu)
+
+
 class Trainer:
     """fedlr's built-in trainer loop for a PyTorch model (see the module doc).
 
@@ -222,14 +259,17 @@ class Trainer:
 
     def fit(self, weights: Mapping[str, np.ndarray], info: RoundInfo, x, y) -> TrainResult:
         """Trains the round on examples ``x`` (n, ...) with targets ``y``
-        (n, ...), tensors or arrays: returns the update (local - global, as
-        a delta) with the examples, steps and mean loss. Checks
+        (n, ...), tensors or arrays, FedProx's term included when
+        ``info.prox_mu`` > 0: returns the update (local - global, as a
+        delta) with the examples, steps and mean data loss. Checks
         ``info.cancelled`` between steps (raises fedlr.RoundCancelled)."""
         n = len(x)
         if n == 0 or len(y) != n:
             raise ValueError("fit: %d examples and %d targets" % (n, len(y)))
         model = self.model
         load_wire(model, weights)
+        mu = info.prox_mu
+        anchor = proximal_anchor(model) if mu > 0 else []
         opt = self.optimizer_for(info)
         x = self._tensor(x)
         y = self._tensor(y)
@@ -250,6 +290,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss = self.loss_fn(model(x[idx]), y[idx])
                 loss.backward()
+                add_proximal_grad(anchor, mu)
                 opt.step()
                 loss_sum += float(loss) * len(idx)
                 seen += len(idx)

@@ -4,10 +4,11 @@ Every message on the wire is one ``fedlr.Envelope`` in one ZeroMQ frame.
 This module encodes what a client sends (Join, Heartbeat, Update,
 EvalResult) and decodes what a coordinator sends (Welcome, RoundStart,
 Evaluate, Heartbeat, Stop) into plain Python values, and checks everything
-that arrives against protocol version 2's limits (the coordinator's own
+that arrives against protocol version 3's limits (the coordinator's own
 codec, ``common/fl_wire.c``, applies the same): one body, string lengths,
-tensor names, shapes and counts, finite values, ranges. A bad message raises
-:class:`WireError` saying what was wrong.
+tensor names, shapes and counts, finite values, ranges (FedProx's
+``prox_mu`` among them). A bad message raises :class:`WireError` saying
+what was wrong.
 
 Tensors are numpy float32 arrays. Decoding does not copy them: each is a
 read-only ``np.frombuffer`` view of the packed ``data`` field inside the
@@ -33,6 +34,7 @@ from . import fedlr_pb2 as pb
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "MIN_PROTOCOL_VERSION",
     "WireError",
     "Welcome",
     "OptimizerConfig",
@@ -52,7 +54,8 @@ __all__ = [
     "layout_of",
 ]
 
-PROTOCOL_VERSION = 2  # the version this package speaks (only this one: it needs the layout)
+PROTOCOL_VERSION = 3  # the highest version this package speaks (3: RoundStart.prox_mu, FedProx)
+MIN_PROTOCOL_VERSION = 2  # the lowest (version 1's Welcome has no model layout)
 MAX_STRING = 256  # bytes of a spec, reason, run id or tensor name on the wire
 MAX_NAME = 64  # bytes of a client name (UTF-8)
 MAX_TENSOR_NAME = 255  # a model's tensor names (fl_layout)
@@ -66,6 +69,7 @@ MAX_METRICS = 16
 MAX_METRIC_NAME = 32
 MAX_VERSIONS = 16
 MAX_LOSS = 1e30  # the coordinator rejects a train_loss, evaluation loss or metric beyond
+MAX_PROX_MU = 1e4  # FedProx's mu (RoundStart.prox_mu, --prox-mu)
 CONTROL_MAX_MESSAGE = 2 << 20  # bytes of a message before the Welcome said the model
 
 OPTIMIZER_KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
@@ -124,6 +128,9 @@ class RoundStart:
     seed: int  # per client, round and attempt (shuffling)
     model: str
     weights: Dict[str, np.ndarray]  # the global model, in layout order (read-only arrays)
+    # v3, FedProx: add prox_mu * (w - w_global) to every local gradient
+    # (a float32 value in [0, 1e4]; 0, or a version 2 session: off)
+    prox_mu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -410,6 +417,11 @@ def decode(data: Union[bytes, bytearray, memoryview], max_values: int = MAX_VALU
             raise WireError("round_start: learning rate not finite")
         if r.lr < 0:
             raise WireError("round_start: learning rate %g is negative" % r.lr)
+        if not math.isfinite(r.prox_mu):
+            raise WireError("round_start: prox_mu (FedProx's mu) is %s, not a number in [0, %g]"
+                            % ("NaN" if math.isnan(r.prox_mu) else "infinite", MAX_PROX_MU))
+        if not 0 <= r.prox_mu <= MAX_PROX_MU:
+            raise WireError("round_start: prox_mu (FedProx's mu) %g outside [0, %g]" % (r.prox_mu, MAX_PROX_MU))
         if not 1 <= r.local_epochs <= MAX_EPOCHS:
             raise WireError("round_start: local_epochs %d outside [1, %d]" % (r.local_epochs, MAX_EPOCHS))
         if not 1 <= r.batch_size <= MAX_BATCH:
@@ -432,6 +444,7 @@ def decode(data: Union[bytes, bytearray, memoryview], max_values: int = MAX_VALU
             seed=r.seed,
             model=_check_string("round_start", "model", r.model),
             weights=weights,
+            prox_mu=r.prox_mu,
         )
     if kind == "evaluate":
         ev = env.evaluate
@@ -465,7 +478,7 @@ def _env(**body) -> bytes:
 
 
 def encode_join(name: str, num_examples: int, num_eval_examples: int = 0, slot: Optional[int] = None,
-                versions: Tuple[int, int] = (PROTOCOL_VERSION, PROTOCOL_VERSION)) -> bytes:
+                versions: Tuple[int, int] = (MIN_PROTOCOL_VERSION, PROTOCOL_VERSION)) -> bytes:
     """A Join: ``versions`` is (lowest, highest) spoken."""
     check_client_name(name)
     if not 1 <= num_examples <= MAX_EXAMPLES:

@@ -19,7 +19,10 @@ model written by fedlr.safetensors (--init). Checked:
 4. CurveZMQ: an admitted key trains, an unlisted key and a plaintext client
    are refused (AuthenticationError);
 5. a coordinator killed and resumed: the client joins again by itself and
-   finishes the run.
+   finishes the run;
+6. FedProx (--prox-mu): the session is protocol version 3 and every round
+   hands train() the run's prox_mu; a client of version 2 only is refused
+   (JoinRefused saying why, version 3 listed).
 """
 
 import json
@@ -77,11 +80,12 @@ class App:
         self.x, self.y = X[lo:hi - 30], Y[lo:hi - 30]
         self.xe, self.ye = X[hi - 30:hi], Y[hi - 30:hi]
         self.name, self.sleeps, self.opts = name, sleeps or {}, opts
-        self.seen, self.cancelled, self.evals = [], [], []
+        self.seen, self.cancelled, self.evals, self.mus = [], [], [], []
         self.result = self.error = None
 
     def train(self, weights, info):
         self.seen.append((info.round, info.attempt))
+        self.mus.append(info.prox_mu)
         time.sleep(self.sleeps.get((info.round, info.attempt), 0))
         self.cancelled.append(info.cancelled)
         w, b = weights["w"].copy(), weights["b"].copy()
@@ -194,7 +198,7 @@ a = App("slot", 0, 150, slot=5).start(co.endpoint).join(20)
 C.check(isinstance(a.error, fedlr.JoinRefused) and "slot 5 is beyond --clients 2" in a.error.reason,
         "a Join for slot 5 of 2: JoinRefused: %s" % a.error, repr(a.error))
 a = App("future", 0, 150).start(co.endpoint, Future).join(20)
-C.check(isinstance(a.error, fedlr.JoinRefused) and a.error.supported_versions == (1, 2)
+C.check(isinstance(a.error, fedlr.JoinRefused) and a.error.supported_versions == (1, 2, 3)
         and "protocol version 7 is not supported" in a.error.reason,
         "a Join for protocol version 7: JoinRefused with the versions spoken: %s" % a.error, repr(a.error))
 a = App("layout", 0, 150, layout={"w": (3, 21), "b": (3,)}).start(co.endpoint).join(20)
@@ -247,4 +251,24 @@ rows = co2.rows()
 C.check(rc == 0 and r.error is None and [x["round"] for x in rows] == [1, 2, 3] and r.result.rounds_trained >= 3,
         "coordinator SIGKILLed after round 1 and resumed: the client joined again by itself and the run finished "
         "(rounds %s)" % [x["round"] for x in rows], "coordinator %s, client %r, rows %s" % (rc, r.error, rows))
+
+# ---- 6. FedProx ----
+co = Coordinator("prox", "--init", INIT, "--clients", "2", "--start-clients", "1", "--rounds", "2", "--lr", "0.1",
+                 "--prox-mu", "0.01")
+
+
+class V2Only(fedlr.Client):
+    PROTOCOL_VERSIONS = (2, 2)
+
+
+old = App("old", 0, 150).start(co.endpoint, V2Only).join(20)
+want = "this run uses FedProx (--prox-mu 0.01): clients must speak protocol version 3 or later; this client speaks up to 2"
+C.check(isinstance(old.error, fedlr.JoinRefused) and want in old.error.reason and old.error.supported_versions == (3,),
+        "FedProx: a client of protocol version 2 only is refused: %s" % old.error, repr(old.error))
+new = App("new", 0, 150, slot=0).start(co.endpoint).join(30)
+rc = co.wait()
+w = new.client._welcome
+C.check(rc == 0 and new.error is None and w is not None and w.protocol_version == 3 and new.mus == [np.float32(0.01)] * 2,
+        "FedProx: a version 3 session, train() told prox_mu %r in each of its 2 rounds" % (new.mus[:1],),
+        "coordinator %s, error %r, welcome %r, prox_mu %s" % (rc, new.error, w and w.protocol_version, new.mus))
 sys.exit(1 if C.failed else 0)

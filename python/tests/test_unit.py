@@ -82,12 +82,22 @@ bad = [
     ("a duplicate tensor", dict(), lambda rs: rs.weights.add(name="scale", data=[1.0]), "'scale' appears twice"),
     ("no weights", dict(), lambda rs: rs.ClearField("weights"), "no weights"),
     ("a 300-byte schedule", dict(local_schedule="x" * 300), None, "local_schedule is longer than 256 bytes"),
+    ("a NaN prox_mu", dict(prox_mu=float("nan")), None, "prox_mu (FedProx's mu) is NaN, not a number in [0, 10000]"),
+    ("an infinite prox_mu", dict(prox_mu=float("inf")), None, "prox_mu (FedProx's mu) is infinite"),
+    ("a negative prox_mu", dict(prox_mu=-0.5), None, "prox_mu (FedProx's mu) -0.5 outside [0, 10000]"),
+    ("a prox_mu above 1e4", dict(prox_mu=10000.5), None, "prox_mu (FedProx's mu) 10000.5 outside [0, 10000]"),
 ]
 for what, fields, edit, want in bad:
     rs = round_start(**fields)
     if edit:
         edit(rs)
     C.raises(wire.WireError, lambda: wire.decode(pb.Envelope(round_start=rs).SerializeToString()), "decode refuses " + what, want)
+# Version 3: FedProx's mu, the float32 sent; absent (a version 2 coordinator) is 0.
+C.check(m.prox_mu == 0.0, "decode: a RoundStart without prox_mu has prox_mu 0 (plain local training)")
+for mu in (0.01, 1.0, 1e4):
+    m3 = wire.decode(pb.Envelope(round_start=round_start(prox_mu=mu)).SerializeToString())
+    C.check(m3.prox_mu == float(np.float32(mu)), "decode: RoundStart.prox_mu %g arrives as float32 %r" % (mu, m3.prox_mu),
+            repr(m3.prox_mu))
 C.raises(wire.WireError, lambda: wire.decode(raw, max_values=10), "decode refuses more values than the model's", "more than 10 values")
 C.raises(wire.WireError, lambda: wire.decode(raw, max_message=100), "decode refuses a message over the size limit", "exceeds the limit of 100")
 C.raises(wire.WireError, lambda: wire.decode(b"\x0a\x05abc"), "decode refuses truncated bytes", "undecodable")
@@ -116,6 +126,10 @@ C.check((u.round, u.client_id, u.num_examples, u.is_delta, u.train_loss, u.steps
 C.raises(ValueError, lambda: wire.check_tensors({"conv.bias": np.ones(4)}, {"conv.weight": (4,), "conv.bias": (4,)}),
          "check_tensors names a missing tensor", "missing conv.weight")
 C.raises(ValueError, lambda: wire.check_tensors([np.ones(3)], {"conv.bias": (4,)}), "check_tensors names a wrong shape", "'conv.bias' has shape [3]")
+j = pb.Envelope()
+j.ParseFromString(wire.encode_join("ok", 10))
+C.check((j.join.min_protocol_version, j.join.protocol_version) == (2, 3) == (wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION),
+        "encode: a Join speaks protocol versions 2 to 3", str(j.join))
 C.raises(ValueError, lambda: wire.encode_join("bad\nname", 10), "a client name with a control character", "control character")
 C.raises(ValueError, lambda: wire.encode_join("x" * 65, 10), "a 65-byte client name", "longer than 64 bytes")
 C.raises(ValueError, lambda: wire.encode_join("ok", 0), "a Join with 0 examples", "1 to")

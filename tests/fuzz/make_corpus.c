@@ -95,6 +95,12 @@ static void wire(const fl_model_spec_t *m, float *params) {
   e.round_start = &r;
   put_env("round_start", &e, 0);
   put_env("round_start-truncated", &e, 700);
+  /* Protocol version 3: FedProx's mu, and one above the limit (refused). */
+  r.attempt = 1;
+  r.prox_mu = 0.01f;
+  put_env("round_start-v3-prox", &e, 0);
+  r.prox_mu = 2e4f;
+  put_env("round_start-prox-too-big", &e, 0);
 
   Fedlr__Update u = FEDLR__UPDATE__INIT;
   u.round = 4;
@@ -177,13 +183,18 @@ static void wire(const fl_model_spec_t *m, float *params) {
   e.body_case = FEDLR__ENVELOPE__BODY_STOP;
   e.stop = &s;
   put_env("stop", &e, 0);
-  uint32_t versions[] = {1, 2};
+  uint32_t versions[] = {1, 2, 3};
   s.reason = "protocol version 7 is not supported: this coordinator speaks versions 1 to 3";
   s.rejoin = 0;
   s.error = 1;
-  s.n_supported_versions = 2;
+  s.n_supported_versions = 3;
   s.supported_versions = versions;
   put_env("stop-versions", &e, 0);
+  s.reason = "join refused: this run uses FedProx (--prox-mu 0.01): clients must speak protocol "
+             "version 3 or later; this client speaks up to 2";
+  s.n_supported_versions = 1;
+  s.supported_versions = versions + 2;
+  put_env("stop-versions-prox", &e, 0);
 
   put("wire", "empty", "", 0);
   /* field 4 (update), length 0x7fffffff: a length far past the buffer */

@@ -53,7 +53,7 @@
  * bytes) or heartbeat (a Heartbeat before joining: each is answered, and
  * the answers pile up unread). Prints "spam: sent N KIND in S s".
  *
- *   fl_badpeer --connect EP --bad-joins [--forbid NAME --taken-slot N]
+ *   fl_badpeer --connect EP --bad-joins all [--forbid NAME --taken-slot N]
  *
  * sends Joins that must each be refused with a Stop{error} that says why:
  * an unsupported protocol version, empty, overlong (65 and 300 bytes),
@@ -61,8 +61,18 @@
  * --clients, and (with --taken-slot) another client's slot. For each it
  * prints "badjoin CASE: ok: Stop{error} 'reason'" when the reason is there,
  * contains the expected words, is valid UTF-8 without control characters
- * and does not contain --forbid (another client's name); else FAIL. Exit 0
- * if every case passed. */
+ * and does not contain --forbid (another client's name); else FAIL. A
+ * refusal for the protocol version must list the versions the run admits
+ * in supported_versions. Exit 0 if every case passed.
+ *
+ *   fl_badpeer --connect EP --bad-joins prox --prox-mu MU
+ *
+ * is the same against a FedProx run (--prox-mu MU, given as the
+ * coordinator was): Joins of protocol versions 1, 2 and [1, 2], otherwise
+ * valid, must be refused because the run needs version 3 ("this run uses
+ * FedProx (--prox-mu MU): clients must speak protocol version 3 or later;
+ * this client speaks up to 2"), and one of version 7 as any coordinator
+ * refuses it; every refusal lists only version 3 and later. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -84,9 +94,10 @@
 
 typedef struct {
   const char *connect, *name, *model;
-  const char *spam, *forbid; /* --spam KIND; --forbid NAME */
-  uint32_t idle, count;      /* --idle K; --spam's --count N */
-  int bad_joins, have_taken, mute;
+  const char *spam, *forbid;       /* --spam KIND; --forbid NAME */
+  const char *prox_mu;             /* --bad-joins prox: the run's --prox-mu, verbatim */
+  uint32_t idle, count;            /* --idle K; --spam's --count N */
+  int bad_joins, have_taken, mute; /* bad_joins: 1 all, 2 prox */
   uint32_t taken_slot;
   uint32_t slot, rounds;
   uint32_t flood, conns; /* join flood: joins in all, connections */
@@ -772,8 +783,11 @@ static int clean_text(const char *s) {
   return 1;
 }
 
-/* Sends Join j and expects a Stop{error} whose reason contains `want`. */
-static int bad_join_case(peer_t *p, const char *name, Fedlr__Join *j, const char *want) {
+/* Sends Join j and expects a Stop{error} whose reason contains `want`;
+ * `versions_from` > 0: a refusal for the protocol version, which must list
+ * versions_from .. FL_WIRE_PROTOCOL_VERSION (the versions the run admits). */
+static int bad_join_case(peer_t *p, const char *name, Fedlr__Join *j, const char *want,
+                         uint32_t versions_from) {
   Fedlr__Envelope env = FEDLR__ENVELOPE__INIT;
   env.body_case = FEDLR__ENVELOPE__BODY_JOIN;
   env.join = j;
@@ -795,15 +809,14 @@ static int bad_join_case(peer_t *p, const char *name, Fedlr__Join *j, const char
     const char *why = r->stop->reason;
     int ok = r->stop->error && !r->stop->rejoin && strstr(why, want) && clean_text(why) &&
              !(p->o.forbid && strstr(why, p->o.forbid));
-    /* A version refusal lists the versions spoken (protocol version 2). */
-    int versions = strstr(want, "speaks versions") != NULL;
-    if (versions &&
-        !(r->stop->n_supported_versions == FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1 &&
-          r->stop->supported_versions[0] == FL_WIRE_MIN_PROTOCOL_VERSION &&
-          r->stop->supported_versions[r->stop->n_supported_versions - 1] ==
-              FL_WIRE_PROTOCOL_VERSION)) {
-      step(name, "FAIL: Stop '%s' does not list the versions spoken (%zu listed)", why,
-           r->stop->n_supported_versions);
+    /* A version refusal lists the versions admitted (protocol version 2). */
+    size_t n = r->stop->n_supported_versions;
+    int listed = n == (versions_from ? FL_WIRE_PROTOCOL_VERSION - versions_from + 1 : 0);
+    for (size_t i = 0; listed && i < n; i++)
+      listed = r->stop->supported_versions[i] == versions_from + i;
+    if (!listed) {
+      step(name, "FAIL: Stop '%s' lists %zu versions from %u, not %u to %u", why, n,
+           n ? r->stop->supported_versions[0] : 0, versions_from, FL_WIRE_PROTOCOL_VERSION);
       fl_wire_free(&r);
       return -1;
     }
@@ -849,7 +862,8 @@ static int run_bad_joins(peer_t *p) {
     j.slot = cases[i].slot;
     char label[64];
     snprintf(label, sizeof label, "badjoin %s", cases[i].name);
-    bad |= bad_join_case(p, label, &j, cases[i].want) != 0;
+    uint32_t from = strstr(cases[i].want, "speaks versions") ? FL_WIRE_MIN_PROTOCOL_VERSION : 0;
+    bad |= bad_join_case(p, label, &j, cases[i].want, from) != 0;
   }
   if (p->o.have_taken) {
     Fedlr__Join j = FEDLR__JOIN__INIT;
@@ -858,7 +872,38 @@ static int run_bad_joins(peer_t *p) {
     j.num_examples = 10;
     j.want_slot = 1;
     j.slot = p->o.taken_slot;
-    bad |= bad_join_case(p, "badjoin taken slot", &j, "taken by another client") != 0;
+    bad |= bad_join_case(p, "badjoin taken slot", &j, "taken by another client", 0) != 0;
+  }
+  return bad ? 1 : 0;
+}
+
+/* --bad-joins prox: Joins a FedProx run must refuse for their version. */
+static int run_prox_joins(peer_t *p) {
+  const struct {
+    const char *name;
+    uint32_t version, min_version, speaks;
+  } cases[] = {{"version 2 in a FedProx run", 2, 0, 2},
+               {"versions 1 to 2 in a FedProx run", 2, 1, 2},
+               {"version 1 in a FedProx run", 1, 0, 1},
+               {"version 7 in a FedProx run", 7, 0, 0}};
+  int bad = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    Fedlr__Join j = FEDLR__JOIN__INIT;
+    j.protocol_version = cases[i].version;
+    j.min_protocol_version = cases[i].min_version;
+    j.name = "old-client";
+    j.num_examples = 10;
+    char want[256], label[64];
+    if (cases[i].speaks)
+      snprintf(want, sizeof want,
+               "join refused: this run uses FedProx (--prox-mu %s): clients must speak protocol "
+               "version %d or later; this client speaks up to %u",
+               p->o.prox_mu, FL_WIRE_PROX_VERSION, cases[i].speaks);
+    else
+      snprintf(want, sizeof want, "this coordinator speaks versions %d to %d",
+               FL_WIRE_MIN_PROTOCOL_VERSION, FL_WIRE_PROTOCOL_VERSION);
+    snprintf(label, sizeof label, "badjoin %s", cases[i].name);
+    bad |= bad_join_case(p, label, &j, want, FL_WIRE_PROX_VERSION) != 0;
   }
   return bad ? 1 : 0;
 }
@@ -874,7 +919,8 @@ static int usage(const char *msg) {
           "[--name PREFIX] [--timeout SEC]\n"
           "       fl_badpeer --connect EP --idle K [--duration SEC]\n"
           "       fl_badpeer --connect EP --spam KIND --count N\n"
-          "       fl_badpeer --connect EP --bad-joins all [--forbid NAME --taken-slot N]\n");
+          "       fl_badpeer --connect EP --bad-joins all [--forbid NAME --taken-slot N]\n"
+          "       fl_badpeer --connect EP --bad-joins prox --prox-mu MU\n");
   return 2;
 }
 
@@ -928,8 +974,10 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
       o->count = (uint32_t)n;
     } else if (!strcmp(a, "--mute") && !strcmp(v, "yes")) {
       o->mute = 1;
-    } else if (!strcmp(a, "--bad-joins") && !strcmp(v, "all")) {
-      o->bad_joins = 1;
+    } else if (!strcmp(a, "--bad-joins") && (!strcmp(v, "all") || !strcmp(v, "prox"))) {
+      o->bad_joins = !strcmp(v, "all") ? 1 : 2;
+    } else if (!strcmp(a, "--prox-mu")) {
+      o->prox_mu = v;
     } else if (!strcmp(a, "--forbid")) {
       o->forbid = v;
     } else if (!strcmp(a, "--taken-slot") && !parse_u64(v, 0, UINT32_MAX - 1, &n)) {
@@ -949,6 +997,7 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
     if (!o->connect) return usage("--connect is required");
     if (!o->conns) o->conns = 50;
     if (o->spam && !o->count) return usage("--spam needs --count N");
+    if (o->bad_joins == 2 && !o->prox_mu) return usage("--bad-joins prox needs --prox-mu MU");
     return 0;
   }
   if (!o->connect || !o->name || !o->model || !have_slot || !o->input_dim || !o->classes)
@@ -972,7 +1021,7 @@ int main(int argc, char **argv) {
     int rc = 1;
     if (p.sock && !zmq_setsockopt(p.sock, ZMQ_LINGER, &linger, sizeof linger) &&
         !zmq_connect(p.sock, p.o.connect))
-      rc = p.o.spam ? run_spam(&p) : run_bad_joins(&p);
+      rc = p.o.spam ? run_spam(&p) : p.o.bad_joins == 2 ? run_prox_joins(&p) : run_bad_joins(&p);
     else
       fprintf(stderr, "fl_badpeer: connect %s: %s\n", p.o.connect, zmq_strerror(errno));
     if (p.sock) zmq_close(p.sock);
