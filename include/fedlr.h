@@ -75,7 +75,7 @@ extern "C" {
 /* ---- versions ---- */
 
 #define FEDLR_VERSION_MAJOR 0
-#define FEDLR_VERSION_MINOR 2
+#define FEDLR_VERSION_MINOR 3
 #define FEDLR_VERSION_PATCH 0
 #define FEDLR_VERSION_HEX                                                                          \
   ((FEDLR_VERSION_MAJOR << 16) | (FEDLR_VERSION_MINOR << 8) | FEDLR_VERSION_PATCH)
@@ -88,7 +88,7 @@ extern "C" {
 #define FEDLR_MIN_PROTOCOL_VERSION 2
 
 /* The library's version as FEDLR_VERSION_HEX (of the library actually
- * loaded, which may differ from the header's) and as "0.2.0". */
+ * loaded, which may differ from the header's) and as "0.3.0". */
 FEDLR_API unsigned fedlr_version(void);
 FEDLR_API const char *fedlr_version_string(void);
 
