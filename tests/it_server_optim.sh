@@ -41,6 +41,21 @@ same "$TMP/plain" "$TMP/forced" && ok "FedAvg at server rate 1 through the serve
   || bad "forced server step at rate 1 differs from plain FedAvg"
 same "$TMP/plain" "$TMP/flags" && ok "--server-optimizer fedavg --server-lr 1 = no flags, bit for bit" \
   || bad "explicit fedavg flags differ from the defaults"
+# The same with a robust rule and clipping: the pseudo-gradient is the
+# rule's aggregate (fl_agg_result), the very values it would have added.
+sim "$TMP/plain_med" --aggregator median --clip-norm 0.5
+sim "$TMP/forced_med" --aggregator median --clip-norm 0.5 --server-schedule "exp:gamma=1"
+sim "$TMP/plain_tm" --aggregator trimmed-mean:0.2
+sim "$TMP/forced_tm" --aggregator trimmed-mean:0.2 --server-schedule "exp:gamma=1"
+same "$TMP/plain_med" "$TMP/forced_med" && same "$TMP/plain_tm" "$TMP/forced_tm" \
+  && ok "median with clipping, trimmed mean: the server step at rate 1 = adding the rule's aggregate, bit for bit" \
+  || bad "robust rules: the server step at rate 1 differs from adding the aggregate"
+sim "$TMP/adam_med" --aggregator median --clip-norm 0.5 --server-optimizer fedadam --server-lr 0.01
+accs=$(jsonl_eval "$TMP/adam_med/m.jsonl" "[r['test_accuracy'] for r in rows]")
+"$PY" -c "import sys; a = $accs; sys.exit(0 if a[-1] > a[0] else 1)" \
+  && ! cmp -s "$TMP/adam_med/model.safetensors" "$TMP/plain_med/model.safetensors" \
+  && ok "FedAdam steps with the clipped median's aggregate (accuracy per round $accs)" \
+  || bad "FedAdam on the clipped median: accuracy per round $accs"
 lrs=$(jsonl_eval "$TMP/plain/m.jsonl" "[r['server_lr'] for r in rows]")
 [ "$lrs" = "[1, 1, 1, 1]" ] && ok "plain FedAvg records server_lr 1 each round" || bad "server_lr $lrs"
 sim "$TMP/half" --server-lr 0.5
