@@ -239,7 +239,11 @@ args = ["--init", INIT, "--clients", "1", "--rounds", "3", "--lr", "0.1", "--hea
 co = Coordinator("restart", *args)
 r = App("phoenix", 0, 150, sleeps={(2, 1): 1.0}, slot=0).start(co.endpoint)
 deadline = time.monotonic() + 30
-while len(co.rows()) < 1 and time.monotonic() < deadline:
+# Round 1's metrics line is written before its checkpoint (a checkpoint
+# never runs ahead of the metrics, which a resume trims to it): wait for
+# both, or a kill between them leaves nothing to resume from.
+ckpt = os.path.join(co.out, "checkpoint.safetensors")
+while (len(co.rows()) < 1 or not os.path.exists(ckpt)) and time.monotonic() < deadline:
     time.sleep(0.05)
 co.p.send_signal(signal.SIGKILL)
 co.wait()
