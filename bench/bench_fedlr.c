@@ -17,6 +17,7 @@
  * Output: a Markdown table on stdout (bench/RESULTS.md keeps a copy). The
  * seconds-per-round figure of the reference configuration comes from
  * bench/run.sh, which runs the real fedlr-sim. */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@
 #include "fl_data.h"
 #include "fl_engine.h"
 #include "fl_error.h"
+#include "fl_layers.h"
 #include "fl_model.h"
 #include "fl_optim.h"
 #include "fl_rng.h"
@@ -299,6 +301,78 @@ static void print_server_steps(const fl_model_spec_t *m, double cp_ws) {
   free(st[1]);
 }
 
+/* The FedAvg paper's CNN, layer by layer with common/fl_layers (issue 14's
+ * starting point; not yet a model fedlr trains): conv 5x5 1->32 'same' on
+ * 28x28, 2x2 pool, conv 5x5 32->64 'same' on 14x14, pool, dense 3136->512,
+ * dense 512->10. Forward + backward GFLOP/s per layer at batch B, one
+ * thread, beside the 1-thread sgemm peak. FLOPs: 2 per multiply-add, the
+ * forward and each backward product (no input gradient for the first
+ * layer). */
+static void print_cnn_layers(size_t B, double peak1) {
+  fl_rng_t r;
+  fl_rng_seed(&r, 5);
+  const fl_conv2d_t c1 = {B, 1, 28, 28, 32, 5, 5, 2}, c2 = {B, 32, 14, 14, 64, 5, 5, 2};
+  const size_t n_in = B * 784, n_a1 = B * 32 * 784, n_p1 = B * 32 * 196, n_a2 = B * 64 * 196,
+               n_p2 = B * 64 * 49, n_f = B * 512, n_z = B * 10;
+  const size_t n_w1 = 32 * 25, n_w2 = 64 * 32 * 25, n_w3 = 512 * 3136, n_w4 = 10 * 512;
+  size_t ncol = fl_conv2d_col_size(&c2) > fl_conv2d_col_size(&c1) ? fl_conv2d_col_size(&c2)
+                                                                  : fl_conv2d_col_size(&c1);
+  float *buf[16];
+  const size_t sizes[16] = {n_in, n_a1, n_p1, n_a2, n_p2, n_f,  n_z,  n_w1,
+                            n_w2, n_w3, n_w4, ncol, n_a1, n_a2, n_w3, 512};
+  for (int i = 0; i < 16; i++) {
+    buf[i] = malloc(sizes[i] * sizeof(float));
+    for (size_t k = 0; k < sizes[i]; k++)
+      buf[i][k] = (float)(fl_rng_uniform(&r) - 0.5) * 0.1f;
+  }
+  float *x = buf[0], *a1 = buf[1], *p1 = buf[2], *a2 = buf[3], *p2 = buf[4], *f = buf[5],
+        *z = buf[6], *w1 = buf[7], *w2 = buf[8], *w3 = buf[9], *w4 = buf[10], *col = buf[11],
+        *d1 = buf[12], *d2 = buf[13], *dw = buf[14], *bias = buf[15];
+  int32_t *am1 = malloc(n_p1 * sizeof *am1), *am2 = malloc(n_p2 * sizeof *am2);
+  const fl_pool2_t q1 = {B, 32, 28, 28}, q2 = {B, 64, 14, 14};
+  double flops[4] = {2.0 * 2 * B * 32 * 784 * 25, 3.0 * 2 * B * 64 * 196 * 800,
+                     3.0 * 2 * B * 3136 * 512, 3.0 * 2 * B * 512 * 10};
+  double best[5] = {1e30, 1e30, 1e30, 1e30, 1e30};
+  float db[512];
+  for (int rep = 0; rep < 5; rep++) {
+    double t[6];
+    t[0] = now_s();
+    fl_conv2d_forward(&c1, a1, x, w1, bias, col);
+    fl_conv2d_backward(&c1, NULL, d1, db, a1, x, w1, col);
+    t[1] = now_s();
+    fl_maxpool2_forward(&q1, p1, am1, a1);
+    fl_conv2d_forward(&c2, a2, p1, w2, bias, col);
+    fl_conv2d_backward(&c2, d1, d2, db, a2, p1, w2, col); /* d1: dinp (B, 32, 14, 14) fits */
+    t[2] = now_s();
+    fl_maxpool2_forward(&q2, p2, am2, a2);
+    fl_dense_forward(f, p2, w3, bias, B, 3136, 512);
+    fl_dense_backward(d2, dw, db, f, p2, w3, B, 3136, 512);
+    t[3] = now_s();
+    fl_dense_forward(z, f, w4, bias, B, 512, 10);
+    fl_dense_backward(d2, dw, db, z, f, w4, B, 512, 10);
+    t[4] = now_s();
+    for (int l = 0; l < 4; l++)
+      best[l] = fmin(best[l], t[l + 1] - t[l]);
+    best[4] = fmin(best[4], t[4] - t[0]);
+  }
+  const char *names[4] = {"conv1 5x5 1->32 on 28x28", "pool + conv2 5x5 32->64 on 14x14",
+                          "pool + dense 3136->512", "dense 512->10"};
+  double total = 0;
+  for (int l = 0; l < 4; l++) {
+    total += flops[l];
+    printf("| CNN %s, B=%zu | %.1f GFLOP/s | %.0f%% of 1-thread sgemm peak |\n", names[l], B,
+           flops[l] / best[l] / 1e9, 100 * flops[l] / best[l] / 1e9 / peak1);
+  }
+  printf(
+      "| CNN whole step (layers only, no loss), B=%zu | %.1f GFLOP/s, %.0f examples/s | %.0f%% of "
+      "1-thread sgemm peak |\n",
+      B, total / best[4] / 1e9, (double)B / best[4], 100 * total / best[4] / 1e9 / peak1);
+  for (int i = 0; i < 16; i++)
+    free(buf[i]);
+  free(am1);
+  free(am2);
+}
+
 int main(int argc, char **argv) {
   fl_blas_setup(argc, argv);
   const char *dir = argc > 1 ? argv[1] : "/usr/share/datasets/fashion-mnist";
@@ -312,6 +386,15 @@ int main(int argc, char **argv) {
   fl_model_spec_t m;
   fl_model_parse("mlp:200,200", d->dim, 10, &m);
   printf("OpenBLAS core: %s\n\n", fl_blas_corename());
+  if (only && strcmp(only, "cnn") == 0) {
+    double peak = sgemm_gflops(1);
+    printf("| measurement | value | vs hardware |\n|---|---|---|\n");
+    printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", peak);
+    print_cnn_layers(10, peak);
+    print_cnn_layers(64, peak);
+    fl_dataset_destroy(&d);
+    return 0;
+  }
   if (only && strcmp(only, "agg") == 0) {
     printf("aggregation: %.2f GB/s\n", aggregation_gbs(&m, 10, NULL));
     print_rules(&m, copy_gbs(m.num_params * 4), copy_gbs((size_t)256 << 20));
@@ -342,6 +425,9 @@ int main(int argc, char **argv) {
          agg, 100 * agg / cp_ws, 100 * agg / cp_big);
   print_rules(&m, cp_ws, cp_big);
   print_server_steps(&m, cp_ws);
+  printf("\n| CNN layers (common/fl_layers; issue 14) | value | vs hardware |\n|---|---|---|\n");
+  print_cnn_layers(10, peak1);
+  print_cnn_layers(64, peak1);
   printf("\nFLOPs per example (2NN, fwd+bwd): %.0f\n", fl_model_flops_per_example(&m));
   fl_dataset_destroy(&d);
   return 0;

@@ -1,0 +1,289 @@
+/* fl_layers: see fl_layers.h.
+ *
+ * Convolution as im2col + GEMM. For image b, the column matrix
+ *   col[(c KH + kh) KW + kw][oh OW + ow] = inp[b][c][oh + kh - pad][ow + kw - pad]
+ * (0 outside the image) turns the convolution into
+ *   out_b (OC, OH OW) = weight (OC, C KH KW) col (C KH KW, OH OW)
+ * and its backward into
+ *   dweight += dout_b col^T,   dcol = weight^T dout_b,   dinp_b = col2im(dcol)
+ * (col2im adds each column entry back to the pixel it came from). */
+#include "fl_layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#undef I /* cblas.h pulls in <complex.h> */
+
+int fl_conv2d_valid(const fl_conv2d_t *s) {
+  if (!s->B || !s->C || !s->H || !s->W || !s->OC || !s->KH || !s->KW) return 0;
+  return s->KH <= s->H + 2 * s->pad && s->KW <= s->W + 2 * s->pad;
+}
+
+/* col (C KH KW, OH OW) from image x (C, H, W). */
+static void im2col(const fl_conv2d_t *s, float *col, const float *x) {
+  const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
+  const long pad = (long)s->pad;
+  for (size_t c = 0; c < s->C; c++)
+    for (size_t kh = 0; kh < s->KH; kh++)
+      for (size_t kw = 0; kw < s->KW; kw++) {
+        float *row = col + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
+        const float *plane = x + c * H * W;
+        for (size_t oh = 0; oh < OH; oh++) {
+          long ih = (long)(oh + kh) - pad;
+          float *r = row + oh * OW;
+          if (ih < 0 || ih >= (long)H) {
+            memset(r, 0, OW * sizeof *r);
+            continue;
+          }
+          const float *src = plane + (size_t)ih * W;
+          for (size_t ow = 0; ow < OW; ow++) {
+            long iw = (long)(ow + kw) - pad;
+            r[ow] = iw < 0 || iw >= (long)W ? 0.0f : src[iw];
+          }
+        }
+      }
+}
+
+/* dx (C, H, W) += col2im(dcol); dx zeroed by the caller. */
+static void col2im(const fl_conv2d_t *s, float *dx, const float *dcol) {
+  const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
+  const long pad = (long)s->pad;
+  for (size_t c = 0; c < s->C; c++)
+    for (size_t kh = 0; kh < s->KH; kh++)
+      for (size_t kw = 0; kw < s->KW; kw++) {
+        const float *row = dcol + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
+        float *plane = dx + c * H * W;
+        for (size_t oh = 0; oh < OH; oh++) {
+          long ih = (long)(oh + kh) - pad;
+          if (ih < 0 || ih >= (long)H) continue;
+          float *dst = plane + (size_t)ih * W;
+          const float *r = row + oh * OW;
+          for (size_t ow = 0; ow < OW; ow++) {
+            long iw = (long)(ow + kw) - pad;
+            if (iw >= 0 && iw < (long)W) dst[iw] += r[ow];
+          }
+        }
+      }
+}
+
+void fl_conv2d_forward(const fl_conv2d_t *s, float *out, const float *inp, const float *weight,
+                       const float *bias, float *col) {
+  const size_t OHW = fl_conv2d_oh(s) * fl_conv2d_ow(s), K = s->C * s->KH * s->KW;
+  for (size_t b = 0; b < s->B; b++) {
+    float *o = out + b * s->OC * OHW;
+    im2col(s, col, inp + b * s->C * s->H * s->W);
+    /* the bias first, then the product added to it */
+    for (size_t oc = 0; oc < s->OC; oc++)
+      for (size_t i = 0; i < OHW; i++)
+        o[oc * OHW + i] = bias[oc];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->OC, (int)OHW, (int)K, 1.0f,
+                weight, (int)K, col, (int)OHW, 1.0f, o, (int)OHW);
+  }
+}
+
+void fl_conv2d_backward(const fl_conv2d_t *s, float *dinp, float *dweight, float *dbias,
+                        const float *dout, const float *inp, const float *weight, float *col) {
+  const size_t OHW = fl_conv2d_oh(s) * fl_conv2d_ow(s), K = s->C * s->KH * s->KW;
+  const size_t CHW = s->C * s->H * s->W;
+  for (size_t oc = 0; oc < s->OC; oc++) {
+    double sum = 0;
+    for (size_t b = 0; b < s->B; b++) {
+      const float *d = dout + (b * s->OC + oc) * OHW;
+      for (size_t i = 0; i < OHW; i++)
+        sum += (double)d[i];
+    }
+    dbias[oc] = (float)sum;
+  }
+  for (size_t b = 0; b < s->B; b++) {
+    const float *d = dout + b * s->OC * OHW;
+    im2col(s, col, inp + b * CHW);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->OC, (int)K, (int)OHW, 1.0f, d,
+                (int)OHW, col, (int)OHW, b ? 1.0f : 0.0f, dweight, (int)K);
+    if (!dinp) continue;
+    /* col is free again: dcol = weight^T dout_b goes there */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)OHW, (int)s->OC, 1.0f, weight,
+                (int)K, d, (int)OHW, 0.0f, col, (int)OHW);
+    float *dx = dinp + b * CHW;
+    memset(dx, 0, CHW * sizeof *dx);
+    col2im(s, dx, col);
+  }
+}
+
+void fl_conv2d_forward_ref(const fl_conv2d_t *s, float *out, const float *inp, const float *weight,
+                           const float *bias) {
+  const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s);
+  for (size_t b = 0; b < s->B; b++)
+    for (size_t oc = 0; oc < s->OC; oc++)
+      for (size_t oh = 0; oh < OH; oh++)
+        for (size_t ow = 0; ow < OW; ow++) {
+          double acc = bias[oc];
+          for (size_t c = 0; c < s->C; c++)
+            for (size_t kh = 0; kh < s->KH; kh++)
+              for (size_t kw = 0; kw < s->KW; kw++) {
+                long ih = (long)(oh + kh) - (long)s->pad, iw = (long)(ow + kw) - (long)s->pad;
+                if (ih < 0 || iw < 0 || ih >= (long)s->H || iw >= (long)s->W) continue;
+                acc += (double)inp[((b * s->C + c) * s->H + (size_t)ih) * s->W + (size_t)iw] *
+                       (double)weight[((oc * s->C + c) * s->KH + kh) * s->KW + kw];
+              }
+          out[((b * s->OC + oc) * OH + oh) * OW + ow] = (float)acc;
+        }
+}
+
+void fl_conv2d_backward_ref(const fl_conv2d_t *s, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight) {
+  const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s);
+  const long pad = (long)s->pad;
+  for (size_t oc = 0; oc < s->OC; oc++) {
+    double db = 0;
+    for (size_t b = 0; b < s->B; b++)
+      for (size_t i = 0; i < OH * OW; i++)
+        db += (double)dout[(b * s->OC + oc) * OH * OW + i];
+    dbias[oc] = (float)db;
+    for (size_t c = 0; c < s->C; c++)
+      for (size_t kh = 0; kh < s->KH; kh++)
+        for (size_t kw = 0; kw < s->KW; kw++) {
+          double acc = 0;
+          for (size_t b = 0; b < s->B; b++)
+            for (size_t oh = 0; oh < OH; oh++)
+              for (size_t ow = 0; ow < OW; ow++) {
+                long ih = (long)(oh + kh) - pad, iw = (long)(ow + kw) - pad;
+                if (ih < 0 || iw < 0 || ih >= (long)s->H || iw >= (long)s->W) continue;
+                acc += (double)dout[((b * s->OC + oc) * OH + oh) * OW + ow] *
+                       (double)inp[((b * s->C + c) * s->H + (size_t)ih) * s->W + (size_t)iw];
+              }
+          dweight[((oc * s->C + c) * s->KH + kh) * s->KW + kw] = (float)acc;
+        }
+  }
+  if (!dinp) return;
+  for (size_t b = 0; b < s->B; b++)
+    for (size_t c = 0; c < s->C; c++)
+      for (size_t ih = 0; ih < s->H; ih++)
+        for (size_t iw = 0; iw < s->W; iw++) {
+          double acc = 0;
+          for (size_t oc = 0; oc < s->OC; oc++)
+            for (size_t kh = 0; kh < s->KH; kh++)
+              for (size_t kw = 0; kw < s->KW; kw++) {
+                long oh = (long)ih + pad - (long)kh, ow = (long)iw + pad - (long)kw;
+                if (oh < 0 || ow < 0 || oh >= (long)OH || ow >= (long)OW) continue;
+                acc += (double)dout[((b * s->OC + oc) * OH + (size_t)oh) * OW + (size_t)ow] *
+                       (double)weight[((oc * s->C + c) * s->KH + kh) * s->KW + kw];
+              }
+          dinp[((b * s->C + c) * s->H + ih) * s->W + iw] = (float)acc;
+        }
+}
+
+void fl_maxpool2_forward(const fl_pool2_t *s, float *out, int32_t *argmax, const float *inp) {
+  const size_t OH = s->H / 2, OW = s->W / 2;
+  for (size_t p = 0; p < s->B * s->C; p++) {
+    const float *x = inp + p * s->H * s->W;
+    for (size_t oh = 0; oh < OH; oh++)
+      for (size_t ow = 0; ow < OW; ow++) {
+        size_t at = 2 * oh * s->W + 2 * ow;
+        const size_t cand[3] = {at + 1, at + s->W, at + s->W + 1};
+        for (int k = 0; k < 3; k++)
+          if (x[cand[k]] > x[at]) at = cand[k];
+        out[(p * OH + oh) * OW + ow] = x[at];
+        argmax[(p * OH + oh) * OW + ow] = (int32_t)at;
+      }
+  }
+}
+
+void fl_maxpool2_backward(const fl_pool2_t *s, float *dinp, const float *dout,
+                          const int32_t *argmax) {
+  const size_t OH = s->H / 2, OW = s->W / 2;
+  memset(dinp, 0, s->B * s->C * s->H * s->W * sizeof *dinp);
+  for (size_t p = 0; p < s->B * s->C; p++)
+    for (size_t i = 0; i < OH * OW; i++)
+      dinp[p * s->H * s->W + (size_t)argmax[p * OH * OW + i]] += dout[p * OH * OW + i];
+}
+
+void fl_relu_forward(float *out, const float *inp, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    out[i] = inp[i] > 0 ? inp[i] : 0.0f;
+}
+
+void fl_relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dinp[i] = out[i] > 0 ? dout[i] : 0.0f;
+}
+
+void fl_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
+                      size_t B, size_t in, size_t outn) {
+  for (size_t b = 0; b < B; b++)
+    memcpy(out + b * outn, bias, outn * sizeof *out);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)outn, (int)in, 1.0f, inp,
+              (int)in, weight, (int)in, 1.0f, out, (int)outn);
+}
+
+void fl_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *weight, size_t B, size_t in, size_t outn) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)outn, (int)in, (int)B, 1.0f, dout,
+              (int)outn, inp, (int)in, 0.0f, dweight, (int)in);
+  for (size_t j = 0; j < outn; j++) {
+    double sum = 0;
+    for (size_t b = 0; b < B; b++)
+      sum += (double)dout[b * outn + j];
+    dbias[j] = (float)sum;
+  }
+  if (dinp)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)outn, 1.0f, dout,
+                (int)outn, weight, (int)in, 0.0f, dinp, (int)in);
+}
+
+void fl_dense_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                          size_t B, size_t in, size_t outn) {
+  for (size_t b = 0; b < B; b++)
+    for (size_t j = 0; j < outn; j++) {
+      double acc = bias[j];
+      for (size_t i = 0; i < in; i++)
+        acc += (double)inp[b * in + i] * (double)weight[j * in + i];
+      out[b * outn + j] = (float)acc;
+    }
+}
+
+void fl_dense_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, size_t B, size_t in,
+                           size_t outn) {
+  for (size_t j = 0; j < outn; j++) {
+    double db = 0;
+    for (size_t b = 0; b < B; b++)
+      db += (double)dout[b * outn + j];
+    dbias[j] = (float)db;
+    for (size_t i = 0; i < in; i++) {
+      double acc = 0;
+      for (size_t b = 0; b < B; b++)
+        acc += (double)dout[b * outn + j] * (double)inp[b * in + i];
+      dweight[j * in + i] = (float)acc;
+    }
+  }
+  if (!dinp) return;
+  for (size_t b = 0; b < B; b++)
+    for (size_t i = 0; i < in; i++) {
+      double acc = 0;
+      for (size_t j = 0; j < outn; j++)
+        acc += (double)dout[b * outn + j] * (double)weight[j * in + i];
+      dinp[b * in + i] = (float)acc;
+    }
+}
+
+float fl_softmax_xent(float *dlogits, const float *logits, const int32_t *y, size_t B, size_t K) {
+  double loss = 0;
+  for (size_t b = 0; b < B; b++) {
+    const float *z = logits + b * K;
+    double mx = z[0];
+    for (size_t k = 1; k < K; k++)
+      if (z[k] > mx) mx = z[k];
+    double sum = 0;
+    for (size_t k = 0; k < K; k++)
+      sum += exp((double)z[k] - mx);
+    const double lse = mx + log(sum);
+    loss += lse - (double)z[y[b]];
+    if (!dlogits) continue;
+    for (size_t k = 0; k < K; k++) {
+      double p = exp((double)z[k] - lse);
+      dlogits[b * K + k] = (float)((p - (k == (size_t)y[b] ? 1.0 : 0.0)) / (double)B);
+    }
+  }
+  return (float)(loss / (double)B);
+}
