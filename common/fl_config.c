@@ -110,8 +110,9 @@ static const opt_t opts[] = {
      RANGE(0, 999999, 0), "the partition this client trains on, 0-based"},
 
     {"model", OPT_STR, FIELD(model), SC, G_TRAIN, "SPEC", "", CHECK(check_model),
-     "softmax, mlp:H1,H2,... (ReLU hidden layers) or, with --init, custom (default softmax; "
-     "with --init, the model the file holds)"},
+     "softmax, mlp:H1,H2,... (ReLU hidden layers), cnn (the FedAvg CNN) or "
+     "cnn:conv5x5x32,pool2,fc512,... or, with --init, custom (default softmax; with --init, the "
+     "model the file holds)"},
     {"init", OPT_STR, FIELD(init), SC, G_TRAIN, "FILE", "", NONE,
      "start from the weights in a safetensors FILE: a fedlr model.safetensors, or (coordinator) "
      "any named float32 tensors of a model of your own (default none)"},

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "fl_error.h"
+#include "fl_model_cnn.h"
 #include "fl_rng.h"
 
 /* cblas.h pulls in <complex.h>, whose `I` macro would shadow any variable of
@@ -89,11 +90,15 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
       if (!comma) break;
       p = comma + 1;
     }
+  } else if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0) {
+    return fl_model__cnn_parse(spec, input_dim, num_classes, out);
   } else if (strcmp(spec, FL_MODEL_CUSTOM) == 0) {
     return fl_err_set(FL_EINVAL, "model 'custom': a custom model is given by its tensors "
                                  "(fedlr-coordinator --init FILE.safetensors), not by a spec");
   } else {
-    return fl_err_set(FL_EINVAL, "model '%s': unknown model; valid: 'softmax', 'mlp:H1,H2,...'",
+    return fl_err_set(FL_EINVAL,
+                      "model '%s': unknown model; valid: 'softmax', 'mlp:H1,H2,...', 'cnn', "
+                      "'cnn:ITEM,...' (convKxKxC, pool2, fcN)",
                       spec);
   }
   m.num_layers = nh + 1;
@@ -136,6 +141,10 @@ void fl_model_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out) 
     return;
   }
   assert(i < 2 * m->num_layers);
+  if (m->in_c) {
+    fl_model__cnn_tensor(m, i, out);
+    return;
+  }
   size_t l = i / 2, off = 0;
   for (size_t k = 0; k < l; k++)
     off += m->dims[k + 1] * m->dims[k] + m->dims[k + 1];
@@ -164,8 +173,14 @@ void fl_model_init(const fl_model_spec_t *m, float *params, uint64_t seed) {
    * of a layer share the bound 1/sqrt(in). */
   float *p = params;
   for (size_t l = 0; l < m->num_layers; l++) {
-    double bound = 1.0 / sqrt((double)m->dims[l]);
-    size_t n = m->dims[l + 1] * m->dims[l] + m->dims[l + 1];
+    size_t fan_in = m->dims[l], n = m->dims[l + 1] * m->dims[l] + m->dims[l + 1];
+    if (m->in_c) { /* a CNN's layer: nn.Conv2d's bound is 1/sqrt(C KH KW) */
+      fl_tensor_info_t w;
+      fl_model__cnn_tensor(m, 2 * l, &w);
+      fan_in = w.count / w.shape[0];
+      n = w.count + w.shape[0];
+    }
+    double bound = 1.0 / sqrt((double)fan_in);
     for (size_t i = 0; i < n; i++)
       p[i] = (float)((2.0 * fl_rng_uniform(&r) - 1.0) * bound);
     p += n;
@@ -176,6 +191,7 @@ double fl_model_flops_per_example(const fl_model_spec_t *m) {
   /* Per multiply-accumulate of each layer: forward z = a W^T (2 FLOPs),
    * dW = dz^T a (2), and dx = dz W (2) except for the first layer, whose dx is
    * never formed. Bias, ReLU and softmax are O(sum of widths): not counted. */
+  if (m->in_c) return fl_model__cnn_flops(m);
   double f = 0;
   for (size_t l = 0; l < m->num_layers; l++) {
     double macs = (double)m->dims[l] * (double)m->dims[l + 1];
@@ -196,6 +212,7 @@ struct fl_model_ws {
   float *act[FL_MODEL_MAX_LAYERS + 1];
   float *dx;  // (max_batch, max hidden width): dz_l W_l before the ReLU mask
   float *mem; // the one allocation behind all of the above
+  fl_cnn_ws_t *cnn; // a CNN's workspace instead (fl_model_cnn.c)
 };
 
 /* Floats rounded up to a 64-byte multiple, so every buffer is aligned. */
@@ -208,6 +225,17 @@ fl_model_ws_t *fl_model_ws_new(const fl_model_spec_t *m, size_t max_batch) {
       max_batch > (1u << 24)) {
     fl_err_set(FL_EINVAL, "model workspace: bad model or batch size %zu", max_batch);
     return NULL;
+  }
+  if (m->in_c) {
+    fl_model_ws_t *ws = calloc(1, sizeof *ws);
+    if (!ws || !(ws->cnn = fl_model__cnn_ws_new(m, max_batch))) {
+      free(ws);
+      if (!ws) fl_err_set(FL_ENOMEM, "model workspace: out of memory");
+      return NULL;
+    }
+    ws->max_batch = max_batch;
+    ws->num_layers = m->num_layers;
+    return ws;
   }
   size_t total = 0, maxh = 0;
   for (size_t l = 1; l <= m->num_layers; l++) {
@@ -245,6 +273,7 @@ oom:
 
 void fl_model_ws_destroy(fl_model_ws_t **ws) {
   if (!ws || !*ws) return;
+  fl_model__cnn_ws_destroy((*ws)->cnn);
   free((*ws)->mem);
   free(*ws);
   *ws = NULL;
@@ -443,6 +472,7 @@ static void model_forward(const fl_model_spec_t *m, fl_model_ws_t *ws, const flo
 float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
                          const float *x, const int32_t *y, size_t B, float *grad) {
   assert(ws && B > 0 && B <= ws->max_batch && ws->num_layers == m->num_layers);
+  if (m->in_c) return fl_model__cnn_loss_grad(m, ws->cnn, params, x, y, B, grad);
   size_t L = m->num_layers;
   model_forward(m, ws, params, x, B);
   double loss =
@@ -470,6 +500,10 @@ float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const floa
 void fl_model_evaluate(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
                        const float *x, const int32_t *y, size_t B, double *loss_sum,
                        size_t *correct) {
+  if (m->in_c) {
+    fl_model__cnn_evaluate(m, ws->cnn, params, x, y, B, loss_sum, correct);
+    return;
+  }
   size_t L = m->num_layers, C = m->dims[L], in = m->dims[0];
   double loss = 0.0;
   size_t ok = 0;
@@ -487,6 +521,7 @@ void fl_model_evaluate(const fl_model_spec_t *m, fl_model_ws_t *ws, const float 
 
 float fl_model_loss_grad_ref(const fl_model_spec_t *m, const float *params, const float *x,
                              const int32_t *y, size_t B, float *grad) {
+  if (m->in_c) return fl_model__cnn_loss_grad_ref(m, params, x, y, B, grad);
   size_t L = m->num_layers;
   size_t off[FL_MODEL_MAX_LAYERS];
   size_t total_act = 0;

@@ -11,6 +11,23 @@
  * Specs: "softmax" (L=1), "mlp:H1,H2,..." (ReLU hidden layers). The FedAvg
  * paper's 2NN is "mlp:200,200" on 784 inputs: 199,210 parameters.
  *
+ * Convolutional networks (fl_model_cnn.c, on common/fl_layers): "cnn" is the
+ * FedAvg paper's CNN, "cnn:conv5x5x32,pool2,conv5x5x64,pool2,fc512"; in
+ * general "cnn:" and a comma-separated list of
+ *   convKxKxOC     a K x K convolution to OC channels, stride 1, 'same'
+ *                  zero padding (K odd), then ReLU
+ *   convKHxKWxOCvalid   any KH x KW kernel without padding ('valid')
+ *   pool2          2x2 max pooling, stride 2 (floor)
+ *   fcN            flatten (NCHW) if not yet, a dense layer of N, then ReLU
+ * and always a final dense layer to the classes (softmax cross-entropy).
+ * Activations are NCHW; the input is one channel of sqrt(n) x sqrt(n)
+ * (n = the data's features, a square: 28 x 28 for Fashion-MNIST). The
+ * tensors are those of the equivalent torch.nn.Sequential (Conv2d, ReLU,
+ * MaxPool2d, Flatten, Linear modules in that order), named by module index
+ * ("0.weight", "0.bias", "3.weight", ...), in PyTorch's layouts: conv
+ * (OC, C, KH, KW), dense (OUT, IN), so model.safetensors loads into it with
+ * load_state_dict. The FedAvg CNN on 28 x 28: 1,663,370 parameters.
+ *
  * A custom model (spec "custom", fl_model_custom) is only a table of named
  * tensors (fl_layout.h) that fedlr aggregates, clips and stores without
  * knowing what they compute: the clients bring the code. Everything that
@@ -26,6 +43,16 @@
 #include "fl_layout.h"
 
 #define FL_MODEL_MAX_LAYERS 8
+#define FL_MODEL_MAX_OPS 16 /* a CNN's conv, pool and fc items */
+
+/* A CNN's item (fl_model_cnn.c). */
+typedef enum { FL_OP_CONV = 1, FL_OP_POOL = 2, FL_OP_FC = 3 } fl_model_op_kind_t;
+typedef struct {
+  uint8_t kind;   /* fl_model_op_kind_t */
+  uint8_t valid;  /* conv: no padding */
+  uint16_t kh, kw; /* conv: kernel */
+  uint32_t out;   /* conv: channels; fc: width */
+} fl_model_op_t;
 #define FL_MODEL_SPEC_MAX 128
 #define FL_MODEL_CUSTOM "custom" /* the spec of a custom model */
 
@@ -35,6 +62,12 @@ typedef struct {
   size_t num_params;
   char spec[FL_MODEL_SPEC_MAX]; /* the spec it was parsed from, or "custom" */
   const fl_layout_t *layout;    /* custom: its tensors (borrowed); NULL: built-in */
+  /* A CNN (in_c > 0): the input image C x H x W (dims[0] = C H W) and its
+   * items; num_layers is then its layers with parameters (convs, fcs and
+   * the classifier), dims[l] the per-sample output size of layer l - 1. */
+  size_t in_c, in_h, in_w;
+  size_t num_ops;
+  fl_model_op_t ops[FL_MODEL_MAX_OPS];
 } fl_model_spec_t;
 
 /* Parses a spec for the given input width and class count. Errors name the

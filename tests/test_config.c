@@ -192,7 +192,7 @@ TEST(flag_errors) {
       {FL_PROG_SIM, {"--local-schedule", "plateau"}, FL_EINVAL, {"--local-schedule: ", "plateau"}},
       {FL_PROG_SIM, {"--optimizer", "sgdd"}, FL_EINVAL, {"--optimizer: ", "sgdd"}},
       {FL_PROG_SIM, {"--partition", "halves"}, FL_EINVAL, {"--partition: ", "halves"}},
-      {FL_PROG_SIM, {"--model", "cnn"}, FL_EINVAL, {"--model: ", "cnn"}},
+      {FL_PROG_SIM, {"--model", "cnn:conv4x4x8"}, FL_EINVAL, {"--model: ", "odd size"}},
       {FL_PROG_SIM,
        {"--min-clients", "50", "--clients", "10"},
        FL_EINVAL,

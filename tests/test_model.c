@@ -84,8 +84,9 @@ TEST(parse_errors_name_the_bad_part) {
   ASSERT_EQ(fl_model_parse("mlp:", 784, 10, &m), FL_EINVAL);
   ASSERT_EQ(fl_model_parse("mlp:1,2,3,4,5,6,7,8", 3, 2, &m), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "hidden layers");
-  ASSERT_EQ(fl_model_parse("cnn", 784, 10, &m), FL_EINVAL);
+  ASSERT_EQ(fl_model_parse("resnet", 784, 10, &m), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "softmax");
+  ASSERT_CONTAINS(fl_err_msg(), "'cnn:ITEM,...'");
   ASSERT_EQ(fl_model_parse("softmax", 0, 10, &m), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "input");
   ASSERT_EQ(fl_model_parse("softmax", 784, 0, &m), FL_EINVAL);

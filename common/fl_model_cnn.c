@@ -1,0 +1,380 @@
+/* fl_model_cnn: convolutional models (specs in fl_model.h) as a chain of
+ * common/fl_layers: each layer's output kept for the backward pass, the
+ * gradient passed back through two ping-pong buffers. Single-threaded and
+ * in a fixed order, hence bitwise reproducible, like the MLP path. */
+#include "fl_model_cnn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fl_error.h"
+#include "fl_layers.h"
+
+#define CNN_DEFAULT "conv5x5x32,pool2,conv5x5x64,pool2,fc512"
+#define CNN_MAX_WIDTH 65536
+#define CNN_MAX_KERNEL 15
+
+/* A layer of the chain: the spec's items, then the classifier. */
+enum { L_CONV = FL_OP_CONV, L_POOL = FL_OP_POOL, L_FC = FL_OP_FC, L_OUT = 4 };
+typedef struct {
+  int kind;
+  size_t c, h, w;    /* input (fc, out: c features, h = w = 1) */
+  size_t oc, oh, ow; /* output */
+  size_t kh, kw, pad;
+  size_t in_n, out_n; /* per sample */
+  size_t woff;        /* conv, fc, out: the weight's offset in params; bias follows */
+  size_t seq;         /* conv, fc, out: its index in the torch.nn.Sequential */
+} layer_t;
+
+/* The chain of m: fills L (num_ops + 1 entries) and returns their number. */
+static size_t chain(const fl_model_spec_t *m, layer_t *L) {
+  size_t c = m->in_c, h = m->in_h, w = m->in_w, off = 0, seq = 0, n = 0;
+  int flat = 0;
+  for (size_t i = 0; i <= m->num_ops; i++) {
+    layer_t *l = &L[n++];
+    memset(l, 0, sizeof *l);
+    const fl_model_op_t *op = i < m->num_ops ? &m->ops[i] : NULL;
+    l->kind = op ? op->kind : L_OUT;
+    if ((l->kind == L_FC || l->kind == L_OUT) && !flat) {
+      c = c * h * w, h = w = 1; /* nn.Flatten */
+      flat = 1;
+      seq++;
+    }
+    l->c = c, l->h = h, l->w = w, l->in_n = c * h * w;
+    if (l->kind == L_CONV) {
+      l->kh = op->kh, l->kw = op->kw, l->pad = op->valid ? 0 : (op->kh - 1) / 2;
+      l->oc = op->out, l->oh = h + 2 * l->pad - l->kh + 1, l->ow = w + 2 * l->pad - l->kw + 1;
+    } else if (l->kind == L_POOL) {
+      l->oc = c, l->oh = h / 2, l->ow = w / 2;
+    } else {
+      l->oc = l->kind == L_OUT ? m->dims[m->num_layers] : op->out, l->oh = l->ow = 1;
+    }
+    l->out_n = l->oc * l->oh * l->ow;
+    if (l->kind != L_POOL) {
+      l->woff = off;
+      l->seq = seq;
+      off += l->oc * (l->kind == L_CONV ? c * l->kh * l->kw : c) + l->oc;
+    }
+    seq += l->kind == L_POOL || l->kind == L_OUT ? 1 : 2; /* conv/fc: and its ReLU */
+    c = l->oc, h = l->oh, w = l->ow;
+  }
+  return n;
+}
+
+/* Parses an unsigned decimal from *p up to a non-digit, within [1, max]. */
+static int num(const char **p, size_t max, size_t *out) {
+  size_t v = 0, d = 0;
+  while (**p >= '0' && **p <= '9' && d < 7)
+    v = v * 10 + (size_t)(*(*p)++ - '0'), d++;
+  if (d == 0 || v == 0 || v > max) return -1;
+  *out = v;
+  return 0;
+}
+
+int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
+                        fl_model_spec_t *out) {
+  const char *items = strcmp(spec, "cnn") == 0 ? CNN_DEFAULT : spec + 4;
+  fl_model_spec_t m;
+  memset(&m, 0, sizeof m);
+  size_t side = (size_t)llround(sqrt((double)input_dim));
+  if (side * side != input_dim)
+    return fl_err_set(FL_EINVAL,
+                      "model '%s': a CNN takes a square one-channel image, and %zu features are "
+                      "not one (28 x 28 = 784 for Fashion-MNIST)",
+                      spec, input_dim);
+  m.in_c = 1, m.in_h = m.in_w = side;
+  if (!*items)
+    return fl_err_set(FL_EINVAL, "model '%s': 'cnn:' needs items, e.g. 'cnn:%s'", spec,
+                      CNN_DEFAULT);
+  size_t h = side, w = side;
+  int dense = 0;
+  for (const char *p = items;;) {
+    const char *start = p, *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (m.num_ops == FL_MODEL_MAX_OPS)
+      return fl_err_set(FL_EINVAL, "model '%s': more than %d items", spec, FL_MODEL_MAX_OPS);
+    fl_model_op_t *op = &m.ops[m.num_ops];
+    size_t a, b, k;
+    if (!strncmp(p, "conv", 4)) {
+      p += 4;
+      if (num(&p, CNN_MAX_KERNEL, &a) || *p++ != 'x' || num(&p, CNN_MAX_KERNEL, &b) ||
+          *p++ != 'x' || num(&p, CNN_MAX_WIDTH, &k))
+        goto bad;
+      op->valid = !strncmp(p, "valid", 5);
+      if (op->valid) p += 5;
+      if (p != start + len) goto bad;
+      if (dense)
+        return fl_err_set(FL_EINVAL, "model '%s': '%.*s' after a dense layer: convolutions and "
+                                     "pooling come first",
+                          spec, (int)len, start);
+      if (!op->valid && (a % 2 == 0 || a != b))
+        return fl_err_set(FL_EINVAL,
+                          "model '%s': '%.*s': 'same' padding needs a square kernel of odd size "
+                          "(or add 'valid')",
+                          spec, (int)len, start);
+      size_t pad = op->valid ? 0 : (a - 1) / 2;
+      if (a > h + 2 * pad || b > w + 2 * pad)
+        return fl_err_set(FL_EINVAL, "model '%s': '%.*s' does not fit the %zu x %zu input it gets",
+                          spec, (int)len, start, h, w);
+      op->kind = FL_OP_CONV, op->kh = (uint16_t)a, op->kw = (uint16_t)b, op->out = (uint32_t)k;
+      h = h + 2 * pad - a + 1, w = w + 2 * pad - b + 1;
+    } else if (len == 5 && !strncmp(p, "pool2", 5)) {
+      if (dense)
+        return fl_err_set(FL_EINVAL, "model '%s': 'pool2' after a dense layer: convolutions and "
+                                     "pooling come first",
+                          spec);
+      if (h < 2 || w < 2)
+        return fl_err_set(FL_EINVAL, "model '%s': 'pool2' on a %zu x %zu input: nothing to pool",
+                          spec, h, w);
+      op->kind = FL_OP_POOL;
+      h /= 2, w /= 2;
+    } else if (!strncmp(p, "fc", 2)) {
+      p += 2;
+      if (num(&p, CNN_MAX_WIDTH, &k) || p != start + len) goto bad;
+      op->kind = FL_OP_FC, op->out = (uint32_t)k;
+      h = w = 1, dense = 1;
+    } else {
+      goto bad;
+    }
+    m.num_ops++;
+    if (!end) break;
+    p = end + 1;
+    continue;
+  bad:
+    return fl_err_set(FL_EINVAL,
+                      "model '%s': item '%.*s' is not convKxKxC (with 'valid' to drop the "
+                      "padding; kernels up to %d), pool2 or fcN",
+                      spec, (int)len, start, CNN_MAX_KERNEL);
+  }
+  size_t layers = 1;
+  for (size_t i = 0; i < m.num_ops; i++)
+    layers += m.ops[i].kind != FL_OP_POOL;
+  if (layers > FL_MODEL_MAX_LAYERS)
+    return fl_err_set(FL_EINVAL, "model '%s': more than %d layers with parameters", spec,
+                      FL_MODEL_MAX_LAYERS);
+  m.num_layers = layers;
+  m.dims[0] = input_dim;
+  m.dims[layers] = num_classes;
+  /* sizes and parameters, in double first: no overflow on the way */
+  layer_t L[FL_MODEL_MAX_OPS + 1];
+  size_t n = chain(&m, L), total = 0, l = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (L[i].kind == L_POOL) continue;
+    double wc = (double)L[i].oc * (L[i].kind == L_CONV ? (double)(L[i].c * L[i].kh * L[i].kw)
+                                                       : (double)L[i].c);
+    if (wc + (double)L[i].oc + (double)total > (double)FL_MODEL_MAX_PARAMS ||
+        (double)L[i].out_n * 64 > (double)FL_MODEL_MAX_PARAMS)
+      return fl_err_set(FL_ETOOBIG, "model '%s' on %zu inputs has more than %zu parameters", spec,
+                        input_dim, (size_t)FL_MODEL_MAX_PARAMS);
+    total += (size_t)wc + L[i].oc;
+    if (++l < layers) m.dims[l] = L[i].out_n;
+  }
+  m.num_params = total;
+  snprintf(m.spec, sizeof m.spec, "%s", spec);
+  *out = m;
+  return 0;
+}
+
+void fl_model__cnn_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out) {
+  layer_t L[FL_MODEL_MAX_OPS + 1];
+  size_t n = chain(m, L), k = 0;
+  const layer_t *l = NULL;
+  for (size_t j = 0; j < n && !l; j++)
+    if (L[j].kind != L_POOL && k++ == i / 2) l = &L[j];
+  memset(out, 0, sizeof *out);
+  if (!l) return;
+  if (i % 2 == 0) {
+    snprintf(out->name, sizeof out->name, "%zu.weight", l->seq);
+    out->offset = l->woff;
+    out->shape[0] = (uint32_t)l->oc;
+    out->shape[1] = (uint32_t)l->c;
+    if (l->kind == L_CONV) {
+      out->ndim = 4;
+      out->shape[2] = (uint32_t)l->kh;
+      out->shape[3] = (uint32_t)l->kw;
+      out->count = l->oc * l->c * l->kh * l->kw;
+    } else {
+      out->ndim = 2;
+      out->count = l->oc * l->c;
+    }
+  } else {
+    snprintf(out->name, sizeof out->name, "%zu.bias", l->seq);
+    out->ndim = 1;
+    out->shape[0] = (uint32_t)l->oc;
+    out->count = l->oc;
+    out->offset = l->woff + l->oc * (l->kind == L_CONV ? l->c * l->kh * l->kw : l->c);
+  }
+}
+
+double fl_model__cnn_flops(const fl_model_spec_t *m) {
+  layer_t L[FL_MODEL_MAX_OPS + 1];
+  size_t n = chain(m, L);
+  double f = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (L[i].kind == L_POOL) continue;
+    double macs = (double)L[i].out_n * (double)(L[i].kind == L_CONV ? L[i].c * L[i].kh * L[i].kw
+                                                                    : L[i].c);
+    f += (i == 0 ? 4.0 : 6.0) * macs; /* forward, dweight, and dinp but for the first */
+  }
+  return f;
+}
+
+struct fl_cnn_ws {
+  size_t max_batch, n;
+  layer_t L[FL_MODEL_MAX_OPS + 1];
+  float *act[FL_MODEL_MAX_OPS + 1]; /* (max_batch, out_n): each layer's output */
+  int32_t *am[FL_MODEL_MAX_OPS + 1]; /* pools: (max_batch, out_n) */
+  float *col;                        /* one image's im2col, the largest conv's */
+  float *g[2];                       /* (max_batch, the largest in_n or out_n) */
+};
+
+void fl_model__cnn_ws_destroy(fl_cnn_ws_t *ws) {
+  if (!ws) return;
+  for (size_t i = 0; i <= FL_MODEL_MAX_OPS; i++) {
+    free(ws->act[i]);
+    free(ws->am[i]);
+  }
+  free(ws->col);
+  free(ws->g[0]);
+  free(ws->g[1]);
+  free(ws);
+}
+
+fl_cnn_ws_t *fl_model__cnn_ws_new(const fl_model_spec_t *m, size_t max_batch) {
+  fl_cnn_ws_t *ws = calloc(1, sizeof *ws);
+  if (!ws) goto oom;
+  ws->max_batch = max_batch;
+  ws->n = chain(m, ws->L);
+  size_t col = 1, big = 1;
+  for (size_t i = 0; i < ws->n; i++) {
+    const layer_t *l = &ws->L[i];
+    if (!(ws->act[i] = malloc(max_batch * l->out_n * sizeof(float)))) goto oom;
+    if (l->kind == L_POOL && !(ws->am[i] = malloc(max_batch * l->out_n * sizeof(int32_t))))
+      goto oom;
+    if (l->kind == L_CONV) {
+      fl_conv2d_t s = {1, l->c, l->h, l->w, l->oc, l->kh, l->kw, l->pad};
+      if (fl_conv2d_col_size(&s) > col) col = fl_conv2d_col_size(&s);
+    }
+    if (l->in_n > big) big = l->in_n;
+    if (l->out_n > big) big = l->out_n;
+  }
+  if (!(ws->col = malloc(col * sizeof(float)))) goto oom;
+  for (int k = 0; k < 2; k++)
+    if (!(ws->g[k] = malloc(max_batch * big * sizeof(float)))) goto oom;
+  return ws;
+oom:
+  fl_model__cnn_ws_destroy(ws);
+  fl_err_set(FL_ENOMEM, "model workspace: out of memory for a CNN at batch %zu", max_batch);
+  return NULL;
+}
+
+static fl_conv2d_t conv_shape(const layer_t *l, size_t B) {
+  fl_conv2d_t s = {B, l->c, l->h, l->w, l->oc, l->kh, l->kw, l->pad};
+  return s;
+}
+
+/* The forward pass of B images: every layer's output in ws->act, the
+ * logits last. `ref`: the naive kernels. */
+static void forward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t B, int ref) {
+  const float *a = x;
+  for (size_t i = 0; i < ws->n; i++) {
+    const layer_t *l = &ws->L[i];
+    float *o = ws->act[i];
+    const float *wt = params + l->woff;
+    const float *bias = wt + l->oc * (l->kind == L_CONV ? l->c * l->kh * l->kw : l->c);
+    if (l->kind == L_CONV) {
+      fl_conv2d_t s = conv_shape(l, B); /* the scratch holds one image: the layer goes by image */
+      if (ref)
+        fl_conv2d_forward_ref(&s, o, a, wt, bias);
+      else
+        fl_conv2d_forward(&s, o, a, wt, bias, ws->col);
+      fl_relu_forward(o, o, B * l->out_n);
+    } else if (l->kind == L_POOL) {
+      fl_pool2_t s = {B, l->c, l->h, l->w};
+      fl_maxpool2_forward(&s, o, ws->am[i], a);
+    } else {
+      (ref ? fl_dense_forward_ref : fl_dense_forward)(o, a, wt, bias, B, l->c, l->oc);
+      if (l->kind == L_FC) fl_relu_forward(o, o, B * l->out_n);
+    }
+    a = o;
+  }
+}
+
+/* The backward pass from the logits' gradient in g[0]: every parameter's
+ * gradient into grad. */
+static void backward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t B, int ref,
+                     float *grad) {
+  int cur = 0;
+  for (size_t i = ws->n; i-- > 0;) {
+    const layer_t *l = &ws->L[i];
+    float *d = ws->g[cur], *dprev = i ? ws->g[1 - cur] : NULL;
+    const float *a = i ? ws->act[i - 1] : x;
+    const float *wt = params + l->woff;
+    const size_t wn = l->oc * (l->kind == L_CONV ? l->c * l->kh * l->kw : l->c);
+    float *gw = grad + l->woff, *gb = gw + wn;
+    if (l->kind == L_POOL) {
+      fl_pool2_t s = {B, l->c, l->h, l->w};
+      if (dprev) fl_maxpool2_backward(&s, dprev, d, ws->am[i]); /* a first pool: nothing before */
+    } else if (l->kind == L_CONV) {
+      fl_relu_backward(d, d, ws->act[i], B * l->out_n);
+      fl_conv2d_t s = conv_shape(l, B);
+      if (ref)
+        fl_conv2d_backward_ref(&s, dprev, gw, gb, d, a, wt);
+      else
+        fl_conv2d_backward(&s, dprev, gw, gb, d, a, wt, ws->col);
+    } else {
+      if (l->kind == L_FC) fl_relu_backward(d, d, ws->act[i], B * l->out_n);
+      (ref ? fl_dense_backward_ref : fl_dense_backward)(dprev, gw, gb, d, a, wt, B, l->c, l->oc);
+    }
+    cur = 1 - cur;
+  }
+}
+
+/* argmax with the lowest index on ties, as the MLP path counts. */
+static size_t argmax(const float *z, size_t K) {
+  size_t am = 0;
+  for (size_t k = 1; k < K; k++)
+    if (z[k] > z[am]) am = k;
+  return am;
+}
+
+float fl_model__cnn_loss_grad(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const float *params,
+                              const float *x, const int32_t *y, size_t B, float *grad) {
+  const size_t K = m->dims[m->num_layers];
+  forward(ws, params, x, B, 0);
+  float loss = fl_softmax_xent(ws->g[0], ws->act[ws->n - 1], y, B, K);
+  backward(ws, params, x, B, 0, grad);
+  return loss;
+}
+
+void fl_model__cnn_evaluate(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const float *params,
+                            const float *x, const int32_t *y, size_t B, double *loss_sum,
+                            size_t *correct) {
+  const size_t K = m->dims[m->num_layers], in = m->dims[0];
+  double loss = 0;
+  size_t ok = 0;
+  for (size_t s = 0; s < B; s += ws->max_batch) {
+    size_t nb = B - s < ws->max_batch ? B - s : ws->max_batch;
+    forward(ws, params, x + s * in, nb, 0);
+    const float *z = ws->act[ws->n - 1];
+    for (size_t b = 0; b < nb; b++) {
+      loss += fl_softmax_xent(NULL, z + b * K, y + s + b, 1, K);
+      ok += argmax(z + b * K, K) == (size_t)y[s + b];
+    }
+  }
+  if (loss_sum) *loss_sum += loss;
+  if (correct) *correct += ok;
+}
+
+float fl_model__cnn_loss_grad_ref(const fl_model_spec_t *m, const float *params, const float *x,
+                                  const int32_t *y, size_t B, float *grad) {
+  fl_cnn_ws_t *ws = fl_model__cnn_ws_new(m, B);
+  if (!ws) return NAN; /* test-only helper: a NaN loss fails any comparison */
+  forward(ws, params, x, B, 1);
+  float loss = fl_softmax_xent(ws->g[0], ws->act[ws->n - 1], y, B, m->dims[m->num_layers]);
+  backward(ws, params, x, B, 1, grad);
+  fl_model__cnn_ws_destroy(ws);
+  return loss;
+}

@@ -1,0 +1,33 @@
+/* fl_model_cnn.h: the convolutional models' half of fl_model (internal to
+ * common/fl_model.c and fl_model_cnn.c; everything else uses fl_model.h,
+ * which documents the specs). */
+#ifndef FL_MODEL_CNN_H
+#define FL_MODEL_CNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fl_model.h"
+
+/* Parses "cnn" or "cnn:ITEMS" for `input_dim` features and `num_classes`
+ * classes into *out (errors name the item). */
+int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
+                        fl_model_spec_t *out);
+/* Tensor i (2 l: layer l's weight, 2 l + 1: its bias). */
+void fl_model__cnn_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out);
+double fl_model__cnn_flops(const fl_model_spec_t *m);
+
+/* The workspace for B <= max_batch images: NULL (fl_err_msg) on failure. */
+typedef struct fl_cnn_ws fl_cnn_ws_t;
+fl_cnn_ws_t *fl_model__cnn_ws_new(const fl_model_spec_t *m, size_t max_batch);
+void fl_model__cnn_ws_destroy(fl_cnn_ws_t *ws);
+float fl_model__cnn_loss_grad(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const float *params,
+                              const float *x, const int32_t *y, size_t B, float *grad);
+/* Forward on B <= max_batch: adds the summed loss and the correct rows. */
+void fl_model__cnn_evaluate(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const float *params,
+                            const float *x, const int32_t *y, size_t B, double *loss_sum,
+                            size_t *correct);
+float fl_model__cnn_loss_grad_ref(const fl_model_spec_t *m, const float *params, const float *x,
+                                  const int32_t *y, size_t B, float *grad);
+
+#endif
