@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The FedAvg CNN's reference run (issue 14): Fashion-MNIST IID, 100
+# clients, C = 0.1, E = 1, B = 10, lr 0.05, seed 1, until 0.89 test
+# accuracy (at most 100 rounds), evaluated on the 10,000 test images every
+# round. Prints Markdown for bench/RESULTS.md: the CPU and OpenBLAS core,
+# the rounds to 0.89, seconds per round (median), and the accuracy curve
+# (every 5th round); keeps the run's chart as OUT/chart.svg.
+# Not a test; ~5-10 minutes on 2 cores.
+#   bench/bench_cnn.sh [BUILD_DIR] [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+OUT=${2:-$(mktemp -d)}
+DATA_DIR=${FEDLR_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+mkdir -p "$OUT"
+"$BUILD/fedlr-sim" --quiet --data-dir "$DATA_DIR" --model cnn --clients 100 --fraction 0.1 \
+  --local-epochs 1 --batch-size 10 --lr 0.05 --rounds 100 --target-accuracy 0.89 --partition iid \
+  --seed 1 --metrics "$OUT/m.jsonl" --out "$OUT" > /dev/null 2> "$OUT/log"
+/usr/bin/python3 - "$OUT/m.jsonl" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" \
+  "$(grep -o 'OpenBLAS core [A-Za-z0-9]*' "$OUT/log" | head -1)" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+hit = next((r["round"] for r in rows if r["test_accuracy"] is not None and r["test_accuracy"] >= 0.89), None)
+print("CPU:%s; %s" % (sys.argv[2], sys.argv[3] or "OpenBLAS core: see the log"))
+print()
+print("| rounds to 0.89 | final accuracy | seconds per round (median, with the test-set evaluation) | total |")
+print("|---|---|---|---|")
+print("| %s | %.4f | %.2f s | %.0f s |" % (hit if hit else "not within %d" % len(rows), rows[-1]["test_accuracy"],
+      statistics.median(r["seconds"] for r in rows), rows[-1]["elapsed"]))
+print()
+print("| round | " + " | ".join(str(r["round"]) for r in rows if r["round"] % 5 == 0 or r is rows[-1]) + " |")
+print("|---" * (1 + sum(1 for r in rows if r["round"] % 5 == 0 or r is rows[-1])) + "|")
+print("| test accuracy | " + " | ".join("%.4f" % r["test_accuracy"] for r in rows if r["round"] % 5 == 0 or r is rows[-1]) + " |")
+PY
