@@ -356,14 +356,14 @@ void fl_metrics_print_progress(FILE *f, const fl_round_metrics_t *r) {
     char v[32];
     snprintf(slr, sizeof slr, "  server lr %s", fmt_lr(v, sizeof v, r->server_lr));
   }
-  fprintf(f,
-          "round %*" PRIu32 "/%" PRIu32 "  lr %s%s  clients %" PRIu32 "/%" PRIu32
-          "  train %s  test acc %s loss %s  %.2fs  ETA %s",
-          round_width(r->rounds_total), r->round, r->rounds_total, fmt_lr(lr, sizeof lr, r->lr),
-          slr, r->clients_reported, r->clients_sampled, fmt_metric(train, sizeof train, r->train_loss),
-          fmt_metric(acc, sizeof acc, r->test_accuracy),
-          fmt_metric(loss, sizeof loss, r->test_loss), isfinite(r->seconds) ? r->seconds : 0.0,
-          fmt_duration(eta, sizeof eta, eta_s));
+  fprintf(
+      f,
+      "round %*" PRIu32 "/%" PRIu32 "  lr %s%s  clients %" PRIu32 "/%" PRIu32
+      "  train %s  test acc %s loss %s  %.2fs  ETA %s",
+      round_width(r->rounds_total), r->round, r->rounds_total, fmt_lr(lr, sizeof lr, r->lr), slr,
+      r->clients_reported, r->clients_sampled, fmt_metric(train, sizeof train, r->train_loss),
+      fmt_metric(acc, sizeof acc, r->test_accuracy), fmt_metric(loss, sizeof loss, r->test_loss),
+      isfinite(r->seconds) ? r->seconds : 0.0, fmt_duration(eta, sizeof eta, eta_s));
   /* Only when it happens, so an ordinary run's lines stay as they were. */
   if (r->rejected) fprintf(f, "  rejected %" PRIu32, r->rejected);
   if (r->clipped) fprintf(f, "  clipped %" PRIu32, r->clipped);

@@ -210,8 +210,8 @@ struct fl_model_ws {
    * in the forward pass and is overwritten with dz_{l-1} in the backward pass;
    * act[L] holds the logits, then dz_{L-1}. act[0] is unused (it is x). */
   float *act[FL_MODEL_MAX_LAYERS + 1];
-  float *dx;  // (max_batch, max hidden width): dz_l W_l before the ReLU mask
-  float *mem; // the one allocation behind all of the above
+  float *dx;        // (max_batch, max hidden width): dz_l W_l before the ReLU mask
+  float *mem;       // the one allocation behind all of the above
   fl_cnn_ws_t *cnn; // a CNN's workspace instead (fl_model_cnn.c)
 };
 

@@ -48,10 +48,10 @@
 /* A CNN's item (fl_model_cnn.c). */
 typedef enum { FL_OP_CONV = 1, FL_OP_POOL = 2, FL_OP_FC = 3 } fl_model_op_kind_t;
 typedef struct {
-  uint8_t kind;   /* fl_model_op_kind_t */
-  uint8_t valid;  /* conv: no padding */
+  uint8_t kind;    /* fl_model_op_kind_t */
+  uint8_t valid;   /* conv: no padding */
   uint16_t kh, kw; /* conv: kernel */
-  uint32_t out;   /* conv: channels; fc: width */
+  uint32_t out;    /* conv: channels; fc: width */
 } fl_model_op_t;
 #define FL_MODEL_SPEC_MAX 128
 #define FL_MODEL_CUSTOM "custom" /* the spec of a custom model */

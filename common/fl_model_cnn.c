@@ -24,6 +24,7 @@ typedef struct {
   size_t oc, oh, ow; /* output */
   size_t kh, kw, pad;
   size_t in_n, out_n; /* per sample */
+  size_t fan_in;      /* conv, fc, out: inputs of one output (C KH KW, or C); weight (oc, fan_in) */
   size_t woff;        /* conv, fc, out: the weight's offset in params; bias follows */
   size_t seq;         /* conv, fc, out: its index in the torch.nn.Sequential */
 } layer_t;
@@ -53,9 +54,10 @@ static size_t chain(const fl_model_spec_t *m, layer_t *L) {
     }
     l->out_n = l->oc * l->oh * l->ow;
     if (l->kind != L_POOL) {
+      l->fan_in = l->kind == L_CONV ? c * l->kh * l->kw : c;
       l->woff = off;
       l->seq = seq;
-      off += l->oc * (l->kind == L_CONV ? c * l->kh * l->kw : c) + l->oc;
+      off += l->oc * l->fan_in + l->oc;
     }
     seq += l->kind == L_POOL || l->kind == L_OUT ? 1 : 2; /* conv/fc: and its ReLU */
     c = l->oc, h = l->oh, w = l->ow;
@@ -106,8 +108,9 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
       if (op->valid) p += 5;
       if (p != start + len) goto bad;
       if (dense)
-        return fl_err_set(FL_EINVAL, "model '%s': '%.*s' after a dense layer: convolutions and "
-                                     "pooling come first",
+        return fl_err_set(FL_EINVAL,
+                          "model '%s': '%.*s' after a dense layer: convolutions and "
+                          "pooling come first",
                           spec, (int)len, start);
       if (!op->valid && (a % 2 == 0 || a != b))
         return fl_err_set(FL_EINVAL,
@@ -122,8 +125,9 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
       h = h + 2 * pad - a + 1, w = w + 2 * pad - b + 1;
     } else if (len == 5 && !strncmp(p, "pool2", 5)) {
       if (dense)
-        return fl_err_set(FL_EINVAL, "model '%s': 'pool2' after a dense layer: convolutions and "
-                                     "pooling come first",
+        return fl_err_set(FL_EINVAL,
+                          "model '%s': 'pool2' after a dense layer: convolutions and "
+                          "pooling come first",
                           spec);
       if (h < 2 || w < 2)
         return fl_err_set(FL_EINVAL, "model '%s': 'pool2' on a %zu x %zu input: nothing to pool",
@@ -162,8 +166,7 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
   size_t n = chain(&m, L), total = 0, l = 0;
   for (size_t i = 0; i < n; i++) {
     if (L[i].kind == L_POOL) continue;
-    double wc = (double)L[i].oc * (L[i].kind == L_CONV ? (double)(L[i].c * L[i].kh * L[i].kw)
-                                                       : (double)L[i].c);
+    double wc = (double)L[i].oc * (double)L[i].fan_in;
     if (wc + (double)L[i].oc + (double)total > (double)FL_MODEL_MAX_PARAMS ||
         (double)L[i].out_n * 64 > (double)FL_MODEL_MAX_PARAMS)
       return fl_err_set(FL_ETOOBIG, "model '%s' on %zu inputs has more than %zu parameters", spec,
@@ -204,7 +207,7 @@ void fl_model__cnn_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *
     out->ndim = 1;
     out->shape[0] = (uint32_t)l->oc;
     out->count = l->oc;
-    out->offset = l->woff + l->oc * (l->kind == L_CONV ? l->c * l->kh * l->kw : l->c);
+    out->offset = l->woff + l->oc * l->fan_in;
   }
 }
 
@@ -214,8 +217,7 @@ double fl_model__cnn_flops(const fl_model_spec_t *m) {
   double f = 0;
   for (size_t i = 0; i < n; i++) {
     if (L[i].kind == L_POOL) continue;
-    double macs = (double)L[i].out_n * (double)(L[i].kind == L_CONV ? L[i].c * L[i].kh * L[i].kw
-                                                                    : L[i].c);
+    double macs = (double)L[i].out_n * (double)L[i].fan_in;
     f += (i == 0 ? 4.0 : 6.0) * macs; /* forward, dweight, and dinp but for the first */
   }
   return f;
@@ -224,7 +226,7 @@ double fl_model__cnn_flops(const fl_model_spec_t *m) {
 struct fl_cnn_ws {
   size_t max_batch, n;
   layer_t L[FL_MODEL_MAX_OPS + 1];
-  float *act[FL_MODEL_MAX_OPS + 1]; /* (max_batch, out_n): each layer's output */
+  float *act[FL_MODEL_MAX_OPS + 1];  /* (max_batch, out_n): each layer's output */
   int32_t *am[FL_MODEL_MAX_OPS + 1]; /* pools: (max_batch, out_n) */
   float *col;                        /* one image's im2col, the largest conv's */
   float *g[2];                       /* (max_batch, the largest in_n or out_n) */
@@ -283,7 +285,7 @@ static void forward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t
     const layer_t *l = &ws->L[i];
     float *o = ws->act[i];
     const float *wt = params + l->woff;
-    const float *bias = wt + l->oc * (l->kind == L_CONV ? l->c * l->kh * l->kw : l->c);
+    const float *bias = wt + l->oc * l->fan_in;
     if (l->kind == L_CONV) {
       fl_conv2d_t s = conv_shape(l, B); /* the scratch holds one image: the layer goes by image */
       if (ref)
@@ -312,8 +314,7 @@ static void backward(fl_cnn_ws_t *ws, const float *params, const float *x, size_
     float *d = ws->g[cur], *dprev = i ? ws->g[1 - cur] : NULL;
     const float *a = i ? ws->act[i - 1] : x;
     const float *wt = params + l->woff;
-    const size_t wn = l->oc * (l->kind == L_CONV ? l->c * l->kh * l->kw : l->c);
-    float *gw = grad + l->woff, *gb = gw + wn;
+    float *gw = grad + l->woff, *gb = gw + l->oc * l->fan_in;
     if (l->kind == L_POOL) {
       fl_pool2_t s = {B, l->c, l->h, l->w};
       if (dprev) fl_maxpool2_backward(&s, dprev, d, ws->am[i]); /* a first pool: nothing before */

@@ -36,14 +36,19 @@ enum {
   CK_SCOOL,
   CK_NUM
 };
-static const char *const ck_keys[CK_NUM] = {
-    [CK_ROUNDS] = "fedlr_rounds_done",    [CK_BEST] = "fedlr_plateau_best",
-    [CK_SCALE] = "fedlr_plateau_scale",   [CK_BAD] = "fedlr_plateau_bad",
-    [CK_COOL] = "fedlr_plateau_cool",     [CK_ACC] = "fedlr_best_accuracy",
-    [CK_TARGET] = "fedlr_target_reached", [CK_QUARANTINE] = "fedlr_quarantine",
-    [CK_LIMIT] = "fedlr_rounds",          [CK_SBEST] = "fedlr_server_plateau_best",
-    [CK_SSCALE] = "fedlr_server_plateau_scale", [CK_SBAD] = "fedlr_server_plateau_bad",
-    [CK_SCOOL] = "fedlr_server_plateau_cool"};
+static const char *const ck_keys[CK_NUM] = {[CK_ROUNDS] = "fedlr_rounds_done",
+                                            [CK_BEST] = "fedlr_plateau_best",
+                                            [CK_SCALE] = "fedlr_plateau_scale",
+                                            [CK_BAD] = "fedlr_plateau_bad",
+                                            [CK_COOL] = "fedlr_plateau_cool",
+                                            [CK_ACC] = "fedlr_best_accuracy",
+                                            [CK_TARGET] = "fedlr_target_reached",
+                                            [CK_QUARANTINE] = "fedlr_quarantine",
+                                            [CK_LIMIT] = "fedlr_rounds",
+                                            [CK_SBEST] = "fedlr_server_plateau_best",
+                                            [CK_SSCALE] = "fedlr_server_plateau_scale",
+                                            [CK_SBAD] = "fedlr_server_plateau_bad",
+                                            [CK_SCOOL] = "fedlr_server_plateau_cool"};
 /* 1 for the keys a checkpoint of an older fedlr may lack. */
 static int ck_optional(int k) {
   return k == CK_LIMIT || k >= CK_SBEST;
@@ -204,8 +209,8 @@ static int ck_spec(const fl_engine_t *e, fl_layout_t **layout, fl_model_spec_t *
       fl_model_tensor(m, t, &ti);
       char name[FL_LAYOUT_MAX_NAME + 1];
       if (s > 0)
-        snprintf(name, sizeof name, "%s%s.%zu", FL_ENGINE_STATE_PREFIX,
-                 fl_sopt_state_name(s - 1), t);
+        snprintf(name, sizeof name, "%s%s.%zu", FL_ENGINE_STATE_PREFIX, fl_sopt_state_name(s - 1),
+                 t);
       rc = fl_layout_add(l, s ? name : ti.name, ti.ndim, ti.shape);
     }
   if (!rc) rc = fl_model_custom(l, spec);
@@ -466,8 +471,8 @@ static int ck_plateau(const char *path, const char *const *v, int k0, const fl_s
                    : ck_bad(FL_ERANGE, path, ck_keys[ks], v[ks],
                             "must be 1: this run's %s is not plateau", what);
   char why_cool[64], why_bad[64];
-  snprintf(why_cool, sizeof why_cool, plateau ? "the %s's cooldown" : "this run's %s is not plateau",
-           what);
+  snprintf(why_cool, sizeof why_cool,
+           plateau ? "the %s's cooldown" : "this run's %s is not plateau", what);
   snprintf(why_bad, sizeof why_bad, plateau ? "the %s's patience" : "this run's %s is not plateau",
            what);
   if (ck_uint(v[kc], &cool) < 0 || cool > (plateau ? s->cooldown : 0))
@@ -666,8 +671,7 @@ int fl_checkpoint_load(fl_engine_t *e, const char *path, char *changes, size_t c
                     "checkpoint %s: server optimizer state %s, value %zu, is %.8g: it must be "
                     "finite%s; the checkpoint is damaged (resume from an intact one, or start "
                     "afresh)",
-                    path, fl_sopt_state_name(bv), bi, (double)sv[bv][bi],
-                    bv ? " and >= 0" : "");
+                    path, fl_sopt_state_name(bv), bi, (double)sv[bv][bi], bv ? " and >= 0" : "");
     goto out;
   }
   fl_engine_state_t es = {st.rounds_done, st.plateau, st.best_accuracy, st.target_reached,

@@ -46,7 +46,7 @@ typedef struct {
 
 typedef struct {
   fl_sweep_opts_t o;
-  fl_config_t base;   /* fedlr-sim's flags; out and metrics empty */
+  fl_config_t base; /* fedlr-sim's flags; out and metrics empty */
   fl_grid_t grid;
   fl_halving_t halving;
   fl_lrfind_t lrfind; /* .on: a range test */

@@ -32,12 +32,12 @@ static int copy_str(char **out, const char *s, size_t n) {
   return 0;
 }
 
-int fl_grid_add_values(fl_grid_t *g, const fl_config_t *base, const char *name,
-                       const char *values, const char *where) {
+int fl_grid_add_values(fl_grid_t *g, const fl_config_t *base, const char *name, const char *values,
+                       const char *where) {
   const char *key = fl_config_key(name);
   if (!key)
-    return fl_err_set(FL_EINVAL, "%s %s: '%s' is not a fedlr-sim key (see fedlr-sim --help)",
-                      where, name, name);
+    return fl_err_set(FL_EINVAL, "%s %s: '%s' is not a fedlr-sim key (see fedlr-sim --help)", where,
+                      name, name);
   for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++)
     if (!strcmp(key, fixed_keys[i].key))
       return fl_err_set(FL_EINVAL, "%s %s: a sweep does not vary --%s (%s)", where, name, key,
@@ -60,8 +60,8 @@ int fl_grid_add_values(fl_grid_t *g, const fl_config_t *base, const char *name,
     while (n && isspace((unsigned char)p[n - 1]))
       n--;
     if (n == 0) {
-      rc = fl_err_set(FL_EINVAL, "%s %s=%s: an empty value (values are separated by '|')",
-                      where, key, values);
+      rc = fl_err_set(FL_EINVAL, "%s %s=%s: an empty value (values are separated by '|')", where,
+                      key, values);
       break;
     }
     char *v = NULL;
@@ -158,8 +158,7 @@ int fl_grid_set_seeds(fl_grid_t *g, const char *spec) {
     if (*p == '-') {
       p++;
       if (parse_seed(&p, &b) != 0 || b < a) {
-        rc = fl_err_set(FL_EINVAL, "--seeds %s: the range at '%s' needs A-B with A <= B", spec,
-                        at);
+        rc = fl_err_set(FL_EINVAL, "--seeds %s: the range at '%s' needs A-B with A <= B", spec, at);
         break;
       }
       if (b - a >= FL_GRID_MAX_SEEDS) {

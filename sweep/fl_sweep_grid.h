@@ -19,7 +19,7 @@
 #include "fl_config.h"
 
 #define FL_GRID_MAX_DIMS 16
-#define FL_GRID_MAX_VALUES 256  /* values in one dimension */
+#define FL_GRID_MAX_VALUES 256 /* values in one dimension */
 #define FL_GRID_MAX_CONFIGS 100000
 #define FL_GRID_MAX_SEEDS 1000
 
@@ -45,8 +45,8 @@ typedef struct {
  * fl_config_set. 0, or FL_EINVAL with a message. */
 int fl_grid_add(fl_grid_t *g, const fl_config_t *base, const char *spec, const char *where);
 /* The same with the name and the values apart (an INI line). */
-int fl_grid_add_values(fl_grid_t *g, const fl_config_t *base, const char *name,
-                       const char *values, const char *where);
+int fl_grid_add_values(fl_grid_t *g, const fl_config_t *base, const char *name, const char *values,
+                       const char *where);
 
 /* Parses --seeds: "A-B" (inclusive), "A,B,C" or a mix ("1-3,10"), distinct,
  * at most FL_GRID_MAX_SEEDS. 0 or FL_EINVAL naming the bad part. */
