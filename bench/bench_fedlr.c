@@ -71,6 +71,7 @@ typedef struct {
   const fl_model_spec_t *m;
   const fl_dataset_t *d;
   size_t B;
+  int fused; /* fl_model_sgd_step (what the trainer runs for plain SGD) */
   double seconds;
   size_t steps;
   pthread_t th;
@@ -91,8 +92,12 @@ static void *train_job(void *arg) {
   do {
     for (int k = 0; k < 20; k++) {
       if (off + j->B > j->d->n) off = 0;
-      fl_model_loss_grad(m, ws, p, j->d->x + off * dim, j->d->y + off, j->B, g);
-      fl_optim_step(o, p, g, 0.01f);
+      if (j->fused) {
+        fl_model_sgd_step(m, ws, p, j->d->x + off * dim, j->d->y + off, j->B, 0.01f, g);
+      } else {
+        fl_model_loss_grad(m, ws, p, j->d->x + off * dim, j->d->y + off, j->B, g);
+        fl_optim_step(o, p, g, 0.01f);
+      }
       off += j->B;
       steps++;
     }
@@ -109,10 +114,10 @@ static void *train_job(void *arg) {
 
 /* Returns total GFLOP/s over `workers` parallel trainers; *eps examples/s. */
 static double train_gflops(const fl_model_spec_t *m, const fl_dataset_t *d, size_t B, int workers,
-                           double *eps) {
+                           int fused, double *eps) {
   train_job_t j[2];
   for (int w = 0; w < workers; w++) {
-    j[w] = (train_job_t){m, d, B, 2.0, 0, 0};
+    j[w] = (train_job_t){m, d, B, fused, 2.0, 0, 0};
     pthread_create(&j[w].th, NULL, train_job, &j[w]);
   }
   double ex = 0;
@@ -395,6 +400,13 @@ int main(int argc, char **argv) {
     fl_dataset_destroy(&d);
     return 0;
   }
+  if (only && strcmp(only, "train") == 0) { /* the 2NN's step alone, for profiling */
+    const char *f = getenv("BENCH_FUSED");
+    double eps, g = train_gflops(&m, d, 10, 1, !f || atoi(f), &eps);
+    printf("2NN train step B=10, 1 worker: %.1f GFLOP/s\n", g);
+    fl_dataset_destroy(&d);
+    return 0;
+  }
   if (only && strcmp(only, "agg") == 0) {
     printf("aggregation: %.2f GB/s\n", aggregation_gbs(&m, 10, NULL));
     print_rules(&m, copy_gbs(m.num_params * 4), copy_gbs((size_t)256 << 20));
@@ -409,11 +421,15 @@ int main(int argc, char **argv) {
   size_t Bs[2] = {10, 64};
   for (int b = 0; b < 2; b++) {
     for (int w = 1; w <= 2; w++) {
-      double eps, g = train_gflops(&m, d, Bs[b], w, &eps);
+      double eps, g = train_gflops(&m, d, Bs[b], w, 1, &eps);
       printf("| 2NN train step B=%zu, %d worker%s | %.1f GFLOP/s, %.0f examples/s | %.0f%% of "
              "%d-thread sgemm peak |\n",
              Bs[b], w, w > 1 ? "s" : "", g, eps, 100 * g / (w == 1 ? peak1 : peak2), w);
     }
+    double eps, g = train_gflops(&m, d, Bs[b], 1, 0, &eps);
+    printf("| 2NN gradient + separate optimizer step B=%zu, 1 worker | %.1f GFLOP/s, %.0f "
+           "examples/s | %.0f%% of 1-thread sgemm peak |\n",
+           Bs[b], g, eps, 100 * g / peak1);
   }
   double agg = aggregation_gbs(&m, 10, NULL);
   size_t ws = m.num_params * 4;

@@ -212,6 +212,10 @@ static int train_epochs(fl_trainer_t *t, const fl_shard_t *shard, const fl_train
   fl_rng_seed(&rng, p->seed);
   double loss_sum = 0;
   uint64_t step = 0, seen = 0;
+  /* Plain SGD keeps no state (its step count is never read), so the fused
+   * step can stand in for the optimizer's. */
+  const int plain_sgd =
+      p->optim.kind == FL_OPT_SGD && p->optim.weight_decay == 0.0f && !(p->prox_mu > 0);
   for (uint32_t ep = 0; ep < p->local_epochs; ep++) {
     for (size_t i = 0; i < n; i++)
       t->order[i] = shard->idx ? shard->idx[i] : (uint32_t)i;
@@ -224,12 +228,17 @@ static int train_epochs(fl_trainer_t *t, const fl_shard_t *shard, const fl_train
         t->by[j] = d->y[r];
       }
       float lr = (float)p->lr(p->lr_arg, p->step_unit ? step : ep);
-      float loss = fl_model_loss_grad(m, t->ws, t->params, t->bx, t->by, bs, t->grad);
-      /* FedProx: the optimizer acts on the gradient of the data loss plus
-       * mu/2 ||w - w_global||^2; the loss reported stays the data loss. */
-      if (p->prox_mu > 0)
-        fl_trainer_prox_grad(t->grad, t->params, global, m->num_params, p->prox_mu);
-      fl_optim_step(t->optim, t->params, t->grad, lr);
+      float loss;
+      if (plain_sgd) { /* the same bits, one pass over the weights (fl_model.h) */
+        loss = fl_model_sgd_step(m, t->ws, t->params, t->bx, t->by, bs, lr, t->grad);
+      } else {
+        loss = fl_model_loss_grad(m, t->ws, t->params, t->bx, t->by, bs, t->grad);
+        /* FedProx: the optimizer acts on the gradient of the data loss plus
+         * mu/2 ||w - w_global||^2; the loss reported stays the data loss. */
+        if (p->prox_mu > 0)
+          fl_trainer_prox_grad(t->grad, t->params, global, m->num_params, p->prox_mu);
+        fl_optim_step(t->optim, t->params, t->grad, lr);
+      }
       loss_sum += (double)loss * (double)bs;
       seen += bs;
       step++;

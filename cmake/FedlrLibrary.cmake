@@ -26,7 +26,7 @@ endif()
 set(FEDLR_LIB_SOVERSION 0)
 
 # What the library needs of common/: the codec and what it names.
-set(FEDLR_LIB_COMMON error wire layout model model_cnn layers optim sched keys safetensors file zmon rng)
+set(FEDLR_LIB_COMMON error wire layout model model_cnn layers gemm optim sched keys safetensors file zmon rng)
 set(FEDLR_LIB_SRC)
 foreach(m ${FEDLR_LIB_COMMON})
   list(APPEND FEDLR_LIB_SRC ${CMAKE_SOURCE_DIR}/common/fl_${m}.c)

@@ -9,11 +9,10 @@
  * (col2im adds each column entry back to the pixel it came from). */
 #include "fl_layers.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
-#undef I /* cblas.h pulls in <complex.h> */
+#include "fl_gemm.h"
 
 int fl_conv2d_valid(const fl_conv2d_t *s) {
   if (!s->B || !s->C || !s->H || !s->W || !s->OC || !s->KH || !s->KW) return 0;
@@ -77,8 +76,7 @@ void fl_conv2d_forward(const fl_conv2d_t *s, float *out, const float *inp, const
     for (size_t oc = 0; oc < s->OC; oc++)
       for (size_t i = 0; i < OHW; i++)
         o[oc * OHW + i] = bias[oc];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)s->OC, (int)OHW, (int)K, 1.0f,
-                weight, (int)K, col, (int)OHW, 1.0f, o, (int)OHW);
+    fl_gemm_nn(s->OC, OHW, K, weight, col, o, 1);
   }
 }
 
@@ -98,12 +96,10 @@ void fl_conv2d_backward(const fl_conv2d_t *s, float *dinp, float *dweight, float
   for (size_t b = 0; b < s->B; b++) {
     const float *d = dout + b * s->OC * OHW;
     im2col(s, col, inp + b * CHW);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->OC, (int)K, (int)OHW, 1.0f, d,
-                (int)OHW, col, (int)OHW, b ? 1.0f : 0.0f, dweight, (int)K);
+    fl_gemm_nt(s->OC, K, OHW, d, col, dweight, b > 0);
     if (!dinp) continue;
     /* col is free again: dcol = weight^T dout_b goes there */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)OHW, (int)s->OC, 1.0f, weight,
-                (int)K, d, (int)OHW, 0.0f, col, (int)OHW);
+    fl_gemm_tn(K, OHW, s->OC, weight, d, col, 0);
     float *dx = dinp + b * CHW;
     memset(dx, 0, CHW * sizeof *dx);
     col2im(s, dx, col);
@@ -212,23 +208,19 @@ void fl_dense_forward(float *out, const float *inp, const float *weight, const f
                       size_t B, size_t in, size_t outn) {
   for (size_t b = 0; b < B; b++)
     memcpy(out + b * outn, bias, outn * sizeof *out);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)outn, (int)in, 1.0f, inp,
-              (int)in, weight, (int)in, 1.0f, out, (int)outn);
+  fl_gemm_nt(B, outn, in, inp, weight, out, 1);
 }
 
 void fl_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, size_t B, size_t in, size_t outn) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)outn, (int)in, (int)B, 1.0f, dout,
-              (int)outn, inp, (int)in, 0.0f, dweight, (int)in);
+  fl_gemm_tn(outn, in, B, dout, inp, dweight, 0);
   for (size_t j = 0; j < outn; j++) {
     double sum = 0;
     for (size_t b = 0; b < B; b++)
       sum += (double)dout[b * outn + j];
     dbias[j] = (float)sum;
   }
-  if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)outn, 1.0f, dout,
-                (int)outn, weight, (int)in, 0.0f, dinp, (int)in);
+  if (dinp) fl_gemm_nn(B, in, outn, dout, weight, dinp, 0);
 }
 
 void fl_dense_forward_ref(float *out, const float *inp, const float *weight, const float *bias,

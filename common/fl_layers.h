@@ -13,7 +13,7 @@
  * Gradients: every backward overwrites what it writes (dinp, dweight,
  * dbias) with the gradient of this batch; dinp may be NULL where nothing
  * needs it (a network's first layer). All of it is single-threaded and in a
- * fixed order (OpenBLAS pinned to one thread, fl_blas.h): the same inputs
+ * fixed order (fl_gemm's kernels; OpenBLAS pinned to one thread, fl_blas.h): the same inputs
  * give the same bits.
  *
  * Not yet used by fl_model (issue 14 wires a CNN spec to it). */
@@ -50,7 +50,7 @@ static inline size_t fl_conv2d_col_size(const fl_conv2d_t *s) {
 int fl_conv2d_valid(const fl_conv2d_t *s);
 
 /* out (B, OC, OH, OW) = conv(inp (B, C, H, W), weight (OC, C, KH, KW)) +
- * bias (OC): im2col of each image into col, then one sgemm. */
+ * bias (OC): im2col of each image into col, then one GEMM (fl_gemm). */
 void fl_conv2d_forward(const fl_conv2d_t *s, float *out, const float *inp, const float *weight,
                        const float *bias, float *col);
 /* From dout (B, OC, OH, OW): dweight (OC, C, KH, KW) = sum over images of

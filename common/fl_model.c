@@ -1,4 +1,4 @@
-/* fl_model: softmax regression and ReLU MLPs, forward/backward on OpenBLAS.
+/* fl_model: softmax regression and ReLU MLPs, forward/backward on fl_gemm.
  *
  * Notation, for layer l = 0..L-1 with in = dims[l], out = dims[l+1]:
  *   a_0 = x                                   (B, dims[0])
@@ -19,19 +19,15 @@
 #include "fl_model.h"
 
 #include <assert.h>
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fl_error.h"
+#include "fl_gemm.h"
 #include "fl_model_cnn.h"
 #include "fl_rng.h"
-
-/* cblas.h pulls in <complex.h>, whose `I` macro would shadow any variable of
- * that name in this file. */
-#undef I
 
 #define FL_MODEL_MAX_WIDTH 65536
 
@@ -211,6 +207,7 @@ struct fl_model_ws {
    * act[L] holds the logits, then dz_{L-1}. act[0] is unused (it is x). */
   float *act[FL_MODEL_MAX_LAYERS + 1];
   float *dx;        // (max_batch, max hidden width): dz_l W_l before the ReLU mask
+  float *db;        // (max width): a bias gradient, in fl_model_sgd_step
   float *mem;       // the one allocation behind all of the above
   fl_cnn_ws_t *cnn; // a CNN's workspace instead (fl_model_cnn.c)
 };
@@ -237,7 +234,7 @@ fl_model_ws_t *fl_model_ws_new(const fl_model_spec_t *m, size_t max_batch) {
     ws->num_layers = m->num_layers;
     return ws;
   }
-  size_t total = 0, maxh = 0;
+  size_t total = 0, maxh = 0, maxw = 0;
   for (size_t l = 1; l <= m->num_layers; l++) {
     size_t n;
     if (__builtin_mul_overflow(max_batch, m->dims[l], &n) ||
@@ -246,8 +243,9 @@ fl_model_ws_t *fl_model_ws_new(const fl_model_spec_t *m, size_t max_batch) {
       return NULL;
     }
     if (l < m->num_layers && m->dims[l] > maxh) maxh = m->dims[l];
+    if (m->dims[l] > maxw) maxw = m->dims[l];
   }
-  size_t ndx = round16(max_batch * maxh);
+  size_t ndx = round16(max_batch * maxh) + round16(maxw);
   if (__builtin_add_overflow(total, ndx, &total) || total > ((size_t)1 << 34)) {
     fl_err_set(FL_ENOMEM, "model workspace: batch %zu is too large", max_batch);
     return NULL;
@@ -264,6 +262,7 @@ fl_model_ws_t *fl_model_ws_new(const fl_model_spec_t *m, size_t max_batch) {
     p += round16(max_batch * m->dims[l]);
   }
   ws->dx = p;
+  ws->db = p + round16(max_batch * maxh);
   return ws;
 oom:
   free(ws);
@@ -282,94 +281,11 @@ void fl_model_ws_destroy(fl_model_ws_t **ws) {
 /* ------------------------------------------------------------------------ */
 /* Fast path: forward/backward pairs over caller-owned buffers              */
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define FL_HAVE_XWT_AVX512 1
-
-/* z = x W^T for a small batch, as dot products: OpenBLAS 0.3.21 runs this
- * NoTrans/Trans shape at ~38 GFLOP/s for B = 10 (it is built for large M);
- * this kernel runs it at ~95 on the same core. Block: nb (<= 5) rows of x
- * times 4 rows of W in 20 accumulators, streaming along in; rows of W past
- * nj repeat row j0 and are not stored. Fixed order, so deterministic.
- * z (nb, ldz) at column j0; x (nb, in); w (out, in). */
-__attribute__((target("avx512f"), always_inline)) static inline void
-xwt_block(float *z, size_t ldz, const float *x, const float *w, size_t nb, size_t in, size_t j0,
-          size_t nj) {
-  __m512 acc[5][4];
-  const float *wr[4];
-  for (size_t r = 0; r < 4; r++)
-    wr[r] = w + (j0 + (r < nj ? r : 0)) * in;
-  for (size_t i = 0; i < 5; i++)
-    for (size_t r = 0; r < 4; r++)
-      acc[i][r] = _mm512_setzero_ps();
-  /* The unroll pragmas keep acc in registers at -O2 (3x faster). */
-  size_t k = 0;
-  for (; k + 16 <= in; k += 16) {
-    __m512 wv[4];
-    _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) wv[r] = _mm512_loadu_ps(wr[r] + k);
-    _Pragma("GCC unroll 5") for (size_t i = 0; i < nb; i++) {
-      __m512 xv = _mm512_loadu_ps(x + i * in + k);
-      _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) acc[i][r] =
-          _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
-    }
-  }
-  if (k < in) {
-    __mmask16 mk = (__mmask16)((1u << (in - k)) - 1);
-    __m512 wv[4];
-    _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) wv[r] =
-        _mm512_maskz_loadu_ps(mk, wr[r] + k);
-    _Pragma("GCC unroll 5") for (size_t i = 0; i < nb; i++) {
-      __m512 xv = _mm512_maskz_loadu_ps(mk, x + i * in + k);
-      _Pragma("GCC unroll 4") for (size_t r = 0; r < 4; r++) acc[i][r] =
-          _mm512_fmadd_ps(xv, wv[r], acc[i][r]);
-    }
-  }
-  for (size_t i = 0; i < nb; i++)
-    for (size_t r = 0; r < nj; r++)
-      z[i * ldz + j0 + r] = _mm512_reduce_add_ps(acc[i][r]);
-}
-
-/* z = x W^T. z (B, out); x (B, in); w (out, in). */
-__attribute__((target("avx512f"))) static void xwt_avx512(float *z, const float *x, const float *w,
-                                                          size_t B, size_t in, size_t out) {
-  for (size_t j0 = 0; j0 < out; j0 += 4) {
-    size_t nj = out - j0 < 4 ? out - j0 : 4;
-    size_t i = 0;
-    for (; i + 5 <= B; i += 5)
-      xwt_block(z + i * out, out, x + i * in, w, 5, in, j0, nj);
-    /* Constant nb in each call, so each tail block is fully unrolled too. */
-    switch (B - i) {
-    case 4: xwt_block(z + i * out, out, x + i * in, w, 4, in, j0, nj); break;
-    case 3: xwt_block(z + i * out, out, x + i * in, w, 3, in, j0, nj); break;
-    case 2: xwt_block(z + i * out, out, x + i * in, w, 2, in, j0, nj); break;
-    case 1: xwt_block(z + i * out, out, x + i * in, w, 1, in, j0, nj); break;
-    default: break;
-    }
-  }
-}
-#endif
-
-/* z = x W^T: OpenBLAS, or the small-batch kernel where it measured faster
- * (B <= 32 with a wide layer; OpenBLAS wins on the 10-wide output layer).
- * The choice depends only on the shape and the CPU, so a given call is
- * always bitwise reproducible on a given machine.
- * z (B, out); x (B, in); w (out, in). */
-static void matmul_xwt(float *z, const float *x, const float *w, size_t B, size_t in, size_t out) {
-#ifdef FL_HAVE_XWT_AVX512
-  if (B <= 32 && out >= 32 && in >= 64 && __builtin_cpu_supports("avx512f")) {
-    xwt_avx512(z, x, w, B, in, out);
-    return;
-  }
-#endif
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, (int)out, (int)in, 1.0f, x, (int)in,
-              w, (int)in, 0.0f, z, (int)out);
-}
-
 /* z = x W^T, then z = relu(z + b) if relu, else z + b.
  * z (B, out); x (B, in); w (out, in); b (out). */
-static void linear_forward(float *z, const float *x, const float *w, const float *b, size_t B,
-                           size_t in, size_t out, int relu) {
-  matmul_xwt(z, x, w, B, in, out);
+static void linear_forward(float *restrict z, const float *x, const float *w,
+                           const float *restrict b, size_t B, size_t in, size_t out, int relu) {
+  fl_gemm_nt(B, out, in, x, w, z, 0);
   for (size_t i = 0; i < B; i++) {
     float *zi = z + i * out;
     if (relu) {
@@ -384,28 +300,30 @@ static void linear_forward(float *z, const float *x, const float *w, const float
   }
 }
 
+/* db = column sums of dz, row after row. db (out); dz (B, out). */
+static void bias_grad(float *restrict db, const float *restrict dz, size_t B, size_t out) {
+  memcpy(db, dz, out * sizeof(float));
+  for (size_t i = 1; i < B; i++)
+    for (size_t j = 0; j < out; j++)
+      db[j] += dz[i * out + j];
+}
+
 /* dW = dz^T x, db = column sums of dz; and if dx is not NULL, dx = dz W.
  * dz (B, out); x (B, in); w (out, in); dW (out, in); db (out); dx (B, in). */
 static void linear_backward(float *dx, float *dw, float *db, const float *dz, const float *x,
                             const float *w, size_t B, size_t in, size_t out) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)B, 1.0f, dz,
-              (int)out, x, (int)in, 0.0f, dw, (int)in);
-  memcpy(db, dz, out * sizeof(float));
-  for (size_t i = 1; i < B; i++) {
-    const float *dzi = dz + i * out;
-    for (size_t j = 0; j < out; j++)
-      db[j] += dzi[j];
-  }
-  if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)B, (int)in, (int)out, 1.0f, dz,
-                (int)out, w, (int)in, 0.0f, dx, (int)in);
+  fl_gemm_tn(out, in, B, dz, x, dw, 0);
+  bias_grad(db, dz, B, out);
+  if (dx) fl_gemm_nn(B, in, out, dz, w, dx, 0);
 }
 
 /* a = dx * [a > 0]: turns the post-ReLU activation into dz, in place.
  * a (n); dx (n). */
-static void relu_backward(float *a, const float *dx, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    a[i] = a[i] > 0.0f ? dx[i] : 0.0f;
+static void relu_backward(float *restrict a, const float *restrict dx, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    float d = dx[i]; /* loaded either way, so the loop vectorizes (a select) */
+    a[i] = a[i] > 0.0f ? d : 0.0f;
+  }
 }
 
 /* Softmax cross-entropy on logits, row by row, as log-sum-exp shifted by the
@@ -469,10 +387,13 @@ static void model_forward(const fl_model_spec_t *m, fl_model_ws_t *ws, const flo
   }
 }
 
-float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
-                         const float *x, const int32_t *y, size_t B, float *grad) {
-  assert(ws && B > 0 && B <= ws->max_batch && ws->num_layers == m->num_layers);
-  if (m->in_c) return fl_model__cnn_loss_grad(m, ws->cnn, params, x, y, B, grad);
+/* Forward, loss, then backward layer by layer. With `grad`, the gradient
+ * goes there and params stay as they are; with `step` (= params, grad NULL),
+ * each layer instead takes its SGD step of rate lr in place as its gradient
+ * is formed: dx first, from the weights before the step, then the weights
+ * (fl_gemm_tn_sgd) and the biases, rounded as fl_optim_step rounds them. */
+static float backprop(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params, float *step,
+                      float lr, const float *x, const int32_t *y, size_t B, float *grad) {
   size_t L = m->num_layers;
   model_forward(m, ws, params, x, B);
   double loss =
@@ -489,12 +410,40 @@ float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const floa
     size_t in = m->dims[l], out = m->dims[l + 1];
     const float *dz = ws->act[l + 1];         // (B, out)
     const float *a = l == 0 ? x : ws->act[l]; // (B, in)
-    float *dw = grad + off[l];                // (out, in)
-    float *db = dw + out * in;                // (out)
-    linear_backward(l == 0 ? NULL : ws->dx, dw, db, dz, a, params + off[l], B, in, out);
-    if (l > 0) relu_backward(ws->act[l], ws->dx, B * in);
+    float *dx = l == 0 ? NULL : ws->dx;       // (B, in)
+    if (grad) {
+      float *dw = grad + off[l]; // (out, in)
+      linear_backward(dx, dw, dw + out * in, dz, a, params + off[l], B, in, out);
+    } else {
+      float *w = step + off[l], *b = w + out * in;
+      if (dx) fl_gemm_nn(B, in, out, dz, w, dx, 0);
+      fl_gemm_tn_sgd(out, in, B, dz, a, w, lr);
+      bias_grad(ws->db, dz, B, out);
+      for (size_t j = 0; j < out; j++)
+        b[j] -= lr * ws->db[j];
+    }
+    if (dx) relu_backward(ws->act[l], dx, B * in);
   }
   return (float)(loss / (double)B);
+}
+
+float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
+                         const float *x, const int32_t *y, size_t B, float *grad) {
+  assert(ws && B > 0 && B <= ws->max_batch && ws->num_layers == m->num_layers);
+  if (m->in_c) return fl_model__cnn_loss_grad(m, ws->cnn, params, x, y, B, grad);
+  return backprop(m, ws, params, NULL, 0.0f, x, y, B, grad);
+}
+
+float fl_model_sgd_step(const fl_model_spec_t *m, fl_model_ws_t *ws, float *params, const float *x,
+                        const int32_t *y, size_t B, float lr, float *grad) {
+  assert(ws && B > 0 && B <= ws->max_batch && ws->num_layers == m->num_layers);
+  if (m->in_c || fl_gemm_kind() == FL_GEMM_BLAS) { /* no fused kernel: the two steps */
+    float loss = fl_model_loss_grad(m, ws, params, x, y, B, grad);
+    for (size_t i = 0; i < m->num_params; i++)
+      params[i] -= lr * grad[i];
+    return loss;
+  }
+  return backprop(m, ws, params, params, lr, x, y, B, NULL);
 }
 
 void fl_model_evaluate(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,

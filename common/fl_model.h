@@ -103,6 +103,16 @@ void fl_model_ws_destroy(fl_model_ws_t **ws);
 float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
                          const float *x, const int32_t *y, size_t B, float *grad);
 
+/* One step of plain SGD on one batch: params -= lr * grad, with the
+ * gradient of fl_model_loss_grad, bit for bit the same as that call followed
+ * by fl_optim_step with "sgd" (no weight decay). For an MLP on fl_gemm's own
+ * kernels the backward applies each layer's step as it forms the gradient,
+ * which is then never stored (one pass over the weights instead of three);
+ * otherwise it takes the unfused path through `grad` (num_params floats of
+ * scratch). Returns the mean loss. */
+float fl_model_sgd_step(const fl_model_spec_t *m, fl_model_ws_t *ws, float *params, const float *x,
+                        const int32_t *y, size_t B, float lr, float *grad);
+
 /* Forward only on B examples (any B: processed in chunks of max_batch).
  * Adds the summed cross-entropy to *loss_sum and correct predictions to
  * *correct. */

@@ -1,0 +1,231 @@
+/* fl_gemm: small-batch matrix products of training (see fl_gemm.h). */
+#include "fl_gemm.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#undef I /* cblas.h pulls in <complex.h> */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FL_GEMM_X86 1
+enum { FL_BC_SET, FL_BC_ADD, FL_BC_SGD }; /* what a rank-K kernel does with C */
+
+/* ---- AVX-512: 32 registers, 16 floats each ------------------------------ */
+/* Sums of a, b, c, d: pairs within 128-bit lanes, then the four lanes. */
+__attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c,
+                                                                     __m512 d) {
+  __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  __m512 t = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t),
+                           _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+#define SFX(n) n##_avx512
+#define FL_TGT __attribute__((target("avx512f")))
+#define VW 16
+#define vf __m512
+#define vm __mmask16
+#define V_ZERO() _mm512_setzero_ps()
+#define V_LOAD(p) _mm512_loadu_ps(p)
+#define V_LOADM(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define V_STORE(p, v) _mm512_storeu_ps((p), (v))
+#define V_STOREM(p, v, m) _mm512_mask_storeu_ps((p), (m), (v))
+#define V_BCAST(p) _mm512_set1_ps(*(p))
+#define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define V_MUL(a, b) _mm512_mul_ps((a), (b))
+#define V_SUB(a, b) _mm512_sub_ps((a), (b))
+#define V_HSUM(v) _mm512_reduce_add_ps(v)
+#define V_HSUM4(a, b, c, d) hsum4_avx512((a), (b), (c), (d))
+#define V_MASK(n) ((__mmask16)((n) >= 16 ? 0xffffu : ((1u << (n)) - 1u)))
+#define MR_BC 6
+#define NR_BC 4
+#define MR_DOT 5
+#define NR_DOT 4
+#include "fl_gemm_simd.inc"
+#undef SFX
+#undef FL_TGT
+#undef VW
+#undef vf
+#undef vm
+#undef V_ZERO
+#undef V_LOAD
+#undef V_LOADM
+#undef V_STORE
+#undef V_STOREM
+#undef V_BCAST
+#undef V_FMA
+#undef V_MUL
+#undef V_SUB
+#undef V_HSUM
+#undef V_HSUM4
+#undef V_MASK
+#undef MR_BC
+#undef NR_BC
+#undef MR_DOT
+#undef NR_DOT
+
+/* ---- AVX2 + FMA: 16 registers, 8 floats each ---------------------------- */
+__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+__attribute__((target("avx2,fma"))) static inline __m128 hsum4_avx2(__m256 a, __m256 b, __m256 c,
+                                                                    __m256 d) {
+  __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+  __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+  __m256 t = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+__attribute__((target("avx2,fma"))) static inline __m256i mask_avx2(size_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#define SFX(n) n##_avx2
+#define FL_TGT __attribute__((target("avx2,fma")))
+#define VW 8
+#define vf __m256
+#define vm __m256i
+#define V_ZERO() _mm256_setzero_ps()
+#define V_LOAD(p) _mm256_loadu_ps(p)
+#define V_LOADM(p, m) _mm256_maskload_ps((p), (m))
+#define V_STORE(p, v) _mm256_storeu_ps((p), (v))
+#define V_STOREM(p, v, m) _mm256_maskstore_ps((p), (m), (v))
+#define V_BCAST(p) _mm256_broadcast_ss(p)
+#define V_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define V_MUL(a, b) _mm256_mul_ps((a), (b))
+#define V_SUB(a, b) _mm256_sub_ps((a), (b))
+#define V_HSUM(v) hsum_avx2(v)
+#define V_HSUM4(a, b, c, d) hsum4_avx2((a), (b), (c), (d))
+#define V_MASK(n) mask_avx2(n)
+#define MR_BC 6
+#define NR_BC 2
+#define MR_DOT 3
+#define NR_DOT 4
+#include "fl_gemm_simd.inc"
+#endif
+
+/* ---- Choice ---------------------------------------------------------------- */
+
+fl_gemm_kind_t fl_gemm_cpu(void) {
+#ifdef FL_GEMM_X86
+  if (__builtin_cpu_supports("avx512f")) return FL_GEMM_AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return FL_GEMM_AVX2;
+#endif
+  return FL_GEMM_BLAS;
+}
+
+/* The CPU's best family, or a weaker one that FEDLR_GEMM asks for. */
+static fl_gemm_kind_t choose(void) {
+  fl_gemm_kind_t best = fl_gemm_cpu();
+  const char *e = getenv("FEDLR_GEMM");
+  if (e) {
+    if (strcmp(e, "blas") == 0) return FL_GEMM_BLAS;
+    if (strcmp(e, "avx2") == 0 && best >= FL_GEMM_AVX2) return FL_GEMM_AVX2;
+  }
+  return best;
+}
+
+fl_gemm_kind_t fl_gemm_kind(void) {
+  static int kind = -1; /* a benign race: every thread computes the same value */
+  int k = __atomic_load_n(&kind, __ATOMIC_RELAXED);
+  if (k < 0) {
+    k = (int)choose();
+    __atomic_store_n(&kind, k, __ATOMIC_RELAXED);
+  }
+  return (fl_gemm_kind_t)k;
+}
+
+const char *fl_gemm_name(fl_gemm_kind_t k) {
+  return k == FL_GEMM_AVX512 ? "avx512" : k == FL_GEMM_AVX2 ? "avx2" : "blas";
+}
+
+/* A family the CPU lacks runs as OpenBLAS. */
+static fl_gemm_kind_t usable(fl_gemm_kind_t k) {
+  return k <= fl_gemm_cpu() ? k : FL_GEMM_BLAS;
+}
+
+/* ---- Products ---------------------------------------------------------------- */
+
+/* The dot kernels pay a horizontal sum per element of C: they win where
+ * each sum covers a long row (K >= 512) or the batch is small; OpenBLAS
+ * wins the rest (bench/RESULTS.md, 2026-12-01: e.g. 64 x 800 x 196, a
+ * convolution's weight gradient, at 73 against 114 GFLOP/s on AVX-512).
+ * On AVX-512 a narrow C (N < 32, a 10-class output layer) also goes to
+ * OpenBLAS's Cooperlake kernel (95 against 81); its Haswell kernel is
+ * slower there than the AVX2 dot kernel (21 against 70). */
+static int nt_own(fl_gemm_kind_t k, size_t M, size_t N, size_t K) {
+  if (k == FL_GEMM_AVX512 && N < 32) return 0;
+  return M <= 16 || K >= 512;
+}
+
+void fl_gemm_nt_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float *A, const float *B,
+                     float *C, int acc) {
+  if (M == 0 || N == 0) return;
+  switch (usable(k)) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: dot_avx512(M, N, K, A, B, C, acc); return;
+  case FL_GEMM_AVX2: dot_avx2(M, N, K, A, B, C, acc); return;
+#endif
+  default:
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K, B,
+                (int)K, acc ? 1.0f : 0.0f, C, (int)N);
+  }
+}
+
+/* The rank-K kernels (tn, nn) matched or beat OpenBLAS on every training
+ * shape measured, on both families: they always run. */
+void fl_gemm_tn_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float *A, const float *B,
+                     float *C, int acc) {
+  if (M == 0 || N == 0) return;
+  switch (usable(k)) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, 1, M, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
+  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, 1, M, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
+#endif
+  default:
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)M, B,
+                (int)N, acc ? 1.0f : 0.0f, C, (int)N);
+  }
+}
+
+void fl_gemm_nn_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float *A, const float *B,
+                     float *C, int acc) {
+  if (M == 0 || N == 0) return;
+  switch (usable(k)) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, K, 1, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
+  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, K, 1, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
+#endif
+  default:
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
+                B, (int)N, acc ? 1.0f : 0.0f, C, (int)N);
+  }
+}
+
+void fl_gemm_nt(size_t M, size_t N, size_t K, const float *A, const float *B, float *C, int acc) {
+  fl_gemm_kind_t k = fl_gemm_kind();
+  fl_gemm_nt_with(nt_own(k, M, N, K) ? k : FL_GEMM_BLAS, M, N, K, A, B, C, acc);
+}
+void fl_gemm_tn(size_t M, size_t N, size_t K, const float *A, const float *B, float *C, int acc) {
+  fl_gemm_tn_with(fl_gemm_kind(), M, N, K, A, B, C, acc);
+}
+void fl_gemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, float *C, int acc) {
+  fl_gemm_nn_with(fl_gemm_kind(), M, N, K, A, B, C, acc);
+}
+
+int fl_gemm_tn_sgd(size_t M, size_t N, size_t K, const float *A, const float *B, float *C,
+                   float lr) {
+  switch (fl_gemm_kind()) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, 1, M, B, C, FL_BC_SGD, lr); return 1;
+  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, 1, M, B, C, FL_BC_SGD, lr); return 1;
+#endif
+  default: return 0;
+  }
+}
