@@ -542,7 +542,7 @@ TEST(checkpoint_resume_is_bit_identical) {
 /* A test set of random points and labels: the loss of an unchanged model
  * never improves, so a plateau schedule walks through its states. */
 static fl_dataset_t random_test_set(void) {
-  fl_dataset_t t = {300, IN, CLASSES, NULL, NULL};
+  fl_dataset_t t = {300, IN, CLASSES, NULL, NULL, {0, 0, 0}};
   t.x = malloc(t.n * IN * sizeof *t.x);
   t.y = malloc(t.n * sizeof *t.y);
   fl_rng_t r;
@@ -1249,7 +1249,7 @@ TEST(rejoin_cannot_inflate_weight_mid_round) {
 
 /* Evaluation gives the same bits whatever the number of threads. */
 TEST(evaluation_independent_of_threads) {
-  fl_dataset_t t = {2500, IN, CLASSES, NULL, NULL};
+  fl_dataset_t t = {2500, IN, CLASSES, NULL, NULL, {0, 0, 0}};
   t.x = malloc(t.n * IN * sizeof *t.x);
   t.y = malloc(t.n * sizeof *t.y);
   fl_rng_t r;
