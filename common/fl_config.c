@@ -496,10 +496,9 @@ static int check_model(const char *s) {
   /* "": not given (fl_config_parse resolves it); "custom": --init's tensors
    * (a rule between keys, fl_config_validate). */
   if (!s[0] || !strcmp(s, FL_MODEL_CUSTOM)) return 0;
-  /* Syntax only: the real input width and class count come with the data;
-   * 784 x 10 is Fashion-MNIST's and accepts every well-formed spec. */
-  fl_model_spec_t m;
-  return fl_model_parse(s, 784, 10, &m);
+  /* Syntax only: the input (its width and shape) and the class count come
+   * with the data. */
+  return fl_model_check_spec(s);
 }
 
 int fl_config_check_endpoint(const char *ep, int bind) {

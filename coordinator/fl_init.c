@@ -37,10 +37,9 @@ int fl_init_read(const fl_config_t *c, fl_init_t *in) {
   } else if (c->model[0]) {
     snprintf(in->spec, sizeof in->spec, "%s", c->model); /* checked in fl_init_model */
   } else if (file_model && strcmp(file_model, FL_MODEL_CUSTOM) != 0) {
-    fl_model_spec_t probe;
     /* Syntax only here (the data's widths come later): a spec fedlr
      * cannot parse is a custom model's name. */
-    if (fl_model_parse(file_model, 784, 10, &probe) == 0)
+    if (fl_model_check_spec(file_model) == 0)
       snprintf(in->spec, sizeof in->spec, "%s", file_model);
     else
       in->custom = 1;
