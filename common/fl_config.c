@@ -71,6 +71,7 @@ static int check_optim(const char *s);
 static int check_server_optim(const char *s);
 static int check_partition(const char *s);
 static int check_model(const char *s);
+static int check_input_shape(const char *s);
 static int check_bind(const char *s);
 static int check_connect(const char *s);
 
@@ -113,6 +114,10 @@ static const opt_t opts[] = {
      "softmax, mlp:H1,H2,... (ReLU hidden layers), cnn (the FedAvg CNN) or "
      "cnn:conv5x5x32,pool2,fc512,... or, with --init, custom (default softmax; with --init, the "
      "model the file holds)"},
+    {"input-shape", OPT_STR, FIELD(input_shape), SC, G_TRAIN, "CxHxW", "", CHECK(check_input_shape),
+     "the examples' image shape for a CNN, channels x height x width in PyTorch's NCHW order "
+     "(e.g. 3x32x32; C*H*W must be the data's feature count); default: an IDX file's own "
+     "dimensions, else 1 x sqrt(D) x sqrt(D) for D features"},
     {"init", OPT_STR, FIELD(init), SC, G_TRAIN, "FILE", "", NONE,
      "start from the weights in a safetensors FILE: a fedlr model.safetensors, or (coordinator) "
      "any named float32 tensors of a model of your own (default none)"},
@@ -499,6 +504,11 @@ static int check_model(const char *s) {
   /* Syntax only: the input (its width and shape) and the class count come
    * with the data. */
   return fl_model_check_spec(s);
+}
+
+static int check_input_shape(const char *s) {
+  fl_shape_t shape;
+  return fl_shape_parse(s, &shape);
 }
 
 int fl_config_check_endpoint(const char *ep, int bind) {

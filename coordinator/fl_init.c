@@ -51,10 +51,11 @@ int fl_init_read(const fl_config_t *c, fl_init_t *in) {
   return 0;
 }
 
-int fl_init_model(const fl_init_t *in, size_t input_dim, size_t num_classes, fl_model_spec_t *m) {
+int fl_init_model(const fl_init_t *in, size_t input_dim, const fl_shape_t *shape,
+                  size_t num_classes, fl_model_spec_t *m) {
   int rc;
   if (in->custom) return fl_model_custom(in->layout, m);
-  if ((rc = fl_model_parse(in->spec, input_dim, num_classes, m))) return rc;
+  if ((rc = fl_model_parse_shape(in->spec, input_dim, shape, num_classes, m))) return rc;
   if (!in->layout) return 0;
   /* --init must hold exactly this model's tensors. */
   size_t nt = fl_model_num_tensors(m);
