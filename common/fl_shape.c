@@ -27,8 +27,8 @@ int fl_shape_parse(const char *s, fl_shape_t *out) {
     for (int i = 0; i < 3; i++)
       if (side(&p, &v[i]) || *p++ != (i < 2 ? 'x' : '\0'))
         return fl_err_set(FL_EINVAL,
-                          "--input-shape '%s': not CxHxW (channels x height x width, e.g. 3x32x32 "
-                          "or 1x28x28; each a whole number from 1 to %u)",
+                          "'%s' is not CxHxW (channels x height x width, e.g. 3x32x32 or "
+                          "1x28x28; each a whole number from 1 to %u)",
                           s, FL_SHAPE_MAX_SIDE);
     r.c = v[0], r.h = v[1], r.w = v[2];
   }
@@ -46,22 +46,25 @@ const char *fl_shape_fmt(const fl_shape_t *s, char *buf, size_t cap) {
 
 int fl_shape_resolve(const char *flag, const fl_shape_t *data, size_t dim, fl_shape_t *out) {
   fl_shape_t s = {0, 0, 0};
-  int rc;
-  char a[64], b[64];
+  const int has = data && fl_shape_is_set(data);
+  char msg[256], own[64];
   if (flag && *flag) {
-    if ((rc = fl_shape_parse(flag, &s))) return rc;
+    int rc = fl_shape_parse(flag, &s);
+    if (rc) {
+      snprintf(msg, sizeof msg, "%s", fl_err_msg());
+      return fl_err_set(rc, "--input-shape %s", msg);
+    }
     /* each side <= 2^16, so the product fits in 64 bits */
     if (s.c * s.h * s.w != dim)
-      return fl_err_set(
-          FL_ESHAPE, "--input-shape %s is %zu features per example, the data has %zu%s%s%s", flag,
-          s.c * s.h * s.w, dim, data && fl_shape_is_set(data) ? " (its own shape is " : "",
-          data && fl_shape_is_set(data) ? fl_shape_fmt(data, a, sizeof a) : "",
-          data && fl_shape_is_set(data) ? ")" : "");
-  } else if (data && fl_shape_is_set(data)) {
+      return fl_err_set(FL_EINVAL,
+                        "--input-shape %s is %zu features per example, the data has %zu%s%s%s",
+                        flag, s.c * s.h * s.w, dim, has ? " (its own shape is " : "",
+                        has ? fl_shape_fmt(data, own, sizeof own) : "", has ? ")" : "");
+  } else if (has) {
     s = *data;
     if (s.c * s.h * s.w != dim)
       return fl_err_set(FL_ESHAPE, "the data's shape %s is not its %zu features",
-                        fl_shape_fmt(&s, b, sizeof b), dim);
+                        fl_shape_fmt(&s, own, sizeof own), dim);
   }
   *out = s;
   return 0;

@@ -600,12 +600,13 @@ TEST(shape_resolve_precedence) {
   ASSERT_EQ(s.w, 24);
   ASSERT_EQ(fl_shape_resolve("", NULL, 192, &s), 0); /* else none */
   ASSERT_FALSE(fl_shape_is_set(&s));
-  ASSERT_EQ(fl_shape_resolve("3x8x9", &data, 192, &s), FL_ESHAPE);
+  ASSERT_EQ(fl_shape_resolve("3x8x9", &data, 192, &s), FL_EINVAL);
   ASSERT_CONTAINS(fl_err_msg(), "--input-shape 3x8x9 is 216 features per example, the data has "
                                 "192 (its own shape is 1x8x24)");
-  ASSERT_EQ(fl_shape_resolve("65536x65536x65536", NULL, 192, &s), FL_ESHAPE); /* no overflow */
+  ASSERT_EQ(fl_shape_resolve("65536x65536x65536", NULL, 192, &s), FL_EINVAL); /* no overflow */
   ASSERT_CONTAINS(fl_err_msg(), "281474976710656 features");
   ASSERT_EQ(fl_shape_resolve("3x8", NULL, 192, &s), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--input-shape '3x8' is not CxHxW");
 }
 
 /* ------------------------------------------------------------ CSV */
