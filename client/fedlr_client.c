@@ -111,6 +111,7 @@ static int shard_copy(const fl_dataset_t *d, const uint32_t *idx, size_t n, fl_d
   s->n = n;
   s->dim = d->dim;
   s->num_classes = d->num_classes;
+  s->shape = d->shape;
   *out = s;
   return 0;
 }
@@ -263,7 +264,9 @@ static int model_layout(const fl_model_spec_t *m, fedlr_tensors **out) {
   return rc;
 }
 
-/* The Welcome's model must be a built-in one that fits the data. */
+/* The Welcome's model must be a built-in one that fits the data: its
+ * input image (a CNN's, protocol version 4) that of the data if the data
+ * has one (an IDX file's dimensions); a CSV file takes the Welcome's. */
 static int check_welcome(const fl_dataset_t *d, const fedlr_welcome *w, fl_model_spec_t *m) {
   if (strcmp(w->model, FL_MODEL_CUSTOM) == 0)
     return fedlr_set_error(FEDLR_EUNSUPPORTED,
@@ -280,7 +283,16 @@ static int check_welcome(const fl_dataset_t *d, const fedlr_welcome *w, fl_model
                            "the coordinator's model has %u classes, this client's data has %zu "
                            "(wrong --dataset or --data for this run?)",
                            w->num_classes, d->num_classes);
-  int rc = fl_model_parse(w->model, w->input_dim, w->num_classes, m);
+  const fl_shape_t ws = {w->input_shape[0], w->input_shape[1], w->input_shape[2]};
+  char a[64], b[64];
+  if (fl_shape_is_set(&ws) && fl_shape_is_set(&d->shape) &&
+      (ws.c != d->shape.c || ws.h != d->shape.h || ws.w != d->shape.w))
+    return fedlr_set_error(FEDLR_ESHAPE,
+                           "the coordinator's model takes %s images (C x H x W), this client's "
+                           "data holds %s images (its IDX dimensions): wrong --dataset or --data "
+                           "for this run, or the coordinator's --input-shape is not this data's",
+                           fl_shape_fmt(&ws, a, sizeof a), fl_shape_fmt(&d->shape, b, sizeof b));
+  int rc = fl_model_parse_shape(w->model, w->input_dim, &ws, w->num_classes, m);
   if (rc) return fedlr_set_error(rc, "the coordinator's model is unusable: %s", fl_err_msg());
   fedlr_tensors *mine = NULL;
   if ((rc = model_layout(m, &mine)) || (rc = fedlr_tensors_check_layout(mine, w->layout)))
@@ -302,7 +314,9 @@ static int app_welcome(void *user, const fedlr_welcome *w) {
   fl_model_spec_t m;
   int rc = check_welcome(a->train.data, w, &m);
   if (rc) return rc;
-  if (a->trainer && strcmp(m.spec, a->model.spec) == 0) return 0;
+  if (a->trainer && strcmp(m.spec, a->model.spec) == 0 && m.in_c == a->model.in_c &&
+      m.in_h == a->model.in_h && m.in_w == a->model.in_w)
+    return 0;
   fl_trainer_destroy(&a->trainer);
   if (!(a->trainer = fl_trainer_new(&m)))
     return fedlr_set_error(FEDLR_ENOMEM,

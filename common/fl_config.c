@@ -71,6 +71,7 @@ static int check_optim(const char *s);
 static int check_server_optim(const char *s);
 static int check_partition(const char *s);
 static int check_model(const char *s);
+static int check_input_shape(const char *s);
 static int check_bind(const char *s);
 static int check_connect(const char *s);
 
@@ -113,6 +114,10 @@ static const opt_t opts[] = {
      "softmax, mlp:H1,H2,... (ReLU hidden layers), cnn (the FedAvg CNN) or "
      "cnn:conv5x5x32,pool2,fc512,... or, with --init, custom (default softmax; with --init, the "
      "model the file holds)"},
+    {"input-shape", OPT_STR, FIELD(input_shape), SC, G_TRAIN, "CxHxW", "", CHECK(check_input_shape),
+     "the examples' image shape for a CNN, channels x height x width in PyTorch's NCHW order "
+     "(e.g. 3x32x32; C*H*W must be the data's feature count); default: an IDX file's own "
+     "dimensions, else 1 x sqrt(D) x sqrt(D) for D features"},
     {"init", OPT_STR, FIELD(init), SC, G_TRAIN, "FILE", "", NONE,
      "start from the weights in a safetensors FILE: a fedlr model.safetensors, or (coordinator) "
      "any named float32 tensors of a model of your own (default none)"},
@@ -496,10 +501,14 @@ static int check_model(const char *s) {
   /* "": not given (fl_config_parse resolves it); "custom": --init's tensors
    * (a rule between keys, fl_config_validate). */
   if (!s[0] || !strcmp(s, FL_MODEL_CUSTOM)) return 0;
-  /* Syntax only: the real input width and class count come with the data;
-   * 784 x 10 is Fashion-MNIST's and accepts every well-formed spec. */
-  fl_model_spec_t m;
-  return fl_model_parse(s, 784, 10, &m);
+  /* Syntax only: the input (its width and shape) and the class count come
+   * with the data. */
+  return fl_model_check_spec(s);
+}
+
+static int check_input_shape(const char *s) {
+  fl_shape_t shape;
+  return fl_shape_parse(s, &shape);
 }
 
 int fl_config_check_endpoint(const char *ep, int bind) {

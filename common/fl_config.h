@@ -27,6 +27,7 @@ typedef struct {
   double holdout;              /* 0: fraction of each client's examples held out for federated
                                 * evaluation (fl_partition_holdout) */
   /* model and training */
+  char input_shape[32];     /* "": CxHxW, the examples' image shape (fl_shape.h) */
   char model[128];          /* "softmax"; "custom" (a model given by --init); fl_config_parse
                              * sets "softmax" when neither --model nor --init is given, and
                              * leaves "" with --init alone: the model the file holds */

@@ -154,9 +154,10 @@ static int idx_expect_eof(gzFile g, const char *path, size_t total) {
 /* Parses the IDX header: magic 00 00 TYPE NDIMS, then NDIMS big-endian u32
  * sizes. Requires type ubyte; `min_dims`..`max_dims` bounds NDIMS. The first
  * size is the example count; *per_item receives the product of the rest,
- * checked against FL_DATA_MAX_DIM as it is formed so it cannot overflow. */
+ * checked against FL_DATA_MAX_DIM as it is formed so it cannot overflow;
+ * *shape (if not NULL) the rest as an image shape (fl_data.h). */
 static int idx_read_header(gzFile g, const char *path, const char *kind, unsigned min_dims,
-                           unsigned max_dims, size_t *count, size_t *per_item) {
+                           unsigned max_dims, size_t *count, size_t *per_item, fl_shape_t *shape) {
   unsigned char magic[4];
   int rc = idx_read_exact(g, path, "IDX header", magic, 4, 0, 4);
   if (rc) return rc;
@@ -180,7 +181,7 @@ static int idx_read_header(gzFile g, const char *path, const char *kind, unsigne
   unsigned char raw[4 * IDX_MAX_DIMS];
   rc = idx_read_exact(g, path, "IDX header", raw, 4 * nd, 4, 4 + 4 * (size_t)nd);
   if (rc) return rc;
-  size_t prod = 1;
+  size_t prod = 1, dims[IDX_MAX_DIMS];
   for (unsigned i = 0; i < nd; i++) {
     const unsigned char *b = raw + 4 * i;
     uint32_t v = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
@@ -197,12 +198,20 @@ static int idx_read_header(gzFile g, const char *path, const char *kind, unsigne
                         "%s: declares more than %u features per example (dimension %u is %u)", path,
                         FL_DATA_MAX_DIM, i, v);
     prod *= v;
+    dims[i] = v;
   }
   *per_item = prod;
+  if (shape) {
+    fl_shape_t s = {0, 0, 0};
+    if (nd == 3) s = (fl_shape_t){1, dims[1], dims[2]};
+    if (nd == 4) s = (fl_shape_t){dims[1], dims[2], dims[3]};
+    *shape = s;
+  }
   return 0;
 }
 
-static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_t *dim_out) {
+static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_t *dim_out,
+                           fl_shape_t *shape) {
   gzFile g = NULL;
   float *x = NULL;
   unsigned char *chunk = NULL;
@@ -210,7 +219,7 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
   uint64_t size;
   int rc = idx_open(path, &g, &size);
   if (rc) goto out;
-  rc = idx_read_header(g, path, "an image file", 2, IDX_MAX_DIMS, &n, &dim);
+  rc = idx_read_header(g, path, "an image file", 2, IDX_MAX_DIMS, &n, &dim, shape);
   if (rc) goto out;
   /* n <= 2^26 and dim <= 2^20, so n*dim fits in size_t. */
   size_t total = n * dim;
@@ -274,7 +283,7 @@ static int idx_read_labels(const char *path, size_t n, int32_t *y, size_t *max_l
   uint64_t size;
   int rc = idx_open(path, &g, &size);
   if (rc) goto out;
-  rc = idx_read_header(g, path, "a label file", 1, 1, &count, &per);
+  rc = idx_read_header(g, path, "a label file", 1, 1, &count, &per, NULL);
   if (rc) goto out;
   if (count != n) {
     rc = fl_err_set(FL_ESHAPE, "%s: %zu labels, but the image file has %zu examples", path, count,
@@ -307,10 +316,11 @@ int fl_dataset_load_idx(const char *images_path, const char *labels_path, fl_dat
   fl_dataset_t *d = NULL;
   float *x = NULL;
   size_t n = 0, dim = 0, max_label = 0;
+  fl_shape_t shape;
   int rc;
   if (!images_path || !labels_path || !out)
     return fl_err_set(FL_EINVAL, "fl_dataset_load_idx: NULL argument");
-  rc = idx_read_images(images_path, &x, &n, &dim);
+  rc = idx_read_images(images_path, &x, &n, &dim, &shape);
   if (rc) goto out;
   d = calloc(1, sizeof *d);
   if (!d || !(d->y = malloc(n * sizeof *d->y))) {
@@ -319,6 +329,7 @@ int fl_dataset_load_idx(const char *images_path, const char *labels_path, fl_dat
   }
   d->n = n;
   d->dim = dim;
+  d->shape = shape;
   d->x = x;
   x = NULL;
   rc = idx_read_labels(labels_path, n, d->y, &max_label);

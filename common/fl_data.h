@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fl_shape.h"
+
 #define FL_DATA_MAX_EXAMPLES (1u << 26)     /* 67M examples */
 #define FL_DATA_MAX_DIM (1u << 20)          /* 1M features */
 #define FL_DATA_MAX_BYTES ((size_t)8 << 30) /* 8 GiB of features */
@@ -34,15 +36,21 @@ typedef struct {
   size_t num_classes; /* max label + 1 (or the dataset's known count) */
   float *x;           /* (n, dim) row-major, owned */
   int32_t *y;         /* (n), owned */
+  fl_shape_t shape;   /* an example's image shape (C H W = dim), or unset (flat) */
 } fl_dataset_t;
 
 /* Loads an IDX image file (idx3 ubyte, any number of dims >= 1 after the
  * count) and an IDX label file (idx1 ubyte). Either may be gzip-compressed
- * (detected by magic, not by name). Returns 0 and a new dataset in *out. */
+ * (detected by magic, not by name). Returns 0 and a new dataset in *out.
+ * The dimensions after the count give the examples' shape, in PyTorch's
+ * NCHW order without the N: two (H, W) are 1 x H x W (Fashion-MNIST's
+ * 28 x 28), three are C x H x W; one, or more than three, leave the shape
+ * unset (flat features). */
 int fl_dataset_load_idx(const char *images_path, const char *labels_path, fl_dataset_t **out);
 
 /* Loads a CSV file: label,f1,...,fD per line. All lines must have the same
- * number of fields; labels are non-negative integers; features finite. */
+ * number of fields; labels are non-negative integers; features finite.
+ * A CSV file has no shape (--input-shape gives one). */
 int fl_dataset_load_csv(const char *path, fl_dataset_t **out);
 
 /* Loads a named dataset from `dir`: "fashion-mnist" or "mnist" (files

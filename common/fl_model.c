@@ -47,7 +47,13 @@ static int parse_width(const char *s, size_t len, size_t *out) {
   return 0;
 }
 
-int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_model_spec_t *out) {
+static int is_cnn(const char *spec) {
+  return strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0;
+}
+
+/* fl_model_parse_shape (shape NULL: none). */
+static int parse(const char *spec, size_t input_dim, const fl_shape_t *shape, size_t num_classes,
+                 fl_model_spec_t *out) {
   if (!spec || !out) return fl_err_set(FL_EINVAL, "model: NULL spec");
   size_t slen = strlen(spec);
   if (slen >= FL_MODEL_SPEC_MAX)
@@ -86,8 +92,8 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
       if (!comma) break;
       p = comma + 1;
     }
-  } else if (strcmp(spec, "cnn") == 0 || strncmp(spec, "cnn:", 4) == 0) {
-    return fl_model__cnn_parse(spec, input_dim, num_classes, out);
+  } else if (is_cnn(spec)) {
+    return fl_model__cnn_parse(spec, input_dim, shape, num_classes, out);
   } else if (strcmp(spec, FL_MODEL_CUSTOM) == 0) {
     return fl_err_set(FL_EINVAL, "model 'custom': a custom model is given by its tensors "
                                  "(fedlr-coordinator --init FILE.safetensors), not by a spec");
@@ -115,6 +121,30 @@ int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_mo
   memcpy(m.spec, spec, slen + 1);
   *out = m;
   return 0;
+}
+
+int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_model_spec_t *out) {
+  return parse(spec, input_dim, NULL, num_classes, out);
+}
+
+int fl_model_parse_shape(const char *spec, size_t input_dim, const fl_shape_t *shape,
+                         size_t num_classes, fl_model_spec_t *out) {
+  return parse(spec, input_dim, shape, num_classes, out);
+}
+
+int fl_model_check_spec(const char *spec) {
+  if (spec && strlen(spec) < FL_MODEL_SPEC_MAX && is_cnn(spec)) return fl_model__cnn_check(spec);
+  fl_model_spec_t m;
+  return parse(spec, 784, NULL, 10, &m);
+}
+
+fl_shape_t fl_model_shape(const fl_model_spec_t *m) {
+  fl_shape_t s = {m->in_c, m->in_h, m->in_w};
+  return s;
+}
+
+int fl_model_needs_shape(const fl_model_spec_t *m) {
+  return m->in_c && (m->in_c != 1 || m->in_h != m->in_w);
 }
 
 int fl_model_custom(const fl_layout_t *layout, fl_model_spec_t *out) {

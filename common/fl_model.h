@@ -20,8 +20,11 @@
  *   pool2          2x2 max pooling, stride 2 (floor)
  *   fcN            flatten (NCHW) if not yet, a dense layer of N, then ReLU
  * and always a final dense layer to the classes (softmax cross-entropy).
- * Activations are NCHW; the input is one channel of sqrt(n) x sqrt(n)
- * (n = the data's features, a square: 28 x 28 for Fashion-MNIST). The
+ * Activations are NCHW; the input is the image shape C x H x W given to
+ * fl_model_parse_shape (--input-shape, or the IDX file's dimensions: see
+ * fl_shape.h), or without one, as fedlr did first, one channel of
+ * sqrt(n) x sqrt(n) (n = the data's features, a square: 28 x 28 for
+ * Fashion-MNIST). The
  * tensors are those of the equivalent torch.nn.Sequential (Conv2d, ReLU,
  * MaxPool2d, Flatten, Linear modules in that order), named by module index
  * ("0.weight", "0.bias", "3.weight", ...), in PyTorch's layouts: conv
@@ -41,6 +44,7 @@
 #include <stdint.h>
 
 #include "fl_layout.h"
+#include "fl_shape.h"
 
 #define FL_MODEL_MAX_LAYERS 8
 #define FL_MODEL_MAX_OPS 16 /* a CNN's conv, pool and fc items */
@@ -73,6 +77,27 @@ typedef struct {
 /* Parses a spec for the given input width and class count. Errors name the
  * bad part ("model 'mlp:200,x': hidden width 'x' is not a positive integer"). */
 int fl_model_parse(const char *spec, size_t input_dim, size_t num_classes, fl_model_spec_t *out);
+
+/* fl_model_parse for inputs of image shape `shape` (NULL or unset: none,
+ * as fl_model_parse). A CNN takes it as its input C x H x W, which must be
+ * `input_dim` features (else FL_ESHAPE); a spec that does not fit it is
+ * refused naming the item and the sizes it gets. Softmax and MLPs ignore
+ * the shape. *out unchanged on error. */
+int fl_model_parse_shape(const char *spec, size_t input_dim, const fl_shape_t *shape,
+                         size_t num_classes, fl_model_spec_t *out);
+
+/* The syntax of a spec alone, for a flag checked before the data is read:
+ * a CNN's items are not fitted to any input; softmax and MLP specs are
+ * parsed for 784 inputs and 10 classes. 0 or FL_EINVAL/FL_ETOOBIG. */
+int fl_model_check_spec(const char *spec);
+
+/* The input image of a CNN (in_c x in_h x in_w), else an unset shape. */
+fl_shape_t fl_model_shape(const fl_model_spec_t *m);
+
+/* 1 if m is a CNN whose input is not the 1 x sqrt(n) x sqrt(n) that
+ * fl_model_parse infers from its n features: a peer that knows only the
+ * spec and n (protocol version 3 or older) would build another model. */
+int fl_model_needs_shape(const fl_model_spec_t *m);
 
 /* A custom model over `layout` (borrowed: it must outlive every copy of
  * *out). FL_EINVAL for an empty layout. */

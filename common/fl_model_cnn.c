@@ -75,29 +75,19 @@ static int num(const char **p, size_t max, size_t *out) {
   return 0;
 }
 
-int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
-                        fl_model_spec_t *out) {
+/* Reads the items of `spec` into m->ops: their syntax and order only. */
+static int parse_items(const char *spec, fl_model_spec_t *m) {
   const char *items = strcmp(spec, "cnn") == 0 ? CNN_DEFAULT : spec + 4;
-  fl_model_spec_t m;
-  memset(&m, 0, sizeof m);
-  size_t side = (size_t)llround(sqrt((double)input_dim));
-  if (side * side != input_dim)
-    return fl_err_set(FL_EINVAL,
-                      "model '%s': a CNN takes a square one-channel image, and %zu features are "
-                      "not one (28 x 28 = 784 for Fashion-MNIST)",
-                      spec, input_dim);
-  m.in_c = 1, m.in_h = m.in_w = side;
   if (!*items)
     return fl_err_set(FL_EINVAL, "model '%s': 'cnn:' needs items, e.g. 'cnn:%s'", spec,
                       CNN_DEFAULT);
-  size_t h = side, w = side;
   int dense = 0;
   for (const char *p = items;;) {
     const char *start = p, *end = strchr(p, ',');
     size_t len = end ? (size_t)(end - p) : strlen(p);
-    if (m.num_ops == FL_MODEL_MAX_OPS)
+    if (m->num_ops == FL_MODEL_MAX_OPS)
       return fl_err_set(FL_EINVAL, "model '%s': more than %d items", spec, FL_MODEL_MAX_OPS);
-    fl_model_op_t *op = &m.ops[m.num_ops];
+    fl_model_op_t *op = &m->ops[m->num_ops];
     size_t a, b, k;
     if (!strncmp(p, "conv", 4)) {
       p += 4;
@@ -117,32 +107,23 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
                           "model '%s': '%.*s': 'same' padding needs a square kernel of odd size "
                           "(or add 'valid')",
                           spec, (int)len, start);
-      size_t pad = op->valid ? 0 : (a - 1) / 2;
-      if (a > h + 2 * pad || b > w + 2 * pad)
-        return fl_err_set(FL_EINVAL, "model '%s': '%.*s' does not fit the %zu x %zu input it gets",
-                          spec, (int)len, start, h, w);
       op->kind = FL_OP_CONV, op->kh = (uint16_t)a, op->kw = (uint16_t)b, op->out = (uint32_t)k;
-      h = h + 2 * pad - a + 1, w = w + 2 * pad - b + 1;
     } else if (len == 5 && !strncmp(p, "pool2", 5)) {
       if (dense)
         return fl_err_set(FL_EINVAL,
                           "model '%s': 'pool2' after a dense layer: convolutions and "
                           "pooling come first",
                           spec);
-      if (h < 2 || w < 2)
-        return fl_err_set(FL_EINVAL, "model '%s': 'pool2' on a %zu x %zu input: nothing to pool",
-                          spec, h, w);
       op->kind = FL_OP_POOL;
-      h /= 2, w /= 2;
     } else if (!strncmp(p, "fc", 2)) {
       p += 2;
       if (num(&p, CNN_MAX_WIDTH, &k) || p != start + len) goto bad;
       op->kind = FL_OP_FC, op->out = (uint32_t)k;
-      h = w = 1, dense = 1;
+      dense = 1;
     } else {
       goto bad;
     }
-    m.num_ops++;
+    m->num_ops++;
     if (!end) break;
     p = end + 1;
     continue;
@@ -153,12 +134,79 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
                       spec, (int)len, start, CNN_MAX_KERNEL);
   }
   size_t layers = 1;
-  for (size_t i = 0; i < m.num_ops; i++)
-    layers += m.ops[i].kind != FL_OP_POOL;
+  for (size_t i = 0; i < m->num_ops; i++)
+    layers += m->ops[i].kind != FL_OP_POOL;
   if (layers > FL_MODEL_MAX_LAYERS)
     return fl_err_set(FL_EINVAL, "model '%s': more than %d layers with parameters", spec,
                       FL_MODEL_MAX_LAYERS);
-  m.num_layers = layers;
+  m->num_layers = layers;
+  return 0;
+}
+
+/* Item i's text in `spec` (for messages). */
+static void item_text(const char *spec, size_t i, char *buf, size_t cap) {
+  const char *p = strcmp(spec, "cnn") == 0 ? CNN_DEFAULT : spec + 4;
+  for (; i > 0 && p; i--)
+    if ((p = strchr(p, ','))) p++;
+  size_t len = p ? strcspn(p, ",") : 0;
+  snprintf(buf, cap, "%.*s", (int)len, p ? p : "");
+}
+
+/* Walks the items over the input image m->in_c x in_h x in_w: every
+ * convolution and pooling must get an input it fits. */
+static int check_fit(const char *spec, const fl_model_spec_t *m) {
+  size_t c = m->in_c, h = m->in_h, w = m->in_w;
+  char item[FL_MODEL_SPEC_MAX];
+  for (size_t i = 0; i < m->num_ops; i++) {
+    const fl_model_op_t *op = &m->ops[i];
+    item_text(spec, i, item, sizeof item);
+    if (op->kind == FL_OP_CONV) {
+      size_t pad = op->valid ? 0 : (op->kh - 1) / 2;
+      if (op->kh > h + 2 * pad || op->kw > w + 2 * pad)
+        return fl_err_set(FL_EINVAL,
+                          "model '%s': '%s' does not fit the %zu x %zu input it gets (item %zu, "
+                          "a %u x %u kernel%s on %zu channels of %zu x %zu; the input image is "
+                          "%zux%zux%zu)",
+                          spec, item, h, w, i + 1, op->kh, op->kw,
+                          op->valid ? " without padding" : "", c, h, w, m->in_c, m->in_h, m->in_w);
+      c = op->out, h = h + 2 * pad - op->kh + 1, w = w + 2 * pad - op->kw + 1;
+    } else if (op->kind == FL_OP_POOL) {
+      if (h < 2 || w < 2)
+        return fl_err_set(FL_EINVAL,
+                          "model '%s': 'pool2' on a %zu x %zu input: nothing to pool (item %zu, "
+                          "%zu channels of %zu x %zu; the input image is %zux%zux%zu)",
+                          spec, h, w, i + 1, c, h, w, m->in_c, m->in_h, m->in_w);
+      h /= 2, w /= 2;
+    } else {
+      c = op->out, h = w = 1;
+    }
+  }
+  return 0;
+}
+
+int fl_model__cnn_parse(const char *spec, size_t input_dim, const fl_shape_t *shape,
+                        size_t num_classes, fl_model_spec_t *out) {
+  fl_model_spec_t m;
+  memset(&m, 0, sizeof m);
+  if (shape && fl_shape_is_set(shape)) {
+    m.in_c = shape->c, m.in_h = shape->h, m.in_w = shape->w;
+  } else {
+    size_t side = (size_t)llround(sqrt((double)input_dim));
+    if (side * side != input_dim)
+      return fl_err_set(FL_EINVAL,
+                        "model '%s': a CNN takes a square one-channel image, and %zu features are "
+                        "not one (28 x 28 = 784 for Fashion-MNIST); for other images give "
+                        "--input-shape CxHxW (e.g. 3x32x32)",
+                        spec, input_dim);
+    m.in_c = 1, m.in_h = m.in_w = side;
+  }
+  if (m.in_c * m.in_h * m.in_w != input_dim)
+    return fl_err_set(FL_ESHAPE, "model '%s': the input image %zux%zux%zu is not the %zu features",
+                      spec, m.in_c, m.in_h, m.in_w, input_dim);
+  int rc = parse_items(spec, &m);
+  if (!rc) rc = check_fit(spec, &m);
+  if (rc) return rc;
+  const size_t layers = m.num_layers;
   m.dims[0] = input_dim;
   m.dims[layers] = num_classes;
   /* sizes and parameters, in double first: no overflow on the way */
@@ -169,8 +217,8 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
     double wc = (double)L[i].oc * (double)L[i].fan_in;
     if (wc + (double)L[i].oc + (double)total > (double)FL_MODEL_MAX_PARAMS ||
         (double)L[i].out_n * 64 > (double)FL_MODEL_MAX_PARAMS)
-      return fl_err_set(FL_ETOOBIG, "model '%s' on %zu inputs has more than %zu parameters", spec,
-                        input_dim, (size_t)FL_MODEL_MAX_PARAMS);
+      return fl_err_set(FL_ETOOBIG, "model '%s' on %zux%zux%zu inputs has more than %zu parameters",
+                        spec, m.in_c, m.in_h, m.in_w, (size_t)FL_MODEL_MAX_PARAMS);
     total += (size_t)wc + L[i].oc;
     if (++l < layers) m.dims[l] = L[i].out_n;
   }
@@ -178,6 +226,12 @@ int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
   snprintf(m.spec, sizeof m.spec, "%s", spec);
   *out = m;
   return 0;
+}
+
+int fl_model__cnn_check(const char *spec) {
+  fl_model_spec_t m;
+  memset(&m, 0, sizeof m);
+  return parse_items(spec, &m);
 }
 
 void fl_model__cnn_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out) {

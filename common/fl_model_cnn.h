@@ -9,10 +9,14 @@
 
 #include "fl_model.h"
 
-/* Parses "cnn" or "cnn:ITEMS" for `input_dim` features and `num_classes`
- * classes into *out (errors name the item). */
-int fl_model__cnn_parse(const char *spec, size_t input_dim, size_t num_classes,
-                        fl_model_spec_t *out);
+/* Parses "cnn" or "cnn:ITEMS" for `input_dim` features, an input image of
+ * `shape` (NULL or unset: 1 x sqrt(input_dim) x sqrt(input_dim), which must
+ * be square) and `num_classes` classes into *out (errors name the item and
+ * the sizes it gets). */
+int fl_model__cnn_parse(const char *spec, size_t input_dim, const fl_shape_t *shape,
+                        size_t num_classes, fl_model_spec_t *out);
+/* The syntax of "cnn" or "cnn:ITEMS" alone (no input to fit). */
+int fl_model__cnn_check(const char *spec);
 /* Tensor i (2 l: layer l's weight, 2 l + 1: its bias). */
 void fl_model__cnn_tensor(const fl_model_spec_t *m, size_t i, fl_tensor_info_t *out);
 double fl_model__cnn_flops(const fl_model_spec_t *m);

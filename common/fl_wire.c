@@ -280,13 +280,22 @@ int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chos
   return 0;
 }
 
-uint32_t fl_wire_min_run_version(float prox_mu) {
+uint32_t fl_wire_min_run_version(float prox_mu, const fl_model_spec_t *m) {
+  if (m && fl_model_needs_shape(m)) return FL_WIRE_SHAPE_VERSION;
   return prox_mu > 0 ? FL_WIRE_PROX_VERSION : FL_WIRE_MIN_PROTOCOL_VERSION;
 }
 
-int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu) {
-  uint32_t lo = fl_wire_min_run_version((float)prox_mu);
+int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu,
+                              const fl_model_spec_t *m) {
+  uint32_t lo = fl_wire_min_run_version((float)prox_mu, m);
   if (version >= lo) return 0;
+  if (lo == FL_WIRE_SHAPE_VERSION)
+    return fl_err_set(FL_EUNSUPPORTED,
+                      "this run's CNN takes %zux%zux%zu images (--input-shape, or the IDX data's "
+                      "dimensions), which a client of protocol version 3 or older would build as "
+                      "one channel of a square: clients must speak protocol version %u or later; "
+                      "this client speaks up to %u",
+                      m->in_c, m->in_h, m->in_w, (unsigned)lo, (unsigned)client_max);
   return fl_err_set(FL_EUNSUPPORTED,
                     "this run uses FedProx (--prox-mu %g): clients must speak protocol version %u "
                     "or later; this client speaks up to %u",
@@ -331,10 +340,32 @@ static int wire_check_join(const Fedlr__Join *j) {
   return fl_wire_check_name(j->name);
 }
 
+fl_shape_t fl_wire_welcome_shape(const Fedlr__Welcome *w) {
+  fl_shape_t s = {0, 0, 0};
+  if (w->n_input_shape == 3)
+    s = (fl_shape_t){w->input_shape[0], w->input_shape[1], w->input_shape[2]};
+  return s;
+}
+
 static int wire_check_welcome(const Fedlr__Welcome *w, const fl_wire_limits_t *lim) {
   int rc;
   if ((rc = wire_check_string("welcome", "run_id", w->run_id)) < 0) return rc;
   if ((rc = wire_check_string("welcome", "model", w->model)) < 0) return rc;
+  if (w->n_input_shape) {
+    uint64_t n = 1;
+    int ok = w->n_input_shape == 3;
+    for (size_t i = 0; ok && i < 3; i++) {
+      ok = w->input_shape[i] >= 1 && w->input_shape[i] <= FL_SHAPE_MAX_SIDE;
+      n *= ok ? w->input_shape[i] : 1;
+    }
+    if (!ok || n != w->input_dim)
+      return fl_err_set(FL_EFORMAT,
+                        "welcome: input_shape has %zu values%s, expected C, H, W from 1 to %u with "
+                        "C H W = input_dim %u",
+                        w->n_input_shape,
+                        ok ? " whose product is not input_dim" : " (or one out of range)",
+                        FL_SHAPE_MAX_SIDE, w->input_dim);
+  }
   return wire_check_tensors_as("welcome", w->layout, w->n_layout, lim, 1);
 }
 

@@ -20,7 +20,7 @@
 #include "fl_optim.h"
 
 /* Protocol versions this code speaks (docs/protocol.md, "Versions"). */
-#define FL_WIRE_PROTOCOL_VERSION 3
+#define FL_WIRE_PROTOCOL_VERSION 4
 #define FL_WIRE_MIN_PROTOCOL_VERSION 1
 #define FL_WIRE_MAX_STRING 256 /* specs, reasons, run ids, tensor names */
 #define FL_WIRE_MAX_NAME 64    /* client names, bytes of UTF-8 */
@@ -40,6 +40,8 @@
 #define FL_WIRE_MAX_PROX_MU 1e4
 /* The first protocol version with RoundStart.prox_mu. */
 #define FL_WIRE_PROX_VERSION 3
+/* The first protocol version with Welcome.input_shape. */
+#define FL_WIRE_SHAPE_VERSION 4
 
 typedef struct {
   size_t max_message; /* bytes of one encoded message */
@@ -75,19 +77,27 @@ void fl_wire_free(Fedlr__Envelope **env);
  * to 3"). */
 int fl_wire_negotiate(uint32_t max_version, uint32_t min_version, uint32_t *chosen);
 
-/* The lowest protocol version a run admits: FL_WIRE_PROX_VERSION when its
- * RoundStarts carry a FedProx prox_mu above 0 (`prox_mu` as sent, a float:
- * an older client would ignore the field and silently train without the
- * proximal term), else FL_WIRE_MIN_PROTOCOL_VERSION. */
-uint32_t fl_wire_min_run_version(float prox_mu);
+/* The lowest protocol version a run of model `m` (NULL: any) admits:
+ * FL_WIRE_SHAPE_VERSION when m is a CNN whose input image an older client
+ * would not infer (fl_model_needs_shape: it would build another model);
+ * else FL_WIRE_PROX_VERSION when its RoundStarts carry a FedProx prox_mu
+ * above 0 (`prox_mu` as sent, a float: an older client would ignore the
+ * field and silently train without the proximal term); else
+ * FL_WIRE_MIN_PROTOCOL_VERSION. */
+uint32_t fl_wire_min_run_version(float prox_mu, const fl_model_spec_t *m);
 
 /* Whether a session of `version` (fl_wire_negotiate's choice for a Join
  * whose highest version is `client_max`) may join a run of FedProx
- * coefficient `prox_mu` (--prox-mu, sent as a float): 0, or FL_EUNSUPPORTED
- * with a detail that says why ("this run uses FedProx (--prox-mu 0.01):
- * clients must speak protocol version 3 or later; this client speaks up to
- * 2"). */
-int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu);
+ * coefficient `prox_mu` (--prox-mu, sent as a float) and model `m` (NULL:
+ * any): 0, or FL_EUNSUPPORTED with a detail that says why ("this run uses
+ * FedProx (--prox-mu 0.01): clients must speak protocol version 3 or later;
+ * this client speaks up to 2", "this run's CNN takes 3x8x8 images ..."). */
+int fl_wire_check_run_version(uint32_t version, uint32_t client_max, double prox_mu,
+                              const fl_model_spec_t *m);
+
+/* The input image a Welcome gives (its input_shape; unset when it has
+ * none), as fl_wire_decode() checked it. */
+fl_shape_t fl_wire_welcome_shape(const Fedlr__Welcome *w);
 
 /* Checks a metric name: 1 to FL_WIRE_MAX_METRIC_NAME bytes of
  * [A-Za-z0-9_.-] (it becomes part of a JSON key, "fed_eval_NAME"). */

@@ -81,6 +81,7 @@ enum {
   ID_SERVER_LR,
   ID_SERVER_SCHEDULE,
   ID_PROX_MU,
+  ID_INPUT_SHAPE,
   ID_NUM
 };
 /* `absent`: the value a checkpoint without the key stands for (it was
@@ -113,6 +114,11 @@ static const struct {
     [ID_SERVER_LR] = {"fedlr_server_lr", "--server-lr", ID_REAL, "0x1p+0"},
     [ID_SERVER_SCHEDULE] = {"fedlr_server_schedule", "--server-schedule", ID_TEXT, "const"},
     [ID_PROX_MU] = {"fedlr_prox_mu", "--prox-mu", ID_REAL, "0x0p+0"},
+    /* A CNN's input image where the spec and the tensors' shapes do not
+     * fix it (1x8x24 and 1x24x8 can give the same tensors): CxHxW when it
+     * is not the 1 x sqrt(D) x sqrt(D) inferred from D features, else
+     * "none", as every run before shapes existed. */
+    [ID_INPUT_SHAPE] = {"fedlr_input_shape", "--input-shape", ID_TEXT, "none"},
 };
 
 /* Every key, "model" and the checksum fit fl_safetensors' metadata list. */
@@ -158,6 +164,12 @@ static int ck_identity(const fl_engine_config_t *c, ck_identity_t *id) {
     case ID_SERVER_LR: w = snprintf(b, cap, "%a", c->server_lr); break;
     case ID_SERVER_SCHEDULE: w = fl_sched_format(&c->server_sched, b, cap); break;
     case ID_PROX_MU: w = snprintf(b, cap, "%a", c->prox_mu); break;
+    case ID_INPUT_SHAPE:
+      if (fl_model_needs_shape(&c->model))
+        w = snprintf(b, cap, "%zux%zux%zu", c->model.in_c, c->model.in_h, c->model.in_w);
+      else
+        w = snprintf(b, cap, "none");
+      break;
     }
     if (rc) return rc;
     if (w < 0 || (size_t)w >= cap)

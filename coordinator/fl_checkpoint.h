@@ -37,9 +37,15 @@
  *   fedlr_server_lr          --server-lr
  *   fedlr_server_schedule    --server-schedule, canonical
  *   fedlr_prox_mu            --prox-mu
- * A checkpoint of a fedlr from before the last four (0.2) lacks them and
- * the server plateau state: it reads as fedavg, 1, const and 0, what that
- * fedlr ran, so it resumes a run with those settings.
+ *   fedlr_input_shape        a CNN's input image CxHxW (--input-shape, or
+ *                            the IDX data's), or "none" when it is the
+ *                            1 x sqrt(D) x sqrt(D) inferred from D features
+ *                            (and for other models): the tensors' shapes do
+ *                            not always fix it (1x8x24 and 1x24x8)
+ * A checkpoint of a fedlr 0.2 lacks fedlr_server_optimizer to
+ * fedlr_prox_mu and the server plateau state: it reads as fedavg, 1, const
+ * and 0, what that fedlr ran, so it resumes a run with those settings; one
+ * of a fedlr before shapes (0.3) reads as fedlr_input_shape "none".
  * A resume with any of them changed would compute another experiment, so it
  * is refused. One change is allowed, and reported to the caller to log:
  *   fedlr_rounds             --rounds: raised to extend a run (or lowered,

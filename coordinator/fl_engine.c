@@ -29,15 +29,25 @@ int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c) {
 }
 
 int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
-                          const fl_init_t *init, size_t input_dim, size_t num_classes,
-                          const fl_dataset_t *test) {
+                          const fl_init_t *init, size_t input_dim, const fl_shape_t *data_shape,
+                          size_t num_classes, const fl_dataset_t *test) {
   int rc;
   memset(ec, 0, sizeof *ec);
+  fl_shape_t shape = {0, 0, 0};
+  if (init && init->custom) {
+    if (c->input_shape[0])
+      return fl_err_set(FL_EINVAL,
+                        "--input-shape %s: a custom model (--init %s) is its clients' "
+                        "code, which knows its input; fedlr does not use a shape",
+                        c->input_shape, init->path);
+  } else if ((rc = fl_shape_resolve(c->input_shape, data_shape, input_dim, &shape))) {
+    return rc;
+  }
   if (init) {
-    if ((rc = fl_init_model(init, input_dim, num_classes, &ec->model)))
+    if ((rc = fl_init_model(init, input_dim, &shape, num_classes, &ec->model)))
       return init->layout ? rc : flag_error("--model", rc);
     ec->init_weights = init->weights;
-  } else if ((rc = fl_model_parse(c->model, input_dim, num_classes, &ec->model))) {
+  } else if ((rc = fl_model_parse_shape(c->model, input_dim, &shape, num_classes, &ec->model))) {
     return flag_error("--model", rc);
   }
   if ((rc = fl_sched_parse_lr0(c->lr, ec->model.num_params, &ec->lr0)))

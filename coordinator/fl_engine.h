@@ -151,7 +151,10 @@ typedef struct fl_engine fl_engine_t;
 int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c);
 
 /* Fills *ec from a validated run config for data with `input_dim` features
- * and `num_classes` classes (0 and 0 for a custom model): the model and
+ * of its own image shape `data_shape` (NULL or unset: none; fl_data.h) and
+ * `num_classes` classes (0, NULL and 0 for a custom model): the model (a
+ * CNN's input image is --input-shape, else data_shape, else inferred:
+ * fl_shape_resolve, fl_model_parse_shape) and
  * its initial weights from `init` (fl_init_read(); NULL: the --model spec,
  * initialised from the seed; the weights stay borrowed), initial rate (a number or the
  * 1/sqrt(n) heuristic), round schedule, optimizer, the local schedule as
@@ -164,8 +167,8 @@ int fl_engine_agg_from(fl_agg_config_t *agg, const fl_config_t *c);
  * fedlr-coordinator so both build exactly the same engine from the same
  * flags. */
 int fl_engine_config_from(fl_engine_config_t *ec, const fl_config_t *c, const fl_agg_config_t *agg,
-                          const fl_init_t *init, size_t input_dim, size_t num_classes,
-                          const fl_dataset_t *test);
+                          const fl_init_t *init, size_t input_dim, const fl_shape_t *data_shape,
+                          size_t num_classes, const fl_dataset_t *test);
 
 /* Creates an engine with global weights from cfg->init_weights or freshly
  * initialised from the seed (a custom model needs init_weights). Returns

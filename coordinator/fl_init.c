@@ -37,10 +37,9 @@ int fl_init_read(const fl_config_t *c, fl_init_t *in) {
   } else if (c->model[0]) {
     snprintf(in->spec, sizeof in->spec, "%s", c->model); /* checked in fl_init_model */
   } else if (file_model && strcmp(file_model, FL_MODEL_CUSTOM) != 0) {
-    fl_model_spec_t probe;
     /* Syntax only here (the data's widths come later): a spec fedlr
      * cannot parse is a custom model's name. */
-    if (fl_model_parse(file_model, 784, 10, &probe) == 0)
+    if (fl_model_check_spec(file_model) == 0)
       snprintf(in->spec, sizeof in->spec, "%s", file_model);
     else
       in->custom = 1;
@@ -52,10 +51,11 @@ int fl_init_read(const fl_config_t *c, fl_init_t *in) {
   return 0;
 }
 
-int fl_init_model(const fl_init_t *in, size_t input_dim, size_t num_classes, fl_model_spec_t *m) {
+int fl_init_model(const fl_init_t *in, size_t input_dim, const fl_shape_t *shape,
+                  size_t num_classes, fl_model_spec_t *m) {
   int rc;
   if (in->custom) return fl_model_custom(in->layout, m);
-  if ((rc = fl_model_parse(in->spec, input_dim, num_classes, m))) return rc;
+  if ((rc = fl_model_parse_shape(in->spec, input_dim, shape, num_classes, m))) return rc;
   if (!in->layout) return 0;
   /* --init must hold exactly this model's tensors. */
   size_t nt = fl_model_num_tensors(m);

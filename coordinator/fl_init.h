@@ -41,9 +41,11 @@ typedef struct {
 int fl_init_read(const fl_config_t *c, fl_init_t *in);
 
 /* The run's model: custom over in->layout (borrowed: `in` must outlive
- * the run), or the built-in spec for input_dim x num_classes whose tensors
+ * the run), or the built-in spec for input_dim x num_classes (and the
+ * input image `shape`: fl_model_parse_shape) whose tensors
  * must be exactly --init's (FL_ESHAPE naming the first difference). */
-int fl_init_model(const fl_init_t *in, size_t input_dim, size_t num_classes, fl_model_spec_t *m);
+int fl_init_model(const fl_init_t *in, size_t input_dim, const fl_shape_t *shape,
+                  size_t num_classes, fl_model_spec_t *m);
 
 void fl_init_free(fl_init_t *in);
 

@@ -13,9 +13,9 @@
  *                                             per Welcome; refuse by returning
  *                                             an error
  *
- * What the library does (protocol version 3, docs/protocol.md):
- *   - joins (Join, protocol versions 2 to 3: a coordinator of fedlr 0.2
- *     speaks 2, one of 0.3 picks 3), checks the Welcome (its layout: the
+ * What the library does (protocol version 4, docs/protocol.md):
+ *   - joins (Join, protocol versions 2 to 4: a coordinator of fedlr 0.2
+ *     speaks 2, one of 0.3 picks 3, one of 0.4 picks 4), checks the Welcome (its layout: the
  *     model's tensors, names and shapes, against config.layout if given);
  *   - heartbeats from its own I/O thread every heartbeat_ms, idle or while a
  *     callback runs, so a long train or evaluate never makes the client look
@@ -82,9 +82,10 @@ extern "C" {
 /* The wire protocol versions this library speaks: it joins with the range
  * [FEDLR_MIN_PROTOCOL_VERSION, FEDLR_PROTOCOL_VERSION] and the coordinator
  * picks the highest it speaks too (fedlr_welcome.protocol_version). 3 adds
- * FedProx (fedlr_round.prox_mu); 1 is not spoken (its Welcome has no
- * model layout). */
-#define FEDLR_PROTOCOL_VERSION 3
+ * FedProx (fedlr_round.prox_mu); 4 a CNN's input image
+ * (fedlr_welcome.input_shape); 1 is not spoken (its Welcome has no model
+ * layout). */
+#define FEDLR_PROTOCOL_VERSION 4
 #define FEDLR_MIN_PROTOCOL_VERSION 2
 
 /* The library's version as FEDLR_VERSION_HEX (of the library actually
@@ -309,6 +310,10 @@ typedef struct {
   uint32_t rounds; /* the run's round limit */
   uint32_t protocol_version;
   const fedlr_tensors *layout; /* the model's tensors: names and shapes, no values */
+  /* A built-in CNN's input image, C, H, W (NCHW, C H W = input_dim), from
+   * protocol version 4; all 0 for other models, and from an older
+   * coordinator (whose CNNs take 1 x sqrt(input_dim) x sqrt(input_dim)). */
+  uint32_t input_shape[3];
 } fedlr_welcome;
 
 typedef int (*fedlr_welcome_fn)(void *user, const fedlr_welcome *w);

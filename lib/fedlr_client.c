@@ -266,9 +266,12 @@ static void on_welcome(fedlr_client *c, fedlr__job_t *j) {
   c->model = m;
   c->client_id = w->client_id;
   fedlr_tensors layout = {c->model.layout, NULL, 0};
-  fedlr_welcome info = {w->client_id, w->run_id,           w->model,
-                        w->input_dim, w->num_classes,      w->heartbeat_ms,
-                        w->rounds,    w->protocol_version, &layout};
+  fl_shape_t shape = fl_wire_welcome_shape(w);
+  fedlr_welcome info = {w->client_id,   w->run_id,
+                        w->model,       w->input_dim,
+                        w->num_classes, w->heartbeat_ms,
+                        w->rounds,      w->protocol_version,
+                        &layout,        {(uint32_t)shape.c, (uint32_t)shape.h, (uint32_t)shape.w}};
   fl_err_clear();
   if (c->welcome && (rc = c->welcome(c->st.user, &info))) {
     if (!fl_err_msg()[0]) fl_err_set(rc, "the welcome callback refused: %s", fl_strerror(rc));

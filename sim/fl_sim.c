@@ -422,7 +422,8 @@ static int setup(fl_sim_t *s) {
                       train->n);
   size_t classes = train->num_classes;
   if (test && test->num_classes > classes) classes = test->num_classes;
-  if ((rc = fl_engine_config_from(&s->ec, cfg, &s->agg, &s->init, train->dim, classes, test)))
+  if ((rc = fl_engine_config_from(&s->ec, cfg, &s->agg, &s->init, train->dim, &train->shape,
+                                  classes, test)))
     return rc;
   if (s->ec.optim.keep_state)
     return fl_err_set(FL_EINVAL,
@@ -442,11 +443,16 @@ static int setup(fl_sim_t *s) {
     return fl_err_set(FL_ENOMEM, "out of memory");
   if (!s->c.announce) return 0;
   if (!cfg->quiet) {
+    fl_shape_t in_shape = fl_model_shape(&s->ec.model);
+    char in_text[64] = "";
+    if (fl_shape_is_set(&in_shape))
+      snprintf(in_text, sizeof in_text, " on %zux%zux%zu images", in_shape.c, in_shape.h,
+               in_shape.w);
     fprintf(stderr,
-            "%s: %s: %zu train / %zu test examples, %zu features, %zu classes; model %s (%zu "
+            "%s: %s: %zu train / %zu test examples, %zu features, %zu classes; model %s%s (%zu "
             "parameters), lr0 %g, schedule %s\n",
             s->c.producer, cfg->dataset, train->n, test ? test->n : 0, train->dim, classes,
-            cfg->model, s->ec.model.num_params, s->ec.lr0, cfg->schedule);
+            cfg->model, in_text, s->ec.model.num_params, s->ec.lr0, cfg->schedule);
     fl_partition_print_summary(s->part, train, stderr, 5);
   }
   if (!test) fprintf(stderr, "%s: no test set (--test-data): no evaluation\n", s->c.producer);

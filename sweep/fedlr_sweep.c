@@ -736,7 +736,10 @@ int main(int argc, char **argv) {
     fl_model_spec_t m;
     size_t classes = sw->train->num_classes;
     if (sw->test && sw->test->num_classes > classes) classes = sw->test->num_classes;
-    if (fl_model_parse(sw->def.base.model, sw->train->dim, classes, &m) == 0)
+    fl_shape_t shape;
+    if (fl_shape_resolve(sw->def.base.input_shape, &sw->train->shape, sw->train->dim, &shape) ==
+            0 &&
+        fl_model_parse_shape(sw->def.base.model, sw->train->dim, &shape, classes, &m) == 0)
       sw->def.lrfind.auto_lr = fl_sched_lr_heuristic(m.num_params, 1.0);
   }
   if ((rc = write_report(sw))) {

@@ -505,6 +505,110 @@ TEST(non_regular_files_refused) {
   ASSERT_TRUE(d == NULL);
 }
 
+/* The examples' shape from the IDX dimensions after the count: (H, W) is
+ * 1 x H x W, (C, H, W) is C x H x W (NCHW), one dimension none. The pixels
+ * stay in file order, which is NCHW's. */
+static void load_idx_dims(int *fl__failed, const char *name, unsigned nd, const uint32_t *dims,
+                          fl_dataset_t **out) {
+  size_t per = 1;
+  for (unsigned i = 1; i < nd; i++)
+    per *= dims[i];
+  size_t total = dims[0] * per;
+  uint8_t *pix = malloc(total), *buf = malloc(total + 64), labels[2] = {1, 0};
+  ASSERT_TRUE(pix && buf);
+  for (size_t i = 0; i < total; i++)
+    pix[i] = (uint8_t)i;
+  char img[256], lab[256];
+  snprintf(img, sizeof img, "%s-images-idx3-ubyte", name);
+  snprintf(lab, sizeof lab, "%s-labels-idx1-ubyte", name);
+  uint32_t ldims[1] = {dims[0]};
+  size_t len = idx_build(buf, 0x08, nd, dims, pix, total);
+  int ok = write_bytes(tmp_path(img), buf, len, 1) == 0;
+  len = idx_build(buf, 0x08, 1, ldims, labels, dims[0]);
+  ok = ok && write_bytes(tmp_path(lab), buf, len, 0) == 0;
+  free(pix);
+  free(buf);
+  ASSERT_TRUE(ok);
+  int rc = fl_dataset_load_file(tmp_path(img), out);
+  if (rc) fprintf(stderr, "  %s\n", fl_err_msg());
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ((*out)->dim, per);
+  ASSERT_NEAR((*out)->x[per + 5], (double)(per + 5) / 255.0, 1e-7); /* example 1, in file order */
+}
+
+TEST(idx_shape_from_dimensions) {
+  fl_dataset_t *d = NULL;
+  uint32_t hw[3] = {2, 5, 7}, chw[4] = {2, 3, 4, 5}, flat[2] = {2, 9}, more[5] = {2, 2, 3, 2, 2};
+  load_idx_dims(fl__failed, "hw", 3, hw, &d);
+  if (*fl__failed) return;
+  ASSERT_EQ(d->shape.c, 1);
+  ASSERT_EQ(d->shape.h, 5);
+  ASSERT_EQ(d->shape.w, 7);
+  fl_dataset_destroy(&d);
+  load_idx_dims(fl__failed, "chw", 4, chw, &d);
+  if (*fl__failed) return;
+  ASSERT_EQ(d->shape.c, 3);
+  ASSERT_EQ(d->shape.h, 4);
+  ASSERT_EQ(d->shape.w, 5);
+  fl_dataset_destroy(&d);
+  load_idx_dims(fl__failed, "flat", 2, flat, &d);
+  if (*fl__failed) return;
+  ASSERT_FALSE(fl_shape_is_set(&d->shape));
+  fl_dataset_destroy(&d);
+  load_idx_dims(fl__failed, "more", 5, more, &d);
+  if (*fl__failed) return;
+  ASSERT_FALSE(fl_shape_is_set(&d->shape));
+  fl_dataset_destroy(&d);
+}
+
+TEST(fashion_mnist_shape) {
+  fl_dataset_t *d = NULL;
+  ASSERT_EQ(fl_dataset_load_named("fashion-mnist", NULL, 0, &d), 0);
+  ASSERT_EQ(d->shape.c, 1);
+  ASSERT_EQ(d->shape.h, 28);
+  ASSERT_EQ(d->shape.w, 28);
+  fl_dataset_destroy(&d);
+}
+
+TEST(shape_parse) {
+  fl_shape_t s = {9, 9, 9};
+  ASSERT_EQ(fl_shape_parse("3x32x32", &s), 0);
+  ASSERT_EQ(s.c, 3);
+  ASSERT_EQ(s.h, 32);
+  ASSERT_EQ(s.w, 32);
+  ASSERT_EQ(fl_shape_parse("", &s), 0);
+  ASSERT_FALSE(fl_shape_is_set(&s));
+  const char *bad[] = {"3x32",     "3x32x32x1", "0x28x28",   "1x0x28",
+                       "1x28x",    "x28x28",    "3X32X32",   "3x32x32 ",
+                       "-1x28x28", "1x28x28x",  "65537x1x1", "1x1x99999999999999999999",
+                       "1.5x2x2",  "3,32,32"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    s = (fl_shape_t){7, 7, 7};
+    ASSERT_EQ(fl_shape_parse(bad[i], &s), FL_EINVAL);
+    ASSERT_CONTAINS(fl_err_msg(), bad[i]);
+    ASSERT_CONTAINS(fl_err_msg(), "CxHxW");
+    ASSERT_EQ(s.c, 7); /* unchanged */
+  }
+}
+
+TEST(shape_resolve_precedence) {
+  fl_shape_t data = {1, 8, 24}, s;
+  ASSERT_EQ(fl_shape_resolve("3x8x8", &data, 192, &s), 0); /* the flag first */
+  ASSERT_EQ(s.c, 3);
+  ASSERT_EQ(fl_shape_resolve("", &data, 192, &s), 0); /* then the data's */
+  ASSERT_EQ(s.c, 1);
+  ASSERT_EQ(s.w, 24);
+  ASSERT_EQ(fl_shape_resolve("", NULL, 192, &s), 0); /* else none */
+  ASSERT_FALSE(fl_shape_is_set(&s));
+  ASSERT_EQ(fl_shape_resolve("3x8x9", &data, 192, &s), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--input-shape 3x8x9 is 216 features per example, the data has "
+                                "192 (its own shape is 1x8x24)");
+  ASSERT_EQ(fl_shape_resolve("65536x65536x65536", NULL, 192, &s), FL_EINVAL); /* no overflow */
+  ASSERT_CONTAINS(fl_err_msg(), "281474976710656 features");
+  ASSERT_EQ(fl_shape_resolve("3x8", NULL, 192, &s), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "--input-shape '3x8' is not CxHxW");
+}
+
 /* ------------------------------------------------------------ CSV */
 
 TEST(csv_round_trip) {
@@ -532,6 +636,7 @@ TEST(csv_round_trip) {
   ASSERT_NEAR(d->x[3], 1, 0);
   ASSERT_NEAR(d->x[4], 2, 0);
   ASSERT_NEAR(d->x[8], 1e-3, 1e-9);
+  ASSERT_FALSE(fl_shape_is_set(&d->shape)); /* CSV is flat: --input-shape gives a shape */
   fl_dataset_destroy(&d);
 }
 

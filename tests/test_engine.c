@@ -542,7 +542,7 @@ TEST(checkpoint_resume_is_bit_identical) {
 /* A test set of random points and labels: the loss of an unchanged model
  * never improves, so a plateau schedule walks through its states. */
 static fl_dataset_t random_test_set(void) {
-  fl_dataset_t t = {300, IN, CLASSES, NULL, NULL};
+  fl_dataset_t t = {300, IN, CLASSES, NULL, NULL, {0, 0, 0}};
   t.x = malloc(t.n * IN * sizeof *t.x);
   t.y = malloc(t.n * sizeof *t.y);
   fl_rng_t r;
@@ -630,6 +630,42 @@ static int ck_rewrite(const fl_model_spec_t *m, const char *src, const char *dst
   free(w);
   free(l);
   return rc;
+}
+
+/* A CNN's input image is part of the run's identity: 1x8x24 and 1x24x8
+ * give "cnn:conv3x3x2,fc4" the same tensors, so only the identity tells
+ * the runs apart. A checkpoint without the key (a fedlr before shapes)
+ * stands for "none": a CNN on the inferred square image. */
+TEST(checkpoint_input_shape_is_identity) {
+  const fl_shape_t wide = {1, 8, 24}, tall = {1, 24, 8}, sq = {1, 12, 12};
+  fl_engine_config_t c = base_config(), t = base_config(), s = base_config();
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x2,fc4", 192, &wide, CLASSES, &c.model), 0);
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x2,fc4", 192, &tall, CLASSES, &t.model), 0);
+  ASSERT_EQ(c.model.num_params, t.model.num_params); /* the same tensors */
+  char path[600], old[600];
+  snprintf(path, sizeof path, "%s/ck-shape.safetensors", fl_test_tmpdir());
+  snprintf(old, sizeof old, "%s/ck-shape-old.safetensors", fl_test_tmpdir());
+  check_resume(fl__failed, &c, path);
+  if (*fl__failed) return;
+  fl_engine_t *x = make_engine(&t, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(x, path, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(),
+                  "was written with --input-shape 1x8x24; this run has --input-shape 1x24x8");
+  ASSERT_EQ(fl_engine_rounds_done(x), 0);
+  fl_engine_destroy(&x);
+  const char *drop[] = {"fedlr_input_shape", NULL, NULL};
+  ASSERT_EQ(ck_rewrite(&c.model, path, old, drop, SIZE_MAX, 0), 0);
+  x = make_engine(&c, 10, 10);
+  ASSERT_EQ(fl_checkpoint_load(x, old, NULL, 0), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "was written with --input-shape none; this run has --input-shape "
+                                "1x8x24");
+  fl_engine_destroy(&x);
+  /* the square one-channel image: "none", also given explicitly */
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x2,fc4", 144, &sq, CLASSES, &s.model), 0);
+  check_resume(fl__failed, &s, path);
+  if (*fl__failed) return;
+  ASSERT_EQ(fl_safetensors_meta(path, "fedlr_input_shape", old, sizeof old), 0);
+  ASSERT_STR_EQ(old, "none");
 }
 
 /* Every state a real plateau run passes through (improvement, num_bad > 0,
@@ -1249,7 +1285,7 @@ TEST(rejoin_cannot_inflate_weight_mid_round) {
 
 /* Evaluation gives the same bits whatever the number of threads. */
 TEST(evaluation_independent_of_threads) {
-  fl_dataset_t t = {2500, IN, CLASSES, NULL, NULL};
+  fl_dataset_t t = {2500, IN, CLASSES, NULL, NULL, {0, 0, 0}};
   t.x = malloc(t.n * IN * sizeof *t.x);
   t.y = malloc(t.n * sizeof *t.y);
   fl_rng_t r;
@@ -1403,7 +1439,7 @@ TEST(aggregator_and_robust_config) {
   fl_agg_config_t agg;
   ASSERT_EQ(fl_engine_agg_from(&agg, &cfg), 0);
   fl_engine_config_t ec;
-  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, &agg, NULL, 784, 10, NULL), 0);
+  ASSERT_EQ(fl_engine_config_from(&ec, &cfg, &agg, NULL, 784, NULL, 10, NULL), 0);
   ASSERT_EQ(ec.aggregator, FL_AGG_TRIMMED_MEAN);
   ASSERT_NEAR(ec.trim_beta, 0.25, 0);
   ASSERT_NEAR(ec.clip_norm, 2.5, 0);

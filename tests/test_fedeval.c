@@ -357,7 +357,7 @@ TEST(custom_model_from_init) {
   ASSERT_EQ(fl_init_read(&cfg, &init), 0); /* "model": "custom" in the file */
   ASSERT_TRUE(init.custom);
   fl_engine_config_t c = base_config();
-  ASSERT_EQ(fl_init_model(&init, 0, 0, &c.model), 0);
+  ASSERT_EQ(fl_init_model(&init, 0, NULL, 0, &c.model), 0);
   ASSERT_STR_EQ(c.model.spec, "custom");
   c.init_weights = init.weights;
   int err;
@@ -375,7 +375,7 @@ TEST(custom_model_from_init) {
   fl_init_free(&init);
   ASSERT_EQ(fl_init_read(&cfg, &init), 0);
   ASSERT_FALSE(init.custom);
-  ASSERT_EQ(fl_init_model(&init, IN, CLASSES, &c.model), FL_ESHAPE);
+  ASSERT_EQ(fl_init_model(&init, IN, NULL, CLASSES, &c.model), FL_ESHAPE);
   ASSERT_CONTAINS(fl_err_msg(), "tensor 0 is 'conv.weight' [2,1,3,3], model 'mlp:4'");
   ASSERT_CONTAINS(fl_err_msg(), "use --model custom");
   fl_init_free(&init);
@@ -399,7 +399,7 @@ TEST(custom_model_from_init) {
   ASSERT_EQ(fl_init_read(&cfg, &init), 0);
   ASSERT_FALSE(init.custom);
   ASSERT_STR_EQ(init.spec, "mlp:4");
-  ASSERT_EQ(fl_init_model(&init, IN, CLASSES, &bc.model), 0);
+  ASSERT_EQ(fl_init_model(&init, IN, NULL, CLASSES, &bc.model), 0);
   fl_init_free(&init);
 }
 

@@ -24,7 +24,7 @@ TEST(version_macros_match_the_library) {
   snprintf(want, sizeof want, "%d.%d.%d", FEDLR_VERSION_MAJOR, FEDLR_VERSION_MINOR,
            FEDLR_VERSION_PATCH);
   ASSERT_STR_EQ(fedlr_version_string(), want);
-  ASSERT_EQ(FEDLR_PROTOCOL_VERSION, 3);
+  ASSERT_EQ(FEDLR_PROTOCOL_VERSION, 4);
   ASSERT_EQ(FEDLR_MIN_PROTOCOL_VERSION, 2);
 }
 

@@ -51,7 +51,7 @@ TEST(fedavg_cnn_is_pytorchs_sequential) {
   ASSERT_EQ(fl_model_parse("cnn", 784, 10, &m), 0);
   /* nn.Sequential(Conv2d(1,32,5,padding=2), ReLU(), MaxPool2d(2), Conv2d(32,64,5,padding=2),
    * ReLU(), MaxPool2d(2), Flatten(), Linear(3136,512), ReLU(), Linear(512,10)) */
-  const want_t w[] = {{"0.weight", 4, {32, 1, 5, 5}}, {"0.bias", 1, {32}},
+  const want_t w[] = {{"0.weight", 4, {32, 1, 5, 5}},  {"0.bias", 1, {32}},
                       {"3.weight", 4, {64, 32, 5, 5}}, {"3.bias", 1, {64}},
                       {"7.weight", 2, {512, 3136}},    {"7.bias", 1, {512}},
                       {"9.weight", 2, {10, 512}},      {"9.bias", 1, {10}}};
@@ -79,8 +79,8 @@ TEST(general_specs_and_their_module_indices) {
   check_tensors(fl__failed, &m, a, 6);
   /* [Flatten 0, Linear 1, ReLU 2, Linear 3]: an MLP in Sequential form */
   ASSERT_EQ(fl_model_parse("cnn:fc8", 16, 2, &m), 0);
-  const want_t b[] = {{"1.weight", 2, {8, 16}}, {"1.bias", 1, {8}}, {"3.weight", 2, {2, 8}},
-                      {"3.bias", 1, {2}}};
+  const want_t b[] = {
+      {"1.weight", 2, {8, 16}}, {"1.bias", 1, {8}}, {"3.weight", 2, {2, 8}}, {"3.bias", 1, {2}}};
   check_tensors(fl__failed, &m, b, 4);
   /* [Pool 0, Conv 1, ReLU 2, Flatten 3, Linear 4]; a rectangular kernel
    * ('valid': 4 x 4 -> 2 x 2) */
@@ -102,7 +102,8 @@ TEST(bad_specs_name_the_problem) {
   } bad[] = {
       {"cnn", 100 + 1, "a CNN takes a square one-channel image, and 101 features are not one"},
       {"cnn:", 784, "'cnn:' needs items"},
-      {"cnn:conv4x4x8", 784, "'conv4x4x8': 'same' padding needs a square kernel of odd size (or add 'valid')"},
+      {"cnn:conv4x4x8", 784,
+       "'conv4x4x8': 'same' padding needs a square kernel of odd size (or add 'valid')"},
       {"cnn:conv3x5x8", 784, "'conv3x5x8': 'same' padding needs a square kernel of odd size"},
       {"cnn:conv5x5x8,fc10,pool2", 784, "'pool2' after a dense layer"},
       {"cnn:fc10,conv3x3x2", 784, "'conv3x3x2' after a dense layer"},
@@ -151,9 +152,10 @@ TEST(init_is_pytorchs_bounds) {
 
 /* Both gradient paths against central differences of the loss, every
  * parameter. */
-static void gradcheck(int *fl__failed, const char *spec, size_t in, size_t C, size_t B) {
+static void gradcheck_shape(int *fl__failed, const char *spec, size_t in, const fl_shape_t *shape,
+                            size_t C, size_t B) {
   fl_model_spec_t m;
-  ASSERT_EQ(fl_model_parse(spec, in, C, &m), 0);
+  ASSERT_EQ(fl_model_parse_shape(spec, in, shape, C, &m), 0);
   const size_t n = m.num_params;
   float *p = malloc(n * sizeof *p), *g = malloc(n * sizeof *g), *gr = malloc(n * sizeof *gr),
         *scratch = malloc(n * sizeof *scratch), *x = malloc(B * in * sizeof *x);
@@ -190,10 +192,111 @@ static void gradcheck(int *fl__failed, const char *spec, size_t in, size_t C, si
   free(p), free(g), free(gr), free(scratch), free(x), free(y);
 }
 
+static void gradcheck(int *fl__failed, const char *spec, size_t in, size_t C, size_t B) {
+  gradcheck_shape(fl__failed, spec, in, NULL, C, B);
+}
+
 TEST(gradcheck_small_cnns) {
   gradcheck(fl__failed, "cnn:conv3x3x3,pool2,fc6", 64, 4, 3);
   gradcheck(fl__failed, "cnn:conv3x3x2valid,conv3x3x2,pool2", 49, 3, 2);
   gradcheck(fl__failed, "cnn:pool2,conv3x3x2,fc5", 36, 3, 1);
+}
+
+/* Images of several channels and not square (--input-shape, an IDX file's
+ * dimensions): the input shape is the first convolution's C_in and sets
+ * the flattened width. */
+TEST(multichannel_tensors) {
+  fl_model_spec_t m;
+  const fl_shape_t rgb = {3, 8, 8};
+  /* nn.Sequential(Conv2d(3,8,3,padding=1), ReLU(), MaxPool2d(2), Flatten(), Linear(128,16),
+   * ReLU(), Linear(16,4)) */
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x8,pool2,fc16", 192, &rgb, 4, &m), 0);
+  const want_t a[] = {{"0.weight", 4, {8, 3, 3, 3}}, {"0.bias", 1, {8}},
+                      {"4.weight", 2, {16, 128}},    {"4.bias", 1, {16}},
+                      {"6.weight", 2, {4, 16}},      {"6.bias", 1, {4}}};
+  check_tensors(fl__failed, &m, a, 6);
+  ASSERT_EQ(m.in_c, 3);
+  ASSERT_EQ(m.in_h, 8);
+  ASSERT_EQ(m.in_w, 8);
+  ASSERT_EQ(m.dims[0], 192);
+  ASSERT_TRUE(fl_model_needs_shape(&m));
+  /* 2 x 6 x 16 (not square), valid 3x5: 6 x 4 x 12 -> pool 6 x 2 x 6 = 72 */
+  const fl_shape_t wide = {2, 6, 16};
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x5x6valid,pool2", 192, &wide, 4, &m), 0);
+  const want_t b[] = {{"0.weight", 4, {6, 2, 3, 5}},
+                      {"0.bias", 1, {6}},
+                      {"4.weight", 2, {4, 72}},
+                      {"4.bias", 1, {4}}};
+  check_tensors(fl__failed, &m, b, 4);
+  ASSERT_TRUE(fl_model_needs_shape(&m));
+  /* 1 x 28 x 28 given = inferred from 784: the same model, no shape needed
+   * by an older peer; an unset shape infers it */
+  const fl_shape_t sq = {1, 28, 28}, none = {0, 0, 0};
+  fl_model_spec_t given, inferred, unset;
+  ASSERT_EQ(fl_model_parse_shape("cnn", 784, &sq, 10, &given), 0);
+  ASSERT_EQ(fl_model_parse("cnn", 784, 10, &inferred), 0);
+  ASSERT_EQ(fl_model_parse_shape("cnn", 784, &none, 10, &unset), 0);
+  ASSERT_TRUE(memcmp(&given, &inferred, sizeof given) == 0);
+  ASSERT_TRUE(memcmp(&unset, &inferred, sizeof given) == 0);
+  ASSERT_FALSE(fl_model_needs_shape(&given));
+  /* 1 x 7 x 112 = 784 but not square: another model, which needs the shape */
+  const fl_shape_t strip = {1, 7, 112};
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x2,fc4", 784, &strip, 10, &m), 0);
+  ASSERT_TRUE(fl_model_needs_shape(&m));
+  /* softmax and MLPs ignore the shape */
+  ASSERT_EQ(fl_model_parse_shape("mlp:20", 192, &rgb, 4, &m), 0);
+  ASSERT_EQ(m.in_c, 0);
+  ASSERT_EQ(m.num_params, 192 * 20 + 20 + 20 * 4 + 4);
+  ASSERT_FALSE(fl_model_needs_shape(&m));
+  ASSERT_EQ(fl_model_parse_shape("softmax", 192, &wide, 4, &m), 0);
+  ASSERT_EQ(m.num_params, 192 * 4 + 4);
+}
+
+TEST(multichannel_bad_fits_name_the_item_and_sizes) {
+  fl_model_spec_t m, before;
+  ASSERT_EQ(fl_model_parse("softmax", 784, 10, &m), 0);
+  before = m;
+  const fl_shape_t rgb = {3, 8, 8};
+  const struct {
+    const char *spec;
+    int rc;
+    const char *msg;
+  } bad[] = {
+      {"cnn:conv9x9x4valid", FL_EINVAL,
+       "'conv9x9x4valid' does not fit the 8 x 8 input it gets (item 1, a 9 x 9 kernel without "
+       "padding on 3 channels of 8 x 8; the input image is 3x8x8)"},
+      {"cnn:conv3x3x4,pool2,conv5x5x2valid", FL_EINVAL,
+       "'conv5x5x2valid' does not fit the 4 x 4 input it gets (item 3, a 5 x 5 kernel without "
+       "padding on 4 channels of 4 x 4"},
+      {"cnn:pool2,pool2,pool2,pool2", FL_EINVAL,
+       "'pool2' on a 1 x 1 input: nothing to pool (item 4, 3 channels of 1 x 1; the input image "
+       "is 3x8x8)"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int rc = fl_model_parse_shape(bad[i].spec, 192, &rgb, 10, &m);
+    if (rc != bad[i].rc || !strstr(fl_err_msg(), bad[i].msg))
+      FL__FAIL("'%s': rc %d, \"%s\" lacks \"%s\"", bad[i].spec, rc, fl_err_msg(), bad[i].msg);
+    ASSERT_TRUE(memcmp(&m, &before, sizeof m) == 0);
+  }
+  /* a shape that is not the data's width */
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x4", 191, &rgb, 10, &m), FL_ESHAPE);
+  ASSERT_CONTAINS(fl_err_msg(), "the input image 3x8x8 is not the 191 features");
+  /* fits 3 x 32 x 32, not 28 x 28: the spec's syntax is fine before the data comes */
+  ASSERT_EQ(fl_model_check_spec("cnn:conv15x15x4valid,conv15x15x4valid"), 0);
+  ASSERT_EQ(fl_model_parse("cnn:conv15x15x4valid,conv15x15x4valid", 784, 10, &m), FL_EINVAL);
+  ASSERT_EQ(fl_model_check_spec("cnn:conv4x4x2"), FL_EINVAL);
+  ASSERT_CONTAINS(fl_err_msg(), "'same' padding needs a square kernel");
+  ASSERT_EQ(fl_model_check_spec("mlp:x"), FL_EINVAL);
+  ASSERT_EQ(fl_model_check_spec("mlp:200,200"), 0);
+}
+
+/* A 3 x 8 x 8 input: the convolutions' channel sums, both gradient paths
+ * against finite differences, every parameter. */
+TEST(gradcheck_multichannel) {
+  const fl_shape_t rgb = {3, 8, 8}, rect = {2, 5, 7};
+  gradcheck_shape(fl__failed, "cnn:conv3x3x4,pool2,fc6", 192, &rgb, 4, 3);
+  gradcheck_shape(fl__failed, "cnn:conv3x3x3valid,conv3x3x2,pool2", 192, &rgb, 3, 2);
+  gradcheck_shape(fl__failed, "cnn:conv3x1x2valid,pool2,fc4", 70, &rect, 3, 2);
 }
 
 /* The fast path = the reference on the FedAvg CNN's shapes (narrower). */

@@ -117,7 +117,48 @@ TEST(roundtrip_welcome) {
   ASSERT_STR_EQ(d->welcome->model, "mlp:20,10");
   ASSERT_EQ(d->welcome->input_dim, 30);
   ASSERT_EQ(d->welcome->num_classes, 5);
+  fl_shape_t none = fl_wire_welcome_shape(d->welcome);
+  ASSERT_FALSE(fl_shape_is_set(&none));
   fl_wire_free(&d);
+}
+
+/* Version 4: a CNN's input image in the Welcome, checked against
+ * input_dim. */
+TEST(welcome_input_shape) {
+  fl_model_spec_t m;
+  ASSERT_EQ(make_model(&m), 0);
+  fl_wire_limits_t lim;
+  fl_wire_limits_for_model(&m, &lim);
+  Fedlr__Envelope e = FEDLR__ENVELOPE__INIT, *d = NULL;
+  Fedlr__Welcome w = FEDLR__WELCOME__INIT;
+  uint32_t shape[4] = {3, 8, 8, 1};
+  w.run_id = "r";
+  w.model = "cnn:conv3x3x8,pool2,fc16";
+  w.input_dim = 192;
+  w.num_classes = 4;
+  w.protocol_version = 4;
+  w.n_input_shape = 3;
+  w.input_shape = shape;
+  e.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
+  e.welcome = &w;
+  ASSERT_EQ(reencode(&e, &lim, &d), 0);
+  fl_shape_t s = fl_wire_welcome_shape(d->welcome);
+  ASSERT_EQ(s.c, 3);
+  ASSERT_EQ(s.h, 8);
+  ASSERT_EQ(s.w, 8);
+  fl_wire_free(&d);
+  const struct {
+    size_t n;
+    uint32_t dim, s0;
+  } bad[] = {{3, 191, 3}, {2, 192, 3}, {4, 192, 3}, {3, 0, 3}, {3, 192, 0}, {3, 192, 65537}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    w.n_input_shape = bad[i].n;
+    w.input_dim = bad[i].dim;
+    shape[0] = bad[i].s0;
+    ASSERT_EQ(reencode(&e, &lim, &d), FL_EFORMAT);
+    ASSERT_CONTAINS(fl_err_msg(), "welcome: input_shape has");
+    ASSERT_TRUE(d == NULL);
+  }
 }
 
 TEST(roundtrip_round_start) {
@@ -878,25 +919,45 @@ TEST(negotiate_versions) {
   ASSERT_EQ(fl_wire_negotiate(3, 0, &v), 0); /* version 3: RoundStart.prox_mu */
   ASSERT_EQ(v, 3);
   ASSERT_EQ(fl_wire_negotiate(9, 3, &v), 0);
-  ASSERT_EQ(v, 3);
+  ASSERT_EQ(v, 4);
+  ASSERT_EQ(fl_wire_negotiate(4, 0, &v), 0); /* version 4: Welcome.input_shape */
+  ASSERT_EQ(v, 4);
   v = 77;
   ASSERT_EQ(fl_wire_negotiate(7, 0, &v), FL_EUNSUPPORTED);
   ASSERT_CONTAINS(fl_err_msg(), "protocol version 7 is not supported: this coordinator speaks "
-                                "versions 1 to 3");
+                                "versions 1 to 4");
   ASSERT_EQ(v, 77);
-  ASSERT_EQ(fl_wire_negotiate(9, 4, &v), FL_EUNSUPPORTED);
-  ASSERT_CONTAINS(fl_err_msg(), "protocol versions 4 to 9 are not supported");
+  ASSERT_EQ(fl_wire_negotiate(9, 5, &v), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "protocol versions 5 to 9 are not supported");
   ASSERT_EQ(fl_wire_negotiate(0, 0, &v), FL_EUNSUPPORTED); /* no version at all */
   /* A FedProx run admits version 3 and later only; any other run, all. */
-  ASSERT_EQ(fl_wire_min_run_version(0.0f), FL_WIRE_MIN_PROTOCOL_VERSION);
-  ASSERT_EQ(fl_wire_min_run_version(0.01f), 3);
-  ASSERT_EQ(fl_wire_min_run_version((float)1e-50), FL_WIRE_MIN_PROTOCOL_VERSION); /* sent as 0 */
-  ASSERT_EQ(fl_wire_check_run_version(1, 1, 0), 0);
-  ASSERT_EQ(fl_wire_check_run_version(3, 3, 0.01), 0);
-  ASSERT_EQ(fl_wire_check_run_version(2, 2, 0.01), FL_EUNSUPPORTED);
+  ASSERT_EQ(fl_wire_min_run_version(0.0f, NULL), FL_WIRE_MIN_PROTOCOL_VERSION);
+  ASSERT_EQ(fl_wire_min_run_version(0.01f, NULL), 3);
+  ASSERT_EQ(fl_wire_min_run_version((float)1e-50, NULL),
+            FL_WIRE_MIN_PROTOCOL_VERSION); /* sent as 0 */
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 0, NULL), 0);
+  ASSERT_EQ(fl_wire_check_run_version(3, 3, 0.01, NULL), 0);
+  ASSERT_EQ(fl_wire_check_run_version(2, 2, 0.01, NULL), FL_EUNSUPPORTED);
   ASSERT_CONTAINS(fl_err_msg(), "this run uses FedProx (--prox-mu 0.01): clients must speak "
                                 "protocol version 3 or later; this client speaks up to 2");
-  ASSERT_EQ(fl_wire_check_run_version(1, 1, 5), FL_EUNSUPPORTED);
+  /* A CNN on an image an older client would not infer: version 4 on; on
+   * the square one-channel image it would infer, any version. */
+  fl_model_spec_t rgb, sq, mlp;
+  const fl_shape_t s3 = {3, 8, 8}, s1 = {1, 8, 8};
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x2,fc4", 192, &s3, 4, &rgb), 0);
+  ASSERT_EQ(fl_model_parse_shape("cnn:conv3x3x2,fc4", 64, &s1, 4, &sq), 0);
+  ASSERT_EQ(fl_model_parse_shape("mlp:4", 192, &s3, 4, &mlp), 0);
+  ASSERT_EQ(fl_wire_min_run_version(0.0f, &rgb), FL_WIRE_SHAPE_VERSION);
+  ASSERT_EQ(fl_wire_min_run_version(0.01f, &rgb), FL_WIRE_SHAPE_VERSION);
+  ASSERT_EQ(fl_wire_min_run_version(0.0f, &sq), FL_WIRE_MIN_PROTOCOL_VERSION);
+  ASSERT_EQ(fl_wire_min_run_version(0.01f, &mlp), 3);
+  ASSERT_EQ(fl_wire_check_run_version(4, 4, 0, &rgb), 0);
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 0, &sq), 0);
+  ASSERT_EQ(fl_wire_check_run_version(3, 3, 0.01, &rgb), FL_EUNSUPPORTED);
+  ASSERT_CONTAINS(fl_err_msg(), "this run's CNN takes 3x8x8 images");
+  ASSERT_CONTAINS(fl_err_msg(), "clients must speak protocol version 4 or later; this client "
+                                "speaks up to 3");
+  ASSERT_EQ(fl_wire_check_run_version(1, 1, 5, NULL), FL_EUNSUPPORTED);
   ASSERT_CONTAINS(fl_err_msg(), "(--prox-mu 5)");
   ASSERT_CONTAINS(fl_err_msg(), "speaks up to 1");
   ASSERT_EQ(fl_wire_negotiate(1, 2, &v), FL_EFORMAT); /* min above max */

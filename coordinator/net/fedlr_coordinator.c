@@ -166,8 +166,9 @@ int main(int argc, char **argv) {
     goto out;
   }
   fl_engine_config_t ec;
-  if ((rc = fl_engine_config_from(&ec, &cfg, &agg, &init, test ? test->dim : 0,
-                                  test ? test->num_classes : 0, test))) {
+  if ((rc =
+           fl_engine_config_from(&ec, &cfg, &agg, &init, test ? test->dim : 0,
+                                 test ? &test->shape : NULL, test ? test->num_classes : 0, test))) {
     fprintf(stderr, PROG ": %s\n", fl_err_msg());
     status = 2;
     goto out;
@@ -224,10 +225,14 @@ int main(int argc, char **argv) {
             PROG ": CurveZMQ: encrypted; %zu client keys admitted (--allow-clients %s); this "
                  "coordinator's public key is %s\n",
             fl_allowlist_count(allow), cfg.allow_clients, server_key);
+  fl_shape_t in_shape = fl_model_shape(&ec.model);
+  char in_text[64] = "";
+  if (fl_shape_is_set(&in_shape))
+    snprintf(in_text, sizeof in_text, " on %zux%zux%zu images", in_shape.c, in_shape.h, in_shape.w);
   fprintf(stderr,
-          PROG ": OpenBLAS core %s; model %s (%zu parameters); listening on %s; waiting for %u "
+          PROG ": OpenBLAS core %s; model %s%s (%zu parameters); listening on %s; waiting for %u "
                "client(s)\n",
-          fl_blas_corename(), ec.model.spec, ec.model.num_params, cfg.bind,
+          fl_blas_corename(), ec.model.spec, in_text, ec.model.num_params, cfg.bind,
           cfg.start_clients > cfg.min_clients ? cfg.start_clients : cfg.min_clients);
   status = fl_host_run(host);
   struct rusage ru;

@@ -135,7 +135,8 @@ void fl_host__send_copy_quiet(fl_host_t *h, const uint8_t *rid, size_t rid_len, 
 }
 
 /* `versions`: the Stop lists the versions this run admits (all this
- * coordinator speaks, or from FL_WIRE_PROX_VERSION on in a FedProx run). */
+ * coordinator speaks, or from fl_wire_min_run_version on: a FedProx run, a
+ * CNN on an image an older client would not infer). */
 static void send_stop_versions(fl_host_t *h, const uint8_t *rid, size_t rid_len, const char *reason,
                                int error, int rejoin, int versions) {
   Fedlr__Stop st = FEDLR__STOP__INIT;
@@ -144,7 +145,7 @@ static void send_stop_versions(fl_host_t *h, const uint8_t *rid, size_t rid_len,
   st.rejoin = rejoin;
   uint32_t admitted[FL_WIRE_PROTOCOL_VERSION - FL_WIRE_MIN_PROTOCOL_VERSION + 1];
   if (versions) {
-    for (uint32_t v = fl_wire_min_run_version((float)h->cfg->prox_mu);
+    for (uint32_t v = fl_wire_min_run_version((float)h->cfg->prox_mu, fl_engine_model(h->engine));
          v <= FL_WIRE_PROTOCOL_VERSION; v++)
       admitted[st.n_supported_versions++] = v;
     st.supported_versions = admitted;
@@ -221,9 +222,14 @@ static void send_welcome(fl_host_t *h, const uint8_t *rid, size_t rid_len, uint3
   w.client_id = id;
   w.run_id = run_id;
   w.model = (char *)m->spec;
+  uint32_t shape[3] = {(uint32_t)m->in_c, (uint32_t)m->in_h, (uint32_t)m->in_w};
   if (fl_model_is_builtin(m)) {
     w.input_dim = (uint32_t)m->dims[0];
     w.num_classes = (uint32_t)m->dims[m->num_layers];
+    if (m->in_c && h->peers[id].version >= FL_WIRE_SHAPE_VERSION) {
+      w.n_input_shape = 3;
+      w.input_shape = shape;
+    }
   }
   w.heartbeat_ms = (uint32_t)(h->cfg->heartbeat * 1000.0);
   w.rounds = h->cfg->rounds;
@@ -244,9 +250,12 @@ static void handle_join(fl_host_t *h, const uint8_t *rid, size_t rid_len, int fd
   int rc;
   char reason[512];
   /* A FedProx run admits only clients that read RoundStart.prox_mu: an
-   * older one would train without the proximal term and say nothing. */
+   * older one would train without the proximal term and say nothing; a
+   * CNN on an image an older client would not infer, only clients that
+   * read Welcome.input_shape. */
   if (fl_wire_negotiate(j->protocol_version, j->min_protocol_version, &version) != 0 ||
-      fl_wire_check_run_version(version, j->protocol_version, h->cfg->prox_mu) != 0) {
+      fl_wire_check_run_version(version, j->protocol_version, h->cfg->prox_mu,
+                                fl_engine_model(h->engine)) != 0) {
     snprintf(reason, sizeof reason, "join refused: %s", fl_err_msg());
     refuse_join_v(h, rid, rid_len, uid, j->name, reason, 1);
     return;

@@ -5,7 +5,7 @@ C) owns the global model, the round schedule and aggregation; this package
 joins it as a client and calls your ``train`` and ``evaluate`` functions.
 
 Modules:
-  fedlr.client       :class:`Client` / :func:`run_client`: the session (protocol version 3)
+  fedlr.client       :class:`Client` / :func:`run_client`: the session (protocol version 4)
   fedlr.schedules    fedlr's learning-rate schedules (the same specs and values as the C code)
   fedlr.torch        PyTorch helpers: the round's optimizer, rate schedule and FedProx term,
                      state_dict <-> wire

@@ -20,8 +20,9 @@ the client does the session::
 
 What the session does (the same as the C client, client/fl_session.c):
 
-- Join (protocol versions 2 to 3: this package needs the Welcome's model
-  layout, which version 1 lacks; 3 adds FedProx's ``info.prox_mu``), then
+- Join (protocol versions 2 to 4: this package needs the Welcome's model
+  layout, which version 1 lacks; 3 adds FedProx's ``info.prox_mu``; 4 a
+  built-in CNN's input image, ``welcome.input_shape``), then
   Welcome: the model's tensors are checked against the application's
   ``layout`` if given (:class:`LayoutMismatch` otherwise).
 - A background I/O thread owns the ZeroMQ socket: it sends a Heartbeat every

@@ -54,7 +54,8 @@ __all__ = [
     "layout_of",
 ]
 
-PROTOCOL_VERSION = 3  # the highest version this package speaks (3: RoundStart.prox_mu, FedProx)
+PROTOCOL_VERSION = 4  # the highest version this package speaks (3: RoundStart.prox_mu, FedProx;
+#                      4: Welcome.input_shape, a CNN's input image)
 MIN_PROTOCOL_VERSION = 2  # the lowest (version 1's Welcome has no model layout)
 MAX_STRING = 256  # bytes of a spec, reason, run id or tensor name on the wire
 MAX_NAME = 64  # bytes of a client name (UTF-8)
@@ -96,6 +97,9 @@ class Welcome:
     rounds: int  # the run's round limit
     protocol_version: int  # the version of this session
     layout: Layout  # the model's tensors, in wire order
+    # version 4: a built-in CNN's input image (C, H, W), NCHW; () for other
+    # models and from an older coordinator
+    input_shape: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -377,6 +381,16 @@ def _decode_optimizer(o) -> OptimizerConfig:
     return OptimizerConfig(kind=OPTIMIZER_KINDS[o.kind], keep_state=bool(o.keep_state), **vals)
 
 
+def _check_input_shape(w) -> Tuple[int, ...]:
+    """A Welcome's input_shape: none, or C, H, W from 1 to 65536 whose
+    product is input_dim (as common/fl_wire.c checks it)."""
+    s = tuple(w.input_shape)
+    if s and (len(s) != 3 or not all(1 <= v <= 65536 for v in s) or s[0] * s[1] * s[2] != w.input_dim):
+        raise WireError("welcome: input_shape %s is not C, H, W from 1 to 65536 with C H W = input_dim %d"
+                        % (list(s), w.input_dim))
+    return s
+
+
 def decode(data: Union[bytes, bytearray, memoryview], max_values: int = MAX_VALUES,
            max_message: Optional[int] = None):
     """Decodes and checks one message a coordinator sends: a
@@ -408,6 +422,7 @@ def decode(data: Union[bytes, bytearray, memoryview], max_values: int = MAX_VALU
             rounds=w.rounds,
             protocol_version=w.protocol_version or 1,
             layout=_decode_layout(w),
+            input_shape=_check_input_shape(w),
         )
     if kind == "round_start":
         r = env.round_start

@@ -20,9 +20,10 @@ model written by fedlr.safetensors (--init). Checked:
    are refused (AuthenticationError);
 5. a coordinator killed and resumed: the client joins again by itself and
    finishes the run;
-6. FedProx (--prox-mu): the session is protocol version 3 and every round
-   hands train() the run's prox_mu; a client of version 2 only is refused
-   (JoinRefused saying why, version 3 listed).
+6. FedProx (--prox-mu): the session is protocol version 4 (3 and later
+   carry prox_mu) and every round hands train() the run's prox_mu; a client
+   of version 2 only is refused (JoinRefused saying why, versions 3 and 4
+   listed).
 """
 
 import json
@@ -198,7 +199,7 @@ a = App("slot", 0, 150, slot=5).start(co.endpoint).join(20)
 C.check(isinstance(a.error, fedlr.JoinRefused) and "slot 5 is beyond --clients 2" in a.error.reason,
         "a Join for slot 5 of 2: JoinRefused: %s" % a.error, repr(a.error))
 a = App("future", 0, 150).start(co.endpoint, Future).join(20)
-C.check(isinstance(a.error, fedlr.JoinRefused) and a.error.supported_versions == (1, 2, 3)
+C.check(isinstance(a.error, fedlr.JoinRefused) and a.error.supported_versions == (1, 2, 3, 4)
         and "protocol version 7 is not supported" in a.error.reason,
         "a Join for protocol version 7: JoinRefused with the versions spoken: %s" % a.error, repr(a.error))
 a = App("layout", 0, 150, layout={"w": (3, 21), "b": (3,)}).start(co.endpoint).join(20)
@@ -267,12 +268,12 @@ class V2Only(fedlr.Client):
 
 old = App("old", 0, 150).start(co.endpoint, V2Only).join(20)
 want = "this run uses FedProx (--prox-mu 0.01): clients must speak protocol version 3 or later; this client speaks up to 2"
-C.check(isinstance(old.error, fedlr.JoinRefused) and want in old.error.reason and old.error.supported_versions == (3,),
+C.check(isinstance(old.error, fedlr.JoinRefused) and want in old.error.reason and old.error.supported_versions == (3, 4),
         "FedProx: a client of protocol version 2 only is refused: %s" % old.error, repr(old.error))
 new = App("new", 0, 150, slot=0).start(co.endpoint).join(30)
 rc = co.wait()
 w = new.client._welcome
-C.check(rc == 0 and new.error is None and w is not None and w.protocol_version == 3 and new.mus == [np.float32(0.01)] * 2,
-        "FedProx: a version 3 session, train() told prox_mu %r in each of its 2 rounds" % (new.mus[:1],),
+C.check(rc == 0 and new.error is None and w is not None and w.protocol_version == 4 and new.mus == [np.float32(0.01)] * 2,
+        "FedProx: a version 4 session, train() told prox_mu %r in each of its 2 rounds" % (new.mus[:1],),
         "coordinator %s, error %r, welcome %r, prox_mu %s" % (rc, new.error, w and w.protocol_version, new.mus))
 sys.exit(1 if C.failed else 0)

@@ -128,8 +128,21 @@ C.raises(ValueError, lambda: wire.check_tensors({"conv.bias": np.ones(4)}, {"con
 C.raises(ValueError, lambda: wire.check_tensors([np.ones(3)], {"conv.bias": (4,)}), "check_tensors names a wrong shape", "'conv.bias' has shape [3]")
 j = pb.Envelope()
 j.ParseFromString(wire.encode_join("ok", 10))
-C.check((j.join.min_protocol_version, j.join.protocol_version) == (2, 3) == (wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION),
-        "encode: a Join speaks protocol versions 2 to 3", str(j.join))
+C.check((j.join.min_protocol_version, j.join.protocol_version) == (2, 4) == (wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION),
+        "encode: a Join speaks protocol versions 2 to 4", str(j.join))
+w = pb.Envelope()
+w.welcome.model = "cnn:conv3x3x8,pool2,fc16"
+w.welcome.input_dim = 192
+w.welcome.protocol_version = 4
+w.welcome.layout.add(name="0.weight", shape=[8, 3, 3, 3])
+w.welcome.input_shape.extend([3, 8, 8])
+C.check(wire.decode(w.SerializeToString()).input_shape == (3, 8, 8), "decode: a version-4 Welcome's input_shape",
+        str(wire.decode(w.SerializeToString())))
+del w.welcome.input_shape[:]
+C.check(wire.decode(w.SerializeToString()).input_shape == (), "decode: a Welcome without input_shape", "")
+w.welcome.input_shape.extend([3, 8, 9])
+C.raises(wire.WireError, lambda: wire.decode(w.SerializeToString()), "decode: an input_shape that is not input_dim",
+         "C H W = input_dim 192")
 C.raises(ValueError, lambda: wire.encode_join("bad\nname", 10), "a client name with a control character", "control character")
 C.raises(ValueError, lambda: wire.encode_join("x" * 65, 10), "a 65-byte client name", "longer than 64 bytes")
 C.raises(ValueError, lambda: wire.encode_join("ok", 0), "a Join with 0 examples", "1 to")

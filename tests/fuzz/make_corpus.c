@@ -168,6 +168,15 @@ static void wire(const fl_model_spec_t *m, float *params) {
   e.body_case = FEDLR__ENVELOPE__BODY_WELCOME;
   e.welcome = &w;
   put_env("welcome-v2", &e, 0);
+  /* Protocol version 4: a CNN's input image (C H W = input_dim 20). */
+  uint32_t shape[3] = {1, 4, 5};
+  w.protocol_version = 4;
+  w.n_input_shape = 3;
+  w.input_shape = shape;
+  put_env("welcome-v4-shape", &e, 0);
+  shape[2] = 6; /* 24 values: not input_dim */
+  put_env("welcome-shape-not-input-dim", &e, 0);
+  w.n_input_shape = 0;
   fl_wire_tensors_free(&tv);
 
   Fedlr__Heartbeat h = FEDLR__HEARTBEAT__INIT;
@@ -183,18 +192,25 @@ static void wire(const fl_model_spec_t *m, float *params) {
   e.body_case = FEDLR__ENVELOPE__BODY_STOP;
   e.stop = &s;
   put_env("stop", &e, 0);
-  uint32_t versions[] = {1, 2, 3};
-  s.reason = "protocol version 7 is not supported: this coordinator speaks versions 1 to 3";
+  uint32_t versions[] = {1, 2, 3, 4};
+  s.reason = "protocol version 7 is not supported: this coordinator speaks versions 1 to 4";
   s.rejoin = 0;
   s.error = 1;
-  s.n_supported_versions = 3;
+  s.n_supported_versions = 4;
   s.supported_versions = versions;
   put_env("stop-versions", &e, 0);
   s.reason = "join refused: this run uses FedProx (--prox-mu 0.01): clients must speak protocol "
              "version 3 or later; this client speaks up to 2";
-  s.n_supported_versions = 1;
+  s.n_supported_versions = 2;
   s.supported_versions = versions + 2;
   put_env("stop-versions-prox", &e, 0);
+  s.reason = "join refused: this run's CNN takes 3x8x8 images (--input-shape, or the IDX data's "
+             "dimensions), which a client of protocol version 3 or older would build as one "
+             "channel of a square: clients must speak protocol version 4 or later; this client "
+             "speaks up to 3";
+  s.n_supported_versions = 1;
+  s.supported_versions = versions + 3;
+  put_env("stop-versions-shape", &e, 0);
 
   put("wire", "empty", "", 0);
   /* field 4 (update), length 0x7fffffff: a length far past the buffer */
@@ -222,6 +238,11 @@ static void idx(void) {
   put_idx("images-gz-labels-gz", 5, img, sizeof img);
   put_idx("images-label-count-mismatch", 8, img, sizeof img);
   put_idx("images-truncated", 0, img, sizeof img - 7);
+  /* 2 images of C x H x W = 3 x 2 x 5 (the examples' shape, NCHW) */
+  uint8_t chw[20 + 60] = {0, 0, 8, 4, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 5};
+  for (int i = 0; i < 60; i++)
+    chw[20 + i] = (uint8_t)(i * 11);
+  put_idx("images-chw", 0, chw, sizeof chw);
   /* gzip done by the file itself, not the harness: a raw input with the
    * gzip magic, and the same stream cut short */
   uint8_t gz[256];

@@ -66,13 +66,18 @@
  * in supported_versions. Exit 0 if every case passed.
  *
  *   fl_badpeer --connect EP --bad-joins prox --prox-mu MU
+ *   fl_badpeer --connect EP --bad-joins shape --input-shape CxHxW
  *
  * is the same against a FedProx run (--prox-mu MU, given as the
  * coordinator was): Joins of protocol versions 1, 2 and [1, 2], otherwise
  * valid, must be refused because the run needs version 3 ("this run uses
  * FedProx (--prox-mu MU): clients must speak protocol version 3 or later;
  * this client speaks up to 2"), and one of version 7 as any coordinator
- * refuses it; every refusal lists only version 3 and later. */
+ * refuses it; every refusal lists only version 3 and later. `shape` is the
+ * same against a run of a CNN on CxHxW images that an older client would
+ * not infer (--input-shape CxHxW as the coordinator logs it): versions 1,
+ * 3 and [1, 3] refused because the run needs version 4 ("this run's CNN
+ * takes 3x8x8 images ..."), only version 4 on listed. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -96,8 +101,9 @@ typedef struct {
   const char *connect, *name, *model;
   const char *spam, *forbid;       /* --spam KIND; --forbid NAME */
   const char *prox_mu;             /* --bad-joins prox: the run's --prox-mu, verbatim */
+  const char *input_shape;         /* --bad-joins shape: the run's CxHxW */
   uint32_t idle, count;            /* --idle K; --spam's --count N */
-  int bad_joins, have_taken, mute; /* bad_joins: 1 all, 2 prox */
+  int bad_joins, have_taken, mute; /* bad_joins: 1 all, 2 prox, 3 shape */
   uint32_t taken_slot;
   uint32_t slot, rounds;
   uint32_t flood, conns; /* join flood: joins in all, connections */
@@ -840,8 +846,8 @@ static int run_bad_joins(peer_t *p) {
     uint32_t version, slot;
     uint64_t examples;
   } cases[] = {
-      {"version 7", "v7-client", "this coordinator speaks versions 1 to 3", 7, 0, 10},
-      {"version 0", "v0-client", "this coordinator speaks versions 1 to 3", 0, 0, 10},
+      {"version 7", "v7-client", "this coordinator speaks versions 1 to 4", 7, 0, 10},
+      {"version 0", "v0-client", "this coordinator speaks versions 1 to 4", 0, 0, 10},
       {"empty name", "", "the client name is empty", 1, 0, 10},
       {"65-byte name", n65, "longer than 64 bytes", 1, 0, 10},
       {"300-byte name", n300, "longer than 256 bytes", 1, 0, 10},
@@ -877,15 +883,17 @@ static int run_bad_joins(peer_t *p) {
   return bad ? 1 : 0;
 }
 
-/* --bad-joins prox: Joins a FedProx run must refuse for their version. */
-static int run_prox_joins(peer_t *p) {
+/* --bad-joins prox / shape: Joins a run must refuse for their version,
+ * every one below `from` (FL_WIRE_PROX_VERSION, FL_WIRE_SHAPE_VERSION) for
+ * the reason `why`, and one of version 7 as any coordinator refuses it. */
+static int run_version_joins(peer_t *p, uint32_t from, const char *why) {
   const struct {
     const char *name;
     uint32_t version, min_version, speaks;
-  } cases[] = {{"version 2 in a FedProx run", 2, 0, 2},
-               {"versions 1 to 2 in a FedProx run", 2, 1, 2},
-               {"version 1 in a FedProx run", 1, 0, 1},
-               {"version 7 in a FedProx run", 7, 0, 0}};
+  } cases[] = {{"the version below", from - 1, 0, from - 1},
+               {"versions 1 to the one below", from - 1, 1, from - 1},
+               {"version 1", 1, 0, 1},
+               {"version 7", 7, 0, 0}};
   int bad = 0;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     Fedlr__Join j = FEDLR__JOIN__INIT;
@@ -893,19 +901,34 @@ static int run_prox_joins(peer_t *p) {
     j.min_protocol_version = cases[i].min_version;
     j.name = "old-client";
     j.num_examples = 10;
-    char want[256], label[64];
+    char want[512], label[96];
     if (cases[i].speaks)
       snprintf(want, sizeof want,
-               "join refused: this run uses FedProx (--prox-mu %s): clients must speak protocol "
-               "version %d or later; this client speaks up to %u",
-               p->o.prox_mu, FL_WIRE_PROX_VERSION, cases[i].speaks);
+               "join refused: %s: clients must speak protocol version %u or later; this client "
+               "speaks up to %u",
+               why, from, cases[i].speaks);
     else
       snprintf(want, sizeof want, "this coordinator speaks versions %d to %d",
                FL_WIRE_MIN_PROTOCOL_VERSION, FL_WIRE_PROTOCOL_VERSION);
-    snprintf(label, sizeof label, "badjoin %s", cases[i].name);
-    bad |= bad_join_case(p, label, &j, want, FL_WIRE_PROX_VERSION) != 0;
+    snprintf(label, sizeof label, "badjoin %s (%u)", cases[i].name, cases[i].version);
+    bad |= bad_join_case(p, label, &j, want, from) != 0;
   }
   return bad ? 1 : 0;
+}
+
+static int run_prox_joins(peer_t *p) {
+  char why[128];
+  snprintf(why, sizeof why, "this run uses FedProx (--prox-mu %s)", p->o.prox_mu);
+  return run_version_joins(p, FL_WIRE_PROX_VERSION, why);
+}
+
+static int run_shape_joins(peer_t *p) {
+  char why[256];
+  snprintf(why, sizeof why,
+           "this run's CNN takes %s images (--input-shape, or the IDX data's dimensions), which "
+           "a client of protocol version 3 or older would build as one channel of a square",
+           p->o.input_shape);
+  return run_version_joins(p, FL_WIRE_SHAPE_VERSION, why);
 }
 
 /* ---- main ---- */
@@ -920,7 +943,8 @@ static int usage(const char *msg) {
           "       fl_badpeer --connect EP --idle K [--duration SEC]\n"
           "       fl_badpeer --connect EP --spam KIND --count N\n"
           "       fl_badpeer --connect EP --bad-joins all [--forbid NAME --taken-slot N]\n"
-          "       fl_badpeer --connect EP --bad-joins prox --prox-mu MU\n");
+          "       fl_badpeer --connect EP --bad-joins prox --prox-mu MU\n"
+          "       fl_badpeer --connect EP --bad-joins shape --input-shape CxHxW\n");
   return 2;
 }
 
@@ -974,10 +998,13 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
       o->count = (uint32_t)n;
     } else if (!strcmp(a, "--mute") && !strcmp(v, "yes")) {
       o->mute = 1;
-    } else if (!strcmp(a, "--bad-joins") && (!strcmp(v, "all") || !strcmp(v, "prox"))) {
-      o->bad_joins = !strcmp(v, "all") ? 1 : 2;
+    } else if (!strcmp(a, "--bad-joins") &&
+               (!strcmp(v, "all") || !strcmp(v, "prox") || !strcmp(v, "shape"))) {
+      o->bad_joins = !strcmp(v, "all") ? 1 : !strcmp(v, "prox") ? 2 : 3;
     } else if (!strcmp(a, "--prox-mu")) {
       o->prox_mu = v;
+    } else if (!strcmp(a, "--input-shape")) {
+      o->input_shape = v;
     } else if (!strcmp(a, "--forbid")) {
       o->forbid = v;
     } else if (!strcmp(a, "--taken-slot") && !parse_u64(v, 0, UINT32_MAX - 1, &n)) {
@@ -998,6 +1025,8 @@ static int parse_opts(int argc, char **argv, opts_t *o) {
     if (!o->conns) o->conns = 50;
     if (o->spam && !o->count) return usage("--spam needs --count N");
     if (o->bad_joins == 2 && !o->prox_mu) return usage("--bad-joins prox needs --prox-mu MU");
+    if (o->bad_joins == 3 && !o->input_shape)
+      return usage("--bad-joins shape needs --input-shape CxHxW");
     return 0;
   }
   if (!o->connect || !o->name || !o->model || !have_slot || !o->input_dim || !o->classes)
@@ -1021,7 +1050,10 @@ int main(int argc, char **argv) {
     int rc = 1;
     if (p.sock && !zmq_setsockopt(p.sock, ZMQ_LINGER, &linger, sizeof linger) &&
         !zmq_connect(p.sock, p.o.connect))
-      rc = p.o.spam ? run_spam(&p) : p.o.bad_joins == 2 ? run_prox_joins(&p) : run_bad_joins(&p);
+      rc = p.o.spam             ? run_spam(&p)
+           : p.o.bad_joins == 2 ? run_prox_joins(&p)
+           : p.o.bad_joins == 3 ? run_shape_joins(&p)
+                                : run_bad_joins(&p);
     else
       fprintf(stderr, "fl_badpeer: connect %s: %s\n", p.o.connect, zmq_strerror(errno));
     if (p.sock) zmq_close(p.sock);
