@@ -75,7 +75,7 @@ extern "C" {
 /* ---- versions ---- */
 
 #define FEDLR_VERSION_MAJOR 0
-#define FEDLR_VERSION_MINOR 3
+#define FEDLR_VERSION_MINOR 4
 #define FEDLR_VERSION_PATCH 0
 #define FEDLR_VERSION_HEX                                                                          \
   ((FEDLR_VERSION_MAJOR << 16) | (FEDLR_VERSION_MINOR << 8) | FEDLR_VERSION_PATCH)

@@ -37,7 +37,7 @@ from .client import (
 )
 from .wire import PROTOCOL_VERSION, OptimizerConfig, WireError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "Client",
