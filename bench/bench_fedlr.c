@@ -27,6 +27,7 @@
 #include <cblas.h>
 
 #include "fl_blas.h"
+#include "fl_gemm.h"
 #include "fl_data.h"
 #include "fl_engine.h"
 #include "fl_error.h"
@@ -378,6 +379,27 @@ static void print_cnn_layers(size_t B, double peak1) {
   free(am2);
 }
 
+/* A model's whole train step (what the trainer runs: fl_model_sgd_step,
+ * i.e. forward, loss, backward and the plain SGD step, fused where the
+ * kernels allow) at B = 10 and 64 on 1 and 2 workers, and the unfused
+ * gradient + optimizer step (what other optimizers take) on 1. */
+static void print_train_steps(const char *name, const fl_model_spec_t *m, const fl_dataset_t *d,
+                              double peak1, double peak2) {
+  size_t Bs[2] = {10, 64};
+  for (int b = 0; b < 2; b++) {
+    for (int w = 1; w <= 2; w++) {
+      double eps, g = train_gflops(m, d, Bs[b], w, 1, &eps);
+      printf("| %s train step B=%zu, %d worker%s | %.1f GFLOP/s, %.0f examples/s | %.0f%% of "
+             "%d-thread sgemm peak |\n",
+             name, Bs[b], w, w > 1 ? "s" : "", g, eps, 100 * g / (w == 1 ? peak1 : peak2), w);
+    }
+    double eps, g = train_gflops(m, d, Bs[b], 1, 0, &eps);
+    printf("| %s gradient + separate optimizer step B=%zu, 1 worker | %.1f GFLOP/s, %.0f "
+           "examples/s | %.0f%% of 1-thread sgemm peak |\n",
+           name, Bs[b], g, eps, 100 * g / peak1);
+  }
+}
+
 int main(int argc, char **argv) {
   fl_blas_setup(argc, argv);
   const char *dir = argc > 1 ? argv[1] : "/usr/share/datasets/fashion-mnist";
@@ -390,13 +412,34 @@ int main(int argc, char **argv) {
   }
   fl_model_spec_t m;
   fl_model_parse("mlp:200,200", d->dim, 10, &m);
-  printf("OpenBLAS core: %s\n\n", fl_blas_corename());
+  char cpu[128] = "unknown";
+  FILE *ci = fopen("/proc/cpuinfo", "r");
+  for (char line[256]; ci && fgets(line, sizeof line, ci);)
+    if (strncmp(line, "model name", 10) == 0 && strchr(line, ':')) {
+      snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+      cpu[strcspn(cpu, "\n")] = 0;
+      break;
+    }
+  if (ci) fclose(ci);
+  printf("CPU: %s (%s); OpenBLAS core: %s; fl_gemm kernels: %s\n\n", cpu,
+         __builtin_cpu_supports("avx512f") ? "AVX-512" : "no AVX-512", fl_blas_corename(),
+         fl_gemm_name(fl_gemm_kind()));
   if (only && strcmp(only, "cnn") == 0) {
-    double peak = sgemm_gflops(1);
+    double peak = sgemm_gflops(1), peak2 = sgemm_gflops(2);
     printf("| measurement | value | vs hardware |\n|---|---|---|\n");
     printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", peak);
+    printf("| sgemm 1024^3, 2 threads | %.1f GFLOP/s | peak (2 cores) |\n", peak2);
     print_cnn_layers(10, peak);
     print_cnn_layers(64, peak);
+    fl_model_spec_t cnn;
+    fl_model_parse("cnn", d->dim, 10, &cnn);
+    print_train_steps("CNN", &cnn, d, peak, peak2);
+    fl_dataset_destroy(&d);
+    return 0;
+  }
+  if (only && strcmp(only, "peak") == 0) { /* the sgemm peaks alone (bench_cnn.sh) */
+    printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", sgemm_gflops(1));
+    printf("| sgemm 1024^3, 2 threads | %.1f GFLOP/s | peak (2 cores) |\n", sgemm_gflops(2));
     fl_dataset_destroy(&d);
     return 0;
   }
@@ -418,19 +461,7 @@ int main(int argc, char **argv) {
   printf("| measurement | value | vs hardware |\n|---|---|---|\n");
   printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", peak1);
   printf("| sgemm 1024^3, 2 threads | %.1f GFLOP/s | peak (2 cores) |\n", peak2);
-  size_t Bs[2] = {10, 64};
-  for (int b = 0; b < 2; b++) {
-    for (int w = 1; w <= 2; w++) {
-      double eps, g = train_gflops(&m, d, Bs[b], w, 1, &eps);
-      printf("| 2NN train step B=%zu, %d worker%s | %.1f GFLOP/s, %.0f examples/s | %.0f%% of "
-             "%d-thread sgemm peak |\n",
-             Bs[b], w, w > 1 ? "s" : "", g, eps, 100 * g / (w == 1 ? peak1 : peak2), w);
-    }
-    double eps, g = train_gflops(&m, d, Bs[b], 1, 0, &eps);
-    printf("| 2NN gradient + separate optimizer step B=%zu, 1 worker | %.1f GFLOP/s, %.0f "
-           "examples/s | %.0f%% of 1-thread sgemm peak |\n",
-           Bs[b], g, eps, 100 * g / peak1);
-  }
+  print_train_steps("2NN", &m, d, peak1, peak2);
   double agg = aggregation_gbs(&m, 10, NULL);
   size_t ws = m.num_params * 4;
   double cp_ws = copy_gbs(ws), cp_big = copy_gbs((size_t)256 << 20);

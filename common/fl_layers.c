@@ -211,16 +211,32 @@ void fl_dense_forward(float *out, const float *inp, const float *weight, const f
   fl_gemm_nt(B, outn, in, inp, weight, out, 1);
 }
 
+/* dbias (outn) = column sums of dout (B, outn), in double. */
+static float dense_bias_grad(const float *dout, size_t B, size_t outn, size_t j) {
+  double sum = 0;
+  for (size_t b = 0; b < B; b++)
+    sum += (double)dout[b * outn + j];
+  return (float)sum;
+}
+
 void fl_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, size_t B, size_t in, size_t outn) {
   fl_gemm_tn(outn, in, B, dout, inp, dweight, 0);
-  for (size_t j = 0; j < outn; j++) {
-    double sum = 0;
-    for (size_t b = 0; b < B; b++)
-      sum += (double)dout[b * outn + j];
-    dbias[j] = (float)sum;
-  }
+  for (size_t j = 0; j < outn; j++)
+    dbias[j] = dense_bias_grad(dout, B, outn, j);
   if (dinp) fl_gemm_nn(B, in, outn, dout, weight, dinp, 0);
+}
+
+int fl_dense_backward_sgd(float *dinp, float *weight, float *bias, const float *dout,
+                          const float *inp, size_t B, size_t in, size_t outn, float lr) {
+  if (fl_gemm_kind() == FL_GEMM_BLAS) return 0;
+  if (dinp) fl_gemm_nn(B, in, outn, dout, weight, dinp, 0); /* before the step */
+  fl_gemm_tn_sgd(outn, in, B, dout, inp, weight, lr);
+  for (size_t j = 0; j < outn; j++) {
+    float g = dense_bias_grad(dout, B, outn, j);
+    bias[j] -= lr * g;
+  }
+  return 1;
 }
 
 void fl_dense_forward_ref(float *out, const float *inp, const float *weight, const float *bias,

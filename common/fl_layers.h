@@ -95,6 +95,14 @@ void fl_dense_forward(float *out, const float *inp, const float *weight, const f
  * = dout weight (skipped if NULL). */
 void fl_dense_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                        const float *inp, const float *weight, size_t B, size_t in, size_t outn);
+/* fl_dense_backward fused with a plain SGD step of rate lr on the layer:
+ * weight -= lr dweight, bias -= lr dbias, each rounded as fl_optim_step
+ * rounds it (the same bits as the two calls); dinp from the weights before
+ * the step; dweight is never stored (fl_gemm_tn_sgd), which saves two
+ * passes over a large layer's weights. Returns 0, having done nothing, when
+ * fl_gemm has no fused kernel (its OpenBLAS family). */
+int fl_dense_backward_sgd(float *dinp, float *weight, float *bias, const float *dout,
+                          const float *inp, size_t B, size_t in, size_t outn, float lr);
 void fl_dense_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                           size_t B, size_t in, size_t outn);
 void fl_dense_backward_ref(float *dinp, float *dweight, float *dbias, const float *dout,

@@ -467,7 +467,8 @@ float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const floa
 float fl_model_sgd_step(const fl_model_spec_t *m, fl_model_ws_t *ws, float *params, const float *x,
                         const int32_t *y, size_t B, float lr, float *grad) {
   assert(ws && B > 0 && B <= ws->max_batch && ws->num_layers == m->num_layers);
-  if (m->in_c || fl_gemm_kind() == FL_GEMM_BLAS) { /* no fused kernel: the two steps */
+  if (m->in_c) return fl_model__cnn_sgd_step(m, ws->cnn, params, x, y, B, lr, grad);
+  if (fl_gemm_kind() == FL_GEMM_BLAS) { /* no fused kernel: the two steps */
     float loss = fl_model_loss_grad(m, ws, params, x, y, B, grad);
     for (size_t i = 0; i < m->num_params; i++)
       params[i] -= lr * grad[i];

@@ -130,11 +130,11 @@ float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const floa
 
 /* One step of plain SGD on one batch: params -= lr * grad, with the
  * gradient of fl_model_loss_grad, bit for bit the same as that call followed
- * by fl_optim_step with "sgd" (no weight decay). For an MLP on fl_gemm's own
- * kernels the backward applies each layer's step as it forms the gradient,
+ * by fl_optim_step with "sgd" (no weight decay). On fl_gemm's own kernels
+ * the backward applies each dense layer's step as it forms the gradient,
  * which is then never stored (one pass over the weights instead of three);
- * otherwise it takes the unfused path through `grad` (num_params floats of
- * scratch). Returns the mean loss. */
+ * a convolution's gradient, and everything on the OpenBLAS family, goes
+ * through `grad` (num_params floats of scratch). Returns the mean loss. */
 float fl_model_sgd_step(const fl_model_spec_t *m, fl_model_ws_t *ws, float *params, const float *x,
                         const int32_t *y, size_t B, float lr, float *grad);
 

@@ -359,9 +359,13 @@ static void forward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t
 }
 
 /* The backward pass from the logits' gradient in g[0]: every parameter's
- * gradient into grad. */
+ * gradient into grad. With `step` (= params; fast kernels only), each layer
+ * also takes its plain SGD step of rate lr as soon as its gradient exists
+ * (it alone uses its weights, and its input gradient is formed first): a
+ * dense layer fused (fl_dense_backward_sgd, its gradient never stored), a
+ * convolution through grad. The same bits as the gradient, then the step. */
 static void backward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t B, int ref,
-                     float *grad) {
+                     float *grad, float *step, float lr) {
   int cur = 0;
   for (size_t i = ws->n; i-- > 0;) {
     const layer_t *l = &ws->L[i];
@@ -379,9 +383,21 @@ static void backward(fl_cnn_ws_t *ws, const float *params, const float *x, size_
         fl_conv2d_backward_ref(&s, dprev, gw, gb, d, a, wt);
       else
         fl_conv2d_backward(&s, dprev, gw, gb, d, a, wt, ws->col);
+      if (step) {
+        float *p = step + l->woff;
+        for (size_t k = 0; k < l->oc * (l->fan_in + 1); k++)
+          p[k] -= lr * gw[k];
+      }
     } else {
       if (l->kind == L_FC) fl_relu_backward(d, d, ws->act[i], B * l->out_n);
-      (ref ? fl_dense_backward_ref : fl_dense_backward)(dprev, gw, gb, d, a, wt, B, l->c, l->oc);
+      float *sw = step ? step + l->woff : NULL;
+      if (!sw ||
+          !fl_dense_backward_sgd(dprev, sw, sw + l->oc * l->fan_in, d, a, B, l->c, l->oc, lr)) {
+        (ref ? fl_dense_backward_ref : fl_dense_backward)(dprev, gw, gb, d, a, wt, B, l->c, l->oc);
+        if (sw)
+          for (size_t k = 0; k < l->oc * (l->fan_in + 1); k++)
+            sw[k] -= lr * gw[k];
+      }
     }
     cur = 1 - cur;
   }
@@ -400,7 +416,16 @@ float fl_model__cnn_loss_grad(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const f
   const size_t K = m->dims[m->num_layers];
   forward(ws, params, x, B, 0);
   float loss = fl_softmax_xent(ws->g[0], ws->act[ws->n - 1], y, B, K);
-  backward(ws, params, x, B, 0, grad);
+  backward(ws, params, x, B, 0, grad, NULL, 0.0f);
+  return loss;
+}
+
+float fl_model__cnn_sgd_step(const fl_model_spec_t *m, fl_cnn_ws_t *ws, float *params,
+                             const float *x, const int32_t *y, size_t B, float lr, float *grad) {
+  const size_t K = m->dims[m->num_layers];
+  forward(ws, params, x, B, 0);
+  float loss = fl_softmax_xent(ws->g[0], ws->act[ws->n - 1], y, B, K);
+  backward(ws, params, x, B, 0, grad, params, lr);
   return loss;
 }
 
@@ -429,7 +454,7 @@ float fl_model__cnn_loss_grad_ref(const fl_model_spec_t *m, const float *params,
   if (!ws) return NAN; /* test-only helper: a NaN loss fails any comparison */
   forward(ws, params, x, B, 1);
   float loss = fl_softmax_xent(ws->g[0], ws->act[ws->n - 1], y, B, m->dims[m->num_layers]);
-  backward(ws, params, x, B, 1, grad);
+  backward(ws, params, x, B, 1, grad, NULL, 0.0f);
   fl_model__cnn_ws_destroy(ws);
   return loss;
 }

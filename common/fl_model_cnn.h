@@ -31,6 +31,10 @@ float fl_model__cnn_loss_grad(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const f
 void fl_model__cnn_evaluate(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const float *params,
                             const float *x, const int32_t *y, size_t B, double *loss_sum,
                             size_t *correct);
+/* fl_model_sgd_step for a CNN (fl_model.h): the same bits as the gradient,
+ * then params -= lr * grad; grad is scratch. */
+float fl_model__cnn_sgd_step(const fl_model_spec_t *m, fl_cnn_ws_t *ws, float *params,
+                             const float *x, const int32_t *y, size_t B, float lr, float *grad);
 float fl_model__cnn_loss_grad_ref(const fl_model_spec_t *m, const float *params, const float *x,
                                   const int32_t *y, size_t B, float *grad);
 

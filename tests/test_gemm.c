@@ -154,16 +154,17 @@ TEST(names_and_choice) {
 }
 
 /* fl_model_sgd_step = fl_model_loss_grad + fl_optim_step("sgd"), bit for
- * bit, over several steps of MLPs and softmax regression, on the family
+ * bit, over several steps of MLPs, softmax regression and CNNs, on the family
  * this process runs (ctest runs this program three times: as it is, with
  * FEDLR_GEMM=avx2 and with FEDLR_GEMM=blas). */
 TEST(model_sgd_step_equals_gradient_then_optimizer) {
-  const char *specs[] = {"mlp:200,200", "softmax", "mlp:33,7", "mlp:5"};
-  const size_t dims[] = {784, 50, 37, 3};
-  const size_t Bs[] = {10, 7, 64, 1};
+  const char *specs[] = {"mlp:200,200", "softmax", "mlp:33,7",
+                         "mlp:5",       "cnn",     "cnn:conv5x5x4,pool2,conv3x3x8valid,fc32,fc16"};
+  const size_t dims[] = {784, 50, 37, 3, 784, 196};
+  const size_t Bs[] = {10, 7, 64, 1, 10, 3};
   fl_rng_t r;
   fl_rng_seed(&r, 4);
-  for (size_t c = 0; c < 4; c++) {
+  for (size_t c = 0; c < sizeof specs / sizeof specs[0]; c++) {
     fl_model_spec_t m;
     ASSERT_EQ(fl_model_parse(specs[c], dims[c], 10, &m), 0);
     size_t B = Bs[c], P = m.num_params;
