@@ -6,8 +6,9 @@
  *               B=10 (dense 3136->512, conv2 and conv1 as im2col products)
  *   candidates  OpenBLAS cblas_sgemm; fl_gemm_{nt,tn,nn}_with avx512 and
  *               avx2; a libxsmm JIT kernel (libxsmm_smmdispatch, called
- *               directly); for nt, the same kernel after transposing B with
- *               libxsmm_otrans on every call; libxsmm_sgemm (the frontend:
+ *               directly; for nt on a B^T prepared once); for nt, the two
+ *               ways to reach a JIT kernel with transposes (libxsmm_otrans)
+ *               on every call; libxsmm_sgemm (the frontend:
  *               JIT up to M*N*K = 64^3, else its BLAS fallback, here
  *               OpenBLAS)
  *   figures     GFLOP/s (2*M*N*K per product), the median of PASSES passes
@@ -24,8 +25,10 @@
  *   nt  C = A B^T    C^T = B A^T:   a' = B (ld K) transposed, which needs
  *                                   LIBXSMM_GEMM_FLAG_TRANS_A: 1.17's JIT has
  *                                   no such kernel (dispatch returns NULL), so
- *                                   B is transposed first and the nn kernel
- *                                   runs (a' = B^T, ld N)
+ *                                   either B is transposed and the nn kernel
+ *                                   runs (a' = B^T, ld N), or A is: column-
+ *                                   major C^T (M, N) = A B^T with a' = A^T
+ *                                   (ld M), b' = B (ld K), then C^T -> C
  *
  * Environment: OPENBLAS_CORETYPE=Haswell gives OpenBLAS's AVX2 kernels and
  * LIBXSMM_TARGET=hsw libxsmm's AVX2 code on an AVX-512 CPU (bench/bench_xsmm.sh
@@ -98,19 +101,22 @@ static const shape_t shapes[] = {
 };
 #define NSHAPES (sizeof shapes / sizeof shapes[0])
 
-enum { C_BLAS, C_AVX512, C_AVX2, C_XSMM, C_XSMM_T, C_XSMM_SGEMM, NCAND };
+enum { C_BLAS, C_AVX512, C_AVX2, C_XSMM, C_XSMM_TB, C_XSMM_TAC, C_XSMM_SGEMM, NCAND };
 static const char *const cand_names[NCAND] = {
-    "OpenBLAS",    "fl_gemm avx512",          "fl_gemm avx2",
-    "libxsmm JIT", "libxsmm JIT + transpose", "libxsmm_sgemm"};
+    "OpenBLAS",     "fl_gemm avx512",        "fl_gemm avx2",
+    "libxsmm JIT",  "libxsmm nt: B^T + JIT", "libxsmm nt: A^T + JIT + C^T",
+    "libxsmm_sgemm"};
 
 /* One shape's operands, its reference, and its libxsmm kernel. */
 typedef struct {
   const shape_t *s;
-  float *A, *B, *Bt, *C; /* Bt: B^T (K, N) row-major, for nt through libxsmm */
+  float *A, *B, *C;
+  float *Bt, *At, *Ct; /* nt through libxsmm: B^T (K, N), A^T (K, M), C^T (N, M) */
   double *ref;
-  libxsmm_smmfunction kern; /* NULL when 1.17 has no JIT kernel for the form */
-  int trans_a_jit;          /* nt only: whether the TRANS_A kernel exists */
-  int sgemm_jit;            /* whether libxsmm_sgemm takes its JIT path */
+  libxsmm_smmfunction kern;   /* NULL when 1.17 has no JIT kernel for the form */
+  libxsmm_smmfunction kern_t; /* nt: column-major C^T = A B^T, on A^T and B */
+  int trans_a_jit;            /* nt only: whether the TRANS_A kernel exists */
+  int sgemm_jit;              /* whether libxsmm_sgemm takes its JIT path */
 } problem_t;
 
 static libxsmm_smmfunction dispatch(const problem_t *p, int flags) {
@@ -129,6 +135,8 @@ static void problem_init(problem_t *p, const shape_t *s) {
   p->A = malloc(M * K * sizeof(float));
   p->B = malloc(N * K * sizeof(float));
   p->Bt = malloc(N * K * sizeof(float));
+  p->At = malloc(M * K * sizeof(float));
+  p->Ct = malloc(M * N * sizeof(float));
   p->C = malloc(M * N * sizeof(float));
   p->ref = malloc(M * N * sizeof(double));
   unsigned x = 12345u + (unsigned)(M * 31 + N * 7 + K);
@@ -152,11 +160,21 @@ static void problem_init(problem_t *p, const shape_t *s) {
       p->ref[i * N + j] = acc;
     }
   p->trans_a_jit = 0;
+  p->kern_t = NULL;
   if (s->form == NT) {
     p->trans_a_jit = dispatch(p, LIBXSMM_GEMM_FLAG_TRANS_A) != NULL;
     p->kern = dispatch(p, LIBXSMM_GEMM_FLAG_NONE); /* on Bt */
     libxsmm_otrans(p->Bt, p->B, sizeof(float), (libxsmm_blasint)K, (libxsmm_blasint)N,
                    (libxsmm_blasint)K, (libxsmm_blasint)N);
+    /* Or the other orientation: column-major C^T (M, N), ld M = A B^T with
+     * a' = A^T (K, M) row-major (column-major (M, K), ld M) and b' = B as it
+     * lies (column-major (K, N), ld K, no transpose); C^T is then transposed
+     * into C. Two small transposes instead of one of B when M is small (a
+     * batch of 10 against a weight). */
+    libxsmm_blasint m = (libxsmm_blasint)M, n = (libxsmm_blasint)N, k = (libxsmm_blasint)K;
+    float alpha = 1, beta = 0;
+    int fl = LIBXSMM_GEMM_FLAG_NONE, prefetch = LIBXSMM_GEMM_PREFETCH_NONE;
+    p->kern_t = libxsmm_smmdispatch(m, n, k, &m, &k, &m, &alpha, &beta, &fl, &prefetch);
   } else {
     p->kern = dispatch(p, s->form == TN ? LIBXSMM_GEMM_FLAG_TRANS_B : LIBXSMM_GEMM_FLAG_NONE);
   }
@@ -171,6 +189,8 @@ static void problem_free(problem_t *p) {
   free(p->A);
   free(p->B);
   free(p->Bt);
+  free(p->At);
+  free(p->Ct);
   free(p->C);
   free(p->ref);
 }
@@ -178,7 +198,8 @@ static void problem_free(problem_t *p) {
 /* Whether candidate c can run problem p (the JIT columns need a kernel). */
 static int runs(const problem_t *p, int c) {
   if (c == C_XSMM) return p->kern != NULL;
-  if (c == C_XSMM_T) return p->s->form == NT && p->kern != NULL;
+  if (c == C_XSMM_TB) return p->s->form == NT && p->kern != NULL;
+  if (c == C_XSMM_TAC) return p->s->form == NT && p->kern_t != NULL;
   return 1;
 }
 
@@ -208,7 +229,14 @@ static void run(problem_t *p, int c) {
       fl_gemm_nn_with(k, M, N, K, p->A, p->B, p->C, 0);
     return;
   }
-  case C_XSMM_T:
+  case C_XSMM_TAC:
+    libxsmm_otrans(p->At, p->A, sizeof(float), (libxsmm_blasint)K, (libxsmm_blasint)M,
+                   (libxsmm_blasint)K, (libxsmm_blasint)M);
+    p->kern_t(p->At, p->B, p->Ct);
+    libxsmm_otrans(p->C, p->Ct, sizeof(float), (libxsmm_blasint)M, (libxsmm_blasint)N,
+                   (libxsmm_blasint)M, (libxsmm_blasint)N);
+    return;
+  case C_XSMM_TB:
     libxsmm_otrans(p->Bt, p->B, sizeof(float), (libxsmm_blasint)K, (libxsmm_blasint)N,
                    (libxsmm_blasint)K, (libxsmm_blasint)N);
     /* fall through */
@@ -316,8 +344,7 @@ int main(int argc, char **argv) {
   printf("| product (M, N, K, form) |");
   for (int c = 0; c < NCAND; c++)
     printf(" %s |", cand_names[c]);
-  printf(
-      " libxsmm_sgemm path | max abs error (OpenBLAS / avx512 / avx2 / JIT / libxsmm_sgemm) |\n");
+  printf(" libxsmm_sgemm path | max abs error (in the order of the columns) |\n");
   printf("|---|");
   for (int c = 0; c < NCAND; c++)
     printf("---|");
@@ -328,28 +355,28 @@ int main(int argc, char **argv) {
     printf("| %s (%zu, %zu, %zu, %s) |", s->name, s->M, s->N, s->K, form_names[s->form]);
     for (int c = 0; c < NCAND; c++) {
       if (!runs(p, c)) {
-        printf(" %s |", c == C_XSMM_T ? "–" : "no kernel");
+        printf(" %s |", c == C_XSMM_TB || c == C_XSMM_TAC ? "–" : "no kernel");
         continue;
       }
       double v = median(g[i][c], PASSES);
       printf(" %.1f (%.0f%%) |", v, 100 * v / peak);
     }
     printf(" %s |", p->sgemm_jit ? "JIT" : "BLAS fallback");
-    int errc[] = {C_BLAS, C_AVX512, C_AVX2, C_XSMM, C_XSMM_SGEMM};
-    for (int j = 0; j < 5; j++) {
-      if (runs(p, errc[j]))
-        printf(" %.1e", max_err(p, errc[j]));
+    for (int c = 0; c < NCAND; c++) {
+      if (runs(p, c))
+        printf(" %.1e", max_err(p, c));
       else
         printf(" –");
-      printf(j < 4 ? " /" : " |\n");
+      printf(c < NCAND - 1 ? " /" : " |\n");
     }
   }
   int any_ta = 0;
   for (size_t i = 0; i < NSHAPES; i++)
     any_ta |= probs[i].trans_a_jit;
   printf("\nnt through libxsmm: a TRANS_A JIT kernel was %s; \"libxsmm JIT\" on nt rows runs the "
-         "nn kernel on B^T prepared once (the transpose not counted), \"+ transpose\" includes "
-         "libxsmm_otrans of B on every call.\n",
+         "nn kernel on B^T prepared once (the transpose not counted); \"B^T + JIT\" transposes B "
+         "(libxsmm_otrans) on every call, \"A^T + JIT + C^T\" transposes A and the result "
+         "instead.\n",
          any_ta ? "dispatched for some shapes" : "refused for every shape (libxsmm 1.17)");
   for (size_t i = 0; i < NSHAPES; i++)
     problem_free(&probs[i]);
