@@ -443,10 +443,12 @@ int main(int argc, char **argv) {
     fl_dataset_destroy(&d);
     return 0;
   }
-  if (only && strcmp(only, "train") == 0) { /* the 2NN's step alone, for profiling */
-    const char *f = getenv("BENCH_FUSED");
-    double eps, g = train_gflops(&m, d, 10, 1, !f || atoi(f), &eps);
-    printf("2NN train step B=10, 1 worker: %.1f GFLOP/s\n", g);
+  if (only && strcmp(only, "train") == 0) { /* one step alone, for profiling */
+    const char *f = getenv("BENCH_FUSED"), *spec = getenv("BENCH_MODEL");
+    fl_model_spec_t tm;
+    fl_model_parse(spec ? spec : "mlp:200,200", d->dim, 10, &tm);
+    double eps, g = train_gflops(&tm, d, 10, 1, !f || atoi(f), &eps);
+    printf("%s train step B=10, 1 worker: %.1f GFLOP/s\n", tm.spec, g);
     fl_dataset_destroy(&d);
     return 0;
   }

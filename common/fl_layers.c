@@ -19,7 +19,18 @@ int fl_conv2d_valid(const fl_conv2d_t *s) {
   return s->KH <= s->H + 2 * s->pad && s->KW <= s->W + 2 * s->pad;
 }
 
-/* col (C KH KW, OH OW) from image x (C, H, W). */
+/* The output columns ow whose input column ow + kw - pad is inside the
+ * image: [*lo, *hi). */
+static void valid_cols(const fl_conv2d_t *s, size_t kw, size_t OW, size_t *lo, size_t *hi) {
+  size_t a = s->pad > kw ? s->pad - kw : 0;               /* first ow with iw >= 0 */
+  size_t b = s->W + s->pad > kw ? s->W + s->pad - kw : 0; /* first ow with iw >= W */
+  *lo = a < OW ? a : OW;
+  *hi = b < OW ? b : OW;
+  if (*hi < *lo) *hi = *lo;
+}
+
+/* col (C KH KW, OH OW) from image x (C, H, W): each row of col is, per
+ * output row, zeros, a copy of the input row's valid run, zeros. */
 static void im2col(const fl_conv2d_t *s, float *col, const float *x) {
   const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
   const long pad = (long)s->pad;
@@ -28,6 +39,8 @@ static void im2col(const fl_conv2d_t *s, float *col, const float *x) {
       for (size_t kw = 0; kw < s->KW; kw++) {
         float *row = col + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
         const float *plane = x + c * H * W;
+        size_t lo, hi;
+        valid_cols(s, kw, OW, &lo, &hi);
         for (size_t oh = 0; oh < OH; oh++) {
           long ih = (long)(oh + kh) - pad;
           float *r = row + oh * OW;
@@ -35,11 +48,10 @@ static void im2col(const fl_conv2d_t *s, float *col, const float *x) {
             memset(r, 0, OW * sizeof *r);
             continue;
           }
-          const float *src = plane + (size_t)ih * W;
-          for (size_t ow = 0; ow < OW; ow++) {
-            long iw = (long)(ow + kw) - pad;
-            r[ow] = iw < 0 || iw >= (long)W ? 0.0f : src[iw];
-          }
+          const float *src = plane + (size_t)ih * W + kw - s->pad; /* src[ow] = x[ih][ow+kw-pad] */
+          memset(r, 0, lo * sizeof *r);
+          memcpy(r + lo, src + lo, (hi - lo) * sizeof *r);
+          memset(r + hi, 0, (OW - hi) * sizeof *r);
         }
       }
 }
@@ -53,15 +65,15 @@ static void col2im(const fl_conv2d_t *s, float *dx, const float *dcol) {
       for (size_t kw = 0; kw < s->KW; kw++) {
         const float *row = dcol + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
         float *plane = dx + c * H * W;
+        size_t lo, hi;
+        valid_cols(s, kw, OW, &lo, &hi);
         for (size_t oh = 0; oh < OH; oh++) {
           long ih = (long)(oh + kh) - pad;
           if (ih < 0 || ih >= (long)H) continue;
-          float *dst = plane + (size_t)ih * W;
-          const float *r = row + oh * OW;
-          for (size_t ow = 0; ow < OW; ow++) {
-            long iw = (long)(ow + kw) - pad;
-            if (iw >= 0 && iw < (long)W) dst[iw] += r[ow];
-          }
+          float *restrict dst = plane + (size_t)ih * W + kw - s->pad;
+          const float *restrict r = row + oh * OW;
+          for (size_t ow = lo; ow < hi; ow++)
+            dst[ow] += r[ow];
         }
       }
 }
@@ -200,8 +212,10 @@ void fl_relu_forward(float *out, const float *inp, size_t n) {
 }
 
 void fl_relu_backward(float *dinp, const float *dout, const float *out, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    dinp[i] = out[i] > 0 ? dout[i] : 0.0f;
+  for (size_t i = 0; i < n; i++) {
+    float d = dout[i]; /* loaded either way, so the loop vectorizes (a select) */
+    dinp[i] = out[i] > 0 ? d : 0.0f;
+  }
 }
 
 void fl_dense_forward(float *out, const float *inp, const float *weight, const float *bias,
