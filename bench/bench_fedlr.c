@@ -82,7 +82,7 @@ typedef struct {
 static void *train_job(void *arg) {
   train_job_t *j = arg;
   const fl_model_spec_t *m = j->m;
-  float *p = malloc(m->num_params * sizeof *p), *g = malloc(m->num_params * sizeof *g);
+  float *p = fl_model_alloc(m->num_params), *g = fl_model_alloc(m->num_params); /* as the trainer */
   fl_model_init(m, p, 1);
   fl_model_ws_t *ws = fl_model_ws_new(m, j->B);
   fl_optim_config_t oc;

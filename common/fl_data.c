@@ -23,12 +23,18 @@
  * little over 1032:1); gzip framing only lowers it. */
 #define IDX_GZ_MAX_RATIO 1032
 
+/* Features are 64-byte aligned, as the model's kernels like their rows
+ * (fl_model_alloc; fl_data stays below fl_model). */
+static float *features_alloc(size_t n) {
+  return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+}
+
 static fl_dataset_t *dataset_alloc(size_t n, size_t dim) {
   fl_dataset_t *d = calloc(1, sizeof *d);
   if (!d) return NULL;
   d->n = n;
   d->dim = dim;
-  d->x = malloc(n * dim * sizeof *d->x);
+  d->x = features_alloc(n * dim);
   d->y = malloc(n * sizeof *d->y);
   if (!d->x || !d->y) fl_dataset_destroy(&d);
   return d;
@@ -246,11 +252,13 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
     if (done + want > cap) {
       size_t ncap = cap ? cap * 2 : (size_t)4 * IDX_CHUNK;
       if (ncap > total) ncap = total;
-      float *nx = realloc(x, ncap * sizeof *x);
+      float *nx = features_alloc(ncap);
       if (!nx) {
         rc = fl_err_set(FL_ENOMEM, "%s: out of memory for %zu features", path, ncap);
         goto out;
       }
+      if (x) memcpy(nx, x, done * sizeof *x);
+      free(x);
       x = nx;
       cap = ncap;
     }

@@ -152,16 +152,17 @@ static fl_gemm_kind_t usable(fl_gemm_kind_t k) {
 
 /* ---- Products ---------------------------------------------------------------- */
 
-/* The dot kernels pay a horizontal sum per element of C: they win where
- * each sum covers a long row (K >= 512) or the batch is small; OpenBLAS
- * wins the rest (bench/RESULTS.md, 2026-12-01: e.g. 64 x 800 x 196, a
- * convolution's weight gradient, at 73 against 114 GFLOP/s on AVX-512).
- * On AVX-512 a narrow C (N < 32, a 10-class output layer) also goes to
- * OpenBLAS's Cooperlake kernel (95 against 81); its Haswell kernel is
+/* The dot kernels pay a horizontal sum per element of C and do not block
+ * for the cache: they win where the batch is small, or moderate with long
+ * rows (K >= 512, M <= 128); OpenBLAS wins the rest (bench/RESULTS.md,
+ * 2026-12-01, AVX-512: 64 x 800 x 196, a convolution's weight gradient, 87
+ * against 114 GFLOP/s; an evaluation chunk of 1000 x 200 x 784, 58 against
+ * 125). On AVX-512 a narrow C (N < 32, a 10-class output layer) also goes
+ * to OpenBLAS's Cooperlake kernel (95 against 81); its Haswell kernel is
  * slower there than the AVX2 dot kernel (21 against 70). */
 static int nt_own(fl_gemm_kind_t k, size_t M, size_t N, size_t K) {
   if (k == FL_GEMM_AVX512 && N < 32) return 0;
-  return M <= 16 || K >= 512;
+  return M <= 16 || (K >= 512 && M <= 128);
 }
 
 void fl_gemm_nt_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float *A, const float *B,
