@@ -31,7 +31,11 @@ static void valid_cols(const fl_conv2d_t *s, size_t kw, size_t OW, size_t *lo, s
 
 /* col (C KH KW, OH OW) from image x (C, H, W): each row of col is, per
  * output row, zeros, a copy of the input row's valid run, zeros. */
-static void im2col(const fl_conv2d_t *s, float *col, const float *x) {
+/* Rows are short (14 or 28 floats in the FedAvg CNN): plain loops, not the
+ * memcpy/memset calls GCC would otherwise make of them (a call per 56 bytes
+ * cost the CNN's step 12%). */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void
+im2col(const fl_conv2d_t *s, float *restrict col, const float *restrict x) {
   const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
   const long pad = (long)s->pad;
   for (size_t c = 0; c < s->C; c++)
@@ -49,9 +53,12 @@ static void im2col(const fl_conv2d_t *s, float *col, const float *x) {
             continue;
           }
           const float *src = plane + (size_t)ih * W + kw - s->pad; /* src[ow] = x[ih][ow+kw-pad] */
-          memset(r, 0, lo * sizeof *r);
-          memcpy(r + lo, src + lo, (hi - lo) * sizeof *r);
-          memset(r + hi, 0, (OW - hi) * sizeof *r);
+          for (size_t ow = 0; ow < lo; ow++)
+            r[ow] = 0.0f;
+          for (size_t ow = lo; ow < hi; ow++)
+            r[ow] = src[ow];
+          for (size_t ow = hi; ow < OW; ow++)
+            r[ow] = 0.0f;
         }
       }
 }
