@@ -14,6 +14,12 @@
 
 #include "fl_gemm.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+#define FL_PLAIN_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FL_PLAIN_LOOPS
+#endif
+
 int fl_conv2d_valid(const fl_conv2d_t *s) {
   if (!s->B || !s->C || !s->H || !s->W || !s->OC || !s->KH || !s->KW) return 0;
   return s->KH <= s->H + 2 * s->pad && s->KW <= s->W + 2 * s->pad;
@@ -34,8 +40,8 @@ static void valid_cols(const fl_conv2d_t *s, size_t kw, size_t OW, size_t *lo, s
 /* Rows are short (14 or 28 floats in the FedAvg CNN): plain loops, not the
  * memcpy/memset calls GCC would otherwise make of them (a call per 56 bytes
  * cost the CNN's step 12%). */
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void
-im2col(const fl_conv2d_t *s, float *restrict col, const float *restrict x) {
+FL_PLAIN_LOOPS static void im2col(const fl_conv2d_t *s, float *restrict col,
+                                  const float *restrict x) {
   const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
   const long pad = (long)s->pad;
   for (size_t c = 0; c < s->C; c++)
