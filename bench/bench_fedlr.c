@@ -477,7 +477,11 @@ int main(int argc, char **argv) {
   printf("\n| CNN layers (common/fl_layers; issue 14) | value | vs hardware |\n|---|---|---|\n");
   print_cnn_layers(10, peak1);
   print_cnn_layers(64, peak1);
-  printf("\nFLOPs per example (2NN, fwd+bwd): %.0f\n", fl_model_flops_per_example(&m));
+  fl_model_spec_t cnn;
+  fl_model_parse("cnn", d->dim, 10, &cnn);
+  print_train_steps("CNN", &cnn, d, peak1, peak2);
+  printf("\nFLOPs per example (fwd+bwd): 2NN %.0f, CNN %.0f\n", fl_model_flops_per_example(&m),
+         fl_model_flops_per_example(&cnn));
   fl_dataset_destroy(&d);
   return 0;
 }
