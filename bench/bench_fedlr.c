@@ -327,7 +327,7 @@ static void print_cnn_layers(size_t B, double peak1) {
   const size_t sizes[16] = {n_in, n_a1, n_p1, n_a2, n_p2, n_f,  n_z,  n_w1,
                             n_w2, n_w3, n_w4, ncol, n_a1, n_a2, n_w3, 512};
   for (int i = 0; i < 16; i++) {
-    buf[i] = malloc(sizes[i] * sizeof(float));
+    buf[i] = fl_model_alloc(sizes[i]);
     for (size_t k = 0; k < sizes[i]; k++)
       buf[i][k] = (float)(fl_rng_uniform(&r) - 0.5) * 0.1f;
   }
@@ -377,6 +377,68 @@ static void print_cnn_layers(size_t B, double peak1) {
     free(buf[i]);
   free(am1);
   free(am2);
+}
+
+/* The 2NN's layers (784->200->200->10) as its fused SGD step runs them
+ * (fl_gemm: forward x W^T, the input gradient dz W from the second layer
+ * on, the weight gradient applied as it is formed), per layer forward +
+ * backward at batch B, one thread, beside the 1-thread sgemm peak. FLOPs: 2
+ * per multiply-add of each product. Bias, ReLU and softmax not included. */
+static void print_mlp_layers(size_t B, double peak1) {
+  fl_rng_t r;
+  fl_rng_seed(&r, 6);
+  const size_t dims[4] = {784, 200, 200, 10};
+  float *w[3], *a[4], *dz[4], *dx = fl_model_alloc(B * 200);
+  a[0] = fl_model_alloc(B * 784);
+  for (size_t i = 0; i < B * 784; i++)
+    a[0][i] = (float)fl_rng_uniform(&r);
+  for (int l = 0; l < 3; l++) {
+    size_t nw = dims[l] * dims[l + 1];
+    w[l] = fl_model_alloc(nw);
+    a[l + 1] = fl_model_alloc(B * dims[l + 1]);
+    dz[l + 1] = fl_model_alloc(B * dims[l + 1]);
+    for (size_t i = 0; i < nw; i++)
+      w[l][i] = (float)(fl_rng_uniform(&r) - 0.5) * 0.1f;
+    for (size_t i = 0; i < B * dims[l + 1]; i++)
+      dz[l + 1][i] = (float)(fl_rng_uniform(&r) - 0.5) * 0.01f;
+  }
+  double best[4] = {1e30, 1e30, 1e30, 1e30};
+  for (int rep = 0; rep < 200; rep++) {
+    double t[3] = {0, 0, 0}, t0 = now_s();
+    for (int l = 0; l < 3; l++) {
+      double s0 = now_s();
+      fl_gemm_nt(B, dims[l + 1], dims[l], a[l], w[l], a[l + 1], 0);
+      t[l] += now_s() - s0;
+    }
+    for (int l = 2; l >= 0; l--) {
+      double s0 = now_s();
+      if (l > 0) fl_gemm_nn(B, dims[l], dims[l + 1], dz[l + 1], w[l], dx, 0);
+      if (!fl_gemm_tn_sgd(dims[l + 1], dims[l], B, dz[l + 1], a[l], w[l], 1e-4f))
+        fl_gemm_tn(dims[l + 1], dims[l], B, dz[l + 1], a[l], w[l], 1); /* OpenBLAS: no step */
+      t[l] += now_s() - s0;
+    }
+    double all = now_s() - t0;
+    for (int l = 0; l < 3; l++)
+      best[l] = fmin(best[l], t[l]);
+    best[3] = fmin(best[3], all);
+  }
+  double total = 0;
+  for (int l = 0; l < 3; l++) {
+    double f = (l == 0 ? 4.0 : 6.0) * (double)B * (double)dims[l] * (double)dims[l + 1];
+    total += f;
+    printf(
+        "| 2NN layer %d (%zu->%zu) forward + backward, B=%zu | %.1f GFLOP/s | %.0f%% of 1-thread "
+        "sgemm peak |\n",
+        l + 1, dims[l], dims[l + 1], B, f / best[l] / 1e9, 100 * f / best[l] / 1e9 / peak1);
+  }
+  printf("| 2NN layers together (products only), B=%zu | %.1f GFLOP/s | %.0f%% of 1-thread sgemm "
+         "peak |\n",
+         B, total / best[3] / 1e9, 100 * total / best[3] / 1e9 / peak1);
+  for (int l = 0; l < 4; l++)
+    free(a[l]);
+  for (int l = 0; l < 3; l++)
+    free(w[l]), free(dz[l + 1]);
+  free(dx);
 }
 
 /* A model's whole train step (what the trainer runs: fl_model_sgd_step,
@@ -464,6 +526,8 @@ int main(int argc, char **argv) {
   printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", peak1);
   printf("| sgemm 1024^3, 2 threads | %.1f GFLOP/s | peak (2 cores) |\n", peak2);
   print_train_steps("2NN", &m, d, peak1, peak2);
+  print_mlp_layers(10, peak1);
+  print_mlp_layers(64, peak1);
   double agg = aggregation_gbs(&m, 10, NULL);
   size_t ws = m.num_params * 4;
   double cp_ws = copy_gbs(ws), cp_big = copy_gbs((size_t)256 << 20);

@@ -44,6 +44,7 @@
 
 #include "fl_blas.h"
 #include "fl_gemm.h"
+#include "fl_model.h"
 
 #define PASSES 3
 #define MIN_SECONDS 0.2
@@ -132,12 +133,13 @@ static libxsmm_smmfunction dispatch(const problem_t *p, int flags) {
 static void problem_init(problem_t *p, const shape_t *s) {
   size_t M = s->M, N = s->N, K = s->K;
   p->s = s;
-  p->A = malloc(M * K * sizeof(float));
-  p->B = malloc(N * K * sizeof(float));
-  p->Bt = malloc(N * K * sizeof(float));
-  p->At = malloc(M * K * sizeof(float));
-  p->Ct = malloc(M * N * sizeof(float));
-  p->C = malloc(M * N * sizeof(float));
+  /* 64-byte aligned, as fedlr's parameters and batches are (fl_model_alloc) */
+  p->A = fl_model_alloc(M * K);
+  p->B = fl_model_alloc(N * K);
+  p->Bt = fl_model_alloc(N * K);
+  p->At = fl_model_alloc(M * K);
+  p->Ct = fl_model_alloc(M * N);
+  p->C = fl_model_alloc(M * N);
   p->ref = malloc(M * N * sizeof(double));
   unsigned x = 12345u + (unsigned)(M * 31 + N * 7 + K);
   for (size_t i = 0; i < M * K; i++) {

@@ -299,7 +299,7 @@ int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *p
   int rc = check_shard(m, shard);
   if (rc) return rc;
   if (!t->eval_ws) {
-    t->eval_ws = fl_model_ws_new(m, TRAINER_EVAL_BATCH);
+    t->eval_ws = fl_model_ws_new(m, fl_model_eval_batch(m, TRAINER_EVAL_BATCH));
     t->eval_x = fl_model_alloc(TRAINER_EVAL_BATCH * m->dims[0]);
     t->eval_y = malloc(TRAINER_EVAL_BATCH * sizeof *t->eval_y);
     if (!t->eval_ws || !t->eval_x || !t->eval_y) {

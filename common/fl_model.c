@@ -482,6 +482,13 @@ float fl_model_sgd_step(const fl_model_spec_t *m, fl_model_ws_t *ws, float *para
   return backprop(m, ws, params, params, lr, x, y, B, NULL);
 }
 
+size_t fl_model_eval_batch(const fl_model_spec_t *m, size_t want) {
+  if (!m->in_c) return want;
+  size_t per = fl_model__cnn_ws_floats(m) * sizeof(float);
+  size_t b = FL_MODEL_EVAL_WS_BYTES / (per ? per : 1);
+  return b < 1 ? 1 : b < want ? b : want;
+}
+
 void fl_model_evaluate(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
                        const float *x, const int32_t *y, size_t B, double *loss_sum,
                        size_t *correct) {

@@ -144,6 +144,15 @@ float *fl_model_alloc(size_t n);
 float fl_model_sgd_step(const fl_model_spec_t *m, fl_model_ws_t *ws, float *params, const float *x,
                         const int32_t *y, size_t B, float lr, float *grad);
 
+/* The batch to evaluate `want` examples at a time with: `want` itself for
+ * an MLP; for a CNN, whose activations take hundreds of KB an example, the
+ * largest batch <= want whose workspace fits FL_MODEL_EVAL_WS_BYTES (at
+ * least 1). fl_model_evaluate takes any number of examples in chunks of its
+ * workspace's batch; the result does not depend on the threads, only on
+ * the model and `want`. */
+#define FL_MODEL_EVAL_WS_BYTES ((size_t)32 << 20)
+size_t fl_model_eval_batch(const fl_model_spec_t *m, size_t want);
+
 /* Forward only on B examples (any B: processed in chunks of max_batch).
  * Adds the summed cross-entropy to *loss_sum and correct predictions to
  * *correct. */

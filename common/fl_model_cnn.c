@@ -277,6 +277,17 @@ double fl_model__cnn_flops(const fl_model_spec_t *m) {
   return f;
 }
 
+size_t fl_model__cnn_ws_floats(const fl_model_spec_t *m) {
+  layer_t L[FL_MODEL_MAX_OPS + 1];
+  size_t n = chain(m, L), per = 0, big = 1;
+  for (size_t i = 0; i < n; i++) {
+    per += L[i].out_n * (L[i].kind == L_POOL ? 2 : 1); /* a pool's argmax too */
+    if (L[i].in_n > big) big = L[i].in_n;
+    if (L[i].out_n > big) big = L[i].out_n;
+  }
+  return per + 2 * big; /* and the two gradient buffers */
+}
+
 struct fl_cnn_ws {
   size_t max_batch, n;
   layer_t L[FL_MODEL_MAX_OPS + 1];

@@ -24,6 +24,8 @@ double fl_model__cnn_flops(const fl_model_spec_t *m);
 /* The workspace for B <= max_batch images: NULL (fl_err_msg) on failure. */
 typedef struct fl_cnn_ws fl_cnn_ws_t;
 fl_cnn_ws_t *fl_model__cnn_ws_new(const fl_model_spec_t *m, size_t max_batch);
+/* Floats (4 bytes each) of a workspace per example of its batch. */
+size_t fl_model__cnn_ws_floats(const fl_model_spec_t *m);
 void fl_model__cnn_ws_destroy(fl_cnn_ws_t *ws);
 float fl_model__cnn_loss_grad(const fl_model_spec_t *m, fl_cnn_ws_t *ws, const float *params,
                               const float *x, const int32_t *y, size_t B, float *grad);

@@ -26,7 +26,9 @@ int fl_engine__eval_setup(fl_engine_t *e) {
   if (!e->eval_ws || !e->chunk_loss || !e->chunk_correct) return FL_ENOMEM;
   e->eval_threads = th;
   for (size_t i = 0; i < th; i++)
-    if (!(e->eval_ws[i] = fl_model_ws_new(&cfg->model, FL_EVAL_BATCH))) return FL_ENOMEM;
+    if (!(e->eval_ws[i] =
+              fl_model_ws_new(&cfg->model, fl_model_eval_batch(&cfg->model, FL_EVAL_BATCH))))
+      return FL_ENOMEM;
   return 0;
 }
 
