@@ -58,11 +58,11 @@ FL_PLAIN_LOOPS static void im2col(const fl_conv2d_t *s, float *restrict col,
             memset(r, 0, OW * sizeof *r);
             continue;
           }
-          const float *src = plane + (size_t)ih * W + kw - s->pad; /* src[ow] = x[ih][ow+kw-pad] */
+          const float *src = plane + (size_t)ih * W; /* r[ow] = x[ih][ow + kw - pad] */
           for (size_t ow = 0; ow < lo; ow++)
             r[ow] = 0.0f;
-          for (size_t ow = lo; ow < hi; ow++)
-            r[ow] = src[ow];
+          for (size_t ow = lo; ow < hi; ow++) /* ow + kw >= pad from lo on */
+            r[ow] = src[ow + kw - s->pad];
           for (size_t ow = hi; ow < OW; ow++)
             r[ow] = 0.0f;
         }
@@ -83,10 +83,10 @@ static void col2im(const fl_conv2d_t *s, float *dx, const float *dcol) {
         for (size_t oh = 0; oh < OH; oh++) {
           long ih = (long)(oh + kh) - pad;
           if (ih < 0 || ih >= (long)H) continue;
-          float *restrict dst = plane + (size_t)ih * W + kw - s->pad;
+          float *restrict dst = plane + (size_t)ih * W;
           const float *restrict r = row + oh * OW;
           for (size_t ow = lo; ow < hi; ow++)
-            dst[ow] += r[ow];
+            dst[ow + kw - s->pad] += r[ow];
         }
       }
 }
