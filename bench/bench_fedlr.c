@@ -82,7 +82,7 @@ typedef struct {
 static void *train_job(void *arg) {
   train_job_t *j = arg;
   const fl_model_spec_t *m = j->m;
-  float *p = fl_model_alloc(m->num_params), *g = fl_model_alloc(m->num_params); /* as the trainer */
+  float *p = fl_gemm_alloc(m->num_params), *g = fl_gemm_alloc(m->num_params); /* as the trainer */
   fl_model_init(m, p, 1);
   fl_model_ws_t *ws = fl_model_ws_new(m, j->B);
   fl_optim_config_t oc;
@@ -327,7 +327,7 @@ static void print_cnn_layers(size_t B, double peak1) {
   const size_t sizes[16] = {n_in, n_a1, n_p1, n_a2, n_p2, n_f,  n_z,  n_w1,
                             n_w2, n_w3, n_w4, ncol, n_a1, n_a2, n_w3, 512};
   for (int i = 0; i < 16; i++) {
-    buf[i] = fl_model_alloc(sizes[i]);
+    buf[i] = fl_gemm_alloc(sizes[i]);
     for (size_t k = 0; k < sizes[i]; k++)
       buf[i][k] = (float)(fl_rng_uniform(&r) - 0.5) * 0.1f;
   }
@@ -388,15 +388,15 @@ static void print_mlp_layers(size_t B, double peak1) {
   fl_rng_t r;
   fl_rng_seed(&r, 6);
   const size_t dims[4] = {784, 200, 200, 10};
-  float *w[3], *a[4], *dz[4], *dx = fl_model_alloc(B * 200);
-  a[0] = fl_model_alloc(B * 784);
+  float *w[3], *a[4], *dz[4], *dx = fl_gemm_alloc(B * 200);
+  a[0] = fl_gemm_alloc(B * 784);
   for (size_t i = 0; i < B * 784; i++)
     a[0][i] = (float)fl_rng_uniform(&r);
   for (int l = 0; l < 3; l++) {
     size_t nw = dims[l] * dims[l + 1];
-    w[l] = fl_model_alloc(nw);
-    a[l + 1] = fl_model_alloc(B * dims[l + 1]);
-    dz[l + 1] = fl_model_alloc(B * dims[l + 1]);
+    w[l] = fl_gemm_alloc(nw);
+    a[l + 1] = fl_gemm_alloc(B * dims[l + 1]);
+    dz[l + 1] = fl_gemm_alloc(B * dims[l + 1]);
     for (size_t i = 0; i < nw; i++)
       w[l][i] = (float)(fl_rng_uniform(&r) - 0.5) * 0.1f;
     for (size_t i = 0; i < B * dims[l + 1]; i++)

@@ -44,7 +44,6 @@
 
 #include "fl_blas.h"
 #include "fl_gemm.h"
-#include "fl_model.h"
 
 #define PASSES 3
 #define MIN_SECONDS 0.2
@@ -133,13 +132,13 @@ static libxsmm_smmfunction dispatch(const problem_t *p, int flags) {
 static void problem_init(problem_t *p, const shape_t *s) {
   size_t M = s->M, N = s->N, K = s->K;
   p->s = s;
-  /* 64-byte aligned, as fedlr's parameters and batches are (fl_model_alloc) */
-  p->A = fl_model_alloc(M * K);
-  p->B = fl_model_alloc(N * K);
-  p->Bt = fl_model_alloc(N * K);
-  p->At = fl_model_alloc(M * K);
-  p->Ct = fl_model_alloc(M * N);
-  p->C = fl_model_alloc(M * N);
+  /* 64-byte aligned, as fedlr's parameters and batches are (fl_gemm_alloc) */
+  p->A = fl_gemm_alloc(M * K);
+  p->B = fl_gemm_alloc(N * K);
+  p->Bt = fl_gemm_alloc(N * K);
+  p->At = fl_gemm_alloc(M * K);
+  p->Ct = fl_gemm_alloc(M * N);
+  p->C = fl_gemm_alloc(M * N);
   p->ref = malloc(M * N * sizeof(double));
   unsigned x = 12345u + (unsigned)(M * 31 + N * 7 + K);
   for (size_t i = 0; i < M * K; i++) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fl_error.h"
+#include "fl_gemm.h"
 #include "fl_optim.h"
 #include "fl_rng.h"
 #include "fl_sched.h"
@@ -44,9 +45,9 @@ fl_trainer_t *fl_trainer_new(const fl_model_spec_t *m) {
   t->model = *m;
   fl_wire_limits_for_model(m, &t->limits);
   size_t n = m->num_params;
-  t->params = fl_model_alloc(n);
-  t->global = fl_model_alloc(n);
-  t->grad = fl_model_alloc(n);
+  t->params = fl_gemm_alloc(n);
+  t->global = fl_gemm_alloc(n);
+  t->grad = fl_gemm_alloc(n);
   if (!t->params || !t->global || !t->grad) fl_trainer_destroy(&t);
   return t;
 }
@@ -82,7 +83,7 @@ static int ensure_batch(fl_trainer_t *t, size_t B) {
   free(t->bx);
   free(t->by);
   t->ws = fl_model_ws_new(&t->model, B);
-  t->bx = fl_model_alloc(B * t->model.dims[0]);
+  t->bx = fl_gemm_alloc(B * t->model.dims[0]);
   t->by = malloc(B * sizeof *t->by);
   t->max_batch = B;
   if (!t->ws || !t->bx || !t->by) {
@@ -300,7 +301,7 @@ int fl_trainer_evaluate(fl_trainer_t *t, const fl_shard_t *shard, const float *p
   if (rc) return rc;
   if (!t->eval_ws) {
     t->eval_ws = fl_model_ws_new(m, fl_model_eval_batch(m, TRAINER_EVAL_BATCH));
-    t->eval_x = fl_model_alloc(TRAINER_EVAL_BATCH * m->dims[0]);
+    t->eval_x = fl_gemm_alloc(TRAINER_EVAL_BATCH * m->dims[0]);
     t->eval_y = malloc(TRAINER_EVAL_BATCH * sizeof *t->eval_y);
     if (!t->eval_ws || !t->eval_x || !t->eval_y) {
       fl_model_ws_destroy(&t->eval_ws);

@@ -12,6 +12,7 @@
 #include <zlib.h>
 
 #include "fl_error.h"
+#include "fl_gemm.h" /* rows aligned as the kernels like them */
 #include "fl_file.h"
 
 /* Decompressed bytes handed to the float conversion per gzread() call: large
@@ -23,18 +24,12 @@
  * little over 1032:1); gzip framing only lowers it. */
 #define IDX_GZ_MAX_RATIO 1032
 
-/* Features are 64-byte aligned, as the model's kernels like their rows
- * (fl_model_alloc; fl_data stays below fl_model). */
-static float *features_alloc(size_t n) {
-  return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
-}
-
 static fl_dataset_t *dataset_alloc(size_t n, size_t dim) {
   fl_dataset_t *d = calloc(1, sizeof *d);
   if (!d) return NULL;
   d->n = n;
   d->dim = dim;
-  d->x = features_alloc(n * dim);
+  d->x = fl_gemm_alloc(n * dim);
   d->y = malloc(n * sizeof *d->y);
   if (!d->x || !d->y) fl_dataset_destroy(&d);
   return d;
@@ -252,7 +247,7 @@ static int idx_read_images(const char *path, float **x_out, size_t *n_out, size_
     if (done + want > cap) {
       size_t ncap = cap ? cap * 2 : (size_t)4 * IDX_CHUNK;
       if (ncap > total) ncap = total;
-      float *nx = features_alloc(ncap);
+      float *nx = fl_gemm_alloc(ncap);
       if (!nx) {
         rc = fl_err_set(FL_ENOMEM, "%s: out of memory for %zu features", path, ncap);
         goto out;

@@ -110,6 +110,11 @@ __attribute__((target("avx2,fma"))) static inline __m256i mask_avx2(size_t n) {
 #include "fl_gemm_simd.inc"
 #endif
 
+float *fl_gemm_alloc(size_t n) {
+  if (n > ((size_t)1 << 60)) return NULL;
+  return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+}
+
 /* ---- Choice ---------------------------------------------------------------- */
 
 fl_gemm_kind_t fl_gemm_cpu(void) {

@@ -44,6 +44,13 @@ void fl_gemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, fl
 int fl_gemm_tn_sgd(size_t M, size_t N, size_t K, const float *A, const float *B, float *C,
                    float lr);
 
+/* n floats (at least one), 64-byte aligned, for what the kernels stream:
+ * parameters, batches, activations, dataset rows. A vector load that
+ * straddles two cache lines costs two (the 2NN's step at B = 10 ran 20%
+ * slower on malloc's 16-byte alignment). free() releases it; NULL if out of
+ * memory. */
+float *fl_gemm_alloc(size_t n);
+
 /* The family in use, the best one this CPU has, and a family's name
  * ("avx512", "avx2", "blas"). */
 fl_gemm_kind_t fl_gemm_kind(void);

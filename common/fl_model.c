@@ -242,11 +242,6 @@ struct fl_model_ws {
   fl_cnn_ws_t *cnn; // a CNN's workspace instead (fl_model_cnn.c)
 };
 
-float *fl_model_alloc(size_t n) {
-  if (n > ((size_t)1 << 60)) return NULL;
-  return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
-}
-
 /* Floats rounded up to a 64-byte multiple, so every buffer is aligned. */
 static size_t round16(size_t n) {
   return (n + 15) & ~(size_t)15;

@@ -128,12 +128,6 @@ void fl_model_ws_destroy(fl_model_ws_t **ws);
 float fl_model_loss_grad(const fl_model_spec_t *m, fl_model_ws_t *ws, const float *params,
                          const float *x, const int32_t *y, size_t B, float *grad);
 
-/* n floats (at least one), 64-byte aligned, for what the kernels stream:
- * parameters and batches. A vector load that straddles two cache lines
- * costs two (the 2NN's step at B = 10 ran 11% slower on malloc's 16-byte
- * alignment). free() releases it; NULL if out of memory. */
-float *fl_model_alloc(size_t n);
-
 /* One step of plain SGD on one batch: params -= lr * grad, with the
  * gradient of fl_model_loss_grad, bit for bit the same as that call followed
  * by fl_optim_step with "sgd" (no weight decay). On fl_gemm's own kernels

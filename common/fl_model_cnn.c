@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "fl_error.h"
+#include "fl_gemm.h"
 #include "fl_layers.h"
 
 #define CNN_DEFAULT "conv5x5x32,pool2,conv5x5x64,pool2,fc512"
@@ -317,7 +318,7 @@ fl_cnn_ws_t *fl_model__cnn_ws_new(const fl_model_spec_t *m, size_t max_batch) {
   size_t col = 1, big = 1;
   for (size_t i = 0; i < ws->n; i++) {
     const layer_t *l = &ws->L[i];
-    if (!(ws->act[i] = fl_model_alloc(max_batch * l->out_n))) goto oom;
+    if (!(ws->act[i] = fl_gemm_alloc(max_batch * l->out_n))) goto oom;
     if (l->kind == L_POOL && !(ws->am[i] = malloc(max_batch * l->out_n * sizeof(int32_t))))
       goto oom;
     if (l->kind == L_CONV) {
@@ -327,9 +328,9 @@ fl_cnn_ws_t *fl_model__cnn_ws_new(const fl_model_spec_t *m, size_t max_batch) {
     if (l->in_n > big) big = l->in_n;
     if (l->out_n > big) big = l->out_n;
   }
-  if (!(ws->col = fl_model_alloc(col))) goto oom;
+  if (!(ws->col = fl_gemm_alloc(col))) goto oom;
   for (int k = 0; k < 2; k++)
-    if (!(ws->g[k] = fl_model_alloc(max_batch * big))) goto oom;
+    if (!(ws->g[k] = fl_gemm_alloc(max_batch * big))) goto oom;
   return ws;
 oom:
   fl_model__cnn_ws_destroy(ws);

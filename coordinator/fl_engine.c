@@ -11,6 +11,7 @@
 #include "fl_agg.h"
 #include "fl_engine_int.h"
 #include "fl_error.h"
+#include "fl_gemm.h"
 #include "fl_rng.h"
 
 /* Prefixes the detail message of a failed parse with the flag's name. */
@@ -147,7 +148,7 @@ fl_engine_t *fl_engine_new(const fl_engine_config_t *cfg, int *err) {
   size_t n = cfg->model.num_params;
   fl_wire_limits_for_model(&cfg->model, &e->limits);
   e->limits.caller_checks_values = 1; /* fold() rejects NaN/Inf/huge values */
-  e->weights = fl_model_alloc(n);
+  e->weights = fl_gemm_alloc(n);
   if (!e->weights) goto fail;
   if ((rc = fl_wire_tensors_init(&e->tv, &cfg->model, e->weights))) goto fail;
   fl_agg_config_t ac = {cfg->aggregator, cfg->trim_beta, cfg->clip_norm};
