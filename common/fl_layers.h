@@ -16,7 +16,7 @@
  * fixed order (fl_gemm's kernels; OpenBLAS pinned to one thread, fl_blas.h): the same inputs
  * give the same bits.
  *
- * Not yet used by fl_model (issue 14 wires a CNN spec to it). */
+ * fl_model_cnn chains them into the CNNs of --model cnn[:...]. */
 #ifndef FL_LAYERS_H
 #define FL_LAYERS_H
 

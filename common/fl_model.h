@@ -1,4 +1,4 @@
-/* fl_model: softmax regression and ReLU MLPs on OpenBLAS.
+/* fl_model: softmax regression, ReLU MLPs and CNNs, on fl_gemm's kernels.
  *
  * A model is a stack of L linear layers; hidden layers use ReLU; the output
  * layer feeds softmax + cross-entropy. All parameters live in one contiguous

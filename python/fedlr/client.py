@@ -804,6 +804,9 @@ class Client:
         io = _Session(self, ctx, pipe_ep)
         pipe = ctx.socket(zmq.PAIR)
         pipe.linger = 0
+        # A PAIR whose peer is gone blocks a send for ever: the I/O thread can
+        # end (the run is over) between a check that it lives and a send.
+        pipe.sndtimeo = 10000
         pipe.connect(pipe_ep)
         rounds = evals = 0
         reason = None
@@ -846,7 +849,7 @@ class Client:
         finally:
             if io.is_alive():
                 try:
-                    pipe.send(b"quit")
+                    pipe.send(b"quit", zmq.NOBLOCK)  # it may have ended since
                 except zmq.ZMQError:
                     pass
                 io.join(timeout=5.0)
