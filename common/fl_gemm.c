@@ -10,12 +10,17 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FL_GEMM_X86 1
+/* The kernels are left out of ASan's instrumentation, as OpenBLAS always
+ * was: instrumented, every vector load is checked and a sanitizer build's
+ * networked tests trained 5-10x slower, past their deadlines. Their bounds
+ * are tested without it (test_gemm: a guard float past C, masked tails). */
+#define FL_NOSAN __attribute__((no_sanitize_address))
 enum { FL_BC_SET, FL_BC_ADD, FL_BC_SGD }; /* what a rank-K kernel does with C */
 
 /* ---- AVX-512: 32 registers, 16 floats each ------------------------------ */
 /* Sums of a, b, c, d: pairs within 128-bit lanes, then the four lanes. */
-__attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__m512 a, __m512 b, __m512 c,
-                                                                     __m512 d) {
+FL_NOSAN __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__m512 a, __m512 b,
+                                                                              __m512 c, __m512 d) {
   __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
   __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
   __m512 t = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
@@ -25,7 +30,7 @@ __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__m512 a, _
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 #define SFX(n) n##_avx512
-#define FL_TGT __attribute__((target("avx512f")))
+#define FL_TGT FL_NOSAN __attribute__((target("avx512f")))
 #define VW 16
 #define vf __m512
 #define vm __mmask16
@@ -69,25 +74,25 @@ __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__m512 a, _
 #undef NR_DOT
 
 /* ---- AVX2 + FMA: 16 registers, 8 floats each ---------------------------- */
-__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v) {
+FL_NOSAN __attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-__attribute__((target("avx2,fma"))) static inline __m128 hsum4_avx2(__m256 a, __m256 b, __m256 c,
-                                                                    __m256 d) {
+FL_NOSAN __attribute__((target("avx2,fma"))) static inline __m128 hsum4_avx2(__m256 a, __m256 b,
+                                                                             __m256 c, __m256 d) {
   __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
   __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
   __m256 t = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
                            _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
-__attribute__((target("avx2,fma"))) static inline __m256i mask_avx2(size_t n) {
+FL_NOSAN __attribute__((target("avx2,fma"))) static inline __m256i mask_avx2(size_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 #define SFX(n) n##_avx2
-#define FL_TGT __attribute__((target("avx2,fma")))
+#define FL_TGT FL_NOSAN __attribute__((target("avx2,fma")))
 #define VW 8
 #define vf __m256
 #define vm __m256i
