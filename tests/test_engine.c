@@ -2142,7 +2142,8 @@ TEST(checkpoint_server_optimizer_identity_and_damage) {
   for (size_t i = 0; i < sizeof stored / sizeof stored[0]; i++) {
     char v[128];
     ASSERT_EQ(fl_safetensors_meta(good, stored[i][0], v, sizeof v), 0);
-    if (strcmp(v, stored[i][1])) FL__FAIL("%s = '%s', expected '%s'", stored[i][0], v, stored[i][1]);
+    if (strcmp(v, stored[i][1]))
+      FL__FAIL("%s = '%s', expected '%s'", stored[i][0], v, stored[i][1]);
   }
   const char *cases[] = {
       "--server-optimizer fedyogi:beta1=0.5,beta2=0.99,tau=0.001; this run has "
@@ -2194,9 +2195,10 @@ TEST(checkpoint_server_optimizer_identity_and_damage) {
     free(w);
     free(meta);
     ASSERT_EQ(fl_checkpoint_load(e, bad, NULL, 0), FL_ERANGE);
-    ASSERT_CONTAINS(fl_err_msg(), k == 0 ? "server optimizer state m, value 3, is nan: it must be finite"
-                                         : "server optimizer state v, value 5, is -0.5: it must be "
-                                           "finite and >= 0");
+    ASSERT_CONTAINS(fl_err_msg(),
+                    k == 0 ? "server optimizer state m, value 3, is nan: it must be finite"
+                           : "server optimizer state v, value 5, is -0.5: it must be "
+                             "finite and >= 0");
     ASSERT_EQ(fl_engine_rounds_done(e), 0);
   }
   fl_engine_destroy(&e);
@@ -2211,10 +2213,22 @@ TEST(checkpoint_server_optimizer_identity_and_damage) {
   run_rounds(a, &d.model, 2, 1);
   ASSERT_EQ(fl_checkpoint_save(a, good), 0);
   fl_engine_destroy(&a);
-  const char *drop[] = {"fedlr_server_optimizer",     NULL, "fedlr_server_lr",           NULL,
-                        "fedlr_server_schedule",      NULL, "fedlr_prox_mu",             NULL,
-                        "fedlr_server_plateau_best",  NULL, "fedlr_server_plateau_scale", NULL,
-                        "fedlr_server_plateau_bad",   NULL, "fedlr_server_plateau_cool",  NULL,
+  const char *drop[] = {"fedlr_server_optimizer",
+                        NULL,
+                        "fedlr_server_lr",
+                        NULL,
+                        "fedlr_server_schedule",
+                        NULL,
+                        "fedlr_prox_mu",
+                        NULL,
+                        "fedlr_server_plateau_best",
+                        NULL,
+                        "fedlr_server_plateau_scale",
+                        NULL,
+                        "fedlr_server_plateau_bad",
+                        NULL,
+                        "fedlr_server_plateau_cool",
+                        NULL,
                         NULL};
   ASSERT_EQ(ck_rewrite(&d.model, good, bad, drop, SIZE_MAX, 0), 0);
   char v[64];
