@@ -7,6 +7,12 @@
 
 #undef I /* cblas.h pulls in <complex.h> */
 
+#if defined(__GNUC__) && !defined(__clang__)
+#define FL_PLAIN_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FL_PLAIN_LOOPS
+#endif
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FL_GEMM_X86 1
@@ -46,6 +52,8 @@ FL_NOSAN __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__
 #define V_HSUM(v) _mm512_reduce_add_ps(v)
 #define V_HSUM4(a, b, c, d) hsum4_avx512((a), (b), (c), (d))
 #define V_MASK(n) ((__mmask16)((n) >= 16 ? 0xffffu : ((1u << (n)) - 1u)))
+#define V_RANGE(a, b) ((__mmask16)(((1u << (b)) - 1u) & ~((1u << (a)) - 1u))) /* a <= b <= 16 */
+#define V_ADD(a, b) _mm512_add_ps((a), (b))
 #define MR_BC 6
 #define NR_BC 4
 #define MR_DOT 5
@@ -68,6 +76,8 @@ FL_NOSAN __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__
 #undef V_HSUM
 #undef V_HSUM4
 #undef V_MASK
+#undef V_RANGE
+#undef V_ADD
 #undef MR_BC
 #undef NR_BC
 #undef MR_DOT
@@ -108,6 +118,8 @@ FL_NOSAN __attribute__((target("avx2,fma"))) static inline __m256i mask_avx2(siz
 #define V_HSUM(v) hsum_avx2(v)
 #define V_HSUM4(a, b, c, d) hsum4_avx2((a), (b), (c), (d))
 #define V_MASK(n) mask_avx2(n)
+#define V_RANGE(a, b) _mm256_andnot_si256(mask_avx2(a), mask_avx2(b))
+#define V_ADD(a, b) _mm256_add_ps((a), (b))
 #define MR_BC 6
 #define NR_BC 2
 #define MR_DOT 3
@@ -239,4 +251,100 @@ int fl_gemm_tn_sgd(size_t M, size_t N, size_t K, const float *A, const float *B,
 #endif
   default: return 0;
   }
+}
+
+/* ---- Lowering a convolution --------------------------------------------------- */
+
+/* The output columns ow whose input column ow + kw - pad is inside the
+ * image: [*lo, *hi). */
+static void valid_cols(const fl_gemm_conv_t *s, size_t kw, size_t OW, size_t *lo, size_t *hi) {
+  size_t a = s->pad > kw ? s->pad - kw : 0;               /* first ow with iw >= 0 */
+  size_t b = s->W + s->pad > kw ? s->W + s->pad - kw : 0; /* first ow with iw >= W */
+  *lo = a < OW ? a : OW;
+  *hi = b < OW ? b : OW;
+  if (*hi < *lo) *hi = *lo;
+}
+
+/* Plain loops for the OpenBLAS family, not the memcpy/memset calls GCC
+ * would otherwise make of them (a call per 56 bytes cost the CNN's step
+ * 12%): each row of col is, per output row, zeros, a copy of the input
+ * row's valid run, zeros. */
+FL_PLAIN_LOOPS static void im2col_plain(const fl_gemm_conv_t *s, float *restrict col,
+                                        const float *restrict x) {
+  const size_t OH = s->H + 2 * s->pad - s->KH + 1, OW = s->W + 2 * s->pad - s->KW + 1;
+  const long pad = (long)s->pad;
+  for (size_t c = 0; c < s->C; c++)
+    for (size_t kh = 0; kh < s->KH; kh++)
+      for (size_t kw = 0; kw < s->KW; kw++) {
+        float *row = col + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
+        const float *plane = x + c * s->H * s->W;
+        size_t lo, hi;
+        valid_cols(s, kw, OW, &lo, &hi);
+        for (size_t oh = 0; oh < OH; oh++) {
+          long ih = (long)(oh + kh) - pad;
+          float *r = row + oh * OW;
+          if (ih < 0 || ih >= (long)s->H) {
+            for (size_t ow = 0; ow < OW; ow++)
+              r[ow] = 0.0f;
+            continue;
+          }
+          const float *src = plane + (size_t)ih * s->W; /* r[ow] = x[ih][ow + kw - pad] */
+          for (size_t ow = 0; ow < lo; ow++)
+            r[ow] = 0.0f;
+          for (size_t ow = lo; ow < hi; ow++) /* ow + kw >= pad from lo on */
+            r[ow] = src[ow + kw - s->pad];
+          for (size_t ow = hi; ow < OW; ow++)
+            r[ow] = 0.0f;
+        }
+      }
+}
+
+/* A scatter into a zeroed dx, in (c, kh, kw, oh) order. */
+static void col2im_plain(const fl_gemm_conv_t *s, float *restrict dx, const float *restrict dcol) {
+  const size_t OH = s->H + 2 * s->pad - s->KH + 1, OW = s->W + 2 * s->pad - s->KW + 1;
+  const long pad = (long)s->pad;
+  memset(dx, 0, s->C * s->H * s->W * sizeof *dx);
+  for (size_t c = 0; c < s->C; c++)
+    for (size_t kh = 0; kh < s->KH; kh++)
+      for (size_t kw = 0; kw < s->KW; kw++) {
+        const float *row = dcol + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
+        float *plane = dx + c * s->H * s->W;
+        size_t lo, hi;
+        valid_cols(s, kw, OW, &lo, &hi);
+        for (size_t oh = 0; oh < OH; oh++) {
+          long ih = (long)(oh + kh) - pad;
+          if (ih < 0 || ih >= (long)s->H) continue;
+          float *dst = plane + (size_t)ih * s->W;
+          const float *r = row + oh * OW;
+          for (size_t ow = lo; ow < hi; ow++)
+            dst[ow + kw - s->pad] += r[ow];
+        }
+      }
+}
+
+void fl_gemm_im2col_with(fl_gemm_kind_t k, const fl_gemm_conv_t *s, float *col, const float *x) {
+  switch (usable(k)) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: im2col_avx512(s, col, x); return;
+  case FL_GEMM_AVX2: im2col_avx2(s, col, x); return;
+#endif
+  default: im2col_plain(s, col, x);
+  }
+}
+
+void fl_gemm_col2im_with(fl_gemm_kind_t k, const fl_gemm_conv_t *s, float *dx, const float *dcol) {
+  switch (usable(k)) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: col2im_avx512(s, dx, dcol); return;
+  case FL_GEMM_AVX2: col2im_avx2(s, dx, dcol); return;
+#endif
+  default: col2im_plain(s, dx, dcol);
+  }
+}
+
+void fl_gemm_im2col(const fl_gemm_conv_t *s, float *col, const float *x) {
+  fl_gemm_im2col_with(fl_gemm_kind(), s, col, x);
+}
+void fl_gemm_col2im(const fl_gemm_conv_t *s, float *dx, const float *dcol) {
+  fl_gemm_col2im_with(fl_gemm_kind(), s, dx, dcol);
 }

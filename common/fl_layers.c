@@ -14,89 +14,23 @@
 
 #include "fl_gemm.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define FL_PLAIN_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
-#else
-#define FL_PLAIN_LOOPS
-#endif
-
 int fl_conv2d_valid(const fl_conv2d_t *s) {
   if (!s->B || !s->C || !s->H || !s->W || !s->OC || !s->KH || !s->KW) return 0;
   return s->KH <= s->H + 2 * s->pad && s->KW <= s->W + 2 * s->pad;
 }
 
-/* The output columns ow whose input column ow + kw - pad is inside the
- * image: [*lo, *hi). */
-static void valid_cols(const fl_conv2d_t *s, size_t kw, size_t OW, size_t *lo, size_t *hi) {
-  size_t a = s->pad > kw ? s->pad - kw : 0;               /* first ow with iw >= 0 */
-  size_t b = s->W + s->pad > kw ? s->W + s->pad - kw : 0; /* first ow with iw >= W */
-  *lo = a < OW ? a : OW;
-  *hi = b < OW ? b : OW;
-  if (*hi < *lo) *hi = *lo;
-}
-
-/* col (C KH KW, OH OW) from image x (C, H, W): each row of col is, per
- * output row, zeros, a copy of the input row's valid run, zeros. */
-/* Rows are short (14 or 28 floats in the FedAvg CNN): plain loops, not the
- * memcpy/memset calls GCC would otherwise make of them (a call per 56 bytes
- * cost the CNN's step 12%). */
-FL_PLAIN_LOOPS static void im2col(const fl_conv2d_t *s, float *restrict col,
-                                  const float *restrict x) {
-  const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
-  const long pad = (long)s->pad;
-  for (size_t c = 0; c < s->C; c++)
-    for (size_t kh = 0; kh < s->KH; kh++)
-      for (size_t kw = 0; kw < s->KW; kw++) {
-        float *row = col + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
-        const float *plane = x + c * H * W;
-        size_t lo, hi;
-        valid_cols(s, kw, OW, &lo, &hi);
-        for (size_t oh = 0; oh < OH; oh++) {
-          long ih = (long)(oh + kh) - pad;
-          float *r = row + oh * OW;
-          if (ih < 0 || ih >= (long)H) {
-            memset(r, 0, OW * sizeof *r);
-            continue;
-          }
-          const float *src = plane + (size_t)ih * W; /* r[ow] = x[ih][ow + kw - pad] */
-          for (size_t ow = 0; ow < lo; ow++)
-            r[ow] = 0.0f;
-          for (size_t ow = lo; ow < hi; ow++) /* ow + kw >= pad from lo on */
-            r[ow] = src[ow + kw - s->pad];
-          for (size_t ow = hi; ow < OW; ow++)
-            r[ow] = 0.0f;
-        }
-      }
-}
-
-/* dx (C, H, W) += col2im(dcol); dx zeroed by the caller. */
-static void col2im(const fl_conv2d_t *s, float *dx, const float *dcol) {
-  const size_t OH = fl_conv2d_oh(s), OW = fl_conv2d_ow(s), H = s->H, W = s->W;
-  const long pad = (long)s->pad;
-  for (size_t c = 0; c < s->C; c++)
-    for (size_t kh = 0; kh < s->KH; kh++)
-      for (size_t kw = 0; kw < s->KW; kw++) {
-        const float *row = dcol + ((c * s->KH + kh) * s->KW + kw) * OH * OW;
-        float *plane = dx + c * H * W;
-        size_t lo, hi;
-        valid_cols(s, kw, OW, &lo, &hi);
-        for (size_t oh = 0; oh < OH; oh++) {
-          long ih = (long)(oh + kh) - pad;
-          if (ih < 0 || ih >= (long)H) continue;
-          float *restrict dst = plane + (size_t)ih * W;
-          const float *restrict r = row + oh * OW;
-          for (size_t ow = lo; ow < hi; ow++)
-            dst[ow + kw - s->pad] += r[ow];
-        }
-      }
+static fl_gemm_conv_t lowering(const fl_conv2d_t *s) {
+  fl_gemm_conv_t g = {s->C, s->H, s->W, s->KH, s->KW, s->pad};
+  return g;
 }
 
 void fl_conv2d_forward(const fl_conv2d_t *s, float *out, const float *inp, const float *weight,
                        const float *bias, float *col) {
   const size_t OHW = fl_conv2d_oh(s) * fl_conv2d_ow(s), K = s->C * s->KH * s->KW;
+  const fl_gemm_conv_t g = lowering(s);
   for (size_t b = 0; b < s->B; b++) {
     float *o = out + b * s->OC * OHW;
-    im2col(s, col, inp + b * s->C * s->H * s->W);
+    fl_gemm_im2col(&g, col, inp + b * s->C * s->H * s->W);
     /* the bias first, then the product added to it */
     for (size_t oc = 0; oc < s->OC; oc++)
       for (size_t i = 0; i < OHW; i++)
@@ -109,6 +43,7 @@ void fl_conv2d_backward(const fl_conv2d_t *s, float *dinp, float *dweight, float
                         const float *dout, const float *inp, const float *weight, float *col) {
   const size_t OHW = fl_conv2d_oh(s) * fl_conv2d_ow(s), K = s->C * s->KH * s->KW;
   const size_t CHW = s->C * s->H * s->W;
+  const fl_gemm_conv_t g = lowering(s);
   for (size_t oc = 0; oc < s->OC; oc++) {
     double sum = 0;
     for (size_t b = 0; b < s->B; b++) {
@@ -120,14 +55,12 @@ void fl_conv2d_backward(const fl_conv2d_t *s, float *dinp, float *dweight, float
   }
   for (size_t b = 0; b < s->B; b++) {
     const float *d = dout + b * s->OC * OHW;
-    im2col(s, col, inp + b * CHW);
+    fl_gemm_im2col(&g, col, inp + b * CHW);
     fl_gemm_nt(s->OC, K, OHW, d, col, dweight, b > 0);
     if (!dinp) continue;
     /* col is free again: dcol = weight^T dout_b goes there */
     fl_gemm_tn(K, OHW, s->OC, weight, d, col, 0);
-    float *dx = dinp + b * CHW;
-    memset(dx, 0, CHW * sizeof *dx);
-    col2im(s, dx, col);
+    fl_gemm_col2im(&g, dinp + b * CHW, col);
   }
 }
 

@@ -3,7 +3,8 @@
  * that exercise every row and column tail), in both modes (write, add); the
  * fused SGD step against the unfused one bit for bit; the kernels'
  * determinism; and fl_model_sgd_step against fl_model_loss_grad +
- * fl_optim_step("sgd") bit for bit, on each family. A family the CPU lacks
+ * fl_optim_step("sgd") bit for bit, on each family; a convolution's
+ * im2col/col2im on each family against their definitions. A family the CPU lacks
  * is skipped with a note (the CI machines have AVX-512; AVX2 is then
  * checked too, since an AVX-512 CPU runs AVX2 code). */
 #include <math.h>
@@ -27,14 +28,16 @@ typedef struct {
   size_t M, N, K;
 } shape_t;
 
-static const shape_t
-    shapes[] = {{10, 200, 784}, {200, 784, 10},  {10, 784, 200}, /* the 2NN's first layer */
-                {10, 200, 200}, {200, 200, 10},  {10, 10, 200},
-                {10, 200, 10},  {10, 512, 3136}, /* the CNN's dense layer, forward */
-                {64, 196, 800},                  /* its second convolution */
-                {1, 1, 1},      {7, 13, 9},      {13, 37, 3},
-                {6, 64, 16},    {5, 16, 17},     {11, 65, 33},
-                {3, 8, 1},      {31, 100, 7},    {2, 129, 130}};
+static const shape_t shapes[] =
+    {
+        {10, 200, 784},  {200, 784, 10},  {10, 784, 200}, /* the 2NN's first layer */
+        {10, 200, 200},  {200, 200, 10},  {10, 10, 200},  {10, 200, 10},
+        {10, 512, 3136}, /* the CNN's dense layer, forward */
+        {64, 196, 800},  /* its second convolution */
+        {1, 1, 1},       {7, 13, 9},      {13, 37, 3},    {6, 64, 16},
+        {5, 16, 17},     {11, 65, 33},    {3, 8, 1},      {31, 100, 7},
+        {2, 129, 130},   {10, 3136, 512}, /* the dense input gradient: B's rows 12.5 KB apart */
+        {5, 1100, 40},   {7, 1030, 17}};
 #define NSHAPES (sizeof shapes / sizeof shapes[0])
 
 enum { NT, TN, NN };
@@ -120,6 +123,61 @@ TEST(fused_sgd_step_is_the_unfused_step_bit_for_bit) {
       ASSERT_EQ(fl_gemm_kind(), FL_GEMM_BLAS); /* only OpenBLAS declines */
     }
     free(A), free(B), free(W), free(g), free(w1);
+  }
+}
+
+/* im2col and col2im as fl_gemm.h defines them, exactly (copies, and sums in
+ * (kh, kw, oh) order from +0), on every family, with a guard float past
+ * each output; shapes with row tails on both vector widths, padding wider
+ * than the kernel's half, even kernels, 'valid' convolutions. */
+TEST(im2col_and_col2im_on_every_family) {
+  static const fl_gemm_conv_t convs[] = {
+      {1, 28, 28, 5, 5, 2}, {32, 14, 14, 5, 5, 2}, {3, 8, 8, 3, 3, 1},
+      {2, 5, 7, 3, 3, 0},   {1, 1, 1, 1, 1, 0},    {2, 6, 40, 7, 5, 3},
+      {1, 3, 3, 5, 5, 2},   {2, 4, 17, 4, 2, 1},   {1, 9, 33, 1, 9, 4}};
+  fl_rng_t r;
+  fl_rng_seed(&r, 5);
+  for (size_t ci = 0; ci < sizeof convs / sizeof convs[0]; ci++) {
+    const fl_gemm_conv_t *s = &convs[ci];
+    const size_t OH = s->H + 2 * s->pad - s->KH + 1, OW = s->W + 2 * s->pad - s->KW + 1;
+    const size_t nx = s->C * s->H * s->W, ncol = s->C * s->KH * s->KW * OH * OW;
+    float *x = rnd(&r, nx), *dcol = rnd(&r, ncol);
+    float *want_col = calloc(ncol, sizeof *want_col), *want_dx = calloc(nx, sizeof *want_dx);
+    for (size_t c = 0; c < s->C; c++)
+      for (size_t kh = 0; kh < s->KH; kh++)
+        for (size_t kw = 0; kw < s->KW; kw++)
+          for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+              long ih = (long)(oh + kh) - (long)s->pad, iw = (long)(ow + kw) - (long)s->pad;
+              size_t at = (((c * s->KH + kh) * s->KW + kw) * OH + oh) * OW + ow;
+              if (ih < 0 || iw < 0 || ih >= (long)s->H || iw >= (long)s->W) continue;
+              size_t px = (c * s->H + (size_t)ih) * s->W + (size_t)iw;
+              want_col[at] = x[px];
+              want_dx[px] += dcol[at];
+            }
+    for (int k = FL_GEMM_BLAS; k <= FL_GEMM_AVX512; k++) {
+      if (!have((fl_gemm_kind_t)k)) {
+        SKIP_PART("this CPU has no %s: its im2col is not checked", fl_gemm_name((fl_gemm_kind_t)k));
+        continue;
+      }
+      float *col = malloc((ncol + 1) * sizeof *col), *dx = malloc((nx + 1) * sizeof *dx);
+      for (size_t i = 0; i < ncol; i++)
+        col[i] = 99.0f; /* every entry must be written, the zeros too */
+      col[ncol] = 12345.0f;
+      for (size_t i = 0; i < nx; i++)
+        dx[i] = 99.0f;
+      dx[nx] = 12345.0f;
+      fl_gemm_im2col_with((fl_gemm_kind_t)k, s, col, x);
+      fl_gemm_col2im_with((fl_gemm_kind_t)k, s, dx, dcol);
+      if (memcmp(col, want_col, ncol * sizeof *col) || memcmp(dx, want_dx, nx * sizeof *dx))
+        fprintf(stderr, "  %s: conv %zu (C %zu, %zux%zu, kernel %zux%zu, pad %zu) differs\n",
+                fl_gemm_name((fl_gemm_kind_t)k), ci, s->C, s->H, s->W, s->KH, s->KW, s->pad);
+      ASSERT_TRUE(memcmp(col, want_col, ncol * sizeof *col) == 0);
+      ASSERT_TRUE(memcmp(dx, want_dx, nx * sizeof *dx) == 0);
+      ASSERT_TRUE(col[ncol] == 12345.0f && dx[nx] == 12345.0f);
+      free(col), free(dx);
+    }
+    free(x), free(dcol), free(want_col), free(want_dx);
   }
 }
 
