@@ -1,6 +1,7 @@
 /* fl_gemm: the matrix products of training, at the shapes federated clients
  * run (batch 10 to 64), on AVX-512 and AVX2 kernels of our own, and the
- * copies that lower a convolution to one (im2col, col2im).
+ * data movement around them in a CNN: the copies that lower a convolution
+ * to a product (im2col, col2im) and 2x2 max pooling.
  *
  * OpenBLAS is built for large square products; at a batch of 10 its
  * NoTrans/Trans and Trans/NoTrans paths spend more time packing than
@@ -26,6 +27,7 @@
 #define FL_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum { FL_GEMM_BLAS = 0, FL_GEMM_AVX2 = 1, FL_GEMM_AVX512 = 2 } fl_gemm_kind_t;
 
@@ -62,6 +64,13 @@ typedef struct {
 void fl_gemm_im2col(const fl_gemm_conv_t *s, float *col, const float *x);
 void fl_gemm_col2im(const fl_gemm_conv_t *s, float *dx, const float *dcol);
 
+/* 2x2 max pooling of `planes` planes of H x W (fl_layers.h's
+ * fl_maxpool2_forward): out (planes, H/2, W/2) = each window's first
+ * maximum in row-major order, argmax its index within the plane. The same
+ * bits on every family. */
+void fl_gemm_maxpool2(size_t planes, size_t H, size_t W, float *out, int32_t *argmax,
+                      const float *x);
+
 /* n floats (at least one), 64-byte aligned, for what the kernels stream:
  * parameters, batches, activations, dataset rows. A vector load that
  * straddles two cache lines costs two (the 2NN's step at B = 10 ran 20%
@@ -87,5 +96,7 @@ void fl_gemm_nn_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float
                      float *C, int acc);
 void fl_gemm_im2col_with(fl_gemm_kind_t k, const fl_gemm_conv_t *s, float *col, const float *x);
 void fl_gemm_col2im_with(fl_gemm_kind_t k, const fl_gemm_conv_t *s, float *dx, const float *dcol);
+void fl_gemm_maxpool2_with(fl_gemm_kind_t k, size_t planes, size_t H, size_t W, float *out,
+                           int32_t *argmax, const float *x);
 
 #endif

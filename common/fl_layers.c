@@ -128,19 +128,7 @@ void fl_conv2d_backward_ref(const fl_conv2d_t *s, float *dinp, float *dweight, f
 }
 
 void fl_maxpool2_forward(const fl_pool2_t *s, float *out, int32_t *argmax, const float *inp) {
-  const size_t OH = s->H / 2, OW = s->W / 2;
-  for (size_t p = 0; p < s->B * s->C; p++) {
-    const float *x = inp + p * s->H * s->W;
-    for (size_t oh = 0; oh < OH; oh++)
-      for (size_t ow = 0; ow < OW; ow++) {
-        size_t at = 2 * oh * s->W + 2 * ow;
-        const size_t cand[3] = {at + 1, at + s->W, at + s->W + 1};
-        for (int k = 0; k < 3; k++)
-          if (x[cand[k]] > x[at]) at = cand[k];
-        out[(p * OH + oh) * OW + ow] = x[at];
-        argmax[(p * OH + oh) * OW + ow] = (int32_t)at;
-      }
-  }
+  fl_gemm_maxpool2(s->B * s->C, s->H, s->W, out, argmax, inp);
 }
 
 void fl_maxpool2_backward(const fl_pool2_t *s, float *dinp, const float *dout,

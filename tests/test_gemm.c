@@ -181,6 +181,67 @@ TEST(im2col_and_col2im_on_every_family) {
   }
 }
 
+/* 2x2 max pooling on every family against its definition (the first
+ * maximum in row-major order), bit for bit, index for index: planes with
+ * odd sizes (the last row and column dropped), row tails on both vector
+ * widths, ties, NaNs and signed zeros. */
+TEST(maxpool2_on_every_family) {
+  static const size_t dims[][3] = {{320, 28, 28}, {640, 14, 14}, {3, 5, 7},  {2, 2, 2},
+                                   {1, 3, 3},     {4, 9, 33},    {2, 6, 66}, {1, 2, 31}};
+  fl_rng_t r;
+  fl_rng_seed(&r, 6);
+  for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+    const size_t P = dims[di][0], H = dims[di][1], W = dims[di][2], OH = H / 2, OW = W / 2;
+    const size_t n = P * H * W, no = P * OH * OW;
+    float *x = rnd(&r, n);
+    for (size_t i = 0; i < n; i++) { /* ties, zeros of both signs, NaNs */
+      double u = fl_rng_uniform(&r);
+      if (u < 0.2)
+        x[i] = 0.0f;
+      else if (u < 0.25)
+        x[i] = -0.0f;
+      else if (u < 0.3)
+        x[i] = NAN;
+      else if (u < 0.5)
+        x[i] = (float)(int)(x[i] * 3);
+    }
+    float *want = malloc(no * sizeof *want);
+    int32_t *want_at = malloc(no * sizeof *want_at);
+    for (size_t p = 0; p < P; p++)
+      for (size_t oh = 0; oh < OH; oh++)
+        for (size_t ow = 0; ow < OW; ow++) {
+          const float *pl = x + p * H * W;
+          size_t best = 2 * oh * W + 2 * ow;
+          const size_t c[3] = {best + 1, best + W, best + W + 1};
+          for (int k = 0; k < 3; k++)
+            if (pl[c[k]] > pl[best]) best = c[k];
+          want[(p * OH + oh) * OW + ow] = pl[best];
+          want_at[(p * OH + oh) * OW + ow] = (int32_t)best;
+        }
+    for (int k = FL_GEMM_BLAS; k <= FL_GEMM_AVX512; k++) {
+      if (!have((fl_gemm_kind_t)k)) {
+        SKIP_PART("this CPU has no %s: its pooling is not checked",
+                  fl_gemm_name((fl_gemm_kind_t)k));
+        continue;
+      }
+      float *out = malloc((no + 1) * sizeof *out);
+      int32_t *at = malloc((no + 1) * sizeof *at);
+      out[no] = 12345.0f;
+      at[no] = 12345;
+      fl_gemm_maxpool2_with((fl_gemm_kind_t)k, P, H, W, out, at, x);
+      int same =
+          memcmp(out, want, no * sizeof *out) == 0 && memcmp(at, want_at, no * sizeof *at) == 0;
+      if (!same)
+        fprintf(stderr, "  %s: pooling of %zu planes of %zux%zu differs\n",
+                fl_gemm_name((fl_gemm_kind_t)k), P, H, W);
+      ASSERT_TRUE(same);
+      ASSERT_TRUE(out[no] == 12345.0f && at[no] == 12345);
+      free(out), free(at);
+    }
+    free(x), free(want), free(want_at);
+  }
+}
+
 TEST(kernels_are_deterministic) {
   fl_rng_t r;
   fl_rng_seed(&r, 3);
