@@ -41,9 +41,14 @@ static inline size_t fl_conv2d_oh(const fl_conv2d_t *s) {
 static inline size_t fl_conv2d_ow(const fl_conv2d_t *s) {
   return s->W + 2 * s->pad - s->KW + 1;
 }
-/* Floats of the im2col scratch the fast path needs: (C*KH*KW) x (OH*OW). */
+/* Floats of the scratch the fast path needs: the im2col matrix
+ * (C*KH*KW) x (OH*OW), then (backward) one image's dout transposed
+ * (OH*OW) x OC and the weight gradient transposed (C*KH*KW) x OC, each
+ * starting on a 64-byte boundary of a 64-byte aligned scratch. */
+#define FL_CONV2D_ALIGN16(n) (((n) + 15) & ~(size_t)15)
 static inline size_t fl_conv2d_col_size(const fl_conv2d_t *s) {
-  return s->C * s->KH * s->KW * fl_conv2d_oh(s) * fl_conv2d_ow(s);
+  const size_t K = s->C * s->KH * s->KW, OHW = fl_conv2d_oh(s) * fl_conv2d_ow(s);
+  return FL_CONV2D_ALIGN16(K * OHW) + FL_CONV2D_ALIGN16(OHW * s->OC) + K * s->OC;
 }
 /* 1 if the shape is valid (every size >= 1, kernel within the padded
  * image); 0 otherwise. */
@@ -55,7 +60,7 @@ void fl_conv2d_forward(const fl_conv2d_t *s, float *out, const float *inp, const
                        const float *bias, float *col);
 /* From dout (B, OC, OH, OW): dweight (OC, C, KH, KW) = sum over images of
  * dout_b col_b^T; dbias (OC) = sums of dout; dinp (B, C, H, W) = col2im of
- * weight^T dout_b (skipped if NULL). col as in the forward. */
+ * weight^T dout_b (skipped if NULL). col: fl_conv2d_col_size floats. */
 void fl_conv2d_backward(const fl_conv2d_t *s, float *dinp, float *dweight, float *dbias,
                         const float *dout, const float *inp, const float *weight, float *col);
 /* The definitions as loops (no scratch). */
