@@ -21,7 +21,8 @@
  * networked tests trained 5-10x slower, past their deadlines. Their bounds
  * are tested without it (test_gemm: a guard float past C, masked tails). */
 #define FL_NOSAN __attribute__((no_sanitize_address))
-enum { FL_BC_SET, FL_BC_ADD, FL_BC_SGD }; /* what a rank-K kernel does with C */
+/* what a rank-K kernel does with C (a base, and FL_BC_RELU or'ed in) */
+enum { FL_BC_SET, FL_BC_ADD, FL_BC_SGD, FL_BC_BIAS, FL_BC_BASE = 3, FL_BC_RELU = 4 };
 
 /* ---- AVX-512: 32 registers, 16 floats each ------------------------------ */
 /* Sums of a, b, c, d: pairs within 128-bit lanes, then the four lanes. */
@@ -54,6 +55,7 @@ FL_NOSAN __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__
 #define V_MASK(n) ((__mmask16)((n) >= 16 ? 0xffffu : ((1u << (n)) - 1u)))
 #define V_RANGE(a, b) ((__mmask16)(((1u << (b)) - 1u) & ~((1u << (a)) - 1u))) /* a <= b <= 16 */
 #define V_ADD(a, b) _mm512_add_ps((a), (b))
+#define V_MAX(a, b) _mm512_max_ps((a), (b))
 #define MR_BC 6
 #define NR_BC 4
 #define MR_DOT 5
@@ -78,6 +80,7 @@ FL_NOSAN __attribute__((target("avx512f"))) static inline __m128 hsum4_avx512(__
 #undef V_MASK
 #undef V_RANGE
 #undef V_ADD
+#undef V_MAX
 #undef MR_BC
 #undef NR_BC
 #undef MR_DOT
@@ -120,6 +123,7 @@ FL_NOSAN __attribute__((target("avx2,fma"))) static inline __m256i mask_avx2(siz
 #define V_MASK(n) mask_avx2(n)
 #define V_RANGE(a, b) _mm256_andnot_si256(mask_avx2(a), mask_avx2(b))
 #define V_ADD(a, b) _mm256_add_ps((a), (b))
+#define V_MAX(a, b) _mm256_max_ps((a), (b))
 #define MR_BC 6
 #define NR_BC 2
 #define MR_DOT 3
@@ -208,8 +212,12 @@ void fl_gemm_tn_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float
   if (M == 0 || N == 0) return;
   switch (usable(k)) {
 #ifdef FL_GEMM_X86
-  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, 1, M, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
-  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, 1, M, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
+  case FL_GEMM_AVX512:
+    bc_avx512(M, N, K, A, 1, M, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f, NULL);
+    return;
+  case FL_GEMM_AVX2:
+    bc_avx2(M, N, K, A, 1, M, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f, NULL);
+    return;
 #endif
   default:
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)M, B,
@@ -222,8 +230,12 @@ void fl_gemm_nn_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float
   if (M == 0 || N == 0) return;
   switch (usable(k)) {
 #ifdef FL_GEMM_X86
-  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, K, 1, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
-  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, K, 1, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f); return;
+  case FL_GEMM_AVX512:
+    bc_avx512(M, N, K, A, K, 1, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f, NULL);
+    return;
+  case FL_GEMM_AVX2:
+    bc_avx2(M, N, K, A, K, 1, B, C, acc ? FL_BC_ADD : FL_BC_SET, 0.0f, NULL);
+    return;
 #endif
   default:
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
@@ -242,12 +254,32 @@ void fl_gemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, fl
   fl_gemm_nn_with(fl_gemm_kind(), M, N, K, A, B, C, acc);
 }
 
+void fl_gemm_nn_bias(size_t M, size_t N, size_t K, const float *A, const float *B, float *C,
+                     const float *bias, int relu) {
+  if (M == 0 || N == 0) return;
+  const int mode = FL_BC_BIAS | (relu ? FL_BC_RELU : 0);
+  switch (fl_gemm_kind()) {
+#ifdef FL_GEMM_X86
+  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, K, 1, B, C, mode, 0.0f, bias); return;
+  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, K, 1, B, C, mode, 0.0f, bias); return;
+#endif
+  default:
+    for (size_t i = 0; i < M; i++)
+      for (size_t j = 0; j < N; j++)
+        C[i * N + j] = bias[i];
+    fl_gemm_nn_with(FL_GEMM_BLAS, M, N, K, A, B, C, 1);
+    if (relu)
+      for (size_t i = 0; i < M * N; i++)
+        C[i] = C[i] > 0 ? C[i] : 0.0f;
+  }
+}
+
 int fl_gemm_tn_sgd(size_t M, size_t N, size_t K, const float *A, const float *B, float *C,
                    float lr) {
   switch (fl_gemm_kind()) {
 #ifdef FL_GEMM_X86
-  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, 1, M, B, C, FL_BC_SGD, lr); return 1;
-  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, 1, M, B, C, FL_BC_SGD, lr); return 1;
+  case FL_GEMM_AVX512: bc_avx512(M, N, K, A, 1, M, B, C, FL_BC_SGD, lr, NULL); return 1;
+  case FL_GEMM_AVX2: bc_avx2(M, N, K, A, 1, M, B, C, FL_BC_SGD, lr, NULL); return 1;
 #endif
   default: return 0;
   }

@@ -38,6 +38,13 @@ void fl_gemm_tn(size_t M, size_t N, size_t K, const float *A, const float *B, fl
 /* C (M, N) (+)= A B, A (M, K), B (K, N). */
 void fl_gemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, float *C, int acc);
 
+/* C (M, N) = bias[i] + A B row by row, A (M, K), B (K, N), then with relu
+ * max(C, 0): the bits of filling C with the bias, fl_gemm_nn adding the
+ * product to it, then fl_relu_forward (a convolution's forward, its bias and
+ * ReLU in the product's store instead of two more passes over C). */
+void fl_gemm_nn_bias(size_t M, size_t N, size_t K, const float *A, const float *B, float *C,
+                     const float *bias, int relu);
+
 /* C (M, N) = C - lr (A^T B), A (K, M), B (K, N): an SGD step on a weight
  * whose gradient is A^T B, fused so the gradient is never stored. Each
  * element is rounded as in `g = A^T B; C -= lr * g` with fl_gemm_tn (the

@@ -58,6 +58,10 @@ int fl_conv2d_valid(const fl_conv2d_t *s);
  * bias (OC): im2col of each image into col, then one GEMM (fl_gemm). */
 void fl_conv2d_forward(const fl_conv2d_t *s, float *out, const float *inp, const float *weight,
                        const float *bias, float *col);
+/* The same followed by a ReLU (fl_relu_forward's bits), applied as the
+ * product is stored. */
+void fl_conv2d_forward_relu(const fl_conv2d_t *s, float *out, const float *inp, const float *weight,
+                            const float *bias, float *col);
 /* From dout (B, OC, OH, OW): dweight (OC, C, KH, KW) = sum over images of
  * dout_b col_b^T; dbias (OC) = sums of dout; dinp (B, C, H, W) = col2im of
  * weight^T dout_b (skipped if NULL). col: fl_conv2d_col_size floats. */

@@ -373,11 +373,12 @@ static void forward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t
       const float *wt = params + l->woff;
       if (l->kind == L_CONV) {
         fl_conv2d_t cs = conv_shape(l, nb); /* the scratch holds one image: it goes by image */
-        if (ref)
+        if (ref) {
           fl_conv2d_forward_ref(&cs, o, a, wt, wt + l->oc * l->fan_in);
-        else
-          fl_conv2d_forward(&cs, o, a, wt, wt + l->oc * l->fan_in, ws->col);
-        fl_relu_forward(o, o, nb * l->out_n);
+          fl_relu_forward(o, o, nb * l->out_n);
+        } else {
+          fl_conv2d_forward_relu(&cs, o, a, wt, wt + l->oc * l->fan_in, ws->col);
+        }
       } else {
         fl_pool2_t ps = {nb, l->c, l->h, l->w};
         fl_maxpool2_forward(&ps, o, ws->am[i] + at * l->out_n, a);

@@ -242,6 +242,44 @@ TEST(maxpool2_on_every_family) {
   }
 }
 
+/* fl_gemm_nn_bias = C filled with the bias, fl_gemm_nn adding to it, then
+ * the ReLU of fl_relu_forward, bit for bit, on the family this process runs
+ * (the three ctest runs), every shape (long K in blocks, row and column
+ * tails), with NaNs and zeros reaching the ReLU. */
+TEST(bias_and_relu_in_the_product_bit_for_bit) {
+  fl_rng_t r;
+  fl_rng_seed(&r, 4);
+  for (size_t si = 0; si < NSHAPES; si++) {
+    const shape_t *s = &shapes[si];
+    size_t nc = s->M * s->N;
+    float *A = rnd(&r, s->M * s->K), *B = rnd(&r, s->K * s->N), *bias = rnd(&r, s->M);
+    if (s->M > 2) { /* a NaN row, and a row of zeros whose sums are -0 + 0 x: signed zeros */
+      bias[1] = NAN;
+      bias[2] = -0.0f;
+      for (size_t k = 0; k < s->K; k++)
+        A[2 * s->K + k] = 0.0f;
+    }
+    float *want = malloc(nc * sizeof *want), *got = malloc((nc + 1) * sizeof *got);
+    for (int relu = 0; relu <= 1; relu++) {
+      for (size_t i = 0; i < s->M; i++)
+        for (size_t j = 0; j < s->N; j++)
+          want[i * s->N + j] = bias[i];
+      fl_gemm_nn(s->M, s->N, s->K, A, B, want, 1);
+      if (relu)
+        for (size_t i = 0; i < nc; i++)
+          want[i] = want[i] > 0 ? want[i] : 0.0f;
+      got[nc] = 12345.0f;
+      fl_gemm_nn_bias(s->M, s->N, s->K, A, B, got, bias, relu);
+      if (memcmp(got, want, nc * sizeof *got))
+        fprintf(stderr, "  %s relu %d %zux%zux%zu differs\n", fl_gemm_name(fl_gemm_kind()), relu,
+                s->M, s->N, s->K);
+      ASSERT_TRUE(memcmp(got, want, nc * sizeof *got) == 0);
+      ASSERT_TRUE(got[nc] == 12345.0f);
+    }
+    free(A), free(B), free(bias), free(want), free(got);
+  }
+}
+
 TEST(kernels_are_deterministic) {
   fl_rng_t r;
   fl_rng_seed(&r, 3);
