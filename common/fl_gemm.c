@@ -181,9 +181,10 @@ static fl_gemm_kind_t usable(fl_gemm_kind_t k) {
 /* The dot kernels pay a horizontal sum per element of C and do not block
  * for the cache: they win where the batch is small, or moderate with long
  * rows (K >= 512, M <= 128); OpenBLAS wins the rest (bench/RESULTS.md,
- * 2026-12-01, AVX-512: 64 x 800 x 196, a convolution's weight gradient, 87
- * against 114 GFLOP/s; an evaluation chunk of 1000 x 200 x 784, 58 against
- * 125). On AVX-512 a narrow C (N < 32, a 10-class output layer) also goes
+ * 2026-12-01, AVX-512: 64 x 800 x 196, a convolution's weight gradient in
+ * this form, 87 against 114 GFLOP/s (fl_layers now forms its transpose with
+ * the rank-K kernel instead, at 170); an evaluation chunk of 1000 x 200 x
+ * 784, 58 against 125). On AVX-512 a narrow C (N < 32, a 10-class output layer) also goes
  * to OpenBLAS's Cooperlake kernel (95 against 81); its Haswell kernel is
  * slower there than the AVX2 dot kernel (21 against 70). */
 static int nt_own(fl_gemm_kind_t k, size_t M, size_t N, size_t K) {
@@ -206,7 +207,9 @@ void fl_gemm_nt_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float
 }
 
 /* The rank-K kernels (tn, nn) matched or beat OpenBLAS on every training
- * shape measured, on both families: they always run. */
+ * shape measured on AVX-512, and on AVX2 on all but one, the CNN's second
+ * convolution's input gradient (tn 800 x 196 x 64: 79 against OpenBLAS
+ * Haswell's 86 GFLOP/s; bench/RESULTS.md): they always run. */
 void fl_gemm_tn_with(fl_gemm_kind_t k, size_t M, size_t N, size_t K, const float *A, const float *B,
                      float *C, int acc) {
   if (M == 0 || N == 0) return;
