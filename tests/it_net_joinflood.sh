@@ -29,14 +29,14 @@ run() {
   local ep="tcp://127.0.0.1:$port" pids=() fpids=()
   # --max-connections 512: the 200 flood connections all stay (the bound on
   # connections is tests/it_net_conns.sh's subject; this one is the joins').
-  timeout 300 "$COORD" --bind "$ep" "${FLAGS[@]}" --clients 64 --start-clients 4 --round-timeout 60 \
+  timeout -k 10 300 "$COORD" --bind "$ep" "${FLAGS[@]}" --clients 64 --start-clients 4 --round-timeout 60 \
     --max-connections 512 \
     --data-dir "$DATA_DIR" --metrics "$TMP/$name.jsonl" --out "$TMP/$name" \
     > /dev/null 2> "$TMP/$name.coord.log" &
   local cpid=$!
   PIDS+=($cpid)
   for i in 0 1 2 3; do
-    timeout 300 "$CLIENT" --connect "$ep" "${DATA[@]}" --partition-index $i --name "real$i" --quiet \
+    timeout -k 10 300 "$CLIENT" --connect "$ep" "${DATA[@]}" --partition-index $i --name "real$i" --quiet \
       2> "$TMP/$name.c$i.log" &
     pids+=($!); PIDS+=($!)
   done
@@ -44,7 +44,7 @@ run() {
     # From the end of round 1 on, so the real clients hold their slots.
     wait_until 120 lines_at_least "$TMP/$name.jsonl" 1 || bad "$name: round 1 never finished"
     for f in 0 1; do
-      timeout 300 "$BADPEER" --connect "$ep" --flood 300000 --conns 100 --duration 300 --name "flood$f" \
+      timeout -k 10 300 "$BADPEER" --connect "$ep" --flood 300000 --conns 100 --duration 300 --name "flood$f" \
         --timeout 250 > "$TMP/$name.flood$f.out" 2>&1 &
       fpids+=($!); PIDS+=($!)
     done
@@ -59,8 +59,10 @@ run() {
   for p in "${fpids[@]:-}"; do
     [ -n "$p" ] || continue
     kill -TERM "$p" 2>/dev/null || true # the run is over: stop flooding
+    # timeout -k: a flooder that does not end within 10 s of its TERM is
+    # killed (exit 137) and reported, instead of holding the test for ever
     rc=0; wait "$p" || rc=$?
-    [ $rc -eq 0 ] || bad "$name: flooder exit $rc"
+    [ $rc -eq 0 ] || bad "$name: flooder exit $rc$([ $rc -eq 137 ] && echo ': it did not end after SIGTERM')"
   done
 }
 

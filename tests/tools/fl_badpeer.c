@@ -595,6 +595,11 @@ static int run_flood(const opts_t *o) {
       }
     }
   }
+  /* Done flooding: a later signal must not land in the teardown (timeout(1)
+   * sends its TERM twice, to the child and to the process group; CI saw a
+   * flooder that had printed its summary never exit under ASan). */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
   printf("flood: sent %u joins over %u connections in %.2f s; replies: %u welcome, %u busy, %u "
          "refused, %u other\n",
          sent, o->conns, now_s() - t0, welcome, busy, refused, other);
