@@ -13,6 +13,11 @@
  *   rules             a whole round's aggregation (K submits + end_round) for
  *                     FedAvg, FedAvg with clipping, median and trimmed mean,
  *                     K = 10 and 50 (delta GB/s and the ratio to memcpy)
+ *   CNN               the FedAvg CNN's layers and train step, B=10 and B=64,
+ *                     and its products in fl_gemm's kernels against OpenBLAS's
+ *
+ * BENCH_ONLY=cnn|products|peak|train|agg runs one part (train: one step,
+ * BENCH_MODEL=spec, BENCH_FUSED=0 for gradient then optimizer step).
  *
  * Output: a Markdown table on stdout (bench/RESULTS.md keeps a copy). The
  * seconds-per-round figure of the reference configuration comes from
@@ -416,6 +421,52 @@ static void print_mlp_layers(size_t B, double peak1) {
  * i.e. forward, loss, backward and the plain SGD step, fused where the
  * kernels allow) at B = 10 and 64 on 1 and 2 workers, and the unfused
  * gradient + optimizer step (what other optimizers take) on 1. */
+/* The CNN's products at B = 10 (and the dense layer's), fl_gemm's kernels
+ * of this CPU against OpenBLAS's, one thread, operands in cache, best of 5
+ * timings of 50 repetitions each: the evidence for "own kernels always" in
+ * fl_gemm.c. */
+static void print_products(double peak1) {
+  static const struct {
+    const char *name;
+    int tn;
+    size_t M, N, K;
+  } P[] = {{"conv2 forward, nn", 0, 64, 196, 800},
+           {"conv2 input gradient, tn", 1, 800, 196, 64},
+           {"conv2 weight gradient transposed, nn", 0, 800, 64, 196},
+           {"conv1 forward, nn", 0, 32, 784, 25},
+           {"conv1 weight gradient transposed, nn", 0, 25, 32, 784},
+           {"dense 3136->512 input gradient B=10, nn", 0, 10, 3136, 512},
+           {"dense 3136->512 weight gradient B=10, tn", 1, 512, 3136, 10}};
+  float *A = fl_gemm_alloc(1 << 21), *B = fl_gemm_alloc(1 << 21), *C = fl_gemm_alloc(1 << 21);
+  for (size_t i = 0; i < (1u << 21); i++)
+    A[i] = B[i] = C[i] = (float)(i % 13) * 0.01f - 0.06f;
+  fl_gemm_kind_t own = fl_gemm_kind();
+  for (size_t p = 0; p < sizeof P / sizeof P[0]; p++) {
+    double g[2];
+    for (int f = 0; f < 2; f++) {
+      fl_gemm_kind_t k = f ? FL_GEMM_BLAS : own;
+      double best = 1e30;
+      for (int rep = 0; rep < 5; rep++) {
+        double t = now_s();
+        for (int i = 0; i < 50; i++) {
+          if (P[p].tn)
+            fl_gemm_tn_with(k, P[p].M, P[p].N, P[p].K, A, B, C, 0);
+          else
+            fl_gemm_nn_with(k, P[p].M, P[p].N, P[p].K, A, B, C, 0);
+        }
+        t = (now_s() - t) / 50;
+        if (t < best) best = t;
+      }
+      g[f] = 2.0 * (double)(P[p].M * P[p].N * P[p].K) / best / 1e9;
+    }
+    printf("| %s %zux%zux%zu | %s %.1f GFLOP/s, OpenBLAS %.1f: %.2fx | %.0f%% of 1-thread sgemm "
+           "peak |\n",
+           P[p].name, P[p].M, P[p].N, P[p].K, fl_gemm_name(own), g[0], g[1], g[0] / g[1],
+           100 * g[0] / peak1);
+  }
+  free(A), free(B), free(C);
+}
+
 static void print_train_steps(const char *name, const fl_model_spec_t *m, const fl_dataset_t *d,
                               double peak1, double peak2) {
   size_t Bs[2] = {10, 64};
@@ -470,6 +521,13 @@ int main(int argc, char **argv) {
     fl_dataset_destroy(&d);
     return 0;
   }
+  if (only && strcmp(only, "products") == 0) { /* own kernels against OpenBLAS's */
+    double peak = sgemm_gflops(1);
+    printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", peak);
+    print_products(peak);
+    fl_dataset_destroy(&d);
+    return 0;
+  }
   if (only && strcmp(only, "peak") == 0) { /* the sgemm peaks alone (bench_cnn.sh) */
     printf("| sgemm 1024^3, 1 thread | %.1f GFLOP/s | peak (1 core) |\n", sgemm_gflops(1));
     printf("| sgemm 1024^3, 2 threads | %.1f GFLOP/s | peak (2 cores) |\n", sgemm_gflops(2));
@@ -512,6 +570,7 @@ int main(int argc, char **argv) {
   printf("\n| CNN layers (common/fl_layers; issue 14) | value | vs hardware |\n|---|---|---|\n");
   print_cnn_layers(10, peak1);
   print_cnn_layers(64, peak1);
+  print_products(peak1);
   fl_model_spec_t cnn;
   fl_model_parse("cnn", d->dim, 10, &cnn);
   print_train_steps("CNN", &cnn, d, peak1, peak2);
