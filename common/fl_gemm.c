@@ -13,6 +13,35 @@
 #define FL_PLAIN_LOOPS
 #endif
 
+/* ---- Lowering a convolution: shared by the plain and the vector copies ---- */
+
+/* A convolution's output rows and columns. */
+static inline void conv_out(const fl_gemm_conv_t *s, size_t *OH, size_t *OW) {
+  *OH = s->H + 2 * s->pad - s->KH + 1;
+  *OW = s->W + 2 * s->pad - s->KW + 1;
+}
+
+/* The output columns ow whose input column ow + kw - pad is inside the
+ * image: [*lo, *hi). */
+static inline void valid_cols(const fl_gemm_conv_t *s, size_t kw, size_t OW, size_t *lo,
+                              size_t *hi) {
+  size_t a = s->pad > kw ? s->pad - kw : 0;               /* first ow with iw >= 0 */
+  size_t b = s->W + s->pad > kw ? s->W + s->pad - kw : 0; /* first ow with iw >= W */
+  *lo = a < OW ? a : OW;
+  *hi = b < OW ? b : OW;
+  if (*hi < *lo) *hi = *lo;
+}
+
+/* The lanes [*a, *b) of a chunk of `lim` lanes starting at column o that
+ * fall in the columns [lo, hi). */
+static inline void chunk_lanes(long lo, long hi, long o, long lim, size_t *a, size_t *b) {
+  long x = lo - o, y = hi - o;
+  x = x < 0 ? 0 : x > lim ? lim : x;
+  y = y < x ? x : y > lim ? lim : y;
+  *a = (size_t)x;
+  *b = (size_t)y;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FL_GEMM_X86 1
@@ -184,9 +213,9 @@ static fl_gemm_kind_t usable(fl_gemm_kind_t k) {
  * 2026-12-01, AVX-512: 64 x 800 x 196, a convolution's weight gradient in
  * this form, 87 against 114 GFLOP/s (fl_layers now forms its transpose with
  * the rank-K kernel instead, at 170); an evaluation chunk of 1000 x 200 x
- * 784, 58 against 125). On AVX-512 a narrow C (N < 32, a 10-class output layer) also goes
- * to OpenBLAS's Cooperlake kernel (95 against 81); its Haswell kernel is
- * slower there than the AVX2 dot kernel (21 against 70). */
+ * 784, 58 against 125). On AVX-512 a narrow C (N < 32, a 10-class output
+ * layer) also goes to OpenBLAS's Cooperlake kernel (95 against 81); its
+ * Haswell kernel is slower there than the AVX2 dot kernel (21 against 70). */
 static int nt_own(fl_gemm_kind_t k, size_t M, size_t N, size_t K) {
   if (k == FL_GEMM_AVX512 && N < 32) return 0;
   return M <= 16 || (K >= 512 && M <= 128);
@@ -290,23 +319,14 @@ int fl_gemm_tn_sgd(size_t M, size_t N, size_t K, const float *A, const float *B,
 
 /* ---- Lowering a convolution --------------------------------------------------- */
 
-/* The output columns ow whose input column ow + kw - pad is inside the
- * image: [*lo, *hi). */
-static void valid_cols(const fl_gemm_conv_t *s, size_t kw, size_t OW, size_t *lo, size_t *hi) {
-  size_t a = s->pad > kw ? s->pad - kw : 0;               /* first ow with iw >= 0 */
-  size_t b = s->W + s->pad > kw ? s->W + s->pad - kw : 0; /* first ow with iw >= W */
-  *lo = a < OW ? a : OW;
-  *hi = b < OW ? b : OW;
-  if (*hi < *lo) *hi = *lo;
-}
-
 /* Plain loops for the OpenBLAS family, not the memcpy/memset calls GCC
  * would otherwise make of them (a call per 56 bytes cost the CNN's step
  * 12%): each row of col is, per output row, zeros, a copy of the input
  * row's valid run, zeros. */
 FL_PLAIN_LOOPS static void im2col_plain(const fl_gemm_conv_t *s, float *restrict col,
                                         const float *restrict x) {
-  const size_t OH = s->H + 2 * s->pad - s->KH + 1, OW = s->W + 2 * s->pad - s->KW + 1;
+  size_t OH, OW;
+  conv_out(s, &OH, &OW);
   const long pad = (long)s->pad;
   for (size_t c = 0; c < s->C; c++)
     for (size_t kh = 0; kh < s->KH; kh++)
@@ -336,7 +356,8 @@ FL_PLAIN_LOOPS static void im2col_plain(const fl_gemm_conv_t *s, float *restrict
 
 /* A scatter into a zeroed dx, in (c, kh, kw, oh) order. */
 static void col2im_plain(const fl_gemm_conv_t *s, float *restrict dx, const float *restrict dcol) {
-  const size_t OH = s->H + 2 * s->pad - s->KH + 1, OW = s->W + 2 * s->pad - s->KW + 1;
+  size_t OH, OW;
+  conv_out(s, &OH, &OW);
   const long pad = (long)s->pad;
   memset(dx, 0, s->C * s->H * s->W * sizeof *dx);
   for (size_t c = 0; c < s->C; c++)

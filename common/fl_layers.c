@@ -45,16 +45,16 @@ void fl_conv2d_forward_relu(const fl_conv2d_t *s, float *out, const float *inp, 
   conv_forward(s, out, inp, weight, bias, col, 1);
 }
 
-/* The sum of n floats in double, in 8 interleaved partial sums added in a
- * fixed tree (one chain of n dependent additions cost the CNN's step 6%). */
-static double sum8(const float *v, size_t n, double acc[8]) {
+/* n floats added in double into 8 interleaved partial sums, which the
+ * caller adds in a fixed tree (one chain of dependent additions cost the
+ * CNN's step 6%). */
+static void sum8(const float *v, size_t n, double acc[8]) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     for (int j = 0; j < 8; j++)
       acc[j] += (double)v[i + j];
   for (; i < n; i++)
     acc[i % 8] += (double)v[i];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 /* The weight gradient goes transposed, dweight^T (K, OC) += col_b dout_b^T,
@@ -70,10 +70,11 @@ void fl_conv2d_backward(const fl_conv2d_t *s, float *dinp, float *dweight, float
   const fl_gemm_conv_t g = lowering(s);
   float *dT = col + FL_CONV2D_ALIGN16(K * OHW), *gT = dT + FL_CONV2D_ALIGN16(OHW * OC);
   for (size_t oc = 0; oc < OC; oc++) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (size_t b = 0; b < s->B; b++)
-      sum = sum8(dout + (b * OC + oc) * OHW, OHW, acc);
-    dbias[oc] = (float)sum;
+      sum8(dout + (b * OC + oc) * OHW, OHW, acc);
+    dbias[oc] =
+        (float)(((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])));
   }
   for (size_t b = 0; b < s->B; b++) {
     const float *d = dout + b * OC * OHW;

@@ -361,9 +361,8 @@ static void forward(fl_cnn_ws_t *ws, const float *params, const float *x, size_t
   size_t nconv = 0;
   while (nconv < ws->n && (ws->L[nconv].kind == L_CONV || ws->L[nconv].kind == L_POOL))
     nconv++;
-  const size_t G = CNN_GROUP;
-  for (size_t s = 0; s < B && nconv; s += G) {
-    const size_t nb = B - s < G ? B - s : G;
+  for (size_t s = 0; s < B && nconv; s += CNN_GROUP) {
+    const size_t nb = B - s < CNN_GROUP ? B - s : CNN_GROUP;
     const float *a = x + s * ws->L[0].in_n;
     for (size_t i = 0; i < nconv; i++) {
       const layer_t *l = &ws->L[i];
